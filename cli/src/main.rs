@@ -1,0 +1,207 @@
+//! `meridian`: the one binary of a Meridian deployment.
+//!
+//! A thin shell: clap parses the command line, the topology crate loads and
+//! validates the topology file, and each subcommand hands bound sockets to the
+//! library crate that does the work. `meridian up` runs a whole deployment on
+//! this machine as child processes of this same binary.
+
+mod process;
+mod up;
+
+use clap::{Parser, Subcommand};
+use meridian_topology::Topology;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+/// Exit code for a topology file or region name that cannot be used.
+const EXIT_INVALID_TOPOLOGY: u8 = 2;
+
+#[derive(Parser)]
+#[command(name = "meridian", version, about = "Geo-replicated message queue, RocketMQ 5 compatible")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a whole deployment on this machine: per region a node, a replicator and a router.
+    Up {
+        /// Topology file; without it, the built-in three-region demo.
+        #[arg(long)]
+        topology: Option<PathBuf>,
+        /// Where the built-in demo keeps its data (ignored with --topology).
+        #[arg(long, default_value = "meridian-data")]
+        data_dir: PathBuf,
+    },
+    /// Run one region's node (storage + RocketMQ gRPC + internal API).
+    Node(RoleArgs),
+    /// Run one region's replicator (QUIC commit-log shipping to peers).
+    Replicator(RoleArgs),
+    /// Run one region's router (QueryRoute to the nearest healthy region).
+    Router(RoleArgs),
+    /// Validate a topology file and print what it describes.
+    Check {
+        #[arg(long)]
+        topology: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct RoleArgs {
+    /// Topology file describing the deployment.
+    #[arg(long)]
+    topology: PathBuf,
+    /// Which region of the topology this process serves.
+    #[arg(long)]
+    region: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: failed to start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli.command))
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(command: Command) -> ExitCode {
+    match command {
+        Command::Up { topology, data_dir } => report(up::run(topology, data_dir).await),
+        Command::Check { topology } => match load(&topology, None) {
+            Ok(topology) => {
+                print!("{}", up::endpoint_table(&topology));
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Node(args) => {
+            let topology = match load(&args.topology, Some(&args.region)) {
+                Ok(topology) => topology,
+                Err(code) => return code,
+            };
+            report(run_node(topology, &args.region).await)
+        }
+        Command::Replicator(args) => {
+            let topology = match load(&args.topology, Some(&args.region)) {
+                Ok(topology) => topology,
+                Err(code) => return code,
+            };
+            report(run_replicator(topology, args.region).await)
+        }
+        Command::Router(args) => {
+            let topology = match load(&args.topology, Some(&args.region)) {
+                Ok(topology) => topology,
+                Err(code) => return code,
+            };
+            report(run_router(topology, args.region).await)
+        }
+    }
+}
+
+/// Loads and validates the topology (and the region, when given); on failure
+/// prints why and yields exit code 2.
+fn load(path: &Path, region: Option<&str>) -> Result<Topology, ExitCode> {
+    let topology = Topology::load(path).map_err(|error| {
+        eprintln!("error: {error}");
+        ExitCode::from(EXIT_INVALID_TOPOLOGY)
+    })?;
+    if let Some(region) = region {
+        topology.region(region).map_err(|error| {
+            eprintln!("error: {}: {error}", path.display());
+            ExitCode::from(EXIT_INVALID_TOPOLOGY)
+        })?;
+    }
+    Ok(topology)
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Tells whoever started this process that it is serving (see tests/ and `up`).
+fn announce_ready(role: &str, region: &str) {
+    let mut stdout = std::io::stdout().lock();
+    // If nobody reads stdout, readiness has no audience; nothing to do.
+    let _ = writeln!(stdout, "MERIDIAN_READY role={role} region={region}");
+    let _ = stdout.flush();
+}
+
+/// A token cancelled on Ctrl-C or SIGTERM.
+fn shutdown_on_signals() -> anyhow::Result<CancellationToken> {
+    let token = CancellationToken::new();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; shutting down"),
+            _ = terminate.recv() => tracing::info!("SIGTERM; shutting down"),
+        }
+        cancel.cancel();
+    });
+    Ok(token)
+}
+
+async fn bind_tcp(address: std::net::SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    use anyhow::Context as _;
+    tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("failed to bind the {what} address {address}"))
+}
+
+async fn run_node(topology: Topology, region: &str) -> anyhow::Result<()> {
+    let config = topology.region(region)?.clone();
+    let shutdown = shutdown_on_signals()?;
+    let node = tokio::task::spawn_blocking({
+        let region = region.to_owned();
+        move || meridian_region_node::Node::open(topology, &region)
+    })
+    .await??;
+    let node_listener = bind_tcp(config.node, "node").await?;
+    let admin_listener = bind_tcp(config.admin, "admin").await?;
+    announce_ready("node", region);
+    node.serve(node_listener, admin_listener, shutdown).await?;
+    Ok(())
+}
+
+async fn run_replicator(topology: Topology, region: String) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let address = topology.region(&region)?.replicator;
+    let shutdown = shutdown_on_signals()?;
+    let socket = std::net::UdpSocket::bind(address)
+        .with_context(|| format!("failed to bind the replicator address {address} (UDP)"))?;
+    announce_ready("replicator", &region);
+    meridian_replicator::run(topology, region, socket, shutdown).await?;
+    Ok(())
+}
+
+async fn run_router(topology: Topology, region: String) -> anyhow::Result<()> {
+    let address = topology.region(&region)?.router;
+    let shutdown = shutdown_on_signals()?;
+    let listener = bind_tcp(address, "router").await?;
+    announce_ready("router", &region);
+    meridian_router::run(topology, region, listener, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! Group commit: many concurrent appends, one storage batch.
+//!
+//! Every send (and every replicated batch) goes through one writer task. The
+//! writer takes whatever requests are queued when it wakes up, appends all of
+//! their records in a single [`LogStore::append`] call (one RocksDB write batch,
+//! one fsync in `sync` mode), then answers each caller with its own slice of
+//! the results. Under load, fsyncs are shared by many clients; alone, a send
+//! pays one fsync. After each batch the new last sequence is published on a
+//! watch channel, which wakes commit-log tailers and long-polling receivers.
+
+use crate::storage::{Appended, LogStore, StorageError};
+use meridian_proto::meridian::v1::Record;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+/// Requests waiting for the writer; senders wait (back-pressure) beyond this.
+const QUEUE_CAPACITY: usize = 1024;
+/// Most records written in one storage batch.
+const MAX_RECORDS_PER_BATCH: usize = 4096;
+
+struct AppendRequest {
+    records: Vec<Record>,
+    reply: oneshot::Sender<Result<Vec<Appended>, Arc<StorageError>>>,
+}
+
+/// Errors of an append through the commit log.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error("failed to append to the commit log")]
+    Storage(#[source] Arc<StorageError>),
+    #[error("the commit log writer has stopped (the node is shutting down)")]
+    Stopped,
+}
+
+/// Handle to the group-commit writer; cheap to clone.
+#[derive(Clone)]
+pub struct CommitLog {
+    requests: mpsc::Sender<AppendRequest>,
+    last_sequence: watch::Receiver<u64>,
+}
+
+impl CommitLog {
+    /// Starts the writer task on `tracker`. It stops when `shutdown` fires and
+    /// the queue is drained, or when every handle is dropped.
+    pub fn start<S: LogStore>(
+        store: Arc<S>,
+        local_region: String,
+        tracker: &tokio_util::task::TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Result<Self, StorageError> {
+        let (requests, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let (sequence_sender, last_sequence) = watch::channel(store.last_sequence()?);
+        tracker.spawn(writer(store, local_region, receiver, sequence_sender, shutdown));
+        Ok(Self {
+            requests,
+            last_sequence,
+        })
+    }
+
+    /// Appends records (see [`LogStore::append`]); returns once they are
+    /// written with the store's durability.
+    pub async fn append(&self, records: Vec<Record>) -> Result<Vec<Appended>, CommitError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(AppendRequest { records, reply })
+            .await
+            .map_err(|_| CommitError::Stopped)?;
+        answer
+            .await
+            .map_err(|_| CommitError::Stopped)?
+            .map_err(CommitError::Storage)
+    }
+
+    /// A receiver of the last committed sequence; changes after every batch.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.last_sequence.clone()
+    }
+
+    /// The last committed sequence.
+    pub fn last_sequence(&self) -> u64 {
+        *self.last_sequence.borrow()
+    }
+}
+
+async fn writer<S: LogStore>(
+    store: Arc<S>,
+    local_region: String,
+    mut receiver: mpsc::Receiver<AppendRequest>,
+    last_sequence: watch::Sender<u64>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            biased;
+            request = receiver.recv() => match request {
+                Some(request) => request,
+                None => break,
+            },
+            () = shutdown.cancelled() => {
+                // Stop taking new work, then drain what was already queued.
+                receiver.close();
+                match receiver.recv().await {
+                    Some(request) => request,
+                    None => break,
+                }
+            }
+        };
+        let mut batch = vec![first];
+        let mut record_count = batch[0].records.len();
+        while record_count < MAX_RECORDS_PER_BATCH {
+            match receiver.try_recv() {
+                Ok(request) => {
+                    record_count += request.records.len();
+                    batch.push(request);
+                }
+                Err(_) => break,
+            }
+        }
+        let sizes: Vec<usize> = batch.iter().map(|request| request.records.len()).collect();
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut records = Vec::with_capacity(record_count);
+        for request in batch {
+            records.extend(request.records);
+            replies.push(request.reply);
+        }
+        let writer_store = store.clone();
+        let region = local_region.clone();
+        let result = tokio::task::spawn_blocking(move || writer_store.append(records, &region))
+            .await
+            .unwrap_or_else(|join_error| {
+                Err(StorageError::Backend {
+                    operation: "append",
+                    source: Box::new(join_error),
+                })
+            });
+        match result {
+            Ok(appended) => {
+                if let Some(highest) = appended
+                    .iter()
+                    .filter_map(|outcome| match outcome {
+                        Appended::Stored { sequence, .. } => Some(*sequence),
+                        Appended::Duplicate { .. } => None,
+                    })
+                    .max()
+                {
+                    last_sequence.send_if_modified(|current| {
+                        let advanced = highest > *current;
+                        if advanced {
+                            *current = highest;
+                        }
+                        advanced
+                    });
+                }
+                let mut outcomes = appended.into_iter();
+                for (reply, size) in replies.into_iter().zip(sizes) {
+                    let part: Vec<Appended> = outcomes.by_ref().take(size).collect();
+                    // A caller that went away no longer needs its answer.
+                    let _ = reply.send(Ok(part));
+                }
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "commit log append failed");
+                let error = Arc::new(error);
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The node's errors, and their one mapping to RocketMQ status codes.
+
+use crate::commit::CommitError;
+use crate::consumer::{ConsumerError, FilterError, MalformedHandle};
+use crate::storage::StorageError;
+use meridian_proto::client_settings::status;
+use meridian_proto::rocketmq::v2::{Code, Status};
+use std::path::PathBuf;
+
+/// Errors of the node, from request validation to storage.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("request has no x-mq-client-id header")]
+    ClientIdRequired,
+    #[error("topic `{topic}` does not exist in this deployment's topology")]
+    TopicNotFound { topic: String },
+    #[error("request names no topic")]
+    TopicMissing,
+    #[error("consumer group name `{group}` is invalid: {reason}")]
+    IllegalConsumerGroup { group: String, reason: &'static str },
+    #[error("message has no message_id")]
+    MessageIdMissing,
+    #[error("message body of {size} bytes exceeds the limit of {limit} bytes")]
+    BodyTooLarge { size: usize, limit: usize },
+    #[error("topic `{topic}` does not accept {message_type} messages")]
+    MessageTypeNotAccepted { topic: String, message_type: &'static str },
+    #[error("{message_type} messages are not supported yet")]
+    MessageTypeUnsupported { message_type: &'static str },
+    #[error("delivery time {delivery_ms} ms is invalid: {reason}")]
+    IllegalDeliveryTime { delivery_ms: i64, reason: &'static str },
+    #[error("queue {queue_id} does not exist in topic `{topic}` ({queues} queues)")]
+    IllegalQueue { topic: String, queue_id: i32, queues: u16 },
+    #[error("invisible duration of {millis} ms is outside {min_ms}..={max_ms} ms")]
+    IllegalInvisibleTime { millis: i64, min_ms: i64, max_ms: i64 },
+    #[error("long polling time is too short: {remaining_ms} ms left before the call's deadline")]
+    IllegalPollingTime { remaining_ms: i64 },
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    #[error(transparent)]
+    MalformedHandle(#[from] MalformedHandle),
+    #[error("receipt handle belongs to region `{region}`, this node serves `{local}`")]
+    ForeignHandle { region: String, local: String },
+    #[error("replicated record is invalid: {reason}")]
+    InvalidRecord { reason: String },
+    #[error(transparent)]
+    Consumer(#[from] ConsumerError),
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("data directory {path} is locked by another process (is another node of this region running?)")]
+    Locked { path: PathBuf },
+    #[error("failed to prepare data directory {path}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("gRPC server on {address} failed")]
+    Serve {
+        address: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+impl NodeError {
+    /// The RocketMQ status a client sees for this error. The only place
+    /// where node errors become status codes.
+    pub fn to_status(&self) -> Status {
+        let code = match self {
+            Self::ClientIdRequired => Code::ClientIdRequired,
+            Self::TopicNotFound { .. } => Code::TopicNotFound,
+            Self::TopicMissing => Code::IllegalTopic,
+            Self::IllegalConsumerGroup { .. } => Code::IllegalConsumerGroup,
+            Self::MessageIdMissing => Code::IllegalMessageId,
+            Self::BodyTooLarge { .. } => Code::MessageBodyTooLarge,
+            Self::MessageTypeNotAccepted { .. } => Code::MessagePropertyConflictWithType,
+            Self::MessageTypeUnsupported { .. } => Code::Unsupported,
+            Self::IllegalDeliveryTime { .. } => Code::IllegalDeliveryTime,
+            Self::IllegalQueue { .. } => Code::BadRequest,
+            Self::IllegalInvisibleTime { .. } => Code::IllegalInvisibleTime,
+            Self::IllegalPollingTime { .. } => Code::IllegalPollingTime,
+            Self::Filter(FilterError::Invalid { .. }) => Code::IllegalFilterExpression,
+            Self::Filter(FilterError::SqlUnsupported { .. }) => Code::Unsupported,
+            Self::MalformedHandle(_) | Self::ForeignHandle { .. } => Code::InvalidReceiptHandle,
+            Self::Consumer(ConsumerError::InvalidReceiptHandle { .. }) => Code::InvalidReceiptHandle,
+            Self::InvalidRecord { .. } => Code::BadRequest,
+            Self::Consumer(ConsumerError::Storage(_))
+            | Self::Commit(_)
+            | Self::Storage(_)
+            | Self::Locked { .. }
+            | Self::DataDir { .. }
+            | Self::Serve { .. } => Code::InternalError,
+        };
+        status(code, error_chain(self))
+    }
+
+    /// The gRPC status for the internal NodeService API.
+    pub fn to_grpc(&self) -> tonic::Status {
+        match self {
+            Self::InvalidRecord { .. } | Self::TopicNotFound { .. } => {
+                tonic::Status::invalid_argument(error_chain(self))
+            }
+            Self::Commit(CommitError::Stopped) => tonic::Status::unavailable(error_chain(self)),
+            _ => tonic::Status::internal(error_chain(self)),
+        }
+    }
+}
+
+/// The error and its sources, joined: what a client or log reader needs.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,212 @@
+//! Between RocketMQ messages (what clients send and receive) and commit-log records.
+
+use crate::consumer::Delivery;
+use crate::error::NodeError;
+use md5::{Digest as _, Md5};
+use meridian_proto::meridian::v1::{self as internal, Record, RecordKind};
+use meridian_proto::prost_types::{Duration, Timestamp};
+use meridian_proto::rocketmq::v2::{
+    self as rocketmq, Digest, DigestType, Encoding, Resource, SystemProperties,
+};
+use meridian_topology::{MessageType, Topic};
+
+/// The furthest ahead a delay message may be scheduled (40 days).
+pub const MAX_DELAY_MS: i64 = 40 * 24 * 60 * 60 * 1000;
+
+/// Builds the record for a message a client sent to this region.
+pub fn record_from_client(
+    message: &rocketmq::Message,
+    topic_name: &str,
+    topic: &Topic,
+    local_region: &str,
+    now_ms: i64,
+) -> Result<Record, NodeError> {
+    let properties = message.system_properties.clone().unwrap_or_default();
+    if properties.message_id.trim().is_empty() {
+        return Err(NodeError::MessageIdMissing);
+    }
+    if message.body.len() > meridian_proto::MAX_BODY_BYTES {
+        return Err(NodeError::BodyTooLarge {
+            size: message.body.len(),
+            limit: meridian_proto::MAX_BODY_BYTES,
+        });
+    }
+    let delivery_ms = properties.delivery_timestamp.as_ref().map(timestamp_to_ms);
+    let message_type = match (properties.message_type(), delivery_ms) {
+        (rocketmq::MessageType::Normal, _) | (rocketmq::MessageType::Unspecified, None) => {
+            MessageType::Normal
+        }
+        (rocketmq::MessageType::Delay, _) | (rocketmq::MessageType::Unspecified, Some(_)) => {
+            MessageType::Delay
+        }
+        (rocketmq::MessageType::Fifo, _) => {
+            return Err(NodeError::MessageTypeUnsupported { message_type: "FIFO" });
+        }
+        (rocketmq::MessageType::Transaction, _) => {
+            return Err(NodeError::MessageTypeUnsupported { message_type: "transactional" });
+        }
+        (rocketmq::MessageType::Lite | rocketmq::MessageType::Priority, _) => {
+            return Err(NodeError::MessageTypeUnsupported { message_type: "lite and priority" });
+        }
+    };
+    if !topic.message_types.contains(&message_type) {
+        return Err(NodeError::MessageTypeNotAccepted {
+            topic: topic_name.to_owned(),
+            message_type: type_name(message_type),
+        });
+    }
+    if message_type == MessageType::Delay {
+        let Some(delivery_ms) = delivery_ms else {
+            return Err(NodeError::IllegalDeliveryTime {
+                delivery_ms: 0,
+                reason: "a DELAY message needs a delivery_timestamp",
+            });
+        };
+        if delivery_ms > now_ms.saturating_add(MAX_DELAY_MS) {
+            return Err(NodeError::IllegalDeliveryTime {
+                delivery_ms,
+                reason: "more than 40 days ahead (is it in milliseconds instead of seconds?)",
+            });
+        }
+    }
+    let queue_id = properties.queue_id;
+    if queue_id < 0 || queue_id >= i32::from(topic.queues) {
+        return Err(NodeError::IllegalQueue {
+            topic: topic_name.to_owned(),
+            queue_id,
+            queues: topic.queues,
+        });
+    }
+    Ok(Record {
+        sequence: 0,
+        kind: RecordKind::Message as i32,
+        dedup_id: uuid::Uuid::now_v7().as_bytes().to_vec(),
+        origin_region: local_region.to_owned(),
+        origin_sequence: 0,
+        path: vec![local_region.to_owned()],
+        message: Some(internal::Message {
+            client_message_id: properties.message_id,
+            topic: topic_name.to_owned(),
+            queue_id,
+            message_type: internal_type(message_type) as i32,
+            tag: properties.tag,
+            keys: properties.keys,
+            message_group: properties.message_group,
+            delivery_timestamp_ms: delivery_ms.filter(|_| message_type == MessageType::Delay),
+            user_properties: message.user_properties.clone(),
+            born_timestamp_ms: properties.born_timestamp.as_ref().map_or(now_ms, timestamp_to_ms),
+            born_host: properties.born_host,
+            store_timestamp_ms: now_ms,
+            body: message.body.clone(),
+            trace_context: properties.trace_context,
+        }),
+    })
+}
+
+/// The message a consumer receives for one delivery.
+pub fn message_for_delivery(
+    delivery: Delivery,
+    store_host: &str,
+    invisible_ms: i64,
+) -> rocketmq::Message {
+    let message = delivery.record.message.unwrap_or_default();
+    let message_type = match internal::MessageType::try_from(message.message_type) {
+        Ok(internal::MessageType::Fifo) => rocketmq::MessageType::Fifo,
+        Ok(internal::MessageType::Delay) => rocketmq::MessageType::Delay,
+        Ok(internal::MessageType::Transaction) => rocketmq::MessageType::Transaction,
+        _ => rocketmq::MessageType::Normal,
+    };
+    let digest = hex::encode_upper(Md5::digest(&message.body));
+    let system_properties = SystemProperties {
+        tag: message.tag,
+        keys: message.keys,
+        message_id: message.client_message_id,
+        body_digest: Some(Digest {
+            r#type: DigestType::Md5 as i32,
+            checksum: digest,
+        }),
+        body_encoding: Encoding::Identity as i32,
+        message_type: message_type as i32,
+        born_timestamp: Some(ms_to_timestamp(message.born_timestamp_ms)),
+        born_host: message.born_host,
+        store_timestamp: Some(ms_to_timestamp(message.store_timestamp_ms)),
+        store_host: store_host.to_owned(),
+        delivery_timestamp: message.delivery_timestamp_ms.map(ms_to_timestamp),
+        receipt_handle: Some(delivery.handle.to_string()),
+        queue_id: delivery.queue_id,
+        queue_offset: i64::try_from(delivery.offset).ok(),
+        invisible_duration: Some(Duration {
+            seconds: invisible_ms / 1000,
+            nanos: i32::try_from((invisible_ms % 1000) * 1_000_000).unwrap_or(0),
+        }),
+        delivery_attempt: Some(i32::try_from(delivery.attempt).unwrap_or(i32::MAX)),
+        message_group: message.message_group,
+        trace_context: message.trace_context,
+        ..SystemProperties::default()
+    };
+    rocketmq::Message {
+        topic: Some(Resource {
+            resource_namespace: String::new(),
+            name: message.topic,
+        }),
+        user_properties: message.user_properties,
+        system_properties: Some(system_properties),
+        body: message.body,
+    }
+}
+
+pub fn type_name(message_type: MessageType) -> &'static str {
+    match message_type {
+        MessageType::Normal => "NORMAL",
+        MessageType::Fifo => "FIFO",
+        MessageType::Delay => "DELAY",
+        MessageType::Transaction => "TRANSACTION",
+    }
+}
+
+fn internal_type(message_type: MessageType) -> internal::MessageType {
+    match message_type {
+        MessageType::Normal => internal::MessageType::Normal,
+        MessageType::Fifo => internal::MessageType::Fifo,
+        MessageType::Delay => internal::MessageType::Delay,
+        MessageType::Transaction => internal::MessageType::Transaction,
+    }
+}
+
+/// The RocketMQ message type a topology message type stands for.
+pub fn rocketmq_type(message_type: MessageType) -> rocketmq::MessageType {
+    match message_type {
+        MessageType::Normal => rocketmq::MessageType::Normal,
+        MessageType::Fifo => rocketmq::MessageType::Fifo,
+        MessageType::Delay => rocketmq::MessageType::Delay,
+        MessageType::Transaction => rocketmq::MessageType::Transaction,
+    }
+}
+
+pub fn timestamp_to_ms(timestamp: &Timestamp) -> i64 {
+    timestamp
+        .seconds
+        .saturating_mul(1000)
+        .saturating_add(i64::from(timestamp.nanos) / 1_000_000)
+}
+
+pub fn ms_to_timestamp(ms: i64) -> Timestamp {
+    Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+pub fn duration_to_ms(duration: &Duration) -> i64 {
+    duration
+        .seconds
+        .saturating_mul(1000)
+        .saturating_add(i64::from(duration.nanos) / 1_000_000)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,233 @@
+//! Meridian's internal `NodeService`: health, commit-log tail, apply, checkpoints.
+//!
+//! Served on the region's admin address, never to clients. The replicator of
+//! this region tails the log and applies what peers send; routers probe
+//! health; operators and tests read topic statistics.
+
+use super::NodeContext;
+use crate::error::NodeError;
+use crate::storage::{Appended, LogStore};
+use meridian_proto::meridian::v1::node_service_server::NodeService;
+use meridian_proto::meridian::v1::{
+    ApplyRequest, ApplyResponse, Checkpoint, GetCheckpointRequest, HealthRequest,
+    HealthResponse, PutCheckpointResponse, QueueStats, Record, RecordKind, TailBatch,
+    TailRequest, TopicStatsRequest, TopicStatsResponse,
+};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response};
+
+/// Caps of one tail batch, whatever the caller asks for.
+const TAIL_MAX_RECORDS: usize = 1024;
+const TAIL_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// Most records one Apply may carry.
+const APPLY_MAX_RECORDS: usize = 4096;
+
+pub struct Internal<S> {
+    context: Arc<NodeContext<S>>,
+}
+
+impl<S> Internal<S> {
+    pub fn new(context: Arc<NodeContext<S>>) -> Self {
+        Self { context }
+    }
+}
+
+fn checkpoint_key(peer: &str) -> String {
+    format!("replication/checkpoint/{peer}")
+}
+
+impl<S: LogStore> Internal<S> {
+    /// Checks a replicated record before it may enter the commit log.
+    fn check_replicated(&self, record: &mut Record, from_region: &str) -> Result<(), NodeError> {
+        let invalid = |reason: String| NodeError::InvalidRecord { reason };
+        if record.kind != RecordKind::Message as i32 {
+            return Err(invalid(format!("unknown record kind {}", record.kind)));
+        }
+        if record.dedup_id.len() != 16 {
+            return Err(invalid(format!("dedup id has {} bytes, expected 16", record.dedup_id.len())));
+        }
+        if record.origin_region.is_empty() || record.origin_region == self.context.region {
+            return Err(invalid(format!(
+                "origin region `{}` is empty or this region (records never come home)",
+                record.origin_region
+            )));
+        }
+        let Some(message) = record.message.as_ref() else {
+            return Err(invalid("message record without a message".into()));
+        };
+        let Some(topic) = self.context.topology.topic(&message.topic) else {
+            return Err(NodeError::TopicNotFound { topic: message.topic.clone() });
+        };
+        if message.queue_id < 0 || message.queue_id >= i32::from(topic.queues) {
+            return Err(NodeError::IllegalQueue {
+                topic: message.topic.clone(),
+                queue_id: message.queue_id,
+                queues: topic.queues,
+            });
+        }
+        if message.body.len() > meridian_proto::MAX_BODY_BYTES {
+            return Err(NodeError::BodyTooLarge { size: message.body.len(), limit: meridian_proto::MAX_BODY_BYTES });
+        }
+        if record.path.last().map(String::as_str) != Some(from_region) {
+            record.path.push(from_region.to_owned());
+        }
+        record.path.push(self.context.region.clone());
+        record.sequence = 0;
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl<S: LogStore> NodeService for Internal<S> {
+    async fn health(&self, _request: Request<HealthRequest>) -> Result<Response<HealthResponse>, tonic::Status> {
+        Ok(Response::new(HealthResponse {
+            region: self.context.region.clone(),
+            last_sequence: self.context.commit.last_sequence(),
+            started_at_ms: u64::try_from(self.context.started_at_ms).unwrap_or(0),
+        }))
+    }
+
+    type TailStream = ReceiverStream<Result<TailBatch, tonic::Status>>;
+
+    async fn tail(&self, request: Request<TailRequest>) -> Result<Response<Self::TailStream>, tonic::Status> {
+        let request = request.into_inner();
+        let max_records = usize::try_from(request.max_records).unwrap_or(TAIL_MAX_RECORDS).clamp(1, TAIL_MAX_RECORDS);
+        let max_bytes = usize::try_from(request.max_bytes).unwrap_or(TAIL_MAX_BYTES).clamp(1, TAIL_MAX_BYTES);
+        let local_only = request.local_origin_only;
+        let (sender, receiver) = mpsc::channel(4);
+        let context = self.context.clone();
+        let mut commits = context.commit.subscribe();
+        let mut after = request.after_sequence;
+        self.context.tasks.spawn(async move {
+            let region = context.region.clone();
+            loop {
+                commits.borrow_and_update();
+                let read = context
+                    .blocking(move |store, _| Ok(store.read_log(after, max_records, max_bytes)?))
+                    .await;
+                let records = match read {
+                    Ok(records) => records,
+                    Err(error) => {
+                        tracing::error!(error = %crate::error::error_chain(&error), after, "commit log tail failed");
+                        let _ = sender.send(Err(error.to_grpc())).await;
+                        break;
+                    }
+                };
+                if let Some(last) = records.last() {
+                    let through_sequence = last.sequence;
+                    let records: Vec<Record> = records
+                        .into_iter()
+                        .filter(|record| !local_only || record.origin_region == region)
+                        .map(|mut record| {
+                            if record.origin_region == region && record.origin_sequence == 0 {
+                                record.origin_sequence = record.sequence;
+                            }
+                            record
+                        })
+                        .collect();
+                    after = through_sequence;
+                    let batch = TailBatch { records, through_sequence };
+                    tokio::select! {
+                        biased;
+                        () = context.shutdown.cancelled() => break,
+                        sent = sender.send(Ok(batch)) => if sent.is_err() { break },
+                    }
+                    continue;
+                }
+                tokio::select! {
+                    biased;
+                    () = context.shutdown.cancelled() => break,
+                    () = sender.closed() => break,
+                    changed = commits.changed() => if changed.is_err() { break },
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+
+    async fn apply(&self, request: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, tonic::Status> {
+        let request = request.into_inner();
+        if request.records.len() > APPLY_MAX_RECORDS {
+            return Err(tonic::Status::invalid_argument(format!(
+                "apply carries {} records, at most {APPLY_MAX_RECORDS} allowed",
+                request.records.len()
+            )));
+        }
+        let mut records = request.records;
+        for record in &mut records {
+            if let Err(error) = self.check_replicated(record, &request.from_region) {
+                tracing::warn!(from = %request.from_region, error = %error, "refused replicated batch");
+                return Err(error.to_grpc());
+            }
+        }
+        if records.is_empty() {
+            return Ok(Response::new(ApplyResponse { stored: 0, duplicates: 0 }));
+        }
+        let outcomes = self.context.commit.append(records).await.map_err(|error| NodeError::from(error).to_grpc())?;
+        let stored = outcomes.iter().filter(|outcome| matches!(outcome, Appended::Stored { .. })).count();
+        let duplicates = outcomes.len() - stored;
+        Ok(Response::new(ApplyResponse {
+            stored: u32::try_from(stored).unwrap_or(u32::MAX),
+            duplicates: u32::try_from(duplicates).unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn get_checkpoint(&self, request: Request<GetCheckpointRequest>) -> Result<Response<Checkpoint>, tonic::Status> {
+        let peer = request.into_inner().peer_region;
+        let key = checkpoint_key(&peer);
+        let value = self.context.blocking(move |store, _| Ok(store.get_meta(&key)?)).await.map_err(|error| error.to_grpc())?;
+        let acked_through_sequence = match value {
+            None => 0,
+            Some(bytes) => u64::from_be_bytes(bytes.as_slice().try_into().map_err(|_| {
+                tonic::Status::data_loss(format!("checkpoint for `{peer}` has {} bytes, expected 8", bytes.len()))
+            })?),
+        };
+        Ok(Response::new(Checkpoint { peer_region: peer, acked_through_sequence }))
+    }
+
+    async fn put_checkpoint(&self, request: Request<Checkpoint>) -> Result<Response<PutCheckpointResponse>, tonic::Status> {
+        let checkpoint = request.into_inner();
+        if self.context.topology.regions.get(&checkpoint.peer_region).is_none() {
+            return Err(tonic::Status::invalid_argument(format!("unknown peer region `{}`", checkpoint.peer_region)));
+        }
+        let key = checkpoint_key(&checkpoint.peer_region);
+        let value = checkpoint.acked_through_sequence.to_be_bytes();
+        self.context
+            .blocking(move |store, _| {
+                // Checkpoints only move forward: a late, smaller ack must not rewind.
+                let current = store.get_meta(&key)?.and_then(|bytes| bytes.as_slice().try_into().ok()).map(u64::from_be_bytes);
+                if current.is_none_or(|current| current < u64::from_be_bytes(value)) {
+                    store.put_meta(&key, &value)?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|error| error.to_grpc())?;
+        Ok(Response::new(PutCheckpointResponse {}))
+    }
+
+    async fn topic_stats(&self, request: Request<TopicStatsRequest>) -> Result<Response<TopicStatsResponse>, tonic::Status> {
+        let topic_name = request.into_inner().topic;
+        let Some(topic) = self.context.topology.topic(&topic_name) else {
+            return Err(NodeError::TopicNotFound { topic: topic_name }.to_grpc());
+        };
+        let queue_count = topic.queues;
+        let name = topic_name.clone();
+        let queues = self
+            .context
+            .blocking(move |store, _| {
+                let mut queues = Vec::new();
+                for queue_id in 0..i32::from(queue_count) {
+                    let bounds = store.queue_bounds(&name, queue_id)?;
+                    queues.push(QueueStats { queue_id, min_offset: bounds.min, max_offset: bounds.max });
+                }
+                Ok(queues)
+            })
+            .await
+            .map_err(|error| error.to_grpc())?;
+        let message_count = queues.iter().map(|queue| queue.max_offset - queue.min_offset).sum();
+        Ok(Response::new(TopicStatsResponse { topic: topic_name, queues, message_count }))
+    }
+}

@@ -1,0 +1,51 @@
+//! The node's two gRPC faces: the RocketMQ 5 `MessagingService` for clients,
+//! and Meridian's internal `NodeService` for replicators, routers and operators.
+
+pub mod convert;
+pub mod internal;
+pub mod messaging;
+mod route;
+
+use crate::commit::CommitLog;
+use crate::consumer::ConsumerEngine;
+use crate::storage::LogStore;
+use meridian_topology::Topology;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Everything a request handler needs; shared by both services.
+pub struct NodeContext<S> {
+    pub region: String,
+    pub topology: Arc<Topology>,
+    pub store: Arc<S>,
+    pub commit: CommitLog,
+    pub consumers: Arc<ConsumerEngine<S>>,
+    /// The RocketMQ endpoint this node serves (advertised in routes and as store host).
+    pub node_address: SocketAddr,
+    pub started_at_ms: i64,
+    pub shutdown: CancellationToken,
+    /// Owner of the tasks spawned by streaming calls.
+    pub tasks: TaskTracker,
+}
+
+impl<S: LogStore> NodeContext<S> {
+    /// Runs a blocking storage operation off the async threads.
+    pub async fn blocking<T, F>(&self, operation: F) -> Result<T, crate::error::NodeError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&S, &ConsumerEngine<S>) -> Result<T, crate::error::NodeError> + Send + 'static,
+    {
+        let store = self.store.clone();
+        let consumers = self.consumers.clone();
+        tokio::task::spawn_blocking(move || operation(&store, &consumers))
+            .await
+            .unwrap_or_else(|join_error| {
+                Err(crate::error::NodeError::Storage(crate::storage::StorageError::Backend {
+                    operation: "blocking task",
+                    source: Box::new(join_error),
+                }))
+            })
+    }
+}

@@ -1,0 +1,130 @@
+//! The region node: stores and serves one region's messages.
+//!
+//! * [`storage`]: the commit log, consume queues, deduplication index and
+//!   consumer-group state, behind a trait that never names RocksDB.
+//! * [`commit`]: group commit of concurrent appends into one storage batch.
+//! * [`consumer`]: consumer groups (receive, invisibility, ack, redelivery).
+//! * [`grpc`]: the RocketMQ 5 `MessagingService` for clients and the internal
+//!   `NodeService` (health, tail, apply, checkpoints) for Meridian's processes.
+//!
+//! Start a node with [`Node::open`] (takes the data-directory lock and opens
+//! storage) and then [`Node::serve`] on listeners the caller bound.
+//!
+//! This crate must not depend on the replicator or router crates; they talk
+//! to the node only through the `meridian.v1.NodeService` API.
+
+pub mod commit;
+pub mod consumer;
+pub mod error;
+pub mod grpc;
+pub mod storage;
+
+pub use error::NodeError;
+
+use commit::CommitLog;
+use consumer::ConsumerEngine;
+use grpc::NodeContext;
+use meridian_proto::GRPC_MAX_DECODE_BYTES;
+use meridian_proto::meridian::v1::node_service_server::NodeServiceServer;
+use meridian_proto::rocketmq::v2::messaging_service_server::MessagingServiceServer;
+use meridian_topology::Topology;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+use storage::RocksStore;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// An opened node: its data directory is locked and its storage is open.
+pub struct Node {
+    topology: Arc<Topology>,
+    region: String,
+    store: Arc<RocksStore>,
+    _lock: File,
+}
+
+impl Node {
+    /// Locks `<data_dir>/node/LOCK` and opens storage in `<data_dir>/node/db`.
+    /// Fails with [`NodeError::Locked`] if another process holds the lock.
+    pub fn open(topology: Topology, region: &str) -> Result<Self, NodeError> {
+        let config = topology.region(region).map_err(|error| NodeError::DataDir {
+            path: PathBuf::from(region),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, error.to_string()),
+        })?;
+        let directory = config.data_dir.join("node");
+        std::fs::create_dir_all(&directory).map_err(|source| NodeError::DataDir { path: directory.clone(), source })?;
+        let lock_path = directory.join("LOCK");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| NodeError::DataDir { path: lock_path.clone(), source })?;
+        if lock.try_lock().is_err() {
+            return Err(NodeError::Locked { path: config.data_dir.clone() });
+        }
+        let store = Arc::new(RocksStore::open(&directory.join("db"), config.flush)?);
+        tracing::info!(region, data_dir = %config.data_dir.display(), flush = ?config.flush, "node storage open");
+        Ok(Self {
+            topology: Arc::new(topology),
+            region: region.to_owned(),
+            store,
+            _lock: lock,
+        })
+    }
+
+    /// Serves clients on `node_listener` (RocketMQ 5 gRPC) and Meridian's
+    /// processes on `admin_listener` until `shutdown` fires; then stops taking
+    /// requests, finishes queued writes and returns.
+    pub async fn serve(
+        self,
+        node_listener: TcpListener,
+        admin_listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), NodeError> {
+        let node_address = node_listener.local_addr().map_err(|source| NodeError::DataDir {
+            path: PathBuf::from("node listener"),
+            source,
+        })?;
+        let admin_address = admin_listener.local_addr().map_or_else(|_| "admin".to_owned(), |address| address.to_string());
+        let tasks = TaskTracker::new();
+        let writer_shutdown = CancellationToken::new();
+        let commit = CommitLog::start(self.store.clone(), self.region.clone(), &tasks, writer_shutdown.clone())?;
+        let consumers = Arc::new(ConsumerEngine::load(self.store.clone(), self.region.clone())?);
+        let context = Arc::new(NodeContext {
+            region: self.region.clone(),
+            topology: self.topology.clone(),
+            store: self.store.clone(),
+            commit,
+            consumers,
+            node_address,
+            started_at_ms: grpc::convert::now_ms(),
+            shutdown: shutdown.clone(),
+            tasks: tasks.clone(),
+        });
+        let messaging = MessagingServiceServer::new(grpc::messaging::Messaging::new(context.clone()))
+            .max_decoding_message_size(GRPC_MAX_DECODE_BYTES)
+            .max_encoding_message_size(GRPC_MAX_DECODE_BYTES);
+        let internal = NodeServiceServer::new(grpc::internal::Internal::new(context.clone()))
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_encoding_message_size(64 * 1024 * 1024);
+        let client_server = tonic::transport::Server::builder()
+            .add_service(messaging)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(node_listener), shutdown.clone().cancelled_owned());
+        let admin_server = tonic::transport::Server::builder()
+            .add_service(internal)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(admin_listener), shutdown.clone().cancelled_owned());
+        tracing::info!(region = %self.region, node = %node_address, admin = %admin_address, "node serving");
+        let (client_result, admin_result) = tokio::join!(client_server, admin_server);
+        drop(context);
+        writer_shutdown.cancel();
+        tasks.close();
+        tasks.wait().await;
+        tracing::info!(region = %self.region, "node stopped");
+        client_result.map_err(|source| NodeError::Serve { address: node_address.to_string(), source })?;
+        admin_result.map_err(|source| NodeError::Serve { address: admin_address, source })?;
+        Ok(())
+    }
+}

@@ -1,0 +1,536 @@
+//! Byte formats of the stored keys and values, shared by every backend that
+//! persists bytes (today [`RocksStore`](super::RocksStore)).
+//!
+//! Why these shapes:
+//! * Integers in keys are big-endian so that byte order equals numeric order:
+//!   a forward scan of the `log` column family is a scan in sequence order, and
+//!   a scan of one queue's prefix is a scan in offset order. The signed queue id
+//!   has its sign bit flipped for the same reason.
+//! * Strings in keys (topic, group, client message id) are preceded by their
+//!   length as an unsigned LEB128 varint. The prefix is self-delimiting, so
+//!   ("ab", "c") and ("a", "bc") can never encode to the same bytes and one
+//!   queue's key prefix is never a prefix of another queue's keys. Names are
+//!   usually short, so the length costs one byte.
+//! * A commit-log value is `version (1 byte) | CRC32C of the payload (4 bytes,
+//!   big-endian) | payload`, the payload being the protobuf encoding of the
+//!   [`Record`] with `sequence` cleared (the key holds it). The checksum is
+//!   written with the record and checked whenever it is read back; the
+//!   version byte lets a later format coexist with this one.
+//!
+//! Decoders never panic on bad bytes: they return [`StorageError::Corrupt`]
+//! naming what was being read, the key and the reason. The full key layout per
+//! column family is documented in [`super::rocks`].
+
+use super::{GroupCursor, GroupQueueKey, OffsetState, StorageError};
+use meridian_proto::meridian::v1::Record;
+use prost::Message as _;
+
+/// The format version of commit-log values written by this code.
+pub const LOG_VALUE_VERSION: u8 = 1;
+/// Bytes before the protobuf payload in a commit-log value.
+const LOG_VALUE_HEADER_BYTES: usize = 1 + 4;
+
+/// `dedup` key space of dedup ids.
+const DEDUP_ID_TAG: u8 = 0x01;
+/// `dedup` key space of (topic, client message id) of local-origin records.
+const DEDUP_LOCAL_CLIENT_ID_TAG: u8 = 0x02;
+
+/// Follows a group queue prefix: the key of the cursor.
+const GROUP_CURSOR_TAG: u8 = 0x00;
+/// Follows a group queue prefix: the key of one offset's state.
+const GROUP_OFFSET_TAG: u8 = 0x01;
+
+/// `group` offset-state value tags.
+const OFFSET_IN_FLIGHT_TAG: u8 = 0x01;
+const OFFSET_DONE_TAG: u8 = 0x02;
+
+/// The size a record counts for in `read_log`'s byte budget: its protobuf
+/// encoding as returned (with `sequence` set). Every backend uses this so that
+/// paging is identical across them.
+pub fn record_size(record: &Record) -> usize {
+    record.encoded_len()
+}
+
+// ---- commit log ----------------------------------------------------------
+
+/// `log` key: the sequence, big-endian.
+pub fn log_key(sequence: u64) -> [u8; 8] {
+    sequence.to_be_bytes()
+}
+
+/// Reads a `log` key back.
+pub fn decode_log_key(key: &[u8]) -> Result<u64, StorageError> {
+    read_u64(key).ok_or_else(|| corrupt("log key", key, format!("expected 8 bytes, found {}", key.len())))
+}
+
+/// Encodes a commit-log value. The stored payload never carries `sequence`:
+/// if `record.sequence` is set, a copy with it cleared is encoded.
+pub fn encode_log_value(record: &Record) -> Vec<u8> {
+    if record.sequence != 0 {
+        let mut without_sequence = record.clone();
+        without_sequence.sequence = 0;
+        return encode_log_value(&without_sequence);
+    }
+    let mut value = Vec::with_capacity(LOG_VALUE_HEADER_BYTES + record.encoded_len());
+    value.push(LOG_VALUE_VERSION);
+    value.extend_from_slice(&[0; 4]);
+    record
+        .encode(&mut value)
+        .expect("a Vec grows to hold any encoding, so prost cannot run out of space");
+    let checksum = crc32c::crc32c(&value[LOG_VALUE_HEADER_BYTES..]);
+    value[1..LOG_VALUE_HEADER_BYTES].copy_from_slice(&checksum.to_be_bytes());
+    value
+}
+
+/// Decodes a commit-log value stored under `sequence`, checking version,
+/// length and checksum, and sets `sequence` on the returned record.
+pub fn decode_log_value(sequence: u64, value: &[u8]) -> Result<Record, StorageError> {
+    let fail = |reason: String| StorageError::Corrupt {
+        what: "log record",
+        key: format!("log/{sequence}"),
+        reason,
+    };
+    if value.len() < LOG_VALUE_HEADER_BYTES {
+        return Err(fail(format!(
+            "value is {} bytes, shorter than the {LOG_VALUE_HEADER_BYTES}-byte header",
+            value.len()
+        )));
+    }
+    let (header, payload) = value.split_at(LOG_VALUE_HEADER_BYTES);
+    if header[0] != LOG_VALUE_VERSION {
+        return Err(fail(format!("unknown format version {}", header[0])));
+    }
+    let stored = read_u32(&header[1..]).ok_or_else(|| fail("truncated checksum".to_owned()))?;
+    let computed = crc32c::crc32c(payload);
+    if stored != computed {
+        return Err(fail(format!(
+            "checksum mismatch: stored {stored:#010x}, computed {computed:#010x} over {} bytes",
+            payload.len()
+        )));
+    }
+    let mut record = Record::decode(payload).map_err(|e| fail(format!("protobuf decoding failed: {e}")))?;
+    record.sequence = sequence;
+    Ok(record)
+}
+
+// ---- consume queues -------------------------------------------------------
+
+/// The prefix shared by every `queue` key of one (topic, queue id).
+pub fn queue_prefix(topic: &str, queue_id: i32) -> Vec<u8> {
+    let mut key = Vec::with_capacity(varint_len(topic.len()) + topic.len() + 4 + 8);
+    put_name(&mut key, topic);
+    key.extend_from_slice(&ordered_i32(queue_id));
+    key
+}
+
+/// `queue` key: `varint len | topic | queue id (sign-flipped u32 BE) | offset (u64 BE)`.
+pub fn queue_key(topic: &str, queue_id: i32, offset: u64) -> Vec<u8> {
+    let mut key = queue_prefix(topic, queue_id);
+    key.extend_from_slice(&offset.to_be_bytes());
+    key
+}
+
+/// Reads a `queue` key back into (topic, queue id, offset).
+#[cfg(test)]
+pub fn decode_queue_key(key: &[u8]) -> Result<(String, i32, u64), StorageError> {
+    let mut reader = KeyReader::new(key);
+    let decoded = (|| {
+        let topic = reader.name()?;
+        let queue_id = reader.queue_id()?;
+        let offset = reader.u64()?;
+        reader.finish()?;
+        Some((topic, queue_id, offset))
+    })();
+    decoded.ok_or_else(|| corrupt("queue key", key, "malformed key".to_owned()))
+}
+
+/// The queue offset at the end of a `queue` key known to start with a queue prefix.
+pub fn queue_key_offset(key: &[u8]) -> Result<u64, StorageError> {
+    key.len()
+        .checked_sub(8)
+        .and_then(|start| read_u64(&key[start..]))
+        .ok_or_else(|| corrupt("queue key", key, "shorter than an offset".to_owned()))
+}
+
+/// A sequence as stored in `queue` and `dedup` values.
+pub fn sequence_value(sequence: u64) -> [u8; 8] {
+    sequence.to_be_bytes()
+}
+
+/// Reads a sequence value; `what` and `key` name it in the error.
+pub fn decode_sequence_value(what: &'static str, key: &[u8], value: &[u8]) -> Result<u64, StorageError> {
+    read_u64(value).ok_or_else(|| corrupt(what, key, format!("expected an 8-byte sequence, found {} bytes", value.len())))
+}
+
+// ---- deduplication --------------------------------------------------------
+
+/// `dedup` key of a dedup id: `0x01 | dedup id`.
+pub fn dedup_id_key(dedup_id: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + dedup_id.len());
+    key.push(DEDUP_ID_TAG);
+    key.extend_from_slice(dedup_id);
+    key
+}
+
+/// `dedup` key of a local-origin message: `0x02 | varint len | topic | client message id`.
+pub fn local_client_id_key(topic: &str, client_message_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + varint_len(topic.len()) + topic.len() + client_message_id.len());
+    key.push(DEDUP_LOCAL_CLIENT_ID_TAG);
+    put_name(&mut key, topic);
+    key.extend_from_slice(client_message_id.as_bytes());
+    key
+}
+
+// ---- consumer groups ------------------------------------------------------
+
+/// A decoded `group` key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupKey {
+    Cursor(GroupQueueKey),
+    Offset(GroupQueueKey, u64),
+}
+
+fn group_queue_prefix(key: &GroupQueueKey, extra: usize) -> Vec<u8> {
+    let (group, topic) = (key.group.as_str(), key.topic.as_str());
+    let mut bytes =
+        Vec::with_capacity(varint_len(group.len()) + group.len() + varint_len(topic.len()) + topic.len() + 4 + extra);
+    put_name(&mut bytes, group);
+    put_name(&mut bytes, topic);
+    bytes.extend_from_slice(&ordered_i32(key.queue_id));
+    bytes
+}
+
+/// `group` key of a cursor: `varint len | group | varint len | topic | queue id | 0x00`.
+pub fn group_cursor_key(key: &GroupQueueKey) -> Vec<u8> {
+    let mut bytes = group_queue_prefix(key, 1);
+    bytes.push(GROUP_CURSOR_TAG);
+    bytes
+}
+
+/// `group` key of one offset's state: the group queue prefix, `0x01`, offset (u64 BE).
+/// It sorts after the queue's cursor key, so one forward scan meets a cursor
+/// and then its offsets.
+pub fn group_offset_key(key: &GroupQueueKey, offset: u64) -> Vec<u8> {
+    let mut bytes = group_queue_prefix(key, 9);
+    bytes.push(GROUP_OFFSET_TAG);
+    bytes.extend_from_slice(&offset.to_be_bytes());
+    bytes
+}
+
+/// Reads a `group` key back.
+pub fn decode_group_key(key: &[u8]) -> Result<GroupKey, StorageError> {
+    let mut reader = KeyReader::new(key);
+    let decoded = (|| {
+        let queue = GroupQueueKey {
+            group: reader.name()?,
+            topic: reader.name()?,
+            queue_id: reader.queue_id()?,
+        };
+        let decoded = match reader.u8()? {
+            GROUP_CURSOR_TAG => GroupKey::Cursor(queue),
+            GROUP_OFFSET_TAG => GroupKey::Offset(queue, reader.u64()?),
+            _ => return None,
+        };
+        reader.finish()?;
+        Some(decoded)
+    })();
+    decoded.ok_or_else(|| corrupt("group key", key, "malformed key".to_owned()))
+}
+
+/// `group` cursor value: `floor (u64 BE) | next (u64 BE)`.
+pub fn encode_cursor(cursor: GroupCursor) -> [u8; 16] {
+    let mut value = [0; 16];
+    value[..8].copy_from_slice(&cursor.floor.to_be_bytes());
+    value[8..].copy_from_slice(&cursor.next.to_be_bytes());
+    value
+}
+
+/// Reads a cursor value stored under `key`.
+pub fn decode_cursor(key: &[u8], value: &[u8]) -> Result<GroupCursor, StorageError> {
+    match (value.get(..8).and_then(read_u64), value.get(8..).and_then(read_u64)) {
+        (Some(floor), Some(next)) if value.len() == 16 => Ok(GroupCursor { floor, next }),
+        _ => Err(corrupt("group cursor", key, format!("expected 16 bytes, found {}", value.len()))),
+    }
+}
+
+/// `group` offset-state value: `0x01 | deadline ms (i64 BE) | attempt (u32 BE)`
+/// for in-flight, `0x02` for done.
+pub fn encode_offset_state(state: OffsetState) -> Vec<u8> {
+    match state {
+        OffsetState::InFlight { deadline_ms, attempt } => {
+            let mut value = Vec::with_capacity(13);
+            value.push(OFFSET_IN_FLIGHT_TAG);
+            value.extend_from_slice(&deadline_ms.to_be_bytes());
+            value.extend_from_slice(&attempt.to_be_bytes());
+            value
+        }
+        OffsetState::Done => vec![OFFSET_DONE_TAG],
+    }
+}
+
+/// Reads an offset-state value stored under `key`.
+pub fn decode_offset_state(key: &[u8], value: &[u8]) -> Result<OffsetState, StorageError> {
+    match value {
+        [OFFSET_DONE_TAG] => Ok(OffsetState::Done),
+        [OFFSET_IN_FLIGHT_TAG, rest @ ..] if rest.len() == 12 => {
+            let deadline = read_u64(&rest[..8]);
+            let attempt = read_u32(&rest[8..]);
+            match (deadline, attempt) {
+                (Some(deadline), Some(attempt)) => Ok(OffsetState::InFlight {
+                    deadline_ms: i64::from_be_bytes(deadline.to_be_bytes()),
+                    attempt,
+                }),
+                _ => Err(corrupt("group offset state", key, "truncated value".to_owned())),
+            }
+        }
+        _ => Err(corrupt(
+            "group offset state",
+            key,
+            format!("unknown encoding ({} bytes, tag {:?})", value.len(), value.first()),
+        )),
+    }
+}
+
+// ---- helpers --------------------------------------------------------------
+
+fn corrupt(what: &'static str, key: &[u8], reason: String) -> StorageError {
+    StorageError::Corrupt {
+        what,
+        key: hex::encode(key),
+        reason,
+    }
+}
+
+fn read_u64(bytes: &[u8]) -> Option<u64> {
+    bytes.try_into().ok().map(u64::from_be_bytes)
+}
+
+fn read_u32(bytes: &[u8]) -> Option<u32> {
+    bytes.try_into().ok().map(u32::from_be_bytes)
+}
+
+/// Maps an `i32` to big-endian bytes whose byte order is the numeric order.
+fn ordered_i32(value: i32) -> [u8; 4] {
+    (u32::from_be_bytes(value.to_be_bytes()) ^ 0x8000_0000).to_be_bytes()
+}
+
+fn varint_len(mut value: usize) -> usize {
+    let mut bytes = 1;
+    while value >= 0x80 {
+        value >>= 7;
+        bytes += 1;
+    }
+    bytes
+}
+
+/// Appends `varint len | name`.
+fn put_name(key: &mut Vec<u8>, name: &str) {
+    let mut len = name.len();
+    while len >= 0x80 {
+        key.push((len & 0x7f) as u8 | 0x80);
+        len >>= 7;
+    }
+    key.push(len as u8);
+    key.extend_from_slice(name.as_bytes());
+}
+
+/// A cursor over a key; every read returns `None` when the bytes run out or
+/// are malformed, never panics.
+struct KeyReader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> KeyReader<'a> {
+    fn new(key: &'a [u8]) -> Self {
+        Self { rest: key }
+    }
+
+    fn take(&mut self, count: usize) -> Option<&'a [u8]> {
+        if self.rest.len() < count {
+            return None;
+        }
+        let (taken, rest) = self.rest.split_at(count);
+        self.rest = rest;
+        Some(taken)
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8).and_then(read_u64)
+    }
+
+    fn queue_id(&mut self) -> Option<i32> {
+        let ordered = self.take(4).and_then(read_u32)?;
+        Some(i32::from_be_bytes((ordered ^ 0x8000_0000).to_be_bytes()))
+    }
+
+    fn varint(&mut self) -> Option<usize> {
+        let mut value: usize = 0;
+        // A usize needs at most 10 groups of 7 bits.
+        for shift in (0..70).step_by(7) {
+            let byte = self.u8()?;
+            let bits = usize::from(byte & 0x7f);
+            value |= bits.checked_shl(shift).filter(|v| v >> shift == bits)?;
+            if byte & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+
+    fn name(&mut self) -> Option<String> {
+        let len = self.varint()?;
+        let bytes = self.take(len)?;
+        String::from_utf8(bytes.to_vec()).ok()
+    }
+
+    fn finish(&self) -> Option<()> {
+        self.rest.is_empty().then_some(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meridian_proto::meridian::v1::{Message, RecordKind};
+
+    fn record() -> Record {
+        Record {
+            sequence: 0,
+            kind: RecordKind::Message as i32,
+            dedup_id: vec![7; 16],
+            origin_region: "eu-west".to_owned(),
+            origin_sequence: 42,
+            path: vec!["eu-west".to_owned()],
+            message: Some(Message {
+                client_message_id: "client-1".to_owned(),
+                topic: "orders".to_owned(),
+                queue_id: 3,
+                tag: Some("paid".to_owned()),
+                body: b"hello".to_vec(),
+                ..Message::default()
+            }),
+        }
+    }
+
+    fn assert_corrupt(result: Result<Record, StorageError>, reason_part: &str) {
+        match result {
+            Err(StorageError::Corrupt { what, reason, .. }) => {
+                assert_eq!(what, "log record");
+                assert!(reason.contains(reason_part), "reason {reason:?} lacks {reason_part:?}");
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn log_value_round_trips_and_drops_the_sequence() {
+        let mut input = record();
+        input.sequence = 99;
+        let value = encode_log_value(&input);
+        assert_eq!(value[0], LOG_VALUE_VERSION);
+        assert_eq!(value, encode_log_value(&record()), "the sequence is not part of the value");
+        let decoded = decode_log_value(5, &value).unwrap();
+        assert_eq!(decoded, Record { sequence: 5, ..record() });
+    }
+
+    #[test]
+    fn log_value_rejects_bad_bytes_without_panicking() {
+        let value = encode_log_value(&record());
+        assert_corrupt(decode_log_value(1, &[]), "shorter");
+        assert_corrupt(decode_log_value(1, &value[..3]), "shorter");
+        let mut bad_version = value.clone();
+        bad_version[0] = 9;
+        assert_corrupt(decode_log_value(1, &bad_version), "version 9");
+        for index in [1, 5, value.len() - 1] {
+            let mut flipped = value.clone();
+            flipped[index] ^= 0x40;
+            assert_corrupt(decode_log_value(1, &flipped), "checksum");
+        }
+        assert_corrupt(decode_log_value(1, &value[..value.len() - 1]), "checksum");
+        // A valid checksum over bytes that are not a protobuf Record.
+        let garbage = [0xff_u8, 0xff, 0xff];
+        let mut forged = vec![LOG_VALUE_VERSION];
+        forged.extend_from_slice(&crc32c::crc32c(&garbage).to_be_bytes());
+        forged.extend_from_slice(&garbage);
+        assert_corrupt(decode_log_value(1, &forged), "protobuf");
+    }
+
+    #[test]
+    fn log_keys_round_trip_in_numeric_order() {
+        for sequence in [0, 1, 255, 256, u64::MAX] {
+            assert_eq!(decode_log_key(&log_key(sequence)).unwrap(), sequence);
+        }
+        assert!(log_key(255) < log_key(256));
+        assert!(decode_log_key(&[1, 2, 3]).is_err());
+    }
+
+    #[test]
+    fn queue_keys_round_trip_and_order_by_offset_then_queue() {
+        for (topic, queue_id, offset) in [("orders", 0, 0), ("", -1, 7), ("t".repeat(300).as_str(), i32::MAX, u64::MAX)] {
+            let key = queue_key(topic, queue_id, offset);
+            assert_eq!(decode_queue_key(&key).unwrap(), (topic.to_owned(), queue_id, offset));
+            assert_eq!(queue_key_offset(&key).unwrap(), offset);
+            assert!(key.starts_with(&queue_prefix(topic, queue_id)));
+        }
+        assert!(queue_key("a", 0, 255) < queue_key("a", 0, 256));
+        assert!(queue_key("a", -1, 9) < queue_key("a", 0, 0));
+        assert!(queue_key("a", i32::MIN, 0) < queue_key("a", -1, 0));
+        assert!(decode_queue_key(&[5, b'a']).is_err());
+    }
+
+    #[test]
+    fn names_are_length_prefixed_so_prefixes_never_collide() {
+        assert_ne!(queue_prefix("ab", 1), queue_prefix("a", 1));
+        assert!(!queue_key("ab", 1, 0).starts_with(&queue_prefix("a", 1)));
+        assert_ne!(local_client_id_key("ab", "c"), local_client_id_key("a", "bc"));
+        let one = GroupQueueKey { group: "ab".into(), topic: "c".into(), queue_id: 0 };
+        let two = GroupQueueKey { group: "a".into(), topic: "bc".into(), queue_id: 0 };
+        assert_ne!(group_cursor_key(&one), group_cursor_key(&two));
+        assert!(!dedup_id_key(&[DEDUP_LOCAL_CLIENT_ID_TAG]).starts_with(&[DEDUP_LOCAL_CLIENT_ID_TAG]));
+        assert_eq!(dedup_id_key(&[9; 16]).len(), 17);
+    }
+
+    #[test]
+    fn group_keys_round_trip_and_sort_cursor_first() {
+        let queue = GroupQueueKey { group: "g".repeat(200), topic: "orders".into(), queue_id: -4 };
+        let cursor = group_cursor_key(&queue);
+        assert_eq!(decode_group_key(&cursor).unwrap(), GroupKey::Cursor(queue.clone()));
+        for offset in [0, 1, u64::MAX] {
+            let key = group_offset_key(&queue, offset);
+            assert!(cursor < key);
+            assert_eq!(decode_group_key(&key).unwrap(), GroupKey::Offset(queue.clone(), offset));
+        }
+        let mut trailing = cursor.clone();
+        trailing.push(0);
+        assert!(decode_group_key(&trailing).is_err());
+        assert!(decode_group_key(&[0xff; 12]).is_err());
+        assert!(decode_group_key(&[]).is_err());
+    }
+
+    #[test]
+    fn group_values_round_trip_and_reject_garbage() {
+        let cursor = GroupCursor { floor: 3, next: u64::MAX };
+        assert_eq!(decode_cursor(b"k", &encode_cursor(cursor)).unwrap(), cursor);
+        assert!(decode_cursor(b"k", &[0; 15]).is_err());
+        for state in [
+            OffsetState::Done,
+            OffsetState::InFlight { deadline_ms: -5, attempt: 1 },
+            OffsetState::InFlight { deadline_ms: i64::MAX, attempt: u32::MAX },
+        ] {
+            assert_eq!(decode_offset_state(b"k", &encode_offset_state(state)).unwrap(), state);
+        }
+        for garbage in [&[][..], &[OFFSET_IN_FLIGHT_TAG, 1, 2][..], &[OFFSET_DONE_TAG, 0][..], &[9][..]] {
+            assert!(decode_offset_state(b"k", garbage).is_err());
+        }
+    }
+
+    #[test]
+    fn sequence_values_round_trip() {
+        assert_eq!(decode_sequence_value("dedup", b"k", &sequence_value(77)).unwrap(), 77);
+        assert!(decode_sequence_value("dedup", b"k", &[1]).is_err());
+    }
+}

@@ -1,0 +1,175 @@
+//! An in-memory [`LogStore`]: the reference the RocksDB store is checked
+//! against, and a fast store for tests of the layers above storage.
+//!
+//! It keeps the same semantics as [`RocksStore`](super::RocksStore) —
+//! validation before any write, duplicates within one batch, gap-free
+//! sequences and offsets, all-or-nothing batches — but nothing survives the
+//! process, so the flush mode does not apply. One mutex guards everything:
+//! simplicity matters more here than concurrency.
+
+use super::{
+    Appended, GroupCursor, GroupQueueKey, GroupQueueState, GroupWrite, LogStore, OffsetState, QueueBounds, StorageError,
+    codec, local_client_id, validate_for_append,
+};
+use meridian_proto::meridian::v1::Record;
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, HashMap};
+
+/// An in-memory [`LogStore`]; see the module docs.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Sequence → record, `sequence` set.
+    log: BTreeMap<u64, Record>,
+    /// (topic, queue id) → offset → sequence.
+    queues: BTreeMap<(String, i32), BTreeMap<u64, u64>>,
+    /// Dedup id → sequence.
+    dedup_ids: HashMap<Vec<u8>, u64>,
+    /// (topic, client message id) of local-origin records → sequence.
+    local_client_ids: HashMap<(String, String), u64>,
+    groups: BTreeMap<GroupQueueKey, (GroupCursor, BTreeMap<u64, OffsetState>)>,
+    meta: BTreeMap<String, Vec<u8>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl LogStore for MemoryStore {
+    fn append(&self, records: Vec<Record>, local_region: &str) -> Result<Vec<Appended>, StorageError> {
+        validate_for_append(&records)?;
+        let mut inner = self.inner.lock();
+        let inner = &mut *inner;
+        let mut results = Vec::with_capacity(records.len());
+        for mut record in records {
+            if let Some(&sequence) = inner.dedup_ids.get(&record.dedup_id) {
+                results.push(Appended::Duplicate { sequence });
+                continue;
+            }
+            let client_id = local_client_id(&record, local_region).map(|(t, c)| (t.to_owned(), c.to_owned()));
+            if let Some(&sequence) = client_id.as_ref().and_then(|id| inner.local_client_ids.get(id)) {
+                results.push(Appended::Duplicate { sequence });
+                continue;
+            }
+            let message = record.message.as_ref().expect("validate_for_append checked every record has a message");
+            let sequence = inner.log.last_key_value().map_or(0, |(&last, _)| last) + 1;
+            let queue = inner.queues.entry((message.topic.clone(), message.queue_id)).or_default();
+            let queue_offset = queue.last_key_value().map_or(0, |(&last, _)| last + 1);
+            queue.insert(queue_offset, sequence);
+            inner.dedup_ids.insert(record.dedup_id.clone(), sequence);
+            if let Some(id) = client_id {
+                inner.local_client_ids.insert(id, sequence);
+            }
+            record.sequence = sequence;
+            inner.log.insert(sequence, record);
+            results.push(Appended::Stored { sequence, queue_offset });
+        }
+        Ok(results)
+    }
+
+    fn last_sequence(&self) -> Result<u64, StorageError> {
+        Ok(self.inner.lock().log.last_key_value().map_or(0, |(&sequence, _)| sequence))
+    }
+
+    fn read_log(&self, after: u64, max_records: usize, max_bytes: usize) -> Result<Vec<Record>, StorageError> {
+        let inner = self.inner.lock();
+        let mut records = Vec::new();
+        let mut bytes = 0;
+        for record in inner.log.range(after.saturating_add(1)..).map(|(_, r)| r).take(max_records) {
+            let size = codec::record_size(record);
+            if !records.is_empty() && bytes + size > max_bytes {
+                break;
+            }
+            bytes += size;
+            records.push(record.clone());
+        }
+        Ok(records)
+    }
+
+    fn get(&self, sequence: u64) -> Result<Option<Record>, StorageError> {
+        Ok(self.inner.lock().log.get(&sequence).cloned())
+    }
+
+    fn read_queue(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        from_offset: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, Record)>, StorageError> {
+        let inner = self.inner.lock();
+        let Some(queue) = inner.queues.get(&(topic.to_owned(), queue_id)) else {
+            return Ok(Vec::new());
+        };
+        queue
+            .range(from_offset..)
+            .take(max)
+            .map(|(&offset, sequence)| match inner.log.get(sequence) {
+                Some(record) => Ok((offset, record.clone())),
+                None => Err(StorageError::Corrupt {
+                    what: "queue entry",
+                    key: format!("{topic}/{queue_id}/{offset}"),
+                    reason: format!("points at sequence {sequence}, which is not stored"),
+                }),
+            })
+            .collect()
+    }
+
+    fn queue_bounds(&self, topic: &str, queue_id: i32) -> Result<QueueBounds, StorageError> {
+        let inner = self.inner.lock();
+        let queue = inner.queues.get(&(topic.to_owned(), queue_id));
+        let first = queue.and_then(|q| q.first_key_value()).map(|(&offset, _)| offset);
+        let last = queue.and_then(|q| q.last_key_value()).map(|(&offset, _)| offset);
+        Ok(match (first, last) {
+            (Some(min), Some(last)) => QueueBounds { min, max: last + 1 },
+            _ => QueueBounds::default(),
+        })
+    }
+
+    fn find_dedup(&self, dedup_id: &[u8]) -> Result<Option<u64>, StorageError> {
+        Ok(self.inner.lock().dedup_ids.get(dedup_id).copied())
+    }
+
+    fn write_groups(&self, writes: Vec<GroupWrite>) -> Result<(), StorageError> {
+        let mut inner = self.inner.lock();
+        for write in writes {
+            let (cursor, offsets) = inner.groups.entry(write.key).or_default();
+            *cursor = write.cursor;
+            offsets.extend(write.set);
+            for offset in write.remove {
+                offsets.remove(&offset);
+            }
+        }
+        Ok(())
+    }
+
+    fn load_groups(&self) -> Result<Vec<GroupQueueState>, StorageError> {
+        Ok(self
+            .inner
+            .lock()
+            .groups
+            .iter()
+            .map(|(key, (cursor, offsets))| GroupQueueState {
+                key: key.clone(),
+                cursor: *cursor,
+                offsets: offsets.clone(),
+            })
+            .collect())
+    }
+
+    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.inner.lock().meta.get(key).cloned())
+    }
+
+    fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
+        self.inner.lock().meta.insert(key.to_owned(), value.to_vec());
+        Ok(())
+    }
+}

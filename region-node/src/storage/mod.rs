@@ -1,0 +1,213 @@
+//! Storage for one region node, behind the narrow [`LogStore`] trait.
+//!
+//! The trait never names RocksDB: handlers, the consumer engine and the
+//! replication API see only [`Record`]s, sequences, offsets and group state.
+//! Two implementations exist — [`MemoryStore`] and [`RocksStore`] — and one
+//! conformance suite (`conformance.rs`) runs against both.
+//!
+//! What is stored:
+//! * the commit log: local sequence (1, 2, 3, … with no gaps) → record;
+//! * consume queues: (topic, queue id, queue offset) → sequence; offsets of each
+//!   queue start at 0 and have no gaps;
+//! * the deduplication index: dedup id → sequence, and (topic, client message
+//!   id) → sequence for records that originated in this region;
+//! * consumer-group state: per (group, topic, queue) a cursor plus the state of
+//!   each offset between the cursor's floor and its next offset;
+//! * small metadata values (replication checkpoints, settings).
+//!
+//! Durability: every write call returns after the data is written; whether it
+//! was also fsynced depends on the store's [`FlushMode`](meridian_topology::FlushMode)
+//! (`sync` fsyncs the write-ahead log before returning, `async` does not).
+//! All calls are blocking; async callers use `spawn_blocking` or a writer thread.
+
+mod codec;
+#[cfg(test)]
+mod conformance;
+mod memory;
+mod rocks;
+
+pub use memory::MemoryStore;
+pub use rocks::RocksStore;
+
+use meridian_proto::meridian::v1::Record;
+use std::collections::BTreeMap;
+
+/// Length of a dedup id (a UUIDv7).
+pub const DEDUP_ID_BYTES: usize = 16;
+
+/// Result of appending one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored at this local sequence and queue offset.
+    Stored { sequence: u64, queue_offset: u64 },
+    /// Skipped: the same dedup id (or, for a record that originated here, the
+    /// same topic and client message id) is already stored at this sequence.
+    Duplicate { sequence: u64 },
+}
+
+/// Identifies one consume queue of one consumer group.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupQueueKey {
+    pub group: String,
+    pub topic: String,
+    pub queue_id: i32,
+}
+
+impl GroupQueueKey {
+    pub fn new(group: impl Into<String>, topic: impl Into<String>, queue_id: i32) -> Self {
+        Self {
+            group: group.into(),
+            topic: topic.into(),
+            queue_id,
+        }
+    }
+}
+
+/// Progress of a group on one queue. Every offset below `floor` is finished
+/// (acknowledged or skipped); offsets in `floor..next` have an [`OffsetState`]
+/// or are finished; offsets from `next` on were never delivered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupCursor {
+    pub floor: u64,
+    pub next: u64,
+}
+
+/// State of one delivered offset above the floor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetState {
+    /// Delivered and invisible until `deadline_ms` (ms since the Unix epoch);
+    /// `attempt` is the delivery attempt (1 for the first delivery).
+    InFlight { deadline_ms: i64, attempt: u32 },
+    /// Acknowledged (or filtered out) but above the floor.
+    Done,
+}
+
+/// One atomic change of a group queue's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupWrite {
+    pub key: GroupQueueKey,
+    pub cursor: GroupCursor,
+    /// Offsets whose state is set (inserted or replaced).
+    pub set: Vec<(u64, OffsetState)>,
+    /// Offsets whose state is removed (they fell below the floor).
+    pub remove: Vec<u64>,
+}
+
+/// The stored state of one group queue, as loaded at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupQueueState {
+    pub key: GroupQueueKey,
+    pub cursor: GroupCursor,
+    pub offsets: BTreeMap<u64, OffsetState>,
+}
+
+/// Offsets of one consume queue: `min..max`, `max` being the next offset to write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueBounds {
+    pub min: u64,
+    pub max: u64,
+}
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("failed to open the store at {path}")]
+    Open {
+        path: std::path::PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("storage operation `{operation}` failed")]
+    Backend {
+        operation: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("corrupt {what} at key {key}: {reason}")]
+    Corrupt {
+        what: &'static str,
+        key: String,
+        reason: String,
+    },
+    #[error("invalid record for append: {reason}")]
+    InvalidRecord { reason: String },
+}
+
+/// The node's storage. See the module docs for what is stored and when it is durable.
+pub trait LogStore: Send + Sync + 'static {
+    /// Appends records in one atomic batch, in order. Each record gets the next
+    /// local sequence and the next offset of its (topic, queue); `record.sequence`
+    /// on input is ignored. A record must carry a 16-byte `dedup_id`, an
+    /// `origin_region` and a `message` with a topic; else `InvalidRecord` and
+    /// nothing is written. Duplicates (see [`Appended::Duplicate`]) are skipped,
+    /// including duplicates within the same batch.
+    fn append(&self, records: Vec<Record>, local_region: &str) -> Result<Vec<Appended>, StorageError>;
+
+    /// The highest sequence stored, 0 when the log is empty.
+    fn last_sequence(&self) -> Result<u64, StorageError>;
+
+    /// Records with sequence > `after`, in order, at most `max_records` and
+    /// stopping once `max_bytes` of encoded records are reached (at least one
+    /// record is returned when any exists). `sequence` is set on each record.
+    fn read_log(&self, after: u64, max_records: usize, max_bytes: usize) -> Result<Vec<Record>, StorageError>;
+
+    /// The record stored at `sequence`, if any.
+    fn get(&self, sequence: u64) -> Result<Option<Record>, StorageError>;
+
+    /// Entries of a consume queue from `from_offset`, at most `max`: (offset, record).
+    fn read_queue(&self, topic: &str, queue_id: i32, from_offset: u64, max: usize)
+    -> Result<Vec<(u64, Record)>, StorageError>;
+
+    /// Offsets of a consume queue; `0..0` for a queue never written.
+    fn queue_bounds(&self, topic: &str, queue_id: i32) -> Result<QueueBounds, StorageError>;
+
+    /// The sequence of the record with this dedup id, if stored.
+    fn find_dedup(&self, dedup_id: &[u8]) -> Result<Option<u64>, StorageError>;
+
+    /// Applies group-state changes in one atomic batch.
+    fn write_groups(&self, writes: Vec<GroupWrite>) -> Result<(), StorageError>;
+
+    /// Every stored group queue state.
+    fn load_groups(&self) -> Result<Vec<GroupQueueState>, StorageError>;
+
+    /// Reads a metadata value.
+    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// Writes a metadata value.
+    fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StorageError>;
+}
+
+/// Checks what [`LogStore::append`] requires of every record of a batch,
+/// before anything is written.
+fn validate_for_append(records: &[Record]) -> Result<(), StorageError> {
+    for (index, record) in records.iter().enumerate() {
+        let invalid = |what: &str| StorageError::InvalidRecord {
+            reason: format!("record {index} of the batch {what}"),
+        };
+        if record.dedup_id.len() != DEDUP_ID_BYTES {
+            return Err(invalid(&format!(
+                "has a {}-byte dedup id, expected {DEDUP_ID_BYTES}",
+                record.dedup_id.len()
+            )));
+        }
+        if record.origin_region.is_empty() {
+            return Err(invalid("has no origin region"));
+        }
+        match &record.message {
+            None => return Err(invalid("has no message")),
+            Some(message) if message.topic.is_empty() => return Err(invalid("has a message without a topic")),
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The (topic, client message id) a record is deduplicated by besides its
+/// dedup id: only records that originated in this region and carry a client
+/// message id. Records replicated from elsewhere were deduplicated by their
+/// origin and are matched by dedup id alone.
+fn local_client_id<'a>(record: &'a Record, local_region: &str) -> Option<(&'a str, &'a str)> {
+    let message = record.message.as_ref()?;
+    (record.origin_region == local_region && !message.client_message_id.is_empty())
+        .then_some((message.topic.as_str(), message.client_message_id.as_str()))
+}

@@ -1,0 +1,424 @@
+//! The RocksDB [`LogStore`]: the node's durable storage.
+//!
+//! # Key layout
+//!
+//! Integers in keys are big-endian (byte order = numeric order); `name` below
+//! means an unsigned LEB128 varint of the string's byte length followed by its
+//! UTF-8 bytes, so no name's encoding is a prefix of another's; `qid` is the
+//! `i32` queue id as a big-endian `u32` with the sign bit flipped. Byte formats
+//! live in [`super::codec`].
+//!
+//! | column family | key | value |
+//! |---|---|---|
+//! | `log`   | `sequence: u64` | `0x01` (format version), CRC32C of the payload (`u32`), protobuf `Record` without `sequence`; values ≥ 64 KiB go to blob files |
+//! | `queue` | `name(topic) qid offset: u64` | `sequence: u64` |
+//! | `dedup` | `0x01 dedup_id` (16 bytes) | `sequence: u64` |
+//! | `dedup` | `0x02 name(topic) client_message_id` (rest of the key) — local-origin records only | `sequence: u64` |
+//! | `group` | `name(group) name(topic) qid 0x00` — the cursor | `floor: u64, next: u64` |
+//! | `group` | `name(group) name(topic) qid 0x01 offset: u64` — one offset's state | `0x01 deadline_ms: i64 attempt: u32` (in flight) or `0x02` (done) |
+//! | `meta`  | the key's UTF-8 bytes | the value's bytes |
+//!
+//! A group queue's cursor sorts just before its offsets, so start-up loads all
+//! group state in one forward scan.
+//!
+//! # What is durable when
+//!
+//! Each call that writes (`append`, `write_groups`, `put_meta`) is one
+//! `WriteBatch`: one write-ahead-log entry covering every column family it
+//! touches, so after any crash either all of it or none of it is there. The
+//! write-ahead log is never disabled.
+//! * `flush = "sync"`: the WAL is fsynced before the call returns; a returned
+//!   write survives power loss.
+//! * `flush = "async"`: the call returns once the WAL entry is in the OS page
+//!   cache; it survives a crash of the process but not of the machine. After a
+//!   machine crash the newest batches may be gone, and their sequences and
+//!   queue offsets will be assigned again to later records.
+//!
+//! # Concurrency
+//!
+//! Appends are serialised by a mutex so that sequences and queue offsets are
+//! assigned in order without gaps; the caller gathers many producers' records
+//! into one `append` (group commit) to amortise the fsync. The highest
+//! sequence and each queue's next offset are cached in memory and updated only
+//! after a successful write. The cached last sequence is read at open by
+//! seeking to the last `log` key; a queue's next offset is read by seeking to
+//! its last key the first time the queue is appended to. Reads take no lock.
+
+use super::{
+    Appended, GroupQueueState, GroupWrite, LogStore, QueueBounds, StorageError,
+    codec::{self, GroupKey},
+    local_client_id, validate_for_append,
+};
+use meridian_proto::meridian::v1::Record;
+use meridian_topology::FlushMode;
+use parking_lot::Mutex;
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options, WriteBatch,
+    WriteOptions,
+};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+const LOG: &str = "log";
+const QUEUE: &str = "queue";
+const DEDUP: &str = "dedup";
+const GROUP: &str = "group";
+const META: &str = "meta";
+const COLUMN_FAMILIES: [&str; 5] = [LOG, QUEUE, DEDUP, GROUP, META];
+
+/// Commit-log values at least this large are stored in blob files, so that
+/// compaction of the log does not rewrite large bodies.
+const MIN_BLOB_BYTES: u64 = 64 * 1024;
+
+/// The RocksDB [`LogStore`]; see the module docs for layout and durability.
+pub struct RocksStore {
+    db: DB,
+    path: PathBuf,
+    flush: FlushMode,
+    write_options: WriteOptions,
+    /// Held for the whole of an append: sequence and offset assignment is serial.
+    append_state: Mutex<AppendState>,
+    /// The last sequence written, published after each successful append.
+    last_sequence: AtomicU64,
+}
+
+struct AppendState {
+    last_sequence: u64,
+    /// Next offset of each queue appended to since open.
+    next_offsets: HashMap<(String, i32), u64>,
+}
+
+impl std::fmt::Debug for RocksStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksStore")
+            .field("path", &self.path)
+            .field("flush", &self.flush)
+            .field("last_sequence", &self.last_sequence.load(Ordering::Acquire))
+            .finish_non_exhaustive()
+    }
+}
+
+fn backend(operation: &'static str) -> impl FnOnce(rocksdb::Error) -> StorageError {
+    move |error| StorageError::Backend {
+        operation,
+        source: Box::new(error),
+    }
+}
+
+fn column_family_options(name: &str) -> Options {
+    let mut options = Options::default();
+    options.set_compression_type(DBCompressionType::Lz4);
+    if name == LOG {
+        options.set_enable_blob_files(true);
+        options.set_min_blob_size(MIN_BLOB_BYTES);
+        options.set_blob_compression_type(DBCompressionType::Lz4);
+        options.set_enable_blob_gc(true);
+    }
+    options
+}
+
+impl RocksStore {
+    /// Opens (creating if needed) the store in `dir`. `flush` decides whether
+    /// writes fsync the write-ahead log before returning (see the module docs).
+    pub fn open(dir: &Path, flush: FlushMode) -> Result<RocksStore, StorageError> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        // The rocksdb crate is built without snappy, RocksDB's default.
+        options.set_compression_type(DBCompressionType::Lz4);
+        let descriptors = COLUMN_FAMILIES
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, column_family_options(name)));
+        let db = DB::open_cf_descriptors(&options, dir, descriptors).map_err(|error| StorageError::Open {
+            path: dir.to_owned(),
+            source: Box::new(error),
+        })?;
+        let mut write_options = WriteOptions::default();
+        write_options.set_sync(flush == FlushMode::Sync);
+        let mut store = RocksStore {
+            db,
+            path: dir.to_owned(),
+            flush,
+            write_options,
+            append_state: Mutex::new(AppendState {
+                last_sequence: 0,
+                next_offsets: HashMap::new(),
+            }),
+            last_sequence: AtomicU64::new(0),
+        };
+        let last_sequence = store.read_last_sequence()?;
+        store.append_state.get_mut().last_sequence = last_sequence;
+        store.last_sequence.store(last_sequence, Ordering::Release);
+        tracing::info!(path = %dir.display(), ?flush, last_sequence, "opened the RocksDB store");
+        Ok(store)
+    }
+
+    fn cf(&self, name: &'static str) -> &ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .expect("the database was opened with every column family this store uses")
+    }
+
+    fn read_last_sequence(&self) -> Result<u64, StorageError> {
+        match self.db.iterator_cf(self.cf(LOG), IteratorMode::End).next() {
+            None => Ok(0),
+            Some(entry) => {
+                let (key, _) = entry.map_err(backend("read the last log key"))?;
+                codec::decode_log_key(&key)
+            }
+        }
+    }
+
+    /// The next offset of a queue, read from the last key of its prefix.
+    fn read_next_offset(&self, topic: &str, queue_id: i32) -> Result<u64, StorageError> {
+        let prefix = codec::queue_prefix(topic, queue_id);
+        let last = codec::queue_key(topic, queue_id, u64::MAX);
+        let mut entries = self.db.iterator_cf(self.cf(QUEUE), IteratorMode::From(&last, Direction::Reverse));
+        match entries.next() {
+            Some(entry) => {
+                let (key, _) = entry.map_err(backend("read the last queue key"))?;
+                if key.starts_with(&prefix) {
+                    Ok(codec::queue_key_offset(&key)?.saturating_add(1))
+                } else {
+                    Ok(0)
+                }
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// The first offset of a queue, if it has any entry.
+    fn read_first_offset(&self, topic: &str, queue_id: i32) -> Result<Option<u64>, StorageError> {
+        let prefix = codec::queue_prefix(topic, queue_id);
+        let mut entries = self.db.iterator_cf(self.cf(QUEUE), IteratorMode::From(&prefix, Direction::Forward));
+        match entries.next() {
+            Some(entry) => {
+                let (key, _) = entry.map_err(backend("read the first queue key"))?;
+                if key.starts_with(&prefix) {
+                    Ok(Some(codec::queue_key_offset(&key)?))
+                } else {
+                    Ok(None)
+                }
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Looks a `dedup` key up, first among this batch's pending entries.
+    fn find_dedup_key(&self, pending: &HashMap<Vec<u8>, u64>, key: &[u8]) -> Result<Option<u64>, StorageError> {
+        if let Some(&sequence) = pending.get(key) {
+            return Ok(Some(sequence));
+        }
+        let value = self.db.get_pinned_cf(self.cf(DEDUP), key).map_err(backend("read a dedup entry"))?;
+        value
+            .map(|value| codec::decode_sequence_value("dedup entry", key, &value))
+            .transpose()
+    }
+
+    /// Writes raw bytes as the commit-log value of `sequence`, bypassing the codec.
+    #[cfg(test)]
+    pub(crate) fn put_raw_log_value(&self, sequence: u64, value: &[u8]) -> Result<(), StorageError> {
+        self.db
+            .put_cf_opt(self.cf(LOG), codec::log_key(sequence), value, &self.write_options)
+            .map_err(backend("write a raw log value"))
+    }
+}
+
+impl LogStore for RocksStore {
+    fn append(&self, mut records: Vec<Record>, local_region: &str) -> Result<Vec<Appended>, StorageError> {
+        validate_for_append(&records)?;
+        let mut state = self.append_state.lock();
+        let mut batch = WriteBatch::default();
+        let mut results = Vec::with_capacity(records.len());
+        // `dedup` keys written by this batch, so duplicates within it are caught.
+        let mut pending_dedup = HashMap::new();
+        // Next offsets as this batch leaves them; applied to the cache after the write.
+        let mut staged_offsets: HashMap<(String, i32), u64> = HashMap::new();
+        let mut sequence = state.last_sequence;
+        for record in &mut records {
+            let id_key = codec::dedup_id_key(&record.dedup_id);
+            if let Some(existing) = self.find_dedup_key(&pending_dedup, &id_key)? {
+                results.push(Appended::Duplicate { sequence: existing });
+                continue;
+            }
+            let client_key = local_client_id(record, local_region)
+                .map(|(topic, client_message_id)| codec::local_client_id_key(topic, client_message_id));
+            if let Some(key) = &client_key
+                && let Some(existing) = self.find_dedup_key(&pending_dedup, key)?
+            {
+                results.push(Appended::Duplicate { sequence: existing });
+                continue;
+            }
+
+            let message = record.message.as_ref().expect("validate_for_append checked every record has a message");
+            let queue = (message.topic.clone(), message.queue_id);
+            let queue_offset = match staged_offsets.get(&queue).or_else(|| state.next_offsets.get(&queue)) {
+                Some(&offset) => offset,
+                None => self.read_next_offset(&queue.0, queue.1)?,
+            };
+            sequence += 1;
+            batch.put_cf(
+                self.cf(QUEUE),
+                codec::queue_key(&queue.0, queue.1, queue_offset),
+                codec::sequence_value(sequence),
+            );
+            staged_offsets.insert(queue, queue_offset + 1);
+
+            batch.put_cf(self.cf(DEDUP), &id_key, codec::sequence_value(sequence));
+            pending_dedup.insert(id_key, sequence);
+            if let Some(key) = client_key {
+                batch.put_cf(self.cf(DEDUP), &key, codec::sequence_value(sequence));
+                pending_dedup.insert(key, sequence);
+            }
+
+            record.sequence = 0;
+            batch.put_cf(self.cf(LOG), codec::log_key(sequence), codec::encode_log_value(record));
+            results.push(Appended::Stored { sequence, queue_offset });
+        }
+        if sequence != state.last_sequence {
+            self.db.write_opt(batch, &self.write_options).map_err(backend("append records"))?;
+            state.last_sequence = sequence;
+            state.next_offsets.extend(staged_offsets);
+            self.last_sequence.store(sequence, Ordering::Release);
+        }
+        Ok(results)
+    }
+
+    fn last_sequence(&self) -> Result<u64, StorageError> {
+        Ok(self.last_sequence.load(Ordering::Acquire))
+    }
+
+    fn read_log(&self, after: u64, max_records: usize, max_bytes: usize) -> Result<Vec<Record>, StorageError> {
+        let Some(first) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        let start = codec::log_key(first);
+        let entries = self.db.iterator_cf(self.cf(LOG), IteratorMode::From(&start, Direction::Forward));
+        let mut records = Vec::new();
+        let mut bytes = 0;
+        for entry in entries.take(max_records) {
+            let (key, value) = entry.map_err(backend("read the log"))?;
+            let record = codec::decode_log_value(codec::decode_log_key(&key)?, &value)?;
+            let size = codec::record_size(&record);
+            if !records.is_empty() && bytes + size > max_bytes {
+                break;
+            }
+            bytes += size;
+            records.push(record);
+        }
+        Ok(records)
+    }
+
+    fn get(&self, sequence: u64) -> Result<Option<Record>, StorageError> {
+        let value = self
+            .db
+            .get_pinned_cf(self.cf(LOG), codec::log_key(sequence))
+            .map_err(backend("read a log record"))?;
+        value.map(|value| codec::decode_log_value(sequence, &value)).transpose()
+    }
+
+    fn read_queue(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        from_offset: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, Record)>, StorageError> {
+        let prefix = codec::queue_prefix(topic, queue_id);
+        let start = codec::queue_key(topic, queue_id, from_offset);
+        let entries = self.db.iterator_cf(self.cf(QUEUE), IteratorMode::From(&start, Direction::Forward));
+        let mut found = Vec::new();
+        for entry in entries {
+            if found.len() >= max {
+                break;
+            }
+            let (key, value) = entry.map_err(backend("read a consume queue"))?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            let offset = codec::queue_key_offset(&key)?;
+            let sequence = codec::decode_sequence_value("queue entry", &key, &value)?;
+            let record = self.get(sequence)?.ok_or_else(|| StorageError::Corrupt {
+                what: "queue entry",
+                key: hex::encode(&key),
+                reason: format!("points at sequence {sequence}, which is not stored"),
+            })?;
+            found.push((offset, record));
+        }
+        Ok(found)
+    }
+
+    fn queue_bounds(&self, topic: &str, queue_id: i32) -> Result<QueueBounds, StorageError> {
+        match self.read_first_offset(topic, queue_id)? {
+            None => Ok(QueueBounds::default()),
+            Some(min) => Ok(QueueBounds {
+                min,
+                max: self.read_next_offset(topic, queue_id)?,
+            }),
+        }
+    }
+
+    fn find_dedup(&self, dedup_id: &[u8]) -> Result<Option<u64>, StorageError> {
+        self.find_dedup_key(&HashMap::new(), &codec::dedup_id_key(dedup_id))
+    }
+
+    fn write_groups(&self, writes: Vec<GroupWrite>) -> Result<(), StorageError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let group = self.cf(GROUP);
+        let mut batch = WriteBatch::default();
+        for write in &writes {
+            batch.put_cf(group, codec::group_cursor_key(&write.key), codec::encode_cursor(write.cursor));
+            for &(offset, state) in &write.set {
+                batch.put_cf(group, codec::group_offset_key(&write.key, offset), codec::encode_offset_state(state));
+            }
+            for &offset in &write.remove {
+                batch.delete_cf(group, codec::group_offset_key(&write.key, offset));
+            }
+        }
+        self.db.write_opt(batch, &self.write_options).map_err(backend("write group state"))
+    }
+
+    fn load_groups(&self) -> Result<Vec<GroupQueueState>, StorageError> {
+        let mut states: Vec<GroupQueueState> = Vec::new();
+        for entry in self.db.iterator_cf(self.cf(GROUP), IteratorMode::Start) {
+            let (key, value) = entry.map_err(backend("read group state"))?;
+            match codec::decode_group_key(&key)? {
+                GroupKey::Cursor(queue) => states.push(GroupQueueState {
+                    key: queue,
+                    cursor: codec::decode_cursor(&key, &value)?,
+                    offsets: Default::default(),
+                }),
+                GroupKey::Offset(queue, offset) => match states.last_mut() {
+                    Some(state) if state.key == queue => {
+                        state.offsets.insert(offset, codec::decode_offset_state(&key, &value)?);
+                    }
+                    _ => {
+                        return Err(StorageError::Corrupt {
+                            what: "group offset state",
+                            key: hex::encode(&key),
+                            reason: "no cursor is stored for its group queue".to_owned(),
+                        });
+                    }
+                },
+            }
+        }
+        // Key order puts shorter names first; return the same order as `GroupQueueKey`'s.
+        states.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(states)
+    }
+
+    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        self.db
+            .get_cf(self.cf(META), key.as_bytes())
+            .map_err(backend("read a metadata value"))
+    }
+
+    fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
+        self.db
+            .put_cf_opt(self.cf(META), key.as_bytes(), value, &self.write_options)
+            .map_err(backend("write a metadata value"))
+    }
+}

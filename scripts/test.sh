@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: unit tests of every crate and the integration
+# tests, which start the real `meridian` binary (built first) as processes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+source scripts/env.sh
+cargo build -p meridian-cli --bin meridian
+cargo test --workspace "$@"

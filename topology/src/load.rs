@@ -1,0 +1,204 @@
+//! Reading a topology from a file or a string, and writing one back.
+//!
+//! The layers are the TOML text, then (for [`Topology::load`] only) the
+//! `MERIDIAN_*` environment variables described in the `env` module, then
+//! [`Topology::validate`]. There is no defaults layer: a topology has no
+//! sensible default regions, and the fields that do have defaults (`flush`,
+//! `links`, `topics`, `consume_from`) get them from serde.
+//!
+//! Figment's errors are turned into [`TopologyError::Parse`] here, in one
+//! place, so that an unknown key reads `key regions.eu-west.sitee: unknown
+//! key; allowed keys: …` and names the file and, when it came from one, the
+//! environment variable.
+
+use crate::{Topology, TopologyError, env, error};
+use figment::error::Kind;
+use figment::providers::{Format, Toml};
+use figment::value::Value;
+use figment::{Figment, Provider};
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+
+/// Fields holding arrays: a numeric segment after one of them is an index.
+const ARRAY_FIELDS: [&str; 4] = ["links", "between", "message_types", "replicate_to"];
+
+impl Topology {
+    /// Reads the topology file at `path`, applies the `MERIDIAN_*` environment
+    /// overrides (see the crate docs), resolves relative `data_dir`s against
+    /// the directory containing the file (made absolute, so the result does
+    /// not depend on the current directory later) and validates the result.
+    pub fn load(path: &Path) -> Result<Topology, TopologyError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| TopologyError::Read { path: path.to_path_buf(), source })?;
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        parse(&text, path, absolute.parent(), Layers::FileAndEnvironment)
+    }
+
+    /// Parses and validates a topology from TOML text, without the
+    /// environment layer (so the result depends on `text` alone).
+    ///
+    /// `origin` names the text in error messages, and relative `data_dir`s
+    /// are resolved against `origin.parent()` as given (a relative origin
+    /// gives relative data directories).
+    pub fn from_toml_str(text: &str, origin: &Path) -> Result<Topology, TopologyError> {
+        parse(text, origin, origin.parent(), Layers::FileOnly)
+    }
+
+    /// The topology as TOML that [`Topology::from_toml_str`] and
+    /// [`Topology::load`] read back to an equal value (for the data
+    /// directories: when they are absolute).
+    ///
+    /// TOML strings are UTF-8: a `data_dir` that is not is written lossily
+    /// ([`Topology::validate`] refuses such directories).
+    pub fn to_toml_string(&self) -> String {
+        let utf8 = self.regions.values().all(|region| region.data_dir.to_str().is_some());
+        let topology = if utf8 {
+            Cow::Borrowed(self)
+        } else {
+            let mut lossy = self.clone();
+            for region in lossy.regions.values_mut() {
+                region.data_dir = PathBuf::from(region.data_dir.to_string_lossy().into_owned());
+            }
+            Cow::Owned(lossy)
+        };
+        // Serialization fails only for non-UTF-8 paths, integers beyond i64,
+        // `None`s or non-string map keys; the model has none of those left.
+        toml::to_string(topology.as_ref())
+            .expect("a topology with UTF-8 paths always serializes to TOML")
+    }
+
+    /// Makes every relative, non-empty `data_dir` relative to `base` instead.
+    fn resolve_data_dirs(&mut self, base: &Path) {
+        for region in self.regions.values_mut() {
+            let dir = &region.data_dir;
+            if dir.is_relative() && !dir.as_os_str().is_empty() {
+                region.data_dir = base.join(dir);
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layers {
+    FileOnly,
+    FileAndEnvironment,
+}
+
+fn parse(
+    text: &str,
+    origin: &Path,
+    base_dir: Option<&Path>,
+    layers: Layers,
+) -> Result<Topology, TopologyError> {
+    let file_topics = topic_names(text);
+    let mut figment = Figment::from(Toml::string(text));
+    let mut env_source = None;
+    if layers == Layers::FileAndEnvironment {
+        let provider = env::provider(file_topics.clone());
+        env_source = Some(provider.metadata().name.into_owned());
+        figment = figment.merge(provider);
+    }
+    let mut topology: Topology = figment.extract().map_err(|error| {
+        let from_env = env_source.is_some()
+            && error.metadata.as_ref().map(|metadata| metadata.name.as_ref()) == env_source.as_deref();
+        parse_error(error, &figment, origin, from_env, &file_topics)
+    })?;
+    if let Some(base) = base_dir {
+        topology.resolve_data_dirs(base);
+    }
+    topology.validate().map_err(|error| error.in_file(origin))?;
+    Ok(topology)
+}
+
+/// The topic names the text defines, for matching environment variables;
+/// empty when the text does not parse (figment then reports why).
+fn topic_names(text: &str) -> Vec<String> {
+    let Ok(table) = toml::from_str::<toml::Table>(text) else {
+        return Vec::new();
+    };
+    match table.get("topics") {
+        Some(toml::Value::Table(topics)) => topics.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn parse_error(
+    error: figment::Error,
+    figment: &Figment,
+    origin: &Path,
+    from_env: bool,
+    file_topics: &[String],
+) -> TopologyError {
+    let mut segments = error.path.clone();
+    let (value, message) = match &error.kind {
+        Kind::UnknownField(field, allowed) => {
+            segments.push(field.clone());
+            (None, format!("unknown key; allowed keys: {}", allowed.join(", ")))
+        }
+        Kind::MissingField(field) => {
+            segments.push(field.to_string());
+            (None, "required key is missing".to_owned())
+        }
+        Kind::DuplicateField(field) => {
+            segments.push((*field).to_owned());
+            (None, "key is set twice".to_owned())
+        }
+        Kind::UnknownVariant(found, allowed) => {
+            (Some(error::quoted(found)), format!("allowed values: {}", allowed.join(", ")))
+        }
+        Kind::InvalidType(found, expected) | Kind::InvalidValue(found, expected) => {
+            (Some(found.to_string()), format!("expected {expected}"))
+        }
+        Kind::InvalidLength(length, expected) => {
+            (Some(format!("{length} elements")), format!("expected {expected}"))
+        }
+        other => (None, other.to_string()),
+    };
+    let key = (!segments.is_empty()).then(|| render_key(&segments));
+    let value = value.or_else(|| scalar_at(figment, &segments));
+    let variable = if from_env { env::variable_setting(&segments, file_topics) } else { None };
+    TopologyError::Parse { path: origin.to_path_buf(), key, value, variable, message }
+}
+
+/// The scalar value at `segments`, spelled as in TOML, if there is one.
+fn scalar_at(figment: &Figment, segments: &[String]) -> Option<String> {
+    if segments.is_empty() || segments.iter().any(|segment| segment.contains('.')) {
+        return None;
+    }
+    match figment.find_value(&segments.join(".")).ok()? {
+        Value::String(_, text) => Some(error::quoted(&text)),
+        Value::Char(_, char) => Some(error::quoted(&char.to_string())),
+        Value::Bool(_, bool) => Some(bool.to_string()),
+        Value::Num(_, number) => {
+            number.to_u128().map(|n| n.to_string()).or_else(|| number.to_i128().map(|n| n.to_string()))
+        }
+        Value::Empty(..) | Value::Dict(..) | Value::Array(..) => None,
+    }
+}
+
+/// `["links", "0", "between", "1"]` → `links[0].between[1]`.
+pub(crate) fn render_key(segments: &[String]) -> String {
+    let mut key = String::new();
+    let mut previous: Option<&str> = None;
+    for segment in segments {
+        let index = previous.is_some_and(|field| ARRAY_FIELDS.contains(&field))
+            && !segment.is_empty()
+            && segment.bytes().all(|byte| byte.is_ascii_digit());
+        if index {
+            key.push('[');
+            key.push_str(segment);
+            key.push(']');
+        } else {
+            if !key.is_empty() {
+                key.push('.');
+            }
+            key.push_str(&error::key_segment(segment));
+        }
+        previous = Some(segment);
+    }
+    key
+}
+
+#[cfg(test)]
+#[path = "load_tests.rs"]
+mod tests;

@@ -1,0 +1,127 @@
+//! The topology data model: what a topology file says, after parsing.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// A whole deployment: regions, the links between them and the topics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    /// Regions by name (`[a-z0-9-]`, 1..=32 characters).
+    pub regions: BTreeMap<String, Region>,
+    /// Links between regions; their latency orders failover choices.
+    #[serde(default)]
+    pub links: Vec<Link>,
+    /// Topics by name (RocketMQ topic rules: `[A-Za-z0-9_-%|]`, 1..=127 characters).
+    #[serde(default)]
+    pub topics: BTreeMap<String, Topic>,
+}
+
+/// One region: a public cloud region or a private site, running one node,
+/// one replicator and one router.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Region {
+    /// A public cloud region or a private site.
+    pub site: Site,
+    /// RocketMQ 5 gRPC endpoint of the region's node (clients send and receive here).
+    pub node: SocketAddr,
+    /// The node's internal gRPC API: health, commit-log tail, apply, checkpoints.
+    pub admin: SocketAddr,
+    /// UDP address of the region's replicator (QUIC).
+    pub replicator: SocketAddr,
+    /// RocketMQ 5 gRPC access point of the region's router.
+    pub router: SocketAddr,
+    /// Where the region's processes keep their state. A relative path is
+    /// resolved against the directory of the topology file.
+    pub data_dir: PathBuf,
+    /// When the node acknowledges a send: after fsync (`sync`) or after the
+    /// write reached the OS (`async`).
+    #[serde(default)]
+    pub flush: FlushMode,
+}
+
+/// What kind of place a region is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Site {
+    /// A public cloud region, reachable from the other regions.
+    Public,
+    /// A private site (on premises), possibly behind NAT.
+    Private,
+}
+
+/// When a node acknowledges a send (see [`Region::flush`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlushMode {
+    /// The write-ahead log is fsynced before a send is acknowledged.
+    #[default]
+    Sync,
+    /// A send is acknowledged once written to the OS; a machine crash may lose it.
+    Async,
+}
+
+/// A network link between two regions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    /// The two regions the link joins (order does not matter).
+    pub between: [String; 2],
+    /// One-way latency in milliseconds: routing priority now, emulation later.
+    pub latency_ms: u32,
+}
+
+/// A topic and its policies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topic {
+    /// Number of queues (1..=1024); the same in every region.
+    pub queues: u16,
+    /// Message types the topic accepts.
+    pub message_types: Vec<MessageType>,
+    /// Regions that receive a copy of every message sent to the topic in any region.
+    pub replicate_to: Vec<String>,
+    /// Where a consumer group that has never consumed the topic starts.
+    #[serde(default)]
+    pub consume_from: ConsumeFrom,
+}
+
+/// The kinds of message a topic accepts (RocketMQ 5's topic message types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageType {
+    Normal,
+    Fifo,
+    Delay,
+    Transaction,
+}
+
+impl MessageType {
+    /// Every message type, in declaration order.
+    pub const ALL: [MessageType; 4] =
+        [MessageType::Normal, MessageType::Fifo, MessageType::Delay, MessageType::Transaction];
+
+    /// The name used in topology files (`normal`, `fifo`, `delay`, `transaction`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageType::Normal => "normal",
+            MessageType::Fifo => "fifo",
+            MessageType::Delay => "delay",
+            MessageType::Transaction => "transaction",
+        }
+    }
+}
+
+/// Where a new consumer group starts reading a topic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsumeFrom {
+    /// From the earliest message still retained.
+    #[default]
+    Earliest,
+    /// Only messages stored after the group was created.
+    Latest,
+}

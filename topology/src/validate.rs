@@ -1,0 +1,322 @@
+//! The rules a topology must follow beyond what its types already say.
+//!
+//! Rules are checked in a fixed order (regions, addresses, data directories,
+//! links, topics; maps in name order) and the first broken one is reported,
+//! so the same file always gives the same error.
+//!
+//! Choices made here:
+//! - Addresses are compared per protocol. Node, admin and router are TCP and
+//!   must all differ; replicators are UDP (QUIC) and must differ from each
+//!   other, but a replicator may share a port number with a TCP address.
+//! - Addresses must be dialable by the other regions and by clients (the
+//!   router hands node addresses out), so port 0 and the unspecified
+//!   addresses (`0.0.0.0`, `::`) are refused.
+//! - Every region needs its own, non-empty, UTF-8 `data_dir` (two nodes on
+//!   one directory would corrupt each other; UTF-8 so the topology can be
+//!   written back for child processes).
+//! - The links must connect every region to every other, possibly through
+//!   others: replication and failover both travel over links.
+//! - Topic names starting with `%RETRY%`, `%DLQ%` (the broker's retry and
+//!   dead-letter topics) or `rmq_sys_` (RocketMQ's system topics) are
+//!   reserved.
+//! - Not checked: whether private sites can actually reach each other
+//!   through NAT, and whether a data directory lies inside another one.
+
+use crate::error::{TopologyError, key_segment, quoted};
+use crate::{Link, Region, Topic, Topology};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+
+/// Region names: `[a-z0-9][a-z0-9-]{0,31}`.
+const REGION_NAME_LENGTH_MAX: usize = 32;
+/// Topic names: RocketMQ's `^[%|a-zA-Z0-9_-]{1,127}$`.
+const TOPIC_NAME_LENGTH_MAX: usize = 127;
+const RESERVED_TOPIC_PREFIXES: [&str; 3] = ["%RETRY%", "%DLQ%", "rmq_sys_"];
+/// A minute: anything slower is a typo or a dead link.
+pub(crate) const LINK_LATENCY_MS_MAX: u32 = 60_000;
+const TOPIC_QUEUES_MIN: u16 = 1;
+const TOPIC_QUEUES_MAX: u16 = 1024;
+
+impl Topology {
+    /// Checks every rule of a topology; the error names the key, the value
+    /// and what is allowed (but no file: see [`TopologyError::in_file`]).
+    ///
+    /// [`Topology::load`] and [`Topology::from_toml_str`] call this; call it
+    /// yourself after building or changing a topology in code.
+    pub fn validate(&self) -> Result<(), TopologyError> {
+        if self.regions.is_empty() {
+            return Err(TopologyError::invalid("regions", "{}", "at least one region is required"));
+        }
+        for name in self.regions.keys() {
+            check_region_name(name)?;
+        }
+        check_addresses(&self.regions)?;
+        check_data_dirs(&self.regions)?;
+        for (index, link) in self.links.iter().enumerate() {
+            self.check_link(index, link)?;
+        }
+        check_duplicate_links(&self.links)?;
+        self.check_connected()?;
+        for (name, topic) in &self.topics {
+            self.check_topic(name, topic)?;
+        }
+        Ok(())
+    }
+
+    fn known_regions(&self) -> Vec<String> {
+        self.regions.keys().cloned().collect()
+    }
+
+    fn check_link(&self, index: usize, link: &Link) -> Result<(), TopologyError> {
+        for (end, name) in link.between.iter().enumerate() {
+            if !self.regions.contains_key(name) {
+                let key = format!("links[{index}].between[{end}]");
+                return Err(TopologyError::unknown_region_at(key, name, self.known_regions()));
+            }
+        }
+        let [a, b] = &link.between;
+        if a == b {
+            return Err(TopologyError::invalid(
+                format!("links[{index}].between"),
+                pair(link),
+                "a link must join two different regions",
+            ));
+        }
+        if link.latency_ms > LINK_LATENCY_MS_MAX {
+            return Err(TopologyError::invalid(
+                format!("links[{index}].latency_ms"),
+                link.latency_ms.to_string(),
+                format!("must be at most {LINK_LATENCY_MS_MAX} (one minute)"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_connected(&self) -> Result<(), TopologyError> {
+        let Some(first) = self.regions.keys().next() else {
+            return Ok(());
+        };
+        let reachable = self.shortest_paths(first);
+        if let Some(unreached) = self.regions.keys().find(|name| !reachable.contains_key(name.as_str())) {
+            let links: Vec<String> = self.links.iter().map(pair).collect();
+            return Err(TopologyError::invalid(
+                "links",
+                format!("[{}]", links.join(", ")),
+                format!(
+                    "must connect every region, directly or through others; region {} \
+                     cannot be reached from {}",
+                    quoted(unreached),
+                    quoted(first)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_topic(&self, name: &str, topic: &Topic) -> Result<(), TopologyError> {
+        let key = format!("topics.{}", key_segment(name));
+        check_topic_name(&key, name)?;
+        if !(TOPIC_QUEUES_MIN..=TOPIC_QUEUES_MAX).contains(&topic.queues) {
+            return Err(TopologyError::invalid(
+                format!("{key}.queues"),
+                topic.queues.to_string(),
+                format!("must be between {TOPIC_QUEUES_MIN} and {TOPIC_QUEUES_MAX}"),
+            ));
+        }
+        let all_types: Vec<&str> = crate::MessageType::ALL.iter().map(|kind| kind.as_str()).collect();
+        if topic.message_types.is_empty() {
+            return Err(TopologyError::invalid(
+                format!("{key}.message_types"),
+                "[]",
+                format!("must list at least one of {}", all_types.join(", ")),
+            ));
+        }
+        let mut seen_types = BTreeSet::new();
+        for (index, kind) in topic.message_types.iter().enumerate() {
+            if !seen_types.insert(kind) {
+                return Err(TopologyError::invalid(
+                    format!("{key}.message_types[{index}]"),
+                    quoted(kind.as_str()),
+                    "is listed twice; list each message type at most once",
+                ));
+            }
+        }
+        if topic.replicate_to.is_empty() {
+            return Err(TopologyError::invalid(
+                format!("{key}.replicate_to"),
+                "[]",
+                format!("must list at least one region of {}", self.known_regions().join(", ")),
+            ));
+        }
+        let mut seen_regions = BTreeSet::new();
+        for (index, region) in topic.replicate_to.iter().enumerate() {
+            let region_key = format!("{key}.replicate_to[{index}]");
+            if !self.regions.contains_key(region) {
+                return Err(TopologyError::unknown_region_at(region_key, region, self.known_regions()));
+            }
+            if !seen_regions.insert(region) {
+                return Err(TopologyError::invalid(
+                    region_key,
+                    quoted(region),
+                    "is listed twice; list each region at most once",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_region_name(name: &str) -> Result<(), TopologyError> {
+    let bytes = name.as_bytes();
+    let allowed = |byte: &u8| byte.is_ascii_lowercase() || byte.is_ascii_digit();
+    let valid = bytes.first().is_some_and(allowed)
+        && bytes.len() <= REGION_NAME_LENGTH_MAX
+        && bytes.iter().all(|byte| allowed(byte) || *byte == b'-');
+    if valid {
+        return Ok(());
+    }
+    Err(TopologyError::invalid(
+        format!("regions.{}", key_segment(name)),
+        quoted(name),
+        "region names must match [a-z0-9][a-z0-9-]{0,31}: lower-case letters, digits and \
+         dashes, 1 to 32 characters, not starting with a dash",
+    ))
+}
+
+fn check_topic_name(key: &str, name: &str) -> Result<(), TopologyError> {
+    let valid_chars = name
+        .bytes()
+        .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'%' | b'|' | b'_' | b'-'));
+    if name.is_empty() || name.len() > TOPIC_NAME_LENGTH_MAX || !valid_chars {
+        return Err(TopologyError::invalid(
+            key,
+            quoted(name),
+            "topic names must match ^[%|a-zA-Z0-9_-]{1,127}$ (RocketMQ's rule)",
+        ));
+    }
+    if let Some(prefix) = RESERVED_TOPIC_PREFIXES.iter().find(|prefix| name.starts_with(**prefix)) {
+        return Err(TopologyError::invalid(
+            key,
+            quoted(name),
+            format!(
+                "topic names starting with {prefix} are reserved; reserved prefixes: {}",
+                RESERVED_TOPIC_PREFIXES.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Tcp,
+    Udp,
+}
+
+fn check_addresses(regions: &BTreeMap<String, Region>) -> Result<(), TopologyError> {
+    let mut tcp: HashMap<SocketAddr, String> = HashMap::new();
+    let mut udp: HashMap<SocketAddr, String> = HashMap::new();
+    for (name, region) in regions {
+        let region_key = format!("regions.{}", key_segment(name));
+        let addresses = [
+            ("node", region.node, Protocol::Tcp),
+            ("admin", region.admin, Protocol::Tcp),
+            ("router", region.router, Protocol::Tcp),
+            ("replicator", region.replicator, Protocol::Udp),
+        ];
+        for (field, address, protocol) in addresses {
+            let key = format!("{region_key}.{field}");
+            check_dialable(&key, address)?;
+            let used = match protocol {
+                Protocol::Tcp => &mut tcp,
+                Protocol::Udp => &mut udp,
+            };
+            if let Some(owner) = used.get(&address) {
+                let rule = if protocol == Protocol::Udp {
+                    "every replicator (UDP) address must be distinct"
+                } else {
+                    "every node, admin and router (TCP) address must be distinct"
+                };
+                return Err(TopologyError::invalid(
+                    key,
+                    quoted(&address.to_string()),
+                    format!("already used by {owner}; {rule}"),
+                ));
+            }
+            used.insert(address, key);
+        }
+    }
+    Ok(())
+}
+
+fn check_dialable(key: &str, address: SocketAddr) -> Result<(), TopologyError> {
+    if address.port() == 0 {
+        return Err(TopologyError::invalid(
+            key,
+            quoted(&address.to_string()),
+            "the port must be between 1 and 65535 (other regions and clients dial it)",
+        ));
+    }
+    if address.ip().is_unspecified() {
+        return Err(TopologyError::invalid(
+            key,
+            quoted(&address.to_string()),
+            "must be an address other regions and clients can dial, not 0.0.0.0 or ::",
+        ));
+    }
+    Ok(())
+}
+
+fn check_data_dirs(regions: &BTreeMap<String, Region>) -> Result<(), TopologyError> {
+    let mut used: HashMap<&std::path::Path, String> = HashMap::new();
+    for (name, region) in regions {
+        let key = format!("regions.{}.data_dir", key_segment(name));
+        let dir = region.data_dir.as_path();
+        let Some(text) = dir.to_str() else {
+            return Err(TopologyError::invalid(
+                key,
+                quoted(&dir.to_string_lossy()),
+                "must be valid UTF-8 (the topology is written back to TOML)",
+            ));
+        };
+        if text.is_empty() {
+            return Err(TopologyError::invalid(key, "\"\"", "must not be empty"));
+        }
+        if let Some(owner) = used.get(dir) {
+            return Err(TopologyError::invalid(
+                key,
+                quoted(text),
+                format!("already used by {owner}; every region needs its own data directory"),
+            ));
+        }
+        used.insert(dir, key);
+    }
+    Ok(())
+}
+
+fn check_duplicate_links(links: &[Link]) -> Result<(), TopologyError> {
+    let mut seen: HashMap<(&str, &str), usize> = HashMap::new();
+    for (index, link) in links.iter().enumerate() {
+        let [a, b] = &link.between;
+        let ends = if a <= b { (a.as_str(), b.as_str()) } else { (b.as_str(), a.as_str()) };
+        if let Some(first) = seen.get(&ends) {
+            return Err(TopologyError::invalid(
+                format!("links[{index}].between"),
+                pair(link),
+                format!("joins the same regions as links[{first}]; at most one link per pair of regions"),
+            ));
+        }
+        seen.insert(ends, index);
+    }
+    Ok(())
+}
+
+/// `["eu-west", "us-east"]`, as in the file.
+fn pair(link: &Link) -> String {
+    let [a, b] = &link.between;
+    format!("[{}, {}]", quoted(a), quoted(b))
+}
+
+#[cfg(test)]
+#[path = "validate_tests.rs"]
+mod tests;
