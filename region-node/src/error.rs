@@ -48,6 +48,8 @@ pub enum NodeError {
     Commit(#[from] CommitError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Topology(#[from] meridian_topology::TopologyError),
     #[error("data directory {path} is locked by another process (is another node of this region running?)")]
     Locked { path: PathBuf },
     #[error("failed to prepare data directory {path}")]
@@ -89,6 +91,7 @@ impl NodeError {
             Self::Consumer(ConsumerError::Storage(_))
             | Self::Commit(_)
             | Self::Storage(_)
+            | Self::Topology(_)
             | Self::Locked { .. }
             | Self::DataDir { .. }
             | Self::Serve { .. } => Code::InternalError,

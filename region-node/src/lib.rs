@@ -49,10 +49,7 @@ impl Node {
     /// Locks `<data_dir>/node/LOCK` and opens storage in `<data_dir>/node/db`.
     /// Fails with [`NodeError::Locked`] if another process holds the lock.
     pub fn open(topology: Topology, region: &str) -> Result<Self, NodeError> {
-        let config = topology.region(region).map_err(|error| NodeError::DataDir {
-            path: PathBuf::from(region),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, error.to_string()),
-        })?;
+        let config = topology.region(region)?;
         let directory = config.data_dir.join("node");
         std::fs::create_dir_all(&directory).map_err(|source| NodeError::DataDir { path: directory.clone(), source })?;
         let lock_path = directory.join("LOCK");

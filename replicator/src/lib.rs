@@ -1,1 +1,287 @@
-//! placeholder while the workspace is assembled
+//! The replicator agent: ships a region's commit log to its peer regions over QUIC.
+//!
+//! One replicator runs per region, next to the region's node. It is both:
+//!
+//! * a **sender**, one link per peer region: it tails the local node's commit
+//!   log from the checkpoint persisted for that peer (records that originated
+//!   in this region only), keeps the records whose topic replicates to the
+//!   peer, sends them in batches over a QUIC stream and persists the peer's
+//!   acknowledgements as the new checkpoint ([`sender`], driven by the I/O-free
+//!   state machine in [`core`]);
+//! * a **receiver**: a QUIC server that applies its peers' batches to the
+//!   local node and acknowledges them once durable ([`receiver`]).
+//!
+//! Delivery is at least once on the wire and exactly once in storage: the
+//! receiving node skips records whose deduplication id it already has, so
+//! resending after any failure is harmless.
+//!
+//! # Protocol
+//!
+//! One bidirectional QUIC stream per connection (ALPN `meridian-repl/1`, see
+//! [`tls`]), carrying length-prefixed `ReplicationFrame`s ([`frame`]): the
+//! dialer sends `Hello{protocol_version: 1, from_region, to_region}`, then
+//! `Batch`es with increasing `through_sequence`; the acceptor answers each with
+//! `Ack{through_sequence, stored, duplicates}` after the node's Apply returned.
+//! Either side may send `Goodbye{reason}` before closing. Close codes:
+//! [`receiver::CLOSE_NORMAL`] (0), [`receiver::CLOSE_HANDSHAKE_REFUSED`] (1),
+//! [`receiver::CLOSE_MALFORMED`] (2), [`receiver::CLOSE_NODE_UNAVAILABLE`] (3).
+//!
+//! Not yet: forwarding through hubs (records of other origins are not sent),
+//! compression, rate limits, mutual TLS, metrics.
+//!
+//! This crate talks to the node only through `meridian-proto`'s gRPC API. It
+//! must not depend on `meridian-region-node` or `meridian-router`.
+
+pub mod core;
+mod error;
+pub mod frame;
+mod node_client;
+pub mod receiver;
+mod sender;
+pub mod tls;
+
+#[cfg(test)]
+mod test_random;
+
+pub use error::ReplicatorError;
+pub use sender::PROTOCOL_VERSION;
+pub use tls::server_name;
+
+use crate::core::{RecordFilter, SenderLimits};
+use crate::node_client::NodeClient;
+use crate::sender::{Link, LinkStatus};
+use meridian_topology::Topology;
+use std::collections::{BTreeSet, HashMap};
+use std::fs::{File, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+/// How often the per-peer progress line is logged (at DEBUG).
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Runs the replicator of `region` on `socket` (already bound, UDP) until
+/// `shutdown` is cancelled.
+///
+/// Takes the data directory lock first, loads or generates the TLS identity,
+/// then serves peers and runs one link per other region. On cancellation all
+/// tasks stop, the QUIC endpoint closes and drains, and `Ok(())` is returned.
+pub async fn run(
+    topology: Topology,
+    region: String,
+    socket: std::net::UdpSocket,
+    shutdown: CancellationToken,
+) -> Result<(), ReplicatorError> {
+    let local = topology
+        .regions
+        .get(&region)
+        .ok_or_else(|| ReplicatorError::UnknownRegion {
+            region: region.clone(),
+        })?;
+    let _lock = lock_data_dir(&local.data_dir)?;
+    let identity = tls::load_or_generate(&region, &local.data_dir)?;
+    let server_config = tls::server_config(&region, &identity)?;
+
+    let local_address = socket.local_addr().map_or_else(
+        |_| local.replicator.to_string(),
+        |address| address.to_string(),
+    );
+    let endpoint_error = |source| ReplicatorError::Endpoint {
+        address: local_address.clone(),
+        source,
+    };
+    socket.set_nonblocking(true).map_err(endpoint_error)?;
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server_config),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(endpoint_error)?;
+    let node = NodeClient::connect_lazy(local.admin)?;
+
+    let peers: Vec<String> = topology
+        .regions
+        .keys()
+        .filter(|name| **name != region)
+        .cloned()
+        .collect();
+    let tasks_shutdown = shutdown.child_token();
+    let mut tasks = JoinSet::new();
+    let mut task_names = HashMap::new();
+
+    let receiver = Arc::new(receiver::Receiver {
+        local_region: region.clone(),
+        known_peers: peers.iter().cloned().collect::<BTreeSet<_>>(),
+        node: node.clone(),
+    });
+    let handle = tasks.spawn(
+        receiver::run_receiver(endpoint.clone(), receiver, tasks_shutdown.clone())
+            .instrument(info_span!("receiver", region = %region)),
+    );
+    task_names.insert(handle.id(), "receiver".to_owned());
+
+    let mut statuses = Vec::new();
+    for peer in &peers {
+        let peer_region = &topology.regions[peer];
+        let status = Arc::new(LinkStatus::default());
+        statuses.push((peer.clone(), Arc::clone(&status)));
+        let link = Link {
+            local_region: region.clone(),
+            peer: peer.clone(),
+            peer_address: peer_region.replicator,
+            peer_data_dir: peer_region.data_dir.clone(),
+            endpoint: endpoint.clone(),
+            node: node.clone(),
+            filter: RecordFilter::new(&region, peer, &topology.topics),
+            limits: SenderLimits::default(),
+            status,
+        };
+        let handle = tasks.spawn(
+            sender::run_link(link, tasks_shutdown.clone())
+                .instrument(info_span!("link", region = %region, peer = %peer)),
+        );
+        task_names.insert(handle.id(), format!("link to {peer}"));
+    }
+    let handle = tasks.spawn(report_progress(node, statuses, tasks_shutdown.clone()));
+    task_names.insert(handle.id(), "progress reporter".to_owned());
+    info!(region = %region, address = %local_address, ?peers, "replicator started");
+
+    let mut outcome = Ok(());
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            joined = tasks.join_next_with_id() => match joined {
+                None => break,
+                Some(Ok((id, ()))) => {
+                    let task = task_names.get(&id).map_or("unknown", String::as_str);
+                    warn!(task, "replicator task ended before shutdown");
+                }
+                Some(Err(source)) => {
+                    let task = task_names.get(&source.id()).cloned().unwrap_or_default();
+                    error!(task = %task, "replicator task failed; stopping");
+                    outcome = Err(ReplicatorError::Task { task, source });
+                    break;
+                }
+            },
+        }
+    }
+    tasks_shutdown.cancel();
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(error) = joined {
+            error!(error = %error, "replicator task failed while stopping");
+        }
+    }
+    endpoint.close(receiver::CLOSE_NORMAL.into(), b"shutdown");
+    endpoint.wait_idle().await;
+    info!(region = %region, "replicator stopped");
+    outcome
+}
+
+/// Logs each link's acknowledged sequence and lag behind the node's log.
+async fn report_progress(
+    node: NodeClient,
+    links: Vec<(String, Arc<LinkStatus>)>,
+    shutdown: CancellationToken,
+) {
+    let mut interval = tokio::time::interval(PROGRESS_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            _ = interval.tick() => {}
+        }
+        let health = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            health = node.health() => health,
+        };
+        let last_sequence = match health {
+            Ok(health) => Some(health.last_sequence),
+            Err(error) => {
+                debug!(error = %error::error_chain(&error), "node health unavailable");
+                None
+            }
+        };
+        for (peer, status) in &links {
+            let acked_through = status.acked_through();
+            let lag_sequences = last_sequence.map(|last| last.saturating_sub(acked_through));
+            debug!(
+                peer = %peer,
+                connected = status.connected(),
+                acked_through,
+                ?last_sequence,
+                ?lag_sequences,
+                "replication progress"
+            );
+        }
+    }
+}
+
+/// Exclusive ownership of `<data_dir>/replicator/` for this process's lifetime.
+#[derive(Debug)]
+pub struct DataDirLock {
+    // Holding the open file holds the lock; dropping it releases the lock.
+    _file: File,
+    path: PathBuf,
+}
+
+impl DataDirLock {
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Creates `<data_dir>/replicator/` and locks `<data_dir>/replicator/LOCK`
+/// exclusively, so that two replicators never share one region's state.
+pub fn lock_data_dir(data_dir: &Path) -> Result<DataDirLock, ReplicatorError> {
+    let directory = data_dir.join("replicator");
+    std::fs::create_dir_all(&directory).map_err(|source| ReplicatorError::CreateDirectory {
+        path: directory.clone(),
+        source,
+    })?;
+    let path = directory.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|source| ReplicatorError::LockFile {
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(DataDirLock { _file: file, path }),
+        Err(TryLockError::WouldBlock) => Err(ReplicatorError::Locked { path }),
+        Err(TryLockError::Error(source)) => Err(ReplicatorError::LockFile { path, source }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_lock_of_a_data_dir_fails_until_the_first_is_dropped() {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let first = lock_data_dir(data_dir.path()).expect("first lock");
+        assert!(first.path().ends_with("replicator/LOCK"));
+        let error = lock_data_dir(data_dir.path()).expect_err("already locked");
+        assert!(matches!(error, ReplicatorError::Locked { .. }));
+        assert!(
+            error
+                .to_string()
+                .contains("is locked by another process"),
+            "{error}"
+        );
+        drop(first);
+        lock_data_dir(data_dir.path()).expect("lock after release");
+    }
+}

@@ -25,7 +25,8 @@ impl Topology {
     /// file's directory when it is read back.
     pub fn demo(data_root: &Path) -> Topology {
         let region = |name: &str, site: Site, first_port: u16| {
-            let address = |offset: u16| SocketAddr::from((Ipv4Addr::LOCALHOST, first_port + offset));
+            let address =
+                |offset: u16| SocketAddr::from((Ipv4Addr::LOCALHOST, first_port + offset));
             let region = Region {
                 site,
                 router: address(0),
@@ -49,7 +50,9 @@ impl Topology {
         let topic = Topic {
             queues: 8,
             message_types: MessageType::ALL.to_vec(),
-            replicate_to: ["eu-west", "us-east", "on-prem"].map(str::to_owned).to_vec(),
+            replicate_to: ["eu-west", "us-east", "on-prem"]
+                .map(str::to_owned)
+                .to_vec(),
             consume_from: ConsumeFrom::Earliest,
         };
         Topology {
@@ -72,7 +75,9 @@ mod tests {
 
     #[test]
     fn demo_is_valid() {
-        Topology::demo(Path::new("/var/lib/meridian")).validate().expect("the demo topology is valid");
+        Topology::demo(Path::new("/var/lib/meridian"))
+            .validate()
+            .expect("the demo topology is valid");
     }
 
     #[test]
@@ -80,22 +85,38 @@ mod tests {
         let topology = Topology::demo(Path::new("/data"));
         let on_prem = topology.region("on-prem").expect("on-prem exists");
         assert_eq!(on_prem.site, Site::Private);
-        assert_eq!(on_prem.router, "127.0.0.1:8281".parse::<SocketAddr>().expect("address"));
-        assert_eq!(on_prem.node, "127.0.0.1:8282".parse::<SocketAddr>().expect("address"));
-        assert_eq!(on_prem.admin, "127.0.0.1:8283".parse::<SocketAddr>().expect("address"));
-        assert_eq!(on_prem.replicator, "127.0.0.1:8284".parse::<SocketAddr>().expect("address"));
+        assert_eq!(
+            on_prem.router,
+            "127.0.0.1:8281".parse::<SocketAddr>().expect("address")
+        );
+        assert_eq!(
+            on_prem.node,
+            "127.0.0.1:8282".parse::<SocketAddr>().expect("address")
+        );
+        assert_eq!(
+            on_prem.admin,
+            "127.0.0.1:8283".parse::<SocketAddr>().expect("address")
+        );
+        assert_eq!(
+            on_prem.replicator,
+            "127.0.0.1:8284".parse::<SocketAddr>().expect("address")
+        );
         assert_eq!(on_prem.data_dir, Path::new("/data/on-prem"));
         let eu_west = topology.region("eu-west").expect("eu-west exists");
-        assert_eq!(eu_west.node, "127.0.0.1:8082".parse::<SocketAddr>().expect("address"));
+        assert_eq!(
+            eu_west.node,
+            "127.0.0.1:8082".parse::<SocketAddr>().expect("address")
+        );
         assert_eq!(topology.distance_ms("us-east", "on-prem"), Some(45));
     }
 
     #[test]
     fn demo_matches_the_three_regions_example() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-        let text = std::fs::read_to_string(dir.join("three-regions.toml")).expect("example is readable");
-        let example =
-            Topology::from_toml_str(&text, &dir.join("three-regions.toml")).expect("example is valid");
+        let text =
+            std::fs::read_to_string(dir.join("three-regions.toml")).expect("example is readable");
+        let example = Topology::from_toml_str(&text, &dir.join("three-regions.toml"))
+            .expect("example is valid");
         assert_eq!(example, Topology::demo(&dir.join("data")));
     }
 }

@@ -37,7 +37,6 @@
 
 use figment::providers::Env;
 use figment::value::Uncased;
-use std::ffi::OsString;
 
 /// The prefix of every override variable.
 pub(crate) const PREFIX: &str = "MERIDIAN_";
@@ -51,29 +50,36 @@ pub(crate) fn provider(file_topics: Vec<String>) -> Env {
         .filter_map(move |name| key_path(name.as_str(), &file_topics).map(Uncased::from))
 }
 
-/// The name of the variable that set `key` (or a table containing it), if any.
+/// The variable behind an error at `key`: the one whose key path shares the
+/// longest leading part with `key` (it set the key, a table holding it, or
+/// created the table the key is missing from). Ties go to the first name.
 pub(crate) fn variable_setting(key: &[String], file_topics: &[String]) -> Option<String> {
-    std::env::vars_os()
-        .filter_map(|(name, _)| variable_name(name))
+    let mut candidates: Vec<(usize, String)> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
         .filter_map(|name| {
             let suffix = strip_prefix_ignoring_case(&name)?;
             let path = key_path(suffix, file_topics)?;
-            let segments: Vec<&str> = path.split('.').collect();
-            let covers = segments.len() <= key.len()
-                && segments.iter().zip(key).all(|(segment, key)| segment == key);
-            covers.then_some((segments.len(), name))
+            let shared = path
+                .split('.')
+                .zip(key)
+                .take_while(|(segment, key)| segment == key)
+                .count();
+            (shared > 0).then_some((shared, name))
         })
-        .max_by_key(|(depth, _)| *depth)
-        .map(|(_, name)| name)
-}
-
-fn variable_name(name: OsString) -> Option<String> {
-    name.into_string().ok()
+        .collect();
+    candidates.sort_by(|(shared_a, name_a), (shared_b, name_b)| {
+        shared_b.cmp(shared_a).then_with(|| name_a.cmp(name_b))
+    });
+    candidates.into_iter().next().map(|(_, name)| name)
 }
 
 fn strip_prefix_ignoring_case(name: &str) -> Option<&str> {
     let head = name.get(..PREFIX.len())?;
-    head.eq_ignore_ascii_case(PREFIX).then(|| &name[PREFIX.len()..])
+    if head.eq_ignore_ascii_case(PREFIX) {
+        name.get(PREFIX.len()..)
+    } else {
+        None
+    }
 }
 
 /// Maps a variable name without the prefix to a dotted key path, or `None`
@@ -100,7 +106,9 @@ fn key_path(suffix: &str, file_topics: &[String]) -> Option<String> {
 
 fn topic_name(segment: &str, file_topics: &[String]) -> String {
     let wanted = normalized(segment);
-    let mut matches = file_topics.iter().filter(|topic| normalized(topic) == wanted);
+    let mut matches = file_topics
+        .iter()
+        .filter(|topic| normalized(topic) == wanted);
     match (matches.next(), matches.next()) {
         (Some(topic), None) => topic.clone(),
         _ => segment.to_ascii_lowercase(),
@@ -132,14 +140,23 @@ mod tests {
             key_path("TOPICS__ORDER_EVENTS__QUEUES", &file).as_deref(),
             Some("topics.order-events.queues")
         );
-        assert_eq!(key_path("TOPICS__AUDIT_LOG__QUEUES", &file).as_deref(), Some("topics.Audit_Log.queues"));
-        assert_eq!(key_path("TOPICS__NEW__QUEUES", &file).as_deref(), Some("topics.new.queues"));
+        assert_eq!(
+            key_path("TOPICS__AUDIT_LOG__QUEUES", &file).as_deref(),
+            Some("topics.Audit_Log.queues")
+        );
+        assert_eq!(
+            key_path("TOPICS__NEW__QUEUES", &file).as_deref(),
+            Some("topics.new.queues")
+        );
     }
 
     #[test]
     fn ambiguous_topic_segment_is_left_alone() {
         let file = topics(&["a-b", "a_b"]);
-        assert_eq!(key_path("TOPICS__A_B__QUEUES", &file).as_deref(), Some("topics.a_b.queues"));
+        assert_eq!(
+            key_path("TOPICS__A_B__QUEUES", &file).as_deref(),
+            Some("topics.a_b.queues")
+        );
     }
 
     #[test]
@@ -147,6 +164,9 @@ mod tests {
         assert_eq!(key_path("LOG", &[]), None);
         assert_eq!(key_path("DATA_ROOT", &[]), None);
         assert_eq!(key_path("LINKS", &[]).as_deref(), Some("links"));
-        assert_eq!(key_path("REGION__EU__FLUSH", &[]).as_deref(), Some("region.eu.flush"));
+        assert_eq!(
+            key_path("REGION__EU__FLUSH", &[]).as_deref(),
+            Some("region.eu.flush")
+        );
     }
 }

@@ -36,7 +36,7 @@ pub enum TopologyError {
         key: Option<String>,
         /// The offending value, when the parser reported it.
         value: Option<String>,
-        /// The `MERIDIAN_*` environment variable that set the key, if one did.
+        /// The `MERIDIAN_*` environment variable the key came from, if any.
         variable: Option<String>,
         /// What went wrong and what is allowed.
         message: String,
@@ -110,13 +110,23 @@ impl TopologyError {
     }
 
     /// A reference to an undefined region at `key`, not yet tied to a file.
-    pub(crate) fn unknown_region_at(key: impl Into<String>, name: &str, known: Vec<String>) -> Self {
-        TopologyError::UnknownRegion { path: None, key: Some(key.into()), name: name.to_owned(), known }
+    pub(crate) fn unknown_region_at(
+        key: impl Into<String>,
+        name: &str,
+        known: Vec<String>,
+    ) -> Self {
+        TopologyError::UnknownRegion {
+            path: None,
+            key: Some(key.into()),
+            name: name.to_owned(),
+            known,
+        }
     }
 }
 
 fn in_path(path: Option<&Path>) -> String {
-    path.map(|path| format!(" {}", path.display())).unwrap_or_default()
+    path.map(|path| format!(" {}", path.display()))
+        .unwrap_or_default()
 }
 
 fn parse_location(key: Option<&str>, value: Option<&str>, variable: Option<&str>) -> String {
@@ -128,14 +138,18 @@ fn parse_location(key: Option<&str>, value: Option<&str>, variable: Option<&str>
         let _ = write!(location, " = {value}");
     }
     if let Some(variable) = variable {
-        let _ = write!(location, " (set by environment variable {variable})");
+        let _ = write!(location, " (from environment variable {variable})");
     }
     location.push_str(": ");
     location
 }
 
 fn unknown_region(path: Option<&Path>, key: Option<&str>, name: &str, known: &[String]) -> String {
-    let known = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
+    let known = if known.is_empty() {
+        "none".to_owned()
+    } else {
+        known.join(", ")
+    };
     match key {
         Some(key) => format!(
             "invalid topology{}: key {key} = {}: unknown region; known regions: {known}",
@@ -155,8 +169,14 @@ pub(crate) fn quoted(value: &str) -> String {
 /// (topic names may contain `%` and `|`).
 pub(crate) fn key_segment(segment: &str) -> Cow<'_, str> {
     let bare = !segment.is_empty()
-        && segment.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-');
-    if bare { Cow::Borrowed(segment) } else { Cow::Owned(quoted(segment)) }
+        && segment
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-');
+    if bare {
+        Cow::Borrowed(segment)
+    } else {
+        Cow::Owned(quoted(segment))
+    }
 }
 
 #[cfg(test)]
@@ -176,7 +196,10 @@ mod tests {
     #[test]
     fn invalid_without_file() {
         let error = TopologyError::invalid("regions", "{}", "at least one region is required");
-        assert_eq!(error.to_string(), "invalid topology: key regions = {}: at least one region is required");
+        assert_eq!(
+            error.to_string(),
+            "invalid topology: key regions = {}: at least one region is required"
+        );
     }
 
     #[test]
@@ -187,7 +210,10 @@ mod tests {
             name: "mars".to_owned(),
             known: vec!["eu-west".to_owned(), "us-east".to_owned()],
         };
-        assert_eq!(error.to_string(), "unknown region \"mars\"; known regions: eu-west, us-east");
+        assert_eq!(
+            error.to_string(),
+            "unknown region \"mars\"; known regions: eu-west, us-east"
+        );
     }
 
     #[test]

@@ -15,12 +15,14 @@ impl Topology {
     /// The region called `name`, or [`TopologyError::UnknownRegion`] listing
     /// the regions that exist.
     pub fn region(&self, name: &str) -> Result<&Region, TopologyError> {
-        self.regions.get(name).ok_or_else(|| TopologyError::UnknownRegion {
-            path: None,
-            key: None,
-            name: name.to_owned(),
-            known: self.regions.keys().cloned().collect(),
-        })
+        self.regions
+            .get(name)
+            .ok_or_else(|| TopologyError::UnknownRegion {
+                path: None,
+                key: None,
+                name: name.to_owned(),
+                known: self.regions.keys().cloned().collect(),
+            })
     }
 
     /// The topic called `name`, if the topology defines it.
@@ -31,7 +33,11 @@ impl Topology {
     /// Every region other than `region`, sorted by name (all regions when
     /// `region` is not one of them).
     pub fn peers(&self, region: &str) -> Vec<&str> {
-        self.regions.keys().map(String::as_str).filter(|name| *name != region).collect()
+        self.regions
+            .keys()
+            .map(String::as_str)
+            .filter(|name| *name != region)
+            .collect()
     }
 
     /// The lowest total link latency from `from` to `to`: `Some(0)` for the
@@ -62,8 +68,14 @@ impl Topology {
         for link in &self.links {
             let [a, b] = &link.between;
             if self.regions.contains_key(a) && self.regions.contains_key(b) {
-                neighbours.entry(a.as_str()).or_default().push((b.as_str(), link.latency_ms));
-                neighbours.entry(b.as_str()).or_default().push((a.as_str(), link.latency_ms));
+                neighbours
+                    .entry(a.as_str())
+                    .or_default()
+                    .push((b.as_str(), link.latency_ms));
+                neighbours
+                    .entry(b.as_str())
+                    .or_default()
+                    .push((a.as_str(), link.latency_ms));
             }
         }
         let mut queue = BinaryHeap::from([Reverse((0_u32, start.as_str()))]);
@@ -109,7 +121,9 @@ mod tests {
     #[test]
     fn distance_is_none_when_unreachable_or_unknown() {
         let mut topology = demo();
-        topology.links.retain(|link| !link.between.contains(&"on-prem".to_owned()));
+        topology
+            .links
+            .retain(|link| !link.between.contains(&"on-prem".to_owned()));
         assert_eq!(topology.distance_ms("eu-west", "on-prem"), None);
         assert_eq!(topology.distance_ms("eu-west", "mars"), None);
         assert_eq!(topology.distance_ms("mars", "mars"), None);
@@ -124,11 +138,23 @@ mod tests {
         );
         let mut tied = demo();
         tied.links = vec![
-            Link { between: ["us-east".to_owned(), "eu-west".to_owned()], latency_ms: 10 },
-            Link { between: ["on-prem".to_owned(), "eu-west".to_owned()], latency_ms: 10 },
+            Link {
+                between: ["us-east".to_owned(), "eu-west".to_owned()],
+                latency_ms: 10,
+            },
+            Link {
+                between: ["on-prem".to_owned(), "eu-west".to_owned()],
+                latency_ms: 10,
+            },
         ];
-        assert_eq!(tied.regions_by_distance("eu-west"), vec![("eu-west", 0), ("on-prem", 10), ("us-east", 10)]);
-        assert_eq!(tied.regions_by_distance("us-east"), vec![("us-east", 0), ("eu-west", 10), ("on-prem", 20)]);
+        assert_eq!(
+            tied.regions_by_distance("eu-west"),
+            vec![("eu-west", 0), ("on-prem", 10), ("us-east", 10)]
+        );
+        assert_eq!(
+            tied.regions_by_distance("us-east"),
+            vec![("us-east", 0), ("eu-west", 10), ("on-prem", 20)]
+        );
         assert!(tied.regions_by_distance("mars").is_empty());
     }
 
@@ -143,7 +169,10 @@ mod tests {
         let topology = demo();
         assert!(topology.region("us-east").is_ok());
         let error = topology.region("mars").expect_err("mars is not a region");
-        assert_eq!(error.to_string(), "unknown region \"mars\"; known regions: eu-west, on-prem, us-east");
+        assert_eq!(
+            error.to_string(),
+            "unknown region \"mars\"; known regions: eu-west, on-prem, us-east"
+        );
     }
 
     #[test]

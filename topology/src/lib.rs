@@ -9,10 +9,10 @@
 //!
 //! - [`Topology::load`] reads a file in layers — the TOML file, then
 //!   `MERIDIAN_*` environment variables such as
-//!   `MERIDIAN_REGIONS__EU_WEST__FLUSH=async` (`__` separates key segments;
-//!   `_` in a region name stands for `-`; the rules are in the `env` module's
-//!   source docs) — resolves relative data directories against the file's
-//!   directory and calls [`Topology::validate`]. Unknown keys are refused.
+//!   `MERIDIAN_REGIONS__EU_WEST__FLUSH=async` (`__` separates key segments,
+//!   `_` in a region name stands for `-`; see [`Topology::load`]) — resolves
+//!   relative data directories against the file's directory and calls
+//!   [`Topology::validate`]. Unknown keys are refused.
 //! - [`Topology::from_toml_str`] does the same from a string, without the
 //!   environment layer; [`Topology::to_toml_string`] writes a topology back.
 //! - [`Topology::demo`] is the built-in three-region demo.

@@ -12,7 +12,7 @@
 //! environment variable.
 
 use crate::{Topology, TopologyError, env, error};
-use figment::error::Kind;
+use figment::error::{Actual, Kind};
 use figment::providers::{Format, Toml};
 use figment::value::Value;
 use figment::{Figment, Provider};
@@ -21,15 +21,39 @@ use std::path::{Path, PathBuf};
 
 /// Fields holding arrays: a numeric segment after one of them is an index.
 const ARRAY_FIELDS: [&str; 4] = ["links", "between", "message_types", "replicate_to"];
+/// Fields holding socket addresses.
+const ADDRESS_FIELDS: [&str; 4] = ["node", "admin", "replicator", "router"];
 
 impl Topology {
     /// Reads the topology file at `path`, applies the `MERIDIAN_*` environment
-    /// overrides (see the crate docs), resolves relative `data_dir`s against
-    /// the directory containing the file (made absolute, so the result does
-    /// not depend on the current directory later) and validates the result.
+    /// overrides, resolves relative `data_dir`s against the directory
+    /// containing the file (made absolute, so the result does not depend on
+    /// the current directory later) and validates the result.
+    ///
+    /// # Environment overrides
+    ///
+    /// After `MERIDIAN_`, a variable's name is a key path with `__` between
+    /// the segments (`_` alone stays inside a segment: `DATA_DIR` is
+    /// `data_dir`). Names are matched without case. In the segment after
+    /// `REGIONS`, `_` stands for `-` (region names never contain `_`); the
+    /// segment after `TOPICS` finds the file's topic with that name ignoring
+    /// case and `_`/`-`, if exactly one matches.
+    ///
+    /// ```text
+    /// MERIDIAN_REGIONS__EU_WEST__FLUSH=async      regions.eu-west.flush = "async"
+    /// MERIDIAN_TOPICS__ORDER_EVENTS__QUEUES=16    topics.order-events.queues = 16
+    /// MERIDIAN_LINKS='[{between=["a","b"],latency_ms=5}]'   replaces every link
+    /// ```
+    ///
+    /// Only names containing `__` (or exactly `MERIDIAN_REGIONS`,
+    /// `MERIDIAN_LINKS`, `MERIDIAN_TOPICS`) are overrides; other `MERIDIAN_*`
+    /// variables such as `MERIDIAN_LOG` are ignored here. An override of an
+    /// unknown key is refused like one in the file, naming the variable.
     pub fn load(path: &Path) -> Result<Topology, TopologyError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| TopologyError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| TopologyError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         parse(&text, path, absolute.parent(), Layers::FileAndEnvironment)
     }
@@ -51,7 +75,10 @@ impl Topology {
     /// TOML strings are UTF-8: a `data_dir` that is not is written lossily
     /// ([`Topology::validate`] refuses such directories).
     pub fn to_toml_string(&self) -> String {
-        let utf8 = self.regions.values().all(|region| region.data_dir.to_str().is_some());
+        let utf8 = self
+            .regions
+            .values()
+            .all(|region| region.data_dir.to_str().is_some());
         let topology = if utf8 {
             Cow::Borrowed(self)
         } else {
@@ -99,8 +126,10 @@ fn parse(
         figment = figment.merge(provider);
     }
     let mut topology: Topology = figment.extract().map_err(|error| {
-        let from_env = env_source.is_some()
-            && error.metadata.as_ref().map(|metadata| metadata.name.as_ref()) == env_source.as_deref();
+        let from_env = error
+            .metadata
+            .as_ref()
+            .is_some_and(|metadata| env_source.as_deref() == Some(metadata.name.as_ref()));
         parse_error(error, &figment, origin, from_env, &file_topics)
     })?;
     if let Some(base) = base_dir {
@@ -130,34 +159,98 @@ fn parse_error(
     file_topics: &[String],
 ) -> TopologyError {
     let mut segments = error.path.clone();
+    // Figment's path ends at the struct for some kinds and at the field for others.
+    let mut push_field = |field: &str| {
+        if segments.last().map(String::as_str) != Some(field) {
+            segments.push(field.to_owned());
+        }
+    };
     let (value, message) = match &error.kind {
         Kind::UnknownField(field, allowed) => {
-            segments.push(field.clone());
-            (None, format!("unknown key; allowed keys: {}", allowed.join(", ")))
+            push_field(field);
+            (
+                None,
+                format!("unknown key; allowed keys: {}", allowed.join(", ")),
+            )
         }
         Kind::MissingField(field) => {
-            segments.push(field.to_string());
+            push_field(field);
             (None, "required key is missing".to_owned())
         }
         Kind::DuplicateField(field) => {
-            segments.push((*field).to_owned());
+            push_field(field);
             (None, "key is set twice".to_owned())
         }
-        Kind::UnknownVariant(found, allowed) => {
-            (Some(error::quoted(found)), format!("allowed values: {}", allowed.join(", ")))
-        }
-        Kind::InvalidType(found, expected) | Kind::InvalidValue(found, expected) => {
-            (Some(found.to_string()), format!("expected {expected}"))
-        }
+        Kind::UnknownVariant(found, allowed) => (
+            Some(error::quoted(found)),
+            format!("allowed values: {}", allowed.join(", ")),
+        ),
+        Kind::InvalidType(found, expected) | Kind::InvalidValue(found, expected) => (
+            Some(actual(found)),
+            format!("expected {}", expected_type(expected)),
+        ),
         Kind::InvalidLength(length, expected) => {
-            (Some(format!("{length} elements")), format!("expected {expected}"))
+            let plural = if *length == 1 { "" } else { "s" };
+            (
+                Some(format!("{length} element{plural}")),
+                format!("expected {expected}"),
+            )
+        }
+        Kind::Message(message)
+            if segments
+                .last()
+                .is_some_and(|field| ADDRESS_FIELDS.contains(&field.as_str())) =>
+        {
+            (
+                None,
+                format!(
+                    "{message}; expected an IP address and port such as \"127.0.0.1:8082\" \
+                     or \"[::1]:8082\" (host names are not resolved)"
+                ),
+            )
         }
         other => (None, other.to_string()),
     };
     let key = (!segments.is_empty()).then(|| render_key(&segments));
     let value = value.or_else(|| scalar_at(figment, &segments));
-    let variable = if from_env { env::variable_setting(&segments, file_topics) } else { None };
-    TopologyError::Parse { path: origin.to_path_buf(), key, value, variable, message }
+    let variable = if from_env {
+        env::variable_setting(&segments, file_topics)
+    } else {
+        None
+    };
+    TopologyError::Parse {
+        path: origin.to_path_buf(),
+        key,
+        value,
+        variable,
+        message,
+    }
+}
+
+/// A value the parser found, spelled as in TOML.
+fn actual(found: &Actual) -> String {
+    match found {
+        Actual::Bool(value) => value.to_string(),
+        Actual::Unsigned(value) => value.to_string(),
+        Actual::Signed(value) => value.to_string(),
+        Actual::Float(value) => value.to_string(),
+        Actual::Char(value) => error::quoted(&value.to_string()),
+        Actual::Str(value) => error::quoted(value),
+        Actual::Seq => "an array".to_owned(),
+        Actual::Map => "a table".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// Serde's names for integer types, in words.
+fn expected_type(expected: &str) -> Cow<'_, str> {
+    match expected {
+        "u8" => format!("an integer from 0 to {}", u8::MAX).into(),
+        "u16" => format!("an integer from 0 to {}", u16::MAX).into(),
+        "u32" => format!("an integer from 0 to {}", u32::MAX).into(),
+        "u64" => format!("an integer from 0 to {}", u64::MAX).into(),
+        other => other.into(),
+    }
 }
 
 /// The scalar value at `segments`, spelled as in TOML, if there is one.
@@ -169,9 +262,10 @@ fn scalar_at(figment: &Figment, segments: &[String]) -> Option<String> {
         Value::String(_, text) => Some(error::quoted(&text)),
         Value::Char(_, char) => Some(error::quoted(&char.to_string())),
         Value::Bool(_, bool) => Some(bool.to_string()),
-        Value::Num(_, number) => {
-            number.to_u128().map(|n| n.to_string()).or_else(|| number.to_i128().map(|n| n.to_string()))
-        }
+        Value::Num(_, number) => number
+            .to_u128()
+            .map(|n| n.to_string())
+            .or_else(|| number.to_i128().map(|n| n.to_string())),
         Value::Empty(..) | Value::Dict(..) | Value::Array(..) => None,
     }
 }

@@ -101,8 +101,12 @@ pub enum MessageType {
 
 impl MessageType {
     /// Every message type, in declaration order.
-    pub const ALL: [MessageType; 4] =
-        [MessageType::Normal, MessageType::Fifo, MessageType::Delay, MessageType::Transaction];
+    pub const ALL: [MessageType; 4] = [
+        MessageType::Normal,
+        MessageType::Fifo,
+        MessageType::Delay,
+        MessageType::Transaction,
+    ];
 
     /// The name used in topology files (`normal`, `fifo`, `delay`, `transaction`).
     pub fn as_str(self) -> &'static str {

@@ -45,7 +45,11 @@ impl Topology {
     /// yourself after building or changing a topology in code.
     pub fn validate(&self) -> Result<(), TopologyError> {
         if self.regions.is_empty() {
-            return Err(TopologyError::invalid("regions", "{}", "at least one region is required"));
+            return Err(TopologyError::invalid(
+                "regions",
+                "{}",
+                "at least one region is required",
+            ));
         }
         for name in self.regions.keys() {
             check_region_name(name)?;
@@ -71,7 +75,11 @@ impl Topology {
         for (end, name) in link.between.iter().enumerate() {
             if !self.regions.contains_key(name) {
                 let key = format!("links[{index}].between[{end}]");
-                return Err(TopologyError::unknown_region_at(key, name, self.known_regions()));
+                return Err(TopologyError::unknown_region_at(
+                    key,
+                    name,
+                    self.known_regions(),
+                ));
             }
         }
         let [a, b] = &link.between;
@@ -97,7 +105,11 @@ impl Topology {
             return Ok(());
         };
         let reachable = self.shortest_paths(first);
-        if let Some(unreached) = self.regions.keys().find(|name| !reachable.contains_key(name.as_str())) {
+        if let Some(unreached) = self
+            .regions
+            .keys()
+            .find(|name| !reachable.contains_key(name.as_str()))
+        {
             let links: Vec<String> = self.links.iter().map(pair).collect();
             return Err(TopologyError::invalid(
                 "links",
@@ -123,7 +135,10 @@ impl Topology {
                 format!("must be between {TOPIC_QUEUES_MIN} and {TOPIC_QUEUES_MAX}"),
             ));
         }
-        let all_types: Vec<&str> = crate::MessageType::ALL.iter().map(|kind| kind.as_str()).collect();
+        let all_types: Vec<&str> = crate::MessageType::ALL
+            .iter()
+            .map(|kind| kind.as_str())
+            .collect();
         if topic.message_types.is_empty() {
             return Err(TopologyError::invalid(
                 format!("{key}.message_types"),
@@ -145,14 +160,21 @@ impl Topology {
             return Err(TopologyError::invalid(
                 format!("{key}.replicate_to"),
                 "[]",
-                format!("must list at least one region of {}", self.known_regions().join(", ")),
+                format!(
+                    "must list at least one region of {}",
+                    self.known_regions().join(", ")
+                ),
             ));
         }
         let mut seen_regions = BTreeSet::new();
         for (index, region) in topic.replicate_to.iter().enumerate() {
             let region_key = format!("{key}.replicate_to[{index}]");
             if !self.regions.contains_key(region) {
-                return Err(TopologyError::unknown_region_at(region_key, region, self.known_regions()));
+                return Err(TopologyError::unknown_region_at(
+                    region_key,
+                    region,
+                    self.known_regions(),
+                ));
             }
             if !seen_regions.insert(region) {
                 return Err(TopologyError::invalid(
@@ -194,7 +216,10 @@ fn check_topic_name(key: &str, name: &str) -> Result<(), TopologyError> {
             "topic names must match ^[%|a-zA-Z0-9_-]{1,127}$ (RocketMQ's rule)",
         ));
     }
-    if let Some(prefix) = RESERVED_TOPIC_PREFIXES.iter().find(|prefix| name.starts_with(**prefix)) {
+    if let Some(prefix) = RESERVED_TOPIC_PREFIXES
+        .iter()
+        .find(|prefix| name.starts_with(**prefix))
+    {
         return Err(TopologyError::invalid(
             key,
             quoted(name),
@@ -298,12 +323,18 @@ fn check_duplicate_links(links: &[Link]) -> Result<(), TopologyError> {
     let mut seen: HashMap<(&str, &str), usize> = HashMap::new();
     for (index, link) in links.iter().enumerate() {
         let [a, b] = &link.between;
-        let ends = if a <= b { (a.as_str(), b.as_str()) } else { (b.as_str(), a.as_str()) };
+        let ends = if a <= b {
+            (a.as_str(), b.as_str())
+        } else {
+            (b.as_str(), a.as_str())
+        };
         if let Some(first) = seen.get(&ends) {
             return Err(TopologyError::invalid(
                 format!("links[{index}].between"),
                 pair(link),
-                format!("joins the same regions as links[{first}]; at most one link per pair of regions"),
+                format!(
+                    "joins the same regions as links[{first}]; at most one link per pair of regions"
+                ),
             ));
         }
         seen.insert(ends, index);

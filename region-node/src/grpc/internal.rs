@@ -189,7 +189,7 @@ impl<S: LogStore> NodeService for Internal<S> {
 
     async fn put_checkpoint(&self, request: Request<Checkpoint>) -> Result<Response<PutCheckpointResponse>, tonic::Status> {
         let checkpoint = request.into_inner();
-        if self.context.topology.regions.get(&checkpoint.peer_region).is_none() {
+        if !self.context.topology.regions.contains_key(&checkpoint.peer_region) {
             return Err(tonic::Status::invalid_argument(format!("unknown peer region `{}`", checkpoint.peer_region)));
         }
         let key = checkpoint_key(&checkpoint.peer_region);

@@ -480,10 +480,10 @@ impl<S: LogStore> MessagingService for Messaging<S> {
                 // End of stream or a cancelled call is not the client's death:
                 // clients keep their registration through heartbeats.
                 let Ok(Some(command)) = command else { break };
-                if let Some(telemetry_command::Command::Settings(settings)) = command.command {
-                    if sender.send(Ok(client_settings::reply(settings))).await.is_err() {
-                        break;
-                    }
+                if let Some(telemetry_command::Command::Settings(settings)) = command.command
+                    && sender.send(Ok(client_settings::reply(settings))).await.is_err()
+                {
+                    break;
                 }
             }
         });

@@ -60,7 +60,13 @@ pub fn log_key(sequence: u64) -> [u8; 8] {
 
 /// Reads a `log` key back.
 pub fn decode_log_key(key: &[u8]) -> Result<u64, StorageError> {
-    read_u64(key).ok_or_else(|| corrupt("log key", key, format!("expected 8 bytes, found {}", key.len())))
+    read_u64(key).ok_or_else(|| {
+        corrupt(
+            "log key",
+            key,
+            format!("expected 8 bytes, found {}", key.len()),
+        )
+    })
 }
 
 /// Encodes a commit-log value. The stored payload never carries `sequence`:
@@ -108,7 +114,8 @@ pub fn decode_log_value(sequence: u64, value: &[u8]) -> Result<Record, StorageEr
             payload.len()
         )));
     }
-    let mut record = Record::decode(payload).map_err(|e| fail(format!("protobuf decoding failed: {e}")))?;
+    let mut record =
+        Record::decode(payload).map_err(|e| fail(format!("protobuf decoding failed: {e}")))?;
     record.sequence = sequence;
     Ok(record)
 }
@@ -158,8 +165,18 @@ pub fn sequence_value(sequence: u64) -> [u8; 8] {
 }
 
 /// Reads a sequence value; `what` and `key` name it in the error.
-pub fn decode_sequence_value(what: &'static str, key: &[u8], value: &[u8]) -> Result<u64, StorageError> {
-    read_u64(value).ok_or_else(|| corrupt(what, key, format!("expected an 8-byte sequence, found {} bytes", value.len())))
+pub fn decode_sequence_value(
+    what: &'static str,
+    key: &[u8],
+    value: &[u8],
+) -> Result<u64, StorageError> {
+    read_u64(value).ok_or_else(|| {
+        corrupt(
+            what,
+            key,
+            format!("expected an 8-byte sequence, found {} bytes", value.len()),
+        )
+    })
 }
 
 // ---- deduplication --------------------------------------------------------
@@ -174,7 +191,8 @@ pub fn dedup_id_key(dedup_id: &[u8]) -> Vec<u8> {
 
 /// `dedup` key of a local-origin message: `0x02 | varint len | topic | client message id`.
 pub fn local_client_id_key(topic: &str, client_message_id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(1 + varint_len(topic.len()) + topic.len() + client_message_id.len());
+    let mut key =
+        Vec::with_capacity(1 + varint_len(topic.len()) + topic.len() + client_message_id.len());
     key.push(DEDUP_LOCAL_CLIENT_ID_TAG);
     put_name(&mut key, topic);
     key.extend_from_slice(client_message_id.as_bytes());
@@ -192,8 +210,9 @@ pub enum GroupKey {
 
 fn group_queue_prefix(key: &GroupQueueKey, extra: usize) -> Vec<u8> {
     let (group, topic) = (key.group.as_str(), key.topic.as_str());
-    let mut bytes =
-        Vec::with_capacity(varint_len(group.len()) + group.len() + varint_len(topic.len()) + topic.len() + 4 + extra);
+    let mut bytes = Vec::with_capacity(
+        varint_len(group.len()) + group.len() + varint_len(topic.len()) + topic.len() + 4 + extra,
+    );
     put_name(&mut bytes, group);
     put_name(&mut bytes, topic);
     bytes.extend_from_slice(&ordered_i32(key.queue_id));
@@ -247,9 +266,16 @@ pub fn encode_cursor(cursor: GroupCursor) -> [u8; 16] {
 
 /// Reads a cursor value stored under `key`.
 pub fn decode_cursor(key: &[u8], value: &[u8]) -> Result<GroupCursor, StorageError> {
-    match (value.get(..8).and_then(read_u64), value.get(8..).and_then(read_u64)) {
+    match (
+        value.get(..8).and_then(read_u64),
+        value.get(8..).and_then(read_u64),
+    ) {
         (Some(floor), Some(next)) if value.len() == 16 => Ok(GroupCursor { floor, next }),
-        _ => Err(corrupt("group cursor", key, format!("expected 16 bytes, found {}", value.len()))),
+        _ => Err(corrupt(
+            "group cursor",
+            key,
+            format!("expected 16 bytes, found {}", value.len()),
+        )),
     }
 }
 
@@ -257,7 +283,10 @@ pub fn decode_cursor(key: &[u8], value: &[u8]) -> Result<GroupCursor, StorageErr
 /// for in-flight, `0x02` for done.
 pub fn encode_offset_state(state: OffsetState) -> Vec<u8> {
     match state {
-        OffsetState::InFlight { deadline_ms, attempt } => {
+        OffsetState::InFlight {
+            deadline_ms,
+            attempt,
+        } => {
             let mut value = Vec::with_capacity(13);
             value.push(OFFSET_IN_FLIGHT_TAG);
             value.extend_from_slice(&deadline_ms.to_be_bytes());
@@ -280,13 +309,21 @@ pub fn decode_offset_state(key: &[u8], value: &[u8]) -> Result<OffsetState, Stor
                     deadline_ms: i64::from_be_bytes(deadline.to_be_bytes()),
                     attempt,
                 }),
-                _ => Err(corrupt("group offset state", key, "truncated value".to_owned())),
+                _ => Err(corrupt(
+                    "group offset state",
+                    key,
+                    "truncated value".to_owned(),
+                )),
             }
         }
         _ => Err(corrupt(
             "group offset state",
             key,
-            format!("unknown encoding ({} bytes, tag {:?})", value.len(), value.first()),
+            format!(
+                "unknown encoding ({} bytes, tag {:?})",
+                value.len(),
+                value.first()
+            ),
         )),
     }
 }
@@ -420,7 +457,10 @@ mod tests {
         match result {
             Err(StorageError::Corrupt { what, reason, .. }) => {
                 assert_eq!(what, "log record");
-                assert!(reason.contains(reason_part), "reason {reason:?} lacks {reason_part:?}");
+                assert!(
+                    reason.contains(reason_part),
+                    "reason {reason:?} lacks {reason_part:?}"
+                );
             }
             other => panic!("expected Corrupt, got {other:?}"),
         }
@@ -432,9 +472,19 @@ mod tests {
         input.sequence = 99;
         let value = encode_log_value(&input);
         assert_eq!(value[0], LOG_VALUE_VERSION);
-        assert_eq!(value, encode_log_value(&record()), "the sequence is not part of the value");
+        assert_eq!(
+            value,
+            encode_log_value(&record()),
+            "the sequence is not part of the value"
+        );
         let decoded = decode_log_value(5, &value).unwrap();
-        assert_eq!(decoded, Record { sequence: 5, ..record() });
+        assert_eq!(
+            decoded,
+            Record {
+                sequence: 5,
+                ..record()
+            }
+        );
     }
 
     #[test]
@@ -470,9 +520,16 @@ mod tests {
 
     #[test]
     fn queue_keys_round_trip_and_order_by_offset_then_queue() {
-        for (topic, queue_id, offset) in [("orders", 0, 0), ("", -1, 7), ("t".repeat(300).as_str(), i32::MAX, u64::MAX)] {
+        for (topic, queue_id, offset) in [
+            ("orders", 0, 0),
+            ("", -1, 7),
+            ("t".repeat(300).as_str(), i32::MAX, u64::MAX),
+        ] {
             let key = queue_key(topic, queue_id, offset);
-            assert_eq!(decode_queue_key(&key).unwrap(), (topic.to_owned(), queue_id, offset));
+            assert_eq!(
+                decode_queue_key(&key).unwrap(),
+                (topic.to_owned(), queue_id, offset)
+            );
             assert_eq!(queue_key_offset(&key).unwrap(), offset);
             assert!(key.starts_with(&queue_prefix(topic, queue_id)));
         }
@@ -486,23 +543,46 @@ mod tests {
     fn names_are_length_prefixed_so_prefixes_never_collide() {
         assert_ne!(queue_prefix("ab", 1), queue_prefix("a", 1));
         assert!(!queue_key("ab", 1, 0).starts_with(&queue_prefix("a", 1)));
-        assert_ne!(local_client_id_key("ab", "c"), local_client_id_key("a", "bc"));
-        let one = GroupQueueKey { group: "ab".into(), topic: "c".into(), queue_id: 0 };
-        let two = GroupQueueKey { group: "a".into(), topic: "bc".into(), queue_id: 0 };
+        assert_ne!(
+            local_client_id_key("ab", "c"),
+            local_client_id_key("a", "bc")
+        );
+        let one = GroupQueueKey {
+            group: "ab".into(),
+            topic: "c".into(),
+            queue_id: 0,
+        };
+        let two = GroupQueueKey {
+            group: "a".into(),
+            topic: "bc".into(),
+            queue_id: 0,
+        };
         assert_ne!(group_cursor_key(&one), group_cursor_key(&two));
-        assert!(!dedup_id_key(&[DEDUP_LOCAL_CLIENT_ID_TAG]).starts_with(&[DEDUP_LOCAL_CLIENT_ID_TAG]));
+        assert!(
+            !dedup_id_key(&[DEDUP_LOCAL_CLIENT_ID_TAG]).starts_with(&[DEDUP_LOCAL_CLIENT_ID_TAG])
+        );
         assert_eq!(dedup_id_key(&[9; 16]).len(), 17);
     }
 
     #[test]
     fn group_keys_round_trip_and_sort_cursor_first() {
-        let queue = GroupQueueKey { group: "g".repeat(200), topic: "orders".into(), queue_id: -4 };
+        let queue = GroupQueueKey {
+            group: "g".repeat(200),
+            topic: "orders".into(),
+            queue_id: -4,
+        };
         let cursor = group_cursor_key(&queue);
-        assert_eq!(decode_group_key(&cursor).unwrap(), GroupKey::Cursor(queue.clone()));
+        assert_eq!(
+            decode_group_key(&cursor).unwrap(),
+            GroupKey::Cursor(queue.clone())
+        );
         for offset in [0, 1, u64::MAX] {
             let key = group_offset_key(&queue, offset);
             assert!(cursor < key);
-            assert_eq!(decode_group_key(&key).unwrap(), GroupKey::Offset(queue.clone(), offset));
+            assert_eq!(
+                decode_group_key(&key).unwrap(),
+                GroupKey::Offset(queue.clone(), offset)
+            );
         }
         let mut trailing = cursor.clone();
         trailing.push(0);
@@ -513,24 +593,44 @@ mod tests {
 
     #[test]
     fn group_values_round_trip_and_reject_garbage() {
-        let cursor = GroupCursor { floor: 3, next: u64::MAX };
+        let cursor = GroupCursor {
+            floor: 3,
+            next: u64::MAX,
+        };
         assert_eq!(decode_cursor(b"k", &encode_cursor(cursor)).unwrap(), cursor);
         assert!(decode_cursor(b"k", &[0; 15]).is_err());
         for state in [
             OffsetState::Done,
-            OffsetState::InFlight { deadline_ms: -5, attempt: 1 },
-            OffsetState::InFlight { deadline_ms: i64::MAX, attempt: u32::MAX },
+            OffsetState::InFlight {
+                deadline_ms: -5,
+                attempt: 1,
+            },
+            OffsetState::InFlight {
+                deadline_ms: i64::MAX,
+                attempt: u32::MAX,
+            },
         ] {
-            assert_eq!(decode_offset_state(b"k", &encode_offset_state(state)).unwrap(), state);
+            assert_eq!(
+                decode_offset_state(b"k", &encode_offset_state(state)).unwrap(),
+                state
+            );
         }
-        for garbage in [&[][..], &[OFFSET_IN_FLIGHT_TAG, 1, 2][..], &[OFFSET_DONE_TAG, 0][..], &[9][..]] {
+        for garbage in [
+            &[][..],
+            &[OFFSET_IN_FLIGHT_TAG, 1, 2][..],
+            &[OFFSET_DONE_TAG, 0][..],
+            &[9][..],
+        ] {
             assert!(decode_offset_state(b"k", garbage).is_err());
         }
     }
 
     #[test]
     fn sequence_values_round_trip() {
-        assert_eq!(decode_sequence_value("dedup", b"k", &sequence_value(77)).unwrap(), 77);
+        assert_eq!(
+            decode_sequence_value("dedup", b"k", &sequence_value(77)).unwrap(),
+            77
+        );
         assert!(decode_sequence_value("dedup", b"k", &[1]).is_err());
     }
 }

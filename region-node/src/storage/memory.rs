@@ -8,8 +8,8 @@
 //! simplicity matters more here than concurrency.
 
 use super::{
-    Appended, GroupCursor, GroupQueueKey, GroupQueueState, GroupWrite, LogStore, OffsetState, QueueBounds, StorageError,
-    codec, local_client_id, validate_for_append,
+    Appended, GroupCursor, GroupQueueKey, GroupQueueState, GroupWrite, LogStore, OffsetState,
+    QueueBounds, StorageError, codec, local_client_id, validate_for_append,
 };
 use meridian_proto::meridian::v1::Record;
 use parking_lot::Mutex;
@@ -43,7 +43,11 @@ impl MemoryStore {
 }
 
 impl LogStore for MemoryStore {
-    fn append(&self, records: Vec<Record>, local_region: &str) -> Result<Vec<Appended>, StorageError> {
+    fn append(
+        &self,
+        records: Vec<Record>,
+        local_region: &str,
+    ) -> Result<Vec<Appended>, StorageError> {
         validate_for_append(&records)?;
         let mut inner = self.inner.lock();
         let inner = &mut *inner;
@@ -53,14 +57,24 @@ impl LogStore for MemoryStore {
                 results.push(Appended::Duplicate { sequence });
                 continue;
             }
-            let client_id = local_client_id(&record, local_region).map(|(t, c)| (t.to_owned(), c.to_owned()));
-            if let Some(&sequence) = client_id.as_ref().and_then(|id| inner.local_client_ids.get(id)) {
+            let client_id =
+                local_client_id(&record, local_region).map(|(t, c)| (t.to_owned(), c.to_owned()));
+            if let Some(&sequence) = client_id
+                .as_ref()
+                .and_then(|id| inner.local_client_ids.get(id))
+            {
                 results.push(Appended::Duplicate { sequence });
                 continue;
             }
-            let message = record.message.as_ref().expect("validate_for_append checked every record has a message");
+            let message = record
+                .message
+                .as_ref()
+                .expect("validate_for_append checked every record has a message");
             let sequence = inner.log.last_key_value().map_or(0, |(&last, _)| last) + 1;
-            let queue = inner.queues.entry((message.topic.clone(), message.queue_id)).or_default();
+            let queue = inner
+                .queues
+                .entry((message.topic.clone(), message.queue_id))
+                .or_default();
             let queue_offset = queue.last_key_value().map_or(0, |(&last, _)| last + 1);
             queue.insert(queue_offset, sequence);
             inner.dedup_ids.insert(record.dedup_id.clone(), sequence);
@@ -69,20 +83,38 @@ impl LogStore for MemoryStore {
             }
             record.sequence = sequence;
             inner.log.insert(sequence, record);
-            results.push(Appended::Stored { sequence, queue_offset });
+            results.push(Appended::Stored {
+                sequence,
+                queue_offset,
+            });
         }
         Ok(results)
     }
 
     fn last_sequence(&self) -> Result<u64, StorageError> {
-        Ok(self.inner.lock().log.last_key_value().map_or(0, |(&sequence, _)| sequence))
+        Ok(self
+            .inner
+            .lock()
+            .log
+            .last_key_value()
+            .map_or(0, |(&sequence, _)| sequence))
     }
 
-    fn read_log(&self, after: u64, max_records: usize, max_bytes: usize) -> Result<Vec<Record>, StorageError> {
+    fn read_log(
+        &self,
+        after: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>, StorageError> {
         let inner = self.inner.lock();
         let mut records = Vec::new();
         let mut bytes = 0;
-        for record in inner.log.range(after.saturating_add(1)..).map(|(_, r)| r).take(max_records) {
+        for record in inner
+            .log
+            .range(after.saturating_add(1)..)
+            .map(|(_, r)| r)
+            .take(max_records)
+        {
             let size = codec::record_size(record);
             if !records.is_empty() && bytes + size > max_bytes {
                 break;
@@ -125,8 +157,12 @@ impl LogStore for MemoryStore {
     fn queue_bounds(&self, topic: &str, queue_id: i32) -> Result<QueueBounds, StorageError> {
         let inner = self.inner.lock();
         let queue = inner.queues.get(&(topic.to_owned(), queue_id));
-        let first = queue.and_then(|q| q.first_key_value()).map(|(&offset, _)| offset);
-        let last = queue.and_then(|q| q.last_key_value()).map(|(&offset, _)| offset);
+        let first = queue
+            .and_then(|q| q.first_key_value())
+            .map(|(&offset, _)| offset);
+        let last = queue
+            .and_then(|q| q.last_key_value())
+            .map(|(&offset, _)| offset);
         Ok(match (first, last) {
             (Some(min), Some(last)) => QueueBounds { min, max: last + 1 },
             _ => QueueBounds::default(),
@@ -169,7 +205,10 @@ impl LogStore for MemoryStore {
     }
 
     fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
-        self.inner.lock().meta.insert(key.to_owned(), value.to_vec());
+        self.inner
+            .lock()
+            .meta
+            .insert(key.to_owned(), value.to_vec());
         Ok(())
     }
 }

@@ -141,7 +141,11 @@ pub trait LogStore: Send + Sync + 'static {
     /// `origin_region` and a `message` with a topic; else `InvalidRecord` and
     /// nothing is written. Duplicates (see [`Appended::Duplicate`]) are skipped,
     /// including duplicates within the same batch.
-    fn append(&self, records: Vec<Record>, local_region: &str) -> Result<Vec<Appended>, StorageError>;
+    fn append(
+        &self,
+        records: Vec<Record>,
+        local_region: &str,
+    ) -> Result<Vec<Appended>, StorageError>;
 
     /// The highest sequence stored, 0 when the log is empty.
     fn last_sequence(&self) -> Result<u64, StorageError>;
@@ -149,14 +153,29 @@ pub trait LogStore: Send + Sync + 'static {
     /// Records with sequence > `after`, in order, at most `max_records` and
     /// stopping once `max_bytes` of encoded records are reached (at least one
     /// record is returned when any exists). `sequence` is set on each record.
-    fn read_log(&self, after: u64, max_records: usize, max_bytes: usize) -> Result<Vec<Record>, StorageError>;
+    ///
+    /// A record counts for its protobuf encoding as returned
+    /// (`prost::Message::encoded_len`); a record that would take the total
+    /// above `max_bytes` is left for the next call unless it is the first.
+    /// `max_records == 0` returns nothing.
+    fn read_log(
+        &self,
+        after: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>, StorageError>;
 
     /// The record stored at `sequence`, if any.
     fn get(&self, sequence: u64) -> Result<Option<Record>, StorageError>;
 
     /// Entries of a consume queue from `from_offset`, at most `max`: (offset, record).
-    fn read_queue(&self, topic: &str, queue_id: i32, from_offset: u64, max: usize)
-    -> Result<Vec<(u64, Record)>, StorageError>;
+    fn read_queue(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        from_offset: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, Record)>, StorageError>;
 
     /// Offsets of a consume queue; `0..0` for a queue never written.
     fn queue_bounds(&self, topic: &str, queue_id: i32) -> Result<QueueBounds, StorageError>;
@@ -164,10 +183,12 @@ pub trait LogStore: Send + Sync + 'static {
     /// The sequence of the record with this dedup id, if stored.
     fn find_dedup(&self, dedup_id: &[u8]) -> Result<Option<u64>, StorageError>;
 
-    /// Applies group-state changes in one atomic batch.
+    /// Applies group-state changes in one atomic batch. Writes apply in order;
+    /// within one write the cursor is replaced, then `set` is applied, then
+    /// `remove` (so an offset in both ends up removed).
     fn write_groups(&self, writes: Vec<GroupWrite>) -> Result<(), StorageError>;
 
-    /// Every stored group queue state.
+    /// Every stored group queue state, ordered by [`GroupQueueKey`].
     fn load_groups(&self) -> Result<Vec<GroupQueueState>, StorageError>;
 
     /// Reads a metadata value.
@@ -195,7 +216,9 @@ fn validate_for_append(records: &[Record]) -> Result<(), StorageError> {
         }
         match &record.message {
             None => return Err(invalid("has no message")),
-            Some(message) if message.topic.is_empty() => return Err(invalid("has a message without a topic")),
+            Some(message) if message.topic.is_empty() => {
+                return Err(invalid("has a message without a topic"));
+            }
             Some(_) => {}
         }
     }

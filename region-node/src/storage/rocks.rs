@@ -53,8 +53,8 @@ use meridian_proto::meridian::v1::Record;
 use meridian_topology::FlushMode;
 use parking_lot::Mutex;
 use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options, WriteBatch,
-    WriteOptions,
+    ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options,
+    WriteBatch, WriteOptions,
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -130,9 +130,11 @@ impl RocksStore {
         let descriptors = COLUMN_FAMILIES
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, column_family_options(name)));
-        let db = DB::open_cf_descriptors(&options, dir, descriptors).map_err(|error| StorageError::Open {
-            path: dir.to_owned(),
-            source: Box::new(error),
+        let db = DB::open_cf_descriptors(&options, dir, descriptors).map_err(|error| {
+            StorageError::Open {
+                path: dir.to_owned(),
+                source: Box::new(error),
+            }
         })?;
         let mut write_options = WriteOptions::default();
         write_options.set_sync(flush == FlushMode::Sync);
@@ -174,7 +176,10 @@ impl RocksStore {
     fn read_next_offset(&self, topic: &str, queue_id: i32) -> Result<u64, StorageError> {
         let prefix = codec::queue_prefix(topic, queue_id);
         let last = codec::queue_key(topic, queue_id, u64::MAX);
-        let mut entries = self.db.iterator_cf(self.cf(QUEUE), IteratorMode::From(&last, Direction::Reverse));
+        let mut entries = self.db.iterator_cf(
+            self.cf(QUEUE),
+            IteratorMode::From(&last, Direction::Reverse),
+        );
         match entries.next() {
             Some(entry) => {
                 let (key, _) = entry.map_err(backend("read the last queue key"))?;
@@ -191,7 +196,10 @@ impl RocksStore {
     /// The first offset of a queue, if it has any entry.
     fn read_first_offset(&self, topic: &str, queue_id: i32) -> Result<Option<u64>, StorageError> {
         let prefix = codec::queue_prefix(topic, queue_id);
-        let mut entries = self.db.iterator_cf(self.cf(QUEUE), IteratorMode::From(&prefix, Direction::Forward));
+        let mut entries = self.db.iterator_cf(
+            self.cf(QUEUE),
+            IteratorMode::From(&prefix, Direction::Forward),
+        );
         match entries.next() {
             Some(entry) => {
                 let (key, _) = entry.map_err(backend("read the first queue key"))?;
@@ -206,11 +214,18 @@ impl RocksStore {
     }
 
     /// Looks a `dedup` key up, first among this batch's pending entries.
-    fn find_dedup_key(&self, pending: &HashMap<Vec<u8>, u64>, key: &[u8]) -> Result<Option<u64>, StorageError> {
+    fn find_dedup_key(
+        &self,
+        pending: &HashMap<Vec<u8>, u64>,
+        key: &[u8],
+    ) -> Result<Option<u64>, StorageError> {
         if let Some(&sequence) = pending.get(key) {
             return Ok(Some(sequence));
         }
-        let value = self.db.get_pinned_cf(self.cf(DEDUP), key).map_err(backend("read a dedup entry"))?;
+        let value = self
+            .db
+            .get_pinned_cf(self.cf(DEDUP), key)
+            .map_err(backend("read a dedup entry"))?;
         value
             .map(|value| codec::decode_sequence_value("dedup entry", key, &value))
             .transpose()
@@ -218,15 +233,28 @@ impl RocksStore {
 
     /// Writes raw bytes as the commit-log value of `sequence`, bypassing the codec.
     #[cfg(test)]
-    pub(crate) fn put_raw_log_value(&self, sequence: u64, value: &[u8]) -> Result<(), StorageError> {
+    pub(crate) fn put_raw_log_value(
+        &self,
+        sequence: u64,
+        value: &[u8],
+    ) -> Result<(), StorageError> {
         self.db
-            .put_cf_opt(self.cf(LOG), codec::log_key(sequence), value, &self.write_options)
+            .put_cf_opt(
+                self.cf(LOG),
+                codec::log_key(sequence),
+                value,
+                &self.write_options,
+            )
             .map_err(backend("write a raw log value"))
     }
 }
 
 impl LogStore for RocksStore {
-    fn append(&self, mut records: Vec<Record>, local_region: &str) -> Result<Vec<Appended>, StorageError> {
+    fn append(
+        &self,
+        mut records: Vec<Record>,
+        local_region: &str,
+    ) -> Result<Vec<Appended>, StorageError> {
         validate_for_append(&records)?;
         let mut state = self.append_state.lock();
         let mut batch = WriteBatch::default();
@@ -242,8 +270,10 @@ impl LogStore for RocksStore {
                 results.push(Appended::Duplicate { sequence: existing });
                 continue;
             }
-            let client_key = local_client_id(record, local_region)
-                .map(|(topic, client_message_id)| codec::local_client_id_key(topic, client_message_id));
+            let client_key =
+                local_client_id(record, local_region).map(|(topic, client_message_id)| {
+                    codec::local_client_id_key(topic, client_message_id)
+                });
             if let Some(key) = &client_key
                 && let Some(existing) = self.find_dedup_key(&pending_dedup, key)?
             {
@@ -251,9 +281,15 @@ impl LogStore for RocksStore {
                 continue;
             }
 
-            let message = record.message.as_ref().expect("validate_for_append checked every record has a message");
+            let message = record
+                .message
+                .as_ref()
+                .expect("validate_for_append checked every record has a message");
             let queue = (message.topic.clone(), message.queue_id);
-            let queue_offset = match staged_offsets.get(&queue).or_else(|| state.next_offsets.get(&queue)) {
+            let queue_offset = match staged_offsets
+                .get(&queue)
+                .or_else(|| state.next_offsets.get(&queue))
+            {
                 Some(&offset) => offset,
                 None => self.read_next_offset(&queue.0, queue.1)?,
             };
@@ -273,11 +309,20 @@ impl LogStore for RocksStore {
             }
 
             record.sequence = 0;
-            batch.put_cf(self.cf(LOG), codec::log_key(sequence), codec::encode_log_value(record));
-            results.push(Appended::Stored { sequence, queue_offset });
+            batch.put_cf(
+                self.cf(LOG),
+                codec::log_key(sequence),
+                codec::encode_log_value(record),
+            );
+            results.push(Appended::Stored {
+                sequence,
+                queue_offset,
+            });
         }
         if sequence != state.last_sequence {
-            self.db.write_opt(batch, &self.write_options).map_err(backend("append records"))?;
+            self.db
+                .write_opt(batch, &self.write_options)
+                .map_err(backend("append records"))?;
             state.last_sequence = sequence;
             state.next_offsets.extend(staged_offsets);
             self.last_sequence.store(sequence, Ordering::Release);
@@ -289,12 +334,19 @@ impl LogStore for RocksStore {
         Ok(self.last_sequence.load(Ordering::Acquire))
     }
 
-    fn read_log(&self, after: u64, max_records: usize, max_bytes: usize) -> Result<Vec<Record>, StorageError> {
+    fn read_log(
+        &self,
+        after: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>, StorageError> {
         let Some(first) = after.checked_add(1) else {
             return Ok(Vec::new());
         };
         let start = codec::log_key(first);
-        let entries = self.db.iterator_cf(self.cf(LOG), IteratorMode::From(&start, Direction::Forward));
+        let entries = self
+            .db
+            .iterator_cf(self.cf(LOG), IteratorMode::From(&start, Direction::Forward));
         let mut records = Vec::new();
         let mut bytes = 0;
         for entry in entries.take(max_records) {
@@ -315,7 +367,9 @@ impl LogStore for RocksStore {
             .db
             .get_pinned_cf(self.cf(LOG), codec::log_key(sequence))
             .map_err(backend("read a log record"))?;
-        value.map(|value| codec::decode_log_value(sequence, &value)).transpose()
+        value
+            .map(|value| codec::decode_log_value(sequence, &value))
+            .transpose()
     }
 
     fn read_queue(
@@ -327,7 +381,10 @@ impl LogStore for RocksStore {
     ) -> Result<Vec<(u64, Record)>, StorageError> {
         let prefix = codec::queue_prefix(topic, queue_id);
         let start = codec::queue_key(topic, queue_id, from_offset);
-        let entries = self.db.iterator_cf(self.cf(QUEUE), IteratorMode::From(&start, Direction::Forward));
+        let entries = self.db.iterator_cf(
+            self.cf(QUEUE),
+            IteratorMode::From(&start, Direction::Forward),
+        );
         let mut found = Vec::new();
         for entry in entries {
             if found.len() >= max {
@@ -370,15 +427,25 @@ impl LogStore for RocksStore {
         let group = self.cf(GROUP);
         let mut batch = WriteBatch::default();
         for write in &writes {
-            batch.put_cf(group, codec::group_cursor_key(&write.key), codec::encode_cursor(write.cursor));
+            batch.put_cf(
+                group,
+                codec::group_cursor_key(&write.key),
+                codec::encode_cursor(write.cursor),
+            );
             for &(offset, state) in &write.set {
-                batch.put_cf(group, codec::group_offset_key(&write.key, offset), codec::encode_offset_state(state));
+                batch.put_cf(
+                    group,
+                    codec::group_offset_key(&write.key, offset),
+                    codec::encode_offset_state(state),
+                );
             }
             for &offset in &write.remove {
                 batch.delete_cf(group, codec::group_offset_key(&write.key, offset));
             }
         }
-        self.db.write_opt(batch, &self.write_options).map_err(backend("write group state"))
+        self.db
+            .write_opt(batch, &self.write_options)
+            .map_err(backend("write group state"))
     }
 
     fn load_groups(&self) -> Result<Vec<GroupQueueState>, StorageError> {
@@ -393,7 +460,9 @@ impl LogStore for RocksStore {
                 }),
                 GroupKey::Offset(queue, offset) => match states.last_mut() {
                     Some(state) if state.key == queue => {
-                        state.offsets.insert(offset, codec::decode_offset_state(&key, &value)?);
+                        state
+                            .offsets
+                            .insert(offset, codec::decode_offset_state(&key, &value)?);
                     }
                     _ => {
                         return Err(StorageError::Corrupt {

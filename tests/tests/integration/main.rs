@@ -1,1 +1,18 @@
+//! End-to-end tests of the `meridian` binaries, driven through their public
+//! protocols: the official RocketMQ Rust client, raw RocketMQ gRPC, the node's
+//! internal API and the replicators' QUIC port.
+//!
+//! One test binary, one module per area; every test starts its own
+//! [`meridian_tests::TestCluster`] and never waits by sleeping. Run
+//! `cargo build -p meridian-cli` before `cargo test -p meridian-tests`.
 
+#![allow(clippy::unwrap_used)]
+
+mod durability;
+mod lifecycle;
+mod replication;
+mod replication_frames;
+mod round_trip;
+mod routing;
+mod support;
+mod topology_files;

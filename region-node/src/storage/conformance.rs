@@ -1,0 +1,681 @@
+//! One test suite for every [`LogStore`]: each case is a generic function
+//! written once, and `conformance_suite!` instantiates every case as a test
+//! for [`MemoryStore`] and for [`RocksStore`] (in a temporary directory).
+//! A behaviour the two disagree on fails here, which is what lets the layers
+//! above test against the in-memory store.
+//!
+//! RocksDB-only behaviour (reopening, corrupt bytes on disk) is in `rocks_only`.
+
+use super::{
+    Appended, GroupCursor, GroupQueueKey, GroupQueueState, GroupWrite, LogStore, MemoryStore,
+    OffsetState, QueueBounds, RocksStore, StorageError, codec,
+};
+use meridian_proto::meridian::v1::{Message, Record, RecordKind};
+use meridian_topology::FlushMode;
+use std::collections::BTreeMap;
+
+const LOCAL: &str = "eu-west";
+const REMOTE: &str = "us-east";
+
+fn open_memory() -> ((), MemoryStore) {
+    ((), MemoryStore::new())
+}
+
+fn open_rocks() -> (tempfile::TempDir, RocksStore) {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let store = RocksStore::open(dir.path(), FlushMode::Sync).expect("open the store");
+    (dir, store)
+}
+
+/// A distinct 16-byte dedup id per `n`.
+fn dedup_id(n: u64) -> Vec<u8> {
+    let mut id = vec![0xab; 8];
+    id.extend_from_slice(&n.to_be_bytes());
+    id
+}
+
+/// A local-origin message record numbered `n` for (topic, queue id).
+fn record(n: u64, topic: &str, queue_id: i32) -> Record {
+    Record {
+        sequence: 0,
+        kind: RecordKind::Message as i32,
+        dedup_id: dedup_id(n),
+        origin_region: LOCAL.to_owned(),
+        origin_sequence: n,
+        path: vec![LOCAL.to_owned()],
+        message: Some(Message {
+            client_message_id: format!("client-{n}"),
+            topic: topic.to_owned(),
+            queue_id,
+            keys: vec![format!("key-{n}")],
+            user_properties: [("n".to_owned(), n.to_string())].into(),
+            born_timestamp_ms: 1_700_000_000_000,
+            body: format!("body-{n:04}").into_bytes(),
+            ..Message::default()
+        }),
+    }
+}
+
+fn with_origin(mut record: Record, region: &str) -> Record {
+    record.origin_region = region.to_owned();
+    record.path = vec![region.to_owned()];
+    record
+}
+
+fn with_sequence(mut record: Record, sequence: u64) -> Record {
+    record.sequence = sequence;
+    record
+}
+
+fn stored(sequence: u64, queue_offset: u64) -> Appended {
+    Appended::Stored {
+        sequence,
+        queue_offset,
+    }
+}
+
+fn sequences(records: &[Record]) -> Vec<u64> {
+    records.iter().map(|r| r.sequence).collect()
+}
+
+/// Bytes that do not compress, so large values really are large on disk.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_be_bytes()[0]
+        })
+        .collect()
+}
+
+// ---- cases ------------------------------------------------------------------
+
+fn sequences_start_at_one_without_gaps(store: &impl LogStore) {
+    assert_eq!(store.last_sequence().unwrap(), 0);
+    assert!(store.read_log(0, 10, usize::MAX).unwrap().is_empty());
+    let first = store
+        .append((1..=3).map(|n| record(n, "t", 0)).collect(), LOCAL)
+        .unwrap();
+    assert_eq!(first, vec![stored(1, 0), stored(2, 1), stored(3, 2)]);
+    // The sequence on input is ignored.
+    let input = vec![with_sequence(record(4, "t", 0), 77), record(5, "t", 0)];
+    assert_eq!(
+        store.append(input, LOCAL).unwrap(),
+        vec![stored(4, 3), stored(5, 4)]
+    );
+    assert_eq!(store.append(Vec::new(), LOCAL).unwrap(), Vec::new());
+    assert_eq!(store.last_sequence().unwrap(), 5);
+    let all = store.read_log(0, 100, usize::MAX).unwrap();
+    let expected: Vec<Record> = (1..=5)
+        .map(|n| with_sequence(record(n, "t", 0), n))
+        .collect();
+    assert_eq!(all, expected);
+}
+
+fn queue_offsets_start_at_zero_per_queue(store: &impl LogStore) {
+    let batch = vec![
+        record(1, "a", 0),
+        record(2, "a", 1),
+        record(3, "b", 0),
+        record(4, "a", 0),
+    ];
+    assert_eq!(
+        store.append(batch, LOCAL).unwrap(),
+        vec![stored(1, 0), stored(2, 0), stored(3, 0), stored(4, 1)]
+    );
+    let batch = vec![record(5, "a", 0), record(6, "b", 0), record(7, "a", -1)];
+    assert_eq!(
+        store.append(batch, LOCAL).unwrap(),
+        vec![stored(5, 2), stored(6, 1), stored(7, 0)]
+    );
+    assert_eq!(
+        store.queue_bounds("a", 0).unwrap(),
+        QueueBounds { min: 0, max: 3 }
+    );
+    assert_eq!(
+        store.queue_bounds("a", 1).unwrap(),
+        QueueBounds { min: 0, max: 1 }
+    );
+    assert_eq!(
+        store.queue_bounds("a", -1).unwrap(),
+        QueueBounds { min: 0, max: 1 }
+    );
+    assert_eq!(
+        store.queue_bounds("b", 0).unwrap(),
+        QueueBounds { min: 0, max: 2 }
+    );
+}
+
+fn read_log_pages_by_records_and_bytes(store: &impl LogStore) {
+    store
+        .append((1..=10).map(|n| record(n, "t", 0)).collect(), LOCAL)
+        .unwrap();
+    assert_eq!(
+        sequences(&store.read_log(0, 3, usize::MAX).unwrap()),
+        vec![1, 2, 3]
+    );
+    assert_eq!(
+        sequences(&store.read_log(3, 3, usize::MAX).unwrap()),
+        vec![4, 5, 6]
+    );
+    assert_eq!(
+        sequences(&store.read_log(8, 3, usize::MAX).unwrap()),
+        vec![9, 10]
+    );
+    assert!(store.read_log(10, 3, usize::MAX).unwrap().is_empty());
+    assert!(store.read_log(u64::MAX, 3, usize::MAX).unwrap().is_empty());
+    assert!(store.read_log(0, 0, usize::MAX).unwrap().is_empty());
+
+    let size = codec::record_size(&with_sequence(record(1, "t", 0), 1));
+    assert_eq!(
+        size,
+        codec::record_size(&with_sequence(record(2, "t", 0), 2))
+    );
+    assert_eq!(
+        sequences(&store.read_log(0, 100, 2 * size).unwrap()),
+        vec![1, 2]
+    );
+    assert_eq!(
+        sequences(&store.read_log(0, 100, 2 * size - 1).unwrap()),
+        vec![1]
+    );
+    assert_eq!(
+        sequences(&store.read_log(4, 100, 3 * size + 1).unwrap()),
+        vec![5, 6, 7]
+    );
+    // At least one record, however small the byte budget.
+    assert_eq!(sequences(&store.read_log(0, 100, 0).unwrap()), vec![1]);
+    assert_eq!(sequences(&store.read_log(5, 100, 1).unwrap()), vec![6]);
+}
+
+fn get_returns_stored_records(store: &impl LogStore) {
+    store
+        .append(vec![record(1, "t", 0), record(2, "u", 3)], LOCAL)
+        .unwrap();
+    assert_eq!(
+        store.get(1).unwrap(),
+        Some(with_sequence(record(1, "t", 0), 1))
+    );
+    assert_eq!(
+        store.get(2).unwrap(),
+        Some(with_sequence(record(2, "u", 3), 2))
+    );
+    assert_eq!(store.get(0).unwrap(), None);
+    assert_eq!(store.get(3).unwrap(), None);
+    assert_eq!(store.get(u64::MAX).unwrap(), None);
+}
+
+fn read_queue_returns_offsets_and_records(store: &impl LogStore) {
+    let batch = (1..=10)
+        .map(|n| record(n, if n % 2 == 0 { "t" } else { "tt" }, 1))
+        .collect();
+    store.append(batch, LOCAL).unwrap();
+    store.append(vec![record(11, "t", 2)], LOCAL).unwrap();
+    let queue = store.read_queue("t", 1, 0, 100).unwrap();
+    let expected: Vec<(u64, Record)> = (0..5)
+        .map(|offset| {
+            let n = 2 * offset + 2;
+            (offset, with_sequence(record(n, "t", 1), n))
+        })
+        .collect();
+    assert_eq!(queue, expected);
+    assert_eq!(
+        store.read_queue("t", 1, 3, 1).unwrap(),
+        expected[3..4].to_vec()
+    );
+    assert_eq!(
+        store.read_queue("t", 1, 3, 100).unwrap(),
+        expected[3..].to_vec()
+    );
+    assert!(store.read_queue("t", 1, 5, 100).unwrap().is_empty());
+    assert!(store.read_queue("t", 1, 0, 0).unwrap().is_empty());
+    assert!(store.read_queue("t", 3, 0, 100).unwrap().is_empty());
+    assert!(store.read_queue("", 1, 0, 100).unwrap().is_empty());
+    let other = store.read_queue("t", 2, 0, 100).unwrap();
+    assert_eq!(other, vec![(0, with_sequence(record(11, "t", 2), 11))]);
+    assert_eq!(store.read_queue("tt", 1, 0, 100).unwrap().len(), 5);
+}
+
+fn queue_bounds_of_unknown_queue_is_empty(store: &impl LogStore) {
+    assert_eq!(
+        store.queue_bounds("nothing", 0).unwrap(),
+        QueueBounds { min: 0, max: 0 }
+    );
+    store.append(vec![record(1, "t", 0)], LOCAL).unwrap();
+    assert_eq!(store.queue_bounds("t", 1).unwrap(), QueueBounds::default());
+    assert_eq!(store.queue_bounds("", 0).unwrap(), QueueBounds::default());
+    assert_eq!(
+        store.queue_bounds("t", 0).unwrap(),
+        QueueBounds { min: 0, max: 1 }
+    );
+}
+
+fn dedup_id_is_deduplicated_across_batches(store: &impl LogStore) {
+    store
+        .append(vec![record(1, "t", 0), record(2, "t", 0)], LOCAL)
+        .unwrap();
+    // Same dedup id, otherwise different: still a duplicate, whatever its origin.
+    let mut again = with_origin(record(2, "u", 4), REMOTE);
+    again.message.as_mut().unwrap().body = b"other".to_vec();
+    let results = store.append(vec![again, record(3, "t", 0)], LOCAL).unwrap();
+    assert_eq!(
+        results,
+        vec![Appended::Duplicate { sequence: 2 }, stored(3, 2)]
+    );
+    assert_eq!(
+        store.append(vec![record(1, "t", 0)], LOCAL).unwrap(),
+        vec![Appended::Duplicate { sequence: 1 }]
+    );
+    assert_eq!(store.last_sequence().unwrap(), 3);
+    assert_eq!(store.queue_bounds("u", 4).unwrap(), QueueBounds::default());
+    assert_eq!(store.find_dedup(&dedup_id(2)).unwrap(), Some(2));
+    assert_eq!(store.find_dedup(&dedup_id(3)).unwrap(), Some(3));
+    assert_eq!(store.find_dedup(&dedup_id(4)).unwrap(), None);
+    assert_eq!(store.find_dedup(b"short").unwrap(), None);
+}
+
+fn dedup_id_is_deduplicated_within_a_batch(store: &impl LogStore) {
+    let batch = vec![
+        record(1, "t", 0),
+        with_origin(record(1, "t", 0), REMOTE),
+        record(2, "t", 0),
+        record(1, "u", 0),
+    ];
+    let results = store.append(batch, LOCAL).unwrap();
+    assert_eq!(
+        results,
+        vec![
+            stored(1, 0),
+            Appended::Duplicate { sequence: 1 },
+            stored(2, 1),
+            Appended::Duplicate { sequence: 1 }
+        ]
+    );
+    assert_eq!(store.last_sequence().unwrap(), 2);
+    assert_eq!(
+        store.queue_bounds("t", 0).unwrap(),
+        QueueBounds { min: 0, max: 2 }
+    );
+    assert_eq!(store.queue_bounds("u", 0).unwrap(), QueueBounds::default());
+    assert_eq!(
+        sequences(&store.read_log(0, 100, usize::MAX).unwrap()),
+        vec![1, 2]
+    );
+}
+
+fn client_message_id_is_deduplicated_only_for_local_origin(store: &impl LogStore) {
+    let retry_of = |n: u64, original: u64, topic: &str| {
+        let mut retry = record(n, topic, 0);
+        retry.message.as_mut().unwrap().client_message_id = format!("client-{original}");
+        retry
+    };
+    store.append(vec![record(1, "t", 0)], LOCAL).unwrap();
+    // A producer's retry: new dedup id, same topic and client message id.
+    assert_eq!(
+        store.append(vec![retry_of(2, 1, "t")], LOCAL).unwrap(),
+        vec![Appended::Duplicate { sequence: 1 }]
+    );
+    // The same client message id on another topic is another message.
+    assert_eq!(
+        store.append(vec![retry_of(3, 1, "u")], LOCAL).unwrap(),
+        vec![stored(2, 0)]
+    );
+    // A replicated record is matched by dedup id only.
+    let replicated = with_origin(retry_of(4, 1, "t"), REMOTE);
+    assert_eq!(
+        store.append(vec![replicated], LOCAL).unwrap(),
+        vec![stored(3, 1)]
+    );
+    // A replicated record does not register its client message id either.
+    store
+        .append(vec![with_origin(record(5, "t", 0), REMOTE)], LOCAL)
+        .unwrap();
+    assert_eq!(
+        store.append(vec![retry_of(6, 5, "t")], LOCAL).unwrap(),
+        vec![stored(5, 3)]
+    );
+    // Within one batch.
+    let results = store
+        .append(vec![record(7, "t", 0), retry_of(8, 7, "t")], LOCAL)
+        .unwrap();
+    assert_eq!(
+        results,
+        vec![stored(6, 4), Appended::Duplicate { sequence: 6 }]
+    );
+    // Messages without a client message id are never matched by it.
+    let anonymous = |n: u64| {
+        let mut r = record(n, "t", 0);
+        r.message.as_mut().unwrap().client_message_id.clear();
+        r
+    };
+    assert_eq!(
+        store
+            .append(vec![anonymous(9), anonymous(10)], LOCAL)
+            .unwrap(),
+        vec![stored(7, 5), stored(8, 6)]
+    );
+    // Whether a record is local depends on the caller's region.
+    assert_eq!(
+        store.append(vec![retry_of(11, 7, "t")], REMOTE).unwrap(),
+        vec![stored(9, 7)]
+    );
+}
+
+fn invalid_record_leaves_nothing_written(store: &impl LogStore) {
+    let mut short_id = record(2, "t", 0);
+    short_id.dedup_id.truncate(15);
+    let mut no_origin = record(3, "t", 0);
+    no_origin.origin_region.clear();
+    let mut no_message = record(4, "t", 0);
+    no_message.message = None;
+    let mut no_topic = record(5, "t", 0);
+    no_topic.message.as_mut().unwrap().topic.clear();
+    for invalid in [short_id, no_origin, no_message, no_topic] {
+        let result = store.append(vec![record(1, "t", 0), invalid], LOCAL);
+        assert!(
+            matches!(result, Err(StorageError::InvalidRecord { .. })),
+            "{result:?}"
+        );
+        assert_eq!(store.last_sequence().unwrap(), 0);
+        assert_eq!(store.find_dedup(&dedup_id(1)).unwrap(), None);
+        assert_eq!(store.queue_bounds("t", 0).unwrap(), QueueBounds::default());
+        assert!(store.read_log(0, 10, usize::MAX).unwrap().is_empty());
+    }
+    // The store still works, starting from sequence 1.
+    assert_eq!(
+        store.append(vec![record(1, "t", 0)], LOCAL).unwrap(),
+        vec![stored(1, 0)]
+    );
+}
+
+fn group_writes_round_trip(store: &impl LogStore) {
+    assert!(store.load_groups().unwrap().is_empty());
+    store.write_groups(Vec::new()).unwrap();
+    // Names chosen so that naive concatenation would collide.
+    let first = GroupQueueKey::new("ab", "c", 0);
+    let second = GroupQueueKey::new("a", "bc", 0);
+    let third = GroupQueueKey::new("a", "bc", -2);
+    let in_flight = |deadline_ms, attempt| OffsetState::InFlight {
+        deadline_ms,
+        attempt,
+    };
+    store
+        .write_groups(vec![
+            GroupWrite {
+                key: first.clone(),
+                cursor: GroupCursor { floor: 0, next: 4 },
+                set: vec![
+                    (0, in_flight(1_000, 1)),
+                    (1, OffsetState::Done),
+                    (2, in_flight(2_000, 3)),
+                    (3, in_flight(5, 1)),
+                ],
+                remove: Vec::new(),
+            },
+            GroupWrite {
+                key: second.clone(),
+                cursor: GroupCursor { floor: 7, next: 7 },
+                set: Vec::new(),
+                remove: Vec::new(),
+            },
+        ])
+        .unwrap();
+    store
+        .write_groups(vec![
+            GroupWrite {
+                key: first.clone(),
+                cursor: GroupCursor { floor: 2, next: 5 },
+                set: vec![
+                    (2, OffsetState::Done),
+                    (4, in_flight(-1, 2)),
+                    (0, OffsetState::Done),
+                ],
+                // A removal wins over a `set` of the same offset in the same write.
+                remove: vec![0, 1, 99],
+            },
+            GroupWrite {
+                key: third.clone(),
+                cursor: GroupCursor { floor: 0, next: 1 },
+                set: vec![(0, in_flight(i64::MAX, u32::MAX))],
+                remove: Vec::new(),
+            },
+        ])
+        .unwrap();
+    let expected = vec![
+        GroupQueueState {
+            key: third,
+            cursor: GroupCursor { floor: 0, next: 1 },
+            offsets: BTreeMap::from([(0, in_flight(i64::MAX, u32::MAX))]),
+        },
+        GroupQueueState {
+            key: second,
+            cursor: GroupCursor { floor: 7, next: 7 },
+            offsets: BTreeMap::new(),
+        },
+        GroupQueueState {
+            key: first,
+            cursor: GroupCursor { floor: 2, next: 5 },
+            offsets: BTreeMap::from([
+                (2, OffsetState::Done),
+                (3, in_flight(5, 1)),
+                (4, in_flight(-1, 2)),
+            ]),
+        },
+    ];
+    assert_eq!(store.load_groups().unwrap(), expected);
+}
+
+fn meta_values_round_trip(store: &impl LogStore) {
+    assert_eq!(store.get_meta("checkpoint/us-east").unwrap(), None);
+    store.put_meta("checkpoint/us-east", b"42").unwrap();
+    store.put_meta("checkpoint", b"").unwrap();
+    assert_eq!(
+        store.get_meta("checkpoint/us-east").unwrap(),
+        Some(b"42".to_vec())
+    );
+    assert_eq!(store.get_meta("checkpoint").unwrap(), Some(Vec::new()));
+    store.put_meta("checkpoint/us-east", b"43").unwrap();
+    assert_eq!(
+        store.get_meta("checkpoint/us-east").unwrap(),
+        Some(b"43".to_vec())
+    );
+    assert_eq!(store.get_meta("checkpoint/us").unwrap(), None);
+}
+
+fn large_bodies_round_trip(store: &impl LogStore) {
+    let mut batch = Vec::new();
+    for (n, len) in [(1, 1024 * 1024), (2, 4 * 1024 * 1024), (3, 10)] {
+        let mut r = record(n, "big", 0);
+        r.message.as_mut().unwrap().body = noise(len, n);
+        batch.push(r);
+    }
+    let expected: Vec<Record> = batch
+        .iter()
+        .cloned()
+        .zip(1..)
+        .map(|(r, n)| with_sequence(r, n))
+        .collect();
+    store.append(batch, LOCAL).unwrap();
+    for record in &expected {
+        assert_eq!(store.get(record.sequence).unwrap().as_ref(), Some(record));
+    }
+    assert_eq!(store.read_log(0, 10, usize::MAX).unwrap(), expected);
+    assert_eq!(store.read_log(0, 10, 1).unwrap(), expected[..1].to_vec());
+    let queue: Vec<Record> = store
+        .read_queue("big", 0, 0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    assert_eq!(queue, expected);
+}
+
+// ---- instantiation ----------------------------------------------------------
+
+macro_rules! cases_for {
+    ($open:path; $($case:ident),+ $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                let (_guard, store) = $open();
+                super::$case(&store);
+            }
+        )+
+    };
+}
+
+macro_rules! conformance_suite {
+    ($($case:ident),+ $(,)?) => {
+        mod memory_store {
+            cases_for!(super::open_memory; $($case),+);
+        }
+        mod rocks_store {
+            cases_for!(super::open_rocks; $($case),+);
+        }
+    };
+}
+
+conformance_suite!(
+    sequences_start_at_one_without_gaps,
+    queue_offsets_start_at_zero_per_queue,
+    read_log_pages_by_records_and_bytes,
+    get_returns_stored_records,
+    read_queue_returns_offsets_and_records,
+    queue_bounds_of_unknown_queue_is_empty,
+    dedup_id_is_deduplicated_across_batches,
+    dedup_id_is_deduplicated_within_a_batch,
+    client_message_id_is_deduplicated_only_for_local_origin,
+    invalid_record_leaves_nothing_written,
+    group_writes_round_trip,
+    meta_values_round_trip,
+    large_bodies_round_trip,
+);
+
+mod rocks_only {
+    use super::*;
+
+    fn assert_corrupt<T: std::fmt::Debug>(result: Result<T, StorageError>) {
+        assert!(
+            matches!(
+                result,
+                Err(StorageError::Corrupt {
+                    what: "log record",
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn data_survives_close_and_reopen() {
+        for flush in [FlushMode::Sync, FlushMode::Async] {
+            let dir = tempfile::tempdir().unwrap();
+            let group = GroupQueueKey::new("g", "t", 0);
+            {
+                let store = RocksStore::open(dir.path(), flush).unwrap();
+                store
+                    .append(
+                        vec![record(1, "t", 0), record(2, "t", 1), record(3, "t", 0)],
+                        LOCAL,
+                    )
+                    .unwrap();
+                store
+                    .write_groups(vec![GroupWrite {
+                        key: group.clone(),
+                        cursor: GroupCursor { floor: 1, next: 2 },
+                        set: vec![(1, OffsetState::Done)],
+                        remove: Vec::new(),
+                    }])
+                    .unwrap();
+                store.put_meta("k", b"v").unwrap();
+            }
+            let store = RocksStore::open(dir.path(), flush).unwrap();
+            assert_eq!(store.last_sequence().unwrap(), 3);
+            assert_eq!(
+                store.queue_bounds("t", 0).unwrap(),
+                QueueBounds { min: 0, max: 2 }
+            );
+            let results = store
+                .append(
+                    vec![record(4, "t", 0), record(5, "t", 1), record(6, "t", 9)],
+                    LOCAL,
+                )
+                .unwrap();
+            assert_eq!(results, vec![stored(4, 2), stored(5, 1), stored(6, 0)]);
+            // Both dedup key spaces survive.
+            let mut retry = record(7, "t", 0);
+            retry.message.as_mut().unwrap().client_message_id = "client-1".to_owned();
+            let results = store.append(vec![record(2, "t", 1), retry], LOCAL).unwrap();
+            assert_eq!(
+                results,
+                vec![
+                    Appended::Duplicate { sequence: 2 },
+                    Appended::Duplicate { sequence: 1 }
+                ]
+            );
+            assert_eq!(
+                sequences(&store.read_log(0, 100, usize::MAX).unwrap()),
+                (1..=6).collect::<Vec<_>>()
+            );
+            assert_eq!(
+                store.get(3).unwrap(),
+                Some(with_sequence(record(3, "t", 0), 3))
+            );
+            assert_eq!(store.load_groups().unwrap().len(), 1);
+            assert_eq!(
+                store.load_groups().unwrap()[0].cursor,
+                GroupCursor { floor: 1, next: 2 }
+            );
+            assert_eq!(store.get_meta("k").unwrap(), Some(b"v".to_vec()));
+            drop(store);
+            let store = RocksStore::open(dir.path(), flush).unwrap();
+            assert_eq!(store.last_sequence().unwrap(), 6);
+            assert_eq!(
+                store.queue_bounds("t", 1).unwrap(),
+                QueueBounds { min: 0, max: 2 }
+            );
+        }
+    }
+
+    #[test]
+    fn corrupt_values_yield_corrupt_not_a_panic() {
+        let (_dir, store) = open_rocks();
+        store
+            .append((1..=3).map(|n| record(n, "t", 0)).collect(), LOCAL)
+            .unwrap();
+        store.put_raw_log_value(2, b"garbage").unwrap();
+        assert_corrupt(store.get(2));
+        assert_corrupt(store.read_log(0, 10, usize::MAX));
+        assert_corrupt(store.read_queue("t", 0, 0, 10));
+        assert_eq!(
+            store.get(1).unwrap(),
+            Some(with_sequence(record(1, "t", 0), 1))
+        );
+        assert_eq!(
+            sequences(&store.read_log(2, 10, usize::MAX).unwrap()),
+            vec![3]
+        );
+
+        // One flipped bit in the body of an otherwise valid value.
+        let mut value = codec::encode_log_value(&record(3, "t", 0));
+        let last = value.len() - 1;
+        value[last] ^= 0x01;
+        store.put_raw_log_value(3, &value).unwrap();
+        assert_corrupt(store.get(3));
+        store.put_raw_log_value(3, &[]).unwrap();
+        assert_corrupt(store.get(3));
+    }
+
+    #[test]
+    fn opening_a_file_fails_with_its_path() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        match RocksStore::open(file.path(), FlushMode::Async) {
+            Err(StorageError::Open { path, .. }) => assert_eq!(path, file.path()),
+            other => panic!("expected an Open error, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! The sending side of a replication link as a state machine without I/O.
+//!
+//! [`SenderCore`] owns everything a link must get right: which local sequences
+//! have been queued, sent and acknowledged, the window of batches in flight,
+//! the checkpoint to persist, and what to send again after a reconnect (all
+//! that lies after the acknowledged sequence). The quinn/tonic layer in
+//! `sender.rs` only moves bytes: it feeds tail batches in with
+//! [`SenderCore::push_tail`], writes what [`SenderCore::poll_transmit`] hands
+//! out, reports acks with [`SenderCore::on_ack`] and persists
+//! [`SenderCore::checkpoint_to_persist`].
+//!
+//! Sequences are the *sending* node's local commit-log sequences. A batch
+//! covers every sequence up to its `through_sequence`, including records the
+//! policy filtered out, so the checkpoint advances even when a peer receives
+//! nothing from a stretch of the log.
+//!
+//! [`RecordFilter`] is the pure replication policy (which records go to which
+//! peer). Not here yet: time (the design's virtual-time core, for stall
+//! detection and rate limits) and compression.
+
+use crate::frame::MAX_FRAME_BYTES;
+use meridian_proto::meridian::v1::{Batch, Record};
+use meridian_topology::Topic;
+use prost::Message;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Bounds of one link's sending side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SenderLimits {
+    /// Batches sent and not yet acknowledged, at most.
+    pub window_batches: usize,
+    /// Records in one batch, at most.
+    pub batch_records_max: usize,
+    /// Encoded record bytes in one batch, at most, unless a single record is
+    /// larger (it then travels alone). Kept below the node's 8 MiB gRPC decode
+    /// limit so that the receiver can hand a batch to Apply in one call.
+    pub batch_bytes_max: usize,
+}
+
+impl Default for SenderLimits {
+    fn default() -> Self {
+        Self {
+            window_batches: 8,
+            batch_records_max: 256,
+            batch_bytes_max: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// Bytes reserved in a frame for everything but the records.
+const FRAME_OVERHEAD_BYTES: usize = 64;
+
+/// A violation of the link's invariants, by the local tail or by the peer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoreError {
+    #[error("queue tail batch: through_sequence {through} does not pass {queued_through}")]
+    TailWentBackwards { through: u64, queued_through: u64 },
+    #[error(
+        "queue tail batch: record sequence {sequence} is outside ({after}, {through}] or out of order"
+    )]
+    RecordOutOfOrder {
+        sequence: u64,
+        after: u64,
+        through: u64,
+    },
+    #[error("queue tail batch: record {sequence} encodes to {bytes} bytes, over the frame limit")]
+    RecordTooLarge { sequence: u64, bytes: usize },
+    #[error("handle ack: through_sequence {through} was never sent (sent through {sent_through})")]
+    AckBeyondSent { through: u64, sent_through: u64 },
+    #[error("handle ack: through_sequence {through} is not the end of a batch in flight")]
+    AckNotBatchBoundary { through: u64 },
+}
+
+/// What an acknowledgement did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// The checkpoint moved to `acked_through`; persist it.
+    Advanced { acked_through: u64 },
+    /// The ack covers nothing new (a duplicate, or an older batch already
+    /// covered by a later ack); nothing to do.
+    Stale,
+}
+
+/// The sending side of one link.
+#[derive(Debug)]
+pub struct SenderCore {
+    limits: SenderLimits,
+    /// Highest sequence the peer acknowledged as durable.
+    acked_through: u64,
+    /// Highest acknowledged sequence known to be persisted by the local node.
+    persisted_through: u64,
+    /// Highest sequence taken from the tail (pending, in flight or acked).
+    queued_through: u64,
+    /// Batches planned but not yet sent, in order.
+    pending: VecDeque<Batch>,
+    /// `through_sequence` of each batch sent and not acknowledged, increasing.
+    in_flight: VecDeque<u64>,
+}
+
+impl SenderCore {
+    /// A link starting from the persisted `checkpoint`.
+    pub fn new(checkpoint: u64, limits: SenderLimits) -> Self {
+        assert!(limits.window_batches > 0, "a window holds at least one batch");
+        assert!(limits.batch_records_max > 0, "a batch holds at least one record");
+        Self {
+            limits,
+            acked_through: checkpoint,
+            persisted_through: checkpoint,
+            queued_through: checkpoint,
+            pending: VecDeque::new(),
+            in_flight: VecDeque::new(),
+        }
+    }
+
+    /// Starts a new session from the checkpoint the local node has persisted:
+    /// forgets everything pending or in flight. Returns the sequence to tail after.
+    pub fn resume(&mut self, persisted_checkpoint: u64) -> u64 {
+        *self = Self::new(persisted_checkpoint, self.limits);
+        self.acked_through
+    }
+
+    /// The connection is gone: everything not acknowledged must be sent again.
+    /// Returns the sequence to tail after (the acknowledged one).
+    pub fn on_disconnect(&mut self) -> u64 {
+        self.pending.clear();
+        self.in_flight.clear();
+        self.queued_through = self.acked_through;
+        self.acked_through
+    }
+
+    pub fn acked_through(&self) -> u64 {
+        self.acked_through
+    }
+
+    pub fn persisted_through(&self) -> u64 {
+        self.persisted_through
+    }
+
+    /// Highest sequence covered by a batch already handed out for sending.
+    pub fn sent_through(&self) -> u64 {
+        self.in_flight.back().copied().unwrap_or(self.acked_through)
+    }
+
+    pub fn queued_through(&self) -> u64 {
+        self.queued_through
+    }
+
+    pub fn in_flight_batches(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// True when the next tail batch should be read: nothing pending and room
+    /// in the window. Reading no further keeps memory bounded.
+    pub fn wants_tail(&self) -> bool {
+        self.pending.is_empty() && self.in_flight.len() < self.limits.window_batches
+    }
+
+    /// Queues a tail batch (records already filtered by policy) covering local
+    /// sequences up to `through`, split into batches by the limits.
+    pub fn push_tail(&mut self, records: Vec<Record>, through: u64) -> Result<(), CoreError> {
+        if records.is_empty() && through == self.queued_through {
+            return Ok(()); // a keep-alive of the tail: nothing new
+        }
+        if through <= self.queued_through {
+            return Err(CoreError::TailWentBackwards {
+                through,
+                queued_through: self.queued_through,
+            });
+        }
+        let mut previous = self.queued_through;
+        for record in &records {
+            if record.sequence <= previous || record.sequence > through {
+                return Err(CoreError::RecordOutOfOrder {
+                    sequence: record.sequence,
+                    after: self.queued_through,
+                    through,
+                });
+            }
+            previous = record.sequence;
+            let bytes = record_bytes(record);
+            if bytes + FRAME_OVERHEAD_BYTES > MAX_FRAME_BYTES {
+                return Err(CoreError::RecordTooLarge {
+                    sequence: record.sequence,
+                    bytes,
+                });
+            }
+        }
+
+        let mut current = Batch::default();
+        let mut current_bytes = 0;
+        for record in records {
+            let bytes = record_bytes(&record);
+            let full = current.records.len() >= self.limits.batch_records_max
+                || current_bytes + bytes > self.limits.batch_bytes_max;
+            if !current.records.is_empty() && full {
+                current.through_sequence = current.records.last().map_or(0, |last| last.sequence);
+                self.pending.push_back(std::mem::take(&mut current));
+                current_bytes = 0;
+            }
+            current_bytes += bytes;
+            current.records.push(record);
+        }
+        current.through_sequence = through;
+        self.pending.push_back(current);
+        self.queued_through = through;
+        Ok(())
+    }
+
+    /// The next batch to send, if the window has room. The caller must send it
+    /// (or report a disconnect): it now counts as in flight.
+    pub fn poll_transmit(&mut self) -> Option<Batch> {
+        if self.in_flight.len() >= self.limits.window_batches {
+            return None;
+        }
+        let batch = self.pending.pop_front()?;
+        self.in_flight.push_back(batch.through_sequence);
+        Some(batch)
+    }
+
+    /// Handles an acknowledgement of every sequence up to `through`.
+    /// Acks are cumulative: one ack also covers the batches before it.
+    pub fn on_ack(&mut self, through: u64) -> Result<AckOutcome, CoreError> {
+        if through <= self.acked_through {
+            return Ok(AckOutcome::Stale);
+        }
+        let sent_through = self.sent_through();
+        if through > sent_through {
+            return Err(CoreError::AckBeyondSent {
+                through,
+                sent_through,
+            });
+        }
+        if !self.in_flight.contains(&through) {
+            return Err(CoreError::AckNotBatchBoundary { through });
+        }
+        while self.in_flight.front().is_some_and(|front| *front <= through) {
+            self.in_flight.pop_front();
+        }
+        self.acked_through = through;
+        Ok(AckOutcome::Advanced {
+            acked_through: through,
+        })
+    }
+
+    /// The checkpoint the local node should persist, if it is behind.
+    pub fn checkpoint_to_persist(&self) -> Option<u64> {
+        (self.acked_through > self.persisted_through).then_some(self.acked_through)
+    }
+
+    /// The local node persisted `checkpoint`.
+    pub fn on_persisted(&mut self, checkpoint: u64) {
+        self.persisted_through = self.persisted_through.max(checkpoint);
+    }
+}
+
+/// Size of a record inside a `Batch` (field tag and length prefix included).
+fn record_bytes(record: &Record) -> usize {
+    let length = record.encoded_len();
+    1 + prost::encoding::encoded_len_varint(length as u64) + length
+}
+
+/// Why a record is or is not sent to a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Send,
+    /// The topic's `replicate_to` does not name the peer.
+    NotForPeer,
+    /// The topic is not in the topology; `first_time` is true once per topic,
+    /// so the caller warns once rather than per record.
+    UnknownTopic { first_time: bool },
+    /// The record originated elsewhere (this version forwards nothing).
+    ForeignOrigin,
+    /// The record carries no message (a kind this version does not replicate).
+    NotAMessage,
+}
+
+/// The replication policy of one link: which records go to the peer.
+#[derive(Debug, Clone)]
+pub struct RecordFilter {
+    local_region: String,
+    /// Topic name → whether the topic replicates to the peer.
+    topics: BTreeMap<String, bool>,
+    warned_topics: BTreeSet<String>,
+}
+
+impl RecordFilter {
+    pub fn new(local_region: &str, peer: &str, topics: &BTreeMap<String, Topic>) -> Self {
+        Self {
+            local_region: local_region.to_owned(),
+            topics: topics
+                .iter()
+                .map(|(name, topic)| {
+                    let to_peer = topic.replicate_to.iter().any(|region| region == peer);
+                    (name.clone(), to_peer)
+                })
+                .collect(),
+            warned_topics: BTreeSet::new(),
+        }
+    }
+
+    pub fn verdict(&mut self, record: &Record) -> Verdict {
+        if record.origin_region != self.local_region {
+            return Verdict::ForeignOrigin;
+        }
+        let Some(message) = &record.message else {
+            return Verdict::NotAMessage;
+        };
+        match self.topics.get(&message.topic) {
+            Some(true) => Verdict::Send,
+            Some(false) => Verdict::NotForPeer,
+            None => Verdict::UnknownTopic {
+                first_time: self.warned_topics.insert(message.topic.clone()),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "core_tests.rs"]
+mod tests;

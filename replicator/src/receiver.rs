@@ -1,0 +1,308 @@
+//! The receiving side: a QUIC server that applies peers' batches to the local node.
+//!
+//! Per connection: one bidirectional stream, opened by the dialer. Its first
+//! frame must be a Hello with protocol version 1, this region as `to_region`
+//! and a known other region as `from_region`; anything else gets a Goodbye and
+//! the connection is closed with [`CLOSE_HANDSHAKE_REFUSED`]. Then each Batch
+//! (with a `through_sequence` above the previous one) is handed to the node's
+//! Apply and acknowledged once Apply returned (durable). A malformed frame gets
+//! a Goodbye and a close with [`CLOSE_MALFORMED`] and a reason starting with
+//! "malformed replication frame"; other connections are not affected.
+//!
+//! At most [`CONNECTIONS_MAX`] connections are served at once; more are refused.
+
+use crate::error::{ReplicatorError, error_chain};
+use crate::frame::{self, FrameError, FrameReader, ReceiverInbound};
+use crate::node_client::NodeClient;
+use crate::sender::PROTOCOL_VERSION;
+use meridian_proto::meridian::v1::replication_frame::Frame;
+use meridian_proto::meridian::v1::{Ack, ApplyResponse, Batch, Goodbye, Hello};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+/// Close code: normal end (shutdown, goodbye).
+pub const CLOSE_NORMAL: u32 = 0;
+/// Close code: the Hello was refused (version, region names).
+pub const CLOSE_HANDSHAKE_REFUSED: u32 = 1;
+/// Close code: the peer sent a malformed frame or broke the protocol.
+pub const CLOSE_MALFORMED: u32 = 2;
+/// Close code: the local node could not apply a batch; the dialer retries.
+pub const CLOSE_NODE_UNAVAILABLE: u32 = 3;
+
+/// Connections served at once, at most.
+pub const CONNECTIONS_MAX: usize = 64;
+
+/// Deadline for the QUIC handshake, the stream and the Hello.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a Goodbye may take to reach the peer before the connection closes.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
+/// QUIC close reasons must fit in one packet; ours stay well below.
+const CLOSE_REASON_BYTES_MAX: usize = 256;
+
+/// What every connection of the receiver shares.
+pub(crate) struct Receiver {
+    pub(crate) local_region: String,
+    pub(crate) known_peers: BTreeSet<String>,
+    pub(crate) node: NodeClient,
+}
+
+/// Accepts connections until `shutdown` or until the endpoint closes.
+pub(crate) async fn run_receiver(
+    endpoint: quinn::Endpoint,
+    receiver: Arc<Receiver>,
+    shutdown: CancellationToken,
+) {
+    let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    let connections = TaskTracker::new();
+    loop {
+        let incoming = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            incoming = endpoint.accept() => incoming,
+        };
+        let Some(incoming) = incoming else { break };
+        let remote = incoming.remote_address();
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            warn!(%remote, limit = CONNECTIONS_MAX, "refusing replication connection: too many open");
+            incoming.refuse();
+            continue;
+        };
+        let receiver = Arc::clone(&receiver);
+        let shutdown = shutdown.clone();
+        let span = info_span!("peer_connection", %remote, peer = tracing::field::Empty);
+        connections.spawn(
+            async move {
+                serve_connection(incoming, &receiver, &shutdown).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+    connections.close();
+    connections.wait().await;
+}
+
+async fn serve_connection(
+    incoming: quinn::Incoming,
+    receiver: &Receiver,
+    shutdown: &CancellationToken,
+) {
+    let remote = incoming.remote_address();
+    let connection = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
+        Ok(Ok(connection)) => connection,
+        Ok(Err(error)) => {
+            debug!(%remote, error = %error_chain(&error), "replication handshake failed");
+            return;
+        }
+        Err(_elapsed) => {
+            debug!(%remote, "replication handshake timed out");
+            return;
+        }
+    };
+    let stream = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => return close(&connection, CLOSE_NORMAL, "shutdown"),
+        stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, connection.accept_bi()) => stream,
+    };
+    let (mut send, receive) = match stream {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            debug!(%remote, error = %error_chain(&error), "replication peer left before opening a stream");
+            return;
+        }
+        Err(_elapsed) => {
+            return close(&connection, CLOSE_HANDSHAKE_REFUSED, "no stream opened in time");
+        }
+    };
+    let mut reader = FrameReader::new(receive);
+    let mut session = Session {
+        connection: &connection,
+        send: &mut send,
+        remote,
+    };
+
+    let first = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => return session.goodbye(CLOSE_NORMAL, "shutdown").await,
+        first = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next_frame()) => first,
+    };
+    let hello = match first {
+        Ok(Ok(Some(first))) => frame::expect_hello(first),
+        Ok(Ok(None)) => return close(&connection, CLOSE_NORMAL, "no hello"),
+        Ok(Err(error)) => Err(error),
+        Err(_elapsed) => {
+            return session
+                .goodbye(CLOSE_HANDSHAKE_REFUSED, "handshake refused: no hello in time")
+                .await;
+        }
+    };
+    let hello = match hello {
+        Ok(hello) => hello,
+        Err(error) => return session.malformed(&error).await,
+    };
+    if let Err(reason) = check_hello(receiver, &hello) {
+        warn!(%remote, from_region = %hello.from_region, %reason, "refusing replication peer");
+        return session
+            .goodbye(CLOSE_HANDSHAKE_REFUSED, &format!("handshake refused: {reason}"))
+            .await;
+    }
+    let peer = hello.from_region;
+    tracing::Span::current().record("peer", peer.as_str());
+    info!(%remote, peer = %peer, "replication peer connected");
+
+    let mut last_through: Option<u64> = None;
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return session.goodbye(CLOSE_NORMAL, "shutdown").await,
+            next = reader.next_frame() => next,
+        };
+        let batch = match next.map(|next| next.map(frame::expect_receiver_inbound)) {
+            Ok(Some(Ok(ReceiverInbound::Batch(batch)))) => batch,
+            Ok(Some(Ok(ReceiverInbound::Goodbye(goodbye)))) => {
+                info!(peer = %peer, reason = %goodbye.reason, "replication peer said goodbye");
+                return close(&connection, CLOSE_NORMAL, "goodbye");
+            }
+            Ok(Some(Err(error))) | Err(error @ (FrameError::TooLarge { .. }
+                | FrameError::Truncated { .. }
+                | FrameError::Undecodable(_)
+                | FrameError::Empty
+                | FrameError::Unexpected { .. })) => {
+                return session.malformed(&error).await;
+            }
+            Ok(None) => {
+                info!(peer = %peer, "replication peer disconnected: stream finished");
+                return close(&connection, CLOSE_NORMAL, "stream finished");
+            }
+            Err(FrameError::Io(error)) => {
+                let reason = connection
+                    .close_reason()
+                    .map_or_else(|| error_chain(&error), |reason| error_chain(&reason));
+                info!(peer = %peer, %reason, "replication peer disconnected");
+                return;
+            }
+        };
+        if let Some(last) = last_through
+            && batch.through_sequence <= last
+        {
+            let reason = format!(
+                "malformed replication frame: batch through_sequence {} does not increase past {last}",
+                batch.through_sequence
+            );
+            warn!(%remote, peer = %peer, %reason, "closing replication connection");
+            return session.goodbye(CLOSE_MALFORMED, &reason).await;
+        }
+        last_through = Some(batch.through_sequence);
+
+        let through_sequence = batch.through_sequence;
+        let applied = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return session.goodbye(CLOSE_NORMAL, "shutdown").await,
+            applied = apply(&receiver.node, &peer, batch) => applied,
+        };
+        let response = match applied {
+            Ok(response) => response,
+            Err(error) => {
+                let text = error_chain(&error);
+                warn!(peer = %peer, error = %text, "applying a replicated batch failed");
+                return session
+                    .goodbye(CLOSE_NODE_UNAVAILABLE, &format!("apply failed: {text}"))
+                    .await;
+            }
+        };
+        let ack = frame::frame(Frame::Ack(Ack {
+            through_sequence,
+            stored: response.stored,
+            duplicates: response.duplicates,
+        }));
+        if let Err(error) = session.send.write_all(&frame::encode(&ack)).await {
+            info!(peer = %peer, error = %error_chain(&error), "replication peer disconnected");
+            return;
+        }
+        debug!(
+            peer = %peer,
+            through_sequence,
+            stored = response.stored,
+            duplicates = response.duplicates,
+            "batch applied"
+        );
+    }
+}
+
+/// Applies a batch; an empty one (everything filtered by the sender) needs no call.
+async fn apply(
+    node: &NodeClient,
+    from_region: &str,
+    batch: Batch,
+) -> Result<ApplyResponse, ReplicatorError> {
+    if batch.records.is_empty() {
+        return Ok(ApplyResponse::default());
+    }
+    node.apply(from_region, batch.records).await
+}
+
+/// Why a Hello is refused, if it is.
+fn check_hello(receiver: &Receiver, hello: &Hello) -> Result<(), String> {
+    if hello.protocol_version != PROTOCOL_VERSION {
+        return Err(format!(
+            "protocol version {} is not supported (this replicator speaks {PROTOCOL_VERSION})",
+            hello.protocol_version
+        ));
+    }
+    if hello.to_region != receiver.local_region {
+        return Err(format!(
+            "this is region {:?}, not {:?}",
+            receiver.local_region, hello.to_region
+        ));
+    }
+    if !receiver.known_peers.contains(&hello.from_region) {
+        return Err(format!(
+            "{:?} is not another region of the topology",
+            hello.from_region
+        ));
+    }
+    Ok(())
+}
+
+/// The sending half of an accepted connection, for goodbyes.
+struct Session<'a> {
+    connection: &'a quinn::Connection,
+    send: &'a mut quinn::SendStream,
+    remote: SocketAddr,
+}
+
+impl Session<'_> {
+    async fn malformed(&mut self, error: &FrameError) {
+        let reason = error_chain(error);
+        warn!(remote = %self.remote, %reason, "closing replication connection");
+        self.goodbye(CLOSE_MALFORMED, &reason).await;
+    }
+
+    /// Sends Goodbye{reason}, gives it a moment to arrive, then closes.
+    async fn goodbye(&mut self, code: u32, reason: &str) {
+        let goodbye = frame::frame(Frame::Goodbye(Goodbye {
+            reason: reason.to_owned(),
+        }));
+        let delivered = async {
+            self.send.write_all(&frame::encode(&goodbye)).await.ok()?;
+            self.send.finish().ok()?;
+            self.send.stopped().await.ok()
+        };
+        let _ = tokio::time::timeout(GOODBYE_TIMEOUT, delivered).await;
+        close(self.connection, code, reason);
+    }
+}
+
+fn close(connection: &quinn::Connection, code: u32, reason: &str) {
+    let mut end = reason.len().min(CLOSE_REASON_BYTES_MAX);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    connection.close(code.into(), &reason.as_bytes()[..end]);
+}

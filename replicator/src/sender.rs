@@ -1,0 +1,309 @@
+//! The sending side: one task per peer region.
+//!
+//! A *session* reads the checkpoint the local node persisted for the peer,
+//! dials the peer's replicator, says Hello, opens the node's tail after the
+//! checkpoint and then moves bytes for [`SenderCore`]: tail batches in
+//! (filtered by [`RecordFilter`]), Batch frames out, Acks in, checkpoints to
+//! the node. Any failure ends the session; the link logs it (at WARN once per
+//! outage, at DEBUG while it lasts) and starts a new session after an
+//! exponential back-off. Resending after a reconnect is harmless because the
+//! receiving node deduplicates.
+
+use crate::core::{AckOutcome, RecordFilter, SenderCore, SenderLimits, Verdict};
+use crate::error::{ReplicatorError, error_chain};
+use crate::frame::{self, FrameReader, SenderInbound};
+use crate::node_client::{NodeClient, TailLimits};
+use crate::tls;
+use backon::BackoffBuilder;
+use meridian_proto::meridian::v1::replication_frame::Frame;
+use meridian_proto::meridian::v1::{Hello, TailBatch};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// The replication protocol version this replicator speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Deadline of the QUIC handshake with a peer.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a link shows to the progress reporter.
+#[derive(Debug, Default)]
+pub(crate) struct LinkStatus {
+    acked_through: AtomicU64,
+    connected: AtomicBool,
+}
+
+impl LinkStatus {
+    pub(crate) fn acked_through(&self) -> u64 {
+        self.acked_through.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+}
+
+/// Everything one link needs; owned by its task.
+pub(crate) struct Link {
+    pub(crate) local_region: String,
+    pub(crate) peer: String,
+    pub(crate) peer_address: SocketAddr,
+    pub(crate) peer_data_dir: PathBuf,
+    pub(crate) endpoint: quinn::Endpoint,
+    pub(crate) node: NodeClient,
+    pub(crate) filter: RecordFilter,
+    pub(crate) limits: SenderLimits,
+    pub(crate) status: Arc<LinkStatus>,
+}
+
+/// Runs the link until `shutdown`: sessions, each retried with back-off.
+pub(crate) async fn run_link(mut link: Link, shutdown: CancellationToken) {
+    let mut core = SenderCore::new(0, link.limits);
+    let mut backoff = new_backoff();
+    let mut last_failure: Option<String> = None;
+    loop {
+        let mut connected = false;
+        let result = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            result = run_session(&mut link, &mut core, &mut connected) => result,
+        };
+        link.status.connected.store(false, Ordering::Relaxed);
+        let error = match result {
+            Ok(never) => match never {},
+            Err(error) => error,
+        };
+        let text = error_chain(&error);
+        if connected {
+            info!(
+                peer = %link.peer,
+                address = %link.peer_address,
+                error = %text,
+                "replication link disconnected"
+            );
+            backoff = new_backoff();
+            last_failure = None;
+        }
+        if last_failure.as_deref() == Some(text.as_str()) {
+            debug!(peer = %link.peer, error = %text, "replication link still failing");
+        } else {
+            warn!(
+                peer = %link.peer,
+                address = %link.peer_address,
+                error = %text,
+                "replication link failed; retrying with back-off"
+            );
+            last_failure = Some(text);
+        }
+        let delay = backoff.next().unwrap_or(BACKOFF_MAX);
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+    debug!(peer = %link.peer, "replication link stopped");
+}
+
+fn new_backoff() -> backon::ExponentialBackoff {
+    backon::ExponentialBuilder::new()
+        .with_min_delay(BACKOFF_MIN)
+        .with_max_delay(BACKOFF_MAX)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// Uninhabited: a session only ends with an error (shutdown drops it).
+enum Never {}
+
+/// One connection's worth of replication. Sets `connected` once the peer
+/// link is up, so that the caller can tell an outage from a failed retry.
+async fn run_session(
+    link: &mut Link,
+    core: &mut SenderCore,
+    connected: &mut bool,
+) -> Result<Never, ReplicatorError> {
+    let peer = link.peer.clone();
+    let address = link.peer_address;
+    let checkpoint = link.node.get_checkpoint(&peer).await?;
+    let resume_after = core.resume(checkpoint);
+    link.status.acked_through.store(checkpoint, Ordering::Relaxed);
+
+    let client_config = tls::client_config(&peer, &link.peer_data_dir)?;
+    let connection_error = |source| ReplicatorError::Connection {
+        peer: peer.clone(),
+        address,
+        source,
+    };
+    let connecting = link
+        .endpoint
+        .connect_with(client_config, address, &tls::server_name(&peer))
+        .map_err(|source| ReplicatorError::Connect {
+            peer: peer.clone(),
+            address,
+            source,
+        })?;
+    let connection = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
+        Ok(result) => result.map_err(connection_error)?,
+        Err(_elapsed) => return Err(connection_error(quinn::ConnectionError::TimedOut)),
+    };
+    // Dropping the connection on any exit closes it.
+    let (mut send, receive) = connection.open_bi().await.map_err(connection_error)?;
+    let write_error = |source| ReplicatorError::Write {
+        peer: peer.clone(),
+        address,
+        source,
+    };
+    let hello = frame::frame(Frame::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        from_region: link.local_region.clone(),
+        to_region: peer.clone(),
+    }));
+    send.write_all(&frame::encode(&hello))
+        .await
+        .map_err(write_error)?;
+
+    let tail_limits = TailLimits {
+        records_max: u32::try_from(link.limits.batch_records_max).unwrap_or(u32::MAX),
+        bytes_max: u32::try_from(link.limits.batch_bytes_max).unwrap_or(u32::MAX),
+    };
+    let mut tail = link.node.tail(resume_after, tail_limits).await?;
+    *connected = true;
+    link.status.connected.store(true, Ordering::Relaxed);
+    info!(
+        peer = %peer,
+        address = %address,
+        resume_after,
+        "replication link connected"
+    );
+
+    let mut reader = FrameReader::new(receive);
+    loop {
+        tokio::select! {
+            inbound = reader.next_frame() => {
+                let inbound = match inbound {
+                    Ok(Some(inbound)) => frame::expect_sender_inbound(inbound),
+                    Ok(None) | Err(frame::FrameError::Io(_)) => {
+                        return Err(match connection.close_reason() {
+                            Some(reason) => connection_error(reason),
+                            None => ReplicatorError::PeerClosedStream { peer, address },
+                        });
+                    }
+                    Err(error) => Err(error),
+                };
+                match inbound {
+                    Ok(SenderInbound::Ack(ack)) => {
+                        handle_ack(link, core, ack.through_sequence).await?;
+                        debug!(
+                            through_sequence = ack.through_sequence,
+                            stored = ack.stored,
+                            duplicates = ack.duplicates,
+                            "batch acknowledged"
+                        );
+                    }
+                    Ok(SenderInbound::Goodbye(goodbye)) => {
+                        return Err(ReplicatorError::PeerGoodbye {
+                            peer,
+                            address,
+                            reason: goodbye.reason,
+                        });
+                    }
+                    Err(source) => {
+                        connection.close(2u32.into(), b"malformed replication frame");
+                        return Err(ReplicatorError::Frame { peer, address, source });
+                    }
+                }
+            }
+            tail_batch = tail.next(), if core.wants_tail() => {
+                let tail_batch = match tail_batch {
+                    Some(Ok(tail_batch)) => tail_batch,
+                    Some(Err(source)) => {
+                        return Err(ReplicatorError::NodeCall {
+                            address: link.node.address(),
+                            call: "Tail",
+                            source,
+                        });
+                    }
+                    None => return Err(ReplicatorError::TailEnded { address: link.node.address() }),
+                };
+                let through = tail_batch.through_sequence;
+                let kept = select_records(&mut link.filter, &peer, tail_batch);
+                core.push_tail(kept, through)
+                    .map_err(|source| ReplicatorError::Protocol { peer: peer.clone(), source })?;
+            }
+        }
+        while let Some(batch) = core.poll_transmit() {
+            let encoded = frame::encode(&frame::frame(Frame::Batch(batch)));
+            send.write_all(&encoded).await.map_err(write_error)?;
+        }
+    }
+}
+
+/// Applies an ack to the core and persists the checkpoint it yields.
+async fn handle_ack(
+    link: &Link,
+    core: &mut SenderCore,
+    through: u64,
+) -> Result<(), ReplicatorError> {
+    let outcome = core
+        .on_ack(through)
+        .map_err(|source| ReplicatorError::Protocol {
+            peer: link.peer.clone(),
+            source,
+        })?;
+    if let AckOutcome::Advanced { acked_through } = outcome {
+        link.status
+            .acked_through
+            .store(acked_through, Ordering::Relaxed);
+    }
+    if let Some(checkpoint) = core.checkpoint_to_persist() {
+        link.node.put_checkpoint(&link.peer, checkpoint).await?;
+        core.on_persisted(checkpoint);
+    }
+    Ok(())
+}
+
+/// The records of a tail batch that go to the peer, by topic policy.
+fn select_records(
+    filter: &mut RecordFilter,
+    peer: &str,
+    tail_batch: TailBatch,
+) -> Vec<meridian_proto::meridian::v1::Record> {
+    tail_batch
+        .records
+        .into_iter()
+        .filter(|record| match filter.verdict(record) {
+            Verdict::Send => true,
+            Verdict::NotForPeer | Verdict::NotAMessage => false,
+            Verdict::UnknownTopic { first_time } => {
+                if first_time {
+                    let topic = record.message.as_ref().map_or("", |message| &message.topic);
+                    warn!(
+                        peer,
+                        topic,
+                        "skipping records of a topic that is not in the topology"
+                    );
+                }
+                false
+            }
+            Verdict::ForeignOrigin => {
+                debug!(
+                    sequence = record.sequence,
+                    origin = %record.origin_region,
+                    "skipping a record of another origin (forwarding is not supported yet)"
+                );
+                false
+            }
+        })
+        .collect()
+}

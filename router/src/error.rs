@@ -1,0 +1,130 @@
+//! The router's one error type, and its translation to a RocketMQ body status.
+//!
+//! Business failures (a missing client id, an unknown topic, no region up)
+//! reach clients as `Status {code, message}` inside a gRPC-OK response, as the
+//! reference proxy does; [`RouterError::to_status`] is the only place that
+//! picks those codes. Startup and serving failures end [`crate::run`] instead.
+
+use meridian_proto::client_settings;
+use meridian_proto::rocketmq::v2::{Code, Status};
+use meridian_topology::TopologyError;
+use std::net::SocketAddr;
+
+/// Everything that can go wrong in the router.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    /// The request has no `x-mq-client-id` header, or a blank one.
+    #[error("identify client: the x-mq-client-id header is missing or blank")]
+    ClientIdRequired,
+
+    /// The request names no topic (or a blank one).
+    #[error("resolve topic for {rpc}: the request names no topic")]
+    TopicMissing { rpc: &'static str },
+
+    /// The topology defines no such topic.
+    #[error("resolve topic {topic:?} for {rpc}: the topology defines no such topic")]
+    TopicNotFound { rpc: &'static str, topic: String },
+
+    /// Every region the router could send the client to is down.
+    #[error(
+        "choose a region for topic {topic:?}: no region is up; regions {} are down",
+        .regions.join(", ")
+    )]
+    NoRegionUp { topic: String, regions: Vec<String> },
+
+    /// The RPC is served by the nodes, not by the router.
+    #[error(
+        "serve {rpc}: the router only serves routes; send {rpc} to the node endpoints \
+         returned by QueryRoute"
+    )]
+    NotImplemented { rpc: &'static str },
+
+    /// `run` was asked to serve a region the topology does not define.
+    #[error("start the router of region {region:?}")]
+    UnknownRegion {
+        region: String,
+        #[source]
+        source: TopologyError,
+    },
+
+    /// A region's admin address does not make a valid gRPC endpoint.
+    #[error("build the health probe endpoint of region {region:?} at {address}")]
+    ProbeEndpoint {
+        region: String,
+        address: SocketAddr,
+        #[source]
+        source: tonic::transport::Error,
+    },
+
+    /// The gRPC server failed.
+    #[error("serve the RocketMQ API")]
+    Serve(#[source] tonic::transport::Error),
+}
+
+impl RouterError {
+    /// The body status a client receives for this error. The one place that
+    /// maps router errors to RocketMQ codes.
+    pub fn to_status(&self) -> Status {
+        let code = match self {
+            RouterError::ClientIdRequired => Code::ClientIdRequired,
+            RouterError::TopicMissing { .. } => Code::IllegalTopic,
+            RouterError::TopicNotFound { .. } => Code::TopicNotFound,
+            RouterError::NoRegionUp { .. } => Code::HaNotAvailable,
+            RouterError::NotImplemented { .. } => Code::NotImplemented,
+            RouterError::UnknownRegion { .. }
+            | RouterError::ProbeEndpoint { .. }
+            | RouterError::Serve(_) => Code::InternalError,
+        };
+        client_settings::status(code, self.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn business_errors_map_to_their_codes() {
+        let cases = [
+            (RouterError::ClientIdRequired, Code::ClientIdRequired),
+            (
+                RouterError::TopicMissing { rpc: "QueryRoute" },
+                Code::IllegalTopic,
+            ),
+            (
+                RouterError::TopicNotFound {
+                    rpc: "QueryRoute",
+                    topic: "t".to_owned(),
+                },
+                Code::TopicNotFound,
+            ),
+            (
+                RouterError::NoRegionUp {
+                    topic: "t".to_owned(),
+                    regions: vec!["a".to_owned()],
+                },
+                Code::HaNotAvailable,
+            ),
+            (
+                RouterError::NotImplemented { rpc: "SendMessage" },
+                Code::NotImplemented,
+            ),
+        ];
+        for (error, code) in cases {
+            assert_eq!(error.to_status().code, code as i32, "{error}");
+        }
+    }
+
+    #[test]
+    fn no_region_up_names_the_regions() {
+        let error = RouterError::NoRegionUp {
+            topic: "orders".to_owned(),
+            regions: vec!["eu-west".to_owned(), "us-east".to_owned()],
+        };
+        assert_eq!(
+            error.to_status().message,
+            "choose a region for topic \"orders\": no region is up; \
+             regions eu-west, us-east are down"
+        );
+    }
+}
