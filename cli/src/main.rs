@@ -19,7 +19,11 @@ use tokio_util::sync::CancellationToken;
 const EXIT_INVALID_TOPOLOGY: u8 = 2;
 
 #[derive(Parser)]
-#[command(name = "meridian", version, about = "Geo-replicated message queue, RocketMQ 5 compatible")]
+#[command(
+    name = "meridian",
+    version,
+    about = "Geo-replicated message queue, RocketMQ 5 compatible"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -62,7 +66,10 @@ struct RoleArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: failed to start the async runtime: {error}");
@@ -164,7 +171,10 @@ fn shutdown_on_signals() -> anyhow::Result<CancellationToken> {
     Ok(token)
 }
 
-async fn bind_tcp(address: std::net::SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+async fn bind_tcp(
+    address: std::net::SocketAddr,
+    what: &str,
+) -> anyhow::Result<tokio::net::TcpListener> {
     use anyhow::Context as _;
     tokio::net::TcpListener::bind(address)
         .await

@@ -23,10 +23,17 @@ pub struct ChildProcess {
 impl ChildProcess {
     /// Starts the child with stderr (its log) appended to `log_path`, and waits
     /// for its readiness line on stdout.
-    pub async fn start(role: &'static str, region: &str, topology: &Path, log_path: PathBuf) -> anyhow::Result<Self> {
-        let executable = std::env::current_exe().context("failed to find the meridian executable")?;
+    pub async fn start(
+        role: &'static str,
+        region: &str,
+        topology: &Path,
+        log_path: PathBuf,
+    ) -> anyhow::Result<Self> {
+        let executable =
+            std::env::current_exe().context("failed to find the meridian executable")?;
         if let Some(parent) = log_path.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("failed to create {}", parent.display()))?;
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("failed to create {}", parent.display()))?;
         }
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -45,7 +52,10 @@ impl ChildProcess {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("failed to start the {role} of {region}"))?;
-        let stdout = child.stdout.take().context("child stdout was not captured")?;
+        let stdout = child
+            .stdout
+            .take()
+            .context("child stdout was not captured")?;
         let mut lines = BufReader::new(stdout).lines();
         let expected = format!("MERIDIAN_READY role={role} region={region}");
         let waited = tokio::time::timeout(READY_TIMEOUT, async {
@@ -60,9 +70,15 @@ impl ChildProcess {
         match waited {
             Ok(Ok(true)) => {}
             Ok(Ok(false)) | Ok(Err(_)) => {
-                bail!("the {role} of {region} exited before it was ready; see {}", log_path.display())
+                bail!(
+                    "the {role} of {region} exited before it was ready; see {}",
+                    log_path.display()
+                )
             }
-            Err(_) => bail!("the {role} of {region} was not ready after {READY_TIMEOUT:?}; see {}", log_path.display()),
+            Err(_) => bail!(
+                "the {role} of {region} was not ready after {READY_TIMEOUT:?}; see {}",
+                log_path.display()
+            ),
         }
         // Keep draining stdout so the child never blocks on a full pipe.
         let mut sink = tokio::io::sink();
@@ -71,7 +87,12 @@ impl ChildProcess {
                 let _ = sink.write_all(line.as_bytes()).await;
             }
         });
-        Ok(Self { role, region: region.to_owned(), log_path, child })
+        Ok(Self {
+            role,
+            region: region.to_owned(),
+            log_path,
+            child,
+        })
     }
 
     /// Waits until the child exits; returns a description of how.
@@ -88,12 +109,19 @@ impl ChildProcess {
             return;
         }
         if let Some(pid) = self.child.id().and_then(|pid| i32::try_from(pid).ok()) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
         match tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await {
             Ok(Ok(status)) if status.success() => {}
-            Ok(Ok(status)) => tracing::warn!(role = self.role, region = %self.region, %status, "stopped with an error"),
-            Ok(Err(error)) => tracing::warn!(role = self.role, region = %self.region, %error, "could not wait for child"),
+            Ok(Ok(status)) => {
+                tracing::warn!(role = self.role, region = %self.region, %status, "stopped with an error")
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(role = self.role, region = %self.region, %error, "could not wait for child")
+            }
             Err(_) => {
                 tracing::warn!(role = self.role, region = %self.region, "did not stop in time; killing it");
                 let _ = self.child.kill().await;

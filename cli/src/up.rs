@@ -25,11 +25,16 @@ pub async fn run(topology_file: Option<PathBuf>, demo_data_dir: PathBuf) -> anyh
         stop_all(&mut children).await;
         return Err(error);
     }
-    println!("Meridian is up ({} regions, topology {}).", topology.regions.len(), path.display());
+    println!(
+        "Meridian is up ({} regions, topology {}).",
+        topology.regions.len(),
+        path.display()
+    );
     print!("{}", endpoint_table(&topology));
     println!("Logs: <data_dir>/logs/<role>.log per region. Press Ctrl-C to stop.");
 
-    let (exit_sender, mut exits) = tokio::sync::mpsc::channel::<(usize, String)>(children.len().max(1));
+    let (exit_sender, mut exits) =
+        tokio::sync::mpsc::channel::<(usize, String)>(children.len().max(1));
     let mut watched: Vec<Watched> = Vec::new();
     for (index, mut child) in children.drain(..).enumerate() {
         let sender = exit_sender.clone();
@@ -88,7 +93,11 @@ struct Watched {
     watcher: tokio::task::JoinHandle<()>,
 }
 
-async fn start_all(topology: &Topology, path: &Path, children: &mut Vec<ChildProcess>) -> anyhow::Result<()> {
+async fn start_all(
+    topology: &Topology,
+    path: &Path,
+    children: &mut Vec<ChildProcess>,
+) -> anyhow::Result<()> {
     for role in ["node", "replicator", "router"] {
         let mut starting = tokio::task::JoinSet::new();
         for (name, region) in &topology.regions {
@@ -111,8 +120,10 @@ async fn stop_all(children: &mut [ChildProcess]) {
 
 /// Writes the built-in demo topology under `data_dir` and returns its path.
 fn write_demo(data_dir: &Path) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("failed to create {}", data_dir.display()))?;
-    let root = std::fs::canonicalize(data_dir).with_context(|| format!("failed to resolve {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("failed to create {}", data_dir.display()))?;
+    let root = std::fs::canonicalize(data_dir)
+        .with_context(|| format!("failed to resolve {}", data_dir.display()))?;
     let path = root.join("demo-topology.toml");
     let text = format!(
         "# The built-in demo topology, written by `meridian up`.\n{}",
@@ -128,7 +139,12 @@ pub fn endpoint_table(topology: &Topology) -> String {
     let _ = writeln!(
         table,
         "{:<12} {:<8} {:<22} {:<22} {:<22} {:<22} data",
-        "region", "site", "router (RocketMQ)", "node (RocketMQ)", "admin (internal)", "replicator (QUIC)"
+        "region",
+        "site",
+        "router (RocketMQ)",
+        "node (RocketMQ)",
+        "admin (internal)",
+        "replicator (QUIC)"
     );
     for (name, region) in &topology.regions {
         let _ = writeln!(

@@ -133,8 +133,14 @@ mod tests {
 
     #[test]
     fn codes_unknown_to_the_rust_client_are_downgraded() {
-        assert_eq!(status(Code::MessageBodyEmpty, "empty").code, Code::BadRequest as i32);
-        assert_eq!(status(Code::TopicNotFound, "t").code, Code::TopicNotFound as i32);
+        assert_eq!(
+            status(Code::MessageBodyEmpty, "empty").code,
+            Code::BadRequest as i32
+        );
+        assert_eq!(
+            status(Code::TopicNotFound, "t").code,
+            Code::TopicNotFound as i32
+        );
     }
 
     #[test]

@@ -51,7 +51,13 @@ impl CommitLog {
     ) -> Result<Self, StorageError> {
         let (requests, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let (sequence_sender, last_sequence) = watch::channel(store.last_sequence()?);
-        tracker.spawn(writer(store, local_region, receiver, sequence_sender, shutdown));
+        tracker.spawn(writer(
+            store,
+            local_region,
+            receiver,
+            sequence_sender,
+            shutdown,
+        ));
         Ok(Self {
             requests,
             last_sequence,

@@ -23,15 +23,29 @@ pub enum NodeError {
     #[error("message body of {size} bytes exceeds the limit of {limit} bytes")]
     BodyTooLarge { size: usize, limit: usize },
     #[error("topic `{topic}` does not accept {message_type} messages")]
-    MessageTypeNotAccepted { topic: String, message_type: &'static str },
+    MessageTypeNotAccepted {
+        topic: String,
+        message_type: &'static str,
+    },
     #[error("{message_type} messages are not supported yet")]
     MessageTypeUnsupported { message_type: &'static str },
     #[error("delivery time {delivery_ms} ms is invalid: {reason}")]
-    IllegalDeliveryTime { delivery_ms: i64, reason: &'static str },
+    IllegalDeliveryTime {
+        delivery_ms: i64,
+        reason: &'static str,
+    },
     #[error("queue {queue_id} does not exist in topic `{topic}` ({queues} queues)")]
-    IllegalQueue { topic: String, queue_id: i32, queues: u16 },
+    IllegalQueue {
+        topic: String,
+        queue_id: i32,
+        queues: u16,
+    },
     #[error("invisible duration of {millis} ms is outside {min_ms}..={max_ms} ms")]
-    IllegalInvisibleTime { millis: i64, min_ms: i64, max_ms: i64 },
+    IllegalInvisibleTime {
+        millis: i64,
+        min_ms: i64,
+        max_ms: i64,
+    },
     #[error("long polling time is too short: {remaining_ms} ms left before the call's deadline")]
     IllegalPollingTime { remaining_ms: i64 },
     #[error(transparent)]
@@ -50,7 +64,9 @@ pub enum NodeError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Topology(#[from] meridian_topology::TopologyError),
-    #[error("data directory {path} is locked by another process (is another node of this region running?)")]
+    #[error(
+        "data directory {path} is locked by another process (is another node of this region running?)"
+    )]
     Locked { path: PathBuf },
     #[error("failed to prepare data directory {path}")]
     DataDir {
@@ -86,7 +102,9 @@ impl NodeError {
             Self::Filter(FilterError::Invalid { .. }) => Code::IllegalFilterExpression,
             Self::Filter(FilterError::SqlUnsupported { .. }) => Code::Unsupported,
             Self::MalformedHandle(_) | Self::ForeignHandle { .. } => Code::InvalidReceiptHandle,
-            Self::Consumer(ConsumerError::InvalidReceiptHandle { .. }) => Code::InvalidReceiptHandle,
+            Self::Consumer(ConsumerError::InvalidReceiptHandle { .. }) => {
+                Code::InvalidReceiptHandle
+            }
             Self::InvalidRecord { .. } => Code::BadRequest,
             Self::Consumer(ConsumerError::Storage(_))
             | Self::Commit(_)

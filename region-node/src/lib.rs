@@ -51,16 +51,24 @@ impl Node {
     pub fn open(topology: Topology, region: &str) -> Result<Self, NodeError> {
         let config = topology.region(region)?;
         let directory = config.data_dir.join("node");
-        std::fs::create_dir_all(&directory).map_err(|source| NodeError::DataDir { path: directory.clone(), source })?;
+        std::fs::create_dir_all(&directory).map_err(|source| NodeError::DataDir {
+            path: directory.clone(),
+            source,
+        })?;
         let lock_path = directory.join("LOCK");
         let lock = File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|source| NodeError::DataDir { path: lock_path.clone(), source })?;
+            .map_err(|source| NodeError::DataDir {
+                path: lock_path.clone(),
+                source,
+            })?;
         if lock.try_lock().is_err() {
-            return Err(NodeError::Locked { path: config.data_dir.clone() });
+            return Err(NodeError::Locked {
+                path: config.data_dir.clone(),
+            });
         }
         let store = Arc::new(RocksStore::open(&directory.join("db"), config.flush)?);
         tracing::info!(region, data_dir = %config.data_dir.display(), flush = ?config.flush, "node storage open");
@@ -81,15 +89,27 @@ impl Node {
         admin_listener: TcpListener,
         shutdown: CancellationToken,
     ) -> Result<(), NodeError> {
-        let node_address = node_listener.local_addr().map_err(|source| NodeError::DataDir {
-            path: PathBuf::from("node listener"),
-            source,
-        })?;
-        let admin_address = admin_listener.local_addr().map_or_else(|_| "admin".to_owned(), |address| address.to_string());
+        let node_address = node_listener
+            .local_addr()
+            .map_err(|source| NodeError::DataDir {
+                path: PathBuf::from("node listener"),
+                source,
+            })?;
+        let admin_address = admin_listener
+            .local_addr()
+            .map_or_else(|_| "admin".to_owned(), |address| address.to_string());
         let tasks = TaskTracker::new();
         let writer_shutdown = CancellationToken::new();
-        let commit = CommitLog::start(self.store.clone(), self.region.clone(), &tasks, writer_shutdown.clone())?;
-        let consumers = Arc::new(ConsumerEngine::load(self.store.clone(), self.region.clone())?);
+        let commit = CommitLog::start(
+            self.store.clone(),
+            self.region.clone(),
+            &tasks,
+            writer_shutdown.clone(),
+        )?;
+        let consumers = Arc::new(ConsumerEngine::load(
+            self.store.clone(),
+            self.region.clone(),
+        )?);
         let context = Arc::new(NodeContext {
             region: self.region.clone(),
             topology: self.topology.clone(),
@@ -101,18 +121,25 @@ impl Node {
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
         });
-        let messaging = MessagingServiceServer::new(grpc::messaging::Messaging::new(context.clone()))
-            .max_decoding_message_size(GRPC_MAX_DECODE_BYTES)
-            .max_encoding_message_size(GRPC_MAX_DECODE_BYTES);
+        let messaging =
+            MessagingServiceServer::new(grpc::messaging::Messaging::new(context.clone()))
+                .max_decoding_message_size(GRPC_MAX_DECODE_BYTES)
+                .max_encoding_message_size(GRPC_MAX_DECODE_BYTES);
         let internal = NodeServiceServer::new(grpc::internal::Internal::new(context.clone()))
             .max_decoding_message_size(64 * 1024 * 1024)
             .max_encoding_message_size(64 * 1024 * 1024);
         let client_server = tonic::transport::Server::builder()
             .add_service(messaging)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(node_listener), shutdown.clone().cancelled_owned());
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(node_listener),
+                shutdown.clone().cancelled_owned(),
+            );
         let admin_server = tonic::transport::Server::builder()
             .add_service(internal)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(admin_listener), shutdown.clone().cancelled_owned());
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(admin_listener),
+                shutdown.clone().cancelled_owned(),
+            );
         tracing::info!(region = %self.region, node = %node_address, admin = %admin_address, "node serving");
         let (client_result, admin_result) = tokio::join!(client_server, admin_server);
         drop(context);
@@ -120,8 +147,14 @@ impl Node {
         tasks.close();
         tasks.wait().await;
         tracing::info!(region = %self.region, "node stopped");
-        client_result.map_err(|source| NodeError::Serve { address: node_address.to_string(), source })?;
-        admin_result.map_err(|source| NodeError::Serve { address: admin_address, source })?;
+        client_result.map_err(|source| NodeError::Serve {
+            address: node_address.to_string(),
+            source,
+        })?;
+        admin_result.map_err(|source| NodeError::Serve {
+            address: admin_address,
+            source,
+        })?;
         Ok(())
     }
 }

@@ -100,8 +100,14 @@ pub struct SenderCore {
 impl SenderCore {
     /// A link starting from the persisted `checkpoint`.
     pub fn new(checkpoint: u64, limits: SenderLimits) -> Self {
-        assert!(limits.window_batches > 0, "a window holds at least one batch");
-        assert!(limits.batch_records_max > 0, "a batch holds at least one record");
+        assert!(
+            limits.window_batches > 0,
+            "a window holds at least one batch"
+        );
+        assert!(
+            limits.batch_records_max > 0,
+            "a batch holds at least one record"
+        );
         Self {
             limits,
             acked_through: checkpoint,
@@ -233,7 +239,11 @@ impl SenderCore {
         if !self.in_flight.contains(&through) {
             return Err(CoreError::AckNotBatchBoundary { through });
         }
-        while self.in_flight.front().is_some_and(|front| *front <= through) {
+        while self
+            .in_flight
+            .front()
+            .is_some_and(|front| *front <= through)
+        {
             self.in_flight.pop_front();
         }
         self.acked_through = through;
@@ -267,7 +277,9 @@ pub enum Verdict {
     NotForPeer,
     /// The topic is not in the topology; `first_time` is true once per topic,
     /// so the caller warns once rather than per record.
-    UnknownTopic { first_time: bool },
+    UnknownTopic {
+        first_time: bool,
+    },
     /// The record originated elsewhere (this version forwards nothing).
     ForeignOrigin,
     /// The record carries no message (a kind this version does not replicate).

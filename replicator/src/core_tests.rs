@@ -63,7 +63,8 @@ fn sends_in_order_up_to_the_window() {
 #[test]
 fn batch_covers_filtered_records_so_the_checkpoint_advances() {
     let mut core = SenderCore::new(5, limits(8));
-    core.push_tail(Vec::new(), 40).expect("everything filtered out");
+    core.push_tail(Vec::new(), 40)
+        .expect("everything filtered out");
     let sent = drain(&mut core);
     assert_eq!(sent.len(), 1);
     assert!(sent[0].records.is_empty());
@@ -96,7 +97,12 @@ fn splits_by_bytes_and_lets_a_large_record_travel_alone() {
             batch_bytes_max: 1000,
         },
     );
-    let tail = vec![record(1, 400), record(2, 400), record(3, 5000), record(4, 10)];
+    let tail = vec![
+        record(1, 400),
+        record(2, 400),
+        record(3, 5000),
+        record(4, 10),
+    ];
     core.push_tail(tail, 4).expect("valid");
     let sent = drain(&mut core);
     let sizes: Vec<usize> = sent.iter().map(|batch| batch.records.len()).collect();
@@ -110,7 +116,10 @@ fn refuses_a_record_too_large_for_a_frame() {
     let error = core
         .push_tail(vec![record(1, MAX_FRAME_BYTES)], 1)
         .expect_err("too large");
-    assert!(matches!(error, CoreError::RecordTooLarge { sequence: 1, .. }));
+    assert!(matches!(
+        error,
+        CoreError::RecordTooLarge { sequence: 1, .. }
+    ));
 }
 
 #[test]
@@ -180,7 +189,8 @@ fn resume_starts_over_from_the_persisted_checkpoint() {
     assert_eq!(core.resume(2), 2);
     assert_eq!(core.acked_through(), 2);
     assert_eq!(core.checkpoint_to_persist(), None);
-    core.push_tail(records(3..=4), 4).expect("resend from the persisted point");
+    core.push_tail(records(3..=4), 4)
+        .expect("resend from the persisted point");
 }
 
 #[test]
@@ -210,7 +220,10 @@ fn filter_follows_topic_policy_and_warns_once_per_unknown_topic() {
     let topic = |replicate_to: &[&str]| Topic {
         queues: 1,
         message_types: Vec::new(),
-        replicate_to: replicate_to.iter().map(|region| region.to_string()).collect(),
+        replicate_to: replicate_to
+            .iter()
+            .map(|region| region.to_string())
+            .collect(),
         consume_from: Default::default(),
     };
     let topics = BTreeMap::from([
@@ -320,7 +333,10 @@ fn simulate(seed: u64) {
                 if let Some(checkpoint) = core.checkpoint_to_persist()
                     && !random.chance(20)
                 {
-                    assert!(checkpoint > persisted, "seed {seed}: checkpoint went backwards");
+                    assert!(
+                        checkpoint > persisted,
+                        "seed {seed}: checkpoint went backwards"
+                    );
                     persisted = checkpoint;
                     core.on_persisted(checkpoint);
                     let missing = for_peer

@@ -12,7 +12,11 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicatorError {
     #[error("start replicator: region {region:?} is not in the topology")]
-    UnknownRegion { region: String },
+    UnknownRegion {
+        region: String,
+        #[source]
+        source: Box<meridian_topology::TopologyError>,
+    },
 
     #[error(
         "lock data directory: {path} is locked by another process (is another replicator of this region running?)"

@@ -132,7 +132,10 @@ impl Decoder for FrameCodec {
         decode(source)
     }
 
-    fn decode_eof(&mut self, source: &mut BytesMut) -> Result<Option<ReplicationFrame>, FrameError> {
+    fn decode_eof(
+        &mut self,
+        source: &mut BytesMut,
+    ) -> Result<Option<ReplicationFrame>, FrameError> {
         match decode(source)? {
             Some(frame) => Ok(Some(frame)),
             None if source.is_empty() => Ok(None),
@@ -144,7 +147,11 @@ impl Decoder for FrameCodec {
 impl Encoder<&ReplicationFrame> for FrameCodec {
     type Error = FrameError;
 
-    fn encode(&mut self, frame: &ReplicationFrame, target: &mut BytesMut) -> Result<(), FrameError> {
+    fn encode(
+        &mut self,
+        frame: &ReplicationFrame,
+        target: &mut BytesMut,
+    ) -> Result<(), FrameError> {
         encode_into(frame, target);
         Ok(())
     }

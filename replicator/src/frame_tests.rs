@@ -46,7 +46,9 @@ fn random_frame(random: &mut Random) -> ReplicationFrame {
         1 => {
             let count = random.below(6);
             Frame::Batch(Batch {
-                records: (0..count).map(|index| random_record(random, index + 1)).collect(),
+                records: (0..count)
+                    .map(|index| random_record(random, index + 1))
+                    .collect(),
                 through_sequence: random.next(),
             })
         }
@@ -67,7 +69,10 @@ fn round_trips_random_frames_fed_in_random_chunks() {
     for seed in 1..=200 {
         let mut random = Random::new(seed);
         let frames: Vec<ReplicationFrame> = (0..5).map(|_| random_frame(&mut random)).collect();
-        let wire: Vec<u8> = frames.iter().flat_map(|frame| encode(frame).to_vec()).collect();
+        let wire: Vec<u8> = frames
+            .iter()
+            .flat_map(|frame| encode(frame).to_vec())
+            .collect();
         assert_eq!(
             wire.len(),
             frames.iter().map(encoded_len).sum::<usize>(),
@@ -102,8 +107,16 @@ fn every_proper_prefix_is_incomplete_then_truncated_at_eof() {
     let wire = encode(&frame);
     for cut in 0..wire.len() {
         let mut buffer = BytesMut::from(&wire[..cut]);
-        assert!(decode(&mut buffer).expect("prefix is not an error").is_none());
-        assert_eq!(buffer.len(), cut, "nothing consumed from an incomplete frame");
+        assert!(
+            decode(&mut buffer)
+                .expect("prefix is not an error")
+                .is_none()
+        );
+        assert_eq!(
+            buffer.len(),
+            cut,
+            "nothing consumed from an incomplete frame"
+        );
         let result = FrameCodec.decode_eof(&mut buffer);
         if cut == 0 {
             assert!(result.expect("empty input is a clean end").is_none());
@@ -143,7 +156,10 @@ fn refuses_lengths_over_the_limit_before_the_body_arrives() {
 
     let just_over = u32::try_from(MAX_FRAME_BYTES + 1).expect("fits in u32");
     let mut buffer = BytesMut::from(&just_over.to_be_bytes()[..]);
-    assert!(matches!(decode(&mut buffer), Err(FrameError::TooLarge { .. })));
+    assert!(matches!(
+        decode(&mut buffer),
+        Err(FrameError::TooLarge { .. })
+    ));
 
     // The limit itself is allowed: the decoder waits for the body.
     let at_limit = u32::try_from(MAX_FRAME_BYTES).expect("fits in u32");
@@ -155,7 +171,10 @@ fn refuses_lengths_over_the_limit_before_the_body_arrives() {
 fn zero_length_frame_is_empty() {
     let mut buffer = BytesMut::from(&[0u8, 0, 0, 0][..]);
     assert!(matches!(decode(&mut buffer), Err(FrameError::Empty)));
-    assert_eq!(encode(&ReplicationFrame { frame: None }).as_ref(), &[0, 0, 0, 0]);
+    assert_eq!(
+        encode(&ReplicationFrame { frame: None }).as_ref(),
+        &[0, 0, 0, 0]
+    );
 }
 
 #[test]

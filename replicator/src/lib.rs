@@ -76,10 +76,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ReplicatorError> {
     let local = topology
-        .regions
-        .get(&region)
-        .ok_or_else(|| ReplicatorError::UnknownRegion {
+        .region(&region)
+        .map_err(|source| ReplicatorError::UnknownRegion {
             region: region.clone(),
+            source: Box::new(source),
         })?;
     let _lock = lock_data_dir(&local.data_dir)?;
     let identity = tls::load_or_generate(&region, &local.data_dir)?;
@@ -104,10 +104,9 @@ pub async fn run(
     let node = NodeClient::connect_lazy(local.admin)?;
 
     let peers: Vec<String> = topology
-        .regions
-        .keys()
-        .filter(|name| **name != region)
-        .cloned()
+        .peers(&region)
+        .into_iter()
+        .map(str::to_owned)
         .collect();
     let tasks_shutdown = shutdown.child_token();
     let mut tasks = JoinSet::new();
@@ -188,7 +187,8 @@ async fn report_progress(
     links: Vec<(String, Arc<LinkStatus>)>,
     shutdown: CancellationToken,
 ) {
-    let mut interval = tokio::time::interval(PROGRESS_INTERVAL);
+    let first_tick = tokio::time::Instant::now() + PROGRESS_INTERVAL;
+    let mut interval = tokio::time::interval_at(first_tick, PROGRESS_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -276,9 +276,7 @@ mod tests {
         let error = lock_data_dir(data_dir.path()).expect_err("already locked");
         assert!(matches!(error, ReplicatorError::Locked { .. }));
         assert!(
-            error
-                .to_string()
-                .contains("is locked by another process"),
+            error.to_string().contains("is locked by another process"),
             "{error}"
         );
         drop(first);

@@ -117,7 +117,11 @@ async fn serve_connection(
             return;
         }
         Err(_elapsed) => {
-            return close(&connection, CLOSE_HANDSHAKE_REFUSED, "no stream opened in time");
+            return close(
+                &connection,
+                CLOSE_HANDSHAKE_REFUSED,
+                "no stream opened in time",
+            );
         }
     };
     let mut reader = FrameReader::new(receive);
@@ -138,7 +142,10 @@ async fn serve_connection(
         Ok(Err(error)) => Err(error),
         Err(_elapsed) => {
             return session
-                .goodbye(CLOSE_HANDSHAKE_REFUSED, "handshake refused: no hello in time")
+                .goodbye(
+                    CLOSE_HANDSHAKE_REFUSED,
+                    "handshake refused: no hello in time",
+                )
                 .await;
         }
     };
@@ -149,7 +156,10 @@ async fn serve_connection(
     if let Err(reason) = check_hello(receiver, &hello) {
         warn!(%remote, from_region = %hello.from_region, %reason, "refusing replication peer");
         return session
-            .goodbye(CLOSE_HANDSHAKE_REFUSED, &format!("handshake refused: {reason}"))
+            .goodbye(
+                CLOSE_HANDSHAKE_REFUSED,
+                &format!("handshake refused: {reason}"),
+            )
             .await;
     }
     let peer = hello.from_region;
@@ -169,11 +179,14 @@ async fn serve_connection(
                 info!(peer = %peer, reason = %goodbye.reason, "replication peer said goodbye");
                 return close(&connection, CLOSE_NORMAL, "goodbye");
             }
-            Ok(Some(Err(error))) | Err(error @ (FrameError::TooLarge { .. }
+            Ok(Some(Err(error)))
+            | Err(
+                error @ (FrameError::TooLarge { .. }
                 | FrameError::Truncated { .. }
                 | FrameError::Undecodable(_)
                 | FrameError::Empty
-                | FrameError::Unexpected { .. })) => {
+                | FrameError::Unexpected { .. }),
+            ) => {
                 return session.malformed(&error).await;
             }
             Ok(None) => {
@@ -299,7 +312,8 @@ impl Session<'_> {
     }
 }
 
-fn close(connection: &quinn::Connection, code: u32, reason: &str) {
+/// Closes `connection` with `code` and `reason` (cut to fit a close frame).
+pub(crate) fn close(connection: &quinn::Connection, code: u32, reason: &str) {
     let mut end = reason.len().min(CLOSE_REASON_BYTES_MAX);
     while !reason.is_char_boundary(end) {
         end -= 1;

@@ -11,8 +11,9 @@
 
 use crate::core::{AckOutcome, RecordFilter, SenderCore, SenderLimits, Verdict};
 use crate::error::{ReplicatorError, error_chain};
-use crate::frame::{self, FrameReader, SenderInbound};
+use crate::frame::{self, FrameError, FrameReader, SenderInbound};
 use crate::node_client::{NodeClient, TailLimits};
+use crate::receiver::CLOSE_MALFORMED;
 use crate::tls;
 use backon::BackoffBuilder;
 use meridian_proto::meridian::v1::replication_frame::Frame;
@@ -83,16 +84,16 @@ pub(crate) async fn run_link(mut link: Link, shutdown: CancellationToken) {
         };
         let text = error_chain(&error);
         if connected {
-            info!(
-                peer = %link.peer,
-                address = %link.peer_address,
-                error = %text,
-                "replication link disconnected"
-            );
+            // The end of a working link: one line, WARN unless the peer left in order.
+            let (peer, address) = (&link.peer, link.peer_address);
+            if is_orderly(&error) {
+                info!(%peer, %address, reason = %text, "replication link disconnected");
+            } else {
+                warn!(%peer, %address, error = %text, "replication link disconnected");
+            }
             backoff = new_backoff();
-            last_failure = None;
-        }
-        if last_failure.as_deref() == Some(text.as_str()) {
+            last_failure = Some(text);
+        } else if last_failure.as_deref() == Some(text.as_str()) {
             debug!(peer = %link.peer, error = %text, "replication link still failing");
         } else {
             warn!(
@@ -111,6 +112,18 @@ pub(crate) async fn run_link(mut link: Link, shutdown: CancellationToken) {
         }
     }
     debug!(peer = %link.peer, "replication link stopped");
+}
+
+/// True when the peer ended the link on purpose (shutdown), not through a fault.
+fn is_orderly(error: &ReplicatorError) -> bool {
+    match error {
+        ReplicatorError::PeerGoodbye { reason, .. } => reason == "shutdown",
+        ReplicatorError::Connection {
+            source: quinn::ConnectionError::ApplicationClosed(close),
+            ..
+        } => close.error_code == quinn::VarInt::from_u32(crate::receiver::CLOSE_NORMAL),
+        _ => false,
+    }
 }
 
 fn new_backoff() -> backon::ExponentialBackoff {
@@ -137,7 +150,9 @@ async fn run_session(
     let address = link.peer_address;
     let checkpoint = link.node.get_checkpoint(&peer).await?;
     let resume_after = core.resume(checkpoint);
-    link.status.acked_through.store(checkpoint, Ordering::Relaxed);
+    link.status
+        .acked_through
+        .store(checkpoint, Ordering::Relaxed);
 
     let client_config = tls::client_config(&peer, &link.peer_data_dir)?;
     let connection_error = |source| ReplicatorError::Connection {
@@ -157,13 +172,8 @@ async fn run_session(
         Ok(result) => result.map_err(connection_error)?,
         Err(_elapsed) => return Err(connection_error(quinn::ConnectionError::TimedOut)),
     };
-    // Dropping the connection on any exit closes it.
+    // From here on, dropping `connection` on any exit closes it.
     let (mut send, receive) = connection.open_bi().await.map_err(connection_error)?;
-    let write_error = |source| ReplicatorError::Write {
-        peer: peer.clone(),
-        address,
-        source,
-    };
     let hello = frame::frame(Frame::Hello(Hello {
         protocol_version: PROTOCOL_VERSION,
         from_region: link.local_region.clone(),
@@ -171,33 +181,62 @@ async fn run_session(
     }));
     send.write_all(&frame::encode(&hello))
         .await
-        .map_err(write_error)?;
+        .map_err(|source| ReplicatorError::Write {
+            peer: peer.clone(),
+            address,
+            source,
+        })?;
 
     let tail_limits = TailLimits {
         records_max: u32::try_from(link.limits.batch_records_max).unwrap_or(u32::MAX),
         bytes_max: u32::try_from(link.limits.batch_bytes_max).unwrap_or(u32::MAX),
     };
-    let mut tail = link.node.tail(resume_after, tail_limits).await?;
+    let tail = link.node.tail(resume_after, tail_limits).await?;
     *connected = true;
     link.status.connected.store(true, Ordering::Relaxed);
-    info!(
-        peer = %peer,
-        address = %address,
-        resume_after,
-        "replication link connected"
-    );
+    info!(%peer, %address, resume_after, "replication link connected");
 
-    let mut reader = FrameReader::new(receive);
+    let streams = Streams {
+        connection: &connection,
+        send,
+        reader: FrameReader::new(receive),
+        tail,
+    };
+    let error = match exchange(link, core, streams).await {
+        Ok(never) => match never {},
+        Err(error) => error,
+    };
+    if let ReplicatorError::Protocol { .. } | ReplicatorError::Frame { .. } = error {
+        crate::receiver::close(&connection, CLOSE_MALFORMED, &error_chain(&error));
+    }
+    Err(error)
+}
+
+/// The open streams of a session.
+struct Streams<'a> {
+    connection: &'a quinn::Connection,
+    send: quinn::SendStream,
+    reader: FrameReader<quinn::RecvStream>,
+    tail: tonic::Streaming<TailBatch>,
+}
+
+/// Moves tail batches out and acks in until something fails.
+async fn exchange(
+    link: &mut Link,
+    core: &mut SenderCore,
+    mut streams: Streams<'_>,
+) -> Result<Never, ReplicatorError> {
+    let peer = link.peer.clone();
+    let address = link.peer_address;
+    let node_address = link.node.address();
     loop {
         tokio::select! {
-            inbound = reader.next_frame() => {
+            inbound = streams.reader.next_frame() => {
                 let inbound = match inbound {
                     Ok(Some(inbound)) => frame::expect_sender_inbound(inbound),
-                    Ok(None) | Err(frame::FrameError::Io(_)) => {
-                        return Err(match connection.close_reason() {
-                            Some(reason) => connection_error(reason),
-                            None => ReplicatorError::PeerClosedStream { peer, address },
-                        });
+                    Ok(None) => return Err(transport_ended(&peer, address, streams.connection, None)),
+                    Err(error @ FrameError::Io(_)) => {
+                        return Err(transport_ended(&peer, address, streams.connection, Some(error)));
                     }
                     Err(error) => Err(error),
                 };
@@ -212,29 +251,20 @@ async fn run_session(
                         );
                     }
                     Ok(SenderInbound::Goodbye(goodbye)) => {
-                        return Err(ReplicatorError::PeerGoodbye {
-                            peer,
-                            address,
-                            reason: goodbye.reason,
-                        });
+                        let reason = goodbye.reason;
+                        return Err(ReplicatorError::PeerGoodbye { peer, address, reason });
                     }
-                    Err(source) => {
-                        connection.close(2u32.into(), b"malformed replication frame");
-                        return Err(ReplicatorError::Frame { peer, address, source });
-                    }
+                    Err(source) => return Err(ReplicatorError::Frame { peer, address, source }),
                 }
             }
-            tail_batch = tail.next(), if core.wants_tail() => {
+            tail_batch = streams.tail.next(), if core.wants_tail() => {
                 let tail_batch = match tail_batch {
                     Some(Ok(tail_batch)) => tail_batch,
                     Some(Err(source)) => {
-                        return Err(ReplicatorError::NodeCall {
-                            address: link.node.address(),
-                            call: "Tail",
-                            source,
-                        });
+                        let call = "Tail";
+                        return Err(ReplicatorError::NodeCall { address: node_address, call, source });
                     }
-                    None => return Err(ReplicatorError::TailEnded { address: link.node.address() }),
+                    None => return Err(ReplicatorError::TailEnded { address: node_address }),
                 };
                 let through = tail_batch.through_sequence;
                 let kept = select_records(&mut link.filter, &peer, tail_batch);
@@ -244,8 +274,40 @@ async fn run_session(
         }
         while let Some(batch) = core.poll_transmit() {
             let encoded = frame::encode(&frame::frame(Frame::Batch(batch)));
-            send.write_all(&encoded).await.map_err(write_error)?;
+            streams
+                .send
+                .write_all(&encoded)
+                .await
+                .map_err(|source| ReplicatorError::Write {
+                    peer: peer.clone(),
+                    address,
+                    source,
+                })?;
         }
+    }
+}
+
+/// The error for a receive stream that ended: why the connection closed if it
+/// did, else the read error, else a plain "peer closed the stream".
+fn transport_ended(
+    peer: &str,
+    address: SocketAddr,
+    connection: &quinn::Connection,
+    read_error: Option<FrameError>,
+) -> ReplicatorError {
+    let peer = peer.to_owned();
+    match (connection.close_reason(), read_error) {
+        (Some(source), _) => ReplicatorError::Connection {
+            peer,
+            address,
+            source,
+        },
+        (None, Some(source)) => ReplicatorError::Frame {
+            peer,
+            address,
+            source,
+        },
+        (None, None) => ReplicatorError::PeerClosedStream { peer, address },
     }
 }
 
@@ -290,8 +352,7 @@ fn select_records(
                     let topic = record.message.as_ref().map_or("", |message| &message.topic);
                     warn!(
                         peer,
-                        topic,
-                        "skipping records of a topic that is not in the topology"
+                        topic, "skipping records of a topic that is not in the topology"
                     );
                 }
                 false

@@ -82,12 +82,13 @@ pub fn load_or_generate(region: &str, data_dir: &Path) -> Result<Identity, Repli
         path: directory.clone(),
         source,
     })?;
-    let generated = rcgen::generate_simple_self_signed(vec![server_name(region)]).map_err(
-        |source| ReplicatorError::GenerateCertificate {
-            region: region.to_owned(),
-            source,
-        },
-    )?;
+    let generated =
+        rcgen::generate_simple_self_signed(vec![server_name(region)]).map_err(|source| {
+            ReplicatorError::GenerateCertificate {
+                region: region.to_owned(),
+                source,
+            }
+        })?;
     let key = generated.signing_key.serialize_der();
     let certificate = generated.cert.der().clone();
     // The key first: a peer that sees the certificate may dial at once.
@@ -140,9 +141,14 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn transport() -> Arc<quinn::TransportConfig> {
+/// Transport limits: a link is one bidirectional stream that the dialer
+/// opens, so the acceptor allows exactly one and the dialer none.
+fn transport(peer_may_open_stream: bool) -> Arc<quinn::TransportConfig> {
     let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(KEEP_ALIVE_INTERVAL));
+    transport
+        .keep_alive_interval(Some(KEEP_ALIVE_INTERVAL))
+        .max_concurrent_bidi_streams(u32::from(peer_may_open_stream).into())
+        .max_concurrent_uni_streams(0u32.into());
     Arc::new(transport)
 }
 
@@ -169,7 +175,7 @@ pub fn server_config(
         }
     })?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(transport());
+    config.transport_config(transport(true));
     Ok(config)
 }
 
@@ -220,7 +226,7 @@ pub fn client_config_trusting(
         }
     })?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(transport());
+    config.transport_config(transport(false));
     Ok(config)
 }
 
@@ -238,7 +244,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&key_path).expect("key file").permissions().mode();
+            let mode = std::fs::metadata(&key_path)
+                .expect("key file")
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         server_config("eu-west", &first).expect("server config");
@@ -249,7 +258,10 @@ mod tests {
     fn missing_peer_certificate_is_reported_as_such() {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let error = client_config("us-east", data_dir.path()).expect_err("no certificate yet");
-        assert!(matches!(error, ReplicatorError::PeerCertificateMissing { .. }));
+        assert!(matches!(
+            error,
+            ReplicatorError::PeerCertificateMissing { .. }
+        ));
     }
 
     #[test]

@@ -44,8 +44,14 @@ async fn records_arrive_exactly_once_across_sender_restarts() {
     }
     let a_last = a.node.log_len() as u64;
 
-    // A starts first: B's certificate does not exist yet, so A retries.
+    // A starts first: B's certificate does not exist yet, so A's link fails
+    // and retries (each session starts by reading the checkpoint).
     let replicator_a = RunningReplicator::start(&topology, &a);
+    wait_until("a's link to b retried", PATIENCE, || {
+        a.node.state().checkpoint_reads >= 2
+    })
+    .await;
+    assert!(!tls::certificate_path(b.data_dir.path()).exists());
     let replicator_b = RunningReplicator::start(&topology, &b);
 
     // Stop A as soon as anything arrived, wherever it is in its window.
@@ -79,9 +85,11 @@ async fn records_arrive_exactly_once_across_sender_restarts() {
         b.node.log_len() == 610
     })
     .await;
-    wait_until("the resent records were seen as duplicates", PATIENCE, || {
-        b.node.state().duplicates >= 600
-    })
+    wait_until(
+        "the resent records were seen as duplicates",
+        PATIENCE,
+        || b.node.state().duplicates >= 600,
+    )
     .await;
 
     replicator_a.stop().await;
@@ -97,7 +105,44 @@ async fn records_arrive_exactly_once_across_sender_restarts() {
                 .as_ref()
                 .is_some_and(|message| message.topic == "orders")
     }));
-    assert_eq!(a.node.log_len() as u64, a_last + 10, "nothing came back to a");
+    assert_eq!(
+        a.node.log_len() as u64,
+        a_last + 10,
+        "nothing came back to a"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_apply_closes_the_link_and_the_sender_retries() {
+    init_tracing();
+    let shutdown = CancellationToken::new();
+    let a = TestRegion::start("a", &shutdown).await;
+    let b = TestRegion::start("b", &shutdown).await;
+    let topology = topology(&[&a, &b], &[("orders", &["b"])]);
+    for index in 0..50 {
+        a.node.produce("orders", &format!("order {index}"));
+    }
+    b.node.state().apply_failures_left = 3;
+
+    let replicator_b = RunningReplicator::start(&topology, &b);
+    let replicator_a = RunningReplicator::start(&topology, &a);
+    wait_until("b stores all 50 records", PATIENCE, || {
+        b.node.log_len() == 50
+    })
+    .await;
+    wait_until("a's checkpoint for b covers its log", PATIENCE, || {
+        a.node.checkpoint("b") == 50
+    })
+    .await;
+    assert_eq!(b.node.state().apply_failures_left, 0);
+    assert!(
+        a.node.state().checkpoint_reads >= 4,
+        "each refused apply ends a session"
+    );
+    replicator_a.stop().await;
+    replicator_b.stop().await;
+    shutdown.cancel();
+    assert_no_duplicates(&b);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -127,7 +172,11 @@ impl RawPeer {
             .expect("client endpoint");
         let config = tls::client_config(&target.name, target.data_dir.path()).expect("config");
         let connection = endpoint
-            .connect_with(config, target.replicator_address, &server_name(&target.name))
+            .connect_with(
+                config,
+                target.replicator_address,
+                &server_name(&target.name),
+            )
             .expect("dial")
             .await
             .expect("handshake");
@@ -222,19 +271,22 @@ async fn malformed_frames_close_the_connection_and_the_endpoint_keeps_serving() 
     garbage.put_u32(u32::MAX);
     garbage.put_slice(b"whatever follows");
     peer.write(&garbage).await;
-    peer.expect_goodbye_and_close(CLOSE_MALFORMED, "malformed").await;
+    peer.expect_goodbye_and_close(CLOSE_MALFORMED, "malformed")
+        .await;
 
     // Undecodable protobuf after a valid Hello.
     let mut peer = RawPeer::connect(&b).await;
     peer.send_frame(hello("a", "b")).await;
     peer.write(&[0, 0, 0, 3, 0x0a, 100, 0]).await;
-    peer.expect_goodbye_and_close(CLOSE_MALFORMED, "malformed").await;
+    peer.expect_goodbye_and_close(CLOSE_MALFORMED, "malformed")
+        .await;
 
     // The wrong frame kind after the Hello.
     let mut peer = RawPeer::connect(&b).await;
     peer.send_frame(hello("a", "b")).await;
     peer.send_frame(Frame::Ack(Ack::default())).await;
-    peer.expect_goodbye_and_close(CLOSE_MALFORMED, "malformed").await;
+    peer.expect_goodbye_and_close(CLOSE_MALFORMED, "malformed")
+        .await;
 
     // A Hello meant for another region.
     let mut peer = RawPeer::connect(&b).await;

@@ -44,7 +44,7 @@ pub enum RouterError {
     UnknownRegion {
         region: String,
         #[source]
-        source: TopologyError,
+        source: Box<TopologyError>,
     },
 
     /// A region's admin address does not make a valid gRPC endpoint.
@@ -76,6 +76,21 @@ impl RouterError {
             | RouterError::Serve(_) => Code::InternalError,
         };
         client_settings::status(code, self.to_string())
+    }
+}
+
+/// Displays an error with its chain of sources (`action: cause: cause`), for logs.
+pub(crate) struct ErrorChain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(formatter, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
     }
 }
 

@@ -1,1 +1,91 @@
-//! placeholder while the workspace is assembled
+//! The router: one per region, the RocketMQ access point clients dial first.
+//!
+//! A client asks the router for a route (`QueryRoute`, also `QueryAssignment`)
+//! and gets the queues of its topic on the node of the nearest healthy
+//! region: the router's own region while that one is up, else the nearest up
+//! region by topology link latency. The router probes every region's node
+//! continuously ([`health`](crate::health) module) so that a dead region stops
+//! receiving new routes within a few seconds. It also keeps client sessions
+//! going (Heartbeat, Telemetry settings, NotifyClientTermination) and refuses
+//! the data-path RPCs with `NOT_IMPLEMENTED`: those go to the nodes.
+//!
+//! This crate depends on `meridian-proto` and `meridian-topology` only. It
+//! must not depend on `meridian-region-node` or `meridian-replicator`: it
+//! talks to nodes over their public gRPC APIs, like any other process.
+//!
+//! Entry point: [`run`]. Not here yet (see DESIGN.md): measured round-trip
+//! times and replication lag in the choice, routers sharing their views,
+//! epochs and FIFO home regions.
+
+mod error;
+mod health;
+mod probe;
+mod route;
+mod service;
+
+pub use error::RouterError;
+
+use meridian_proto::GRPC_MAX_DECODE_BYTES;
+use meridian_proto::rocketmq::v2::messaging_service_server::MessagingServiceServer;
+use meridian_topology::Topology;
+use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+/// Serves the router of `region` on `listener` (plaintext HTTP/2, h2c) until
+/// `shutdown` is cancelled, then stops probing, ends open Telemetry streams
+/// and returns once every task it started has finished.
+///
+/// Fails at once if `topology` has no region `region`.
+pub async fn run(
+    topology: Topology,
+    region: String,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), RouterError> {
+    topology
+        .region(&region)
+        .map_err(|source| RouterError::UnknownRegion {
+            region: region.clone(),
+            source: Box::new(source),
+        })?;
+    let tasks = TaskTracker::new();
+    // Stops the probers and Telemetry streams, also when serving fails.
+    let stop = shutdown.child_token();
+    let view = health::HealthView::new(topology.regions.keys().cloned());
+    probe::spawn_probers(&view, &topology, &tasks, &stop)?;
+    info!(
+        region = %region,
+        address = ?listener.local_addr().ok(),
+        regions = topology.regions.len(),
+        "router serving"
+    );
+    let routes = route::Routes::new(topology, region, view);
+    let service = MessagingServiceServer::new(service::RouterService::new(
+        routes,
+        tasks.clone(),
+        stop.clone(),
+    ))
+    .max_decoding_message_size(GRPC_MAX_DECODE_BYTES);
+    let incoming = TcpListenerStream::new(listener).map(|connection| {
+        if let Ok(stream) = &connection
+            && let Err(error) = stream.set_nodelay(true)
+        {
+            warn!(%error, "set TCP_NODELAY on a client connection");
+        }
+        connection
+    });
+    let served = tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
+        .await;
+    stop.cancel();
+    tasks.close();
+    tasks.wait().await;
+    served.map_err(RouterError::Serve)?;
+    info!("router stopped");
+    Ok(())
+}

@@ -46,6 +46,7 @@ pub struct TestClusterBuilder {
     ready_timeout: Duration,
     stop_timeout: Duration,
     extra_topics: BTreeMap<String, Topic>,
+    binary: Option<PathBuf>,
 }
 
 impl Default for TestClusterBuilder {
@@ -56,6 +57,7 @@ impl Default for TestClusterBuilder {
             ready_timeout: READY_TIMEOUT,
             stop_timeout: STOP_TIMEOUT,
             extra_topics: BTreeMap::new(),
+            binary: None,
         }
     }
 }
@@ -91,11 +93,23 @@ impl TestClusterBuilder {
         self
     }
 
+    /// Runs this binary instead of [`meridian_binary`]'s choice.
+    pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.binary = Some(path.into());
+        self
+    }
+
     /// Writes the topology and starts every node, then every replicator, then
     /// every router, each stage waiting for all its readiness lines.
     pub async fn build(self) -> anyhow::Result<TestCluster> {
-        anyhow::ensure!(self.regions >= 1, "a test cluster needs at least one region");
-        let binary = meridian_binary()?;
+        anyhow::ensure!(
+            self.regions >= 1,
+            "a test cluster needs at least one region"
+        );
+        let binary = match self.binary {
+            Some(binary) => binary,
+            None => meridian_binary()?,
+        };
         let directory = tempfile::Builder::new()
             .prefix("meridian-test-")
             .tempdir()
@@ -116,7 +130,7 @@ impl TestClusterBuilder {
 
         let mut cluster = TestCluster {
             directory: Some(directory),
-            root,
+            root: root.clone(),
             binary,
             topology,
             topology_path,
@@ -126,26 +140,29 @@ impl TestClusterBuilder {
             stop_timeout: self.stop_timeout,
             finished: false,
         };
+        let context = || format!("start a test cluster in {}", root.display());
         for role in Role::ALL {
             let regions = cluster.regions();
             for region in &regions {
-                cluster.spawn(region, role)?;
+                cluster.spawn(region, role).with_context(context)?;
             }
             for region in &regions {
-                cluster.wait_ready(region, role).await?;
+                cluster
+                    .wait_ready(region, role)
+                    .await
+                    .with_context(context)?;
             }
         }
         Ok(cluster)
     }
 }
 
+/// Ports held per region and role until that process first starts.
+type Reservations = HashMap<(String, Role), PortReservation>;
+
 /// The topology of an `regions`-region test cluster under `root`, with ports
 /// reserved (and held, per region and role, by the returned reservations).
-fn plan(
-    regions: usize,
-    root: &Path,
-    flush: FlushMode,
-) -> anyhow::Result<(Topology, HashMap<(String, Role), PortReservation>)> {
+fn plan(regions: usize, root: &Path, flush: FlushMode) -> anyhow::Result<(Topology, Reservations)> {
     let names: Vec<String> = (0..regions).map(region_name).collect();
     let mut reservations = HashMap::new();
     let mut region_map = BTreeMap::new();
@@ -173,7 +190,8 @@ fn plan(
     let mut links = Vec::new();
     for (first_index, first) in names.iter().enumerate() {
         for (second_index, second) in names.iter().enumerate().skip(first_index + 1) {
-            let steps = u32::try_from(first_index + second_index).context("region count fits in u32")?;
+            let steps =
+                u32::try_from(first_index + second_index).context("region count fits in u32")?;
             links.push(Link {
                 between: [first.clone(), second.clone()],
                 latency_ms: LATENCY_STEP_MS * steps,
@@ -201,7 +219,11 @@ fn plan(
 
 /// A valid topology like a test cluster's, with free ports (released again)
 /// and data dirs under `root`: a base for files that tests then break.
-pub fn topology_with_free_ports(regions: usize, root: &Path, flush: FlushMode) -> anyhow::Result<Topology> {
+pub fn topology_with_free_ports(
+    regions: usize,
+    root: &Path,
+    flush: FlushMode,
+) -> anyhow::Result<Topology> {
     let (topology, _released) = plan(regions, root, flush)?;
     Ok(topology)
 }
@@ -215,7 +237,7 @@ pub struct TestCluster {
     topology_path: PathBuf,
     processes: BTreeMap<(String, Role), Process>,
     /// Ports held until the first start of the process that owns them.
-    reservations: HashMap<(String, Role), PortReservation>,
+    reservations: Reservations,
     ready_timeout: Duration,
     stop_timeout: Duration,
     finished: bool,
@@ -264,7 +286,10 @@ impl TestCluster {
     pub fn region(&self, region: &str) -> &Region {
         match self.topology.regions.get(region) {
             Some(entry) => entry,
-            None => panic!("the test cluster has no region named {region:?}; it has {:?}", self.regions()),
+            None => panic!(
+                "the test cluster has no region named {region:?}; it has {:?}",
+                self.regions()
+            ),
         }
     }
 
@@ -301,7 +326,9 @@ impl TestCluster {
     }
 
     /// A connected raw RocketMQ client of `endpoint` (`host:port` of a router or node).
-    pub async fn messaging_client(endpoint: &str) -> anyhow::Result<MessagingServiceClient<Channel>> {
+    pub async fn messaging_client(
+        endpoint: &str,
+    ) -> anyhow::Result<MessagingServiceClient<Channel>> {
         let channel = connect(endpoint)
             .await
             .with_context(|| format!("connect to the RocketMQ API at {endpoint}"))?;
@@ -317,7 +344,9 @@ impl TestCluster {
 
     /// The pid of the process, if the harness started one and has not reaped it.
     pub fn pid(&self, region: &str, role: Role) -> Option<u32> {
-        self.processes.get(&(region.to_owned(), role)).map(Process::pid)
+        self.processes
+            .get(&(region.to_owned(), role))
+            .map(Process::pid)
     }
 
     /// Starts the role in the region again (same ports, same data dir) and
@@ -332,7 +361,9 @@ impl TestCluster {
         let mut process = self
             .processes
             .remove(&(region.to_owned(), role))
-            .with_context(|| format!("kill -9 {role} of region {region}: the harness is not running it"))?;
+            .with_context(|| {
+                format!("kill -9 {role} of region {region}: the harness is not running it")
+            })?;
         process.kill9()?;
         Ok(())
     }
@@ -342,7 +373,9 @@ impl TestCluster {
         let mut process = self
             .processes
             .remove(&(region.to_owned(), role))
-            .with_context(|| format!("stop {role} of region {region}: the harness is not running it"))?;
+            .with_context(|| {
+                format!("stop {role} of region {region}: the harness is not running it")
+            })?;
         let status = process.terminate(self.stop_timeout).await?;
         anyhow::ensure!(
             status.code() == Some(0),
@@ -361,13 +394,17 @@ impl TestCluster {
         read_log(&self.log_path(region, role))
     }
 
-    /// Runs a one-shot `meridian` command; see [`crate::run_meridian`].
-    pub async fn run_meridian<I, S>(&self, args: I, timeout: Duration) -> anyhow::Result<CommandOutput>
+    /// Runs a one-shot command with the cluster's binary; see [`crate::run_meridian`].
+    pub async fn run_meridian<I, S>(
+        &self,
+        args: I,
+        timeout: Duration,
+    ) -> anyhow::Result<CommandOutput>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        crate::command::run_meridian(args, timeout).await
+        crate::command::run_binary(&self.binary, args, timeout).await
     }
 
     /// Ends a test that passed: kills every process without printing logs and
@@ -378,7 +415,10 @@ impl TestCluster {
 
     /// Prints the tail of every process's log to stderr.
     pub fn print_logs(&self) {
-        eprintln!("===== meridian test cluster in {} =====", self.root.display());
+        eprintln!(
+            "===== meridian test cluster in {} =====",
+            self.root.display()
+        );
         for region in self.regions() {
             for role in Role::ALL {
                 let path = self.log_path(&region, role);
@@ -436,7 +476,10 @@ impl Drop for TestCluster {
             self.print_logs();
             if let Some(directory) = self.directory.take() {
                 let kept = directory.keep();
-                eprintln!("kept the test cluster's temp dir for inspection: {}", kept.display());
+                eprintln!(
+                    "kept the test cluster's temp dir for inspection: {}",
+                    kept.display()
+                );
             }
         }
     }
@@ -455,6 +498,113 @@ async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_cluster_of_fake_processes_starts_stops_restarts_and_logs() {
+        let directory = tempfile::tempdir().expect("temp dir");
+        let binary = crate::fake::binary(directory.path(), crate::fake::SERVES_UNTIL_SIGTERM);
+        let mut cluster = TestCluster::builder()
+            .regions(2)
+            .binary(&binary)
+            .build()
+            .await
+            .expect("start a cluster of fakes");
+        let written = std::fs::read_to_string(cluster.topology_path()).expect("read the topology");
+        let parsed: Topology = toml::from_str(&written).expect("parse the topology");
+        assert_eq!(&parsed, cluster.topology());
+        for region in cluster.regions() {
+            assert!(cluster.data_dir(&region).is_dir());
+            for role in Role::ALL {
+                assert!(cluster.is_running(&region, role), "{role} of {region} runs");
+            }
+        }
+
+        cluster
+            .stop("a", Role::Router)
+            .await
+            .expect("SIGTERM → exit 0");
+        assert!(!cluster.is_running("a", Role::Router));
+        cluster.start("a", Role::Router).await.expect("restart");
+        assert!(
+            cluster.start("a", Role::Router).await.is_err(),
+            "already running"
+        );
+        cluster.kill9("b", Role::Node).expect("kill -9");
+        assert!(!cluster.is_running("b", Role::Node));
+        assert!(
+            cluster.kill9("b", Role::Node).is_err(),
+            "not running any more"
+        );
+
+        let log = cluster.log("a", Role::Router);
+        assert_eq!(
+            log.matches("MERIDIAN_READY role=router region=a").count(),
+            2,
+            "{log}"
+        );
+        assert!(log.contains("got SIGTERM"), "{log}");
+        assert!(cluster.log("b", Role::Node).contains("SIGKILL"));
+
+        let output = cluster
+            .run_meridian(["bogus"], Duration::from_secs(10))
+            .await
+            .expect("run a one-shot command");
+        assert_eq!(output.code(), Some(64));
+        assert!(output.stderr.contains("usage"), "{output}");
+
+        let root = cluster.temp_dir().to_owned();
+        cluster.finish();
+        assert!(!root.exists(), "a finished cluster removes its temp dir");
+    }
+
+    #[tokio::test]
+    async fn a_cluster_dropped_without_finish_keeps_its_temp_dir() {
+        let directory = tempfile::tempdir().expect("temp dir");
+        let binary = crate::fake::binary(directory.path(), crate::fake::SERVES_UNTIL_SIGTERM);
+        let mut cluster = TestCluster::builder()
+            .regions(1)
+            .binary(&binary)
+            .build()
+            .await
+            .expect("start a cluster of fakes");
+        let pid = cluster.pid("a", Role::Node).expect("the node runs");
+        let root = cluster.temp_dir().to_owned();
+        assert!(cluster.is_running("a", Role::Node));
+        drop(cluster);
+        assert!(
+            root.join("logs").join("a-node.log").is_file(),
+            "the logs are kept"
+        );
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "the node was killed and reaped"
+        );
+        std::fs::remove_dir_all(&root).expect("clean up the kept temp dir");
+    }
+
+    #[tokio::test]
+    async fn a_process_that_fails_to_start_fails_the_build() {
+        let directory = tempfile::tempdir().expect("temp dir");
+        let binary = crate::fake::binary(
+            directory.path(),
+            r#"echo "error: cannot open data dir" >&2; exit 1"#,
+        );
+        let error = TestCluster::builder()
+            .regions(1)
+            .binary(&binary)
+            .build()
+            .await
+            .expect_err("the node exits at once");
+        let message = format!("{error:#}");
+        assert!(message.contains("did not become ready"), "{message}");
+        assert!(message.contains("cannot open data dir"), "{message}");
+        let kept = message
+            .strip_prefix("start a test cluster in ")
+            .and_then(|rest| rest.split(':').next())
+            .expect("the error names the temp dir");
+        assert!(Path::new(kept).join("logs").is_dir(), "{kept} is kept");
+        std::fs::remove_dir_all(kept).expect("clean up the kept temp dir");
+    }
+
     #[test]
     fn region_names_are_short_and_unique() {
         assert_eq!(region_name(0), "a");
@@ -466,12 +616,16 @@ mod tests {
     #[test]
     fn the_planned_topology_round_trips_through_toml() {
         let root = tempfile::tempdir().expect("temp dir");
-        let (topology, reservations) = plan(3, root.path(), FlushMode::Sync).expect("plan a topology");
+        let (topology, reservations) =
+            plan(3, root.path(), FlushMode::Sync).expect("plan a topology");
         assert_eq!(reservations.len(), 9);
         let text = toml::to_string(&topology).expect("serialize");
         let parsed: Topology = toml::from_str(&text).expect("parse what was written");
         assert_eq!(parsed, topology);
-        assert_eq!(parsed.regions.keys().cloned().collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(
+            parsed.regions.keys().cloned().collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
         assert_eq!(parsed.topics[TEST_TOPIC].queues, 8);
         assert_eq!(parsed.topics[TEST_TOPIC].replicate_to, ["a", "b", "c"]);
     }
@@ -479,12 +633,15 @@ mod tests {
     #[test]
     fn link_latencies_make_the_nearest_region_unique() {
         let root = tempfile::tempdir().expect("temp dir");
-        let (topology, _reservations) = plan(3, root.path(), FlushMode::Async).expect("plan a topology");
+        let (topology, _reservations) =
+            plan(3, root.path(), FlushMode::Async).expect("plan a topology");
         let latency = |x: &str, y: &str| {
             topology
                 .links
                 .iter()
-                .find(|link| link.between.contains(&x.to_owned()) && link.between.contains(&y.to_owned()))
+                .find(|link| {
+                    link.between.contains(&x.to_owned()) && link.between.contains(&y.to_owned())
+                })
                 .map(|link| link.latency_ms)
                 .expect("every pair is linked")
         };
@@ -496,7 +653,8 @@ mod tests {
     #[test]
     fn every_address_is_a_distinct_loopback_port() {
         let root = tempfile::tempdir().expect("temp dir");
-        let (topology, _reservations) = plan(3, root.path(), FlushMode::Async).expect("plan a topology");
+        let (topology, _reservations) =
+            plan(3, root.path(), FlushMode::Async).expect("plan a topology");
         let mut tcp = std::collections::BTreeSet::new();
         for region in topology.regions.values() {
             for address in [region.node, region.admin, region.router] {

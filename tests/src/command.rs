@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use std::ffi::OsStr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -17,8 +17,8 @@ pub fn meridian_binary() -> anyhow::Result<PathBuf> {
     let path = match std::env::var_os(BINARY_OVERRIDE_VARIABLE) {
         Some(path) => PathBuf::from(path),
         None => {
-            let test_executable =
-                std::env::current_exe().context("locate the meridian binary: read the test executable's path")?;
+            let test_executable = std::env::current_exe()
+                .context("locate the meridian binary: read the test executable's path")?;
             let mut directory = test_executable
                 .parent()
                 .context("locate the meridian binary: the test executable has no parent directory")?
@@ -84,14 +84,32 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let binary = meridian_binary()?;
-    let args: Vec<_> = args.into_iter().map(|arg| arg.as_ref().to_os_string()).collect();
+    run_binary(&meridian_binary()?, args, timeout).await
+}
+
+/// [`run_meridian`] with an explicit binary.
+pub(crate) async fn run_binary<I, S>(
+    binary: &Path,
+    args: I,
+    timeout: Duration,
+) -> anyhow::Result<CommandOutput>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let args: Vec<_> = args
+        .into_iter()
+        .map(|arg| arg.as_ref().to_os_string())
+        .collect();
     let description = format!(
         "{} {}",
         binary.display(),
-        args.iter().map(|arg| arg.to_string_lossy()).collect::<Vec<_>>().join(" ")
+        args.iter()
+            .map(|arg| arg.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
     );
-    let mut command = std::process::Command::new(&binary);
+    let mut command = std::process::Command::new(binary);
     command
         .args(&args)
         .stdin(Stdio::null())
@@ -100,7 +118,9 @@ where
     prepare_child_environment(&mut command);
     let mut command = tokio::process::Command::from(command);
     command.kill_on_drop(true);
-    let child = command.spawn().with_context(|| format!("run `{description}`"))?;
+    let child = command
+        .spawn()
+        .with_context(|| format!("run `{description}`"))?;
     let output = tokio::time::timeout(timeout, child.wait_with_output())
         .await
         .map_err(|_| anyhow::anyhow!("`{description}` did not exit within {timeout:?}; killed it"))?

@@ -25,11 +25,15 @@
 
 mod cluster;
 mod command;
+#[cfg(test)]
+mod fake;
 mod ports;
 mod process;
 mod wait;
 
-pub use cluster::{TEST_TOPIC, TestCluster, TestClusterBuilder, region_name, topology_with_free_ports};
+pub use cluster::{
+    TEST_TOPIC, TestCluster, TestClusterBuilder, region_name, topology_with_free_ports,
+};
 pub use command::{BINARY_OVERRIDE_VARIABLE, CommandOutput, meridian_binary, run_meridian};
 pub use process::Role;
 pub use wait::{Condition, wait_until};

@@ -54,7 +54,10 @@ mod tests {
             let address = reservation.tcp().expect("bind a TCP port");
             assert!(address.ip().is_loopback());
             assert_ne!(address.port(), 0);
-            assert!(ports.insert(address.port()), "port {address} handed out twice");
+            assert!(
+                ports.insert(address.port()),
+                "port {address} handed out twice"
+            );
         }
         let udp = reservation.udp().expect("bind a UDP port");
         assert_ne!(udp.port(), 0);

@@ -96,13 +96,25 @@ impl Process {
             .with_context(|| format!("spawn `{} {role}` for region {region}", binary.display()))?;
         write_line(
             &log,
-            &format!("----- harness: started `meridian {role} --region {region}` pid {} -----", child.id()),
+            &format!(
+                "----- harness: started `meridian {role} --region {region}` pid {} -----",
+                child.id()
+            ),
         );
 
-        let stdout = child.stdout.take().context("take the child's stdout pipe")?;
-        let stderr = child.stderr.take().context("take the child's stderr pipe")?;
+        let stdout = child
+            .stdout
+            .take()
+            .context("take the child's stdout pipe")?;
+        let stderr = child
+            .stderr
+            .take()
+            .context("take the child's stderr pipe")?;
         let (ready_sender, ready_receiver) = oneshot::channel();
-        let expected = ReadyLine { role, region: region.to_owned() };
+        let expected = ReadyLine {
+            role,
+            region: region.to_owned(),
+        };
         let stdout_copier = {
             let log = Arc::clone(&log);
             std::thread::Builder::new()
@@ -147,10 +159,13 @@ impl Process {
             Err(_) => format!("no readiness line within {timeout:?}"),
         };
         // Give an exiting process a moment to be reaped so the status is known.
-        let status = self.wait_exit(Duration::from_secs(2)).await.ok();
-        let status = match status {
-            Some(status) => format!("exited with {status}"),
-            None => "still running".to_owned(),
+        let status = match self.wait_exit(Duration::from_secs(1)).await {
+            Ok(status) => {
+                // Its last stderr lines may still be on their way to the log.
+                self.join_copiers(Duration::from_secs(2));
+                format!("exited with {status}")
+            }
+            Err(_) => "still running".to_owned(),
         };
         anyhow::bail!(
             "`meridian {}` for region {} did not become ready: {outcome}; process {status}\n{}",
@@ -182,12 +197,19 @@ impl Process {
     pub(crate) async fn terminate(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
         write_line(&self.log, "----- harness: SIGTERM -----");
         let pid = Pid::from_raw(i32::try_from(self.child.id()).context("a pid fits in i32")?);
-        kill(pid, Signal::SIGTERM)
-            .with_context(|| format!("send SIGTERM to `meridian {}` for region {}", self.role, self.region))?;
+        kill(pid, Signal::SIGTERM).with_context(|| {
+            format!(
+                "send SIGTERM to `meridian {}` for region {}",
+                self.role, self.region
+            )
+        })?;
         match self.wait_exit(timeout).await {
             Ok(status) => {
                 self.join_copiers(Duration::from_secs(5));
-                write_line(&self.log, &format!("----- harness: exited with {status} -----"));
+                write_line(
+                    &self.log,
+                    &format!("----- harness: exited with {status} -----"),
+                );
                 Ok(status)
             }
             Err(error) => {
@@ -204,10 +226,17 @@ impl Process {
     async fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(status) = self.child.try_wait().context("poll the child's exit status")? {
+            if let Some(status) = self
+                .child
+                .try_wait()
+                .context("poll the child's exit status")?
+            {
                 return Ok(status);
             }
-            anyhow::ensure!(Instant::now() < deadline, "the process did not exit within {timeout:?}");
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the process did not exit within {timeout:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -302,12 +331,18 @@ fn copy_stdout(
                     if let Some(sender) = ready.take() {
                         let _ = sender.send(outcome);
                     } else {
-                        write_line(log, "----- harness: a second readiness line (the contract says exactly one) -----");
+                        write_line(
+                            log,
+                            "----- harness: a second readiness line (the contract says exactly one) -----",
+                        );
                     }
                 }
             }
             Err(error) => {
-                write_line(log, &format!("----- harness: reading stdout failed: {error} -----"));
+                write_line(
+                    log,
+                    &format!("----- harness: reading stdout failed: {error} -----"),
+                );
                 break;
             }
         }
@@ -329,7 +364,10 @@ fn copy_lines(stream: impl Read, log: &Mutex<File>) {
                 write_line(log, line.trim_end_matches(['\n', '\r']));
             }
             Err(error) => {
-                write_line(log, &format!("----- harness: reading stderr failed: {error} -----"));
+                write_line(
+                    log,
+                    &format!("----- harness: reading stderr failed: {error} -----"),
+                );
                 break;
             }
         }
@@ -370,16 +408,123 @@ pub(crate) fn tail(text: &str, lines: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fake;
 
     #[test]
     fn only_the_exact_readiness_line_counts() {
-        let expected = ReadyLine { role: Role::Replicator, region: "b".to_owned() };
-        assert_eq!(expected.check("MERIDIAN_READY role=replicator region=b"), Some(Ok(())));
-        assert_eq!(expected.check("MERIDIAN_READY role=replicator region=b\r"), Some(Ok(())));
-        assert!(matches!(expected.check("MERIDIAN_READY role=node region=b"), Some(Err(_))));
-        assert!(matches!(expected.check("MERIDIAN_READY role=replicator region=bb"), Some(Err(_))));
-        assert_eq!(expected.check("2025-01-01 INFO MERIDIAN_READY role=replicator region=b"), None);
+        let expected = ReadyLine {
+            role: Role::Replicator,
+            region: "b".to_owned(),
+        };
+        assert_eq!(
+            expected.check("MERIDIAN_READY role=replicator region=b"),
+            Some(Ok(()))
+        );
+        assert_eq!(
+            expected.check("MERIDIAN_READY role=replicator region=b\r"),
+            Some(Ok(()))
+        );
+        assert!(matches!(
+            expected.check("MERIDIAN_READY role=node region=b"),
+            Some(Err(_))
+        ));
+        assert!(matches!(
+            expected.check("MERIDIAN_READY role=replicator region=bb"),
+            Some(Err(_))
+        ));
+        assert_eq!(
+            expected.check("2025-01-01 INFO MERIDIAN_READY role=replicator region=b"),
+            None
+        );
         assert_eq!(expected.check("listening on 127.0.0.1:1234"), None);
+    }
+
+    #[tokio::test]
+    async fn readiness_sigterm_and_logs_of_a_well_behaved_process() {
+        let directory = tempfile::tempdir().expect("temp dir");
+        let binary = fake::binary(directory.path(), fake::SERVES_UNTIL_SIGTERM);
+        let log_path = directory.path().join("a-router.log");
+        let topology = directory.path().join("topology.toml");
+        let mut process =
+            Process::spawn(&binary, &topology, "a", Role::Router, &log_path).expect("spawn");
+        process
+            .wait_ready(Duration::from_secs(10))
+            .await
+            .expect("ready");
+        assert!(process.is_running());
+        let status = process
+            .terminate(Duration::from_secs(10))
+            .await
+            .expect("exits on SIGTERM");
+        assert_eq!(status.code(), Some(0));
+        let log = process.log();
+        assert!(log.contains("starting router for a"), "{log}");
+        assert!(log.contains("MERIDIAN_READY role=router region=a"), "{log}");
+        assert!(log.contains("got SIGTERM"), "{log}");
+    }
+
+    #[tokio::test]
+    async fn kill9_stops_a_process_that_ignores_sigterm() {
+        let directory = tempfile::tempdir().expect("temp dir");
+        let script = r#"trap '' TERM
+echo "MERIDIAN_READY role=$1 region=$5"
+while true; do sleep 0.05; done"#;
+        let binary = fake::binary(directory.path(), script);
+        let log_path = directory.path().join("b-node.log");
+        let topology = directory.path().join("topology.toml");
+        let mut process =
+            Process::spawn(&binary, &topology, "b", Role::Node, &log_path).expect("spawn");
+        process
+            .wait_ready(Duration::from_secs(10))
+            .await
+            .expect("ready");
+        let error = process
+            .terminate(Duration::from_millis(300))
+            .await
+            .expect_err("SIGTERM is ignored");
+        assert!(
+            format!("{error:#}").contains("ignored SIGTERM"),
+            "{error:#}"
+        );
+        assert!(!process.is_running());
+    }
+
+    #[tokio::test]
+    async fn an_early_exit_is_reported_with_status_and_log() {
+        let directory = tempfile::tempdir().expect("temp dir");
+        let script = r#"echo "error: invalid topology file $3: unknown key colour" >&2
+exit 2"#;
+        let binary = fake::binary(directory.path(), script);
+        let log_path = directory.path().join("a-node.log");
+        let topology = directory.path().join("broken.toml");
+        let mut process =
+            Process::spawn(&binary, &topology, "a", Role::Node, &log_path).expect("spawn");
+        let error = process
+            .wait_ready(Duration::from_secs(10))
+            .await
+            .expect_err("it exits before being ready");
+        let message = format!("{error:#}");
+        assert!(message.contains("exit status: 2"), "{message}");
+        assert!(message.contains("unknown key colour"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn a_process_that_never_gets_ready_times_out() {
+        let directory = tempfile::tempdir().expect("temp dir");
+        let binary = fake::binary(directory.path(), "while true; do sleep 0.05; done");
+        let log_path = directory.path().join("a-replicator.log");
+        let topology = directory.path().join("topology.toml");
+        let mut process =
+            Process::spawn(&binary, &topology, "a", Role::Replicator, &log_path).expect("spawn");
+        let error = process
+            .wait_ready(Duration::from_millis(300))
+            .await
+            .expect_err("never ready");
+        let message = format!("{error:#}");
+        assert!(message.contains("no readiness line"), "{message}");
+        assert!(message.contains("still running"), "{message}");
+        process.kill9().expect("kill -9");
+        assert!(!process.is_running());
     }
 
     #[test]

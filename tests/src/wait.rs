@@ -39,7 +39,8 @@ impl<T> Condition for Option<T> {
 impl Condition for anyhow::Result<bool> {
     type Output = ();
     fn into_outcome(self) -> Result<Option<()>, String> {
-        self.map(|met| met.then_some(())).map_err(|error| format!("{error:#}"))
+        self.map(|met| met.then_some(()))
+            .map_err(|error| format!("{error:#}"))
     }
 }
 
@@ -75,7 +76,9 @@ where
         if Instant::now() >= deadline {
             return Err(match last_error {
                 Some(error) => {
-                    anyhow::anyhow!("timed out after {timeout:?} waiting until {what}; last error: {error}")
+                    anyhow::anyhow!(
+                        "timed out after {timeout:?} waiting until {what}; last error: {error}"
+                    )
                 }
                 None => anyhow::anyhow!("timed out after {timeout:?} waiting until {what}"),
             });
@@ -115,9 +118,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_bool_condition_that_never_holds_times_out() {
-        let error = wait_until(Duration::from_millis(60), "false becomes true", || async { false })
-            .await
-            .expect_err("never true");
+        let error = wait_until(Duration::from_millis(60), "false becomes true", || async {
+            false
+        })
+        .await
+        .expect_err("never true");
         assert!(error.to_string().contains("false becomes true"));
     }
 }

@@ -50,7 +50,9 @@ impl std::str::FromStr for ReceiptHandle {
             return Err(malformed("unknown version (expected `v1.`)"));
         }
         let region = parts.next().filter(|region| !region.is_empty());
-        let region = region.ok_or_else(|| malformed("missing region"))?.to_owned();
+        let region = region
+            .ok_or_else(|| malformed("missing region"))?
+            .to_owned();
         let mut number = |what| parts.next().ok_or_else(|| malformed(what));
         let queue_id = number("missing queue")?
             .parse()
@@ -95,7 +97,14 @@ mod tests {
 
     #[test]
     fn refuses_garbage_without_panicking() {
-        for text in ["", "v1", "v2.a.1.2.3.4", "v1.a.x.2.3.4", "v1.a.1.2.3.4.5", "v1..1.2.3.4"] {
+        for text in [
+            "",
+            "v1",
+            "v2.a.1.2.3.4",
+            "v1.a.x.2.3.4",
+            "v1.a.1.2.3.4.5",
+            "v1..1.2.3.4",
+        ] {
             assert!(text.parse::<ReceiptHandle>().is_err(), "{text}");
         }
     }

@@ -24,9 +24,7 @@ mod handle;
 pub use filter::{FilterError, TagFilter};
 pub use handle::{MalformedHandle, ReceiptHandle};
 
-use crate::storage::{
-    GroupCursor, GroupQueueKey, GroupWrite, LogStore, OffsetState, StorageError,
-};
+use crate::storage::{GroupCursor, GroupQueueKey, GroupWrite, LogStore, OffsetState, StorageError};
 use meridian_proto::meridian::v1::Record;
 use meridian_topology::ConsumeFrom;
 use parking_lot::Mutex;
@@ -41,7 +39,10 @@ const READ_CHUNK: usize = 256;
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {
     #[error("receipt handle `{handle}` is not valid: {reason}")]
-    InvalidReceiptHandle { handle: String, reason: &'static str },
+    InvalidReceiptHandle {
+        handle: String,
+        reason: &'static str,
+    },
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -138,7 +139,13 @@ impl<S: LogStore> ConsumerEngine<S> {
                     floor: position,
                     next: position,
                 };
-                groups.insert(key.clone(), QueueState { cursor, offsets: BTreeMap::new() });
+                groups.insert(
+                    key.clone(),
+                    QueueState {
+                        cursor,
+                        offsets: BTreeMap::new(),
+                    },
+                );
                 writes.push(GroupWrite {
                     key: key.clone(),
                     cursor,
@@ -176,9 +183,10 @@ impl<S: LogStore> ConsumerEngine<S> {
             .offsets
             .iter()
             .filter_map(|(offset, state)| match state {
-                OffsetState::InFlight { deadline_ms, attempt } if *deadline_ms <= now => {
-                    Some((*offset, *attempt))
-                }
+                OffsetState::InFlight {
+                    deadline_ms,
+                    attempt,
+                } if *deadline_ms <= now => Some((*offset, *attempt)),
                 _ => None,
             })
             .collect();
@@ -198,8 +206,16 @@ impl<S: LogStore> ConsumerEngine<S> {
                 continue;
             };
             let attempt = attempt + 1;
-            queue.offsets.insert(offset, OffsetState::InFlight { deadline_ms: deadline, attempt });
-            received.deliveries.push(self.delivery(key, offset, attempt, deadline, record));
+            queue.offsets.insert(
+                offset,
+                OffsetState::InFlight {
+                    deadline_ms: deadline,
+                    attempt,
+                },
+            );
+            received
+                .deliveries
+                .push(self.delivery(key, offset, attempt, deadline, record));
         }
 
         // Messages never delivered to this group.
@@ -226,10 +242,24 @@ impl<S: LogStore> ConsumerEngine<S> {
                 if !request.filter.matches(tag) {
                     queue.offsets.insert(offset, OffsetState::Done);
                 } else if let Some(time) = delivery_time.filter(|time| *time > now) {
-                    queue.offsets.insert(offset, OffsetState::InFlight { deadline_ms: time, attempt: 0 });
+                    queue.offsets.insert(
+                        offset,
+                        OffsetState::InFlight {
+                            deadline_ms: time,
+                            attempt: 0,
+                        },
+                    );
                 } else {
-                    queue.offsets.insert(offset, OffsetState::InFlight { deadline_ms: deadline, attempt: 1 });
-                    received.deliveries.push(self.delivery(key, offset, 1, deadline, record));
+                    queue.offsets.insert(
+                        offset,
+                        OffsetState::InFlight {
+                            deadline_ms: deadline,
+                            attempt: 1,
+                        },
+                    );
+                    received
+                        .deliveries
+                        .push(self.delivery(key, offset, 1, deadline, record));
                 }
             }
         }
@@ -237,8 +267,11 @@ impl<S: LogStore> ConsumerEngine<S> {
         let removed = advance_floor(queue);
         for (_, state) in queue.offsets.iter() {
             if let OffsetState::InFlight { deadline_ms, .. } = state {
-                received.next_deadline_ms =
-                    Some(received.next_deadline_ms.map_or(*deadline_ms, |next| next.min(*deadline_ms)));
+                received.next_deadline_ms = Some(
+                    received
+                        .next_deadline_ms
+                        .map_or(*deadline_ms, |next| next.min(*deadline_ms)),
+                );
             }
         }
         if changed.is_empty() && removed.is_empty() {
@@ -272,23 +305,35 @@ impl<S: LogStore> ConsumerEngine<S> {
 
     /// Finishes the delivery named by `handle`. Acknowledging a message that
     /// is already finished is harmless and succeeds.
-    pub fn ack(&self, group: &str, topic: &str, handle: &ReceiptHandle) -> Result<(), ConsumerError> {
+    pub fn ack(
+        &self,
+        group: &str,
+        topic: &str,
+        handle: &ReceiptHandle,
+    ) -> Result<(), ConsumerError> {
         let mut groups = self.groups.lock();
         let key = GroupQueueKey {
             group: group.to_owned(),
             topic: topic.to_owned(),
             queue_id: handle.queue_id,
         };
-        let queue = groups.get_mut(&key).ok_or_else(|| invalid(handle, "no delivery to this group on this queue"))?;
+        let queue = groups
+            .get_mut(&key)
+            .ok_or_else(|| invalid(handle, "no delivery to this group on this queue"))?;
         if handle.offset < queue.cursor.floor {
             return Ok(());
         }
         match queue.offsets.get(&handle.offset) {
             Some(OffsetState::Done) => return Ok(()),
-            Some(OffsetState::InFlight { deadline_ms, attempt })
-                if *attempt == handle.attempt && *deadline_ms == handle.deadline_ms => {}
+            Some(OffsetState::InFlight {
+                deadline_ms,
+                attempt,
+            }) if *attempt == handle.attempt && *deadline_ms == handle.deadline_ms => {}
             Some(OffsetState::InFlight { .. }) => {
-                return Err(invalid(handle, "the message was redelivered or its invisibility changed; use the newest handle"));
+                return Err(invalid(
+                    handle,
+                    "the message was redelivered or its invisibility changed; use the newest handle",
+                ));
             }
             None => return Err(invalid(handle, "the message was never delivered")),
         }
@@ -315,18 +360,38 @@ impl<S: LogStore> ConsumerEngine<S> {
             topic: topic.to_owned(),
             queue_id: handle.queue_id,
         };
-        let queue = groups.get_mut(&key).ok_or_else(|| invalid(handle, "no delivery to this group on this queue"))?;
+        let queue = groups
+            .get_mut(&key)
+            .ok_or_else(|| invalid(handle, "no delivery to this group on this queue"))?;
         match queue.offsets.get(&handle.offset) {
-            Some(OffsetState::InFlight { deadline_ms, attempt })
-                if *attempt == handle.attempt && *deadline_ms == handle.deadline_ms => {}
-            Some(OffsetState::Done) => return Err(invalid(handle, "the message is already acknowledged")),
-            _ => return Err(invalid(handle, "the message was redelivered or its invisibility changed; use the newest handle")),
+            Some(OffsetState::InFlight {
+                deadline_ms,
+                attempt,
+            }) if *attempt == handle.attempt && *deadline_ms == handle.deadline_ms => {}
+            Some(OffsetState::Done) => {
+                return Err(invalid(handle, "the message is already acknowledged"));
+            }
+            _ => {
+                return Err(invalid(
+                    handle,
+                    "the message was redelivered or its invisibility changed; use the newest handle",
+                ));
+            }
         }
         let deadline_ms = now_ms.saturating_add(invisible_ms);
-        queue.offsets.insert(handle.offset, OffsetState::InFlight { deadline_ms, attempt: handle.attempt });
+        queue.offsets.insert(
+            handle.offset,
+            OffsetState::InFlight {
+                deadline_ms,
+                attempt: handle.attempt,
+            },
+        );
         let write = write_for(&key, queue, BTreeSet::from([handle.offset]), Vec::new());
         self.store.write_groups(vec![write])?;
-        Ok(ReceiptHandle { deadline_ms, ..handle.clone() })
+        Ok(ReceiptHandle {
+            deadline_ms,
+            ..handle.clone()
+        })
     }
 }
 
@@ -355,7 +420,12 @@ fn advance_floor(queue: &mut QueueState) -> Vec<u64> {
     removed
 }
 
-fn write_for(key: &GroupQueueKey, queue: &QueueState, changed: BTreeSet<u64>, removed: Vec<u64>) -> GroupWrite {
+fn write_for(
+    key: &GroupQueueKey,
+    queue: &QueueState,
+    changed: BTreeSet<u64>,
+    removed: Vec<u64>,
+) -> GroupWrite {
     let mut set = Vec::new();
     let mut remove = removed;
     for offset in changed {

@@ -45,20 +45,33 @@ fn request<'a>(filter: &'a TagFilter, now_ms: i64) -> ReceiveRequest<'a> {
 #[test]
 fn delivers_each_message_once_until_its_deadline() {
     let (_, engine) = engine_with(vec![record(0, "a", None), record(1, "a", None)]);
-    let first = engine.receive(&request(&TagFilter::All, NOW)).expect("receive");
+    let first = engine
+        .receive(&request(&TagFilter::All, NOW))
+        .expect("receive");
     assert_eq!(first.deliveries.len(), 2);
-    assert!(first.deliveries.iter().all(|delivery| delivery.attempt == 1));
+    assert!(
+        first
+            .deliveries
+            .iter()
+            .all(|delivery| delivery.attempt == 1)
+    );
     assert_eq!(first.next_deadline_ms, Some(NOW + 10_000));
-    let again = engine.receive(&request(&TagFilter::All, NOW + 9_999)).expect("receive");
+    let again = engine
+        .receive(&request(&TagFilter::All, NOW + 9_999))
+        .expect("receive");
     assert!(again.deliveries.is_empty());
 }
 
 #[test]
 fn unacknowledged_message_returns_with_next_attempt_and_old_handle_is_refused() {
     let (_, engine) = engine_with(vec![record(0, "a", None)]);
-    let first = engine.receive(&request(&TagFilter::All, NOW)).expect("receive");
+    let first = engine
+        .receive(&request(&TagFilter::All, NOW))
+        .expect("receive");
     let old = first.deliveries[0].handle.clone();
-    let second = engine.receive(&request(&TagFilter::All, NOW + 10_000)).expect("receive");
+    let second = engine
+        .receive(&request(&TagFilter::All, NOW + 10_000))
+        .expect("receive");
     assert_eq!(second.deliveries.len(), 1);
     assert_eq!(second.deliveries[0].attempt, 2);
     assert_ne!(second.deliveries[0].handle, old);
@@ -66,8 +79,12 @@ fn unacknowledged_message_returns_with_next_attempt_and_old_handle_is_refused() 
         engine.ack("group", "orders", &old),
         Err(ConsumerError::InvalidReceiptHandle { .. })
     ));
-    engine.ack("group", "orders", &second.deliveries[0].handle).expect("ack");
-    let later = engine.receive(&request(&TagFilter::All, NOW + 100_000)).expect("receive");
+    engine
+        .ack("group", "orders", &second.deliveries[0].handle)
+        .expect("ack");
+    let later = engine
+        .receive(&request(&TagFilter::All, NOW + 100_000))
+        .expect("receive");
     assert!(later.deliveries.is_empty());
     assert_eq!(later.next_deadline_ms, None);
 }
@@ -75,12 +92,22 @@ fn unacknowledged_message_returns_with_next_attempt_and_old_handle_is_refused() 
 #[test]
 fn acknowledged_state_survives_reload() {
     let (store, engine) = engine_with(vec![record(0, "a", None), record(0, "a", None)]);
-    let received = engine.receive(&request(&TagFilter::All, NOW)).expect("receive");
-    engine.ack("group", "orders", &received.deliveries[0].handle).expect("ack");
+    let received = engine
+        .receive(&request(&TagFilter::All, NOW))
+        .expect("receive");
+    engine
+        .ack("group", "orders", &received.deliveries[0].handle)
+        .expect("ack");
     drop(engine);
     let reloaded = ConsumerEngine::load(store, "here".into()).expect("load");
-    let after = reloaded.receive(&request(&TagFilter::All, NOW + 20_000)).expect("receive");
-    assert_eq!(after.deliveries.len(), 1, "only the unacknowledged message returns");
+    let after = reloaded
+        .receive(&request(&TagFilter::All, NOW + 20_000))
+        .expect("receive");
+    assert_eq!(
+        after.deliveries.len(),
+        1,
+        "only the unacknowledged message returns"
+    );
     assert_eq!(after.deliveries[0].offset, received.deliveries[1].offset);
     assert_eq!(after.deliveries[0].attempt, 2);
 }
@@ -91,7 +118,14 @@ fn filtered_messages_are_skipped_for_the_group() {
     let only_b = TagFilter::parse_tags("b").expect("valid");
     let received = engine.receive(&request(&only_b, NOW)).expect("receive");
     assert_eq!(received.deliveries.len(), 1);
-    assert_eq!(received.deliveries[0].record.message.as_ref().and_then(|m| m.tag.as_deref()), Some("b"));
+    assert_eq!(
+        received.deliveries[0]
+            .record
+            .message
+            .as_ref()
+            .and_then(|m| m.tag.as_deref()),
+        Some("b")
+    );
 }
 
 #[test]
@@ -99,18 +133,33 @@ fn latest_starts_after_existing_messages() {
     let (store, engine) = engine_with(vec![record(0, "a", None)]);
     let mut latest = request(&TagFilter::All, NOW);
     latest.consume_from = ConsumeFrom::Latest;
-    assert!(engine.receive(&latest).expect("receive").deliveries.is_empty());
-    store.append(vec![record(0, "a", None)], "here").expect("append");
-    assert_eq!(engine.receive(&latest).expect("receive").deliveries.len(), 1);
+    assert!(
+        engine
+            .receive(&latest)
+            .expect("receive")
+            .deliveries
+            .is_empty()
+    );
+    store
+        .append(vec![record(0, "a", None)], "here")
+        .expect("append");
+    assert_eq!(
+        engine.receive(&latest).expect("receive").deliveries.len(),
+        1
+    );
 }
 
 #[test]
 fn delayed_message_stays_hidden_until_its_time() {
     let (_, engine) = engine_with(vec![record(0, "a", Some(NOW + 5_000))]);
-    let early = engine.receive(&request(&TagFilter::All, NOW)).expect("receive");
+    let early = engine
+        .receive(&request(&TagFilter::All, NOW))
+        .expect("receive");
     assert!(early.deliveries.is_empty());
     assert_eq!(early.next_deadline_ms, Some(NOW + 5_000));
-    let due = engine.receive(&request(&TagFilter::All, NOW + 5_000)).expect("receive");
+    let due = engine
+        .receive(&request(&TagFilter::All, NOW + 5_000))
+        .expect("receive");
     assert_eq!(due.deliveries.len(), 1);
     assert_eq!(due.deliveries[0].attempt, 1);
 }
@@ -118,12 +167,16 @@ fn delayed_message_stays_hidden_until_its_time() {
 #[test]
 fn change_invisible_issues_a_new_handle() {
     let (_, engine) = engine_with(vec![record(0, "a", None)]);
-    let received = engine.receive(&request(&TagFilter::All, NOW)).expect("receive");
+    let received = engine
+        .receive(&request(&TagFilter::All, NOW))
+        .expect("receive");
     let old = received.deliveries[0].handle.clone();
     let new = engine
         .change_invisible("group", "orders", &old, 60_000, NOW + 1)
         .expect("change");
     assert_ne!(new, old);
     assert!(engine.ack("group", "orders", &old).is_err());
-    engine.ack("group", "orders", &new).expect("ack with new handle");
+    engine
+        .ack("group", "orders", &new)
+        .expect("ack with new handle");
 }

@@ -40,13 +40,19 @@ pub fn record_from_client(
             MessageType::Delay
         }
         (rocketmq::MessageType::Fifo, _) => {
-            return Err(NodeError::MessageTypeUnsupported { message_type: "FIFO" });
+            return Err(NodeError::MessageTypeUnsupported {
+                message_type: "FIFO",
+            });
         }
         (rocketmq::MessageType::Transaction, _) => {
-            return Err(NodeError::MessageTypeUnsupported { message_type: "transactional" });
+            return Err(NodeError::MessageTypeUnsupported {
+                message_type: "transactional",
+            });
         }
         (rocketmq::MessageType::Lite | rocketmq::MessageType::Priority, _) => {
-            return Err(NodeError::MessageTypeUnsupported { message_type: "lite and priority" });
+            return Err(NodeError::MessageTypeUnsupported {
+                message_type: "lite and priority",
+            });
         }
     };
     if !topic.message_types.contains(&message_type) {
@@ -94,7 +100,10 @@ pub fn record_from_client(
             message_group: properties.message_group,
             delivery_timestamp_ms: delivery_ms.filter(|_| message_type == MessageType::Delay),
             user_properties: message.user_properties.clone(),
-            born_timestamp_ms: properties.born_timestamp.as_ref().map_or(now_ms, timestamp_to_ms),
+            born_timestamp_ms: properties
+                .born_timestamp
+                .as_ref()
+                .map_or(now_ms, timestamp_to_ms),
             born_host: properties.born_host,
             store_timestamp_ms: now_ms,
             body: message.body.clone(),
@@ -208,5 +217,7 @@ pub fn duration_to_ms(duration: &Duration) -> i64 {
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
 }

@@ -9,9 +9,9 @@ use crate::error::NodeError;
 use crate::storage::{Appended, LogStore};
 use meridian_proto::meridian::v1::node_service_server::NodeService;
 use meridian_proto::meridian::v1::{
-    ApplyRequest, ApplyResponse, Checkpoint, GetCheckpointRequest, HealthRequest,
-    HealthResponse, PutCheckpointResponse, QueueStats, Record, RecordKind, TailBatch,
-    TailRequest, TopicStatsRequest, TopicStatsResponse,
+    ApplyRequest, ApplyResponse, Checkpoint, GetCheckpointRequest, HealthRequest, HealthResponse,
+    PutCheckpointResponse, QueueStats, Record, RecordKind, TailBatch, TailRequest,
+    TopicStatsRequest, TopicStatsResponse,
 };
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -46,7 +46,10 @@ impl<S: LogStore> Internal<S> {
             return Err(invalid(format!("unknown record kind {}", record.kind)));
         }
         if record.dedup_id.len() != 16 {
-            return Err(invalid(format!("dedup id has {} bytes, expected 16", record.dedup_id.len())));
+            return Err(invalid(format!(
+                "dedup id has {} bytes, expected 16",
+                record.dedup_id.len()
+            )));
         }
         if record.origin_region.is_empty() || record.origin_region == self.context.region {
             return Err(invalid(format!(
@@ -58,7 +61,9 @@ impl<S: LogStore> Internal<S> {
             return Err(invalid("message record without a message".into()));
         };
         let Some(topic) = self.context.topology.topic(&message.topic) else {
-            return Err(NodeError::TopicNotFound { topic: message.topic.clone() });
+            return Err(NodeError::TopicNotFound {
+                topic: message.topic.clone(),
+            });
         };
         if message.queue_id < 0 || message.queue_id >= i32::from(topic.queues) {
             return Err(NodeError::IllegalQueue {
@@ -68,7 +73,10 @@ impl<S: LogStore> Internal<S> {
             });
         }
         if message.body.len() > meridian_proto::MAX_BODY_BYTES {
-            return Err(NodeError::BodyTooLarge { size: message.body.len(), limit: meridian_proto::MAX_BODY_BYTES });
+            return Err(NodeError::BodyTooLarge {
+                size: message.body.len(),
+                limit: meridian_proto::MAX_BODY_BYTES,
+            });
         }
         if record.path.last().map(String::as_str) != Some(from_region) {
             record.path.push(from_region.to_owned());
@@ -81,7 +89,10 @@ impl<S: LogStore> Internal<S> {
 
 #[tonic::async_trait]
 impl<S: LogStore> NodeService for Internal<S> {
-    async fn health(&self, _request: Request<HealthRequest>) -> Result<Response<HealthResponse>, tonic::Status> {
+    async fn health(
+        &self,
+        _request: Request<HealthRequest>,
+    ) -> Result<Response<HealthResponse>, tonic::Status> {
         Ok(Response::new(HealthResponse {
             region: self.context.region.clone(),
             last_sequence: self.context.commit.last_sequence(),
@@ -91,10 +102,17 @@ impl<S: LogStore> NodeService for Internal<S> {
 
     type TailStream = ReceiverStream<Result<TailBatch, tonic::Status>>;
 
-    async fn tail(&self, request: Request<TailRequest>) -> Result<Response<Self::TailStream>, tonic::Status> {
+    async fn tail(
+        &self,
+        request: Request<TailRequest>,
+    ) -> Result<Response<Self::TailStream>, tonic::Status> {
         let request = request.into_inner();
-        let max_records = usize::try_from(request.max_records).unwrap_or(TAIL_MAX_RECORDS).clamp(1, TAIL_MAX_RECORDS);
-        let max_bytes = usize::try_from(request.max_bytes).unwrap_or(TAIL_MAX_BYTES).clamp(1, TAIL_MAX_BYTES);
+        let max_records = usize::try_from(request.max_records)
+            .unwrap_or(TAIL_MAX_RECORDS)
+            .clamp(1, TAIL_MAX_RECORDS);
+        let max_bytes = usize::try_from(request.max_bytes)
+            .unwrap_or(TAIL_MAX_BYTES)
+            .clamp(1, TAIL_MAX_BYTES);
         let local_only = request.local_origin_only;
         let (sender, receiver) = mpsc::channel(4);
         let context = self.context.clone();
@@ -147,7 +165,10 @@ impl<S: LogStore> NodeService for Internal<S> {
         Ok(Response::new(ReceiverStream::new(receiver)))
     }
 
-    async fn apply(&self, request: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, tonic::Status> {
+    async fn apply(
+        &self,
+        request: Request<ApplyRequest>,
+    ) -> Result<Response<ApplyResponse>, tonic::Status> {
         let request = request.into_inner();
         if request.records.len() > APPLY_MAX_RECORDS {
             return Err(tonic::Status::invalid_argument(format!(
@@ -163,10 +184,21 @@ impl<S: LogStore> NodeService for Internal<S> {
             }
         }
         if records.is_empty() {
-            return Ok(Response::new(ApplyResponse { stored: 0, duplicates: 0 }));
+            return Ok(Response::new(ApplyResponse {
+                stored: 0,
+                duplicates: 0,
+            }));
         }
-        let outcomes = self.context.commit.append(records).await.map_err(|error| NodeError::from(error).to_grpc())?;
-        let stored = outcomes.iter().filter(|outcome| matches!(outcome, Appended::Stored { .. })).count();
+        let outcomes = self
+            .context
+            .commit
+            .append(records)
+            .await
+            .map_err(|error| NodeError::from(error).to_grpc())?;
+        let stored = outcomes
+            .iter()
+            .filter(|outcome| matches!(outcome, Appended::Stored { .. }))
+            .count();
         let duplicates = outcomes.len() - stored;
         Ok(Response::new(ApplyResponse {
             stored: u32::try_from(stored).unwrap_or(u32::MAX),
@@ -174,30 +206,57 @@ impl<S: LogStore> NodeService for Internal<S> {
         }))
     }
 
-    async fn get_checkpoint(&self, request: Request<GetCheckpointRequest>) -> Result<Response<Checkpoint>, tonic::Status> {
+    async fn get_checkpoint(
+        &self,
+        request: Request<GetCheckpointRequest>,
+    ) -> Result<Response<Checkpoint>, tonic::Status> {
         let peer = request.into_inner().peer_region;
         let key = checkpoint_key(&peer);
-        let value = self.context.blocking(move |store, _| Ok(store.get_meta(&key)?)).await.map_err(|error| error.to_grpc())?;
+        let value = self
+            .context
+            .blocking(move |store, _| Ok(store.get_meta(&key)?))
+            .await
+            .map_err(|error| error.to_grpc())?;
         let acked_through_sequence = match value {
             None => 0,
             Some(bytes) => u64::from_be_bytes(bytes.as_slice().try_into().map_err(|_| {
-                tonic::Status::data_loss(format!("checkpoint for `{peer}` has {} bytes, expected 8", bytes.len()))
+                tonic::Status::data_loss(format!(
+                    "checkpoint for `{peer}` has {} bytes, expected 8",
+                    bytes.len()
+                ))
             })?),
         };
-        Ok(Response::new(Checkpoint { peer_region: peer, acked_through_sequence }))
+        Ok(Response::new(Checkpoint {
+            peer_region: peer,
+            acked_through_sequence,
+        }))
     }
 
-    async fn put_checkpoint(&self, request: Request<Checkpoint>) -> Result<Response<PutCheckpointResponse>, tonic::Status> {
+    async fn put_checkpoint(
+        &self,
+        request: Request<Checkpoint>,
+    ) -> Result<Response<PutCheckpointResponse>, tonic::Status> {
         let checkpoint = request.into_inner();
-        if !self.context.topology.regions.contains_key(&checkpoint.peer_region) {
-            return Err(tonic::Status::invalid_argument(format!("unknown peer region `{}`", checkpoint.peer_region)));
+        if !self
+            .context
+            .topology
+            .regions
+            .contains_key(&checkpoint.peer_region)
+        {
+            return Err(tonic::Status::invalid_argument(format!(
+                "unknown peer region `{}`",
+                checkpoint.peer_region
+            )));
         }
         let key = checkpoint_key(&checkpoint.peer_region);
         let value = checkpoint.acked_through_sequence.to_be_bytes();
         self.context
             .blocking(move |store, _| {
                 // Checkpoints only move forward: a late, smaller ack must not rewind.
-                let current = store.get_meta(&key)?.and_then(|bytes| bytes.as_slice().try_into().ok()).map(u64::from_be_bytes);
+                let current = store
+                    .get_meta(&key)?
+                    .and_then(|bytes| bytes.as_slice().try_into().ok())
+                    .map(u64::from_be_bytes);
                 if current.is_none_or(|current| current < u64::from_be_bytes(value)) {
                     store.put_meta(&key, &value)?;
                 }
@@ -208,7 +267,10 @@ impl<S: LogStore> NodeService for Internal<S> {
         Ok(Response::new(PutCheckpointResponse {}))
     }
 
-    async fn topic_stats(&self, request: Request<TopicStatsRequest>) -> Result<Response<TopicStatsResponse>, tonic::Status> {
+    async fn topic_stats(
+        &self,
+        request: Request<TopicStatsRequest>,
+    ) -> Result<Response<TopicStatsResponse>, tonic::Status> {
         let topic_name = request.into_inner().topic;
         let Some(topic) = self.context.topology.topic(&topic_name) else {
             return Err(NodeError::TopicNotFound { topic: topic_name }.to_grpc());
@@ -221,13 +283,24 @@ impl<S: LogStore> NodeService for Internal<S> {
                 let mut queues = Vec::new();
                 for queue_id in 0..i32::from(queue_count) {
                     let bounds = store.queue_bounds(&name, queue_id)?;
-                    queues.push(QueueStats { queue_id, min_offset: bounds.min, max_offset: bounds.max });
+                    queues.push(QueueStats {
+                        queue_id,
+                        min_offset: bounds.min,
+                        max_offset: bounds.max,
+                    });
                 }
                 Ok(queues)
             })
             .await
             .map_err(|error| error.to_grpc())?;
-        let message_count = queues.iter().map(|queue| queue.max_offset - queue.min_offset).sum();
-        Ok(Response::new(TopicStatsResponse { topic: topic_name, queues, message_count }))
+        let message_count = queues
+            .iter()
+            .map(|queue| queue.max_offset - queue.min_offset)
+            .sum();
+        Ok(Response::new(TopicStatsResponse {
+            topic: topic_name,
+            queues,
+            message_count,
+        }))
     }
 }

@@ -17,15 +17,15 @@ use meridian_proto::rocketmq::v2::{
     AckMessageRequest, AckMessageResponse, AckMessageResultEntry, Assignment,
     ChangeInvisibleDurationRequest, ChangeInvisibleDurationResponse, Code, EndTransactionRequest,
     EndTransactionResponse, FilterType, ForwardMessageToDeadLetterQueueRequest,
-    ForwardMessageToDeadLetterQueueResponse, GetOffsetRequest, GetOffsetResponse,
-    HeartbeatRequest, HeartbeatResponse, NotifyClientTerminationRequest,
-    NotifyClientTerminationResponse, PullMessageRequest, PullMessageResponse,
-    QueryAssignmentRequest, QueryAssignmentResponse, QueryOffsetRequest, QueryOffsetResponse,
-    QueryRouteRequest, QueryRouteResponse, RecallMessageRequest, RecallMessageResponse,
-    ReceiveMessageRequest, ReceiveMessageResponse, Resource, SendMessageRequest,
-    SendMessageResponse, SendResultEntry, Status, SyncLiteSubscriptionRequest,
-    SyncLiteSubscriptionResponse, TelemetryCommand, UpdateOffsetRequest, UpdateOffsetResponse,
-    pull_message_response, receive_message_response, telemetry_command,
+    ForwardMessageToDeadLetterQueueResponse, GetOffsetRequest, GetOffsetResponse, HeartbeatRequest,
+    HeartbeatResponse, NotifyClientTerminationRequest, NotifyClientTerminationResponse,
+    PullMessageRequest, PullMessageResponse, QueryAssignmentRequest, QueryAssignmentResponse,
+    QueryOffsetRequest, QueryOffsetResponse, QueryRouteRequest, QueryRouteResponse,
+    RecallMessageRequest, RecallMessageResponse, ReceiveMessageRequest, ReceiveMessageResponse,
+    Resource, SendMessageRequest, SendMessageResponse, SendResultEntry, Status,
+    SyncLiteSubscriptionRequest, SyncLiteSubscriptionResponse, TelemetryCommand,
+    UpdateOffsetRequest, UpdateOffsetResponse, pull_message_response, receive_message_response,
+    telemetry_command,
 };
 use meridian_topology::Topic;
 use std::pin::Pin;
@@ -66,7 +66,11 @@ fn require_client_id<T>(request: &Request<T>) -> Result<(), NodeError> {
         .get("x-mq-client-id")
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| !value.trim().is_empty());
-    if present { Ok(()) } else { Err(NodeError::ClientIdRequired) }
+    if present {
+        Ok(())
+    } else {
+        Err(NodeError::ClientIdRequired)
+    }
 }
 
 /// The milliseconds left before the caller's `grpc-timeout`, if it sent one.
@@ -105,7 +109,9 @@ impl<S: LogStore> Messaging<S> {
             .context
             .topology
             .topic(name)
-            .ok_or_else(|| NodeError::TopicNotFound { topic: name.to_owned() })?;
+            .ok_or_else(|| NodeError::TopicNotFound {
+                topic: name.to_owned(),
+            })?;
         Ok((name.to_owned(), topic.clone()))
     }
 
@@ -137,14 +143,20 @@ impl<S: LogStore> Messaging<S> {
                 .as_ref()
                 .map(|properties| properties.message_id.clone())
                 .unwrap_or_default();
-            let built = self.topic(message.topic.as_ref()).and_then(|(name, topic)| {
-                convert::record_from_client(message, &name, &topic, &self.context.region, now)
-            });
+            let built = self
+                .topic(message.topic.as_ref())
+                .and_then(|(name, topic)| {
+                    convert::record_from_client(message, &name, &topic, &self.context.region, now)
+                });
             match built {
                 Ok(record) => {
                     record_entry.push(entries.len());
                     records.push(record);
-                    entries.push(SendResultEntry { status: Some(ok()), message_id, ..Default::default() });
+                    entries.push(SendResultEntry {
+                        status: Some(ok()),
+                        message_id,
+                        ..Default::default()
+                    });
                 }
                 Err(error) => {
                     tracing::debug!(error = %error, %message_id, "send refused");
@@ -158,7 +170,10 @@ impl<S: LogStore> Messaging<S> {
         }
         if request.messages.is_empty() {
             let error = status(Code::BadRequest, "SendMessage carries no messages");
-            return SendMessageResponse { status: Some(error), entries: Vec::new() };
+            return SendMessageResponse {
+                status: Some(error),
+                entries: Vec::new(),
+            };
         }
         if !records.is_empty() {
             match self.context.commit.append(records).await {
@@ -178,8 +193,14 @@ impl<S: LogStore> Messaging<S> {
                 }
             }
         }
-        let statuses: Vec<Status> = entries.iter().filter_map(|entry| entry.status.clone()).collect();
-        SendMessageResponse { status: Some(aggregate(&statuses)), entries }
+        let statuses: Vec<Status> = entries
+            .iter()
+            .filter_map(|entry| entry.status.clone())
+            .collect();
+        SendMessageResponse {
+            status: Some(aggregate(&statuses)),
+            entries,
+        }
     }
 
     async fn receive(
@@ -192,7 +213,10 @@ impl<S: LogStore> Messaging<S> {
         let (topic_name, topic) = self.topic(queue.topic.as_ref())?;
         let filter = match request.filter_expression {
             Some(expression) if expression.r#type() == FilterType::Sql => {
-                return Err(crate::consumer::FilterError::SqlUnsupported { expression: expression.expression }.into());
+                return Err(crate::consumer::FilterError::SqlUnsupported {
+                    expression: expression.expression,
+                }
+                .into());
             }
             Some(expression) => TagFilter::parse_tags(&expression.expression)?,
             None => TagFilter::All,
@@ -208,16 +232,26 @@ impl<S: LogStore> Messaging<S> {
             Some(millis) => millis,
             None => DEFAULT_INVISIBLE_MS,
         };
-        let batch = usize::try_from(request.batch_size).ok().filter(|size| *size > 0).unwrap_or(DEFAULT_BATCH).min(MAX_BATCH);
-        let requested_poll = request.long_polling_timeout.as_ref().map_or(MAX_POLL_MS, duration_to_ms);
+        let batch = usize::try_from(request.batch_size)
+            .ok()
+            .filter(|size| *size > 0)
+            .unwrap_or(DEFAULT_BATCH)
+            .min(MAX_BATCH);
+        let requested_poll = request
+            .long_polling_timeout
+            .as_ref()
+            .map_or(MAX_POLL_MS, duration_to_ms);
         let mut poll_ms = requested_poll.clamp(0, MAX_POLL_MS);
         if let Some(remaining) = remaining_ms {
             if remaining < DEADLINE_MARGIN_MS {
-                return Err(NodeError::IllegalPollingTime { remaining_ms: remaining });
+                return Err(NodeError::IllegalPollingTime {
+                    remaining_ms: remaining,
+                });
             }
             poll_ms = poll_ms.min(remaining - DEADLINE_MARGIN_MS);
         }
-        let poll_until = tokio::time::Instant::now() + Duration::from_millis(u64::try_from(poll_ms).unwrap_or(0));
+        let poll_until = tokio::time::Instant::now()
+            + Duration::from_millis(u64::try_from(poll_ms).unwrap_or(0));
         let mut commits = self.context.commit.subscribe();
         let filter = Arc::new(filter);
         loop {
@@ -246,10 +280,12 @@ impl<S: LogStore> Messaging<S> {
                 let mut frames = vec![ReceiveMessageResponse {
                     content: Some(receive_message_response::Content::Status(ok())),
                 }];
-                frames.extend(received.deliveries.into_iter().map(|delivery| ReceiveMessageResponse {
-                    content: Some(receive_message_response::Content::Message(
-                        convert::message_for_delivery(delivery, &store_host, invisible_ms),
-                    )),
+                frames.extend(received.deliveries.into_iter().map(|delivery| {
+                    ReceiveMessageResponse {
+                        content: Some(receive_message_response::Content::Message(
+                            convert::message_for_delivery(delivery, &store_host, invisible_ms),
+                        )),
+                    }
                 }));
                 return Ok(frames);
             }
@@ -299,7 +335,9 @@ impl<S: LogStore> Messaging<S> {
                     Ok(handle) => {
                         let (group, topic) = (group.clone(), topic.clone());
                         self.context
-                            .blocking(move |_, consumers| Ok(consumers.ack(&group, &topic, &handle)?))
+                            .blocking(move |_, consumers| {
+                                Ok(consumers.ack(&group, &topic, &handle)?)
+                            })
                             .await
                             .map_err(|error| error.to_status())
                     }
@@ -311,57 +349,100 @@ impl<S: LogStore> Messaging<S> {
                 status: Some(result.err().unwrap_or_else(ok)),
             });
         }
-        let statuses: Vec<Status> = entries.iter().filter_map(|entry| entry.status.clone()).collect();
+        let statuses: Vec<Status> = entries
+            .iter()
+            .filter_map(|entry| entry.status.clone())
+            .collect();
         let overall = match (&prepared, statuses.is_empty()) {
             (Err(error), true) => error.to_status(),
             (_, true) => status(Code::BadRequest, "AckMessage carries no entries"),
             _ => aggregate(&statuses),
         };
-        AckMessageResponse { status: Some(overall), entries }
+        AckMessageResponse {
+            status: Some(overall),
+            entries,
+        }
     }
 
-    async fn change_invisible(&self, request: ChangeInvisibleDurationRequest) -> Result<String, NodeError> {
+    async fn change_invisible(
+        &self,
+        request: ChangeInvisibleDurationRequest,
+    ) -> Result<String, NodeError> {
         let group = Self::group(request.group.as_ref())?;
         let (topic, _) = self.topic(request.topic.as_ref())?;
         let handle = self.parse_handle(&request.receipt_handle)?;
-        let millis = request.invisible_duration.as_ref().map_or(0, duration_to_ms);
+        let millis = request
+            .invisible_duration
+            .as_ref()
+            .map_or(0, duration_to_ms);
         if !(MIN_INVISIBLE_MS..=MAX_INVISIBLE_MS).contains(&millis) {
-            return Err(NodeError::IllegalInvisibleTime { millis, min_ms: MIN_INVISIBLE_MS, max_ms: MAX_INVISIBLE_MS });
+            return Err(NodeError::IllegalInvisibleTime {
+                millis,
+                min_ms: MIN_INVISIBLE_MS,
+                max_ms: MAX_INVISIBLE_MS,
+            });
         }
         let now = now_ms();
         let new_handle = self
             .context
-            .blocking(move |_, consumers| Ok(consumers.change_invisible(&group, &topic, &handle, millis, now)?))
+            .blocking(move |_, consumers| {
+                Ok(consumers.change_invisible(&group, &topic, &handle, millis, now)?)
+            })
             .await?;
         Ok(new_handle.to_string())
     }
 }
 
 fn not_implemented(what: &str) -> Status {
-    status(Code::NotImplemented, format!("{what} is not implemented by Meridian yet"))
+    status(
+        Code::NotImplemented,
+        format!("{what} is not implemented by Meridian yet"),
+    )
 }
 
 #[tonic::async_trait]
 impl<S: LogStore> MessagingService for Messaging<S> {
-    async fn query_route(&self, request: Request<QueryRouteRequest>) -> Result<Response<QueryRouteResponse>, tonic::Status> {
+    async fn query_route(
+        &self,
+        request: Request<QueryRouteRequest>,
+    ) -> Result<Response<QueryRouteResponse>, tonic::Status> {
         let answer = require_client_id(&request).and_then(|()| {
             let request = request.into_inner();
             let (_, topic) = self.topic(request.topic.as_ref())?;
             let resource = request.topic.unwrap_or_default();
-            Ok(super::route::queues(&self.context.region, self.context.node_address, &resource, &topic))
+            Ok(super::route::queues(
+                &self.context.region,
+                self.context.node_address,
+                &resource,
+                &topic,
+            ))
         });
         Ok(Response::new(match answer {
-            Ok(message_queues) => QueryRouteResponse { status: Some(ok()), message_queues },
-            Err(error) => QueryRouteResponse { status: Some(error.to_status()), message_queues: Vec::new() },
+            Ok(message_queues) => QueryRouteResponse {
+                status: Some(ok()),
+                message_queues,
+            },
+            Err(error) => QueryRouteResponse {
+                status: Some(error.to_status()),
+                message_queues: Vec::new(),
+            },
         }))
     }
 
-    async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, tonic::Status> {
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, tonic::Status> {
         let status = require_client_id(&request).map_or_else(|error| error.to_status(), |()| ok());
-        Ok(Response::new(HeartbeatResponse { status: Some(status) }))
+        Ok(Response::new(HeartbeatResponse {
+            status: Some(status),
+        }))
     }
 
-    async fn send_message(&self, request: Request<SendMessageRequest>) -> Result<Response<SendMessageResponse>, tonic::Status> {
+    async fn send_message(
+        &self,
+        request: Request<SendMessageRequest>,
+    ) -> Result<Response<SendMessageResponse>, tonic::Status> {
         if let Err(error) = require_client_id(&request) {
             let request = request.into_inner();
             let entries = request
@@ -369,34 +450,60 @@ impl<S: LogStore> MessagingService for Messaging<S> {
                 .iter()
                 .map(|message| SendResultEntry {
                     status: Some(error.to_status()),
-                    message_id: message.system_properties.as_ref().map(|p| p.message_id.clone()).unwrap_or_default(),
+                    message_id: message
+                        .system_properties
+                        .as_ref()
+                        .map(|p| p.message_id.clone())
+                        .unwrap_or_default(),
                     ..Default::default()
                 })
                 .collect();
-            return Ok(Response::new(SendMessageResponse { status: Some(error.to_status()), entries }));
+            return Ok(Response::new(SendMessageResponse {
+                status: Some(error.to_status()),
+                entries,
+            }));
         }
         Ok(Response::new(self.send(request.into_inner()).await))
     }
 
-    async fn query_assignment(&self, request: Request<QueryAssignmentRequest>) -> Result<Response<QueryAssignmentResponse>, tonic::Status> {
+    async fn query_assignment(
+        &self,
+        request: Request<QueryAssignmentRequest>,
+    ) -> Result<Response<QueryAssignmentResponse>, tonic::Status> {
         let answer = require_client_id(&request).and_then(|()| {
             let request = request.into_inner();
             let (_, topic) = self.topic(request.topic.as_ref())?;
             let resource = request.topic.unwrap_or_default();
-            Ok(super::route::queues(&self.context.region, self.context.node_address, &resource, &topic))
+            Ok(super::route::queues(
+                &self.context.region,
+                self.context.node_address,
+                &resource,
+                &topic,
+            ))
         });
         Ok(Response::new(match answer {
             Ok(queues) => QueryAssignmentResponse {
                 status: Some(ok()),
-                assignments: queues.into_iter().map(|queue| Assignment { message_queue: Some(queue) }).collect(),
+                assignments: queues
+                    .into_iter()
+                    .map(|queue| Assignment {
+                        message_queue: Some(queue),
+                    })
+                    .collect(),
             },
-            Err(error) => QueryAssignmentResponse { status: Some(error.to_status()), assignments: Vec::new() },
+            Err(error) => QueryAssignmentResponse {
+                status: Some(error.to_status()),
+                assignments: Vec::new(),
+            },
         }))
     }
 
     type ReceiveMessageStream = BoxStream<ReceiveMessageResponse>;
 
-    async fn receive_message(&self, request: Request<ReceiveMessageRequest>) -> Result<Response<Self::ReceiveMessageStream>, tonic::Status> {
+    async fn receive_message(
+        &self,
+        request: Request<ReceiveMessageRequest>,
+    ) -> Result<Response<Self::ReceiveMessageStream>, tonic::Status> {
         let frames = match require_client_id(&request) {
             Err(error) => Err(error),
             Ok(()) => {
@@ -406,12 +513,19 @@ impl<S: LogStore> MessagingService for Messaging<S> {
         };
         let frames = frames.unwrap_or_else(|error| {
             tracing::debug!(error = %error, "receive refused");
-            vec![ReceiveMessageResponse { content: Some(receive_message_response::Content::Status(error.to_status())) }]
+            vec![ReceiveMessageResponse {
+                content: Some(receive_message_response::Content::Status(error.to_status())),
+            }]
         });
-        Ok(Response::new(Box::pin(tokio_stream::iter(frames.into_iter().map(Ok)))))
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            frames.into_iter().map(Ok),
+        ))))
     }
 
-    async fn ack_message(&self, request: Request<AckMessageRequest>) -> Result<Response<AckMessageResponse>, tonic::Status> {
+    async fn ack_message(
+        &self,
+        request: Request<AckMessageRequest>,
+    ) -> Result<Response<AckMessageResponse>, tonic::Status> {
         if let Err(error) = require_client_id(&request) {
             let entries = request
                 .into_inner()
@@ -423,7 +537,10 @@ impl<S: LogStore> MessagingService for Messaging<S> {
                     status: Some(error.to_status()),
                 })
                 .collect();
-            return Ok(Response::new(AckMessageResponse { status: Some(error.to_status()), entries }));
+            return Ok(Response::new(AckMessageResponse {
+                status: Some(error.to_status()),
+                entries,
+            }));
         }
         Ok(Response::new(self.ack(request.into_inner()).await))
     }
@@ -432,38 +549,75 @@ impl<S: LogStore> MessagingService for Messaging<S> {
         &self,
         _request: Request<ForwardMessageToDeadLetterQueueRequest>,
     ) -> Result<Response<ForwardMessageToDeadLetterQueueResponse>, tonic::Status> {
-        Ok(Response::new(ForwardMessageToDeadLetterQueueResponse { status: Some(not_implemented("ForwardMessageToDeadLetterQueue")) }))
+        Ok(Response::new(ForwardMessageToDeadLetterQueueResponse {
+            status: Some(not_implemented("ForwardMessageToDeadLetterQueue")),
+        }))
     }
 
     type PullMessageStream = BoxStream<PullMessageResponse>;
 
-    async fn pull_message(&self, _request: Request<PullMessageRequest>) -> Result<Response<Self::PullMessageStream>, tonic::Status> {
-        let frame = PullMessageResponse { content: Some(pull_message_response::Content::Status(not_implemented("PullMessage"))) };
+    async fn pull_message(
+        &self,
+        _request: Request<PullMessageRequest>,
+    ) -> Result<Response<Self::PullMessageStream>, tonic::Status> {
+        let frame = PullMessageResponse {
+            content: Some(pull_message_response::Content::Status(not_implemented(
+                "PullMessage",
+            ))),
+        };
         Ok(Response::new(Box::pin(tokio_stream::iter([Ok(frame)]))))
     }
 
-    async fn update_offset(&self, _request: Request<UpdateOffsetRequest>) -> Result<Response<UpdateOffsetResponse>, tonic::Status> {
-        Ok(Response::new(UpdateOffsetResponse { status: Some(not_implemented("UpdateOffset")) }))
+    async fn update_offset(
+        &self,
+        _request: Request<UpdateOffsetRequest>,
+    ) -> Result<Response<UpdateOffsetResponse>, tonic::Status> {
+        Ok(Response::new(UpdateOffsetResponse {
+            status: Some(not_implemented("UpdateOffset")),
+        }))
     }
 
-    async fn get_offset(&self, _request: Request<GetOffsetRequest>) -> Result<Response<GetOffsetResponse>, tonic::Status> {
-        Ok(Response::new(GetOffsetResponse { status: Some(not_implemented("GetOffset")), offset: 0 }))
+    async fn get_offset(
+        &self,
+        _request: Request<GetOffsetRequest>,
+    ) -> Result<Response<GetOffsetResponse>, tonic::Status> {
+        Ok(Response::new(GetOffsetResponse {
+            status: Some(not_implemented("GetOffset")),
+            offset: 0,
+        }))
     }
 
-    async fn query_offset(&self, _request: Request<QueryOffsetRequest>) -> Result<Response<QueryOffsetResponse>, tonic::Status> {
-        Ok(Response::new(QueryOffsetResponse { status: Some(not_implemented("QueryOffset")), offset: 0 }))
+    async fn query_offset(
+        &self,
+        _request: Request<QueryOffsetRequest>,
+    ) -> Result<Response<QueryOffsetResponse>, tonic::Status> {
+        Ok(Response::new(QueryOffsetResponse {
+            status: Some(not_implemented("QueryOffset")),
+            offset: 0,
+        }))
     }
 
-    async fn end_transaction(&self, _request: Request<EndTransactionRequest>) -> Result<Response<EndTransactionResponse>, tonic::Status> {
-        Ok(Response::new(EndTransactionResponse { status: Some(not_implemented("EndTransaction")) }))
+    async fn end_transaction(
+        &self,
+        _request: Request<EndTransactionRequest>,
+    ) -> Result<Response<EndTransactionResponse>, tonic::Status> {
+        Ok(Response::new(EndTransactionResponse {
+            status: Some(not_implemented("EndTransaction")),
+        }))
     }
 
     type TelemetryStream = ReceiverStream<Result<TelemetryCommand, tonic::Status>>;
 
-    async fn telemetry(&self, request: Request<Streaming<TelemetryCommand>>) -> Result<Response<Self::TelemetryStream>, tonic::Status> {
+    async fn telemetry(
+        &self,
+        request: Request<Streaming<TelemetryCommand>>,
+    ) -> Result<Response<Self::TelemetryStream>, tonic::Status> {
         let (sender, receiver) = mpsc::channel(16);
         if let Err(error) = require_client_id(&request) {
-            let reply = TelemetryCommand { status: Some(error.to_status()), command: None };
+            let reply = TelemetryCommand {
+                status: Some(error.to_status()),
+                command: None,
+            };
             // The channel has room for one reply; a full channel cannot happen here.
             let _ = sender.try_send(Ok(reply));
             return Ok(Response::new(ReceiverStream::new(receiver)));
@@ -481,7 +635,10 @@ impl<S: LogStore> MessagingService for Messaging<S> {
                 // clients keep their registration through heartbeats.
                 let Ok(Some(command)) = command else { break };
                 if let Some(telemetry_command::Command::Settings(settings)) = command.command
-                    && sender.send(Ok(client_settings::reply(settings))).await.is_err()
+                    && sender
+                        .send(Ok(client_settings::reply(settings)))
+                        .await
+                        .is_err()
                 {
                     break;
                 }
@@ -495,7 +652,9 @@ impl<S: LogStore> MessagingService for Messaging<S> {
         request: Request<NotifyClientTerminationRequest>,
     ) -> Result<Response<NotifyClientTerminationResponse>, tonic::Status> {
         let status = require_client_id(&request).map_or_else(|error| error.to_status(), |()| ok());
-        Ok(Response::new(NotifyClientTerminationResponse { status: Some(status) }))
+        Ok(Response::new(NotifyClientTerminationResponse {
+            status: Some(status),
+        }))
     }
 
     async fn change_invisible_duration(
@@ -511,20 +670,34 @@ impl<S: LogStore> MessagingService for Messaging<S> {
         };
         // Clients keep the returned handle even on failure: always return a valid one.
         Ok(Response::new(match result {
-            Ok(receipt_handle) => ChangeInvisibleDurationResponse { status: Some(ok()), receipt_handle },
-            Err(error) => ChangeInvisibleDurationResponse { status: Some(error.to_status()), receipt_handle: old_handle },
+            Ok(receipt_handle) => ChangeInvisibleDurationResponse {
+                status: Some(ok()),
+                receipt_handle,
+            },
+            Err(error) => ChangeInvisibleDurationResponse {
+                status: Some(error.to_status()),
+                receipt_handle: old_handle,
+            },
         }))
     }
 
-    async fn recall_message(&self, _request: Request<RecallMessageRequest>) -> Result<Response<RecallMessageResponse>, tonic::Status> {
-        Ok(Response::new(RecallMessageResponse { status: Some(not_implemented("RecallMessage")), message_id: String::new() }))
+    async fn recall_message(
+        &self,
+        _request: Request<RecallMessageRequest>,
+    ) -> Result<Response<RecallMessageResponse>, tonic::Status> {
+        Ok(Response::new(RecallMessageResponse {
+            status: Some(not_implemented("RecallMessage")),
+            message_id: String::new(),
+        }))
     }
 
     async fn sync_lite_subscription(
         &self,
         _request: Request<SyncLiteSubscriptionRequest>,
     ) -> Result<Response<SyncLiteSubscriptionResponse>, tonic::Status> {
-        Ok(Response::new(SyncLiteSubscriptionResponse { status: Some(not_implemented("SyncLiteSubscription")) }))
+        Ok(Response::new(SyncLiteSubscriptionResponse {
+            status: Some(not_implemented("SyncLiteSubscription")),
+        }))
     }
 }
 
@@ -535,11 +708,20 @@ mod tests {
     #[test]
     fn grpc_timeout_header_is_read_in_every_unit() {
         let mut request = Request::new(());
-        for (text, expected) in [("40S", 40_000), ("39999m", 39_999), ("1M", 60_000), ("5000000u", 5_000)] {
-            request.metadata_mut().insert("grpc-timeout", text.parse().expect("ascii"));
+        for (text, expected) in [
+            ("40S", 40_000),
+            ("39999m", 39_999),
+            ("1M", 60_000),
+            ("5000000u", 5_000),
+        ] {
+            request
+                .metadata_mut()
+                .insert("grpc-timeout", text.parse().expect("ascii"));
             assert_eq!(remaining_ms(&request), Some(expected), "{text}");
         }
-        request.metadata_mut().insert("grpc-timeout", "x".parse().expect("ascii"));
+        request
+            .metadata_mut()
+            .insert("grpc-timeout", "x".parse().expect("ascii"));
         assert_eq!(remaining_ms(&request), None);
     }
 

@@ -42,10 +42,12 @@ impl<S: LogStore> NodeContext<S> {
         tokio::task::spawn_blocking(move || operation(&store, &consumers))
             .await
             .unwrap_or_else(|join_error| {
-                Err(crate::error::NodeError::Storage(crate::storage::StorageError::Backend {
-                    operation: "blocking task",
-                    source: Box::new(join_error),
-                }))
+                Err(crate::error::NodeError::Storage(
+                    crate::storage::StorageError::Backend {
+                        operation: "blocking task",
+                        source: Box::new(join_error),
+                    },
+                ))
             })
     }
 }

@@ -11,7 +11,12 @@ use meridian_topology::Topic;
 use std::net::SocketAddr;
 
 /// The message queues of `topic` served by the node at `address`.
-pub fn queues(region: &str, address: SocketAddr, topic: &Resource, config: &Topic) -> Vec<MessageQueue> {
+pub fn queues(
+    region: &str,
+    address: SocketAddr,
+    topic: &Resource,
+    config: &Topic,
+) -> Vec<MessageQueue> {
     let scheme = if address.is_ipv4() {
         AddressScheme::IPv4
     } else {

@@ -119,9 +119,15 @@ fn column_family_options(name: &str) -> Options {
 }
 
 impl RocksStore {
-    /// Opens (creating if needed) the store in `dir`. `flush` decides whether
-    /// writes fsync the write-ahead log before returning (see the module docs).
+    /// Opens (creating it and its parents if needed) the store in `dir`.
+    /// `flush` decides whether writes fsync the write-ahead log before
+    /// returning (see the module docs).
     pub fn open(dir: &Path, flush: FlushMode) -> Result<RocksStore, StorageError> {
+        let open_error = |source: Box<dyn std::error::Error + Send + Sync>| StorageError::Open {
+            path: dir.to_owned(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(|error| open_error(Box::new(error)))?;
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
@@ -130,12 +136,8 @@ impl RocksStore {
         let descriptors = COLUMN_FAMILIES
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, column_family_options(name)));
-        let db = DB::open_cf_descriptors(&options, dir, descriptors).map_err(|error| {
-            StorageError::Open {
-                path: dir.to_owned(),
-                source: Box::new(error),
-            }
-        })?;
+        let db = DB::open_cf_descriptors(&options, dir, descriptors)
+            .map_err(|error| open_error(Box::new(error)))?;
         let mut write_options = WriteOptions::default();
         write_options.set_sync(flush == FlushMode::Sync);
         let mut store = RocksStore {

@@ -48,6 +48,10 @@ pub struct NodeState {
     pub checkpoints: HashMap<String, u64>,
     pub stored: u64,
     pub duplicates: u64,
+    /// GetCheckpoint calls: one per replication session the replicator started.
+    pub checkpoint_reads: u64,
+    /// Apply calls still to refuse (as if the node were unavailable).
+    pub apply_failures_left: u64,
 }
 
 /// An in-memory node: a commit log, deduplication, checkpoints.
@@ -156,7 +160,10 @@ impl NodeService for FakeNode {
 
     type TailStream = ReceiverStream<Result<TailBatch, Status>>;
 
-    async fn tail(&self, request: Request<TailRequest>) -> Result<Response<Self::TailStream>, Status> {
+    async fn tail(
+        &self,
+        request: Request<TailRequest>,
+    ) -> Result<Response<Self::TailStream>, Status> {
         let request = request.into_inner();
         let (sender, receiver) = mpsc::channel(2);
         let node = self.clone();
@@ -183,10 +190,17 @@ impl NodeService for FakeNode {
         Ok(Response::new(ReceiverStream::new(receiver)))
     }
 
-    async fn apply(&self, request: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
+    async fn apply(
+        &self,
+        request: Request<ApplyRequest>,
+    ) -> Result<Response<ApplyResponse>, Status> {
         let request = request.into_inner();
         let mut response = ApplyResponse::default();
         let mut state = self.state();
+        if state.apply_failures_left > 0 {
+            state.apply_failures_left -= 1;
+            return Err(Status::unavailable("fake node refuses this apply"));
+        }
         for mut record in request.records {
             if !state.dedup_ids.insert(record.dedup_id.clone()) {
                 response.duplicates += 1;
@@ -210,6 +224,7 @@ impl NodeService for FakeNode {
         request: Request<GetCheckpointRequest>,
     ) -> Result<Response<Checkpoint>, Status> {
         let peer_region = request.into_inner().peer_region;
+        self.state().checkpoint_reads += 1;
         Ok(Response::new(Checkpoint {
             acked_through_sequence: self.checkpoint(&peer_region),
             peer_region,
@@ -271,7 +286,9 @@ impl TestRegion {
 
     /// The replicator's socket, for one run.
     pub fn socket(&self) -> UdpSocket {
-        self.socket.try_clone().expect("duplicate replicator socket")
+        self.socket
+            .try_clone()
+            .expect("duplicate replicator socket")
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -306,7 +323,10 @@ pub fn topology(regions: &[&TestRegion], topics: &[(&str, &[&str])]) -> Topology
                 let topic = Topic {
                     queues: 4,
                     message_types: Vec::new(),
-                    replicate_to: replicate_to.iter().map(|region| region.to_string()).collect(),
+                    replicate_to: replicate_to
+                        .iter()
+                        .map(|region| region.to_string())
+                        .collect(),
                     consume_from: Default::default(),
                 };
                 (name.to_string(), topic)

@@ -10,14 +10,25 @@ const MESSAGES: usize = 1_000;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn official_client_round_trip_across_regions() {
-    let cluster = TestCluster::builder().regions(2).build().await.expect("start a two-region cluster");
+    let cluster = TestCluster::builder()
+        .regions(2)
+        .build()
+        .await
+        .expect("start a two-region cluster");
 
-    let producer = start_producer(&cluster.router_endpoint("a")).await.expect("start a producer via a's router");
+    let producer = start_producer(&cluster.router_endpoint("a"))
+        .await
+        .expect("start a producer via a's router");
     let mut sent: HashMap<String, Vec<u8>> = HashMap::with_capacity(MESSAGES);
     for index in 0..MESSAGES {
         let body = format!("round trip message {index}").into_bytes();
-        let id = send(&producer, body.clone()).await.expect("send via a's router");
-        assert!(sent.insert(id.clone(), body).is_none(), "the producer got message id {id} twice");
+        let id = send(&producer, body.clone())
+            .await
+            .expect("send via a's router");
+        assert!(
+            sent.insert(id.clone(), body).is_none(),
+            "the producer got message id {id} twice"
+        );
     }
 
     let consumer = start_consumer(&cluster.router_endpoint("b"), "round-trip")
@@ -33,16 +44,25 @@ async fn official_client_round_trip_across_regions() {
         );
         for message in receive(&consumer).await.expect("receive via b's router") {
             let id = message.message_id().to_owned();
-            assert!(sent.contains_key(&id), "b delivered message {id}, which was never sent");
             assert!(
-                received.insert(id.clone(), message.body().to_vec()).is_none(),
+                sent.contains_key(&id),
+                "b delivered message {id}, which was never sent"
+            );
+            assert!(
+                received
+                    .insert(id.clone(), message.body().to_vec())
+                    .is_none(),
                 "b delivered message {id} twice"
             );
             ack(&consumer, &message).await.expect("ack via b");
         }
     }
     for (id, body) in &sent {
-        assert_eq!(received.get(id), Some(body), "the body of message {id} changed on the way");
+        assert_eq!(
+            received.get(id),
+            Some(body),
+            "the body of message {id} changed on the way"
+        );
     }
 
     let more = receive(&consumer).await.expect("receive once more");
@@ -50,7 +70,9 @@ async fn official_client_round_trip_across_regions() {
         more.is_empty(),
         "after all {MESSAGES} were acked, b delivered {} more: {:?}",
         more.len(),
-        more.iter().map(|message| message.message_id().to_owned()).collect::<Vec<_>>()
+        more.iter()
+            .map(|message| message.message_id().to_owned())
+            .collect::<Vec<_>>()
     );
 
     let _ = tokio::time::timeout(Duration::from_secs(10), consumer.shutdown()).await;

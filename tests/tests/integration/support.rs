@@ -27,7 +27,11 @@ pub const TAG: &str = "test";
 
 /// Awaits `future`, failing with `what` after `timeout` (the official client has
 /// calls without a timeout of their own).
-pub async fn within<T>(timeout: Duration, what: &str, future: impl Future<Output = T>) -> anyhow::Result<T> {
+pub async fn within<T>(
+    timeout: Duration,
+    what: &str,
+    future: impl Future<Output = T>,
+) -> anyhow::Result<T> {
     tokio::time::timeout(timeout, future)
         .await
         .map_err(|_| anyhow::anyhow!("{what}: no answer within {timeout:?}"))
@@ -45,8 +49,8 @@ fn client_option(access_url: &str) -> ClientOption {
 pub async fn start_producer(access_url: &str) -> anyhow::Result<Producer> {
     let mut option = ProducerOption::default();
     option.set_topics(vec![TEST_TOPIC]);
-    let mut producer =
-        Producer::new(option, client_option(access_url)).map_err(|error| anyhow::anyhow!("create a producer: {error:?}"))?;
+    let mut producer = Producer::new(option, client_option(access_url))
+        .map_err(|error| anyhow::anyhow!("create a producer: {error:?}"))?;
     within(CLIENT_CALL_TIMEOUT, "start the producer", producer.start())
         .await?
         .map_err(|error| anyhow::anyhow!("start a producer via {access_url}: {error:?}"))?;
@@ -60,9 +64,13 @@ pub async fn start_consumer(access_url: &str, group: &str) -> anyhow::Result<Sim
     option.set_consumer_group(group);
     let mut consumer = SimpleConsumer::new(option, client_option(access_url))
         .map_err(|error| anyhow::anyhow!("create a simple consumer: {error:?}"))?;
-    within(CLIENT_CALL_TIMEOUT, "start the simple consumer", consumer.start())
-        .await?
-        .map_err(|error| anyhow::anyhow!("start a simple consumer via {access_url}: {error:?}"))?;
+    within(
+        CLIENT_CALL_TIMEOUT,
+        "start the simple consumer",
+        consumer.start(),
+    )
+    .await?
+    .map_err(|error| anyhow::anyhow!("start a simple consumer via {access_url}: {error:?}"))?;
     Ok(consumer)
 }
 
@@ -78,9 +86,13 @@ pub fn message(body: Vec<u8>) -> anyhow::Result<impl Message> {
 
 /// Sends one message and returns the message id the server acknowledged.
 pub async fn send(producer: &Producer, body: Vec<u8>) -> anyhow::Result<String> {
-    let receipt = within(CLIENT_CALL_TIMEOUT, "send a message", producer.send(message(body)?))
-        .await?
-        .map_err(|error| anyhow::anyhow!("send a message: {error:?}"))?;
+    let receipt = within(
+        CLIENT_CALL_TIMEOUT,
+        "send a message",
+        producer.send(message(body)?),
+    )
+    .await?
+    .map_err(|error| anyhow::anyhow!("send a message: {error:?}"))?;
     Ok(receipt.message_id().to_owned())
 }
 
@@ -105,32 +117,48 @@ pub async fn ack(consumer: &SimpleConsumer, message: &MessageView) -> anyhow::Re
 /// `message_count` of [`TEST_TOPIC`] in the region's node.
 pub async fn topic_count(cluster: &TestCluster, region: &str) -> anyhow::Result<u64> {
     let mut admin = cluster.admin_client(region).await?;
-    let request = TopicStatsRequest { topic: TEST_TOPIC.to_owned() };
-    let stats = within(CLIENT_CALL_TIMEOUT, "TopicStats", admin.topic_stats(request))
-        .await?
-        .with_context(|| format!("TopicStats of {TEST_TOPIC} in region {region}"))?
-        .into_inner();
+    let request = TopicStatsRequest {
+        topic: TEST_TOPIC.to_owned(),
+    };
+    let stats = within(
+        CLIENT_CALL_TIMEOUT,
+        "TopicStats",
+        admin.topic_stats(request),
+    )
+    .await?
+    .with_context(|| format!("TopicStats of {TEST_TOPIC} in region {region}"))?
+    .into_inner();
     Ok(stats.message_count)
 }
 
 /// The highest committed sequence of the region's commit log.
 pub async fn last_sequence(cluster: &TestCluster, region: &str) -> anyhow::Result<u64> {
     let mut admin = cluster.admin_client(region).await?;
-    let health = within(CLIENT_CALL_TIMEOUT, "Health", admin.health(HealthRequest {}))
-        .await?
-        .with_context(|| format!("Health of region {region}"))?
-        .into_inner();
+    let health = within(
+        CLIENT_CALL_TIMEOUT,
+        "Health",
+        admin.health(HealthRequest {}),
+    )
+    .await?
+    .with_context(|| format!("Health of region {region}"))?
+    .into_inner();
     Ok(health.last_sequence)
 }
 
 /// The sequence of `region`'s log that `peer` has acknowledged.
 pub async fn checkpoint(cluster: &TestCluster, region: &str, peer: &str) -> anyhow::Result<u64> {
     let mut admin = cluster.admin_client(region).await?;
-    let request = GetCheckpointRequest { peer_region: peer.to_owned() };
-    let checkpoint = within(CLIENT_CALL_TIMEOUT, "GetCheckpoint", admin.get_checkpoint(request))
-        .await?
-        .with_context(|| format!("GetCheckpoint of link {region} → {peer}"))?
-        .into_inner();
+    let request = GetCheckpointRequest {
+        peer_region: peer.to_owned(),
+    };
+    let checkpoint = within(
+        CLIENT_CALL_TIMEOUT,
+        "GetCheckpoint",
+        admin.get_checkpoint(request),
+    )
+    .await?
+    .with_context(|| format!("GetCheckpoint of link {region} → {peer}"))?
+    .into_inner();
     Ok(checkpoint.acked_through_sequence)
 }
 
@@ -158,19 +186,18 @@ pub async fn message_records(cluster: &TestCluster, region: &str) -> anyhow::Res
         let batch = within(CLIENT_CALL_TIMEOUT, "the next Tail batch", stream.message())
             .await?
             .with_context(|| format!("Tail region {region}: read a batch"))?
-            .with_context(|| format!("Tail region {region}: the stream ended at {through} before {last}"))?;
+            .with_context(|| {
+                format!("Tail region {region}: the stream ended at {through} before {last}")
+            })?;
         anyhow::ensure!(
             batch.through_sequence >= through,
             "Tail region {region}: through_sequence went backwards from {through} to {}",
             batch.through_sequence
         );
         through = batch.through_sequence;
-        records.extend(
-            batch
-                .records
-                .into_iter()
-                .filter(|record| record.kind == RecordKind::Message as i32 && record.message.is_some()),
-        );
+        records.extend(batch.records.into_iter().filter(|record| {
+            record.kind == RecordKind::Message as i32 && record.message.is_some()
+        }));
     }
     Ok(records)
 }
@@ -188,23 +215,40 @@ pub fn client_message_ids(records: &[Record]) -> Vec<String> {
 /// returns the distinct broker endpoints (`host:port`) of its queues.
 pub async fn query_route(endpoint: &str) -> anyhow::Result<BTreeSet<String>> {
     let mut client = TestCluster::messaging_client(endpoint).await?;
-    let (host, port) = endpoint.rsplit_once(':').context("an endpoint is host:port")?;
+    let (host, port) = endpoint
+        .rsplit_once(':')
+        .context("an endpoint is host:port")?;
     let mut request = tonic::Request::new(QueryRouteRequest {
-        topic: Some(Resource { resource_namespace: String::new(), name: TEST_TOPIC.to_owned() }),
+        topic: Some(Resource {
+            resource_namespace: String::new(),
+            name: TEST_TOPIC.to_owned(),
+        }),
         endpoints: Some(Endpoints {
             scheme: AddressScheme::IPv4 as i32,
-            addresses: vec![Address { host: host.to_owned(), port: port.parse().context("a port is a number")? }],
+            addresses: vec![Address {
+                host: host.to_owned(),
+                port: port.parse().context("a port is a number")?,
+            }],
         }),
     });
-    request
-        .metadata_mut()
-        .insert("x-mq-client-id", "meridian-tests-route-probe".parse().context("a metadata value")?);
+    request.metadata_mut().insert(
+        "x-mq-client-id",
+        "meridian-tests-route-probe"
+            .parse()
+            .context("a metadata value")?,
+    );
     request.set_timeout(Duration::from_secs(3));
-    let response = within(CLIENT_CALL_TIMEOUT, "QueryRoute", client.query_route(request))
-        .await?
-        .with_context(|| format!("QueryRoute via {endpoint}"))?
-        .into_inner();
-    let status = response.status.context("QueryRoute answered without a status")?;
+    let response = within(
+        CLIENT_CALL_TIMEOUT,
+        "QueryRoute",
+        client.query_route(request),
+    )
+    .await?
+    .with_context(|| format!("QueryRoute via {endpoint}"))?
+    .into_inner();
+    let status = response
+        .status
+        .context("QueryRoute answered without a status")?;
     anyhow::ensure!(
         status.code == Code::Ok as i32,
         "QueryRoute via {endpoint} answered code {} ({})",
@@ -218,9 +262,17 @@ pub async fn query_route(endpoint: &str) -> anyhow::Result<BTreeSet<String>> {
             .as_ref()
             .and_then(|broker| broker.endpoints.as_ref())
             .and_then(|endpoints| endpoints.addresses.first())
-            .with_context(|| format!("QueryRoute via {endpoint}: queue {} has no broker address", queue.id))?;
+            .with_context(|| {
+                format!(
+                    "QueryRoute via {endpoint}: queue {} has no broker address",
+                    queue.id
+                )
+            })?;
         brokers.insert(format!("{}:{}", address.host, address.port));
     }
-    anyhow::ensure!(!brokers.is_empty(), "QueryRoute via {endpoint} returned no queues");
+    anyhow::ensure!(
+        !brokers.is_empty(),
+        "QueryRoute via {endpoint} returned no queues"
+    );
     Ok(brokers)
 }

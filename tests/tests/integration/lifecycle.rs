@@ -1,0 +1,84 @@
+//! Process lifecycle: graceful shutdown, and one node per data dir.
+
+use crate::support::last_sequence;
+use meridian_tests::{Role, TestCluster};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn graceful_sigterm_exits_zero() {
+    let mut cluster = TestCluster::builder()
+        .regions(2)
+        .build()
+        .await
+        .expect("start a two-region cluster");
+    // Dependents first, the node last; `stop` asserts exit code 0.
+    for role in [Role::Router, Role::Replicator, Role::Node] {
+        cluster
+            .stop("a", role)
+            .await
+            .unwrap_or_else(|error| panic!("SIGTERM {role} of a: {error:#}"));
+    }
+    // A graceful exit releases everything: the same ports and data dir serve again.
+    for role in Role::ALL {
+        cluster
+            .start("a", role)
+            .await
+            .unwrap_or_else(|error| panic!("restart {role} of a: {error:#}"));
+    }
+    last_sequence(&cluster, "a")
+        .await
+        .expect("a's node answers Health after the restart");
+    cluster.finish();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn data_dir_lock_refuses_second_node() {
+    let mut cluster = TestCluster::builder()
+        .regions(2)
+        .build()
+        .await
+        .expect("start a two-region cluster");
+    let topology = cluster.topology_path().to_owned();
+    let args = [
+        "node".as_ref(),
+        "--topology".as_ref(),
+        topology.as_os_str(),
+        "--region".as_ref(),
+        "a".as_ref(),
+    ];
+    let output = cluster
+        .run_meridian(args, Duration::from_secs(30))
+        .await
+        .expect("a second node for region a exits by itself");
+
+    assert!(
+        !output.status.success(),
+        "a second node on a's data dir must be refused:\n{output}"
+    );
+    let stderr = output.stderr.to_lowercase();
+    assert!(
+        stderr.contains("lock"),
+        "stderr does not say the data dir is locked:\n{output}"
+    );
+    let data_dir = cluster.data_dir("a");
+    assert!(
+        output.stderr.contains(&*data_dir.to_string_lossy())
+            || stderr.contains("data dir")
+            || stderr.contains("data_dir")
+            || stderr.contains("data directory"),
+        "stderr does not mention the data directory:\n{output}"
+    );
+    assert!(
+        !output.stderr.contains("panicked"),
+        "the second node panicked:\n{output}"
+    );
+
+    assert!(
+        cluster.is_running("a", Role::Node),
+        "the first node of a must keep running"
+    );
+    last_sequence(&cluster, "a")
+        .await
+        .expect("the first node of a still answers Health");
+    cluster.finish();
+}
