@@ -50,6 +50,9 @@ impl ChildProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .kill_on_drop(true)
+            // Own process group: a terminal's Ctrl-C reaches only `meridian up`,
+            // which then stops the children in order (routers first, nodes last).
+            .process_group(0)
             .spawn()
             .with_context(|| format!("failed to start the {role} of {region}"))?;
         let stdout = child

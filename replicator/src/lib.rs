@@ -6,7 +6,7 @@
 //!   log from the checkpoint persisted for that peer (records that originated
 //!   in this region only), keeps the records whose topic replicates to the
 //!   peer, sends them in batches over a QUIC stream and persists the peer's
-//!   acknowledgements as the new checkpoint ([`sender`], driven by the I/O-free
+//!   acknowledgements as the new checkpoint (`sender.rs`, driven by the I/O-free
 //!   state machine in [`core`]);
 //! * a **receiver**: a QUIC server that applies its peers' batches to the
 //!   local node and acknowledges them once durable ([`receiver`]).

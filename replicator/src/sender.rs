@@ -4,9 +4,10 @@
 //! dials the peer's replicator, says Hello, opens the node's tail after the
 //! checkpoint and then moves bytes for [`SenderCore`]: tail batches in
 //! (filtered by [`RecordFilter`]), Batch frames out, Acks in, checkpoints to
-//! the node. Any failure ends the session; the link logs it (at WARN once per
-//! outage, at DEBUG while it lasts) and starts a new session after an
-//! exponential back-off. Resending after a reconnect is harmless because the
+//! the node. Any failure ends the session; the link logs it (see [`Health`]:
+//! WARN once per outage and error, DEBUG while it lasts) and starts a new
+//! session after an exponential back-off (100 ms doubling to 5 s, jittered,
+//! without a limit on attempts). Resending after a reconnect is harmless because the
 //! receiving node deduplicates.
 
 use crate::core::{AckOutcome, RecordFilter, SenderCore, SenderLimits, Verdict};
@@ -68,43 +69,19 @@ pub(crate) struct Link {
 /// Runs the link until `shutdown`: sessions, each retried with back-off.
 pub(crate) async fn run_link(mut link: Link, shutdown: CancellationToken) {
     let mut core = SenderCore::new(0, link.limits);
-    let mut backoff = new_backoff();
-    let mut last_failure: Option<String> = None;
+    let mut health = Health::new(&link);
     loop {
-        let mut connected = false;
         let result = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            result = run_session(&mut link, &mut core, &mut connected) => result,
+            result = run_session(&mut link, &mut core, &mut health) => result,
         };
         link.status.connected.store(false, Ordering::Relaxed);
         let error = match result {
             Ok(never) => match never {},
             Err(error) => error,
         };
-        let text = error_chain(&error);
-        if connected {
-            // The end of a working link: one line, WARN unless the peer left in order.
-            let (peer, address) = (&link.peer, link.peer_address);
-            if is_orderly(&error) {
-                info!(%peer, %address, reason = %text, "replication link disconnected");
-            } else {
-                warn!(%peer, %address, error = %text, "replication link disconnected");
-            }
-            backoff = new_backoff();
-            last_failure = Some(text);
-        } else if last_failure.as_deref() == Some(text.as_str()) {
-            debug!(peer = %link.peer, error = %text, "replication link still failing");
-        } else {
-            warn!(
-                peer = %link.peer,
-                address = %link.peer_address,
-                error = %text,
-                "replication link failed; retrying with back-off"
-            );
-            last_failure = Some(text);
-        }
-        let delay = backoff.next().unwrap_or(BACKOFF_MAX);
+        let delay = health.on_session_end(&error);
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
@@ -112,6 +89,76 @@ pub(crate) async fn run_link(mut link: Link, shutdown: CancellationToken) {
         }
     }
     debug!(peer = %link.peer, "replication link stopped");
+}
+
+/// A link's back-off and log policy.
+///
+/// A session becomes *healthy* once an ack advanced the checkpoint or it has
+/// been up for [`HEALTHY_AFTER`]. Only the end of a healthy session starts an
+/// outage (one line: INFO when the peer left in order, else WARN) and resets
+/// the back-off. During an outage each new error is logged once at WARN, and
+/// repeats at DEBUG; the end of the outage is logged at INFO.
+struct Health {
+    peer: String,
+    address: SocketAddr,
+    backoff: backon::ExponentialBackoff,
+    /// The last error of the outage in progress, if there is one.
+    outage: Option<String>,
+    session_healthy: bool,
+}
+
+/// How long a session must stay up to count as healthy without an ack.
+const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+
+impl Health {
+    fn new(link: &Link) -> Self {
+        Self {
+            peer: link.peer.clone(),
+            address: link.peer_address,
+            backoff: new_backoff(),
+            outage: None,
+            session_healthy: false,
+        }
+    }
+
+    fn on_connected(&self, resume_after: u64) {
+        let (peer, address) = (&self.peer, self.address);
+        if self.outage.is_none() {
+            info!(%peer, %address, resume_after, "replication link connected");
+        } else {
+            debug!(%peer, %address, resume_after, "replication link connected");
+        }
+    }
+
+    fn on_healthy(&mut self) {
+        if self.session_healthy {
+            return;
+        }
+        self.session_healthy = true;
+        self.backoff = new_backoff();
+        if self.outage.take().is_some() {
+            info!(peer = %self.peer, address = %self.address, "replication link recovered");
+        }
+    }
+
+    /// Logs the end of a session; returns how long to wait before the next.
+    fn on_session_end(&mut self, error: &ReplicatorError) -> Duration {
+        let text = error_chain(error);
+        let (peer, address) = (&self.peer, self.address);
+        if std::mem::take(&mut self.session_healthy) {
+            if is_orderly(error) {
+                info!(%peer, %address, reason = %text, "replication link disconnected");
+            } else {
+                warn!(%peer, %address, error = %text, "replication link disconnected");
+            }
+        } else if self.outage.as_deref() == Some(text.as_str()) {
+            debug!(%peer, error = %text, "replication link still failing");
+        } else {
+            warn!(%peer, %address, error = %text, "replication link failed; retrying with back-off");
+        }
+        self.outage = Some(text);
+        self.backoff.next().unwrap_or(BACKOFF_MAX)
+    }
 }
 
 /// True when the peer ended the link on purpose (shutdown), not through a fault.
@@ -139,12 +186,11 @@ fn new_backoff() -> backon::ExponentialBackoff {
 /// Uninhabited: a session only ends with an error (shutdown drops it).
 enum Never {}
 
-/// One connection's worth of replication. Sets `connected` once the peer
-/// link is up, so that the caller can tell an outage from a failed retry.
+/// One connection's worth of replication; reports its health to `health`.
 async fn run_session(
     link: &mut Link,
     core: &mut SenderCore,
-    connected: &mut bool,
+    health: &mut Health,
 ) -> Result<Never, ReplicatorError> {
     let peer = link.peer.clone();
     let address = link.peer_address;
@@ -192,9 +238,8 @@ async fn run_session(
         bytes_max: u32::try_from(link.limits.batch_bytes_max).unwrap_or(u32::MAX),
     };
     let tail = link.node.tail(resume_after, tail_limits).await?;
-    *connected = true;
     link.status.connected.store(true, Ordering::Relaxed);
-    info!(%peer, %address, resume_after, "replication link connected");
+    health.on_connected(resume_after);
 
     let streams = Streams {
         connection: &connection,
@@ -202,7 +247,7 @@ async fn run_session(
         reader: FrameReader::new(receive),
         tail,
     };
-    let error = match exchange(link, core, streams).await {
+    let error = match exchange(link, core, health, streams).await {
         Ok(never) => match never {},
         Err(error) => error,
     };
@@ -224,13 +269,17 @@ struct Streams<'a> {
 async fn exchange(
     link: &mut Link,
     core: &mut SenderCore,
+    health: &mut Health,
     mut streams: Streams<'_>,
 ) -> Result<Never, ReplicatorError> {
     let peer = link.peer.clone();
     let address = link.peer_address;
     let node_address = link.node.address();
+    let healthy_after = tokio::time::sleep(HEALTHY_AFTER);
+    tokio::pin!(healthy_after);
     loop {
         tokio::select! {
+            () = &mut healthy_after, if !health.session_healthy => health.on_healthy(),
             inbound = streams.reader.next_frame() => {
                 let inbound = match inbound {
                     Ok(Some(inbound)) => frame::expect_sender_inbound(inbound),
@@ -242,7 +291,9 @@ async fn exchange(
                 };
                 match inbound {
                     Ok(SenderInbound::Ack(ack)) => {
-                        handle_ack(link, core, ack.through_sequence).await?;
+                        if handle_ack(link, core, ack.through_sequence).await? {
+                            health.on_healthy();
+                        }
                         debug!(
                             through_sequence = ack.through_sequence,
                             stored = ack.stored,
@@ -312,27 +363,29 @@ fn transport_ended(
 }
 
 /// Applies an ack to the core and persists the checkpoint it yields.
+/// Returns whether the checkpoint advanced.
 async fn handle_ack(
     link: &Link,
     core: &mut SenderCore,
     through: u64,
-) -> Result<(), ReplicatorError> {
+) -> Result<bool, ReplicatorError> {
     let outcome = core
         .on_ack(through)
         .map_err(|source| ReplicatorError::Protocol {
             peer: link.peer.clone(),
             source,
         })?;
-    if let AckOutcome::Advanced { acked_through } = outcome {
-        link.status
-            .acked_through
-            .store(acked_through, Ordering::Relaxed);
-    }
+    let AckOutcome::Advanced { acked_through } = outcome else {
+        return Ok(false);
+    };
+    link.status
+        .acked_through
+        .store(acked_through, Ordering::Relaxed);
     if let Some(checkpoint) = core.checkpoint_to_persist() {
         link.node.put_checkpoint(&link.peer, checkpoint).await?;
         core.on_persisted(checkpoint);
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The records of a tail batch that go to the peer, by topic policy.

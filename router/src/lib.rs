@@ -4,7 +4,7 @@
 //! and gets the queues of its topic on the node of the nearest healthy
 //! region: the router's own region while that one is up, else the nearest up
 //! region by topology link latency. The router probes every region's node
-//! continuously ([`health`](crate::health) module) so that a dead region stops
+//! continuously (the `health` and `probe` modules) so that a dead region stops
 //! receiving new routes within a few seconds. It also keeps client sessions
 //! going (Heartbeat, Telemetry settings, NotifyClientTermination) and refuses
 //! the data-path RPCs with `NOT_IMPLEMENTED`: those go to the nodes.

@@ -83,7 +83,7 @@ impl Routes {
             rpc,
             topic = %topic.name,
             own = %self.own,
-            chosen = region_name,
+            chosen = %region_name,
             node = %region.node,
             "routing to region"
         );

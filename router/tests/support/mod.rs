@@ -133,6 +133,14 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start() -> Harness {
+        // Router logs go to the test's captured output, shown when it fails.
+        let _already_set = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "meridian_router=debug".into()),
+            )
+            .with_test_writer()
+            .try_init();
         let mut topology = Topology::demo(Path::new("/nonexistent/meridian-router-test"));
         let mut reserved = Vec::new();
         for region in topology.regions.values_mut() {

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 /// Sends acknowledged before the kill; enough that the kill lands mid-stream.
 const ACKNOWLEDGED_BEFORE_KILL: usize = 200;
+/// Sends in flight at once.
+const CONCURRENT_SENDERS: usize = 4;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sync_flush_node_kill9_keeps_every_acknowledged_send() {
@@ -20,36 +22,42 @@ async fn sync_flush_node_kill9_keeps_every_acknowledged_send() {
         .await
         .expect("start a two-region cluster with sync flush");
 
-    let producer = start_producer(&cluster.router_endpoint("a"))
-        .await
-        .expect("start a producer via a's router");
+    let producer = Arc::new(
+        start_producer(&cluster.router_endpoint("a"))
+            .await
+            .expect("start a producer via a's router"),
+    );
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
-    // Sends after the kill fail (or the client panics); only Ok results count.
-    let sending = tokio::spawn({
+    // Several senders, so that the kill lands while a group commit holds more
+    // than one send. Sends after the kill fail (or the client panics); only Ok
+    // results count.
+    let mut senders = tokio::task::JoinSet::new();
+    for sender in 0..CONCURRENT_SENDERS {
+        let producer = Arc::clone(&producer);
         let acknowledged = Arc::clone(&acknowledged);
         let stop = Arc::clone(&stop);
-        async move {
+        senders.spawn(async move {
             let mut failures = 0_u64;
             let mut index = 0_u64;
             while !stop.load(Ordering::SeqCst) {
                 index += 1;
-                match send(&producer, format!("durable message {index}").into_bytes()).await {
+                let body = format!("durable message {sender}-{index}").into_bytes();
+                match send(&producer, body).await {
                     Ok(id) => acknowledged
                         .lock()
                         .expect("the ids lock is not poisoned")
                         .push(id),
                     Err(_) => {
                         failures += 1;
-                        // Back off a little so a dead node is not hammered; this is
-                        // pacing, not waiting for readiness.
+                        // Pacing so a dead node is not hammered, not a readiness wait.
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                 }
             }
             failures
-        }
-    });
+        });
+    }
 
     wait_until(
         Duration::from_secs(60),
@@ -66,13 +74,21 @@ async fn sync_flush_node_kill9_keeps_every_acknowledged_send() {
     .expect("the producer makes progress");
     cluster.kill9("a", Role::Node).expect("kill -9 a's node");
     stop.store(true, Ordering::SeqCst);
-    match tokio::time::timeout(Duration::from_secs(60), sending).await {
-        Ok(Ok(failures)) => eprintln!("{failures} sends failed after the kill, as expected"),
-        Ok(Err(panic)) => {
-            eprintln!("the producer task panicked after the kill (tolerated): {panic}")
+    let stopped = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(outcome) = senders.join_next().await {
+            match outcome {
+                Ok(failures) => {
+                    eprintln!("a sender saw {failures} failed sends after the kill, as expected")
+                }
+                Err(panic) => eprintln!("a sender panicked after the kill (tolerated): {panic}"),
+            }
         }
-        Err(_) => panic!("the producer task did not stop within 60 s of the kill"),
-    }
+    })
+    .await;
+    assert!(
+        stopped.is_ok(),
+        "the senders did not stop within 60 s of the kill"
+    );
     let acknowledged: BTreeSet<String> = acknowledged
         .lock()
         .expect("the ids lock is not poisoned")
