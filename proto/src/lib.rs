@@ -7,6 +7,7 @@
 //! * [`client_settings`]: the server side of the RocketMQ Telemetry settings
 //!   exchange, shared by the node and the router (which must not depend on
 //!   each other).
+//! * [`route`]: the message queues of a QueryRoute answer (node and router).
 //!
 //! Code is generated at build time by protox + tonic-prost-build; no system
 //! `protoc` is needed. This crate must not depend on any Meridian crate.
@@ -14,6 +15,7 @@
 //! [`Record`]: meridian::v1::Record
 
 pub mod client_settings;
+pub mod route;
 
 /// The RocketMQ 5 gRPC API.
 pub mod rocketmq {

@@ -9,9 +9,7 @@
 
 use crate::error::RouterError;
 use crate::health::HealthView;
-use meridian_proto::rocketmq::v2::{
-    Address, AddressScheme, Broker, Endpoints, MessageQueue, MessageType, Permission, Resource,
-};
+use meridian_proto::rocketmq::v2::{MessageQueue, MessageType, Resource};
 use meridian_topology::{self as topology, Topic, Topology};
 use std::net::SocketAddr;
 use tracing::debug;
@@ -109,40 +107,12 @@ pub(crate) fn message_queues(
     broker_name: &str,
     node: SocketAddr,
 ) -> Vec<MessageQueue> {
-    let broker = Broker {
-        name: broker_name.to_owned(),
-        id: 0,
-        endpoints: Some(endpoints(node)),
-    };
-    let accept_message_types: Vec<i32> = spec
+    let accept: Vec<MessageType> = spec
         .message_types
         .iter()
-        .map(|kind| message_type(*kind) as i32)
+        .map(|kind| message_type(*kind))
         .collect();
-    (0..i32::from(spec.queues))
-        .map(|id| MessageQueue {
-            topic: Some(topic.clone()),
-            id,
-            permission: Permission::ReadWrite as i32,
-            broker: Some(broker.clone()),
-            accept_message_types: accept_message_types.clone(),
-        })
-        .collect()
-}
-
-/// The RocketMQ endpoints of one socket address.
-pub(crate) fn endpoints(address: SocketAddr) -> Endpoints {
-    let scheme = match address {
-        SocketAddr::V4(_) => AddressScheme::IPv4,
-        SocketAddr::V6(_) => AddressScheme::IPv6,
-    };
-    Endpoints {
-        scheme: scheme as i32,
-        addresses: vec![Address {
-            host: address.ip().to_string(),
-            port: i32::from(address.port()),
-        }],
-    }
+    meridian_proto::route::message_queues(topic, spec.queues, &accept, broker_name, node)
 }
 
 /// The RocketMQ message type of a topology message type.
@@ -158,6 +128,8 @@ pub(crate) fn message_type(kind: topology::MessageType) -> MessageType {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use meridian_proto::rocketmq::v2::{Address, AddressScheme, Permission};
+    use meridian_proto::route::endpoints;
     use meridian_topology::ConsumeFrom;
 
     fn resource(namespace: &str, name: &str) -> Resource {

@@ -12,6 +12,7 @@ use crate::error::NodeError;
 use crate::storage::{Appended, LogStore};
 use futures::Stream;
 use meridian_proto::client_settings::{self, ok, status};
+use meridian_proto::rocketmq::v2::MessageQueue;
 use meridian_proto::rocketmq::v2::messaging_service_server::MessagingService;
 use meridian_proto::rocketmq::v2::{
     AckMessageRequest, AckMessageResponse, AckMessageResultEntry, Assignment,
@@ -90,6 +91,23 @@ fn remaining_ms<T>(request: &Request<T>) -> Option<i64> {
     Some(ms)
 }
 
+/// Requests that name a topic (QueryRoute, QueryAssignment).
+trait TopicRequest {
+    fn topic(&self) -> Option<&Resource>;
+}
+
+impl TopicRequest for QueryRouteRequest {
+    fn topic(&self) -> Option<&Resource> {
+        self.topic.as_ref()
+    }
+}
+
+impl TopicRequest for QueryAssignmentRequest {
+    fn topic(&self) -> Option<&Resource> {
+        self.topic.as_ref()
+    }
+}
+
 fn aggregate(statuses: &[Status]) -> Status {
     match statuses {
         [] => ok(),
@@ -113,6 +131,30 @@ impl<S: LogStore> Messaging<S> {
                 topic: name.to_owned(),
             })?;
         Ok((name.to_owned(), topic.clone()))
+    }
+
+    /// The topic's queues, all on this node: the node's answer to QueryRoute
+    /// and QueryAssignment (clients normally ask their region's router).
+    fn own_queues<T: TopicRequest>(
+        &self,
+        request: Request<T>,
+    ) -> Result<Vec<MessageQueue>, NodeError> {
+        require_client_id(&request)?;
+        let request = request.into_inner();
+        let (_, topic) = self.topic(request.topic())?;
+        let accept: Vec<_> = topic
+            .message_types
+            .iter()
+            .map(|kind| convert::rocketmq_type(*kind))
+            .collect();
+        let resource = request.topic().cloned().unwrap_or_default();
+        Ok(meridian_proto::route::message_queues(
+            &resource,
+            topic.queues,
+            &accept,
+            &self.context.region,
+            self.context.node_address,
+        ))
     }
 
     fn group(resource: Option<&Resource>) -> Result<String, NodeError> {
@@ -406,18 +448,7 @@ impl<S: LogStore> MessagingService for Messaging<S> {
         &self,
         request: Request<QueryRouteRequest>,
     ) -> Result<Response<QueryRouteResponse>, tonic::Status> {
-        let answer = require_client_id(&request).and_then(|()| {
-            let request = request.into_inner();
-            let (_, topic) = self.topic(request.topic.as_ref())?;
-            let resource = request.topic.unwrap_or_default();
-            Ok(super::route::queues(
-                &self.context.region,
-                self.context.node_address,
-                &resource,
-                &topic,
-            ))
-        });
-        Ok(Response::new(match answer {
+        Ok(Response::new(match self.own_queues(request) {
             Ok(message_queues) => QueryRouteResponse {
                 status: Some(ok()),
                 message_queues,
@@ -470,18 +501,7 @@ impl<S: LogStore> MessagingService for Messaging<S> {
         &self,
         request: Request<QueryAssignmentRequest>,
     ) -> Result<Response<QueryAssignmentResponse>, tonic::Status> {
-        let answer = require_client_id(&request).and_then(|()| {
-            let request = request.into_inner();
-            let (_, topic) = self.topic(request.topic.as_ref())?;
-            let resource = request.topic.unwrap_or_default();
-            Ok(super::route::queues(
-                &self.context.region,
-                self.context.node_address,
-                &resource,
-                &topic,
-            ))
-        });
-        Ok(Response::new(match answer {
+        Ok(Response::new(match self.own_queues(request) {
             Ok(queues) => QueryAssignmentResponse {
                 status: Some(ok()),
                 assignments: queues

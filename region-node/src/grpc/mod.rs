@@ -4,7 +4,6 @@
 pub mod convert;
 pub mod internal;
 pub mod messaging;
-mod route;
 
 use crate::commit::CommitLog;
 use crate::consumer::ConsumerEngine;
