@@ -61,6 +61,10 @@ struct RoleArgs {
     /// Which region of the topology this process serves.
     #[arg(long)]
     region: String,
+    /// Also shut down gracefully when stdin reaches end of file: how
+    /// `meridian up` makes its children follow it even if it is killed.
+    #[arg(long, hide = true)]
+    stop_on_stdin_eof: bool,
 }
 
 fn main() -> ExitCode {
@@ -104,21 +108,21 @@ async fn run(command: Command) -> ExitCode {
                 Ok(topology) => topology,
                 Err(code) => return code,
             };
-            report(run_node(topology, &args.region).await)
+            report(run_node(topology, &args.region, args.stop_on_stdin_eof).await)
         }
         Command::Replicator(args) => {
             let topology = match load(&args.topology, Some(&args.region)) {
                 Ok(topology) => topology,
                 Err(code) => return code,
             };
-            report(run_replicator(topology, args.region).await)
+            report(run_replicator(topology, args.region, args.stop_on_stdin_eof).await)
         }
         Command::Router(args) => {
             let topology = match load(&args.topology, Some(&args.region)) {
                 Ok(topology) => topology,
                 Err(code) => return code,
             };
-            report(run_router(topology, args.region).await)
+            report(run_router(topology, args.region, args.stop_on_stdin_eof).await)
         }
     }
 }
@@ -157,9 +161,21 @@ fn announce_ready(role: &str, region: &str) {
     let _ = stdout.flush();
 }
 
-/// A token cancelled on Ctrl-C or SIGTERM.
-fn shutdown_on_signals() -> anyhow::Result<CancellationToken> {
+/// A token cancelled on Ctrl-C or SIGTERM, and on end of stdin when asked.
+fn shutdown_on_signals(stop_on_stdin_eof: bool) -> anyhow::Result<CancellationToken> {
     let token = CancellationToken::new();
+    if stop_on_stdin_eof {
+        let cancel = token.clone();
+        // A plain thread: a blocking read must not hold up the runtime's shutdown.
+        std::thread::Builder::new()
+            .name("stdin-watch".into())
+            .spawn(move || {
+                let mut sink = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut sink);
+                tracing::info!("stdin closed (the parent went away); shutting down");
+                cancel.cancel();
+            })?;
+    }
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let cancel = token.clone();
     tokio::spawn(async move {
@@ -182,9 +198,9 @@ async fn bind_tcp(
         .with_context(|| format!("failed to bind the {what} address {address}"))
 }
 
-async fn run_node(topology: Topology, region: &str) -> anyhow::Result<()> {
+async fn run_node(topology: Topology, region: &str, stop_on_stdin_eof: bool) -> anyhow::Result<()> {
     let config = topology.region(region)?.clone();
-    let shutdown = shutdown_on_signals()?;
+    let shutdown = shutdown_on_signals(stop_on_stdin_eof)?;
     let node = tokio::task::spawn_blocking({
         let region = region.to_owned();
         move || meridian_region_node::Node::open(topology, &region)
@@ -197,10 +213,14 @@ async fn run_node(topology: Topology, region: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_replicator(topology: Topology, region: String) -> anyhow::Result<()> {
+async fn run_replicator(
+    topology: Topology,
+    region: String,
+    stop_on_stdin_eof: bool,
+) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let address = topology.region(&region)?.replicator;
-    let shutdown = shutdown_on_signals()?;
+    let shutdown = shutdown_on_signals(stop_on_stdin_eof)?;
     let socket = std::net::UdpSocket::bind(address)
         .with_context(|| format!("failed to bind the replicator address {address} (UDP)"))?;
     announce_ready("replicator", &region);
@@ -208,9 +228,13 @@ async fn run_replicator(topology: Topology, region: String) -> anyhow::Result<()
     Ok(())
 }
 
-async fn run_router(topology: Topology, region: String) -> anyhow::Result<()> {
+async fn run_router(
+    topology: Topology,
+    region: String,
+    stop_on_stdin_eof: bool,
+) -> anyhow::Result<()> {
     let address = topology.region(&region)?.router;
-    let shutdown = shutdown_on_signals()?;
+    let shutdown = shutdown_on_signals(stop_on_stdin_eof)?;
     let listener = bind_tcp(address, "router").await?;
     announce_ready("router", &region);
     meridian_router::run(topology, region, listener, shutdown).await?;

@@ -4,8 +4,8 @@ use anyhow::{Context as _, bail};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
 
 /// How long a child may take to report readiness.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -18,6 +18,9 @@ pub struct ChildProcess {
     pub region: String,
     pub log_path: PathBuf,
     child: Child,
+    /// The write end of the child's stdin: when this process dies, the pipe
+    /// closes and the child (started with `--stop-on-stdin-eof`) shuts down.
+    _lifeline: ChildStdin,
 }
 
 impl ChildProcess {
@@ -46,7 +49,8 @@ impl ChildProcess {
             .arg(topology)
             .arg("--region")
             .arg(region)
-            .stdin(Stdio::null())
+            .arg("--stop-on-stdin-eof")
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .kill_on_drop(true)
@@ -59,6 +63,10 @@ impl ChildProcess {
             .stdout
             .take()
             .context("child stdout was not captured")?;
+        let lifeline = child
+            .stdin
+            .take()
+            .context("child stdin was not captured")?;
         let mut lines = BufReader::new(stdout).lines();
         let expected = format!("MERIDIAN_READY role={role} region={region}");
         let waited = tokio::time::timeout(READY_TIMEOUT, async {
@@ -83,18 +91,15 @@ impl ChildProcess {
                 log_path.display()
             ),
         }
-        // Keep draining stdout so the child never blocks on a full pipe.
-        let mut sink = tokio::io::sink();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                let _ = sink.write_all(line.as_bytes()).await;
-            }
-        });
+        // Keep draining stdout so the child never blocks on a full pipe; the
+        // task ends when the child closes its stdout (at exit).
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Self {
             role,
             region: region.to_owned(),
             log_path,
             child,
+            _lifeline: lifeline,
         })
     }
 

@@ -18,7 +18,7 @@ pub async fn run(topology_file: Option<PathBuf>, demo_data_dir: PathBuf) -> anyh
         None => write_demo(&demo_data_dir)?,
     };
     let topology = Topology::load(&path)?;
-    let shutdown = crate::shutdown_on_signals()?;
+    let shutdown = crate::shutdown_on_signals(false)?;
     let mut children: Vec<ChildProcess> = Vec::new();
     let started = start_all(&topology, &path, &mut children).await;
     if let Err(error) = started {

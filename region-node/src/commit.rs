@@ -175,3 +175,80 @@ async fn writer<S: LogStore>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemoryStore;
+    use meridian_proto::meridian::v1::{Message, RecordKind};
+
+    fn record(body: &str) -> Record {
+        Record {
+            kind: RecordKind::Message as i32,
+            dedup_id: uuid::Uuid::now_v7().as_bytes().to_vec(),
+            origin_region: "here".into(),
+            message: Some(Message {
+                client_message_id: uuid::Uuid::now_v7().to_string(),
+                topic: "orders".into(),
+                body: body.as_bytes().to_vec(),
+                ..Message::default()
+            }),
+            ..Record::default()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_each_get_their_own_outcomes() {
+        let store = Arc::new(MemoryStore::new());
+        let tracker = tokio_util::task::TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        let log = CommitLog::start(store.clone(), "here".into(), &tracker, shutdown.clone())
+            .expect("start");
+        let mut callers = tokio::task::JoinSet::new();
+        for caller in 0..64 {
+            let log = log.clone();
+            callers.spawn(async move {
+                let records: Vec<Record> = (0..=caller % 3)
+                    .map(|index| record(&format!("{caller}/{index}")))
+                    .collect();
+                let count = records.len();
+                let outcomes = log.append(records).await.expect("append");
+                assert_eq!(outcomes.len(), count, "caller {caller} got another caller's outcomes");
+                outcomes
+            });
+        }
+        let mut sequences = Vec::new();
+        while let Some(outcomes) = callers.join_next().await {
+            for outcome in outcomes.expect("caller task") {
+                match outcome {
+                    Appended::Stored { sequence, .. } => sequences.push(sequence),
+                    Appended::Duplicate { .. } => panic!("no record was sent twice"),
+                }
+            }
+        }
+        sequences.sort_unstable();
+        let expected: Vec<u64> = (1..=u64::try_from(sequences.len()).expect("fits")).collect();
+        assert_eq!(sequences, expected, "sequences are dense and unique");
+        assert_eq!(log.last_sequence(), expected.len() as u64);
+        // Every body is stored under the sequence its caller was told.
+        for sequence in expected {
+            assert!(store.get(sequence).expect("read").is_some());
+        }
+        shutdown.cancel();
+        tracker.close();
+        drop(log);
+        tracker.wait().await;
+    }
+
+    #[tokio::test]
+    async fn appends_after_shutdown_are_refused() {
+        let store = Arc::new(MemoryStore::new());
+        let tracker = tokio_util::task::TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        let log = CommitLog::start(store, "here".into(), &tracker, shutdown.clone()).expect("start");
+        shutdown.cancel();
+        tracker.close();
+        tracker.wait().await;
+        assert!(matches!(log.append(vec![record("late")]).await, Err(CommitError::Stopped)));
+    }
+}

@@ -16,3 +16,4 @@ mod round_trip;
 mod routing;
 mod support;
 mod topology_files;
+mod up;

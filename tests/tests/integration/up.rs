@@ -1,0 +1,183 @@
+//! `meridian up`: a whole deployment from a topology file, used by the official client.
+
+use crate::support::{ack, receive, send, start_consumer, start_producer, within};
+use meridian_tests::{meridian_binary, topology_with_free_ports};
+use meridian_topology::FlushMode;
+use std::collections::HashSet;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const MESSAGES: usize = 50;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn meridian_up_runs_a_deployment_and_stops_it_on_sigterm() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let topology =
+        topology_with_free_ports(2, directory.path(), FlushMode::Sync).expect("topology");
+    let path = directory.path().join("topology.toml");
+    std::fs::write(&path, topology.to_toml_string()).expect("write topology");
+    let log_path = directory.path().join("up.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+
+    let mut command = tokio::process::Command::new(meridian_binary().expect("meridian binary"));
+    command
+        .arg("up")
+        .arg("--topology")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("MERIDIAN_") {
+            command.env_remove(name);
+        }
+    }
+    let mut up = command.spawn().expect("start meridian up");
+    let mut lines = BufReader::new(up.stdout.take().expect("stdout")).lines();
+    let mut banner = Vec::new();
+    let ready = within(
+        Duration::from_secs(120),
+        "meridian up to report it is up",
+        async {
+            while let Some(line) = lines.next_line().await.expect("read stdout") {
+                banner.push(line.clone());
+                if line.starts_with("Logs:") {
+                    return true;
+                }
+            }
+            false
+        },
+    )
+    .await;
+    let up_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(
+        matches!(ready, Ok(true)),
+        "meridian up did not come up:\n{}",
+        up_log()
+    );
+    let table = banner.join("\n");
+    for (name, region) in &topology.regions {
+        assert!(
+            table.contains(name),
+            "the endpoint table names region {name}:\n{table}"
+        );
+        assert!(
+            table.contains(&region.router.to_string()),
+            "the table shows {name}'s router:\n{table}"
+        );
+    }
+
+    let first = topology.regions.values().next().expect("region a");
+    let second = topology.regions.values().nth(1).expect("region b");
+    let producer = start_producer(&first.router.to_string())
+        .await
+        .expect("producer via a");
+    let mut sent = HashSet::new();
+    for index in 0..MESSAGES {
+        let id = send(&producer, format!("up {index}").into_bytes())
+            .await
+            .expect("send");
+        sent.insert(id);
+    }
+    let consumer = start_consumer(&second.router.to_string(), "up-test")
+        .await
+        .expect("consumer via b");
+    let mut received = HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while received.len() < MESSAGES && tokio::time::Instant::now() < deadline {
+        for message in receive(&consumer).await.expect("receive via b") {
+            ack(&consumer, &message).await.expect("ack");
+            received.insert(message.message_id().to_owned());
+        }
+    }
+    assert_eq!(
+        received,
+        sent,
+        "b delivers exactly what a acknowledged:\n{}",
+        up_log()
+    );
+    let _ = within(
+        Duration::from_secs(10),
+        "consumer shutdown",
+        consumer.shutdown(),
+    )
+    .await;
+    let _ = within(
+        Duration::from_secs(10),
+        "producer shutdown",
+        producer.shutdown(),
+    )
+    .await;
+
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(up.id().expect("pid")).expect("pid fits"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let status = within(Duration::from_secs(60), "meridian up to stop", up.wait())
+        .await
+        .expect("stopped in time")
+        .expect("exit status");
+    assert!(
+        status.success(),
+        "meridian up exits 0 after SIGTERM: {status}\n{}",
+        up_log()
+    );
+    for region in topology.regions.values() {
+        for address in [region.router, region.node, region.admin] {
+            assert!(
+                tokio::net::TcpStream::connect(address).await.is_err(),
+                "{address} still accepts connections after meridian up stopped"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn children_of_a_killed_meridian_up_stop_too() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let topology =
+        topology_with_free_ports(1, directory.path(), FlushMode::Async).expect("topology");
+    let path = directory.path().join("topology.toml");
+    std::fs::write(&path, topology.to_toml_string()).expect("write topology");
+    let mut up = tokio::process::Command::new(meridian_binary().expect("meridian binary"))
+        .arg("up")
+        .arg("--topology")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start meridian up");
+    let mut lines = BufReader::new(up.stdout.take().expect("stdout")).lines();
+    let ready = within(
+        Duration::from_secs(120),
+        "meridian up to report it is up",
+        async {
+            while let Some(line) = lines.next_line().await.expect("read stdout") {
+                if line.starts_with("Logs:") {
+                    return true;
+                }
+            }
+            false
+        },
+    )
+    .await;
+    assert!(matches!(ready, Ok(true)), "meridian up did not come up");
+    up.kill().await.expect("SIGKILL meridian up");
+
+    let region = topology.regions.values().next().expect("one region");
+    meridian_tests::wait_until(
+        Duration::from_secs(30),
+        "the orphaned children to stop",
+        || async {
+            let mut all_closed = true;
+            for address in [region.router, region.node, region.admin] {
+                all_closed &= tokio::net::TcpStream::connect(address).await.is_err();
+            }
+            all_closed
+        },
+    )
+    .await
+    .expect("children follow their parent");
+}
