@@ -6,4 +6,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 source scripts/env.sh
 cargo build -p meridian-cli --bin meridian
+# The official RocketMQ Python client's virtualenv, for tests/python/.
+TEST_PYTHON="$(scripts/python-env.sh)"
+export TEST_PYTHON
 cargo test --workspace "$@"

@@ -31,6 +31,7 @@ use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::sync::watch;
 
 /// Most queue entries read from storage at once while looking for messages.
 const READ_CHUNK: usize = 256;
@@ -66,6 +67,9 @@ pub struct ReceiveRequest<'a> {
     pub consume_from: ConsumeFrom,
     pub filter: &'a TagFilter,
     pub max_messages: usize,
+    /// Stop adding messages once their bodies reach this many bytes (at
+    /// least one message is always returned when one is visible).
+    pub max_bytes: usize,
     pub invisible_ms: i64,
     pub now_ms: i64,
 }
@@ -74,9 +78,26 @@ pub struct ReceiveRequest<'a> {
 #[derive(Debug, Default)]
 pub struct Received {
     pub deliveries: Vec<Delivery>,
+    /// Body bytes of the deliveries.
+    pub bytes: usize,
     /// The earliest time an invisible message of these queues becomes visible
     /// again (for long polling to wake up), if any.
     pub next_deadline_ms: Option<i64>,
+}
+
+impl Received {
+    fn is_full(&self, request: &ReceiveRequest<'_>) -> bool {
+        self.deliveries.len() >= request.max_messages || self.bytes >= request.max_bytes
+    }
+
+    fn push(&mut self, delivery: Delivery) {
+        self.bytes += delivery
+            .record
+            .message
+            .as_ref()
+            .map_or(0, |message| message.body.len());
+        self.deliveries.push(delivery);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -91,6 +112,10 @@ pub struct ConsumerEngine<S> {
     region: String,
     groups: Mutex<HashMap<GroupQueueKey, QueueState>>,
     rotation: AtomicUsize,
+    /// Counts invisibility changes, so that waiting receives re-check: a
+    /// shortened invisibility (a push consumer's nack) must not wait for
+    /// the end of a long poll that started before it.
+    invisibility_changes: watch::Sender<u64>,
 }
 
 impl<S: LogStore> ConsumerEngine<S> {
@@ -112,7 +137,14 @@ impl<S: LogStore> ConsumerEngine<S> {
             region,
             groups: Mutex::new(groups),
             rotation: AtomicUsize::new(0),
+            invisibility_changes: watch::Sender::new(0),
         })
+    }
+
+    /// A receiver that sees a change whenever [`Self::change_invisible`]
+    /// has moved a deadline.
+    pub fn subscribe_invisibility_changes(&self) -> watch::Receiver<u64> {
+        self.invisibility_changes.subscribe()
     }
 
     /// Takes up to `max_messages` visible messages from the topic's queues.
@@ -191,7 +223,7 @@ impl<S: LogStore> ConsumerEngine<S> {
             })
             .collect();
         for (offset, attempt) in due {
-            if received.deliveries.len() >= request.max_messages {
+            if received.is_full(request) {
                 break;
             }
             changed.insert(offset);
@@ -213,14 +245,12 @@ impl<S: LogStore> ConsumerEngine<S> {
                     attempt,
                 },
             );
-            received
-                .deliveries
-                .push(self.delivery(key, offset, attempt, deadline, record));
+            received.push(self.delivery(key, offset, attempt, deadline, record));
         }
 
         // Messages never delivered to this group.
         let end = self.store.queue_bounds(&key.topic, key.queue_id)?.max;
-        while received.deliveries.len() < request.max_messages && queue.cursor.next < end {
+        while !received.is_full(request) && queue.cursor.next < end {
             let entries = self.store.read_queue(
                 &key.topic,
                 key.queue_id,
@@ -233,6 +263,9 @@ impl<S: LogStore> ConsumerEngine<S> {
             for (offset, record) in entries {
                 if offset < queue.cursor.next {
                     continue;
+                }
+                if received.is_full(request) {
+                    break;
                 }
                 queue.cursor.next = offset + 1;
                 changed.insert(offset);
@@ -257,9 +290,7 @@ impl<S: LogStore> ConsumerEngine<S> {
                             attempt: 1,
                         },
                     );
-                    received
-                        .deliveries
-                        .push(self.delivery(key, offset, 1, deadline, record));
+                    received.push(self.delivery(key, offset, 1, deadline, record));
                 }
             }
         }
@@ -388,6 +419,8 @@ impl<S: LogStore> ConsumerEngine<S> {
         );
         let write = write_for(&key, queue, BTreeSet::from([handle.offset]), Vec::new());
         self.store.write_groups(vec![write])?;
+        self.invisibility_changes
+            .send_modify(|changes| *changes = changes.wrapping_add(1));
         Ok(ReceiptHandle {
             deadline_ms,
             ..handle.clone()

@@ -37,6 +37,7 @@ fn request<'a>(filter: &'a TagFilter, now_ms: i64) -> ReceiveRequest<'a> {
         consume_from: ConsumeFrom::Earliest,
         filter,
         max_messages: 32,
+        max_bytes: usize::MAX,
         invisible_ms: 10_000,
         now_ms,
     }
@@ -179,4 +180,26 @@ fn change_invisible_issues_a_new_handle() {
     engine
         .ack("group", "orders", &new)
         .expect("ack with new handle");
+}
+
+#[test]
+fn a_receive_stops_at_its_byte_budget_but_returns_at_least_one_message() {
+    let (_, engine) = engine_with(vec![
+        record(0, "a", None),
+        record(0, "a", None),
+        record(0, "a", None),
+    ]);
+    let mut small = request(&TagFilter::All, NOW);
+    small.max_bytes = 1;
+    let first = engine.receive(&small).expect("receive");
+    assert_eq!(first.deliveries.len(), 1);
+    assert_eq!(first.bytes, 4);
+    let rest = engine
+        .receive(&request(&TagFilter::All, NOW))
+        .expect("receive");
+    assert_eq!(
+        rest.deliveries.len(),
+        2,
+        "the others stay visible for the next receive"
+    );
 }

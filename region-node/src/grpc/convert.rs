@@ -13,6 +13,14 @@ use meridian_topology::{MessageType, Topic};
 /// The furthest ahead a delay message may be scheduled (40 days).
 pub const MAX_DELAY_MS: i64 = 40 * 24 * 60 * 60 * 1000;
 
+/// The largest gRPC message the official clients accept (tonic 0.9 in the Rust
+/// client, grpc-js): every delivered message must fit in one.
+pub const CLIENT_FRAME_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Room a delivery adds to what the producer sent: receipt handle, store host
+/// and time, queue offset, attempt, digest, invisible duration, frame tags.
+pub const DELIVERY_OVERHEAD_BYTES: usize = 1024;
+
 /// Builds the record for a message a client sent to this region.
 pub fn record_from_client(
     message: &rocketmq::Message,
@@ -29,6 +37,16 @@ pub fn record_from_client(
         return Err(NodeError::BodyTooLarge {
             size: message.body.len(),
             limit: meridian_proto::MAX_BODY_BYTES,
+        });
+    }
+    // A message that consumers could not receive must not be stored: it
+    // would come back on every receive and fail every time.
+    let delivered_bytes = prost::Message::encoded_len(message) + DELIVERY_OVERHEAD_BYTES;
+    if delivered_bytes > CLIENT_FRAME_BYTES_MAX {
+        return Err(NodeError::DeliveryTooLarge {
+            size: delivered_bytes,
+            body: message.body.len(),
+            limit: CLIENT_FRAME_BYTES_MAX,
         });
     }
     let delivery_ms = properties.delivery_timestamp.as_ref().map(timestamp_to_ms);

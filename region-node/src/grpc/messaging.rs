@@ -45,6 +45,9 @@ const DEFAULT_INVISIBLE_MS: i64 = 60_000;
 const MIN_INVISIBLE_MS: i64 = 1_000;
 const MAX_INVISIBLE_MS: i64 = 12 * 60 * 60 * 1000;
 const MAX_BATCH: usize = 1024;
+/// Body bytes one receive hands out at most (beyond its first message), so a
+/// large batch of large messages does not pile up in memory.
+const MAX_RECEIVE_BYTES: usize = 16 * 1024 * 1024;
 const DEFAULT_BATCH: usize = 32;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + Send + 'static>>;
@@ -220,11 +223,17 @@ impl<S: LogStore> Messaging<S> {
         if !records.is_empty() {
             match self.context.commit.append(records).await {
                 Ok(outcomes) => {
+                    let mut duplicates = Vec::new();
                     for (index, outcome) in record_entry.into_iter().zip(outcomes) {
-                        if let Appended::Stored { queue_offset, .. } = outcome {
-                            entries[index].offset = i64::try_from(queue_offset).unwrap_or(i64::MAX);
+                        match outcome {
+                            Appended::Stored { queue_offset, .. } => {
+                                entries[index].offset =
+                                    i64::try_from(queue_offset).unwrap_or(i64::MAX);
+                            }
+                            Appended::Duplicate { sequence } => duplicates.push((index, sequence)),
                         }
                     }
+                    self.answer_duplicates(&mut entries, duplicates).await;
                 }
                 Err(error) => {
                     let error = NodeError::from(error);
@@ -242,6 +251,42 @@ impl<S: LogStore> Messaging<S> {
         SendMessageResponse {
             status: Some(aggregate(&statuses)),
             entries,
+        }
+    }
+
+    /// A producer's retry of a stored message is told the offset of the
+    /// stored copy, in the queue that copy went to (a retry may name another).
+    async fn answer_duplicates(
+        &self,
+        entries: &mut [SendResultEntry],
+        duplicates: Vec<(usize, u64)>,
+    ) {
+        if duplicates.is_empty() {
+            return;
+        }
+        let found = self
+            .context
+            .blocking(move |store, _| {
+                let mut found = Vec::with_capacity(duplicates.len());
+                for (index, sequence) in duplicates {
+                    found.push((index, super::stored_queue_offset(store, sequence)?));
+                }
+                Ok(found)
+            })
+            .await;
+        match found {
+            Ok(found) => {
+                for (index, offset) in found {
+                    if let Some(offset) = offset {
+                        entries[index].offset = i64::try_from(offset).unwrap_or(i64::MAX);
+                    }
+                }
+            }
+            // The messages are stored: answer OK, without their offsets.
+            Err(error) => tracing::warn!(
+                error = %crate::error::error_chain(&error),
+                "offset of a resent message not found"
+            ),
         }
     }
 
@@ -295,9 +340,11 @@ impl<S: LogStore> Messaging<S> {
         let poll_until = tokio::time::Instant::now()
             + Duration::from_millis(u64::try_from(poll_ms).unwrap_or(0));
         let mut commits = self.context.commit.subscribe();
+        let mut invisibility_changes = self.context.consumers.subscribe_invisibility_changes();
         let filter = Arc::new(filter);
         loop {
             commits.borrow_and_update();
+            invisibility_changes.borrow_and_update();
             let now = now_ms();
             let (group, topic_name, filter) = (group.clone(), topic_name.clone(), filter.clone());
             let (queues, consume_from) = (topic.queues, topic.consume_from);
@@ -311,6 +358,7 @@ impl<S: LogStore> Messaging<S> {
                         consume_from,
                         filter: &filter,
                         max_messages: batch,
+                        max_bytes: MAX_RECEIVE_BYTES,
                         invisible_ms,
                         now_ms: now,
                     };
@@ -343,6 +391,7 @@ impl<S: LogStore> Messaging<S> {
                 biased;
                 () = self.context.shutdown.cancelled() => break,
                 changed = commits.changed() => if changed.is_err() { break },
+                changed = invisibility_changes.changed() => if changed.is_err() { break },
                 () = tokio::time::sleep_until(wake) => {}
             }
         }

@@ -8,8 +8,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod conformance;
 mod durability;
 mod lifecycle;
+mod python_client;
 mod replication;
 mod replication_frames;
 mod round_trip;

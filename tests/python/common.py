@@ -1,0 +1,191 @@
+"""Shared plumbing of the scripts that drive the official RocketMQ Python
+client (PyPI rocketmq-python-client, unmodified) against Meridian.
+
+Every script prints exactly one JSON object on stdout: {"ok": true, ...} on
+success, or {"ok": false, "error": "..."} before exiting non-zero. Progress and
+tracebacks go to stderr. The Rust integration tests (python_client.rs) run the
+scripts and assert on that JSON.
+
+The client logs to ~/logs/rocketmq_python/rocketmq_client.log through the
+logger "rocketmq-python-client". [ClientLog] also records what it logs at
+WARNING and above during a run, so scripts can report the ERROR lines (a clean
+run, shutdown included, has none).
+"""
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import traceback
+
+# Importing the client configures its logging (file handler, level INFO).
+import rocketmq  # noqa: F401  pylint: disable=unused-import
+from rocketmq.grpc_protocol import MessageType
+
+CLIENT_LOGGER = "rocketmq-python-client"
+# Bodies up to this size are echoed in full (hex) in the JSON output.
+ECHO_BODY_LIMIT = 64 * 1024
+
+
+class ClientLog(logging.Handler):
+    """Collects the client's WARNING+ records of this process."""
+
+    def __init__(self):
+        super().__init__(level=logging.WARNING)
+        self.records = []
+        self._lock = threading.Lock()
+        logging.getLogger(CLIENT_LOGGER).addHandler(self)
+
+    def emit(self, record):
+        line = f"{record.levelname} {record.getMessage()}"
+        with self._lock:
+            self.records.append((record.levelno, line))
+
+    def lines(self, minimum):
+        with self._lock:
+            return [line for level, line in self.records if level >= minimum]
+
+    def summary(self):
+        return {
+            "errors": self.lines(logging.ERROR),
+            "warnings": [
+                line
+                for line in self.lines(logging.WARNING)
+                if not line.startswith(("ERROR", "CRITICAL"))
+            ],
+        }
+
+
+def argument_parser(description):
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=120.0,
+        help="seconds after which the script gives up and exits non-zero",
+    )
+    return parser
+
+
+def endpoints_argument(value):
+    """`host:port[;host:port…]`, the client's own endpoint-list syntax."""
+    parts = [part for part in value.split(";") if part]
+    if not parts or any(":" not in part for part in parts):
+        raise argparse.ArgumentTypeError(f"not host:port[;host:port…]: {value!r}")
+    return ";".join(parts)
+
+
+def property_argument(value):
+    key, separator, property_value = value.partition("=")
+    if not separator or not key:
+        raise argparse.ArgumentTypeError(f"not KEY=VALUE: {value!r}")
+    return key, property_value
+
+
+def client_configuration(endpoints):
+    from rocketmq import ClientConfiguration, Credentials
+
+    return ClientConfiguration(endpoints, Credentials())
+
+
+def describe_body(body):
+    described = {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+    if len(body) <= ECHO_BODY_LIMIT:
+        described["body_hex"] = body.hex()
+    return described
+
+
+def describe_message(message):
+    """A received message as JSON: everything the cross-language tests compare."""
+    described = {
+        "message_id": message.message_id,
+        "topic": message.topic,
+        "tag": message.tag,
+        "keys": sorted(message.keys),
+        "properties": dict(message.properties),
+        "message_type": MessageType.Name(message.message_type),
+        "message_group": message.message_group,
+        "delivery_attempt": message.delivery_attempt,
+        "corrupted": message.corrupted,
+        "born_host": message.born_host,
+        "born_timestamp": message.born_timestamp,
+        "has_receipt_handle": bool(message.receipt_handle),
+    }
+    described.update(describe_body(message.body))
+    return described
+
+
+def elapsed_ms(start):
+    return round((time.monotonic() - start) * 1000)
+
+
+class Failure(Exception):
+    """A check failed: the message is the reason, `details` goes into the JSON."""
+
+    def __init__(self, message, **details):
+        super().__init__(message)
+        self.details = details
+
+
+def emit(result):
+    sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def run(main, args):
+    """Runs main(args, log) -> dict and prints the JSON verdict.
+
+    Exits 0 on success, 1 on a failed check or exception, 2 when --deadline
+    passed (a hung client call).
+    """
+    log = ClientLog()
+
+    def give_up():
+        emit(
+            {
+                "ok": False,
+                "error": f"no result within the {args.deadline} s deadline",
+                "client_log": log.summary(),
+            }
+        )
+        sys.stderr.write(f"{sys.argv[0]}: deadline of {args.deadline} s passed\n")
+        sys.stderr.flush()
+        os._exit(2)
+
+    watchdog = threading.Timer(args.deadline, give_up)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        result = main(args, log)
+    except Failure as failure:
+        watchdog.cancel()
+        emit(
+            {
+                "ok": False,
+                "error": str(failure),
+                "client_log": log.summary(),
+                **failure.details,
+            }
+        )
+        sys.stderr.write(f"{sys.argv[0]}: {failure}\n")
+        sys.exit(1)
+    except Exception as error:  # pylint: disable=broad-except
+        watchdog.cancel()
+        traceback.print_exc()
+        emit(
+            {
+                "ok": False,
+                "error": f"{type(error).__name__}: {error}",
+                "client_log": log.summary(),
+            }
+        )
+        sys.exit(1)
+    watchdog.cancel()
+    result["ok"] = True
+    result["client_log"] = log.summary()
+    emit(result)
+    sys.exit(0)

@@ -1,0 +1,120 @@
+"""Starts an official Python Producer, sends one message per --sizes entry and
+shuts down.
+
+Bodies are random bytes of the given sizes (binary, not UTF-8). Before the
+first send the script waits for the server's settings reply on the telemetry
+stream, which is where the client takes `publishing.max_body_size` from (a
+reply without it would make every send fail). Every message carries --tag,
+the --key values and the --property pairs, plus the property `index`.
+
+Output: {"ok", "client_id", "settings_received", "max_body_size",
+"sent": [{"message_id", "client_message_id", "index", "size", "sha256",
+"body_hex" (bodies up to 64 KiB), "tag", "keys", "properties", "send_ms"}],
+"startup_ms", "shutdown_ms", "client_log": {"errors", "warnings"}}.
+`message_id` is the id in the server's send result, `client_message_id` the
+one the client generated.
+"""
+
+import os
+import time
+
+import common
+from rocketmq import Message, Producer
+
+
+def parse_arguments():
+    parser = common.argument_parser(__doc__.splitlines()[0])
+    parser.add_argument("--endpoints", required=True, type=common.endpoints_argument)
+    parser.add_argument("--topic", required=True)
+    parser.add_argument(
+        "--sizes",
+        default="1024",
+        help="comma-separated body sizes in bytes, one message each",
+    )
+    parser.add_argument("--tag")
+    parser.add_argument("--key", action="append", default=[], dest="keys")
+    parser.add_argument(
+        "--property",
+        action="append",
+        default=[],
+        dest="properties",
+        type=common.property_argument,
+    )
+    parser.add_argument(
+        "--settings-timeout",
+        type=float,
+        default=15.0,
+        help="seconds to wait for the server's settings reply",
+    )
+    arguments = parser.parse_args()
+    try:
+        arguments.sizes = [int(size) for size in arguments.sizes.split(",") if size]
+    except ValueError:
+        parser.error(f"--sizes is not a list of integers: {arguments.sizes!r}")
+    if not arguments.sizes or min(arguments.sizes) <= 0:
+        parser.error("--sizes needs at least one positive size")
+    return arguments
+
+
+def main(arguments, log):
+    producer = Producer(
+        common.client_configuration(arguments.endpoints), (arguments.topic,)
+    )
+    started = time.monotonic()
+    producer.startup()
+    startup_ms = common.elapsed_ms(started)
+    result = {"client_id": producer.client_id, "startup_ms": startup_ms, "sent": []}
+    try:
+        # Startup does not wait for the settings reply; the client sets this
+        # event when one arrives (with status OK) and applies it.
+        settings_event = producer._init_settings_event  # pylint: disable=protected-access
+        result["settings_received"] = settings_event.wait(arguments.settings_timeout)
+        # What the client took from the reply (name-mangled private field;
+        # read only, for the report).
+        result["max_body_size"] = getattr(producer, "_Producer__max_body_size", None)
+        if not result["settings_received"]:
+            raise common.Failure(
+                f"no settings reply within {arguments.settings_timeout} s", **result
+            )
+        for index, size in enumerate(arguments.sizes):
+            body = os.urandom(size)
+            message = Message()
+            message.topic = arguments.topic
+            message.body = body
+            if arguments.tag:
+                message.tag = arguments.tag
+            for key in arguments.keys:
+                # The setter adds one key per assignment.
+                message.keys = key
+            for key, value in arguments.properties:
+                message.add_property(key, value)
+            message.add_property("index", str(index))
+            sent_at = time.monotonic()
+            try:
+                receipt = producer.send(message)
+            except Exception as error:
+                raise common.Failure(
+                    f"send of message {index} ({size} bytes) failed: "
+                    f"{type(error).__name__}: {error}",
+                    **result,
+                ) from error
+            entry = {
+                "index": index,
+                "message_id": receipt.message_id,
+                "client_message_id": message.message_id,
+                "tag": arguments.tag,
+                "keys": sorted(arguments.keys),
+                "properties": dict(message.properties),
+                "send_ms": common.elapsed_ms(sent_at),
+            }
+            entry.update(common.describe_body(body))
+            result["sent"].append(entry)
+    finally:
+        stopping = time.monotonic()
+        producer.shutdown()
+        result["shutdown_ms"] = common.elapsed_ms(stopping)
+    return result
+
+
+if __name__ == "__main__":
+    common.run(main, parse_arguments())

@@ -1,0 +1,1126 @@
+//! The official RocketMQ **Python** client (PyPI `rocketmq-python-client`
+//! 5.1.2, unmodified) against a two-region cluster, and round trips between
+//! it and the official Rust client.
+//!
+//! The tests run the scripts in `tests/python/` with the interpreter that
+//! `TEST_PYTHON` names: the virtualenv `scripts/python-env.sh` creates and
+//! prints (`scripts/test.sh` exports it). Without it the tests fail; they
+//! never skip. Every script prints one JSON object on stdout; the tests assert
+//! on it and, when an assertion fails, print the script's stdout and stderr
+//! (and the cluster prints its logs). The client's own log file lands in the
+//! cluster's temp dir (`python-home/logs/rocketmq_python/`), which is kept on
+//! failure.
+//!
+//! Covered (shared/protocols/rocketmq-grpc.md, conformance checklist): Python
+//! Producer startup and settings reply (2, 5), sends echoing the message id
+//! (4), a ~3.9 MiB body, an empty receive after the await duration (7), Rust ⇄
+//! Python round trips across regions (9), tag filters, redelivery with attempt
+//! 2 and a new handle, a stale handle refused (11), change_invisible_duration
+//! (12), and shutdowns that log no error (14).
+
+use crate::support::{
+    CLIENT_CALL_TIMEOUT, ack, client_message_ids, message_records, receive, start_consumer,
+    start_producer, within,
+};
+use anyhow::Context as _;
+use meridian_tests::meridian_topology::{ConsumeFrom, MessageType, Topic};
+use meridian_tests::{TEST_TOPIC, TestCluster, region_name};
+use rocketmq::model::message::MessageBuilder;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+use tokio::io::AsyncReadExt as _;
+use tokio::time::Instant;
+
+use json::Value;
+
+/// The variable naming the Python interpreter (not `MERIDIAN_*`: that prefix
+/// belongs to topology overrides).
+const PYTHON_VARIABLE: &str = "TEST_PYTHON";
+/// Hard limit of one script run; the script gives up 10 s earlier by itself.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
+/// ~3.9 MiB: below the 4 MiB `max_body_size` of the settings reply.
+const LARGE_BODY: usize = 3_900 * 1024 + 512;
+/// The Python client's long polling (`await_duration`) in the empty-receive test.
+const AWAIT_SECONDS: u64 = 4;
+/// The Python client's default request timeout, added to its receive deadline.
+const PYTHON_REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The Python interpreter of the test virtualenv, and where its client may
+/// write (`HOME`, for the client's log file).
+struct Python {
+    interpreter: PathBuf,
+    home: PathBuf,
+}
+
+impl Python {
+    /// The interpreter `TEST_PYTHON` names, checked before any cluster starts.
+    fn from_env() -> anyhow::Result<PathBuf> {
+        let interpreter = std::env::var_os(PYTHON_VARIABLE).with_context(|| {
+            format!(
+                "{PYTHON_VARIABLE} is not set: the Python-client tests need the official \
+                 client's virtualenv. Run ./scripts/test.sh, or set \
+                 {PYTHON_VARIABLE}=\"$(./scripts/python-env.sh)\""
+            )
+        })?;
+        let interpreter = PathBuf::from(interpreter);
+        anyhow::ensure!(
+            interpreter.is_file(),
+            "{PYTHON_VARIABLE}={} is not a file: run ./scripts/python-env.sh and point \
+             {PYTHON_VARIABLE} at the interpreter it prints",
+            interpreter.display()
+        );
+        Ok(interpreter)
+    }
+
+    /// Scripts run by `interpreter` against `cluster`, with `HOME` in its temp dir.
+    fn for_cluster(interpreter: PathBuf, cluster: &TestCluster) -> anyhow::Result<Python> {
+        let home = cluster.temp_dir().join("python-home");
+        std::fs::create_dir_all(&home).with_context(|| format!("create {}", home.display()))?;
+        Ok(Python { interpreter, home })
+    }
+
+    /// Runs `tests/python/<script>` with `args` (plus `--deadline`), killing
+    /// it after [`SCRIPT_TIMEOUT`]. Fails only if it cannot be run at all;
+    /// see [`ScriptRun::succeeded`].
+    async fn run(&self, script: &str, args: &[String]) -> anyhow::Result<ScriptRun> {
+        let path = script_dir().join(script);
+        let deadline = SCRIPT_TIMEOUT.saturating_sub(Duration::from_secs(10));
+        let mut command = tokio::process::Command::new(&self.interpreter);
+        command
+            .arg(&path)
+            .args(args)
+            .arg(format!("--deadline={}", deadline.as_secs()))
+            .current_dir(script_dir())
+            .env("HOME", &self.home)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env("PYTHONUNBUFFERED", "1")
+            .env("PYTHONNOUSERSITE", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("MERIDIAN_") {
+                command.env_remove(&name);
+            }
+        }
+        let described = format!(
+            "{} {} {}",
+            self.interpreter.display(),
+            script,
+            args.join(" ")
+        );
+        let started = Instant::now();
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("start `{described}`"))?;
+        let stdout = read_all(child.stdout.take());
+        let stderr = read_all(child.stderr.take());
+        let status = match tokio::time::timeout(SCRIPT_TIMEOUT, child.wait()).await {
+            Ok(status) => Some(status.with_context(|| format!("wait for `{described}`"))?),
+            Err(_) => {
+                let _ = child.kill().await;
+                None
+            }
+        };
+        let stdout = stdout.await.unwrap_or_default();
+        let stderr = stderr.await.unwrap_or_default();
+        let output = stdout
+            .lines()
+            .rev()
+            .find(|line| line.trim_start().starts_with('{'))
+            .map(json::parse);
+        Ok(ScriptRun {
+            command: described,
+            status,
+            elapsed: started.elapsed(),
+            stdout,
+            stderr,
+            output,
+            log_dir: self.home.join("logs").join("rocketmq_python"),
+        })
+    }
+}
+
+fn script_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("python")
+}
+
+fn read_all<R>(pipe: Option<R>) -> tokio::task::JoinHandle<String>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes).await;
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// One finished (or killed) script run.
+struct ScriptRun {
+    command: String,
+    /// `None` when the run was killed after [`SCRIPT_TIMEOUT`].
+    status: Option<ExitStatus>,
+    elapsed: Duration,
+    stdout: String,
+    stderr: String,
+    /// The last JSON line of stdout, parsed.
+    output: Option<anyhow::Result<Value>>,
+    log_dir: PathBuf,
+}
+
+impl fmt::Display for ScriptRun {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let status = self.status.map_or_else(
+            || format!("killed after {SCRIPT_TIMEOUT:?}"),
+            |status| status.to_string(),
+        );
+        writeln!(formatter, "===== python: {} =====", self.command)?;
+        writeln!(formatter, "{status} after {:?}", self.elapsed)?;
+        writeln!(formatter, "----- stdout -----\n{}", self.stdout.trim_end())?;
+        writeln!(formatter, "----- stderr -----\n{}", self.stderr.trim_end())?;
+        write!(
+            formatter,
+            "----- the client's log file is in {} -----",
+            self.log_dir.display()
+        )
+    }
+}
+
+impl ScriptRun {
+    /// The JSON result of a run that exited 0 with `"ok": true` and whose
+    /// client logged no ERROR line.
+    fn succeeded(&self) -> anyhow::Result<&Value> {
+        self.check(|output| {
+            anyhow::ensure!(
+                self.status.is_some_and(|status| status.success()),
+                "the script did not exit 0"
+            );
+            anyhow::ensure!(
+                output.field("ok")?.bool()?,
+                "the script reported a failure: {}",
+                output.field("error")?.str()?
+            );
+            let errors = output.field("client_log")?.field("errors")?.array()?;
+            anyhow::ensure!(
+                errors.is_empty(),
+                "the Python client logged {} ERROR line(s): {errors:?}",
+                errors.len()
+            );
+            Ok(())
+        })?;
+        self.json()
+    }
+
+    fn json(&self) -> anyhow::Result<&Value> {
+        match &self.output {
+            Some(Ok(value)) => Ok(value),
+            Some(Err(error)) => Err(anyhow::anyhow!(
+                "the script's JSON line does not parse: {error:#}\n{self}"
+            )),
+            None => Err(anyhow::anyhow!("the script printed no JSON line\n{self}")),
+        }
+    }
+
+    /// Runs `checks` on the JSON result; a failure carries the whole run.
+    fn check(&self, checks: impl FnOnce(&Value) -> anyhow::Result<()>) -> anyhow::Result<()> {
+        checks(self.json()?).map_err(|error| anyhow::anyhow!("{error:#}\n{self}"))
+    }
+}
+
+fn endpoint_args(flag: &str, endpoint: &str) -> [String; 2] {
+    [flag.to_owned(), endpoint.to_owned()]
+}
+
+fn args<const N: usize>(items: [&str; N]) -> Vec<String> {
+    items.iter().map(|item| (*item).to_owned()).collect()
+}
+
+fn two_region_cluster() -> meridian_tests::TestClusterBuilder {
+    TestCluster::builder().regions(2)
+}
+
+/// A message as the Python consumer or producer script describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Described {
+    message_id: String,
+    tag: Option<String>,
+    keys: BTreeSet<String>,
+    properties: BTreeMap<String, String>,
+    size: u64,
+    sha256: String,
+    body: Option<Vec<u8>>,
+}
+
+impl Described {
+    fn from_json(value: &Value) -> anyhow::Result<Described> {
+        let tag = value.field("tag")?;
+        Ok(Described {
+            message_id: value.field("message_id")?.str()?.to_owned(),
+            tag: if tag.is_null() {
+                None
+            } else {
+                Some(tag.str()?.to_owned())
+            },
+            keys: value
+                .field("keys")?
+                .array()?
+                .iter()
+                .map(|key| key.str().map(str::to_owned))
+                .collect::<anyhow::Result<_>>()?,
+            properties: value
+                .field("properties")?
+                .object()?
+                .iter()
+                .map(|(key, property)| Ok((key.clone(), property.str()?.to_owned())))
+                .collect::<anyhow::Result<_>>()?,
+            size: value.field("size")?.u64()?,
+            sha256: value.field("sha256")?.str()?.to_owned(),
+            body: value
+                .get("body_hex")
+                .map(|hex| decode_hex(hex.str()?))
+                .transpose()?,
+        })
+    }
+}
+
+fn decode_hex(text: &str) -> anyhow::Result<Vec<u8>> {
+    anyhow::ensure!(text.len().is_multiple_of(2), "odd-length hex string");
+    (0..text.len())
+        .step_by(2)
+        .map(|index| {
+            let pair = text.get(index..index + 2).context("hex is ASCII")?;
+            u8::from_str_radix(pair, 16).with_context(|| format!("not hex: {pair:?}"))
+        })
+        .collect()
+}
+
+/// The `received` messages of a consume.py run, by message id, after
+/// checking that each was delivered once, first time, uncorrupted.
+fn first_deliveries(output: &Value) -> anyhow::Result<BTreeMap<String, Described>> {
+    let duplicates = output.field("duplicates")?.array()?;
+    anyhow::ensure!(
+        duplicates.is_empty(),
+        "{} message(s) were delivered more than once",
+        duplicates.len()
+    );
+    let mut received = BTreeMap::new();
+    for message in output.field("received")?.array()? {
+        let described = Described::from_json(message)?;
+        let id = described.message_id.clone();
+        anyhow::ensure!(
+            message.field("delivery_attempt")?.u64()? == 1,
+            "message {id} arrived with delivery_attempt {:?}, expected 1",
+            message.field("delivery_attempt")?
+        );
+        anyhow::ensure!(
+            !message.field("corrupted")?.bool()?,
+            "the Python client flagged message {id} as corrupted (body digest mismatch)"
+        );
+        anyhow::ensure!(
+            message.field("has_receipt_handle")?.bool()?,
+            "message {id} arrived without a receipt handle"
+        );
+        anyhow::ensure!(
+            message.field("topic")?.str()? == TEST_TOPIC,
+            "message {id} arrived with topic {:?}",
+            message.field("topic")?
+        );
+        anyhow::ensure!(
+            message.field("message_type")?.str()? == "NORMAL",
+            "message {id} arrived with type {:?}, expected NORMAL",
+            message.field("message_type")?
+        );
+        anyhow::ensure!(
+            received.insert(id.clone(), described).is_none(),
+            "message {id} is listed twice"
+        );
+    }
+    Ok(received)
+}
+
+/// Python Producer (region a) → Python SimpleConsumer (region b): startup,
+/// the settings reply, a 1 KiB and a ~3.9 MiB send with ids echoed, both
+/// bodies intact in the other region, shutdowns without ERROR logs.
+#[tokio::test(flavor = "multi_thread")]
+async fn python_producer_sends_1_kib_and_3_9_mib_and_a_python_consumer_in_the_other_region_gets_both()
+-> anyhow::Result<()> {
+    let interpreter = Python::from_env()?;
+    let cluster = two_region_cluster().build().await?;
+    let python = Python::for_cluster(interpreter, &cluster)?;
+
+    let mut produce_args = endpoint_args("--endpoints", &cluster.router_endpoint("a")).to_vec();
+    produce_args.extend(args([
+        "--topic",
+        TEST_TOPIC,
+        "--tag",
+        "python-large",
+        "--key",
+        "size-test",
+    ]));
+    produce_args.push(format!("--sizes=1024,{LARGE_BODY}"));
+    let produced = python.run("produce.py", &produce_args).await?;
+    let output = produced.succeeded()?;
+    let mut sent = BTreeMap::new();
+    produced.check(|output| {
+        anyhow::ensure!(
+            output.field("settings_received")?.bool()?,
+            "no settings reply reached the producer"
+        );
+        let max_body = output.field("max_body_size")?.u64()?;
+        anyhow::ensure!(
+            max_body >= LARGE_BODY as u64,
+            "the settings reply set max_body_size {max_body}, below the {LARGE_BODY}-byte body"
+        );
+        for entry in output.field("sent")?.array()? {
+            let described = Described::from_json(entry)?;
+            let client_id = entry.field("client_message_id")?.str()?;
+            anyhow::ensure!(
+                !described.message_id.is_empty() && described.message_id == client_id,
+                "the send result's message id {:?} is not the one the client generated ({client_id:?})",
+                described.message_id
+            );
+            anyhow::ensure!(
+                sent.insert(described.message_id.clone(), described).is_none(),
+                "two sends got the same message id"
+            );
+        }
+        let sizes: BTreeSet<u64> = sent.values().map(|message| message.size).collect();
+        anyhow::ensure!(
+            sizes == BTreeSet::from([1024, LARGE_BODY as u64]),
+            "sent sizes {sizes:?}"
+        );
+        Ok(())
+    })?;
+    println!(
+        "python produce.py: {} messages in {:?}, settings reply max_body_size {}",
+        sent.len(),
+        produced.elapsed,
+        output.field("max_body_size")?.u64()?
+    );
+
+    let stored = client_message_ids(&message_records(&cluster, "a").await?);
+    for id in sent.keys() {
+        anyhow::ensure!(
+            stored.contains(id),
+            "region a's commit log lacks message {id}; it holds {stored:?}"
+        );
+    }
+
+    let mut consume_args = endpoint_args("--endpoints", &cluster.router_endpoint("b")).to_vec();
+    consume_args.extend(args([
+        "--topic",
+        TEST_TOPIC,
+        "--group",
+        "python-large",
+        "--filter",
+        "python-large",
+        "--expect",
+        "2",
+        "--max-messages",
+        "1",
+        "--then-empty",
+    ]));
+    let consumed = python.run("consume.py", &consume_args).await?;
+    consumed.succeeded()?;
+    consumed.check(|output| {
+        let received = first_deliveries(output)?;
+        anyhow::ensure!(
+            received == sent,
+            "region b delivered {received:#?}\nbut region a was sent {sent:#?}"
+        );
+        Ok(())
+    })?;
+    println!("python consume.py: 2 messages in {:?}", consumed.elapsed);
+    cluster.finish();
+    Ok(())
+}
+
+/// A Python SimpleConsumer of a topic with no messages gets an empty list,
+/// without an exception, after about its await duration.
+#[tokio::test(flavor = "multi_thread")]
+async fn python_simple_consumer_on_an_empty_topic_gets_an_empty_list_after_the_await_duration()
+-> anyhow::Result<()> {
+    let topic = Topic {
+        queues: 4,
+        message_types: vec![MessageType::Normal],
+        replicate_to: vec![region_name(0), region_name(1)],
+        consume_from: ConsumeFrom::Earliest,
+    };
+    let interpreter = Python::from_env()?;
+    let cluster = two_region_cluster()
+        .topic("python-empty", topic)
+        .build()
+        .await?;
+    let python = Python::for_cluster(interpreter, &cluster)?;
+
+    let mut consume_args = endpoint_args("--endpoints", &cluster.router_endpoint("b")).to_vec();
+    consume_args.extend(args([
+        "--topic",
+        "python-empty",
+        "--group",
+        "python-empty",
+        "--expect",
+        "0",
+        "--receives",
+        "2",
+    ]));
+    consume_args.push(format!("--await-duration={AWAIT_SECONDS}"));
+    let consumed = python.run("consume.py", &consume_args).await?;
+    consumed.succeeded()?;
+    consumed.check(|output| {
+        let receives = output.field("receives")?.array()?;
+        anyhow::ensure!(
+            receives.len() == 2,
+            "{} receives, expected 2",
+            receives.len()
+        );
+        let poll = Duration::from_secs(AWAIT_SECONDS);
+        for receive in receives {
+            anyhow::ensure!(
+                receive.field("count")?.u64()? == 0,
+                "a receive got messages"
+            );
+            let elapsed = Duration::from_millis(receive.field("elapsed_ms")?.u64()?);
+            anyhow::ensure!(
+                elapsed + Duration::from_millis(500) >= poll,
+                "an empty receive returned after {elapsed:?}: the server did not long-poll \
+                 for the requested {poll:?}"
+            );
+            anyhow::ensure!(
+                elapsed < poll + PYTHON_REQUEST_TIMEOUT,
+                "an empty receive took {elapsed:?}, past the client's own deadline \
+                 ({poll:?} + {PYTHON_REQUEST_TIMEOUT:?})"
+            );
+        }
+        Ok(())
+    })?;
+    let elapsed = consumed
+        .json()?
+        .field("receives")?
+        .array()?
+        .iter()
+        .map(|receive| receive.field("elapsed_ms")?.u64())
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    println!("python empty receives: [] after {elapsed:?} ms (await {AWAIT_SECONDS} s)");
+    cluster.finish();
+    Ok(())
+}
+
+/// Tag filter `a||b`, an unacked message redelivered with attempt 2 and a
+/// new handle, the stale handle refused with INVALID_RECEIPT_HANDLE,
+/// change_invisible_duration's new handle acking — see tests/python/lifecycle.py.
+#[tokio::test(flavor = "multi_thread")]
+async fn python_simple_consumer_filters_tags_redelivers_and_changes_invisible_duration()
+-> anyhow::Result<()> {
+    let interpreter = Python::from_env()?;
+    let cluster = two_region_cluster().build().await?;
+    let python = Python::for_cluster(interpreter, &cluster)?;
+
+    let mut lifecycle_args =
+        endpoint_args("--producer-endpoints", &cluster.router_endpoint("a")).to_vec();
+    lifecycle_args.extend(endpoint_args(
+        "--consumer-endpoints",
+        &cluster.router_endpoint("b"),
+    ));
+    lifecycle_args.extend(args([
+        "--topic",
+        TEST_TOPIC,
+        "--group",
+        "python-lifecycle",
+        "--invisible-duration",
+        "4",
+    ]));
+    let run = python.run("lifecycle.py", &lifecycle_args).await?;
+    run.succeeded()?;
+    run.check(|output| {
+        let problems = output.field("problems")?.array()?;
+        anyhow::ensure!(problems.is_empty(), "problems: {problems:?}");
+        let unexpected = output.field("unexpected")?.array()?;
+        anyhow::ensure!(
+            unexpected.is_empty(),
+            "messages outside the tag filter or the run were delivered: {unexpected:?}"
+        );
+        let redelivery = output.field("redelivery")?;
+        anyhow::ensure!(
+            redelivery.field("delivery_attempt")?.u64()? == 2,
+            "the redelivery has delivery_attempt {:?}",
+            redelivery.field("delivery_attempt")?
+        );
+        anyhow::ensure!(
+            redelivery.field("handle_changed")?.bool()?,
+            "the redelivery reused the receipt handle"
+        );
+        anyhow::ensure!(
+            redelivery.field("after_ms")?.u64()? >= 3_000,
+            "the message came back before its 4 s invisible duration"
+        );
+        let stale = output.field("stale_ack")?;
+        anyhow::ensure!(
+            stale.field("code")?.str()? == "INVALID_RECEIPT_HANDLE",
+            "ack with the stale handle: {stale:?}"
+        );
+        anyhow::ensure!(
+            output
+                .field("change_invisible")?
+                .field("handle_changed")?
+                .bool()?,
+            "change_invisible_duration returned the old handle"
+        );
+        for role in ["redeliver", "extend"] {
+            let acked = output.field("acks")?.field(role)?.str()?;
+            anyhow::ensure!(acked == "OK", "ack of {role}: {acked}");
+        }
+        anyhow::ensure!(
+            output.field("final_receive")?.u64()? == 0,
+            "messages were left after every ack"
+        );
+        Ok(())
+    })?;
+    println!("python lifecycle.py: passed in {:?}", run.elapsed);
+    cluster.finish();
+    Ok(())
+}
+
+/// A body with every byte value (not UTF-8) and a per-message prefix.
+fn binary_body(index: usize) -> Vec<u8> {
+    let mut body = format!("cross-language message {index}: ").into_bytes();
+    body.extend(0..=u8::MAX);
+    body.extend((0..=u8::MAX).rev());
+    body
+}
+
+/// Official Rust Producer (region a) → Python SimpleConsumer (region b):
+/// body, tag, keys, user properties and message id arrive unchanged, first
+/// attempt, not flagged corrupted.
+#[tokio::test(flavor = "multi_thread")]
+async fn rust_producer_to_python_consumer_in_the_other_region_preserves_every_field()
+-> anyhow::Result<()> {
+    const MESSAGES: usize = 5;
+    const TAG: &str = "rust-to-python";
+    let interpreter = Python::from_env()?;
+    let cluster = two_region_cluster().build().await?;
+    let python = Python::for_cluster(interpreter, &cluster)?;
+
+    let producer = start_producer(&cluster.router_endpoint("a")).await?;
+    let mut sent = BTreeMap::new();
+    for index in 0..MESSAGES {
+        let body = binary_body(index);
+        let keys = vec![format!("order-{index}"), "rust-to-python".to_owned()];
+        let properties = BTreeMap::from([
+            ("origin".to_owned(), "rust".to_owned()),
+            ("index".to_owned(), index.to_string()),
+            ("unicode".to_owned(), "größe ✓ 東京 😀".to_owned()),
+        ]);
+        let message = MessageBuilder::builder()
+            .set_topic(TEST_TOPIC)
+            .set_tag(TAG)
+            .set_keys(keys.clone())
+            .set_properties(properties.clone().into_iter().collect::<HashMap<_, _>>())
+            .set_body(body.clone())
+            .build()
+            .map_err(|error| anyhow::anyhow!("build a message: {error:?}"))?;
+        let receipt = within(CLIENT_CALL_TIMEOUT, "send", producer.send(message))
+            .await?
+            .map_err(|error| anyhow::anyhow!("send message {index}: {error:?}"))?;
+        let id = receipt.message_id().to_owned();
+        anyhow::ensure!(!id.is_empty(), "the send result has an empty message id");
+        let described = Described {
+            message_id: id.clone(),
+            tag: Some(TAG.to_owned()),
+            keys: keys.into_iter().collect(),
+            properties,
+            size: body.len() as u64,
+            sha256: String::new(),
+            body: Some(body),
+        };
+        anyhow::ensure!(
+            sent.insert(id.clone(), described).is_none(),
+            "two sends got message id {id}"
+        );
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), producer.shutdown()).await;
+
+    let mut consume_args = endpoint_args("--endpoints", &cluster.router_endpoint("b")).to_vec();
+    consume_args.extend(args([
+        "--topic",
+        TEST_TOPIC,
+        "--group",
+        "python-from-rust",
+        "--filter",
+        TAG,
+        "--then-empty",
+    ]));
+    consume_args.push(format!("--expect={MESSAGES}"));
+    let consumed = python.run("consume.py", &consume_args).await?;
+    consumed.succeeded()?;
+    consumed.check(|output| {
+        let received = first_deliveries(output)?;
+        anyhow::ensure!(
+            received.keys().collect::<Vec<_>>() == sent.keys().collect::<Vec<_>>(),
+            "region b delivered ids {:?}, region a was sent {:?}",
+            received.keys(),
+            sent.keys()
+        );
+        for (id, expected) in &sent {
+            let mut got = received[id].clone();
+            got.sha256 = String::new();
+            anyhow::ensure!(
+                &got == expected,
+                "message {id} changed between the Rust producer and the Python consumer:\n\
+                 sent {expected:#?}\nreceived {got:#?}"
+            );
+        }
+        Ok(())
+    })?;
+    println!(
+        "rust → python: {MESSAGES} messages, consume.py took {:?}",
+        consumed.elapsed
+    );
+    cluster.finish();
+    Ok(())
+}
+
+/// Python Producer (region a) → official Rust SimpleConsumer (region b):
+/// body, tag, keys, user properties and message id arrive unchanged, first
+/// attempt.
+#[tokio::test(flavor = "multi_thread")]
+async fn python_producer_to_rust_consumer_in_the_other_region_preserves_every_field()
+-> anyhow::Result<()> {
+    const TAG: &str = "python-to-rust";
+    let interpreter = Python::from_env()?;
+    let cluster = two_region_cluster().build().await?;
+    let python = Python::for_cluster(interpreter, &cluster)?;
+
+    let mut produce_args = endpoint_args("--endpoints", &cluster.router_endpoint("a")).to_vec();
+    produce_args.extend(args([
+        "--topic",
+        TEST_TOPIC,
+        "--tag",
+        TAG,
+        "--key",
+        "python-to-rust",
+        "--key",
+        "second key",
+        "--property",
+        "origin=python",
+        "--property",
+        "unicode=größe ✓ 東京 😀",
+        "--sizes",
+        "1,300,1024,65536",
+    ]));
+    let produced = python.run("produce.py", &produce_args).await?;
+    let mut sent = BTreeMap::new();
+    produced.succeeded()?;
+    produced.check(|output| {
+        for entry in output.field("sent")?.array()? {
+            let described = Described::from_json(entry)?;
+            anyhow::ensure!(described.body.is_some(), "the script echoed no body");
+            sent.insert(described.message_id.clone(), described);
+        }
+        anyhow::ensure!(
+            sent.len() == 4,
+            "{} distinct message ids for 4 sends",
+            sent.len()
+        );
+        Ok(())
+    })?;
+
+    let consumer = start_consumer(&cluster.router_endpoint("b"), "rust-from-python").await?;
+    let mut received = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while received.len() < sent.len() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "region b delivered {} of {} messages within 60 s\n{produced}",
+            received.len(),
+            sent.len()
+        );
+        for message in receive(&consumer).await? {
+            let id = message.message_id().to_owned();
+            anyhow::ensure!(
+                message.delivery_attempt() == 1,
+                "message {id} arrived with delivery_attempt {}",
+                message.delivery_attempt()
+            );
+            let body = message.body().to_vec();
+            let described = Described {
+                message_id: id.clone(),
+                tag: message.tag().map(str::to_owned),
+                keys: message.keys().iter().cloned().collect(),
+                properties: message
+                    .properties()
+                    .iter()
+                    .map(|(key, value)| (key.clone(), value.clone()))
+                    .collect(),
+                size: body.len() as u64,
+                sha256: String::new(),
+                body: Some(body),
+            };
+            ack(&consumer, &message).await?;
+            anyhow::ensure!(
+                received.insert(id.clone(), described).is_none(),
+                "region b delivered message {id} twice"
+            );
+        }
+    }
+    for (id, expected) in &sent {
+        let mut expected = expected.clone();
+        expected.sha256 = String::new();
+        let got = received.get(id).with_context(|| {
+            format!(
+                "region b never delivered {id}; it delivered {:?}",
+                received.keys()
+            )
+        })?;
+        anyhow::ensure!(
+            got == &expected,
+            "message {id} changed between the Python producer and the Rust consumer:\n\
+             sent {expected:#?}\nreceived {got:#?}\n{produced}"
+        );
+    }
+    let more = receive(&consumer).await?;
+    anyhow::ensure!(
+        more.is_empty(),
+        "after every message was acked, region b delivered {} more",
+        more.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(10), consumer.shutdown()).await;
+    println!(
+        "python → rust: {} messages, produce.py took {:?}",
+        sent.len(),
+        produced.elapsed
+    );
+    cluster.finish();
+    Ok(())
+}
+
+/// Just enough JSON to read what the scripts print (`json.dumps`): the tests
+/// crate has no JSON dependency.
+mod json {
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum Value {
+        Null,
+        Bool(bool),
+        Number(f64),
+        String(String),
+        Array(Vec<Value>),
+        Object(BTreeMap<String, Value>),
+    }
+
+    /// Largest integer an f64 holds exactly.
+    const MAX_EXACT: f64 = 9_007_199_254_740_992.0;
+    const MAX_DEPTH: usize = 64;
+
+    pub fn parse(text: &str) -> anyhow::Result<Value> {
+        let mut parser = Parser {
+            bytes: text.as_bytes(),
+            position: 0,
+        };
+        let value = parser.value(0)?;
+        parser.skip_whitespace();
+        anyhow::ensure!(
+            parser.position == parser.bytes.len(),
+            "JSON: unexpected text at byte {}",
+            parser.position
+        );
+        Ok(value)
+    }
+
+    impl Value {
+        pub fn get(&self, key: &str) -> Option<&Value> {
+            match self {
+                Value::Object(fields) => fields.get(key),
+                _ => None,
+            }
+        }
+
+        pub fn field(&self, key: &str) -> anyhow::Result<&Value> {
+            self.get(key)
+                .ok_or_else(|| anyhow::anyhow!("the JSON output has no field {key:?}"))
+        }
+
+        pub fn is_null(&self) -> bool {
+            matches!(self, Value::Null)
+        }
+
+        pub fn bool(&self) -> anyhow::Result<bool> {
+            match self {
+                Value::Bool(value) => Ok(*value),
+                other => anyhow::bail!("expected a boolean, got {other:?}"),
+            }
+        }
+
+        pub fn str(&self) -> anyhow::Result<&str> {
+            match self {
+                Value::String(value) => Ok(value),
+                other => anyhow::bail!("expected a string, got {other:?}"),
+            }
+        }
+
+        pub fn u64(&self) -> anyhow::Result<u64> {
+            match self {
+                Value::Number(value)
+                    if value.fract() == 0.0 && (0.0..=MAX_EXACT).contains(value) =>
+                {
+                    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                    Ok(*value as u64)
+                }
+                other => anyhow::bail!("expected a non-negative integer, got {other:?}"),
+            }
+        }
+
+        pub fn array(&self) -> anyhow::Result<&[Value]> {
+            match self {
+                Value::Array(values) => Ok(values),
+                other => anyhow::bail!("expected an array, got {other:?}"),
+            }
+        }
+
+        pub fn object(&self) -> anyhow::Result<&BTreeMap<String, Value>> {
+            match self {
+                Value::Object(fields) => Ok(fields),
+                other => anyhow::bail!("expected an object, got {other:?}"),
+            }
+        }
+    }
+
+    struct Parser<'a> {
+        bytes: &'a [u8],
+        position: usize,
+    }
+
+    impl Parser<'_> {
+        fn skip_whitespace(&mut self) {
+            while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.position) {
+                self.position += 1;
+            }
+        }
+
+        fn next(&mut self) -> anyhow::Result<u8> {
+            let byte = *self
+                .bytes
+                .get(self.position)
+                .ok_or_else(|| anyhow::anyhow!("JSON: unexpected end"))?;
+            self.position += 1;
+            Ok(byte)
+        }
+
+        fn expect(&mut self, wanted: u8) -> anyhow::Result<()> {
+            self.skip_whitespace();
+            let at = self.position;
+            let byte = self.next()?;
+            anyhow::ensure!(
+                byte == wanted,
+                "JSON: expected {:?} at byte {at}, found {:?}",
+                char::from(wanted),
+                char::from(byte)
+            );
+            Ok(())
+        }
+
+        fn value(&mut self, depth: usize) -> anyhow::Result<Value> {
+            anyhow::ensure!(depth < MAX_DEPTH, "JSON: nested too deeply");
+            self.skip_whitespace();
+            match self.bytes.get(self.position) {
+                Some(b'{') => self.object(depth),
+                Some(b'[') => self.array(depth),
+                Some(b'"') => Ok(Value::String(self.string()?)),
+                Some(b't') => self.literal("true", Value::Bool(true)),
+                Some(b'f') => self.literal("false", Value::Bool(false)),
+                Some(b'n') => self.literal("null", Value::Null),
+                Some(b'-' | b'0'..=b'9') => self.number(),
+                Some(other) => anyhow::bail!(
+                    "JSON: unexpected {:?} at byte {}",
+                    char::from(*other),
+                    self.position
+                ),
+                None => anyhow::bail!("JSON: unexpected end"),
+            }
+        }
+
+        fn literal(&mut self, word: &str, value: Value) -> anyhow::Result<Value> {
+            anyhow::ensure!(
+                self.bytes[self.position..].starts_with(word.as_bytes()),
+                "JSON: bad literal at byte {}",
+                self.position
+            );
+            self.position += word.len();
+            Ok(value)
+        }
+
+        fn number(&mut self) -> anyhow::Result<Value> {
+            let start = self.position;
+            while let Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') =
+                self.bytes.get(self.position)
+            {
+                self.position += 1;
+            }
+            let text = std::str::from_utf8(&self.bytes[start..self.position])?;
+            let number: f64 = text
+                .parse()
+                .map_err(|_| anyhow::anyhow!("JSON: bad number {text:?} at byte {start}"))?;
+            Ok(Value::Number(number))
+        }
+
+        fn hex4(&mut self) -> anyhow::Result<u32> {
+            let start = self.position;
+            let digits = self
+                .bytes
+                .get(start..start + 4)
+                .ok_or_else(|| anyhow::anyhow!("JSON: short \\u escape"))?;
+            self.position += 4;
+            let text = std::str::from_utf8(digits)?;
+            u32::from_str_radix(text, 16)
+                .map_err(|_| anyhow::anyhow!("JSON: bad \\u escape {text:?}"))
+        }
+
+        fn string(&mut self) -> anyhow::Result<String> {
+            self.expect(b'"')?;
+            let mut bytes = Vec::new();
+            loop {
+                match self.next()? {
+                    b'"' => break,
+                    b'\\' => {
+                        let escaped = match self.next()? {
+                            b'"' => '"',
+                            b'\\' => '\\',
+                            b'/' => '/',
+                            b'b' => '\u{8}',
+                            b'f' => '\u{c}',
+                            b'n' => '\n',
+                            b'r' => '\r',
+                            b't' => '\t',
+                            b'u' => self.unicode_escape()?,
+                            other => {
+                                anyhow::bail!("JSON: bad escape \\{}", char::from(other))
+                            }
+                        };
+                        let mut buffer = [0; 4];
+                        bytes.extend_from_slice(escaped.encode_utf8(&mut buffer).as_bytes());
+                    }
+                    byte if byte < 0x20 => anyhow::bail!("JSON: control character in a string"),
+                    byte => bytes.push(byte),
+                }
+            }
+            Ok(String::from_utf8(bytes)?)
+        }
+
+        fn unicode_escape(&mut self) -> anyhow::Result<char> {
+            let first = self.hex4()?;
+            let code = if (0xD800..0xDC00).contains(&first) {
+                anyhow::ensure!(
+                    self.next()? == b'\\' && self.next()? == b'u',
+                    "JSON: a high surrogate without its low half"
+                );
+                let second = self.hex4()?;
+                anyhow::ensure!(
+                    (0xDC00..0xE000).contains(&second),
+                    "JSON: bad low surrogate {second:#x}"
+                );
+                0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00)
+            } else {
+                first
+            };
+            char::from_u32(code).ok_or_else(|| anyhow::anyhow!("JSON: bad code point {code:#x}"))
+        }
+
+        fn array(&mut self, depth: usize) -> anyhow::Result<Value> {
+            self.expect(b'[')?;
+            let mut values = Vec::new();
+            self.skip_whitespace();
+            if self.bytes.get(self.position) == Some(&b']') {
+                self.position += 1;
+                return Ok(Value::Array(values));
+            }
+            loop {
+                values.push(self.value(depth + 1)?);
+                self.skip_whitespace();
+                match self.next()? {
+                    b',' => continue,
+                    b']' => return Ok(Value::Array(values)),
+                    other => {
+                        anyhow::bail!("JSON: expected , or ] but found {:?}", char::from(other))
+                    }
+                }
+            }
+        }
+
+        fn object(&mut self, depth: usize) -> anyhow::Result<Value> {
+            self.expect(b'{')?;
+            let mut fields = BTreeMap::new();
+            self.skip_whitespace();
+            if self.bytes.get(self.position) == Some(&b'}') {
+                self.position += 1;
+                return Ok(Value::Object(fields));
+            }
+            loop {
+                self.skip_whitespace();
+                let key = self.string()?;
+                self.expect(b':')?;
+                let value = self.value(depth + 1)?;
+                fields.insert(key, value);
+                self.skip_whitespace();
+                match self.next()? {
+                    b',' => continue,
+                    b'}' => return Ok(Value::Object(fields)),
+                    other => {
+                        anyhow::bail!("JSON: expected , or }} but found {:?}", char::from(other))
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn reads_what_python_json_dumps_prints() {
+        let text = r#" {"ok": true, "n": -12, "f": 1.5e3, "none": null, "list": [1, [], {}],
+            "s": "a\"b\\c\/d\n\u00f6\u6771\ud83d\ude00", "nested": {"k": [false]}} "#;
+        let value = parse(text).expect("parse");
+        assert!(value.field("ok").unwrap().bool().unwrap());
+        assert_eq!(value.field("n").unwrap(), &Value::Number(-12.0));
+        assert_eq!(value.field("f").unwrap(), &Value::Number(1500.0));
+        assert!(value.field("none").unwrap().is_null());
+        assert_eq!(value.field("list").unwrap().array().unwrap().len(), 3);
+        assert_eq!(value.field("s").unwrap().str().unwrap(), "a\"b\\c/d\nö東😀");
+        assert!(
+            !value
+                .field("nested")
+                .unwrap()
+                .field("k")
+                .unwrap()
+                .array()
+                .unwrap()[0]
+                .bool()
+                .unwrap()
+        );
+        assert_eq!(Value::Number(4_089_446.0).u64().unwrap(), 4_089_446);
+        assert!(Value::Number(-1.0).u64().is_err());
+        assert!(Value::Number(0.5).u64().is_err());
+    }
+
+    #[test]
+    fn refuses_malformed_json() {
+        for text in [
+            "",
+            "{",
+            "[1,",
+            "{\"a\" 1}",
+            "tru",
+            "\"abc",
+            "[1] x",
+            "\"\\ud800\"",
+            "{\"a\":1,}",
+        ] {
+            assert!(parse(text).is_err(), "{text:?} parsed");
+        }
+    }
+}
