@@ -63,10 +63,7 @@ impl ChildProcess {
             .stdout
             .take()
             .context("child stdout was not captured")?;
-        let lifeline = child
-            .stdin
-            .take()
-            .context("child stdin was not captured")?;
+        let lifeline = child.stdin.take().context("child stdin was not captured")?;
         let mut lines = BufReader::new(stdout).lines();
         let expected = format!("MERIDIAN_READY role={role} region={region}");
         let waited = tokio::time::timeout(READY_TIMEOUT, async {

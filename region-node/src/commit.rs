@@ -213,7 +213,11 @@ mod tests {
                     .collect();
                 let count = records.len();
                 let outcomes = log.append(records).await.expect("append");
-                assert_eq!(outcomes.len(), count, "caller {caller} got another caller's outcomes");
+                assert_eq!(
+                    outcomes.len(),
+                    count,
+                    "caller {caller} got another caller's outcomes"
+                );
                 outcomes
             });
         }
@@ -245,10 +249,14 @@ mod tests {
         let store = Arc::new(MemoryStore::new());
         let tracker = tokio_util::task::TaskTracker::new();
         let shutdown = CancellationToken::new();
-        let log = CommitLog::start(store, "here".into(), &tracker, shutdown.clone()).expect("start");
+        let log =
+            CommitLog::start(store, "here".into(), &tracker, shutdown.clone()).expect("start");
         shutdown.cancel();
         tracker.close();
         tracker.wait().await;
-        assert!(matches!(log.append(vec![record("late")]).await, Err(CommitError::Stopped)));
+        assert!(matches!(
+            log.append(vec![record("late")]).await,
+            Err(CommitError::Stopped)
+        ));
     }
 }
