@@ -180,21 +180,9 @@ async fn writer<S: LogStore>(
 mod tests {
     use super::*;
     use crate::storage::MemoryStore;
-    use meridian_proto::meridian::v1::{Message, RecordKind};
 
     fn record(body: &str) -> Record {
-        Record {
-            kind: RecordKind::Message as i32,
-            dedup_id: uuid::Uuid::now_v7().as_bytes().to_vec(),
-            origin_region: "here".into(),
-            message: Some(Message {
-                client_message_id: uuid::Uuid::now_v7().to_string(),
-                topic: "orders".into(),
-                body: body.as_bytes().to_vec(),
-                ..Message::default()
-            }),
-            ..Record::default()
-        }
+        crate::test_records::message_record(0, body.as_bytes())
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

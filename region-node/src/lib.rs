@@ -18,6 +18,8 @@ pub mod consumer;
 pub mod error;
 pub mod grpc;
 pub mod storage;
+#[cfg(test)]
+mod test_records;
 
 pub use error::NodeError;
 

@@ -343,30 +343,14 @@ impl<S: LogStore> ConsumerEngine<S> {
         handle: &ReceiptHandle,
     ) -> Result<(), ConsumerError> {
         let mut groups = self.groups.lock();
-        let key = GroupQueueKey {
-            group: group.to_owned(),
-            topic: topic.to_owned(),
-            queue_id: handle.queue_id,
-        };
-        let queue = groups
-            .get_mut(&key)
-            .ok_or_else(|| invalid(handle, "no delivery to this group on this queue"))?;
+        let (key, queue) = group_queue(&mut groups, group, topic, handle)?;
         if handle.offset < queue.cursor.floor {
             return Ok(());
         }
-        match queue.offsets.get(&handle.offset) {
-            Some(OffsetState::Done) => return Ok(()),
-            Some(OffsetState::InFlight {
-                deadline_ms,
-                attempt,
-            }) if *attempt == handle.attempt && *deadline_ms == handle.deadline_ms => {}
-            Some(OffsetState::InFlight { .. }) => {
-                return Err(invalid(
-                    handle,
-                    "the message was redelivered or its invisibility changed; use the newest handle",
-                ));
-            }
-            None => return Err(invalid(handle, "the message was never delivered")),
+        match current(queue, handle) {
+            Ok(()) => {}
+            Err(Stale::Finished) => return Ok(()),
+            Err(stale) => return Err(invalid(handle, stale.reason())),
         }
         queue.offsets.insert(handle.offset, OffsetState::Done);
         let removed = advance_floor(queue);
@@ -386,37 +370,17 @@ impl<S: LogStore> ConsumerEngine<S> {
         now_ms: i64,
     ) -> Result<ReceiptHandle, ConsumerError> {
         let mut groups = self.groups.lock();
-        let key = GroupQueueKey {
-            group: group.to_owned(),
-            topic: topic.to_owned(),
-            queue_id: handle.queue_id,
-        };
-        let queue = groups
-            .get_mut(&key)
-            .ok_or_else(|| invalid(handle, "no delivery to this group on this queue"))?;
-        match queue.offsets.get(&handle.offset) {
-            Some(OffsetState::InFlight {
-                deadline_ms,
-                attempt,
-            }) if *attempt == handle.attempt && *deadline_ms == handle.deadline_ms => {}
-            Some(OffsetState::Done) => {
-                return Err(invalid(handle, "the message is already acknowledged"));
-            }
-            _ => {
-                return Err(invalid(
-                    handle,
-                    "the message was redelivered or its invisibility changed; use the newest handle",
-                ));
-            }
+        let (key, queue) = group_queue(&mut groups, group, topic, handle)?;
+        if handle.offset < queue.cursor.floor {
+            return Err(invalid(handle, Stale::Finished.reason()));
         }
+        current(queue, handle).map_err(|stale| invalid(handle, stale.reason()))?;
         let deadline_ms = now_ms.saturating_add(invisible_ms);
-        queue.offsets.insert(
-            handle.offset,
-            OffsetState::InFlight {
-                deadline_ms,
-                attempt: handle.attempt,
-            },
-        );
+        let state = OffsetState::InFlight {
+            deadline_ms,
+            attempt: handle.attempt,
+        };
+        queue.offsets.insert(handle.offset, state);
         let write = write_for(&key, queue, BTreeSet::from([handle.offset]), Vec::new());
         self.store.write_groups(vec![write])?;
         self.invisibility_changes
@@ -425,6 +389,57 @@ impl<S: LogStore> ConsumerEngine<S> {
             deadline_ms,
             ..handle.clone()
         })
+    }
+}
+
+/// Why a handle no longer names the current delivery of its offset.
+#[derive(Debug, Clone, Copy)]
+enum Stale {
+    Finished,
+    Superseded,
+    NeverDelivered,
+}
+
+impl Stale {
+    fn reason(self) -> &'static str {
+        match self {
+            Self::Finished => "the message is already acknowledged",
+            Self::Superseded => {
+                "the message was redelivered or its invisibility changed; use the newest handle"
+            }
+            Self::NeverDelivered => "the message was never delivered",
+        }
+    }
+}
+
+/// The state of the group queue a handle points into.
+fn group_queue<'a>(
+    groups: &'a mut HashMap<GroupQueueKey, QueueState>,
+    group: &str,
+    topic: &str,
+    handle: &ReceiptHandle,
+) -> Result<(GroupQueueKey, &'a mut QueueState), ConsumerError> {
+    let key = GroupQueueKey {
+        group: group.to_owned(),
+        topic: topic.to_owned(),
+        queue_id: handle.queue_id,
+    };
+    let queue = groups
+        .get_mut(&key)
+        .ok_or_else(|| invalid(handle, "no delivery to this group on this queue"))?;
+    Ok((key, queue))
+}
+
+/// Whether `handle` names the current, unfinished delivery of its offset.
+fn current(queue: &QueueState, handle: &ReceiptHandle) -> Result<(), Stale> {
+    match queue.offsets.get(&handle.offset) {
+        Some(OffsetState::InFlight {
+            deadline_ms,
+            attempt,
+        }) if *attempt == handle.attempt && *deadline_ms == handle.deadline_ms => Ok(()),
+        Some(OffsetState::InFlight { .. }) => Err(Stale::Superseded),
+        Some(OffsetState::Done) => Err(Stale::Finished),
+        None => Err(Stale::NeverDelivered),
     }
 }
 

@@ -1,25 +1,15 @@
 use super::*;
 use crate::storage::MemoryStore;
-use meridian_proto::meridian::v1::{Message, RecordKind};
 
 const NOW: i64 = 1_700_000_000_000;
 
 fn record(queue_id: i32, tag: &str, delivery_timestamp_ms: Option<i64>) -> Record {
-    Record {
-        kind: RecordKind::Message as i32,
-        dedup_id: uuid::Uuid::now_v7().as_bytes().to_vec(),
-        origin_region: "here".into(),
-        message: Some(Message {
-            client_message_id: uuid::Uuid::now_v7().to_string(),
-            topic: "orders".into(),
-            queue_id,
-            tag: Some(tag.into()),
-            delivery_timestamp_ms,
-            body: b"body".to_vec(),
-            ..Message::default()
-        }),
-        ..Record::default()
+    let mut record = crate::test_records::message_record(queue_id, b"body");
+    if let Some(message) = record.message.as_mut() {
+        message.tag = Some(tag.into());
+        message.delivery_timestamp_ms = delivery_timestamp_ms;
     }
+    record
 }
 
 fn engine_with(records: Vec<Record>) -> (Arc<MemoryStore>, ConsumerEngine<MemoryStore>) {

@@ -82,21 +82,10 @@ pub fn stored_queue_offset<S: LogStore>(
 mod tests {
     use super::*;
     use crate::storage::{Appended, MemoryStore};
-    use meridian_proto::meridian::v1::{Message, Record, RecordKind};
+    use meridian_proto::meridian::v1::Record;
 
     fn record(queue_id: i32) -> Record {
-        Record {
-            kind: RecordKind::Message as i32,
-            dedup_id: uuid::Uuid::now_v7().as_bytes().to_vec(),
-            origin_region: "here".into(),
-            message: Some(Message {
-                client_message_id: uuid::Uuid::now_v7().to_string(),
-                topic: "orders".into(),
-                queue_id,
-                ..Message::default()
-            }),
-            ..Record::default()
-        }
+        crate::test_records::message_record(queue_id, b"")
     }
 
     #[test]
