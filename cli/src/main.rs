@@ -219,12 +219,14 @@ async fn run_replicator(
     stop_on_stdin_eof: bool,
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    let address = topology.region(&region)?.replicator;
+    let config = topology.region(&region)?;
+    let address = config.replicator;
+    let lock = meridian_replicator::lock_data_dir(&config.data_dir)?;
     let shutdown = shutdown_on_signals(stop_on_stdin_eof)?;
     let socket = std::net::UdpSocket::bind(address)
         .with_context(|| format!("failed to bind the replicator address {address} (UDP)"))?;
     announce_ready("replicator", &region);
-    meridian_replicator::run(topology, region, socket, shutdown).await?;
+    meridian_replicator::serve(topology, region, socket, lock, shutdown).await?;
     Ok(())
 }
 

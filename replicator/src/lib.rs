@@ -81,7 +81,27 @@ pub async fn run(
             region: region.clone(),
             source: Box::new(source),
         })?;
-    let _lock = lock_data_dir(&local.data_dir)?;
+    let lock = lock_data_dir(&local.data_dir)?;
+    serve(topology, region, socket, lock, shutdown).await
+}
+
+/// [`run`] for a caller that already holds the data directory lock (the CLI
+/// takes it before announcing readiness, so a second replicator of the same
+/// region is refused before it claims to be ready).
+pub async fn serve(
+    topology: Topology,
+    region: String,
+    socket: std::net::UdpSocket,
+    lock: DataDirLock,
+    shutdown: CancellationToken,
+) -> Result<(), ReplicatorError> {
+    let _lock = lock;
+    let local = topology
+        .region(&region)
+        .map_err(|source| ReplicatorError::UnknownRegion {
+            region: region.clone(),
+            source: Box::new(source),
+        })?;
     let identity = tls::load_or_generate(&region, &local.data_dir)?;
     let server_config = tls::server_config(&region, &identity)?;
 

@@ -80,5 +80,35 @@ async fn data_dir_lock_refuses_second_node() {
     last_sequence(&cluster, "a")
         .await
         .expect("the first node of a still answers Health");
+
+    // The replicator takes its lock before it reports ready: a second one is
+    // refused without ever printing the readiness line.
+    let args = [
+        "replicator".as_ref(),
+        "--topology".as_ref(),
+        topology.as_os_str(),
+        "--region".as_ref(),
+        "a".as_ref(),
+    ];
+    let output = cluster
+        .run_meridian(args, Duration::from_secs(30))
+        .await
+        .expect("a second replicator for region a exits by itself");
+    assert!(
+        !output.status.success(),
+        "a second replicator on a's data dir must be refused:\n{output}"
+    );
+    assert!(
+        output.stderr.contains("locked by another process"),
+        "stderr does not say the data dir is locked:\n{output}"
+    );
+    assert!(
+        !output.stdout.contains("MERIDIAN_READY"),
+        "a refused replicator must not report ready:\n{output}"
+    );
+    assert!(
+        cluster.is_running("a", Role::Replicator),
+        "the first replicator of a must keep running"
+    );
     cluster.finish();
 }
