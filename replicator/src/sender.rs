@@ -153,6 +153,10 @@ impl Health {
             }
         } else if self.outage.as_deref() == Some(text.as_str()) {
             debug!(%peer, error = %text, "replication link still failing");
+        } else if matches!(error, ReplicatorError::PeerCertificateMissing { .. }) {
+            // Expected while regions start together: the peer creates its
+            // certificate when it starts. Persisting, it shows at DEBUG above.
+            info!(%peer, %address, reason = %text, "waiting for the peer replicator to start");
         } else {
             warn!(%peer, %address, error = %text, "replication link failed; retrying with back-off");
         }
