@@ -251,6 +251,21 @@ impl RocksStore {
     }
 }
 
+impl Drop for RocksStore {
+    /// A graceful stop makes every acknowledged write durable, whatever the
+    /// flush mode: the write-ahead log is synced before the store closes.
+    fn drop(&mut self) {
+        match self.db.flush_wal(true) {
+            Ok(()) => {
+                tracing::debug!(path = %self.path.display(), "write-ahead log synced at close")
+            }
+            Err(error) => {
+                tracing::warn!(path = %self.path.display(), %error, "failed to sync the write-ahead log at close");
+            }
+        }
+    }
+}
+
 impl LogStore for RocksStore {
     fn append(
         &self,
