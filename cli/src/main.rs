@@ -6,6 +6,7 @@
 //! this machine as child processes of this same binary.
 
 mod process;
+mod status;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -46,6 +47,12 @@ enum Command {
     Replicator(RoleArgs),
     /// Run one region's router (QueryRoute to the nearest healthy region).
     Router(RoleArgs),
+    /// Print every region's node health and every replication link's backlog.
+    /// Exits with 1 if a region's node does not answer.
+    Status {
+        #[arg(long)]
+        topology: PathBuf,
+    },
     /// Validate a topology file and print what it describes.
     Check {
         #[arg(long)]
@@ -96,6 +103,23 @@ fn init_tracing() {
 async fn run(command: Command) -> ExitCode {
     match command {
         Command::Up { topology, data_dir } => report(up::run(topology, data_dir).await),
+        Command::Status { topology } => {
+            let topology = match load(&topology, None) {
+                Ok(topology) => topology,
+                Err(code) => return code,
+            };
+            let report = status::report(&topology).await;
+            print!("{}", report.text);
+            if report.regions_down.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!(
+                    "error: no answer from the node of {}",
+                    report.regions_down.join(", ")
+                );
+                ExitCode::FAILURE
+            }
+        }
         Command::Check { topology } => match load(&topology, None) {
             Ok(topology) => {
                 print!("{}", up::endpoint_table(&topology));

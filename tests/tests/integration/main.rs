@@ -16,6 +16,7 @@ mod replication;
 mod replication_frames;
 mod round_trip;
 mod routing;
+mod status;
 mod support;
 mod topology_files;
 mod up;

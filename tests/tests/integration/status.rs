@@ -1,0 +1,92 @@
+//! `meridian status`: node health and replication backlog per link.
+
+use crate::support::{send, start_producer};
+use meridian_tests::{CommandOutput, Role, TestCluster, wait_until};
+use std::time::Duration;
+
+const MESSAGES: u64 = 20;
+
+async fn status(cluster: &TestCluster) -> CommandOutput {
+    let topology = cluster.topology_path().to_owned();
+    let args = [
+        "status".as_ref(),
+        "--topology".as_ref(),
+        topology.as_os_str(),
+    ];
+    cluster
+        .run_meridian(args, Duration::from_secs(30))
+        .await
+        .expect("meridian status runs")
+}
+
+/// (acknowledged, backlog) of the link `from -> to` in a status report.
+fn link(output: &CommandOutput, from: &str, to: &str) -> Option<(u64, u64)> {
+    let prefix = format!("{from} -> {to} ");
+    let line = output
+        .stdout
+        .lines()
+        .find(|line| line.starts_with(&prefix))?;
+    let mut numbers = line[prefix.len()..].split_whitespace();
+    Some((numbers.next()?.parse().ok()?, numbers.next()?.parse().ok()?))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_shows_replication_backlog_draining_and_a_dead_node() {
+    let mut cluster = TestCluster::builder()
+        .regions(2)
+        .build()
+        .await
+        .expect("start a two-region cluster");
+    let producer = start_producer(&cluster.router_endpoint("a"))
+        .await
+        .expect("producer via a's router");
+    for index in 0..MESSAGES {
+        send(&producer, format!("status {index}").into_bytes())
+            .await
+            .expect("send via a");
+    }
+
+    wait_until(
+        Duration::from_secs(30),
+        "a -> b backlog to drain",
+        || async {
+            let output = status(&cluster).await;
+            output.status.success()
+                && link(&output, "a", "b")
+                    .is_some_and(|(acknowledged, backlog)| acknowledged >= MESSAGES && backlog == 0)
+        },
+    )
+    .await
+    .expect("the link a -> b catches up and status shows it");
+    let healthy = status(&cluster).await;
+    assert!(
+        healthy
+            .stdout
+            .lines()
+            .any(|line| line.starts_with("a ") && line.contains(" up ")),
+        "region a is shown up:\n{healthy}"
+    );
+
+    cluster.kill9("b", Role::Node).expect("kill b's node");
+    let output = status(&cluster).await;
+    assert_eq!(output.code(), Some(1), "a region is down:\n{output}");
+    assert!(
+        output
+            .stdout
+            .lines()
+            .any(|line| line.starts_with("b ") && line.contains(" down ")),
+        "region b is shown down:\n{output}"
+    );
+    assert!(
+        output.stderr.contains('b'),
+        "stderr names region b:\n{output}"
+    );
+    assert_eq!(
+        link(&output, "b", "a"),
+        None,
+        "b's outgoing links are unknown:\n{output}"
+    );
+
+    let _ = tokio::time::timeout(Duration::from_secs(10), producer.shutdown()).await;
+    cluster.finish();
+}
