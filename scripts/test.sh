@@ -5,7 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 source scripts/env.sh
-cargo build -p meridian-cli --bin meridian
+# Build every target with the same feature set as `cargo test --workspace` and
+# `cargo clippy --workspace --all-targets`: a narrower build (`-p meridian-cli`)
+# resolves features differently and would compile RocksDB's C++ a second time.
+cargo build --workspace --all-targets
 # The official RocketMQ Python client's virtualenv, for tests/python/.
 TEST_PYTHON="$(scripts/python-env.sh)"
 export TEST_PYTHON

@@ -6,5 +6,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 "$root/scripts/setup.sh"
 source "$root/scripts/env.sh"
-cargo build --manifest-path "$root/Cargo.toml" -p meridian-cli --bin meridian
+# All targets, as scripts/test.sh builds them: one feature set, so RocksDB's C++
+# is compiled once for both scripts.
+cargo build --manifest-path "$root/Cargo.toml" --workspace --all-targets
 exec "$CARGO_TARGET_DIR/debug/meridian" up "$@"
