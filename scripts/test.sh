@@ -12,4 +12,7 @@ cargo build --workspace --all-targets
 # The official RocketMQ Python client's virtualenv, for tests/python/.
 TEST_PYTHON="$(scripts/python-env.sh)"
 export TEST_PYTHON
+# The official RocketMQ Node.js client's node_modules, for tests/nodejs/.
+TEST_NODEJS_MODULES="$(scripts/nodejs-env.sh)/node_modules"
+export TEST_NODEJS_MODULES
 cargo test --workspace "$@"

@@ -10,7 +10,9 @@
 
 mod conformance;
 mod durability;
+mod json;
 mod lifecycle;
+mod nodejs_client;
 mod python_client;
 mod replication;
 mod replication_frames;

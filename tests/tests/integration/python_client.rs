@@ -34,7 +34,7 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt as _;
 use tokio::time::Instant;
 
-use json::{Access as _, Value};
+use crate::json::{self, Access as _, Value};
 
 /// The variable naming the Python interpreter (not `MERIDIAN_*`: that prefix
 /// belongs to topology overrides).
@@ -800,5 +800,3 @@ async fn python_producer_to_rust_consumer_in_the_other_region_preserves_every_fi
     cluster.finish();
     Ok(())
 }
-
-mod json;
