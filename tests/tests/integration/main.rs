@@ -18,6 +18,7 @@ mod replication;
 mod replication_frames;
 mod round_trip;
 mod routing;
+mod script;
 mod status;
 mod support;
 mod topology_files;

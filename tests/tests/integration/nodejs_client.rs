@@ -26,21 +26,17 @@ use anyhow::Context as _;
 use meridian_tests::{TEST_TOPIC, TestCluster};
 use rocketmq::model::message::MessageBuilder;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::io::AsyncReadExt as _;
 use tokio::time::Instant;
 
-use crate::json::{self, Access as _, Value};
+use crate::json::{Access as _, Value};
+use crate::script::{self, ScriptRun};
 
 /// The variable naming the `node_modules` directory holding the client (not
 /// `MERIDIAN_*`: that prefix belongs to topology overrides).
 const MODULES_VARIABLE: &str = "TEST_NODEJS_MODULES";
-/// Hard limit of one script run; the script gives up 10 s earlier by itself.
-const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
 /// The `max_body_size` the settings reply carries (the proxy's 4 MiB).
 const MAX_BODY_SIZE: u64 = 4 * 1024 * 1024;
 /// Body sizes of the Node producer's messages: tiny to 64 KiB (echoed in full).
@@ -86,12 +82,8 @@ impl NodeJs {
         })
     }
 
-    /// Runs `tests/nodejs/<script>` with `args` (plus `--deadline` and
-    /// `--log-file`), killing it after [`SCRIPT_TIMEOUT`]. Fails only if it
-    /// cannot be run at all; see [`ScriptRun::succeeded`].
+    /// Runs `tests/nodejs/<script>` with `args` (plus `--deadline` and `--log-file`).
     async fn run(&self, script: &str, args: &[String]) -> anyhow::Result<ScriptRun> {
-        let path = script_dir().join(script);
-        let deadline = SCRIPT_TIMEOUT.saturating_sub(Duration::from_secs(10));
         let run = self.runs.fetch_add(1, Ordering::Relaxed);
         let log_file = self
             .home
@@ -99,53 +91,16 @@ impl NodeJs {
             .join(format!("{run:02}-{script}.log"));
         let mut command = tokio::process::Command::new("node");
         command
-            .arg(&path)
+            .arg(script_dir().join(script))
             .args(args)
-            .arg(format!("--deadline={}", deadline.as_secs()))
+            .arg(script::deadline_arg())
             .arg(format!("--log-file={}", log_file.display()))
             .current_dir(script_dir())
             .env("HOME", &self.home)
             .env("NODE_PATH", &self.modules)
-            .env_remove("NODE_OPTIONS")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("MERIDIAN_") {
-                command.env_remove(&name);
-            }
-        }
+            .env_remove("NODE_OPTIONS");
         let described = format!("node {} {}", script, args.join(" "));
-        let started = Instant::now();
-        let mut child = command.spawn().with_context(|| {
-            format!("start `{described}` (is Node.js installed and `node` on PATH?)")
-        })?;
-        let stdout = read_all(child.stdout.take());
-        let stderr = read_all(child.stderr.take());
-        let status = match tokio::time::timeout(SCRIPT_TIMEOUT, child.wait()).await {
-            Ok(status) => Some(status.with_context(|| format!("wait for `{described}`"))?),
-            Err(_) => {
-                let _ = child.kill().await;
-                None
-            }
-        };
-        let stdout = stdout.await.unwrap_or_default();
-        let stderr = stderr.await.unwrap_or_default();
-        let output = stdout
-            .lines()
-            .rev()
-            .find(|line| line.trim_start().starts_with('{'))
-            .map(json::parse);
-        Ok(ScriptRun {
-            command: described,
-            status,
-            elapsed: started.elapsed(),
-            stdout,
-            stderr,
-            output,
-            log_file,
-        })
+        script::run("nodejs", command, described, log_file.display().to_string()).await
     }
 }
 
@@ -153,93 +108,16 @@ fn script_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("nodejs")
 }
 
-fn read_all<R>(pipe: Option<R>) -> tokio::task::JoinHandle<String>
-where
-    R: tokio::io::AsyncRead + Unpin + Send + 'static,
-{
-    tokio::spawn(async move {
-        let mut bytes = Vec::new();
-        if let Some(mut pipe) = pipe {
-            let _ = pipe.read_to_end(&mut bytes).await;
-        }
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
-}
-
-/// One finished (or killed) script run.
-struct ScriptRun {
-    command: String,
-    /// `None` when the run was killed after [`SCRIPT_TIMEOUT`].
-    status: Option<ExitStatus>,
-    elapsed: Duration,
-    stdout: String,
-    stderr: String,
-    /// The last JSON line of stdout, parsed.
-    output: Option<anyhow::Result<Value>>,
-    log_file: PathBuf,
-}
-
-impl fmt::Display for ScriptRun {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let status = self.status.map_or_else(
-            || format!("killed after {SCRIPT_TIMEOUT:?}"),
-            |status| status.to_string(),
+/// A run's JSON result, once it is known to have succeeded and its client
+/// to have received the server's settings reply.
+fn succeeded(run: &ScriptRun) -> anyhow::Result<&Value> {
+    run.succeeded(|output| {
+        anyhow::ensure!(
+            output.field("settings_received")?.bool()?,
+            "no settings command reached the client"
         );
-        writeln!(formatter, "===== nodejs: {} =====", self.command)?;
-        writeln!(formatter, "{status} after {:?}", self.elapsed)?;
-        writeln!(formatter, "----- stdout -----\n{}", self.stdout.trim_end())?;
-        writeln!(formatter, "----- stderr -----\n{}", self.stderr.trim_end())?;
-        write!(
-            formatter,
-            "----- the client's log file is {} -----",
-            self.log_file.display()
-        )
-    }
-}
-
-impl ScriptRun {
-    /// The JSON result of a run that exited 0 with `"ok": true`, whose client
-    /// received a settings command and logged no ERROR line.
-    fn succeeded(&self) -> anyhow::Result<&Value> {
-        self.check(|output| {
-            anyhow::ensure!(
-                self.status.is_some_and(|status| status.success()),
-                "the script did not exit 0"
-            );
-            anyhow::ensure!(
-                output.field("ok")?.bool()?,
-                "the script reported a failure: {}",
-                output.field("error")?.str()?
-            );
-            anyhow::ensure!(
-                output.field("settings_received")?.bool()?,
-                "no settings command reached the client"
-            );
-            let errors = output.field("client_log")?.field("errors")?.array()?;
-            anyhow::ensure!(
-                errors.is_empty(),
-                "the Node.js client logged {} ERROR line(s): {errors:?}",
-                errors.len()
-            );
-            Ok(())
-        })?;
-        self.json()
-    }
-
-    fn json(&self) -> anyhow::Result<&Value> {
-        match &self.output {
-            Some(Ok(value)) => Ok(value),
-            Some(Err(error)) => Err(anyhow::anyhow!(
-                "the script's JSON line does not parse: {error:#}\n{self}"
-            )),
-            None => Err(anyhow::anyhow!("the script printed no JSON line\n{self}")),
-        }
-    }
-
-    /// Runs `checks` on the JSON result; a failure carries the whole run.
-    fn check(&self, checks: impl FnOnce(&Value) -> anyhow::Result<()>) -> anyhow::Result<()> {
-        checks(self.json()?).map_err(|error| anyhow::anyhow!("{error:#}\n{self}"))
-    }
+        Ok(())
+    })
 }
 
 fn args<const N: usize>(items: [&str; N]) -> Vec<String> {
@@ -328,7 +206,7 @@ async fn node_produce(
     ]);
     produce_args.push(format!("--sizes={SIZES}"));
     let produced = node.run("produce.js", &produce_args).await?;
-    produced.succeeded()?;
+    succeeded(&produced)?;
     let mut sent = BTreeMap::new();
     produced.check(|output| {
         let max_body = output.field("max_body_size")?.u64()?;
@@ -423,7 +301,7 @@ async fn node_consume(
     ]);
     consume_args.push(format!("--expect={expect}"));
     let consumed = node.run("consume.js", &consume_args).await?;
-    consumed.succeeded()?;
+    succeeded(&consumed)?;
     let mut received = BTreeMap::new();
     consumed.check(|output| {
         let duplicates = output.field("duplicates")?.array()?;

@@ -27,20 +27,16 @@ use meridian_tests::meridian_topology::{ConsumeFrom, MessageType, Topic};
 use meridian_tests::{TEST_TOPIC, TestCluster, region_name};
 use rocketmq::model::message::MessageBuilder;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
-use tokio::io::AsyncReadExt as _;
 use tokio::time::Instant;
 
-use crate::json::{self, Access as _, Value};
+use crate::json::{Access as _, Value};
+use crate::script::{self, ScriptRun};
 
 /// The variable naming the Python interpreter (not `MERIDIAN_*`: that prefix
 /// belongs to topology overrides).
 const PYTHON_VARIABLE: &str = "TEST_PYTHON";
-/// Hard limit of one script run; the script gives up 10 s earlier by itself.
-const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
 /// ~3.9 MiB: below the 4 MiB `max_body_size` of the settings reply.
 const LARGE_BODY: usize = 3_900 * 1024 + 512;
 /// The Python client's long polling (`await_duration`) in the empty-receive test.
@@ -82,66 +78,32 @@ impl Python {
         Ok(Python { interpreter, home })
     }
 
-    /// Runs `tests/python/<script>` with `args` (plus `--deadline`), killing
-    /// it after [`SCRIPT_TIMEOUT`]. Fails only if it cannot be run at all;
-    /// see [`ScriptRun::succeeded`].
+    /// Runs `tests/python/<script>` with `args` (plus `--deadline`).
     async fn run(&self, script: &str, args: &[String]) -> anyhow::Result<ScriptRun> {
-        let path = script_dir().join(script);
-        let deadline = SCRIPT_TIMEOUT.saturating_sub(Duration::from_secs(10));
         let mut command = tokio::process::Command::new(&self.interpreter);
         command
-            .arg(&path)
+            .arg(script_dir().join(script))
             .args(args)
-            .arg(format!("--deadline={}", deadline.as_secs()))
+            .arg(script::deadline_arg())
             .current_dir(script_dir())
             .env("HOME", &self.home)
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .env("PYTHONUNBUFFERED", "1")
-            .env("PYTHONNOUSERSITE", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("MERIDIAN_") {
-                command.env_remove(&name);
-            }
-        }
+            .env("PYTHONNOUSERSITE", "1");
         let described = format!(
             "{} {} {}",
             self.interpreter.display(),
             script,
             args.join(" ")
         );
-        let started = Instant::now();
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("start `{described}`"))?;
-        let stdout = read_all(child.stdout.take());
-        let stderr = read_all(child.stderr.take());
-        let status = match tokio::time::timeout(SCRIPT_TIMEOUT, child.wait()).await {
-            Ok(status) => Some(status.with_context(|| format!("wait for `{described}`"))?),
-            Err(_) => {
-                let _ = child.kill().await;
-                None
-            }
-        };
-        let stdout = stdout.await.unwrap_or_default();
-        let stderr = stderr.await.unwrap_or_default();
-        let output = stdout
-            .lines()
-            .rev()
-            .find(|line| line.trim_start().starts_with('{'))
-            .map(json::parse);
-        Ok(ScriptRun {
-            command: described,
-            status,
-            elapsed: started.elapsed(),
-            stdout,
-            stderr,
-            output,
-            log_dir: self.home.join("logs").join("rocketmq_python"),
-        })
+        let log_dir = self.home.join("logs").join("rocketmq_python");
+        script::run(
+            "python",
+            command,
+            described,
+            format!("in {}", log_dir.display()),
+        )
+        .await
     }
 }
 
@@ -149,89 +111,9 @@ fn script_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("python")
 }
 
-fn read_all<R>(pipe: Option<R>) -> tokio::task::JoinHandle<String>
-where
-    R: tokio::io::AsyncRead + Unpin + Send + 'static,
-{
-    tokio::spawn(async move {
-        let mut bytes = Vec::new();
-        if let Some(mut pipe) = pipe {
-            let _ = pipe.read_to_end(&mut bytes).await;
-        }
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
-}
-
-/// One finished (or killed) script run.
-struct ScriptRun {
-    command: String,
-    /// `None` when the run was killed after [`SCRIPT_TIMEOUT`].
-    status: Option<ExitStatus>,
-    elapsed: Duration,
-    stdout: String,
-    stderr: String,
-    /// The last JSON line of stdout, parsed.
-    output: Option<anyhow::Result<Value>>,
-    log_dir: PathBuf,
-}
-
-impl fmt::Display for ScriptRun {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let status = self.status.map_or_else(
-            || format!("killed after {SCRIPT_TIMEOUT:?}"),
-            |status| status.to_string(),
-        );
-        writeln!(formatter, "===== python: {} =====", self.command)?;
-        writeln!(formatter, "{status} after {:?}", self.elapsed)?;
-        writeln!(formatter, "----- stdout -----\n{}", self.stdout.trim_end())?;
-        writeln!(formatter, "----- stderr -----\n{}", self.stderr.trim_end())?;
-        write!(
-            formatter,
-            "----- the client's log file is in {} -----",
-            self.log_dir.display()
-        )
-    }
-}
-
-impl ScriptRun {
-    /// The JSON result of a run that exited 0 with `"ok": true` and whose
-    /// client logged no ERROR line.
-    fn succeeded(&self) -> anyhow::Result<&Value> {
-        self.check(|output| {
-            anyhow::ensure!(
-                self.status.is_some_and(|status| status.success()),
-                "the script did not exit 0"
-            );
-            anyhow::ensure!(
-                output.field("ok")?.bool()?,
-                "the script reported a failure: {}",
-                output.field("error")?.str()?
-            );
-            let errors = output.field("client_log")?.field("errors")?.array()?;
-            anyhow::ensure!(
-                errors.is_empty(),
-                "the Python client logged {} ERROR line(s): {errors:?}",
-                errors.len()
-            );
-            Ok(())
-        })?;
-        self.json()
-    }
-
-    fn json(&self) -> anyhow::Result<&Value> {
-        match &self.output {
-            Some(Ok(value)) => Ok(value),
-            Some(Err(error)) => Err(anyhow::anyhow!(
-                "the script's JSON line does not parse: {error:#}\n{self}"
-            )),
-            None => Err(anyhow::anyhow!("the script printed no JSON line\n{self}")),
-        }
-    }
-
-    /// Runs `checks` on the JSON result; a failure carries the whole run.
-    fn check(&self, checks: impl FnOnce(&Value) -> anyhow::Result<()>) -> anyhow::Result<()> {
-        checks(self.json()?).map_err(|error| anyhow::anyhow!("{error:#}\n{self}"))
-    }
+/// A run's JSON result, once it is known to have succeeded.
+fn succeeded(run: &ScriptRun) -> anyhow::Result<&Value> {
+    run.succeeded(|_| Ok(()))
 }
 
 fn endpoint_args(flag: &str, endpoint: &str) -> [String; 2] {
@@ -366,7 +248,7 @@ async fn python_producer_sends_1_kib_and_3_9_mib_and_a_python_consumer_in_the_ot
     ]));
     produce_args.push(format!("--sizes=1024,{LARGE_BODY}"));
     let produced = python.run("produce.py", &produce_args).await?;
-    let output = produced.succeeded()?;
+    let output = succeeded(&produced)?;
     let mut sent = BTreeMap::new();
     produced.check(|output| {
         anyhow::ensure!(
@@ -428,7 +310,7 @@ async fn python_producer_sends_1_kib_and_3_9_mib_and_a_python_consumer_in_the_ot
         "--then-empty",
     ]));
     let consumed = python.run("consume.py", &consume_args).await?;
-    consumed.succeeded()?;
+    succeeded(&consumed)?;
     consumed.check(|output| {
         let received = first_deliveries(output)?;
         anyhow::ensure!(
@@ -473,7 +355,7 @@ async fn python_simple_consumer_on_an_empty_topic_gets_an_empty_list_after_the_a
     ]));
     consume_args.push(format!("--await-duration={AWAIT_SECONDS}"));
     let consumed = python.run("consume.py", &consume_args).await?;
-    consumed.succeeded()?;
+    succeeded(&consumed)?;
     consumed.check(|output| {
         let receives = output.field("receives")?.array()?;
         anyhow::ensure!(
@@ -538,7 +420,7 @@ async fn python_simple_consumer_filters_tags_redelivers_and_changes_invisible_du
         "4",
     ]));
     let run = python.run("lifecycle.py", &lifecycle_args).await?;
-    run.succeeded()?;
+    succeeded(&run)?;
     run.check(|output| {
         let problems = output.field("problems")?.array()?;
         anyhow::ensure!(problems.is_empty(), "problems: {problems:?}");
@@ -659,7 +541,7 @@ async fn rust_producer_to_python_consumer_in_the_other_region_preserves_every_fi
     ]));
     consume_args.push(format!("--expect={MESSAGES}"));
     let consumed = python.run("consume.py", &consume_args).await?;
-    consumed.succeeded()?;
+    succeeded(&consumed)?;
     consumed.check(|output| {
         let received = first_deliveries(output)?;
         anyhow::ensure!(
@@ -717,7 +599,7 @@ async fn python_producer_to_rust_consumer_in_the_other_region_preserves_every_fi
     ]));
     let produced = python.run("produce.py", &produce_args).await?;
     let mut sent = BTreeMap::new();
-    produced.succeeded()?;
+    succeeded(&produced)?;
     produced.check(|output| {
         for entry in output.field("sent")?.array()? {
             let described = Described::from_json(entry)?;
