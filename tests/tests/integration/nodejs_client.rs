@@ -120,14 +120,6 @@ fn succeeded(run: &ScriptRun) -> anyhow::Result<&Value> {
     })
 }
 
-fn args<const N: usize>(items: [&str; N]) -> Vec<String> {
-    items.iter().map(|item| (*item).to_owned()).collect()
-}
-
-fn two_region_cluster() -> meridian_tests::TestClusterBuilder {
-    TestCluster::builder().regions(2)
-}
-
 /// A message as a script describes it (sent or received).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Described {
@@ -141,7 +133,7 @@ struct Described {
 impl Described {
     fn from_json(value: &Value) -> anyhow::Result<Described> {
         let tag = value.field("tag")?;
-        let body = decode_hex(value.field("body_hex")?.str()?)?;
+        let body = script::decode_hex(value.field("body_hex")?.str()?)?;
         anyhow::ensure!(
             body.len() as u64 == value.field("size")?.u64()?,
             "body_hex and size disagree"
@@ -170,17 +162,6 @@ impl Described {
     }
 }
 
-fn decode_hex(text: &str) -> anyhow::Result<Vec<u8>> {
-    anyhow::ensure!(text.len().is_multiple_of(2), "odd-length hex string");
-    (0..text.len())
-        .step_by(2)
-        .map(|index| {
-            let pair = text.get(index..index + 2).context("hex is ASCII")?;
-            u8::from_str_radix(pair, 16).with_context(|| format!("not hex: {pair:?}"))
-        })
-        .collect()
-}
-
 /// Runs `produce.js` via `endpoint` and returns the sent
 /// messages by id, after checking startup, the settings reply and the sends.
 async fn node_produce(
@@ -188,7 +169,7 @@ async fn node_produce(
     endpoint: &str,
     tag: &str,
 ) -> anyhow::Result<(ScriptRun, BTreeMap<String, Described>)> {
-    let mut produce_args = args([
+    let mut produce_args = script::args([
         "--endpoints",
         endpoint,
         "--topic",
@@ -286,7 +267,7 @@ async fn node_consume(
     tag: &str,
     expect: usize,
 ) -> anyhow::Result<(ScriptRun, BTreeMap<String, Described>)> {
-    let mut consume_args = args([
+    let mut consume_args = script::args([
         "--endpoints",
         endpoint,
         "--topic",
@@ -363,7 +344,7 @@ async fn nodejs_producer_to_nodejs_consumer_in_the_other_region_gets_every_messa
 -> anyhow::Result<()> {
     const TAG: &str = "nodejs-to-nodejs";
     let modules = NodeJs::from_env()?;
-    let cluster = two_region_cluster().build().await?;
+    let cluster = script::two_region_cluster().build().await?;
     let node = NodeJs::for_cluster(modules, &cluster)?;
 
     let (produced, sent) = node_produce(&node, &cluster.router_endpoint("a"), TAG).await?;
@@ -401,7 +382,7 @@ async fn nodejs_producer_to_rust_consumer_in_the_other_region_preserves_every_fi
 -> anyhow::Result<()> {
     const TAG: &str = "nodejs-to-rust";
     let modules = NodeJs::from_env()?;
-    let cluster = two_region_cluster().build().await?;
+    let cluster = script::two_region_cluster().build().await?;
     let node = NodeJs::for_cluster(modules, &cluster)?;
 
     let (produced, sent) = node_produce(&node, &cluster.router_endpoint("a"), TAG).await?;
@@ -466,14 +447,6 @@ async fn nodejs_producer_to_rust_consumer_in_the_other_region_preserves_every_fi
     Ok(())
 }
 
-/// A body with every byte value (not UTF-8) and a per-message prefix.
-fn binary_body(index: usize) -> Vec<u8> {
-    let mut body = format!("cross-language message {index}: ").into_bytes();
-    body.extend(0..=u8::MAX);
-    body.extend((0..=u8::MAX).rev());
-    body
-}
-
 /// Official Rust Producer (region a) → Node SimpleConsumer (region b): body,
 /// tag, keys, user properties and message id arrive unchanged, first attempt,
 /// not flagged corrupted by the client's body-digest check.
@@ -483,13 +456,13 @@ async fn rust_producer_to_nodejs_consumer_in_the_other_region_preserves_every_fi
     const MESSAGES: usize = 5;
     const TAG: &str = "rust-to-nodejs";
     let modules = NodeJs::from_env()?;
-    let cluster = two_region_cluster().build().await?;
+    let cluster = script::two_region_cluster().build().await?;
     let node = NodeJs::for_cluster(modules, &cluster)?;
 
     let producer = start_producer(&cluster.router_endpoint("a")).await?;
     let mut sent = BTreeMap::new();
     for index in 0..MESSAGES {
-        let body = binary_body(index);
+        let body = script::binary_body(index);
         let keys = vec![format!("order-{index}"), TAG.to_owned()];
         let properties = BTreeMap::from([
             ("origin".to_owned(), "rust".to_owned()),

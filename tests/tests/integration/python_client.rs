@@ -120,14 +120,6 @@ fn endpoint_args(flag: &str, endpoint: &str) -> [String; 2] {
     [flag.to_owned(), endpoint.to_owned()]
 }
 
-fn args<const N: usize>(items: [&str; N]) -> Vec<String> {
-    items.iter().map(|item| (*item).to_owned()).collect()
-}
-
-fn two_region_cluster() -> meridian_tests::TestClusterBuilder {
-    TestCluster::builder().regions(2)
-}
-
 /// A message as the Python consumer or producer script describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Described {
@@ -166,21 +158,10 @@ impl Described {
             sha256: value.field("sha256")?.str()?.to_owned(),
             body: value
                 .get("body_hex")
-                .map(|hex| decode_hex(hex.str()?))
+                .map(|hex| script::decode_hex(hex.str()?))
                 .transpose()?,
         })
     }
-}
-
-fn decode_hex(text: &str) -> anyhow::Result<Vec<u8>> {
-    anyhow::ensure!(text.len().is_multiple_of(2), "odd-length hex string");
-    (0..text.len())
-        .step_by(2)
-        .map(|index| {
-            let pair = text.get(index..index + 2).context("hex is ASCII")?;
-            u8::from_str_radix(pair, 16).with_context(|| format!("not hex: {pair:?}"))
-        })
-        .collect()
 }
 
 /// The `received` messages of a consume.py run, by message id, after
@@ -234,11 +215,11 @@ fn first_deliveries(output: &Value) -> anyhow::Result<BTreeMap<String, Described
 async fn python_producer_sends_1_kib_and_3_9_mib_and_a_python_consumer_in_the_other_region_gets_both()
 -> anyhow::Result<()> {
     let interpreter = Python::from_env()?;
-    let cluster = two_region_cluster().build().await?;
+    let cluster = script::two_region_cluster().build().await?;
     let python = Python::for_cluster(interpreter, &cluster)?;
 
     let mut produce_args = endpoint_args("--endpoints", &cluster.router_endpoint("a")).to_vec();
-    produce_args.extend(args([
+    produce_args.extend(script::args([
         "--topic",
         TEST_TOPIC,
         "--tag",
@@ -296,7 +277,7 @@ async fn python_producer_sends_1_kib_and_3_9_mib_and_a_python_consumer_in_the_ot
     }
 
     let mut consume_args = endpoint_args("--endpoints", &cluster.router_endpoint("b")).to_vec();
-    consume_args.extend(args([
+    consume_args.extend(script::args([
         "--topic",
         TEST_TOPIC,
         "--group",
@@ -336,14 +317,14 @@ async fn python_simple_consumer_on_an_empty_topic_gets_an_empty_list_after_the_a
         consume_from: ConsumeFrom::Earliest,
     };
     let interpreter = Python::from_env()?;
-    let cluster = two_region_cluster()
+    let cluster = script::two_region_cluster()
         .topic("python-empty", topic)
         .build()
         .await?;
     let python = Python::for_cluster(interpreter, &cluster)?;
 
     let mut consume_args = endpoint_args("--endpoints", &cluster.router_endpoint("b")).to_vec();
-    consume_args.extend(args([
+    consume_args.extend(script::args([
         "--topic",
         "python-empty",
         "--group",
@@ -402,7 +383,7 @@ async fn python_simple_consumer_on_an_empty_topic_gets_an_empty_list_after_the_a
 async fn python_simple_consumer_filters_tags_redelivers_and_changes_invisible_duration()
 -> anyhow::Result<()> {
     let interpreter = Python::from_env()?;
-    let cluster = two_region_cluster().build().await?;
+    let cluster = script::two_region_cluster().build().await?;
     let python = Python::for_cluster(interpreter, &cluster)?;
 
     let mut lifecycle_args =
@@ -411,7 +392,7 @@ async fn python_simple_consumer_filters_tags_redelivers_and_changes_invisible_du
         "--consumer-endpoints",
         &cluster.router_endpoint("b"),
     ));
-    lifecycle_args.extend(args([
+    lifecycle_args.extend(script::args([
         "--topic",
         TEST_TOPIC,
         "--group",
@@ -470,14 +451,6 @@ async fn python_simple_consumer_filters_tags_redelivers_and_changes_invisible_du
     Ok(())
 }
 
-/// A body with every byte value (not UTF-8) and a per-message prefix.
-fn binary_body(index: usize) -> Vec<u8> {
-    let mut body = format!("cross-language message {index}: ").into_bytes();
-    body.extend(0..=u8::MAX);
-    body.extend((0..=u8::MAX).rev());
-    body
-}
-
 /// Official Rust Producer (region a) → Python SimpleConsumer (region b):
 /// body, tag, keys, user properties and message id arrive unchanged, first
 /// attempt, not flagged corrupted.
@@ -487,13 +460,13 @@ async fn rust_producer_to_python_consumer_in_the_other_region_preserves_every_fi
     const MESSAGES: usize = 5;
     const TAG: &str = "rust-to-python";
     let interpreter = Python::from_env()?;
-    let cluster = two_region_cluster().build().await?;
+    let cluster = script::two_region_cluster().build().await?;
     let python = Python::for_cluster(interpreter, &cluster)?;
 
     let producer = start_producer(&cluster.router_endpoint("a")).await?;
     let mut sent = BTreeMap::new();
     for index in 0..MESSAGES {
-        let body = binary_body(index);
+        let body = script::binary_body(index);
         let keys = vec![format!("order-{index}"), "rust-to-python".to_owned()];
         let properties = BTreeMap::from([
             ("origin".to_owned(), "rust".to_owned()),
@@ -530,7 +503,7 @@ async fn rust_producer_to_python_consumer_in_the_other_region_preserves_every_fi
     let _ = tokio::time::timeout(Duration::from_secs(10), producer.shutdown()).await;
 
     let mut consume_args = endpoint_args("--endpoints", &cluster.router_endpoint("b")).to_vec();
-    consume_args.extend(args([
+    consume_args.extend(script::args([
         "--topic",
         TEST_TOPIC,
         "--group",
@@ -577,11 +550,11 @@ async fn python_producer_to_rust_consumer_in_the_other_region_preserves_every_fi
 -> anyhow::Result<()> {
     const TAG: &str = "python-to-rust";
     let interpreter = Python::from_env()?;
-    let cluster = two_region_cluster().build().await?;
+    let cluster = script::two_region_cluster().build().await?;
     let python = Python::for_cluster(interpreter, &cluster)?;
 
     let mut produce_args = endpoint_args("--endpoints", &cluster.router_endpoint("a")).to_vec();
-    produce_args.extend(args([
+    produce_args.extend(script::args([
         "--topic",
         TEST_TOPIC,
         "--tag",

@@ -10,6 +10,29 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt as _;
 use tokio::time::Instant;
 
+/// The strings of a script's command line.
+pub fn args<const N: usize>(items: [&str; N]) -> Vec<String> {
+    items.iter().map(|item| (*item).to_owned()).collect()
+}
+
+/// The cluster every client-script test runs against.
+pub fn two_region_cluster() -> meridian_tests::TestClusterBuilder {
+    meridian_tests::TestCluster::builder().regions(2)
+}
+
+/// A body with every byte value (not UTF-8) and a per-message prefix.
+pub fn binary_body(index: usize) -> Vec<u8> {
+    let mut body = format!("cross-language message {index}: ").into_bytes();
+    body.extend(0..=u8::MAX);
+    body.extend((0..=u8::MAX).rev());
+    body
+}
+
+/// A body a script printed as hex.
+pub fn decode_hex(text: &str) -> anyhow::Result<Vec<u8>> {
+    hex::decode(text).with_context(|| format!("body is not hex: {:.40}", text))
+}
+
 /// Hard limit of one script run; scripts give up 10 s earlier by themselves.
 pub const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
 
