@@ -1,7 +1,7 @@
 //! Process lifecycle: graceful shutdown, and one node per data dir.
 
 use crate::support::last_sequence;
-use meridian_tests::{Role, TestCluster};
+use meridian_tests::{CommandOutput, Role, TestCluster};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -31,6 +31,22 @@ async fn graceful_sigterm_exits_zero() {
     cluster.finish();
 }
 
+/// Runs a second `meridian <role>` for region a, which must exit by itself.
+async fn second_process(cluster: &TestCluster, role: Role) -> CommandOutput {
+    let topology = cluster.topology_path().to_owned();
+    let args = [
+        role.as_str().as_ref(),
+        "--topology".as_ref(),
+        topology.as_os_str(),
+        "--region".as_ref(),
+        "a".as_ref(),
+    ];
+    cluster
+        .run_meridian(args, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|error| panic!("a second {role} for region a exits by itself: {error:#}"))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn data_dir_lock_refuses_second_node() {
     let mut cluster = TestCluster::builder()
@@ -38,18 +54,7 @@ async fn data_dir_lock_refuses_second_node() {
         .build()
         .await
         .expect("start a two-region cluster");
-    let topology = cluster.topology_path().to_owned();
-    let args = [
-        "node".as_ref(),
-        "--topology".as_ref(),
-        topology.as_os_str(),
-        "--region".as_ref(),
-        "a".as_ref(),
-    ];
-    let output = cluster
-        .run_meridian(args, Duration::from_secs(30))
-        .await
-        .expect("a second node for region a exits by itself");
+    let output = second_process(&cluster, Role::Node).await;
 
     assert!(
         !output.status.success(),
@@ -83,17 +88,7 @@ async fn data_dir_lock_refuses_second_node() {
 
     // The replicator takes its lock before it reports ready: a second one is
     // refused without ever printing the readiness line.
-    let args = [
-        "replicator".as_ref(),
-        "--topology".as_ref(),
-        topology.as_os_str(),
-        "--region".as_ref(),
-        "a".as_ref(),
-    ];
-    let output = cluster
-        .run_meridian(args, Duration::from_secs(30))
-        .await
-        .expect("a second replicator for region a exits by itself");
+    let output = second_process(&cluster, Role::Replicator).await;
     assert!(
         !output.status.success(),
         "a second replicator on a's data dir must be refused:\n{output}"
