@@ -3,7 +3,7 @@
 # tests, which start the real `meridian` binary (built first) as processes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh test
 source scripts/env.sh
 # Build every target with the same feature set as `cargo test --workspace` and
 # `cargo clippy --workspace --all-targets`: a narrower build (`-p meridian-cli`)

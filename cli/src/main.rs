@@ -10,6 +10,7 @@ mod status;
 mod up;
 
 use clap::{Parser, Subcommand};
+use meridian_sockets::{Inherited, Role, Sharing};
 use meridian_topology::Topology;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -77,6 +78,15 @@ struct RoleArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
+    // Before any thread starts: reading them also removes LISTEN_FDS from the
+    // environment (see meridian-sockets).
+    let inherited = match Inherited::from_env() {
+        Ok(inherited) => inherited,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -87,7 +97,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(cli.command))
+    runtime.block_on(run(cli.command, inherited))
 }
 
 fn init_tracing() {
@@ -100,9 +110,9 @@ fn init_tracing() {
         .init();
 }
 
-async fn run(command: Command) -> ExitCode {
+async fn run(command: Command, inherited: Inherited) -> ExitCode {
     match command {
-        Command::Up { topology, data_dir } => report(up::run(topology, data_dir).await),
+        Command::Up { topology, data_dir } => report(up::run(topology, data_dir, inherited).await),
         Command::Status { topology } => {
             let topology = match load(&topology, None) {
                 Ok(topology) => topology,
@@ -132,21 +142,21 @@ async fn run(command: Command) -> ExitCode {
                 Ok(topology) => topology,
                 Err(code) => return code,
             };
-            report(run_node(topology, &args.region, args.stop_on_stdin_eof).await)
+            report(run_node(topology, &args.region, args.stop_on_stdin_eof, inherited).await)
         }
         Command::Replicator(args) => {
             let topology = match load(&args.topology, Some(&args.region)) {
                 Ok(topology) => topology,
                 Err(code) => return code,
             };
-            report(run_replicator(topology, args.region, args.stop_on_stdin_eof).await)
+            report(run_replicator(topology, args.region, args.stop_on_stdin_eof, inherited).await)
         }
         Command::Router(args) => {
             let topology = match load(&args.topology, Some(&args.region)) {
                 Ok(topology) => topology,
                 Err(code) => return code,
             };
-            report(run_router(topology, args.region, args.stop_on_stdin_eof).await)
+            report(run_router(topology, args.region, args.stop_on_stdin_eof, inherited).await)
         }
     }
 }
@@ -212,28 +222,58 @@ fn shutdown_on_signals(stop_on_stdin_eof: bool) -> anyhow::Result<CancellationTo
     Ok(token)
 }
 
-async fn bind_tcp(
-    address: std::net::SocketAddr,
-    what: &str,
-) -> anyhow::Result<tokio::net::TcpListener> {
-    use anyhow::Context as _;
-    tokio::net::TcpListener::bind(address)
-        .await
-        .with_context(|| format!("failed to bind the {what} address {address}"))
+/// The role's sockets in topology order: inherited from the parent when it
+/// passed them (`meridian up`, the test harness, systemd), else bound here.
+fn role_sockets(
+    topology: &Topology,
+    region: &str,
+    role: Role,
+    mut inherited: Inherited,
+) -> anyhow::Result<Vec<meridian_sockets::BoundSocket>> {
+    let config = topology.region(region)?;
+    let mut sockets = Vec::new();
+    for spec in meridian_sockets::role_sockets(region, config, role) {
+        sockets.push(meridian_sockets::obtain(
+            &mut inherited,
+            &spec,
+            Sharing::Exclusive,
+        )?);
+    }
+    let unused = inherited.remaining();
+    if !unused.is_empty() {
+        tracing::warn!(?unused, "inherited sockets that this {role} does not use");
+    }
+    Ok(sockets)
 }
 
-async fn run_node(topology: Topology, region: &str, stop_on_stdin_eof: bool) -> anyhow::Result<()> {
-    let config = topology.region(region)?.clone();
+fn tcp_listener(socket: meridian_sockets::BoundSocket) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = socket.into_tcp_listener()?;
+    Ok(tokio::net::TcpListener::from_std(listener)?)
+}
+
+async fn run_node(
+    topology: Topology,
+    region: &str,
+    stop_on_stdin_eof: bool,
+    inherited: Inherited,
+) -> anyhow::Result<()> {
     let shutdown = shutdown_on_signals(stop_on_stdin_eof)?;
     let node = tokio::task::spawn_blocking({
-        let region = region.to_owned();
+        let (topology, region) = (topology.clone(), region.to_owned());
         move || meridian_region_node::Node::open(topology, &region)
     })
     .await??;
-    let node_listener = bind_tcp(config.node, "node").await?;
-    let admin_listener = bind_tcp(config.admin, "admin").await?;
+    let [node_socket, admin_socket]: [_; 2] =
+        role_sockets(&topology, region, Role::Node, inherited)?
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("a node listens on two sockets"))?;
     announce_ready("node", region);
-    node.serve(node_listener, admin_listener, shutdown).await?;
+    node.serve(
+        tcp_listener(node_socket)?,
+        tcp_listener(admin_socket)?,
+        shutdown,
+    )
+    .await?;
     Ok(())
 }
 
@@ -241,14 +281,15 @@ async fn run_replicator(
     topology: Topology,
     region: String,
     stop_on_stdin_eof: bool,
+    inherited: Inherited,
 ) -> anyhow::Result<()> {
-    use anyhow::Context as _;
     let config = topology.region(&region)?;
-    let address = config.replicator;
     let lock = meridian_replicator::lock_data_dir(&config.data_dir)?;
     let shutdown = shutdown_on_signals(stop_on_stdin_eof)?;
-    let socket = std::net::UdpSocket::bind(address)
-        .with_context(|| format!("failed to bind the replicator address {address} (UDP)"))?;
+    let [socket]: [_; 1] = role_sockets(&topology, &region, Role::Replicator, inherited)?
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("a replicator listens on one socket"))?;
+    let socket = socket.into_udp_socket()?;
     announce_ready("replicator", &region);
     meridian_replicator::serve(topology, region, socket, lock, shutdown).await?;
     Ok(())
@@ -258,10 +299,13 @@ async fn run_router(
     topology: Topology,
     region: String,
     stop_on_stdin_eof: bool,
+    inherited: Inherited,
 ) -> anyhow::Result<()> {
-    let address = topology.region(&region)?.router;
     let shutdown = shutdown_on_signals(stop_on_stdin_eof)?;
-    let listener = bind_tcp(address, "router").await?;
+    let [socket]: [_; 1] = role_sockets(&topology, &region, Role::Router, inherited)?
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("a router listens on one socket"))?;
+    let listener = tcp_listener(socket)?;
     announce_ready("router", &region);
     meridian_router::run(topology, region, listener, shutdown).await?;
     Ok(())

@@ -31,6 +31,7 @@ impl ChildProcess {
         region: &str,
         topology: &Path,
         log_path: PathBuf,
+        sockets: meridian_sockets::Handover,
     ) -> anyhow::Result<Self> {
         let executable =
             std::env::current_exe().context("failed to find the meridian executable")?;
@@ -43,7 +44,9 @@ impl ChildProcess {
             .append(true)
             .open(&log_path)
             .with_context(|| format!("failed to open log file {}", log_path.display()))?;
-        let mut child = Command::new(executable)
+        let mut command = Command::new(executable);
+        sockets.apply_tokio(&mut command)?;
+        let mut child = command
             .arg(role)
             .arg("--topology")
             .arg(topology)

@@ -8,19 +8,28 @@
 
 use crate::process::ChildProcess;
 use anyhow::Context as _;
+use meridian_sockets::{Handover, Inherited, Role, Sharing};
 use meridian_topology::Topology;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-pub async fn run(topology_file: Option<PathBuf>, demo_data_dir: PathBuf) -> anyhow::Result<()> {
+pub async fn run(
+    topology_file: Option<PathBuf>,
+    demo_data_dir: PathBuf,
+    inherited: Inherited,
+) -> anyhow::Result<()> {
     let path = match topology_file {
         Some(path) => path,
         None => write_demo(&demo_data_dir)?,
     };
     let topology = Topology::load(&path)?;
+    // Every socket of the deployment is bound before any process starts, so a
+    // port in use is reported at once, and each child inherits its sockets.
+    let handovers = bind_all(&topology, inherited)?;
     let shutdown = crate::shutdown_on_signals(false)?;
     let mut children: Vec<ChildProcess> = Vec::new();
-    let started = start_all(&topology, &path, &mut children).await;
+    let started = start_all(&topology, &path, handovers, &mut children).await;
     if let Err(error) = started {
         stop_all(&mut children).await;
         return Err(error);
@@ -93,17 +102,52 @@ struct Watched {
     watcher: tokio::task::JoinHandle<()>,
 }
 
+/// The sockets of every process of the deployment, by region and role:
+/// those `meridian up` itself inherited (the test harness passes held ports),
+/// the rest bound here, each for that address alone.
+fn bind_all(
+    topology: &Topology,
+    mut inherited: Inherited,
+) -> anyhow::Result<BTreeMap<(String, Role), Handover>> {
+    let mut handovers = BTreeMap::new();
+    for (name, region) in &topology.regions {
+        for role in Role::ALL {
+            let mut handover = Handover::new();
+            for spec in meridian_sockets::role_sockets(name, region, role) {
+                handover.push(meridian_sockets::obtain(
+                    &mut inherited,
+                    &spec,
+                    Sharing::Exclusive,
+                )?);
+            }
+            handovers.insert((name.clone(), role), handover);
+        }
+    }
+    let unused = inherited.remaining();
+    if !unused.is_empty() {
+        tracing::warn!(
+            ?unused,
+            "inherited sockets that no process of the topology listens on"
+        );
+    }
+    Ok(handovers)
+}
+
 async fn start_all(
     topology: &Topology,
     path: &Path,
+    mut handovers: BTreeMap<(String, Role), Handover>,
     children: &mut Vec<ChildProcess>,
 ) -> anyhow::Result<()> {
-    for role in ["node", "replicator", "router"] {
+    for role in Role::ALL {
         let mut starting = tokio::task::JoinSet::new();
         for (name, region) in &topology.regions {
             let log = region.data_dir.join("logs").join(format!("{role}.log"));
             let (name, path) = (name.clone(), path.to_owned());
-            starting.spawn(async move { ChildProcess::start(role, &name, &path, log).await });
+            let handover = handovers.remove(&(name.clone(), role)).unwrap_or_default();
+            starting.spawn(async move {
+                ChildProcess::start(role.as_str(), &name, &path, log, handover).await
+            });
         }
         while let Some(result) = starting.join_next().await {
             children.push(result.context("a start task failed")??);

@@ -5,7 +5,7 @@ use anyhow::Context as _;
 use meridian_proto::meridian::v1::node_service_client::NodeServiceClient;
 use meridian_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 use meridian_topology::{ConsumeFrom, FlushMode, Link, MessageType, Region, Site, Topic, Topology};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,8 +14,9 @@ use tempfile::TempDir;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::command::{CommandOutput, meridian_binary};
-use crate::ports::PortReservation;
-use crate::process::{LOG_TAIL_LINES, Process, Role, read_log, tail};
+use crate::ports::HeldPorts;
+use crate::process::{LOG_TAIL_LINES, Process, read_log, tail};
+use meridian_sockets::{Protocol, Role};
 
 /// The topic every test cluster has: 8 queues, every message type, replicated
 /// to every region, new groups start from the earliest message.
@@ -115,7 +116,7 @@ impl TestClusterBuilder {
             .tempdir()
             .context("create the test cluster's temp dir")?;
         let root = directory.path().to_path_buf();
-        let (mut topology, reservations) = plan(self.regions, &root, self.flush)?;
+        let (mut topology, held_ports) = plan(self.regions, &root, self.flush)?;
         topology.topics.extend(self.extra_topics);
 
         std::fs::create_dir_all(root.join("logs")).context("create the logs dir")?;
@@ -135,7 +136,7 @@ impl TestClusterBuilder {
             topology,
             topology_path,
             processes: BTreeMap::new(),
-            reservations,
+            held_ports,
             ready_timeout: self.ready_timeout,
             stop_timeout: self.stop_timeout,
             finished: false,
@@ -157,32 +158,23 @@ impl TestClusterBuilder {
     }
 }
 
-/// Ports held per region and role until that process first starts.
-type Reservations = HashMap<(String, Role), PortReservation>;
-
-/// The topology of an `regions`-region test cluster under `root`, with ports
-/// reserved (and held, per region and role, by the returned reservations).
-fn plan(regions: usize, root: &Path, flush: FlushMode) -> anyhow::Result<(Topology, Reservations)> {
+/// The topology of an `regions`-region test cluster under `root`, on ports
+/// held (by the returned [`HeldPorts`]) for as long as the cluster lives.
+fn plan(regions: usize, root: &Path, flush: FlushMode) -> anyhow::Result<(Topology, HeldPorts)> {
     let names: Vec<String> = (0..regions).map(region_name).collect();
-    let mut reservations = HashMap::new();
+    let mut held = HeldPorts::default();
     let mut region_map = BTreeMap::new();
     for name in &names {
-        let mut node_ports = PortReservation::default();
-        let mut replicator_ports = PortReservation::default();
-        let mut router_ports = PortReservation::default();
         let region = Region {
             site: Site::Public,
-            node: node_ports.tcp()?,
-            admin: node_ports.tcp()?,
-            replicator: replicator_ports.udp()?,
-            router: router_ports.tcp()?,
+            node: held.hold(format!("{name}.node"), Protocol::Tcp)?,
+            admin: held.hold(format!("{name}.admin"), Protocol::Tcp)?,
+            replicator: held.hold(format!("{name}.replicator"), Protocol::Udp)?,
+            router: held.hold(format!("{name}.router"), Protocol::Tcp)?,
             data_dir: root.join(name).join("data"),
             flush,
         };
         region_map.insert(name.clone(), region);
-        reservations.insert((name.clone(), Role::Node), node_ports);
-        reservations.insert((name.clone(), Role::Replicator), replicator_ports);
-        reservations.insert((name.clone(), Role::Router), router_ports);
     }
     // Every pair is linked; latencies all differ (a–b 10, a–c 20, b–c 30, …),
     // so each region's nearest peer is unique: `a` for everyone but `a`, whose
@@ -214,18 +206,19 @@ fn plan(regions: usize, root: &Path, flush: FlushMode) -> anyhow::Result<(Topolo
         links,
         topics: BTreeMap::from([(TEST_TOPIC.to_owned(), topic)]),
     };
-    Ok((topology, reservations))
+    Ok((topology, held))
 }
 
-/// A valid topology like a test cluster's, with free ports (released again)
-/// and data dirs under `root`: a base for files that tests then break.
-pub fn topology_with_free_ports(
+/// A valid topology like a test cluster's, with data dirs under `root`, on
+/// loopback ports held until the returned [`HeldPorts`] is dropped: a base
+/// for files that tests break, or for a `meridian up` that inherits the
+/// sockets ([`HeldPorts::handover_all`]).
+pub fn topology_with_held_ports(
     regions: usize,
     root: &Path,
     flush: FlushMode,
-) -> anyhow::Result<Topology> {
-    let (topology, _released) = plan(regions, root, flush)?;
-    Ok(topology)
+) -> anyhow::Result<(Topology, HeldPorts)> {
+    plan(regions, root, flush)
 }
 
 /// A running Meridian deployment; see the crate docs.
@@ -236,8 +229,8 @@ pub struct TestCluster {
     topology: Topology,
     topology_path: PathBuf,
     processes: BTreeMap<(String, Role), Process>,
-    /// Ports held until the first start of the process that owns them.
-    reservations: Reservations,
+    /// Every port of the topology, held while the cluster lives.
+    held_ports: HeldPorts,
     ready_timeout: Duration,
     stop_timeout: Duration,
     finished: bool,
@@ -445,14 +438,17 @@ impl TestCluster {
             );
             self.processes.remove(&key);
         }
-        // Release the reserved ports only now, right before the owner binds them.
-        drop(self.reservations.remove(&key));
+        let sockets = self
+            .held_ports
+            .handover(&self.topology, region, role)
+            .with_context(|| format!("sockets for {role} of region {region}"))?;
         let process = Process::spawn(
             &self.binary,
             &self.topology_path,
             region,
             role,
             &self.log_path(region, role),
+            sockets,
         )?;
         self.processes.insert(key, process);
         Ok(())
@@ -616,9 +612,16 @@ mod tests {
     #[test]
     fn the_planned_topology_round_trips_through_toml() {
         let root = tempfile::tempdir().expect("temp dir");
-        let (topology, reservations) =
-            plan(3, root.path(), FlushMode::Sync).expect("plan a topology");
-        assert_eq!(reservations.len(), 9);
+        let (topology, held) = plan(3, root.path(), FlushMode::Sync).expect("plan a topology");
+        // Every socket every role listens on is held under the name it is handed over by.
+        for region in topology.regions.keys() {
+            for role in Role::ALL {
+                let handover = held
+                    .handover(&topology, region, role)
+                    .expect("sockets for the role");
+                assert!(!handover.is_empty(), "{role} of {region} has sockets");
+            }
+        }
         let text = toml::to_string(&topology).expect("serialize");
         let parsed: Topology = toml::from_str(&text).expect("parse what was written");
         assert_eq!(parsed, topology);

@@ -32,9 +32,10 @@ mod process;
 mod wait;
 
 pub use cluster::{
-    TEST_TOPIC, TestCluster, TestClusterBuilder, region_name, topology_with_free_ports,
+    TEST_TOPIC, TestCluster, TestClusterBuilder, region_name, topology_with_held_ports,
 };
 pub use command::{BINARY_OVERRIDE_VARIABLE, CommandOutput, meridian_binary, run_meridian};
+pub use ports::HeldPorts;
 pub use process::Role;
 pub use wait::{Condition, wait_until};
 

@@ -1,43 +1,74 @@
-//! Free loopback ports chosen by the OS.
+//! Loopback ports held for the whole life of a test deployment.
 //!
-//! A port is reserved by binding port 0 and holding the socket until just
-//! before the process that will own the port is spawned. Holding every socket
-//! of a cluster at once guarantees the ports are distinct; releasing them as
-//! late as possible keeps the window in which another program could take one
-//! small. (A fully race-free hand-over would need the binary to accept
-//! inherited listeners, which the CLI does not offer.)
+//! Every socket of a test topology is bound (port 0, chosen by the OS) before
+//! the topology file is written and stays bound until the deployment is
+//! dropped; each process started on it inherits a socket on its ports (see
+//! `meridian-sockets`). So no port is ever free between being chosen and
+//! being served: a busy machine's outgoing connections cannot take it, and a
+//! killed process restarted by a test gets its ports back.
 
 use anyhow::Context as _;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use meridian_sockets::{Handover, HeldAddress, Protocol, Role, role_sockets};
+use meridian_topology::Topology;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-/// Sockets bound to port 0 on 127.0.0.1, held until dropped.
+/// The held ports of a test topology, by socket name (`a.node`, `a.replicator`, …).
 #[derive(Debug, Default)]
-pub(crate) struct PortReservation {
-    tcp: Vec<TcpListener>,
-    udp: Vec<UdpSocket>,
+pub struct HeldPorts {
+    by_name: HashMap<String, HeldAddress>,
 }
 
-impl PortReservation {
-    /// Binds a TCP listener on an OS-chosen loopback port and returns its address.
-    pub(crate) fn tcp(&mut self) -> anyhow::Result<SocketAddr> {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .context("reserve a TCP port: bind 127.0.0.1:0")?;
-        let address = listener
-            .local_addr()
-            .context("reserve a TCP port: read the bound address")?;
-        self.tcp.push(listener);
+impl HeldPorts {
+    /// Holds an OS-chosen loopback port for the socket `name` and returns it.
+    pub(crate) fn hold(&mut self, name: String, protocol: Protocol) -> anyhow::Result<SocketAddr> {
+        let held = HeldAddress::new(&name, IpAddr::V4(Ipv4Addr::LOCALHOST), protocol)
+            .with_context(|| format!("hold a loopback {protocol} port for {name}"))?;
+        let address = held.address();
+        self.by_name.insert(name, held);
         Ok(address)
     }
 
-    /// Binds a UDP socket on an OS-chosen loopback port and returns its address.
-    pub(crate) fn udp(&mut self) -> anyhow::Result<SocketAddr> {
-        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-            .context("reserve a UDP port: bind 127.0.0.1:0")?;
-        let address = socket
-            .local_addr()
-            .context("reserve a UDP port: read the bound address")?;
-        self.udp.push(socket);
-        Ok(address)
+    /// Sockets for one incarnation of `role` in `region`.
+    pub fn handover(
+        &self,
+        topology: &Topology,
+        region: &str,
+        role: Role,
+    ) -> anyhow::Result<Handover> {
+        let mut handover = Handover::new();
+        for spec in role_sockets(region, topology.region(region)?, role) {
+            let held = self
+                .by_name
+                .get(&spec.name)
+                .with_context(|| format!("no held port for {}", spec.name))?;
+            anyhow::ensure!(
+                held.address() == spec.address,
+                "{} is held on {} but the topology says {}",
+                spec.name,
+                held.address(),
+                spec.address
+            );
+            handover.push(held.socket_for_child()?);
+        }
+        Ok(handover)
+    }
+
+    /// Sockets for every process of `topology`: what `meridian up` inherits.
+    pub fn handover_all(&self, topology: &Topology) -> anyhow::Result<Handover> {
+        let mut all = Handover::new();
+        for region in topology.regions.keys() {
+            for role in Role::ALL {
+                for spec in role_sockets(region, topology.region(region)?, role) {
+                    let held = self
+                        .by_name
+                        .get(&spec.name)
+                        .with_context(|| format!("no held port for {}", spec.name))?;
+                    all.push(held.socket_for_child()?);
+                }
+            }
+        }
+        Ok(all)
     }
 }
 
@@ -47,27 +78,26 @@ mod tests {
     use std::collections::BTreeSet;
 
     #[test]
-    fn reserved_ports_are_distinct_while_held() {
-        let mut reservation = PortReservation::default();
+    fn held_ports_are_distinct_and_stay_taken() {
+        let mut held = HeldPorts::default();
         let mut ports = BTreeSet::new();
-        for _ in 0..20 {
-            let address = reservation.tcp().expect("bind a TCP port");
+        for index in 0..20 {
+            let address = held
+                .hold(format!("r{index}.node"), Protocol::Tcp)
+                .expect("hold a TCP port");
             assert!(address.ip().is_loopback());
-            assert_ne!(address.port(), 0);
             assert!(
                 ports.insert(address.port()),
                 "port {address} handed out twice"
             );
+            assert!(
+                std::net::TcpListener::bind(address).is_err(),
+                "{address} can be bound by someone else"
+            );
         }
-        let udp = reservation.udp().expect("bind a UDP port");
-        assert_ne!(udp.port(), 0);
-    }
-
-    #[test]
-    fn a_released_port_can_be_bound_again() {
-        let mut reservation = PortReservation::default();
-        let address = reservation.tcp().expect("bind a TCP port");
-        drop(reservation);
-        TcpListener::bind(address).expect("rebind the released port");
+        let udp = held
+            .hold("a.replicator".to_owned(), Protocol::Udp)
+            .expect("hold a UDP port");
+        assert!(std::net::UdpSocket::bind(udp).is_err());
     }
 }

@@ -21,33 +21,7 @@ use tokio::time::Instant;
 
 use crate::command::prepare_child_environment;
 
-/// The three long-running roles of a region.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Role {
-    Node,
-    Replicator,
-    Router,
-}
-
-impl Role {
-    /// In start order: a replicator tails its node, a router probes nodes.
-    pub const ALL: [Role; 3] = [Role::Node, Role::Replicator, Role::Router];
-
-    /// The subcommand and the `role=` value of the readiness line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Node => "node",
-            Role::Replicator => "replicator",
-            Role::Router => "router",
-        }
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str(self.as_str())
-    }
-}
+pub use meridian_sockets::Role;
 
 /// How many lines of a log [`Process::log_tail`] keeps.
 pub(crate) const LOG_TAIL_LINES: usize = 200;
@@ -72,6 +46,7 @@ impl Process {
         region: &str,
         role: Role,
         log_path: &Path,
+        sockets: meridian_sockets::Handover,
     ) -> anyhow::Result<Process> {
         let log_file = OpenOptions::new()
             .create(true)
@@ -91,6 +66,9 @@ impl Process {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         prepare_child_environment(&mut command);
+        sockets
+            .apply(&mut command)
+            .with_context(|| format!("hand its sockets to `{role}` of region {region}"))?;
         let mut child = command
             .spawn()
             .with_context(|| format!("spawn `{} {role}` for region {region}", binary.display()))?;
@@ -445,8 +423,15 @@ mod tests {
         let binary = fake::binary(directory.path(), fake::SERVES_UNTIL_SIGTERM);
         let log_path = directory.path().join("a-router.log");
         let topology = directory.path().join("topology.toml");
-        let mut process =
-            Process::spawn(&binary, &topology, "a", Role::Router, &log_path).expect("spawn");
+        let mut process = Process::spawn(
+            &binary,
+            &topology,
+            "a",
+            Role::Router,
+            &log_path,
+            Default::default(),
+        )
+        .expect("spawn");
         process
             .wait_ready(Duration::from_secs(10))
             .await
@@ -472,8 +457,15 @@ while true; do sleep 0.05; done"#;
         let binary = fake::binary(directory.path(), script);
         let log_path = directory.path().join("b-node.log");
         let topology = directory.path().join("topology.toml");
-        let mut process =
-            Process::spawn(&binary, &topology, "b", Role::Node, &log_path).expect("spawn");
+        let mut process = Process::spawn(
+            &binary,
+            &topology,
+            "b",
+            Role::Node,
+            &log_path,
+            Default::default(),
+        )
+        .expect("spawn");
         process
             .wait_ready(Duration::from_secs(10))
             .await
@@ -497,8 +489,15 @@ exit 2"#;
         let binary = fake::binary(directory.path(), script);
         let log_path = directory.path().join("a-node.log");
         let topology = directory.path().join("broken.toml");
-        let mut process =
-            Process::spawn(&binary, &topology, "a", Role::Node, &log_path).expect("spawn");
+        let mut process = Process::spawn(
+            &binary,
+            &topology,
+            "a",
+            Role::Node,
+            &log_path,
+            Default::default(),
+        )
+        .expect("spawn");
         let error = process
             .wait_ready(Duration::from_secs(10))
             .await
@@ -514,8 +513,15 @@ exit 2"#;
         let binary = fake::binary(directory.path(), "while true; do sleep 0.05; done");
         let log_path = directory.path().join("a-replicator.log");
         let topology = directory.path().join("topology.toml");
-        let mut process =
-            Process::spawn(&binary, &topology, "a", Role::Replicator, &log_path).expect("spawn");
+        let mut process = Process::spawn(
+            &binary,
+            &topology,
+            "a",
+            Role::Replicator,
+            &log_path,
+            Default::default(),
+        )
+        .expect("spawn");
         let error = process
             .wait_ready(Duration::from_millis(300))
             .await

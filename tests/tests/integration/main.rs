@@ -19,6 +19,7 @@ mod replication_frames;
 mod round_trip;
 mod routing;
 mod script;
+mod setup_script;
 mod status;
 mod support;
 mod topology_files;

@@ -2,7 +2,7 @@
 //! the file and the key.
 
 use meridian_tests::meridian_topology::FlushMode;
-use meridian_tests::{run_meridian, topology_with_free_ports};
+use meridian_tests::{run_meridian, topology_with_held_ports};
 use std::path::Path;
 use std::time::Duration;
 
@@ -16,8 +16,9 @@ struct BrokenFile {
 }
 
 fn broken_files(directory: &Path) -> Vec<BrokenFile> {
-    let topology =
-        topology_with_free_ports(2, directory, FlushMode::Async).expect("a valid base topology");
+    // Only `meridian check` reads these files; the ports need not stay held.
+    let (topology, _ports) =
+        topology_with_held_ports(2, directory, FlushMode::Async).expect("a valid base topology");
     let valid = toml::to_string(&topology).expect("serialize the base topology");
 
     let mut with_unknown_key: toml::Table =

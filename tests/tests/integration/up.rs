@@ -1,7 +1,7 @@
 //! `meridian up`: a whole deployment from a topology file, used by the official client.
 
 use crate::support::{ack, receive, send, start_consumer, start_producer, within};
-use meridian_tests::{meridian_binary, topology_with_free_ports};
+use meridian_tests::{meridian_binary, topology_with_held_ports};
 use meridian_topology::FlushMode;
 use std::collections::HashSet;
 use std::process::Stdio;
@@ -13,8 +13,8 @@ const MESSAGES: usize = 50;
 #[tokio::test(flavor = "multi_thread")]
 async fn meridian_up_runs_a_deployment_and_stops_it_on_sigterm() {
     let directory = tempfile::tempdir().expect("temp dir");
-    let topology =
-        topology_with_free_ports(2, directory.path(), FlushMode::Sync).expect("topology");
+    let (topology, ports) =
+        topology_with_held_ports(2, directory.path(), FlushMode::Sync).expect("topology");
     let path = directory.path().join("topology.toml");
     std::fs::write(&path, topology.to_toml_string()).expect("write topology");
     let log_path = directory.path().join("up.log");
@@ -29,12 +29,21 @@ async fn meridian_up_runs_a_deployment_and_stops_it_on_sigterm() {
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
         .kill_on_drop(true);
+    // `meridian up` inherits every socket of the topology and passes each to
+    // its process: no port is free between being chosen and being served.
+    ports
+        .handover_all(&topology)
+        .expect("sockets")
+        .apply_tokio(&mut command)
+        .expect("hand over");
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("MERIDIAN_") {
             command.env_remove(name);
         }
     }
     let mut up = command.spawn().expect("start meridian up");
+    // The command holds this process's copies of the handed-over sockets.
+    drop(command);
     let mut lines = BufReader::new(up.stdout.take().expect("stdout")).lines();
     let mut banner = Vec::new();
     let ready = within(
@@ -135,11 +144,17 @@ async fn meridian_up_runs_a_deployment_and_stops_it_on_sigterm() {
 #[tokio::test(flavor = "multi_thread")]
 async fn children_of_a_killed_meridian_up_stop_too() {
     let directory = tempfile::tempdir().expect("temp dir");
-    let topology =
-        topology_with_free_ports(1, directory.path(), FlushMode::Async).expect("topology");
+    let (topology, ports) =
+        topology_with_held_ports(1, directory.path(), FlushMode::Async).expect("topology");
     let path = directory.path().join("topology.toml");
     std::fs::write(&path, topology.to_toml_string()).expect("write topology");
-    let mut up = tokio::process::Command::new(meridian_binary().expect("meridian binary"))
+    let mut command = tokio::process::Command::new(meridian_binary().expect("meridian binary"));
+    ports
+        .handover_all(&topology)
+        .expect("sockets")
+        .apply_tokio(&mut command)
+        .expect("hand over");
+    let mut up = command
         .arg("up")
         .arg("--topology")
         .arg(&path)
@@ -149,6 +164,8 @@ async fn children_of_a_killed_meridian_up_stop_too() {
         .kill_on_drop(true)
         .spawn()
         .expect("start meridian up");
+    // The command holds this process's copies of the handed-over sockets.
+    drop(command);
     let mut lines = BufReader::new(up.stdout.take().expect("stdout")).lines();
     let ready = within(
         Duration::from_secs(120),
