@@ -23,6 +23,9 @@ const REGION_TIMEOUT: Duration = Duration::from_secs(2);
 enum Health {
     Up {
         last_sequence: u64,
+        /// Sends since the node started whose message id another message
+        /// with other content already had (both stored).
+        reused_client_ids: u64,
         client: NodeServiceClient<Channel>,
     },
     Down(String),
@@ -48,6 +51,7 @@ async fn health(region: &str, admin: SocketAddr) -> Health {
     match client.health(HealthRequest {}).await {
         Ok(answer) if answer.get_ref().region == region => Health::Up {
             last_sequence: answer.get_ref().last_sequence,
+            reused_client_ids: answer.get_ref().reused_client_ids,
             client,
         },
         Ok(answer) => Health::Down(format!(
@@ -75,16 +79,33 @@ pub async fn report(topology: &Topology) -> Report {
     let mut text = String::new();
     let _ = writeln!(
         text,
-        "{:<14} {:<6} {:>14}  detail",
-        "region", "node", "last sequence"
+        "{:<14} {:<6} {:>14} {:>11}  detail",
+        "region", "node", "last sequence", "reused ids"
     );
     for (name, health) in &regions {
         match health {
-            Health::Up { last_sequence, .. } => {
-                let _ = writeln!(text, "{name:<14} {:<6} {last_sequence:>14}", "up");
+            Health::Up {
+                last_sequence,
+                reused_client_ids,
+                ..
+            } => {
+                let detail = if *reused_client_ids > 0 {
+                    "  producers sent different messages with the same message id (all stored)"
+                } else {
+                    ""
+                };
+                let _ = writeln!(
+                    text,
+                    "{name:<14} {:<6} {last_sequence:>14} {reused_client_ids:>11}{detail}",
+                    "up"
+                );
             }
             Health::Down(reason) => {
-                let _ = writeln!(text, "{name:<14} {:<6} {:>14}  {reason}", "down", "-");
+                let _ = writeln!(
+                    text,
+                    "{name:<14} {:<6} {:>14} {:>11}  {reason}",
+                    "down", "-", "-"
+                );
             }
         }
     }
@@ -100,6 +121,7 @@ pub async fn report(topology: &Topology) -> Report {
             let Health::Up {
                 last_sequence,
                 client,
+                ..
             } = health
             else {
                 let _ = writeln!(text, "{link:<30} {:>12} {:>10}", "-", "unknown");

@@ -120,6 +120,7 @@ impl Node {
             consumers,
             node_address,
             started_at_ms: grpc::convert::now_ms(),
+            reused_client_ids: std::sync::atomic::AtomicU64::new(0),
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
         });

@@ -24,7 +24,8 @@ use meridian_proto::rocketmq::v2::{
 };
 use std::time::Duration;
 use support::{
-    Client, MAX_BODY, QUEUES, STEP, TOPIC, TestNode, code, message, properties, resource, within,
+    Client, MAX_BODY, QUEUES, Receive, STEP, TOPIC, TestNode, code, delivered_properties, message,
+    properties, resource, within,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -305,6 +306,60 @@ async fn a_producer_retry_with_the_same_message_id_is_stored_once() {
     assert_eq!(second, first, "the retry is told where the message is");
 
     drop(client);
+    node.stop().await;
+}
+
+/// Two producers whose message ids collide (hosts with the same MAC, both
+/// pid 1, the same second): different messages with one id are all stored
+/// and delivered; only a true retry (same id, same content) is skipped.
+#[tokio::test(flavor = "multi_thread")]
+async fn different_messages_with_one_message_id_are_all_stored_and_delivered() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let node = TestNode::start(directory.path()).await;
+    let mut first = node.client("container-1").await;
+    let mut second = node.client("container-2").await;
+    let id = "010A0000000001000105000000000000";
+    let mut offsets = Vec::new();
+    offsets.push(first.send_ok(message(id, "from container 1")).await);
+    offsets.push(second.send_ok(message(id, "from container 2")).await);
+    let mut other_tag = message(id, "from container 1");
+    properties(&mut other_tag).tag = Some("other".to_owned());
+    offsets.push(second.send_ok(other_tag).await);
+    // A true retry of the second message, to another queue.
+    let mut retry = message(id, "from container 2");
+    properties(&mut retry).queue_id = 5;
+    let retried = second.send_ok(retry).await;
+    assert_eq!(
+        retried, offsets[1],
+        "the retry is told where its message is"
+    );
+    assert_eq!(node.message_count().await, 3, "three different messages");
+
+    let mut consumer = node.client("consumer").await;
+    let delivered = consumer
+        .receive(&Receive::new("colliding-ids"))
+        .await
+        .expect_messages("a new group receives every message");
+    let mut bodies: Vec<(String, Option<String>)> = delivered
+        .iter()
+        .map(|message| {
+            assert_eq!(delivered_properties(message).message_id, id);
+            (
+                String::from_utf8_lossy(&message.body).into_owned(),
+                delivered_properties(message).tag.clone(),
+            )
+        })
+        .collect();
+    bodies.sort();
+    assert_eq!(
+        bodies,
+        [
+            ("from container 1".to_owned(), Some("other".to_owned())),
+            ("from container 1".to_owned(), Some("t".to_owned())),
+            ("from container 2".to_owned(), Some("t".to_owned())),
+        ]
+    );
+    drop((first, second, consumer));
     node.stop().await;
 }
 

@@ -92,6 +92,28 @@ function parseArguments(spec) {
   return values;
 }
 
+// The message id a producer on a host whose MAC, pid (1, as in a container)
+// and clock second coincide with another's generates for its index-th
+// message (RocketMQ's id layout: version 01, 6 bytes MAC, 2 bytes pid,
+// 4 bytes seconds since 2021, 4 bytes sequence); the same as
+// tests/python/common.py's colliding_message_id.
+function collidingMessageId(index) {
+  return '01' + '0A0000000001' + '0001' + '05000000' + index.toString(16).toUpperCase().padStart(8, '0');
+}
+
+// Makes this process's official client generate collidingMessageId(0), (1),
+// … instead of ids from its own MAC, pid and clock: replaces
+// MessageIdFactory.create, the one place the client makes ids
+// (dist/message/MessageId.js; PublishingMessage calls it per message).
+function makeMessageIdsCollide() {
+  const { MessageIdFactory } = require('rocketmq-client-nodejs/dist/message/MessageId');
+  let next = 0;
+  MessageIdFactory.create = () => {
+    const id = collidingMessageId(next++);
+    return { id, toString: () => id };
+  };
+}
+
 function required(values, name) {
   const value = values[name];
   if (value === undefined || value === '') throw new Failure(`--${name} is required`);
@@ -201,6 +223,8 @@ function run(spec, main) {
 
 module.exports = {
   ClientLog,
+  collidingMessageId,
+  makeMessageIdsCollide,
   Failure,
   describeBody,
   describeMessage,

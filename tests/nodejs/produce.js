@@ -29,6 +29,9 @@ const spec = {
   key: { type: 'string', multiple: true, default: [] },
   property: { type: 'string', multiple: true, default: [] },
   sizes: { type: 'string', default: '1024' },
+  // Generate common.collidingMessageId's ids, as a producer whose host, pid
+  // and clock coincide with another's would.
+  'colliding-message-ids': { type: 'boolean', default: false },
 };
 
 async function main(args, log, result) {
@@ -39,6 +42,7 @@ async function main(args, log, result) {
     throw new common.Failure(`--sizes is not a list of positive integers: ${args.sizes}`);
   }
   const userProperties = common.properties(args.property);
+  if (args['colliding-message-ids']) common.makeMessageIdsCollide();
 
   const producer = new Producer({ endpoints, namespace: '', topics: [ topic ], logger: log });
   result.client_id = producer.clientId;

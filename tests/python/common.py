@@ -71,6 +71,26 @@ def argument_parser(description):
     return parser
 
 
+def colliding_message_id(index):
+    """The message id a producer on a host whose MAC, pid (1, as in a
+    container) and clock second coincide with another's generates for its
+    index-th message (RocketMQ's id layout: version 01, 6 bytes MAC, 2 bytes
+    pid, 4 bytes seconds since 2021, 4 bytes sequence). Two producers given
+    these ids send colliding ids, as in issue 6's containers."""
+    return "01" + "0A0000000001" + "0001" + "05000000" + f"{index:08X}"
+
+
+def make_message_ids_collide():
+    """Makes this process's official client generate colliding_message_id(0),
+    (1), … instead of ids from its own MAC, pid and clock: replaces
+    MessageIdCodec.next_message_id, the one place the client makes ids
+    (rocketmq/v5/util/message_id_codec.py; Producer calls it per send)."""
+    from rocketmq.v5.util.message_id_codec import MessageIdCodec
+
+    counter = iter(range(2**32))
+    MessageIdCodec.next_message_id = lambda self: colliding_message_id(next(counter))
+
+
 def endpoints_argument(value):
     """`host:port[;host:port…]`, the client's own endpoint-list syntax."""
     parts = [part for part in value.split(";") if part]

@@ -41,6 +41,12 @@ def parse_arguments():
         type=common.property_argument,
     )
     parser.add_argument(
+        "--colliding-message-ids",
+        action="store_true",
+        help="generate the ids common.colliding_message_id gives, as a producer "
+        "whose host, pid and clock coincide with another's would",
+    )
+    parser.add_argument(
         "--settings-timeout",
         type=float,
         default=15.0,
@@ -57,6 +63,8 @@ def parse_arguments():
 
 
 def main(arguments, log):
+    if arguments.colliding_message_ids:
+        common.make_message_ids_collide()
     producer = Producer(
         common.client_configuration(arguments.endpoints), (arguments.topic,)
     )

@@ -97,6 +97,10 @@ impl<S: LogStore> NodeService for Internal<S> {
             region: self.context.region.clone(),
             last_sequence: self.context.commit.last_sequence(),
             started_at_ms: u64::try_from(self.context.started_at_ms).unwrap_or(0),
+            reused_client_ids: self
+                .context
+                .reused_client_ids
+                .load(std::sync::atomic::Ordering::Relaxed),
         }))
     }
 

@@ -223,17 +223,37 @@ impl<S: LogStore> Messaging<S> {
         if !records.is_empty() {
             match self.context.commit.append(records).await {
                 Ok(outcomes) => {
-                    let mut duplicates = Vec::new();
                     for (index, outcome) in record_entry.into_iter().zip(outcomes) {
                         match outcome {
-                            Appended::Stored { queue_offset, .. } => {
+                            Appended::Stored {
+                                queue_offset,
+                                reused_client_id,
+                                ..
+                            } => {
                                 entries[index].offset =
                                     i64::try_from(queue_offset).unwrap_or(i64::MAX);
+                                if reused_client_id {
+                                    self.context
+                                        .reused_client_ids
+                                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                    tracing::warn!(
+                                        message_id = %entries[index].message_id,
+                                        "a different message with this message id is already stored; \
+                                         stored this one too (producers' message ids are not unique)"
+                                    );
+                                }
                             }
-                            Appended::Duplicate { sequence } => duplicates.push((index, sequence)),
+                            // A producer's retry of a stored message is told
+                            // the offset of the stored copy, in the queue that
+                            // copy went to (a retry may name another).
+                            Appended::Duplicate { queue_offset, .. } => {
+                                if let Some(offset) = queue_offset {
+                                    entries[index].offset =
+                                        i64::try_from(offset).unwrap_or(i64::MAX);
+                                }
+                            }
                         }
                     }
-                    self.answer_duplicates(&mut entries, duplicates).await;
                 }
                 Err(error) => {
                     let error = NodeError::from(error);
@@ -251,42 +271,6 @@ impl<S: LogStore> Messaging<S> {
         SendMessageResponse {
             status: Some(aggregate(&statuses)),
             entries,
-        }
-    }
-
-    /// A producer's retry of a stored message is told the offset of the
-    /// stored copy, in the queue that copy went to (a retry may name another).
-    async fn answer_duplicates(
-        &self,
-        entries: &mut [SendResultEntry],
-        duplicates: Vec<(usize, u64)>,
-    ) {
-        if duplicates.is_empty() {
-            return;
-        }
-        let found = self
-            .context
-            .blocking(move |store, _| {
-                let mut found = Vec::with_capacity(duplicates.len());
-                for (index, sequence) in duplicates {
-                    found.push((index, super::stored_queue_offset(store, sequence)?));
-                }
-                Ok(found)
-            })
-            .await;
-        match found {
-            Ok(found) => {
-                for (index, offset) in found {
-                    if let Some(offset) = offset {
-                        entries[index].offset = i64::try_from(offset).unwrap_or(i64::MAX);
-                    }
-                }
-            }
-            // The messages are stored: answer OK, without their offsets.
-            Err(error) => tracing::warn!(
-                error = %crate::error::error_chain(&error),
-                "offset of a resent message not found"
-            ),
         }
     }
 

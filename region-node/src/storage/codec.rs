@@ -22,8 +22,9 @@
 //! column family is documented in [`super::rocks`].
 
 use super::{GroupCursor, GroupQueueKey, OffsetState, StorageError};
-use meridian_proto::meridian::v1::Record;
+use meridian_proto::meridian::v1::{Message, Record};
 use prost::Message as _;
+use sha2::Digest as _;
 
 /// The format version of commit-log values written by this code.
 pub const LOG_VALUE_VERSION: u8 = 1;
@@ -32,8 +33,13 @@ const LOG_VALUE_HEADER_BYTES: usize = 1 + 4;
 
 /// `dedup` key space of dedup ids.
 const DEDUP_ID_TAG: u8 = 0x01;
-/// `dedup` key space of (topic, client message id) of local-origin records.
-const DEDUP_LOCAL_CLIENT_ID_TAG: u8 = 0x02;
+// 0x02 was the `dedup` key space of (topic, client message id) without a
+// content digest; such keys are no longer read (nor written).
+/// `dedup` key space of (topic, client message id, content digest) of
+/// local-origin records.
+const DEDUP_LOCAL_MESSAGE_TAG: u8 = 0x03;
+/// Bytes of a `dedup` value: sequence and queue offset.
+const DEDUP_VALUE_BYTES: usize = 16;
 
 /// Follows a group queue prefix: the key of the cursor.
 const GROUP_CURSOR_TAG: u8 = 0x00;
@@ -189,14 +195,110 @@ pub fn dedup_id_key(dedup_id: &[u8]) -> Vec<u8> {
     key
 }
 
-/// `dedup` key of a local-origin message: `0x02 | varint len | topic | client message id`.
-pub fn local_client_id_key(topic: &str, client_message_id: &str) -> Vec<u8> {
-    let mut key =
-        Vec::with_capacity(1 + varint_len(topic.len()) + topic.len() + client_message_id.len());
-    key.push(DEDUP_LOCAL_CLIENT_ID_TAG);
+/// SHA-256 of what makes two sends the same message: message type, tag,
+/// keys, message group, delivery time, user properties (sorted by name) and
+/// body, each length-prefixed. Not the queue (a producer's retry may pick
+/// another), nor born time and host.
+pub type ContentDigest = [u8; 32];
+
+/// The [`ContentDigest`] of `message`.
+pub fn content_digest(message: &Message) -> ContentDigest {
+    fn bytes(hasher: &mut sha2::Sha256, value: &[u8]) {
+        hasher.update((value.len() as u64).to_be_bytes());
+        hasher.update(value);
+    }
+    fn optional(hasher: &mut sha2::Sha256, value: Option<&str>) {
+        match value {
+            Some(value) => {
+                hasher.update([1]);
+                bytes(hasher, value.as_bytes());
+            }
+            None => hasher.update([0]),
+        }
+    }
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(message.message_type.to_be_bytes());
+    optional(&mut hasher, message.tag.as_deref());
+    hasher.update((message.keys.len() as u64).to_be_bytes());
+    for key in &message.keys {
+        bytes(&mut hasher, key.as_bytes());
+    }
+    optional(&mut hasher, message.message_group.as_deref());
+    match message.delivery_timestamp_ms {
+        Some(timestamp) => {
+            hasher.update([1]);
+            hasher.update(timestamp.to_be_bytes());
+        }
+        None => hasher.update([0]),
+    }
+    let mut properties: Vec<_> = message.user_properties.iter().collect();
+    properties.sort();
+    hasher.update((properties.len() as u64).to_be_bytes());
+    for (name, value) in properties {
+        bytes(&mut hasher, name.as_bytes());
+        bytes(&mut hasher, value.as_bytes());
+    }
+    bytes(&mut hasher, &message.body);
+    hasher.finalize().into()
+}
+
+/// The prefix of every `dedup` key of local-origin messages with this topic
+/// and client message id: `0x03 | varint len | topic | varint len | client message id`.
+pub fn local_message_prefix(topic: &str, client_message_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(
+        1 + varint_len(topic.len())
+            + topic.len()
+            + varint_len(client_message_id.len())
+            + client_message_id.len()
+            + 32,
+    );
+    key.push(DEDUP_LOCAL_MESSAGE_TAG);
     put_name(&mut key, topic);
-    key.extend_from_slice(client_message_id.as_bytes());
+    put_name(&mut key, client_message_id);
     key
+}
+
+/// `dedup` key of a local-origin message: [`local_message_prefix`] then its
+/// [`ContentDigest`].
+pub fn local_message_key(topic: &str, client_message_id: &str, digest: &ContentDigest) -> Vec<u8> {
+    let mut key = local_message_prefix(topic, client_message_id);
+    key.extend_from_slice(digest);
+    key
+}
+
+/// What a `dedup` entry points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DedupEntry {
+    pub sequence: u64,
+    /// `None` for entries written before the offset was recorded (8-byte values).
+    pub queue_offset: Option<u64>,
+}
+
+/// `dedup` value: `sequence: u64 | queue offset: u64`.
+pub fn dedup_value(sequence: u64, queue_offset: u64) -> [u8; DEDUP_VALUE_BYTES] {
+    let mut value = [0; DEDUP_VALUE_BYTES];
+    value[..8].copy_from_slice(&sequence.to_be_bytes());
+    value[8..].copy_from_slice(&queue_offset.to_be_bytes());
+    value
+}
+
+/// Reads a `dedup` value (16 bytes, or the 8-byte sequence of older entries).
+pub fn decode_dedup_value(key: &[u8], value: &[u8]) -> Result<DedupEntry, StorageError> {
+    match value.len() {
+        8 => Ok(DedupEntry {
+            sequence: decode_sequence_value("dedup entry", key, value)?,
+            queue_offset: None,
+        }),
+        DEDUP_VALUE_BYTES => Ok(DedupEntry {
+            sequence: read_u64(&value[..8]).unwrap_or_default(),
+            queue_offset: read_u64(&value[8..]),
+        }),
+        length => Err(corrupt(
+            "dedup entry",
+            key,
+            format!("expected {DEDUP_VALUE_BYTES} bytes (or 8), found {length}"),
+        )),
+    }
 }
 
 // ---- consumer groups ------------------------------------------------------

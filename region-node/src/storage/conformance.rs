@@ -71,7 +71,32 @@ fn stored(sequence: u64, queue_offset: u64) -> Appended {
     Appended::Stored {
         sequence,
         queue_offset,
+        reused_client_id: false,
     }
+}
+
+/// Stored although another message already had its topic and client message id.
+fn stored_reusing_id(sequence: u64, queue_offset: u64) -> Appended {
+    Appended::Stored {
+        sequence,
+        queue_offset,
+        reused_client_id: true,
+    }
+}
+
+fn duplicate_of(sequence: u64, queue_offset: u64) -> Appended {
+    Appended::Duplicate {
+        sequence,
+        queue_offset: Some(queue_offset),
+    }
+}
+
+/// A producer's retry of `record(original, topic, 0)`: the same message (same
+/// client message id and content) with a new dedup id, sent to `queue_id`.
+fn retry_of(n: u64, original: u64, topic: &str, queue_id: i32) -> Record {
+    let mut retry = record(original, topic, queue_id);
+    retry.dedup_id = dedup_id(n);
+    retry
 }
 
 fn sequences(records: &[Record]) -> Vec<u64> {
@@ -261,13 +286,10 @@ fn dedup_id_is_deduplicated_across_batches(store: &impl LogStore) {
     let mut again = with_origin(record(2, "u", 4), REMOTE);
     again.message.as_mut().unwrap().body = b"other".to_vec();
     let results = store.append(vec![again, record(3, "t", 0)], LOCAL).unwrap();
-    assert_eq!(
-        results,
-        vec![Appended::Duplicate { sequence: 2 }, stored(3, 2)]
-    );
+    assert_eq!(results, vec![duplicate_of(2, 1), stored(3, 2)]);
     assert_eq!(
         store.append(vec![record(1, "t", 0)], LOCAL).unwrap(),
-        vec![Appended::Duplicate { sequence: 1 }]
+        vec![duplicate_of(1, 0)]
     );
     assert_eq!(store.last_sequence().unwrap(), 3);
     assert_eq!(store.queue_bounds("u", 4).unwrap(), QueueBounds::default());
@@ -289,9 +311,9 @@ fn dedup_id_is_deduplicated_within_a_batch(store: &impl LogStore) {
         results,
         vec![
             stored(1, 0),
-            Appended::Duplicate { sequence: 1 },
+            duplicate_of(1, 0),
             stored(2, 1),
-            Appended::Duplicate { sequence: 1 }
+            duplicate_of(1, 0)
         ]
     );
     assert_eq!(store.last_sequence().unwrap(), 2);
@@ -307,24 +329,20 @@ fn dedup_id_is_deduplicated_within_a_batch(store: &impl LogStore) {
 }
 
 fn client_message_id_is_deduplicated_only_for_local_origin(store: &impl LogStore) {
-    let retry_of = |n: u64, original: u64, topic: &str| {
-        let mut retry = record(n, topic, 0);
-        retry.message.as_mut().unwrap().client_message_id = format!("client-{original}");
-        retry
-    };
     store.append(vec![record(1, "t", 0)], LOCAL).unwrap();
-    // A producer's retry: new dedup id, same topic and client message id.
+    // A producer's retry: new dedup id, same topic, client message id and
+    // content, another queue: answered with the stored copy's place.
     assert_eq!(
-        store.append(vec![retry_of(2, 1, "t")], LOCAL).unwrap(),
-        vec![Appended::Duplicate { sequence: 1 }]
+        store.append(vec![retry_of(2, 1, "t", 3)], LOCAL).unwrap(),
+        vec![duplicate_of(1, 0)]
     );
     // The same client message id on another topic is another message.
     assert_eq!(
-        store.append(vec![retry_of(3, 1, "u")], LOCAL).unwrap(),
+        store.append(vec![retry_of(3, 1, "u", 0)], LOCAL).unwrap(),
         vec![stored(2, 0)]
     );
     // A replicated record is matched by dedup id only.
-    let replicated = with_origin(retry_of(4, 1, "t"), REMOTE);
+    let replicated = with_origin(retry_of(4, 1, "t", 0), REMOTE);
     assert_eq!(
         store.append(vec![replicated], LOCAL).unwrap(),
         vec![stored(3, 1)]
@@ -334,17 +352,14 @@ fn client_message_id_is_deduplicated_only_for_local_origin(store: &impl LogStore
         .append(vec![with_origin(record(5, "t", 0), REMOTE)], LOCAL)
         .unwrap();
     assert_eq!(
-        store.append(vec![retry_of(6, 5, "t")], LOCAL).unwrap(),
+        store.append(vec![retry_of(6, 5, "t", 0)], LOCAL).unwrap(),
         vec![stored(5, 3)]
     );
     // Within one batch.
     let results = store
-        .append(vec![record(7, "t", 0), retry_of(8, 7, "t")], LOCAL)
+        .append(vec![record(7, "t", 0), retry_of(8, 7, "t", 0)], LOCAL)
         .unwrap();
-    assert_eq!(
-        results,
-        vec![stored(6, 4), Appended::Duplicate { sequence: 6 }]
-    );
+    assert_eq!(results, vec![stored(6, 4), duplicate_of(6, 4)]);
     // Messages without a client message id are never matched by it.
     let anonymous = |n: u64| {
         let mut r = record(n, "t", 0);
@@ -359,8 +374,61 @@ fn client_message_id_is_deduplicated_only_for_local_origin(store: &impl LogStore
     );
     // Whether a record is local depends on the caller's region.
     assert_eq!(
-        store.append(vec![retry_of(11, 7, "t")], REMOTE).unwrap(),
+        store.append(vec![retry_of(11, 7, "t", 0)], REMOTE).unwrap(),
         vec![stored(9, 7)]
+    );
+}
+
+fn a_reused_client_message_id_with_other_content_is_stored(store: &impl LogStore) {
+    // Another producer whose message ids collide with record 1's: same topic
+    // and client message id, other content.
+    let colliding = |n: u64, with: u64, change: fn(&mut Message)| {
+        let mut other = record(n, "t", 0);
+        let message = other.message.as_mut().unwrap();
+        message.client_message_id = format!("client-{with}");
+        *message = Message {
+            body: record(with, "t", 0).message.unwrap().body,
+            keys: record(with, "t", 0).message.unwrap().keys,
+            user_properties: record(with, "t", 0).message.unwrap().user_properties,
+            ..message.clone()
+        };
+        change(message);
+        other
+    };
+    store.append(vec![record(1, "t", 0)], LOCAL).unwrap();
+    let other_body = colliding(2, 1, |message| message.body = b"other".to_vec());
+    assert_eq!(
+        store.append(vec![other_body.clone()], LOCAL).unwrap(),
+        vec![stored_reusing_id(2, 1)]
+    );
+    // Retries of either message are still recognised.
+    let mut retry = other_body;
+    retry.dedup_id = dedup_id(3);
+    retry.message.as_mut().unwrap().queue_id = 1;
+    assert_eq!(
+        store
+            .append(vec![retry, retry_of(4, 1, "t", 2)], LOCAL)
+            .unwrap(),
+        vec![duplicate_of(2, 1), duplicate_of(1, 0)]
+    );
+    // Any part of the content makes another message; within one batch too.
+    let other_property = colliding(5, 1, |message| {
+        message.user_properties.insert("n".into(), "other".into());
+    });
+    let other_tag = colliding(6, 1, |message| message.tag = Some("other".into()));
+    assert_eq!(
+        store
+            .append(vec![record(7, "t", 0), other_property, other_tag], LOCAL)
+            .unwrap(),
+        vec![
+            stored(3, 2),
+            stored_reusing_id(4, 3),
+            stored_reusing_id(5, 4)
+        ]
+    );
+    assert_eq!(
+        sequences(&store.read_log(0, 100, usize::MAX).unwrap()),
+        vec![1, 2, 3, 4, 5]
     );
 }
 
@@ -585,6 +653,7 @@ conformance_suite!(
     dedup_id_is_deduplicated_across_batches,
     dedup_id_is_deduplicated_within_a_batch,
     client_message_id_is_deduplicated_only_for_local_origin,
+    a_reused_client_message_id_with_other_content_is_stored,
     invalid_record_leaves_nothing_written,
     group_writes_round_trip,
     meta_values_round_trip,
@@ -592,4 +661,5 @@ conformance_suite!(
     concurrent_appends_get_gap_free_sequences_and_offsets,
 );
 
+mod dedup_property;
 mod rocks_only;

@@ -8,8 +8,8 @@
 //! simplicity matters more here than concurrency.
 
 use super::{
-    Appended, GroupCursor, GroupQueueKey, GroupQueueState, GroupWrite, LogStore, OffsetState,
-    QueueBounds, StorageError, codec, local_client_id, validate_for_append,
+    Appended, GroupCursor, GroupQueueKey, GroupQueueState, GroupWrite, LocalMessage, LogStore,
+    OffsetState, QueueBounds, StorageError, codec, validate_for_append,
 };
 use meridian_proto::meridian::v1::Record;
 use parking_lot::Mutex;
@@ -27,10 +27,11 @@ struct Inner {
     log: BTreeMap<u64, Record>,
     /// (topic, queue id) → offset → sequence.
     queues: BTreeMap<(String, i32), BTreeMap<u64, u64>>,
-    /// Dedup id → sequence.
-    dedup_ids: HashMap<Vec<u8>, u64>,
-    /// (topic, client message id) of local-origin records → sequence.
-    local_client_ids: HashMap<(String, String), u64>,
+    /// Dedup id → (sequence, queue offset).
+    dedup_ids: HashMap<Vec<u8>, (u64, u64)>,
+    /// (topic, client message id) of local-origin records → content digest
+    /// → (sequence, queue offset).
+    local_messages: HashMap<(String, String), HashMap<codec::ContentDigest, (u64, u64)>>,
     groups: BTreeMap<GroupQueueKey, (GroupCursor, BTreeMap<u64, OffsetState>)>,
     meta: BTreeMap<String, Vec<u8>>,
 }
@@ -53,19 +54,33 @@ impl LogStore for MemoryStore {
         let inner = &mut *inner;
         let mut results = Vec::with_capacity(records.len());
         for mut record in records {
-            if let Some(&sequence) = inner.dedup_ids.get(&record.dedup_id) {
-                results.push(Appended::Duplicate { sequence });
+            if let Some(&(sequence, queue_offset)) = inner.dedup_ids.get(&record.dedup_id) {
+                results.push(Appended::Duplicate {
+                    sequence,
+                    queue_offset: Some(queue_offset),
+                });
                 continue;
             }
-            let client_id =
-                local_client_id(&record, local_region).map(|(t, c)| (t.to_owned(), c.to_owned()));
-            if let Some(&sequence) = client_id
+            let local = LocalMessage::of(&record, local_region).map(|local| {
+                (
+                    (local.topic.to_owned(), local.client_message_id.to_owned()),
+                    local.digest,
+                )
+            });
+            let same_id = local
                 .as_ref()
-                .and_then(|id| inner.local_client_ids.get(id))
+                .and_then(|(id, _)| inner.local_messages.get(id));
+            if let Some(&(sequence, queue_offset)) = same_id
+                .zip(local.as_ref())
+                .and_then(|(digests, (_, digest))| digests.get(digest))
             {
-                results.push(Appended::Duplicate { sequence });
+                results.push(Appended::Duplicate {
+                    sequence,
+                    queue_offset: Some(queue_offset),
+                });
                 continue;
             }
+            let reused_client_id = same_id.is_some_and(|digests| !digests.is_empty());
             let message = record
                 .message
                 .as_ref()
@@ -77,15 +92,22 @@ impl LogStore for MemoryStore {
                 .or_default();
             let queue_offset = queue.last_key_value().map_or(0, |(&last, _)| last + 1);
             queue.insert(queue_offset, sequence);
-            inner.dedup_ids.insert(record.dedup_id.clone(), sequence);
-            if let Some(id) = client_id {
-                inner.local_client_ids.insert(id, sequence);
+            inner
+                .dedup_ids
+                .insert(record.dedup_id.clone(), (sequence, queue_offset));
+            if let Some((id, digest)) = local {
+                inner
+                    .local_messages
+                    .entry(id)
+                    .or_default()
+                    .insert(digest, (sequence, queue_offset));
             }
             record.sequence = sequence;
             inner.log.insert(sequence, record);
             results.push(Appended::Stored {
                 sequence,
                 queue_offset,
+                reused_client_id,
             });
         }
         Ok(results)
@@ -170,7 +192,12 @@ impl LogStore for MemoryStore {
     }
 
     fn find_dedup(&self, dedup_id: &[u8]) -> Result<Option<u64>, StorageError> {
-        Ok(self.inner.lock().dedup_ids.get(dedup_id).copied())
+        Ok(self
+            .inner
+            .lock()
+            .dedup_ids
+            .get(dedup_id)
+            .map(|&(sequence, _)| sequence))
     }
 
     fn write_groups(&self, writes: Vec<GroupWrite>) -> Result<(), StorageError> {

@@ -38,11 +38,23 @@ pub const DEDUP_ID_BYTES: usize = 16;
 /// Result of appending one record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Appended {
-    /// Stored at this local sequence and queue offset.
-    Stored { sequence: u64, queue_offset: u64 },
-    /// Skipped: the same dedup id (or, for a record that originated here, the
-    /// same topic and client message id) is already stored at this sequence.
-    Duplicate { sequence: u64 },
+    /// Stored at this local sequence and queue offset. `reused_client_id`:
+    /// a different message (other content) with the same topic and client
+    /// message id was already stored, so the client's ids are not unique
+    /// (both are kept).
+    Stored {
+        sequence: u64,
+        queue_offset: u64,
+        reused_client_id: bool,
+    },
+    /// Skipped: the same dedup id, or, for a record that originated here, the
+    /// same topic, client message id and content ([`codec::ContentDigest`]),
+    /// is already stored at this sequence and queue offset (`None` only for
+    /// entries stored before offsets were recorded with them).
+    Duplicate {
+        sequence: u64,
+        queue_offset: Option<u64>,
+    },
 }
 
 /// Identifies one consume queue of one consumer group.
@@ -225,12 +237,26 @@ fn validate_for_append(records: &[Record]) -> Result<(), StorageError> {
     Ok(())
 }
 
-/// The (topic, client message id) a record is deduplicated by besides its
-/// dedup id: only records that originated in this region and carry a client
-/// message id. Records replicated from elsewhere were deduplicated by their
-/// origin and are matched by dedup id alone.
-fn local_client_id<'a>(record: &'a Record, local_region: &str) -> Option<(&'a str, &'a str)> {
-    let message = record.message.as_ref()?;
-    (record.origin_region == local_region && !message.client_message_id.is_empty())
-        .then_some((message.topic.as_str(), message.client_message_id.as_str()))
+/// What a record that originated in this region is deduplicated by besides
+/// its dedup id: topic, client message id and content digest (a retry is the
+/// same message; a different message that reuses an id is not). Records
+/// replicated from elsewhere were deduplicated by their origin and are
+/// matched by dedup id alone; records without a client message id only so.
+struct LocalMessage<'a> {
+    topic: &'a str,
+    client_message_id: &'a str,
+    digest: codec::ContentDigest,
+}
+
+impl<'a> LocalMessage<'a> {
+    fn of(record: &'a Record, local_region: &str) -> Option<LocalMessage<'a>> {
+        let message = record.message.as_ref()?;
+        (record.origin_region == local_region && !message.client_message_id.is_empty()).then(|| {
+            LocalMessage {
+                topic: &message.topic,
+                client_message_id: &message.client_message_id,
+                digest: codec::content_digest(message),
+            }
+        })
+    }
 }

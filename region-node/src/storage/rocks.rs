@@ -12,8 +12,8 @@
 //! |---|---|---|
 //! | `log`   | `sequence: u64` | `0x01` (format version), CRC32C of the payload (`u32`), protobuf `Record` without `sequence`; values ≥ 64 KiB go to blob files |
 //! | `queue` | `name(topic) qid offset: u64` | `sequence: u64` |
-//! | `dedup` | `0x01 dedup_id` (16 bytes) | `sequence: u64` |
-//! | `dedup` | `0x02 name(topic) client_message_id` (rest of the key) — local-origin records only | `sequence: u64` |
+//! | `dedup` | `0x01 dedup_id` (16 bytes) | `sequence: u64, queue_offset: u64` (older entries: `sequence` alone) |
+//! | `dedup` | `0x03 name(topic) name(client_message_id) digest` (SHA-256 of the content, 32 bytes) — local-origin records only | `sequence: u64, queue_offset: u64` |
 //! | `group` | `name(group) name(topic) qid 0x00` — the cursor | `floor: u64, next: u64` |
 //! | `group` | `name(group) name(topic) qid 0x01 offset: u64` — one offset's state | `0x01 deadline_ms: i64 attempt: u32` (in flight) or `0x02` (done) |
 //! | `meta`  | the key's UTF-8 bytes | the value's bytes |
@@ -45,9 +45,9 @@
 //! its last key the first time the queue is appended to. Reads take no lock.
 
 use super::{
-    Appended, GroupQueueState, GroupWrite, LogStore, QueueBounds, StorageError,
+    Appended, GroupQueueState, GroupWrite, LocalMessage, LogStore, QueueBounds, StorageError,
     codec::{self, GroupKey},
-    local_client_id, validate_for_append,
+    validate_for_append,
 };
 use meridian_proto::meridian::v1::Record;
 use meridian_topology::FlushMode;
@@ -218,19 +218,37 @@ impl RocksStore {
     /// Looks a `dedup` key up, first among this batch's pending entries.
     fn find_dedup_key(
         &self,
-        pending: &HashMap<Vec<u8>, u64>,
+        pending: &HashMap<Vec<u8>, codec::DedupEntry>,
         key: &[u8],
-    ) -> Result<Option<u64>, StorageError> {
-        if let Some(&sequence) = pending.get(key) {
-            return Ok(Some(sequence));
+    ) -> Result<Option<codec::DedupEntry>, StorageError> {
+        if let Some(&entry) = pending.get(key) {
+            return Ok(Some(entry));
         }
         let value = self
             .db
             .get_pinned_cf(self.cf(DEDUP), key)
             .map_err(backend("read a dedup entry"))?;
         value
-            .map(|value| codec::decode_sequence_value("dedup entry", key, &value))
+            .map(|value| codec::decode_dedup_value(key, &value))
             .transpose()
+    }
+
+    /// Whether any `dedup` key starts with `prefix`, in this batch or stored.
+    fn any_dedup_key_with_prefix(
+        &self,
+        pending: &HashMap<Vec<u8>, codec::DedupEntry>,
+        prefix: &[u8],
+    ) -> Result<bool, StorageError> {
+        if pending.keys().any(|key| key.starts_with(prefix)) {
+            return Ok(true);
+        }
+        let mut iterator = self.db.raw_iterator_cf(self.cf(DEDUP));
+        iterator.seek(prefix);
+        let found = iterator.valid() && iterator.key().is_some_and(|key| key.starts_with(prefix));
+        iterator
+            .status()
+            .map_err(backend("scan the dedup entries of a client message id"))?;
+        Ok(found)
     }
 
     /// Writes raw bytes as the commit-log value of `sequence`, bypassing the codec.
@@ -284,18 +302,28 @@ impl LogStore for RocksStore {
         for record in &mut records {
             let id_key = codec::dedup_id_key(&record.dedup_id);
             if let Some(existing) = self.find_dedup_key(&pending_dedup, &id_key)? {
-                results.push(Appended::Duplicate { sequence: existing });
+                results.push(Appended::Duplicate {
+                    sequence: existing.sequence,
+                    queue_offset: existing.queue_offset,
+                });
                 continue;
             }
-            let client_key =
-                local_client_id(record, local_region).map(|(topic, client_message_id)| {
-                    codec::local_client_id_key(topic, client_message_id)
-                });
-            if let Some(key) = &client_key
-                && let Some(existing) = self.find_dedup_key(&pending_dedup, key)?
-            {
-                results.push(Appended::Duplicate { sequence: existing });
-                continue;
+            let local = LocalMessage::of(record, local_region);
+            let mut reused_client_id = false;
+            let mut local_key = None;
+            if let Some(local) = &local {
+                let key =
+                    codec::local_message_key(local.topic, local.client_message_id, &local.digest);
+                if let Some(existing) = self.find_dedup_key(&pending_dedup, &key)? {
+                    results.push(Appended::Duplicate {
+                        sequence: existing.sequence,
+                        queue_offset: existing.queue_offset,
+                    });
+                    continue;
+                }
+                let prefix = codec::local_message_prefix(local.topic, local.client_message_id);
+                reused_client_id = self.any_dedup_key_with_prefix(&pending_dedup, &prefix)?;
+                local_key = Some(key);
             }
 
             let message = record
@@ -318,11 +346,16 @@ impl LogStore for RocksStore {
             );
             staged_offsets.insert(queue, queue_offset + 1);
 
-            batch.put_cf(self.cf(DEDUP), &id_key, codec::sequence_value(sequence));
-            pending_dedup.insert(id_key, sequence);
-            if let Some(key) = client_key {
-                batch.put_cf(self.cf(DEDUP), &key, codec::sequence_value(sequence));
-                pending_dedup.insert(key, sequence);
+            let entry = codec::DedupEntry {
+                sequence,
+                queue_offset: Some(queue_offset),
+            };
+            let value = codec::dedup_value(sequence, queue_offset);
+            batch.put_cf(self.cf(DEDUP), &id_key, value);
+            pending_dedup.insert(id_key, entry);
+            if let Some(key) = local_key {
+                batch.put_cf(self.cf(DEDUP), &key, value);
+                pending_dedup.insert(key, entry);
             }
 
             record.sequence = 0;
@@ -334,6 +367,7 @@ impl LogStore for RocksStore {
             results.push(Appended::Stored {
                 sequence,
                 queue_offset,
+                reused_client_id,
             });
         }
         if sequence != state.last_sequence {
@@ -434,7 +468,9 @@ impl LogStore for RocksStore {
     }
 
     fn find_dedup(&self, dedup_id: &[u8]) -> Result<Option<u64>, StorageError> {
-        self.find_dedup_key(&HashMap::new(), &codec::dedup_id_key(dedup_id))
+        Ok(self
+            .find_dedup_key(&HashMap::new(), &codec::dedup_id_key(dedup_id))?
+            .map(|entry| entry.sequence))
     }
 
     fn write_groups(&self, writes: Vec<GroupWrite>) -> Result<(), StorageError> {

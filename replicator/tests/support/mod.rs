@@ -155,6 +155,7 @@ impl NodeService for FakeNode {
             region: self.region.clone(),
             last_sequence: self.log_len() as u64,
             started_at_ms: 0,
+            ..Default::default()
         }))
     }
 

@@ -43,6 +43,7 @@ impl NodeService for FakeNode {
             region: self.region.clone(),
             last_sequence: 0,
             started_at_ms: 0,
+            ..Default::default()
         }))
     }
 

@@ -8,6 +8,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod colliding_ids;
 mod conformance;
 mod durability;
 mod json;

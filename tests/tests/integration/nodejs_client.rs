@@ -516,3 +516,19 @@ async fn rust_producer_to_nodejs_consumer_in_the_other_region_preserves_every_fi
     cluster.finish();
     Ok(())
 }
+
+/// Two Node.js producers whose message ids collide: every message is stored
+/// and delivered in the other region (see `colliding_ids`).
+#[tokio::test(flavor = "multi_thread")]
+async fn nodejs_producers_with_colliding_message_ids_lose_nothing() -> anyhow::Result<()> {
+    let modules = NodeJs::from_env()?;
+    let cluster = script::two_region_cluster().build().await?;
+    let nodejs = NodeJs::for_cluster(modules, &cluster)?;
+    crate::colliding_ids::scenario(&cluster, |args| {
+        let nodejs = &nodejs;
+        async move { nodejs.run("produce.js", &args).await }
+    })
+    .await?;
+    cluster.finish();
+    Ok(())
+}

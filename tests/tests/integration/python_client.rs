@@ -655,3 +655,19 @@ async fn python_producer_to_rust_consumer_in_the_other_region_preserves_every_fi
     cluster.finish();
     Ok(())
 }
+
+/// Two Python producers whose message ids collide: every message is stored
+/// and delivered in the other region (see `colliding_ids`).
+#[tokio::test(flavor = "multi_thread")]
+async fn python_producers_with_colliding_message_ids_lose_nothing() -> anyhow::Result<()> {
+    let interpreter = Python::from_env()?;
+    let cluster = script::two_region_cluster().build().await?;
+    let python = Python::for_cluster(interpreter, &cluster)?;
+    crate::colliding_ids::scenario(&cluster, |args| {
+        let python = &python;
+        async move { python.run("produce.py", &args).await }
+    })
+    .await?;
+    cluster.finish();
+    Ok(())
+}

@@ -113,9 +113,11 @@ fn names_are_length_prefixed_so_prefixes_never_collide() {
     assert_ne!(queue_prefix("ab", 1), queue_prefix("a", 1));
     assert!(!queue_key("ab", 1, 0).starts_with(&queue_prefix("a", 1)));
     assert_ne!(
-        local_client_id_key("ab", "c"),
-        local_client_id_key("a", "bc")
+        local_message_prefix("ab", "c"),
+        local_message_prefix("a", "bc")
     );
+    // One client id's prefix never covers another id's keys.
+    assert!(!local_message_key("a", "bc", &[0; 32]).starts_with(&local_message_prefix("a", "b")));
     let one = GroupQueueKey {
         group: "ab".into(),
         topic: "c".into(),
@@ -127,7 +129,7 @@ fn names_are_length_prefixed_so_prefixes_never_collide() {
         queue_id: 0,
     };
     assert_ne!(group_cursor_key(&one), group_cursor_key(&two));
-    assert!(!dedup_id_key(&[DEDUP_LOCAL_CLIENT_ID_TAG]).starts_with(&[DEDUP_LOCAL_CLIENT_ID_TAG]));
+    assert!(!dedup_id_key(&[DEDUP_LOCAL_MESSAGE_TAG]).starts_with(&[DEDUP_LOCAL_MESSAGE_TAG]));
     assert_eq!(dedup_id_key(&[9; 16]).len(), 17);
 }
 
@@ -199,4 +201,65 @@ fn sequence_values_round_trip() {
         77
     );
     assert!(decode_sequence_value("dedup", b"k", &[1]).is_err());
+}
+
+#[test]
+fn dedup_values_round_trip_and_old_ones_still_read() {
+    let key = dedup_id_key(&[1; 16]);
+    let entry = decode_dedup_value(&key, &dedup_value(7, 3)).expect("decode");
+    assert_eq!(
+        entry,
+        DedupEntry {
+            sequence: 7,
+            queue_offset: Some(3)
+        }
+    );
+    let old = decode_dedup_value(&key, &sequence_value(9)).expect("an 8-byte value");
+    assert_eq!(
+        old,
+        DedupEntry {
+            sequence: 9,
+            queue_offset: None
+        }
+    );
+    assert!(matches!(
+        decode_dedup_value(&key, &[0; 5]),
+        Err(StorageError::Corrupt { .. })
+    ));
+}
+
+#[test]
+fn the_content_digest_covers_content_but_not_queue_or_birth() {
+    let base = crate::test_records::message_record(0, b"body")
+        .message
+        .expect("a message");
+    let digest = content_digest(&base);
+    let mut other_queue = base.clone();
+    other_queue.queue_id = 5;
+    other_queue.born_timestamp_ms += 1;
+    other_queue.born_host = "elsewhere".into();
+    assert_eq!(content_digest(&other_queue), digest);
+    let changes: [fn(&mut Message); 6] = [
+        |message| message.body.push(b'!'),
+        |message| message.tag = Some("other".into()),
+        |message| message.keys.push("k".into()),
+        |message| message.message_group = Some("g".into()),
+        |message| message.delivery_timestamp_ms = Some(1),
+        |message| {
+            message.user_properties.insert("p".into(), "v".into());
+        },
+    ];
+    for change in changes {
+        let mut changed = base.clone();
+        change(&mut changed);
+        assert_ne!(content_digest(&changed), digest, "{changed:?}");
+    }
+    // Length prefixes: moving a byte between tag and body changes the digest.
+    let mut one = base.clone();
+    one.tag = Some("ab".into());
+    one.body = b"c".to_vec();
+    let mut two = base;
+    two.tag = Some("a".into());
+    two.body = b"bc".to_vec();
+    assert_ne!(content_digest(&one), content_digest(&two));
 }

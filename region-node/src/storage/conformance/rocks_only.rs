@@ -53,16 +53,10 @@ fn data_survives_close_and_reopen() {
             .unwrap();
         assert_eq!(results, vec![stored(4, 2), stored(5, 1), stored(6, 0)]);
         // Both dedup key spaces survive.
-        let mut retry = record(7, "t", 0);
-        retry.message.as_mut().unwrap().client_message_id = "client-1".to_owned();
-        let results = store.append(vec![record(2, "t", 1), retry], LOCAL).unwrap();
-        assert_eq!(
-            results,
-            vec![
-                Appended::Duplicate { sequence: 2 },
-                Appended::Duplicate { sequence: 1 }
-            ]
-        );
+        let results = store
+            .append(vec![record(2, "t", 1), retry_of(7, 1, "t", 0)], LOCAL)
+            .unwrap();
+        assert_eq!(results, vec![duplicate_of(2, 0), duplicate_of(1, 0)]);
         assert_eq!(
             sequences(&store.read_log(0, 100, usize::MAX).unwrap()),
             (1..=6).collect::<Vec<_>>()
