@@ -7,8 +7,10 @@
 //!
 //! State per (group, topic, queue) is a cursor (`floor`, `next`) plus the state
 //! of each offset between them (see [`crate::storage::GroupCursor`]). It is held
-//! in memory and written through to storage on every change, in one batch per
-//! operation, so a restart resumes exactly. A group seen for the first time is
+//! in memory; every operation computes its change first, writes it to storage
+//! in one batch (an ack of N handles is one write) and installs it in memory
+//! only once the write succeeded (see `state`), so memory never claims what
+//! storage lacks and a restart resumes exactly. A group seen for the first time is
 //! created on the spot at the queue's earliest retained offset, or at its end
 //! when the topic says `consume_from = "latest"`.
 //!
@@ -20,15 +22,17 @@
 
 mod filter;
 mod handle;
+mod state;
 
 pub use filter::{FilterError, TagFilter};
 pub use handle::{MalformedHandle, ReceiptHandle};
 
-use crate::storage::{GroupCursor, GroupQueueKey, GroupWrite, LogStore, OffsetState, StorageError};
+use crate::storage::{GroupCursor, GroupQueueKey, LogStore, OffsetState, StorageError};
 use meridian_proto::meridian::v1::Record;
 use meridian_topology::ConsumeFrom;
 use parking_lot::Mutex;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use state::{QueueChange, QueueState, Staged};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::watch;
@@ -100,12 +104,6 @@ impl Received {
     }
 }
 
-#[derive(Debug, Default)]
-struct QueueState {
-    cursor: GroupCursor,
-    offsets: BTreeMap<u64, OffsetState>,
-}
-
 /// The consumer-group engine of one node.
 pub struct ConsumerEngine<S> {
     store: Arc<S>,
@@ -148,85 +146,77 @@ impl<S: LogStore> ConsumerEngine<S> {
     }
 
     /// Takes up to `max_messages` visible messages from the topic's queues.
+    /// On a storage error nothing is handed out and nothing changes.
     pub fn receive(&self, request: &ReceiveRequest<'_>) -> Result<Received, ConsumerError> {
         let mut groups = self.groups.lock();
         let mut received = Received::default();
-        let mut writes = Vec::new();
+        let mut staged_queues = Vec::new();
         let queue_count = usize::from(request.queue_count.max(1));
         let start = self.rotation.fetch_add(1, Ordering::Relaxed) % queue_count;
         for step in 0..queue_count {
             let queue_id = i32::try_from((start + step) % queue_count).unwrap_or(0);
-            let key = GroupQueueKey {
-                group: request.group.to_owned(),
-                topic: request.topic.to_owned(),
-                queue_id,
+            let key = GroupQueueKey::new(request.group, request.topic, queue_id);
+            let mut staged = match groups.get(&key) {
+                Some(queue) => Staged::over(key, queue),
+                None => {
+                    let bounds = self.store.queue_bounds(request.topic, queue_id)?;
+                    let position = match request.consume_from {
+                        ConsumeFrom::Earliest => bounds.min,
+                        ConsumeFrom::Latest => bounds.max,
+                    };
+                    let cursor = GroupCursor {
+                        floor: position,
+                        next: position,
+                    };
+                    Staged::create(key, cursor)
+                }
             };
-            if !groups.contains_key(&key) {
-                let bounds = self.store.queue_bounds(request.topic, queue_id)?;
-                let position = match request.consume_from {
-                    ConsumeFrom::Earliest => bounds.min,
-                    ConsumeFrom::Latest => bounds.max,
-                };
-                let cursor = GroupCursor {
-                    floor: position,
-                    next: position,
-                };
-                groups.insert(
-                    key.clone(),
-                    QueueState {
-                        cursor,
-                        offsets: BTreeMap::new(),
-                    },
-                );
-                writes.push(GroupWrite {
-                    key: key.clone(),
-                    cursor,
-                    set: Vec::new(),
-                    remove: Vec::new(),
-                });
-            }
-            let Some(queue) = groups.get_mut(&key) else {
-                continue;
-            };
-            if let Some(write) = self.fill_from_queue(&key, queue, request, &mut received)? {
-                writes.push(write);
+            self.fill_from_queue(&mut staged, request, &mut received)?;
+            if staged.is_changed() {
+                staged_queues.push(staged);
             }
         }
-        if !writes.is_empty() {
-            self.store.write_groups(writes)?;
-        }
+        let changes = self.persist(staged_queues)?;
+        install(&mut groups, changes);
         Ok(received)
     }
 
-    /// Redeliveries and new messages of one queue; returns the state change.
+    /// Writes the staged changes in one batch; returns what to install.
+    fn persist(&self, staged: Vec<Staged<'_>>) -> Result<Vec<QueueChange>, StorageError> {
+        let (writes, changes): (Vec<_>, Vec<_>) = staged.into_iter().map(Staged::finish).unzip();
+        if !writes.is_empty() {
+            self.store.write_groups(writes)?;
+        }
+        Ok(changes)
+    }
+
+    /// Stages the redeliveries and new messages of one queue.
     fn fill_from_queue(
         &self,
-        key: &GroupQueueKey,
-        queue: &mut QueueState,
+        queue: &mut Staged<'_>,
         request: &ReceiveRequest<'_>,
         received: &mut Received,
-    ) -> Result<Option<GroupWrite>, ConsumerError> {
-        let mut changed = BTreeSet::new();
+    ) -> Result<(), ConsumerError> {
         let now = request.now_ms;
         let deadline = now.saturating_add(request.invisible_ms);
+        let key = queue.key().clone();
 
         // Invisible messages whose time has come, oldest offset first.
-        let due: Vec<(u64, u32)> = queue
-            .offsets
-            .iter()
+        let mut due: Vec<(u64, u32)> = queue
+            .offsets()
             .filter_map(|(offset, state)| match state {
                 OffsetState::InFlight {
                     deadline_ms,
                     attempt,
-                } if *deadline_ms <= now => Some((*offset, *attempt)),
+                } if deadline_ms <= now => Some((offset, attempt)),
                 _ => None,
             })
             .collect();
+        due.sort_unstable();
         for (offset, attempt) in due {
             if received.is_full(request) {
                 break;
             }
-            changed.insert(offset);
             let record = self
                 .store
                 .read_queue(&key.topic, key.queue_id, offset, 1)?
@@ -234,48 +224,47 @@ impl<S: LogStore> ConsumerEngine<S> {
                 .find(|(found, _)| *found == offset);
             let Some((_, record)) = record else {
                 // No longer retained: nothing left to deliver.
-                queue.offsets.insert(offset, OffsetState::Done);
+                queue.insert(offset, OffsetState::Done);
                 continue;
             };
             let attempt = attempt + 1;
-            queue.offsets.insert(
+            queue.insert(
                 offset,
                 OffsetState::InFlight {
                     deadline_ms: deadline,
                     attempt,
                 },
             );
-            received.push(self.delivery(key, offset, attempt, deadline, record));
+            received.push(self.delivery(&key, offset, attempt, deadline, record));
         }
 
         // Messages never delivered to this group.
         let end = self.store.queue_bounds(&key.topic, key.queue_id)?.max;
-        while !received.is_full(request) && queue.cursor.next < end {
+        while !received.is_full(request) && queue.cursor().next < end {
             let entries = self.store.read_queue(
                 &key.topic,
                 key.queue_id,
-                queue.cursor.next,
+                queue.cursor().next,
                 READ_CHUNK.min(request.max_messages - received.deliveries.len()),
             )?;
             if entries.is_empty() {
                 break;
             }
             for (offset, record) in entries {
-                if offset < queue.cursor.next {
+                if offset < queue.cursor().next {
                     continue;
                 }
                 if received.is_full(request) {
                     break;
                 }
-                queue.cursor.next = offset + 1;
-                changed.insert(offset);
+                queue.cursor_mut().next = offset + 1;
                 let message = record.message.as_ref();
                 let tag = message.and_then(|message| message.tag.as_deref());
                 let delivery_time = message.and_then(|message| message.delivery_timestamp_ms);
                 if !request.filter.matches(tag) {
-                    queue.offsets.insert(offset, OffsetState::Done);
+                    queue.insert(offset, OffsetState::Done);
                 } else if let Some(time) = delivery_time.filter(|time| *time > now) {
-                    queue.offsets.insert(
+                    queue.insert(
                         offset,
                         OffsetState::InFlight {
                             deadline_ms: time,
@@ -283,32 +272,29 @@ impl<S: LogStore> ConsumerEngine<S> {
                         },
                     );
                 } else {
-                    queue.offsets.insert(
+                    queue.insert(
                         offset,
                         OffsetState::InFlight {
                             deadline_ms: deadline,
                             attempt: 1,
                         },
                     );
-                    received.push(self.delivery(key, offset, 1, deadline, record));
+                    received.push(self.delivery(&key, offset, 1, deadline, record));
                 }
             }
         }
 
-        let removed = advance_floor(queue);
-        for (_, state) in queue.offsets.iter() {
+        queue.advance_floor();
+        for (_, state) in queue.offsets() {
             if let OffsetState::InFlight { deadline_ms, .. } = state {
                 received.next_deadline_ms = Some(
                     received
                         .next_deadline_ms
-                        .map_or(*deadline_ms, |next| next.min(*deadline_ms)),
+                        .map_or(deadline_ms, |next| next.min(deadline_ms)),
                 );
             }
         }
-        if changed.is_empty() && removed.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(write_for(key, queue, changed, removed)))
+        Ok(())
     }
 
     fn delivery(
@@ -334,29 +320,51 @@ impl<S: LogStore> ConsumerEngine<S> {
         }
     }
 
-    /// Finishes the delivery named by `handle`. Acknowledging a message that
-    /// is already finished is harmless and succeeds.
+    /// Finishes the delivery named by `handle`; see [`Self::ack_many`].
     pub fn ack(
         &self,
         group: &str,
         topic: &str,
         handle: &ReceiptHandle,
     ) -> Result<(), ConsumerError> {
+        self.ack_many(group, topic, std::slice::from_ref(handle))?
+            .pop()
+            .unwrap_or(Ok(()))
+    }
+
+    /// Finishes the deliveries named by `handles`, in one storage write; one
+    /// outcome per handle, in order. Acknowledging a message that is already
+    /// finished is harmless and succeeds. On a storage error (the `Err`)
+    /// none of them is finished.
+    pub fn ack_many(
+        &self,
+        group: &str,
+        topic: &str,
+        handles: &[ReceiptHandle],
+    ) -> Result<Vec<Result<(), ConsumerError>>, StorageError> {
         let mut groups = self.groups.lock();
-        let (key, queue) = group_queue(&mut groups, group, topic, handle)?;
-        if handle.offset < queue.cursor.floor {
-            return Ok(());
+        let mut staged: BTreeMap<i32, Staged<'_>> = BTreeMap::new();
+        let mut outcomes = Vec::with_capacity(handles.len());
+        for handle in handles {
+            let queue = match staged.entry(handle.queue_id) {
+                std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+                std::collections::btree_map::Entry::Vacant(entry) => {
+                    let key = GroupQueueKey::new(group, topic, handle.queue_id);
+                    match groups.get(&key) {
+                        Some(installed) => entry.insert(Staged::over(key, installed)),
+                        None => {
+                            outcomes.push(Err(invalid(handle, NO_DELIVERY)));
+                            continue;
+                        }
+                    }
+                }
+            };
+            outcomes.push(ack_staged(queue, handle));
         }
-        match current(queue, handle) {
-            Ok(()) => {}
-            Err(Stale::Finished) => return Ok(()),
-            Err(stale) => return Err(invalid(handle, stale.reason())),
-        }
-        queue.offsets.insert(handle.offset, OffsetState::Done);
-        let removed = advance_floor(queue);
-        let write = write_for(&key, queue, BTreeSet::from([handle.offset]), removed);
-        self.store.write_groups(vec![write])?;
-        Ok(())
+        let changed = staged.into_values().filter(Staged::is_changed).collect();
+        let changes = self.persist(changed)?;
+        install(&mut groups, changes);
+        Ok(outcomes)
     }
 
     /// Moves the invisibility deadline of a delivery to `now_ms + invisible_ms`
@@ -370,19 +378,23 @@ impl<S: LogStore> ConsumerEngine<S> {
         now_ms: i64,
     ) -> Result<ReceiptHandle, ConsumerError> {
         let mut groups = self.groups.lock();
-        let (key, queue) = group_queue(&mut groups, group, topic, handle)?;
-        if handle.offset < queue.cursor.floor {
+        let key = GroupQueueKey::new(group, topic, handle.queue_id);
+        let installed = groups
+            .get(&key)
+            .ok_or_else(|| invalid(handle, NO_DELIVERY))?;
+        let mut queue = Staged::over(key, installed);
+        if handle.offset < queue.cursor().floor {
             return Err(invalid(handle, Stale::Finished.reason()));
         }
-        current(queue, handle).map_err(|stale| invalid(handle, stale.reason()))?;
+        current(&queue, handle).map_err(|stale| invalid(handle, stale.reason()))?;
         let deadline_ms = now_ms.saturating_add(invisible_ms);
         let state = OffsetState::InFlight {
             deadline_ms,
             attempt: handle.attempt,
         };
-        queue.offsets.insert(handle.offset, state);
-        let write = write_for(&key, queue, BTreeSet::from([handle.offset]), Vec::new());
-        self.store.write_groups(vec![write])?;
+        queue.insert(handle.offset, state);
+        let changes = self.persist(vec![queue])?;
+        install(&mut groups, changes);
         self.invisibility_changes
             .send_modify(|changes| *changes = changes.wrapping_add(1));
         Ok(ReceiptHandle {
@@ -390,6 +402,32 @@ impl<S: LogStore> ConsumerEngine<S> {
             ..handle.clone()
         })
     }
+}
+
+/// Why a handle's group has no state for its queue.
+const NO_DELIVERY: &str = "no delivery to this group on this queue";
+
+/// Installs changes that storage accepted.
+fn install(groups: &mut HashMap<GroupQueueKey, QueueState>, changes: Vec<QueueChange>) {
+    for change in changes {
+        let queue = groups.entry(change.key.clone()).or_default();
+        change.install(queue);
+    }
+}
+
+/// Stages the ack of one handle.
+fn ack_staged(queue: &mut Staged<'_>, handle: &ReceiptHandle) -> Result<(), ConsumerError> {
+    if handle.offset < queue.cursor().floor {
+        return Ok(());
+    }
+    match current(queue, handle) {
+        Ok(()) => {}
+        Err(Stale::Finished) => return Ok(()),
+        Err(stale) => return Err(invalid(handle, stale.reason())),
+    }
+    queue.insert(handle.offset, OffsetState::Done);
+    queue.advance_floor();
+    Ok(())
 }
 
 /// Why a handle no longer names the current delivery of its offset.
@@ -412,31 +450,13 @@ impl Stale {
     }
 }
 
-/// The state of the group queue a handle points into.
-fn group_queue<'a>(
-    groups: &'a mut HashMap<GroupQueueKey, QueueState>,
-    group: &str,
-    topic: &str,
-    handle: &ReceiptHandle,
-) -> Result<(GroupQueueKey, &'a mut QueueState), ConsumerError> {
-    let key = GroupQueueKey {
-        group: group.to_owned(),
-        topic: topic.to_owned(),
-        queue_id: handle.queue_id,
-    };
-    let queue = groups
-        .get_mut(&key)
-        .ok_or_else(|| invalid(handle, "no delivery to this group on this queue"))?;
-    Ok((key, queue))
-}
-
 /// Whether `handle` names the current, unfinished delivery of its offset.
-fn current(queue: &QueueState, handle: &ReceiptHandle) -> Result<(), Stale> {
-    match queue.offsets.get(&handle.offset) {
+fn current(queue: &Staged<'_>, handle: &ReceiptHandle) -> Result<(), Stale> {
+    match queue.get(handle.offset) {
         Some(OffsetState::InFlight {
             deadline_ms,
             attempt,
-        }) if *attempt == handle.attempt && *deadline_ms == handle.deadline_ms => Ok(()),
+        }) if attempt == handle.attempt && deadline_ms == handle.deadline_ms => Ok(()),
         Some(OffsetState::InFlight { .. }) => Err(Stale::Superseded),
         Some(OffsetState::Done) => Err(Stale::Finished),
         None => Err(Stale::NeverDelivered),
@@ -447,47 +467,6 @@ fn invalid(handle: &ReceiptHandle, reason: &'static str) -> ConsumerError {
     ConsumerError::InvalidReceiptHandle {
         handle: handle.to_string(),
         reason,
-    }
-}
-
-/// Moves the floor over finished offsets; returns the offsets it passed.
-fn advance_floor(queue: &mut QueueState) -> Vec<u64> {
-    let mut removed = Vec::new();
-    while queue.cursor.floor < queue.cursor.next {
-        match queue.offsets.get(&queue.cursor.floor) {
-            Some(OffsetState::InFlight { .. }) => break,
-            Some(OffsetState::Done) => {
-                queue.offsets.remove(&queue.cursor.floor);
-                removed.push(queue.cursor.floor);
-            }
-            // Not tracked: finished before (e.g. filtered out and compacted).
-            None => {}
-        }
-        queue.cursor.floor += 1;
-    }
-    removed
-}
-
-fn write_for(
-    key: &GroupQueueKey,
-    queue: &QueueState,
-    changed: BTreeSet<u64>,
-    removed: Vec<u64>,
-) -> GroupWrite {
-    let mut set = Vec::new();
-    let mut remove = removed;
-    for offset in changed {
-        match queue.offsets.get(&offset) {
-            Some(state) => set.push((offset, *state)),
-            None if !remove.contains(&offset) => remove.push(offset),
-            None => {}
-        }
-    }
-    GroupWrite {
-        key: key.clone(),
-        cursor: queue.cursor,
-        set,
-        remove,
     }
 }
 

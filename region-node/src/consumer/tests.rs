@@ -1,5 +1,5 @@
 use super::*;
-use crate::storage::MemoryStore;
+use crate::storage::{FailingStore, MemoryStore};
 
 const NOW: i64 = 1_700_000_000_000;
 
@@ -192,4 +192,138 @@ fn a_receive_stops_at_its_byte_budget_but_returns_at_least_one_message() {
         2,
         "the others stay visible for the next receive"
     );
+}
+
+/// An engine over a store whose writes fail on demand.
+fn failing_engine(records: Vec<Record>) -> (Arc<FailingStore>, ConsumerEngine<FailingStore>) {
+    let store = Arc::new(FailingStore::new());
+    store.append(records, "here").expect("append");
+    let engine = ConsumerEngine::load(store.clone(), "here".into()).expect("load");
+    (store, engine)
+}
+
+/// The engine's state equals what a restart would load from the store.
+fn assert_memory_matches_store(store: &Arc<FailingStore>, engine: &ConsumerEngine<FailingStore>) {
+    let reloaded = ConsumerEngine::load(store.clone(), "here".into()).expect("reload");
+    assert_eq!(*engine.groups.lock(), *reloaded.groups.lock());
+}
+
+#[test]
+fn a_failed_ack_write_leaves_the_message_in_flight_and_the_retry_really_acks() {
+    let (store, engine) = failing_engine(vec![record(0, "a", None)]);
+    let delivery = engine
+        .receive(&request(&TagFilter::All, NOW))
+        .expect("receive")
+        .deliveries
+        .remove(0);
+    store.fail_writes(true);
+    assert!(matches!(
+        engine.ack("group", "orders", &delivery.handle),
+        Err(ConsumerError::Storage(_))
+    ));
+    assert_memory_matches_store(&store, &engine);
+    // Still in flight: it comes back after its deadline (were the ack
+    // installed, nothing would come back, in memory, until a restart did).
+    store.fail_writes(false);
+    let redelivered = engine
+        .receive(&request(&TagFilter::All, NOW + 10_000))
+        .expect("receive");
+    assert_eq!(redelivered.deliveries.len(), 1);
+    assert_eq!(redelivered.deliveries[0].attempt, 2);
+    engine
+        .ack("group", "orders", &redelivered.deliveries[0].handle)
+        .expect("the retried ack is stored");
+    assert_memory_matches_store(&store, &engine);
+    let reloaded = ConsumerEngine::load(store.clone(), "here".into()).expect("reload");
+    assert!(
+        reloaded
+            .receive(&request(&TagFilter::All, NOW + 100_000))
+            .expect("receive")
+            .deliveries
+            .is_empty(),
+        "acknowledged for good"
+    );
+}
+
+#[test]
+fn a_receive_whose_state_cannot_be_written_hands_nothing_out() {
+    let (store, engine) = failing_engine(vec![record(0, "a", None), record(1, "a", None)]);
+    store.fail_writes(true);
+    assert!(matches!(
+        engine.receive(&request(&TagFilter::All, NOW)),
+        Err(ConsumerError::Storage(_))
+    ));
+    assert_memory_matches_store(&store, &engine);
+    store.fail_writes(false);
+    let received = engine
+        .receive(&request(&TagFilter::All, NOW))
+        .expect("receive");
+    assert_eq!(received.deliveries.len(), 2);
+    assert!(
+        received
+            .deliveries
+            .iter()
+            .all(|delivery| delivery.attempt == 1)
+    );
+    assert_memory_matches_store(&store, &engine);
+}
+
+#[test]
+fn a_failed_invisibility_change_keeps_the_old_handle_valid() {
+    let (store, engine) = failing_engine(vec![record(0, "a", None)]);
+    let delivery = engine
+        .receive(&request(&TagFilter::All, NOW))
+        .expect("receive")
+        .deliveries
+        .remove(0);
+    store.fail_writes(true);
+    assert!(matches!(
+        engine.change_invisible("group", "orders", &delivery.handle, 60_000, NOW),
+        Err(ConsumerError::Storage(_))
+    ));
+    assert_memory_matches_store(&store, &engine);
+    store.fail_writes(false);
+    engine
+        .ack("group", "orders", &delivery.handle)
+        .expect("the old handle still names the delivery");
+}
+
+#[test]
+fn acks_of_many_handles_are_one_write_with_one_outcome_each() {
+    let (store, engine) =
+        failing_engine((0..6).map(|index| record(index % 2, "a", None)).collect());
+    let deliveries = engine
+        .receive(&request(&TagFilter::All, NOW))
+        .expect("receive")
+        .deliveries;
+    assert_eq!(deliveries.len(), 6);
+    let mut handles: Vec<ReceiptHandle> = deliveries.iter().map(|d| d.handle.clone()).collect();
+    // A stale handle (another attempt) of a message in flight fails alone.
+    let mut stale = handles[0].clone();
+    stale.attempt = 7;
+    handles.insert(0, stale);
+    // The same handle twice: the second is an ack of a finished message.
+    handles.push(handles[2].clone());
+
+    store.fail_writes(true);
+    assert!(engine.ack_many("group", "orders", &handles).is_err());
+    assert_eq!(store.failed_writes(), 1, "one write for the whole batch");
+    assert_memory_matches_store(&store, &engine);
+
+    store.fail_writes(false);
+    let outcomes = engine
+        .ack_many("group", "orders", &handles)
+        .expect("stored");
+    assert_eq!(outcomes.len(), handles.len());
+    assert!(matches!(
+        outcomes[0],
+        Err(ConsumerError::InvalidReceiptHandle { .. })
+    ));
+    assert!(outcomes[1..7].iter().all(Result::is_ok), "{outcomes:?}");
+    assert!(outcomes[7].is_ok(), "acking twice is harmless");
+    assert_memory_matches_store(&store, &engine);
+    let later = engine
+        .receive(&request(&TagFilter::All, NOW + 100_000))
+        .expect("receive");
+    assert!(later.deliveries.is_empty());
 }

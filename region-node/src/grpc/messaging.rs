@@ -401,29 +401,59 @@ impl<S: LogStore> Messaging<S> {
     async fn ack(&self, request: AckMessageRequest) -> AckMessageResponse {
         let prepared = Self::group(request.group.as_ref())
             .and_then(|group| Ok((group, self.topic(request.topic.as_ref())?.0)));
-        let mut entries = Vec::with_capacity(request.entries.len());
-        for entry in request.entries {
-            let result = match &prepared {
-                Err(error) => Err(error.to_status()),
-                Ok((group, topic)) => match self.parse_handle(&entry.receipt_handle) {
-                    Err(error) => Err(error.to_status()),
+        // Each entry's outcome; the parsed handles are acknowledged together,
+        // in one storage write.
+        let mut results: Vec<Option<Result<(), Status>>> =
+            Vec::with_capacity(request.entries.len());
+        let mut handles = Vec::new();
+        let mut handle_entries = Vec::new();
+        for (index, entry) in request.entries.iter().enumerate() {
+            match &prepared {
+                Err(error) => results.push(Some(Err(error.to_status()))),
+                Ok(_) => match self.parse_handle(&entry.receipt_handle) {
+                    Err(error) => results.push(Some(Err(error.to_status()))),
                     Ok(handle) => {
-                        let (group, topic) = (group.clone(), topic.clone());
-                        self.context
-                            .blocking(move |_, consumers| {
-                                Ok(consumers.ack(&group, &topic, &handle)?)
-                            })
-                            .await
-                            .map_err(|error| error.to_status())
+                        results.push(None);
+                        handles.push(handle);
+                        handle_entries.push(index);
                     }
                 },
-            };
-            entries.push(AckMessageResultEntry {
+            }
+        }
+        if let (Ok((group, topic)), false) = (&prepared, handles.is_empty()) {
+            let (group, topic) = (group.clone(), topic.clone());
+            let outcomes = self
+                .context
+                .blocking(move |_, consumers| Ok(consumers.ack_many(&group, &topic, &handles)?))
+                .await;
+            match outcomes {
+                Ok(outcomes) => {
+                    for (index, outcome) in handle_entries.into_iter().zip(outcomes) {
+                        results[index] =
+                            Some(outcome.map_err(|error| NodeError::from(error).to_status()));
+                    }
+                }
+                Err(error) => {
+                    let status = error.to_status();
+                    for index in handle_entries {
+                        results[index] = Some(Err(status.clone()));
+                    }
+                }
+            }
+        }
+        let entries: Vec<AckMessageResultEntry> = request
+            .entries
+            .into_iter()
+            .zip(results)
+            .map(|(entry, result)| AckMessageResultEntry {
                 message_id: entry.message_id,
                 receipt_handle: entry.receipt_handle,
-                status: Some(result.err().unwrap_or_else(ok)),
-            });
-        }
+                status: Some(match result {
+                    Some(Err(status)) => status,
+                    Some(Ok(())) | None => ok(),
+                }),
+            })
+            .collect();
         let statuses: Vec<Status> = entries
             .iter()
             .filter_map(|entry| entry.status.clone())

@@ -23,9 +23,13 @@
 mod codec;
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod failing;
 mod memory;
 mod rocks;
 
+#[cfg(test)]
+pub use failing::FailingStore;
 pub use memory::MemoryStore;
 pub use rocks::RocksStore;
 

@@ -1,0 +1,107 @@
+//! A [`LogStore`] for tests whose writes fail on demand, over a [`MemoryStore`].
+
+use super::{
+    Appended, GroupQueueState, GroupWrite, LogStore, MemoryStore, QueueBounds, StorageError,
+};
+use meridian_proto::meridian::v1::Record;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Reads always work; `append`, `write_groups` and `put_meta` fail with a
+/// `Backend` error while [`FailingStore::fail_writes`] is on.
+#[derive(Debug, Default)]
+pub struct FailingStore {
+    inner: MemoryStore,
+    failing: AtomicBool,
+    failed: AtomicU64,
+}
+
+impl FailingStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Turns write failures on or off.
+    pub fn fail_writes(&self, fail: bool) {
+        self.failing.store(fail, Ordering::SeqCst);
+    }
+
+    /// How many writes failed so far.
+    pub fn failed_writes(&self) -> u64 {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    fn check(&self, operation: &'static str) -> Result<(), StorageError> {
+        if !self.failing.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.failed.fetch_add(1, Ordering::SeqCst);
+        Err(StorageError::Backend {
+            operation,
+            source: "injected write failure".into(),
+        })
+    }
+}
+
+impl LogStore for FailingStore {
+    fn append(
+        &self,
+        records: Vec<Record>,
+        local_region: &str,
+    ) -> Result<Vec<Appended>, StorageError> {
+        self.check("append records")?;
+        self.inner.append(records, local_region)
+    }
+
+    fn last_sequence(&self) -> Result<u64, StorageError> {
+        self.inner.last_sequence()
+    }
+
+    fn read_log(
+        &self,
+        after: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>, StorageError> {
+        self.inner.read_log(after, max_records, max_bytes)
+    }
+
+    fn get(&self, sequence: u64) -> Result<Option<Record>, StorageError> {
+        self.inner.get(sequence)
+    }
+
+    fn read_queue(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        from_offset: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, Record)>, StorageError> {
+        self.inner.read_queue(topic, queue_id, from_offset, max)
+    }
+
+    fn queue_bounds(&self, topic: &str, queue_id: i32) -> Result<QueueBounds, StorageError> {
+        self.inner.queue_bounds(topic, queue_id)
+    }
+
+    fn find_dedup(&self, dedup_id: &[u8]) -> Result<Option<u64>, StorageError> {
+        self.inner.find_dedup(dedup_id)
+    }
+
+    fn write_groups(&self, writes: Vec<GroupWrite>) -> Result<(), StorageError> {
+        self.check("write group state")?;
+        self.inner.write_groups(writes)
+    }
+
+    fn load_groups(&self) -> Result<Vec<GroupQueueState>, StorageError> {
+        self.inner.load_groups()
+    }
+
+    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        self.inner.get_meta(key)
+    }
+
+    fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
+        self.check("write a metadata value")?;
+        self.inner.put_meta(key, value)
+    }
+}
