@@ -34,10 +34,6 @@ impl<S> Internal<S> {
     }
 }
 
-fn checkpoint_key(peer: &str) -> String {
-    format!("replication/checkpoint/{peer}")
-}
-
 impl<S: LogStore> Internal<S> {
     /// Checks a replicated record before it may enter the commit log.
     fn check_replicated(&self, record: &mut Record, from_region: &str) -> Result<(), NodeError> {
@@ -215,21 +211,14 @@ impl<S: LogStore> NodeService for Internal<S> {
         request: Request<GetCheckpointRequest>,
     ) -> Result<Response<Checkpoint>, tonic::Status> {
         let peer = request.into_inner().peer_region;
-        let key = checkpoint_key(&peer);
-        let value = self
+        let acked_through_sequence = self
             .context
-            .blocking(move |store, _| Ok(store.get_meta(&key)?))
+            .blocking({
+                let peer = peer.clone();
+                move |store, _| Ok(store.checkpoint(&peer)?)
+            })
             .await
             .map_err(|error| error.to_grpc())?;
-        let acked_through_sequence = match value {
-            None => 0,
-            Some(bytes) => u64::from_be_bytes(bytes.as_slice().try_into().map_err(|_| {
-                tonic::Status::data_loss(format!(
-                    "checkpoint for `{peer}` has {} bytes, expected 8",
-                    bytes.len()
-                ))
-            })?),
-        };
         Ok(Response::new(Checkpoint {
             peer_region: peer,
             acked_through_sequence,
@@ -252,18 +241,14 @@ impl<S: LogStore> NodeService for Internal<S> {
                 checkpoint.peer_region
             )));
         }
-        let key = checkpoint_key(&checkpoint.peer_region);
-        let value = checkpoint.acked_through_sequence.to_be_bytes();
+        // Checkpoints only move forward: a late, smaller ack must not rewind
+        // (storage decides atomically).
         self.context
             .blocking(move |store, _| {
-                // Checkpoints only move forward: a late, smaller ack must not rewind.
-                let current = store
-                    .get_meta(&key)?
-                    .and_then(|bytes| bytes.as_slice().try_into().ok())
-                    .map(u64::from_be_bytes);
-                if current.is_none_or(|current| current < u64::from_be_bytes(value)) {
-                    store.put_meta(&key, &value)?;
-                }
+                store.advance_checkpoint(
+                    &checkpoint.peer_region,
+                    checkpoint.acked_through_sequence,
+                )?;
                 Ok(())
             })
             .await

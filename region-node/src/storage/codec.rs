@@ -430,6 +430,29 @@ pub fn decode_offset_state(key: &[u8], value: &[u8]) -> Result<OffsetState, Stor
     }
 }
 
+// ---- replication checkpoints ---------------------------------------------
+
+/// `meta` key of a peer's replication checkpoint.
+pub fn checkpoint_key(peer: &str) -> String {
+    format!("replication/checkpoint/{peer}")
+}
+
+/// `meta` value of a checkpoint: the sequence, `u64` big-endian.
+pub fn checkpoint_value(sequence: u64) -> [u8; 8] {
+    sequence.to_be_bytes()
+}
+
+/// Reads a checkpoint value stored under `key`.
+pub fn decode_checkpoint_value(key: &str, value: &[u8]) -> Result<u64, StorageError> {
+    read_u64(value).ok_or_else(|| {
+        corrupt(
+            "replication checkpoint",
+            key.as_bytes(),
+            format!("expected an 8-byte sequence, found {} bytes", value.len()),
+        )
+    })
+}
+
 // ---- helpers --------------------------------------------------------------
 
 fn corrupt(what: &'static str, key: &[u8], reason: String) -> StorageError {

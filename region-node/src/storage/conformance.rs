@@ -432,6 +432,36 @@ fn a_reused_client_message_id_with_other_content_is_stored(store: &impl LogStore
     );
 }
 
+fn checkpoints_only_move_forward(store: &impl LogStore) {
+    assert_eq!(store.checkpoint("peer").unwrap(), 0);
+    assert_eq!(store.advance_checkpoint("peer", 10).unwrap(), 10);
+    assert_eq!(
+        store.advance_checkpoint("peer", 7).unwrap(),
+        10,
+        "a late ack"
+    );
+    assert_eq!(store.advance_checkpoint("peer", 10).unwrap(), 10);
+    assert_eq!(store.checkpoint("peer").unwrap(), 10);
+    assert_eq!(store.checkpoint("other").unwrap(), 0, "per peer");
+    // Concurrent advances end at the highest, whatever their order.
+    std::thread::scope(|scope| {
+        for thread in 0..8u64 {
+            scope.spawn(move || {
+                for step in 0..50u64 {
+                    store
+                        .advance_checkpoint("racing", (step * 8 + thread) % 397)
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let highest = (0..8u64)
+        .flat_map(|thread| (0..50u64).map(move |step| (step * 8 + thread) % 397))
+        .max()
+        .unwrap();
+    assert_eq!(store.checkpoint("racing").unwrap(), highest);
+}
+
 fn invalid_record_leaves_nothing_written(store: &impl LogStore) {
     let mut short_id = record(2, "t", 0);
     short_id.dedup_id.truncate(15);
@@ -654,6 +684,7 @@ conformance_suite!(
     dedup_id_is_deduplicated_within_a_batch,
     client_message_id_is_deduplicated_only_for_local_origin,
     a_reused_client_message_id_with_other_content_is_stored,
+    checkpoints_only_move_forward,
     invalid_record_leaves_nothing_written,
     group_writes_round_trip,
     meta_values_round_trip,

@@ -96,6 +96,15 @@ impl LogStore for FailingStore {
         self.inner.load_groups()
     }
 
+    fn checkpoint(&self, peer: &str) -> Result<u64, StorageError> {
+        self.inner.checkpoint(peer)
+    }
+
+    fn advance_checkpoint(&self, peer: &str, sequence: u64) -> Result<u64, StorageError> {
+        self.check("advance a checkpoint")?;
+        self.inner.advance_checkpoint(peer, sequence)
+    }
+
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
         self.inner.get_meta(key)
     }

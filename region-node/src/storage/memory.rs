@@ -227,6 +227,31 @@ impl LogStore for MemoryStore {
             .collect())
     }
 
+    fn checkpoint(&self, peer: &str) -> Result<u64, StorageError> {
+        let key = codec::checkpoint_key(peer);
+        self.inner
+            .lock()
+            .meta
+            .get(&key)
+            .map_or(Ok(0), |value| codec::decode_checkpoint_value(&key, value))
+    }
+
+    fn advance_checkpoint(&self, peer: &str, sequence: u64) -> Result<u64, StorageError> {
+        let key = codec::checkpoint_key(peer);
+        let mut inner = self.inner.lock();
+        let current = inner
+            .meta
+            .get(&key)
+            .map_or(Ok(0), |value| codec::decode_checkpoint_value(&key, value))?;
+        if sequence <= current {
+            return Ok(current);
+        }
+        inner
+            .meta
+            .insert(key, codec::checkpoint_value(sequence).to_vec());
+        Ok(sequence)
+    }
+
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(self.inner.lock().meta.get(key).cloned())
     }

@@ -207,6 +207,15 @@ pub trait LogStore: Send + Sync + 'static {
     /// Every stored group queue state, ordered by [`GroupQueueKey`].
     fn load_groups(&self) -> Result<Vec<GroupQueueState>, StorageError>;
 
+    /// The replication checkpoint of `peer`: the highest local sequence the
+    /// peer region confirmed it applied; 0 when it confirmed nothing yet.
+    fn checkpoint(&self, peer: &str) -> Result<u64, StorageError>;
+
+    /// Raises `peer`'s checkpoint to `sequence` unless it is already at or
+    /// above it, and returns the checkpoint after the call. Never moves
+    /// backwards, also under concurrent calls (a late, smaller ack is a no-op).
+    fn advance_checkpoint(&self, peer: &str, sequence: u64) -> Result<u64, StorageError>;
+
     /// Reads a metadata value.
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
 

@@ -81,6 +81,8 @@ pub struct RocksStore {
     append_state: Mutex<AppendState>,
     /// The last sequence written, published after each successful append.
     last_sequence: AtomicU64,
+    /// Held across a checkpoint's read-compare-write.
+    checkpoint_lock: Mutex<()>,
 }
 
 struct AppendState {
@@ -150,6 +152,7 @@ impl RocksStore {
                 next_offsets: HashMap::new(),
             }),
             last_sequence: AtomicU64::new(0),
+            checkpoint_lock: Mutex::new(()),
         };
         let last_sequence = store.read_last_sequence()?;
         store.append_state.get_mut().last_sequence = last_sequence;
@@ -530,6 +533,25 @@ impl LogStore for RocksStore {
         // Key order puts shorter names first; return the same order as `GroupQueueKey`'s.
         states.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(states)
+    }
+
+    fn checkpoint(&self, peer: &str) -> Result<u64, StorageError> {
+        let key = codec::checkpoint_key(peer);
+        self.get_meta(&key)?
+            .map_or(Ok(0), |value| codec::decode_checkpoint_value(&key, &value))
+    }
+
+    fn advance_checkpoint(&self, peer: &str, sequence: u64) -> Result<u64, StorageError> {
+        let _serial = self.checkpoint_lock.lock();
+        let current = self.checkpoint(peer)?;
+        if sequence <= current {
+            return Ok(current);
+        }
+        self.put_meta(
+            &codec::checkpoint_key(peer),
+            &codec::checkpoint_value(sequence),
+        )?;
+        Ok(sequence)
     }
 
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
