@@ -52,7 +52,7 @@ pub enum Appended {
         reused_client_id: bool,
     },
     /// Skipped: the same dedup id, or, for a record that originated here, the
-    /// same topic, client message id and content ([`codec::ContentDigest`]),
+    /// same topic, client message id and content (a SHA-256 digest of it),
     /// is already stored at this sequence and queue offset (`None` only for
     /// entries stored before offsets were recorded with them).
     Duplicate {
