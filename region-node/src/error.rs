@@ -82,6 +82,12 @@ pub enum NodeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the {what} listener has no local address")]
+    Listener {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("gRPC server on {address} failed")]
     Serve {
         address: String,
@@ -120,6 +126,7 @@ impl NodeError {
             | Self::Topology(_)
             | Self::Locked { .. }
             | Self::DataDir { .. }
+            | Self::Listener { .. }
             | Self::Serve { .. } => Code::InternalError,
         };
         status(code, error_chain(self))

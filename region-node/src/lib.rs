@@ -31,7 +31,6 @@ use meridian_proto::meridian::v1::node_service_server::NodeServiceServer;
 use meridian_proto::rocketmq::v2::messaging_service_server::MessagingServiceServer;
 use meridian_topology::Topology;
 use std::fs::File;
-use std::path::PathBuf;
 use std::sync::Arc;
 use storage::RocksStore;
 use tokio::net::TcpListener;
@@ -67,10 +66,19 @@ impl Node {
                 path: lock_path.clone(),
                 source,
             })?;
-        if lock.try_lock().is_err() {
-            return Err(NodeError::Locked {
-                path: config.data_dir.clone(),
-            });
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(NodeError::Locked {
+                    path: config.data_dir.clone(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(NodeError::DataDir {
+                    path: lock_path,
+                    source,
+                });
+            }
         }
         let store = Arc::new(RocksStore::open(&directory.join("db"), config.flush)?);
         tracing::info!(region, data_dir = %config.data_dir.display(), flush = ?config.flush, "node storage open");
@@ -93,8 +101,8 @@ impl Node {
     ) -> Result<(), NodeError> {
         let node_address = node_listener
             .local_addr()
-            .map_err(|source| NodeError::DataDir {
-                path: PathBuf::from("node listener"),
+            .map_err(|source| NodeError::Listener {
+                what: "node (RocketMQ gRPC)",
                 source,
             })?;
         let admin_address = admin_listener
