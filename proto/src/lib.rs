@@ -4,18 +4,13 @@
 //!   official clients speak, transcribed from the public definition.
 //! * [`meridian::v1`]: Meridian's own protos: the commit-log [`Record`], the
 //!   node's internal API and the replication frames.
-//! * [`client_settings`]: the server side of the RocketMQ Telemetry settings
-//!   exchange, shared by the node and the router (which must not depend on
-//!   each other).
-//! * [`route`]: the message queues of a QueryRoute answer (node and router).
 //!
-//! Code is generated at build time by protox + tonic-prost-build; no system
-//! `protoc` is needed. This crate must not depend on any Meridian crate.
+//! Generated code and constants only; what node and router share of the
+//! RocketMQ protocol's behaviour is in `meridian-face`. Code is generated at
+//! build time by protox + tonic-prost-build; no system `protoc` is needed.
+//! This crate must not depend on any Meridian crate.
 //!
 //! [`Record`]: meridian::v1::Record
-
-pub mod client_settings;
-pub mod route;
 
 /// The RocketMQ 5 gRPC API.
 pub mod rocketmq {

@@ -3,8 +3,8 @@
 use crate::commit::CommitError;
 use crate::consumer::{ConsumerError, FilterError, MalformedHandle};
 use crate::storage::StorageError;
-use meridian_proto::client_settings::status;
-use meridian_proto::rocketmq::v2::{Code, Status};
+use meridian_face::Refusal;
+use meridian_proto::rocketmq::v2::Code;
 use std::path::PathBuf;
 
 /// Errors of the node, from request validation to storage.
@@ -97,9 +97,9 @@ pub enum NodeError {
 }
 
 impl NodeError {
-    /// The RocketMQ status a client sees for this error. The only place
-    /// where node errors become status codes.
-    pub fn to_status(&self) -> Status {
+    /// What a client sees for this error. The only place where node errors
+    /// become RocketMQ status codes.
+    pub fn refusal(&self) -> Refusal {
         let code = match self {
             Self::ClientIdRequired => Code::ClientIdRequired,
             Self::TopicNotFound { .. } => Code::TopicNotFound,
@@ -129,7 +129,7 @@ impl NodeError {
             | Self::Listener { .. }
             | Self::Serve { .. } => Code::InternalError,
         };
-        status(code, error_chain(self))
+        Refusal::new(code, error_chain(self))
     }
 
     /// The gRPC status for the internal NodeService API.

@@ -132,10 +132,13 @@ impl Node {
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
         });
-        let messaging =
-            MessagingServiceServer::new(grpc::messaging::Messaging::new(context.clone()))
-                .max_decoding_message_size(GRPC_MAX_DECODE_BYTES)
-                .max_encoding_message_size(GRPC_MAX_DECODE_BYTES);
+        let messaging = MessagingServiceServer::new(meridian_face::Face::new(
+            Arc::new(grpc::NodeBackend::new(context.clone())),
+            tasks.clone(),
+            shutdown.clone(),
+        ))
+        .max_decoding_message_size(GRPC_MAX_DECODE_BYTES)
+        .max_encoding_message_size(GRPC_MAX_DECODE_BYTES);
         let internal = NodeServiceServer::new(grpc::internal::Internal::new(context.clone()))
             .max_decoding_message_size(64 * 1024 * 1024)
             .max_encoding_message_size(64 * 1024 * 1024);

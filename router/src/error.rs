@@ -1,22 +1,18 @@
 //! The router's one error type, and its translation to a RocketMQ body status.
 //!
-//! Business failures (a missing client id, an unknown topic, no region up)
+//! Business failures (an unknown topic, no region up)
 //! reach clients as `Status {code, message}` inside a gRPC-OK response, as the
-//! reference proxy does; [`RouterError::to_status`] is the only place that
+//! reference proxy does; [`RouterError::refusal`] is the only place that
 //! picks those codes. Startup and serving failures end [`crate::run`] instead.
 
-use meridian_proto::client_settings;
-use meridian_proto::rocketmq::v2::{Code, Status};
+use meridian_face::Refusal;
+use meridian_proto::rocketmq::v2::Code;
 use meridian_topology::TopologyError;
 use std::net::SocketAddr;
 
 /// Everything that can go wrong in the router.
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
-    /// The request has no `x-mq-client-id` header, or a blank one.
-    #[error("identify client: the x-mq-client-id header is missing or blank")]
-    ClientIdRequired,
-
     /// The request names no topic (or a blank one).
     #[error("resolve topic for {rpc}: the request names no topic")]
     TopicMissing { rpc: &'static str },
@@ -31,13 +27,6 @@ pub enum RouterError {
         .regions.join(", ")
     )]
     NoRegionUp { topic: String, regions: Vec<String> },
-
-    /// The RPC is served by the nodes, not by the router.
-    #[error(
-        "serve {rpc}: the router only serves routes; send {rpc} to the node endpoints \
-         returned by QueryRoute"
-    )]
-    NotImplemented { rpc: &'static str },
 
     /// `run` was asked to serve a region the topology does not define.
     #[error("start the router of region {region:?}")]
@@ -62,20 +51,18 @@ pub enum RouterError {
 }
 
 impl RouterError {
-    /// The body status a client receives for this error. The one place that
-    /// maps router errors to RocketMQ codes.
-    pub fn to_status(&self) -> Status {
+    /// What a client receives for this error. The one place that maps
+    /// router errors to RocketMQ codes.
+    pub fn refusal(&self) -> Refusal {
         let code = match self {
-            RouterError::ClientIdRequired => Code::ClientIdRequired,
             RouterError::TopicMissing { .. } => Code::IllegalTopic,
             RouterError::TopicNotFound { .. } => Code::TopicNotFound,
             RouterError::NoRegionUp { .. } => Code::HaNotAvailable,
-            RouterError::NotImplemented { .. } => Code::NotImplemented,
             RouterError::UnknownRegion { .. }
             | RouterError::ProbeEndpoint { .. }
             | RouterError::Serve(_) => Code::InternalError,
         };
-        client_settings::status(code, self.to_string())
+        Refusal::new(code, self.to_string())
     }
 }
 
@@ -101,7 +88,6 @@ mod tests {
     #[test]
     fn business_errors_map_to_their_codes() {
         let cases = [
-            (RouterError::ClientIdRequired, Code::ClientIdRequired),
             (
                 RouterError::TopicMissing { rpc: "QueryRoute" },
                 Code::IllegalTopic,
@@ -120,13 +106,9 @@ mod tests {
                 },
                 Code::HaNotAvailable,
             ),
-            (
-                RouterError::NotImplemented { rpc: "SendMessage" },
-                Code::NotImplemented,
-            ),
         ];
         for (error, code) in cases {
-            assert_eq!(error.to_status().code, code as i32, "{error}");
+            assert_eq!(error.refusal().code, code, "{error}");
         }
     }
 
@@ -137,7 +119,7 @@ mod tests {
             regions: vec!["eu-west".to_owned(), "us-east".to_owned()],
         };
         assert_eq!(
-            error.to_status().message,
+            error.refusal().message,
             "choose a region for topic \"orders\": no region is up; \
              regions eu-west, us-east are down"
         );

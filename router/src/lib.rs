@@ -64,8 +64,8 @@ pub async fn run(
         "router serving"
     );
     let routes = route::Routes::new(topology, region, view);
-    let service = MessagingServiceServer::new(service::RouterService::new(
-        routes,
+    let service = MessagingServiceServer::new(meridian_face::Face::new(
+        std::sync::Arc::new(service::RouterBackend::new(routes)),
         tasks.clone(),
         stop.clone(),
     ))

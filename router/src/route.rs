@@ -112,7 +112,7 @@ pub(crate) fn message_queues(
         .iter()
         .map(|kind| message_type(*kind))
         .collect();
-    meridian_proto::route::message_queues(topic, spec.queues, &accept, broker_name, node)
+    meridian_face::route::message_queues(topic, spec.queues, &accept, broker_name, node)
 }
 
 /// The RocketMQ message type of a topology message type.
@@ -128,8 +128,8 @@ pub(crate) fn message_type(kind: topology::MessageType) -> MessageType {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use meridian_face::route::endpoints;
     use meridian_proto::rocketmq::v2::{Address, AddressScheme, Permission};
-    use meridian_proto::route::endpoints;
     use meridian_topology::ConsumeFrom;
 
     fn resource(namespace: &str, name: &str) -> Resource {

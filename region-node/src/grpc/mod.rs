@@ -1,9 +1,13 @@
 //! The node's two gRPC faces: the RocketMQ 5 `MessagingService` for clients,
 //! and Meridian's internal `NodeService` for replicators, routers and operators.
 
+mod backend;
 pub mod convert;
 pub mod internal;
-pub mod messaging;
+mod receive;
+mod send;
+
+pub use backend::NodeBackend;
 
 use crate::commit::CommitLog;
 use crate::consumer::ConsumerEngine;

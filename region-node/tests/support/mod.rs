@@ -8,7 +8,7 @@
 //! every status it returns goes through [`code`], which fails the test on a
 //! code the oldest supported client (Rust 5.0.0) could not decode.
 
-use meridian_proto::client_settings::known_to_oldest_client;
+use meridian_face::client_settings::known_to_oldest_client;
 use meridian_proto::meridian::v1::TopicStatsRequest;
 use meridian_proto::meridian::v1::node_service_client::NodeServiceClient;
 use meridian_proto::prost_types::{Duration as ProtoDuration, Timestamp};

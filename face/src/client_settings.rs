@@ -6,11 +6,11 @@
 //! `receive_batch_size` and `long_polling_timeout` for consumers. The reply
 //! echoes what the client sent and fills in the server's values.
 
-use crate::rocketmq::v2::{
+use meridian_proto::prost_types::Duration;
+use meridian_proto::rocketmq::v2::{
     Code, CustomizedBackoff, ExponentialBackoff, Metric, RetryPolicy, Settings, Status,
     TelemetryCommand, retry_policy, settings::PubSub,
 };
-use prost_types::Duration;
 
 /// Producer retry attempts advertised to clients.
 pub const PRODUCER_MAX_ATTEMPTS: i32 = 3;
@@ -74,7 +74,8 @@ fn millis(millis: i64) -> Duration {
 pub fn merge(mut settings: Settings) -> Settings {
     match settings.pub_sub.as_mut() {
         Some(PubSub::Publishing(publishing)) => {
-            publishing.max_body_size = i32::try_from(crate::MAX_BODY_BYTES).unwrap_or(i32::MAX);
+            publishing.max_body_size =
+                i32::try_from(meridian_proto::MAX_BODY_BYTES).unwrap_or(i32::MAX);
             publishing.validate_message_type = true;
             settings.backoff_policy = Some(RetryPolicy {
                 max_attempts: PRODUCER_MAX_ATTEMPTS,
@@ -120,16 +121,16 @@ pub fn merge(mut settings: Settings) -> Settings {
 pub fn reply(settings: Settings) -> TelemetryCommand {
     TelemetryCommand {
         status: Some(ok()),
-        command: Some(crate::rocketmq::v2::telemetry_command::Command::Settings(
-            merge(settings),
-        )),
+        command: Some(
+            meridian_proto::rocketmq::v2::telemetry_command::Command::Settings(merge(settings)),
+        ),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rocketmq::v2::{Publishing, Subscription};
+    use meridian_proto::rocketmq::v2::{Publishing, Subscription};
 
     #[test]
     fn codes_unknown_to_the_rust_client_are_downgraded() {

@@ -3,7 +3,7 @@
 //! Shared by the node (which routes clients to itself) and the router (which
 //! routes them to the nearest healthy region's node).
 
-use crate::rocketmq::v2::{
+use meridian_proto::rocketmq::v2::{
     Address, AddressScheme, Broker, Endpoints, MessageQueue, MessageType, Permission, Resource,
 };
 use std::net::SocketAddr;

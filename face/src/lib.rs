@@ -1,0 +1,127 @@
+//! The RocketMQ 5 gRPC face that the region node and the router share.
+//!
+//! [`Face`] implements `apache.rocketmq.v2.MessagingService` (the 15+ RPCs the
+//! official clients call) once, over a [`Backend`] that holds the business
+//! rules: the node's backend stores and delivers messages, the router's
+//! answers routes. What every server of the protocol must do the same way
+//! lives here, so node and router cannot disagree:
+//!
+//! * every request must carry a non-blank `x-mq-client-id` header, else the
+//!   answer is `CLIENT_ID_REQUIRED`;
+//! * business errors travel in the response's `Status` with gRPC OK (as the
+//!   reference proxy does); codes the oldest supported client cannot decode
+//!   are downgraded in [`client_settings::status`];
+//! * responses keep the shapes clients rely on (shared/protocols/rocketmq-grpc.md):
+//!   SendMessage and AckMessage answers carry one entry per request item and
+//!   at least one (the Rust client 5.0.0 indexes entry 0 without checking),
+//!   streams carry a status frame first, ChangeInvisibleDuration always
+//!   returns a usable receipt handle;
+//! * Telemetry answers every `Settings` with the server's settings
+//!   ([`client_settings::reply`]), and opens the response at once (the Rust
+//!   client's start() waits for the headers without a timeout);
+//! * RPCs a backend does not serve answer `NOT_IMPLEMENTED` with the
+//!   backend's hint of where to go instead.
+//!
+//! The crate never depends on a Meridian service crate; both services depend
+//! on it.
+
+pub mod client_settings;
+pub mod route;
+
+mod refusal;
+mod service;
+
+pub use refusal::Refusal;
+pub use service::Face;
+
+use meridian_proto::rocketmq::v2::{
+    AckMessageRequest, ChangeInvisibleDurationRequest, Message, MessageQueue,
+    ReceiveMessageRequest, Resource,
+};
+use std::time::Duration;
+
+/// The metadata header naming the client (every official client sends it).
+pub const CLIENT_ID_HEADER: &str = "x-mq-client-id";
+
+/// Who sent a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The non-blank `x-mq-client-id` header, trimmed.
+    pub client_id: String,
+    /// Time left before the caller's `grpc-timeout` (the gRPC-over-HTTP/2
+    /// spec's "Timeout" header), if it sent one.
+    pub remaining: Option<Duration>,
+}
+
+/// What SendMessage answers for one stored message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SendReceipt {
+    /// The message id (the client's own, RocketMQ's `message_id`).
+    pub message_id: String,
+    /// The message's offset in its queue.
+    pub offset: i64,
+    pub transaction_id: String,
+}
+
+/// The business side of the RocketMQ face. Every method gets a request whose
+/// client id was checked; a method a backend leaves out answers
+/// `NOT_IMPLEMENTED` with [`Backend::unserved_hint`].
+#[tonic::async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Appended to `NOT_IMPLEMENTED` messages: what the client should do instead.
+    fn unserved_hint(&self) -> &'static str;
+
+    /// The queues of `topic` that QueryRoute and QueryAssignment answer
+    /// (`rpc` names which, for messages).
+    async fn route(
+        &self,
+        caller: &Caller,
+        rpc: &'static str,
+        topic: Option<&Resource>,
+    ) -> Result<Vec<MessageQueue>, Refusal>;
+
+    /// Stores `messages` (at least one): one outcome per message, in order.
+    async fn send(
+        &self,
+        _caller: &Caller,
+        messages: Vec<Message>,
+    ) -> Vec<Result<SendReceipt, Refusal>> {
+        let refusal = Refusal::not_implemented("SendMessage", self.unserved_hint());
+        messages.iter().map(|_| Err(refusal.clone())).collect()
+    }
+
+    /// Messages for a SimpleConsumer's receive, after long polling if none
+    /// is visible yet; an empty list answers `MESSAGE_NOT_FOUND`.
+    async fn receive(
+        &self,
+        _caller: &Caller,
+        _request: ReceiveMessageRequest,
+    ) -> Result<Vec<Message>, Refusal> {
+        Err(Refusal::not_implemented(
+            "ReceiveMessage",
+            self.unserved_hint(),
+        ))
+    }
+
+    /// Acknowledges the request's entries: `Err` refuses the whole request,
+    /// else one outcome per entry, in order.
+    async fn ack(
+        &self,
+        _caller: &Caller,
+        _request: AckMessageRequest,
+    ) -> Result<Vec<Result<(), Refusal>>, Refusal> {
+        Err(Refusal::not_implemented("AckMessage", self.unserved_hint()))
+    }
+
+    /// Changes a delivery's invisible duration; returns the new receipt handle.
+    async fn change_invisible_duration(
+        &self,
+        _caller: &Caller,
+        _request: ChangeInvisibleDurationRequest,
+    ) -> Result<String, Refusal> {
+        Err(Refusal::not_implemented(
+            "ChangeInvisibleDuration",
+            self.unserved_hint(),
+        ))
+    }
+}

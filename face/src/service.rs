@@ -1,0 +1,606 @@
+//! [`Face`]: `MessagingService` over a [`Backend`].
+
+use crate::client_settings::{self, ok, status};
+use crate::{Backend, CLIENT_ID_HEADER, Caller, Refusal};
+use meridian_proto::rocketmq::v2::messaging_service_server::MessagingService;
+use meridian_proto::rocketmq::v2::{
+    AckMessageRequest, AckMessageResponse, AckMessageResultEntry, Assignment,
+    ChangeInvisibleDurationRequest, ChangeInvisibleDurationResponse, Code, EndTransactionRequest,
+    EndTransactionResponse, ForwardMessageToDeadLetterQueueRequest,
+    ForwardMessageToDeadLetterQueueResponse, GetOffsetRequest, GetOffsetResponse, HeartbeatRequest,
+    HeartbeatResponse, NotifyClientTerminationRequest, NotifyClientTerminationResponse,
+    PullMessageRequest, PullMessageResponse, QueryAssignmentRequest, QueryAssignmentResponse,
+    QueryOffsetRequest, QueryOffsetResponse, QueryRouteRequest, QueryRouteResponse,
+    RecallMessageRequest, RecallMessageResponse, ReceiveMessageRequest, ReceiveMessageResponse,
+    SendMessageRequest, SendMessageResponse, SendResultEntry, Status, SyncLiteSubscriptionRequest,
+    SyncLiteSubscriptionResponse, TelemetryCommand, UpdateOffsetRequest, UpdateOffsetResponse,
+    pull_message_response, receive_message_response, telemetry_command,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::{Request, Response, Streaming};
+use tracing::{debug, trace};
+
+/// Telemetry replies buffered per stream before the server waits for the client.
+const TELEMETRY_QUEUE: usize = 8;
+
+type GrpcResult<T> = Result<Response<T>, tonic::Status>;
+type Frames<T> = tokio_stream::Iter<std::vec::IntoIter<Result<T, tonic::Status>>>;
+
+/// The RocketMQ `MessagingService` of a node or a router: the protocol's
+/// rules here, the business in `B`.
+pub struct Face<B> {
+    backend: Arc<B>,
+    /// Owns the per-stream Telemetry tasks.
+    tasks: TaskTracker,
+    /// Ends Telemetry streams when the server stops.
+    stop: CancellationToken,
+}
+
+impl<B: Backend> Face<B> {
+    /// A face whose Telemetry tasks belong to `tasks` and end on `stop`.
+    pub fn new(backend: Arc<B>, tasks: TaskTracker, stop: CancellationToken) -> Self {
+        Face {
+            backend,
+            tasks,
+            stop,
+        }
+    }
+
+    fn not_implemented(&self, rpc: &str) -> Refusal {
+        Refusal::not_implemented(rpc, self.backend.unserved_hint())
+    }
+
+    /// The status of an RPC that no backend serves yet.
+    fn unserved<T>(&self, rpc: &str, request: &Request<T>) -> Status {
+        answered(rpc, caller(request).and(Err(self.not_implemented(rpc))))
+    }
+}
+
+/// The caller of a request, or CLIENT_ID_REQUIRED.
+pub(crate) fn caller<T>(request: &Request<T>) -> Result<Caller, Refusal> {
+    let client_id = request
+        .metadata()
+        .get(CLIENT_ID_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .ok_or_else(Refusal::client_id_required)?;
+    Ok(Caller {
+        client_id: client_id.to_owned(),
+        remaining: remaining(request),
+    })
+}
+
+/// The time left before the caller's `grpc-timeout` (value and unit H, M, S,
+/// m, u or n, per the gRPC-over-HTTP/2 spec), if it sent a valid one.
+pub(crate) fn remaining<T>(request: &Request<T>) -> Option<Duration> {
+    let text = request.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    let value: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(value.saturating_mul(3600)),
+        "M" => Duration::from_secs(value.saturating_mul(60)),
+        "S" => Duration::from_secs(value),
+        "m" => Duration::from_millis(value),
+        "u" => Duration::from_micros(value),
+        "n" => Duration::from_nanos(value),
+        _ => return None,
+    })
+}
+
+/// The body status of an outcome, logging a refusal where it is answered.
+fn answered(rpc: &str, outcome: Result<(), Refusal>) -> Status {
+    match outcome {
+        Ok(()) => ok(),
+        Err(refusal) => {
+            debug!(rpc, %refusal, "answering with an error status");
+            refusal.to_status()
+        }
+    }
+}
+
+/// One status for many entries: theirs if they agree, else MULTIPLE_RESULTS.
+pub(crate) fn aggregate(statuses: &[Status]) -> Status {
+    match statuses {
+        [] => ok(),
+        [only] => only.clone(),
+        [first, rest @ ..] if rest.iter().all(|other| other.code == first.code) => first.clone(),
+        _ => status(Code::MultipleResults, "entries have different results"),
+    }
+}
+
+/// `items`, or one default item when there are none: the Rust client 5.0.0
+/// indexes the first entry of SendMessage and AckMessage answers unchecked.
+pub(crate) fn at_least_one<T: Default>(mut items: Vec<T>) -> Vec<T> {
+    if items.is_empty() {
+        items.push(T::default());
+    }
+    items
+}
+
+fn status_frame(status: Status) -> ReceiveMessageResponse {
+    ReceiveMessageResponse {
+        content: Some(receive_message_response::Content::Status(status)),
+    }
+}
+
+#[tonic::async_trait]
+impl<B: Backend> MessagingService for Face<B> {
+    async fn query_route(
+        &self,
+        request: Request<QueryRouteRequest>,
+    ) -> GrpcResult<QueryRouteResponse> {
+        let routed = match caller(&request) {
+            Ok(caller) => {
+                self.backend
+                    .route(&caller, "QueryRoute", request.get_ref().topic.as_ref())
+                    .await
+            }
+            Err(refusal) => Err(refusal),
+        };
+        Ok(Response::new(match routed {
+            Ok(message_queues) => QueryRouteResponse {
+                status: Some(ok()),
+                message_queues,
+            },
+            Err(refusal) => QueryRouteResponse {
+                status: Some(answered("QueryRoute", Err(refusal))),
+                message_queues: Vec::new(),
+            },
+        }))
+    }
+
+    async fn query_assignment(
+        &self,
+        request: Request<QueryAssignmentRequest>,
+    ) -> GrpcResult<QueryAssignmentResponse> {
+        let routed = match caller(&request) {
+            Ok(caller) => {
+                self.backend
+                    .route(&caller, "QueryAssignment", request.get_ref().topic.as_ref())
+                    .await
+            }
+            Err(refusal) => Err(refusal),
+        };
+        Ok(Response::new(match routed {
+            Ok(message_queues) => QueryAssignmentResponse {
+                status: Some(ok()),
+                assignments: message_queues
+                    .into_iter()
+                    .map(|message_queue| Assignment {
+                        message_queue: Some(message_queue),
+                    })
+                    .collect(),
+            },
+            Err(refusal) => QueryAssignmentResponse {
+                status: Some(answered("QueryAssignment", Err(refusal))),
+                assignments: Vec::new(),
+            },
+        }))
+    }
+
+    async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> GrpcResult<HeartbeatResponse> {
+        Ok(Response::new(HeartbeatResponse {
+            status: Some(answered("Heartbeat", caller(&request).map(drop))),
+        }))
+    }
+
+    async fn notify_client_termination(
+        &self,
+        request: Request<NotifyClientTerminationRequest>,
+    ) -> GrpcResult<NotifyClientTerminationResponse> {
+        Ok(Response::new(NotifyClientTerminationResponse {
+            status: Some(answered(
+                "NotifyClientTermination",
+                caller(&request).map(drop),
+            )),
+        }))
+    }
+
+    type TelemetryStream = ReceiverStream<Result<TelemetryCommand, tonic::Status>>;
+
+    async fn telemetry(
+        &self,
+        request: Request<Streaming<TelemetryCommand>>,
+    ) -> GrpcResult<Self::TelemetryStream> {
+        let (replies, receiver) = mpsc::channel(TELEMETRY_QUEUE);
+        match caller(&request) {
+            Ok(caller) => {
+                let commands = request.into_inner();
+                self.tasks.spawn(answer_telemetry(
+                    caller.client_id,
+                    commands,
+                    replies,
+                    self.stop.clone(),
+                ));
+            }
+            Err(refusal) => {
+                let reply = TelemetryCommand {
+                    status: Some(answered("Telemetry", Err(refusal))),
+                    command: None,
+                };
+                // The channel is new and has room; dropping `replies` then ends the stream.
+                if replies.try_send(Ok(reply)).is_err() {
+                    debug!("telemetry refusal could not be queued");
+                }
+            }
+        }
+        // Returning the stream now sends the response headers at once: the
+        // Rust client's start() waits for them with no timeout.
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+
+    async fn send_message(
+        &self,
+        request: Request<SendMessageRequest>,
+    ) -> GrpcResult<SendMessageResponse> {
+        let checked = caller(&request);
+        let messages = request.into_inner().messages;
+        let message_ids: Vec<String> = messages
+            .iter()
+            .map(|message| {
+                message
+                    .system_properties
+                    .as_ref()
+                    .map(|properties| properties.message_id.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let outcomes = match checked {
+            Err(refusal) => vec![Err(refusal); messages.len().max(1)],
+            Ok(_) if messages.is_empty() => vec![Err(Refusal::new(
+                Code::BadRequest,
+                "SendMessage carries no messages",
+            ))],
+            Ok(caller) => {
+                let count = messages.len();
+                let mut outcomes = self.backend.send(&caller, messages).await;
+                // A backend that answers for fewer messages than it got has a
+                // bug; the client still gets one entry per message.
+                outcomes.resize_with(count, || {
+                    Err(Refusal::new(
+                        Code::InternalError,
+                        "no outcome for this message",
+                    ))
+                });
+                outcomes
+            }
+        };
+        let entries: Vec<SendResultEntry> = at_least_one(message_ids)
+            .into_iter()
+            .zip(outcomes)
+            .map(|(message_id, outcome)| match outcome {
+                Ok(receipt) => SendResultEntry {
+                    status: Some(ok()),
+                    message_id: receipt.message_id,
+                    transaction_id: receipt.transaction_id,
+                    offset: receipt.offset,
+                    ..SendResultEntry::default()
+                },
+                Err(refusal) => SendResultEntry {
+                    status: Some(answered("SendMessage", Err(refusal))),
+                    message_id,
+                    ..SendResultEntry::default()
+                },
+            })
+            .collect();
+        let statuses: Vec<Status> = entries
+            .iter()
+            .filter_map(|entry| entry.status.clone())
+            .collect();
+        Ok(Response::new(SendMessageResponse {
+            status: Some(aggregate(&statuses)),
+            entries,
+        }))
+    }
+
+    type ReceiveMessageStream = Frames<ReceiveMessageResponse>;
+
+    async fn receive_message(
+        &self,
+        request: Request<ReceiveMessageRequest>,
+    ) -> GrpcResult<Self::ReceiveMessageStream> {
+        let received = match caller(&request) {
+            Ok(caller) => self.backend.receive(&caller, request.into_inner()).await,
+            Err(refusal) => Err(refusal),
+        };
+        let frames = match received {
+            Ok(messages) if messages.is_empty() => {
+                vec![status_frame(status(
+                    Code::MessageNotFound,
+                    "no new message",
+                ))]
+            }
+            Ok(messages) => std::iter::once(status_frame(ok()))
+                .chain(messages.into_iter().map(|message| ReceiveMessageResponse {
+                    content: Some(receive_message_response::Content::Message(message)),
+                }))
+                .collect(),
+            Err(refusal) => vec![status_frame(answered("ReceiveMessage", Err(refusal)))],
+        };
+        Ok(Response::new(tokio_stream::iter(
+            frames.into_iter().map(Ok).collect::<Vec<_>>(),
+        )))
+    }
+
+    async fn ack_message(
+        &self,
+        request: Request<AckMessageRequest>,
+    ) -> GrpcResult<AckMessageResponse> {
+        let checked = caller(&request);
+        let request = request.into_inner();
+        let handles: Vec<(String, String)> = request
+            .entries
+            .iter()
+            .map(|entry| (entry.message_id.clone(), entry.receipt_handle.clone()))
+            .collect();
+        let count = handles.len();
+        let outcomes = match checked {
+            Err(refusal) => Err(refusal),
+            Ok(_) if count == 0 => Err(Refusal::new(
+                Code::BadRequest,
+                "AckMessage carries no entries",
+            )),
+            Ok(caller) => self.backend.ack(&caller, request).await,
+        };
+        let (overall, mut outcomes) = match outcomes {
+            Ok(outcomes) => (None, outcomes),
+            Err(refusal) => (Some(refusal.clone()), vec![Err(refusal); count.max(1)]),
+        };
+        outcomes.resize_with(count.max(1), || {
+            Err(Refusal::new(
+                Code::InternalError,
+                "no outcome for this entry",
+            ))
+        });
+        let entries: Vec<AckMessageResultEntry> = at_least_one(handles)
+            .into_iter()
+            .zip(outcomes)
+            .map(
+                |((message_id, receipt_handle), outcome)| AckMessageResultEntry {
+                    message_id,
+                    receipt_handle,
+                    status: Some(answered("AckMessage", outcome)),
+                },
+            )
+            .collect();
+        let status = match overall {
+            Some(refusal) => refusal.to_status(),
+            None => {
+                let statuses: Vec<Status> = entries
+                    .iter()
+                    .filter_map(|entry| entry.status.clone())
+                    .collect();
+                aggregate(&statuses)
+            }
+        };
+        Ok(Response::new(AckMessageResponse {
+            status: Some(status),
+            entries,
+        }))
+    }
+
+    async fn change_invisible_duration(
+        &self,
+        request: Request<ChangeInvisibleDurationRequest>,
+    ) -> GrpcResult<ChangeInvisibleDurationResponse> {
+        let checked = caller(&request);
+        let request = request.into_inner();
+        let old_handle = request.receipt_handle.clone();
+        let changed = match checked {
+            Ok(caller) => {
+                self.backend
+                    .change_invisible_duration(&caller, request)
+                    .await
+            }
+            Err(refusal) => Err(refusal),
+        };
+        // Clients keep the returned handle even on failure: always return a usable one.
+        Ok(Response::new(match changed {
+            Ok(receipt_handle) => ChangeInvisibleDurationResponse {
+                status: Some(ok()),
+                receipt_handle,
+            },
+            Err(refusal) => ChangeInvisibleDurationResponse {
+                status: Some(answered("ChangeInvisibleDuration", Err(refusal))),
+                receipt_handle: old_handle,
+            },
+        }))
+    }
+
+    type PullMessageStream = Frames<PullMessageResponse>;
+
+    async fn pull_message(
+        &self,
+        request: Request<PullMessageRequest>,
+    ) -> GrpcResult<Self::PullMessageStream> {
+        let frame = PullMessageResponse {
+            content: Some(pull_message_response::Content::Status(
+                self.unserved("PullMessage", &request),
+            )),
+        };
+        Ok(Response::new(tokio_stream::iter(vec![Ok(frame)])))
+    }
+
+    async fn end_transaction(
+        &self,
+        request: Request<EndTransactionRequest>,
+    ) -> GrpcResult<EndTransactionResponse> {
+        Ok(Response::new(EndTransactionResponse {
+            status: Some(self.unserved("EndTransaction", &request)),
+        }))
+    }
+
+    async fn forward_message_to_dead_letter_queue(
+        &self,
+        request: Request<ForwardMessageToDeadLetterQueueRequest>,
+    ) -> GrpcResult<ForwardMessageToDeadLetterQueueResponse> {
+        Ok(Response::new(ForwardMessageToDeadLetterQueueResponse {
+            status: Some(self.unserved("ForwardMessageToDeadLetterQueue", &request)),
+        }))
+    }
+
+    async fn update_offset(
+        &self,
+        request: Request<UpdateOffsetRequest>,
+    ) -> GrpcResult<UpdateOffsetResponse> {
+        Ok(Response::new(UpdateOffsetResponse {
+            status: Some(self.unserved("UpdateOffset", &request)),
+        }))
+    }
+
+    async fn get_offset(
+        &self,
+        request: Request<GetOffsetRequest>,
+    ) -> GrpcResult<GetOffsetResponse> {
+        Ok(Response::new(GetOffsetResponse {
+            status: Some(self.unserved("GetOffset", &request)),
+            offset: 0,
+        }))
+    }
+
+    async fn query_offset(
+        &self,
+        request: Request<QueryOffsetRequest>,
+    ) -> GrpcResult<QueryOffsetResponse> {
+        Ok(Response::new(QueryOffsetResponse {
+            status: Some(self.unserved("QueryOffset", &request)),
+            offset: 0,
+        }))
+    }
+
+    async fn recall_message(
+        &self,
+        request: Request<RecallMessageRequest>,
+    ) -> GrpcResult<RecallMessageResponse> {
+        Ok(Response::new(RecallMessageResponse {
+            status: Some(self.unserved("RecallMessage", &request)),
+            message_id: String::new(),
+        }))
+    }
+
+    async fn sync_lite_subscription(
+        &self,
+        request: Request<SyncLiteSubscriptionRequest>,
+    ) -> GrpcResult<SyncLiteSubscriptionResponse> {
+        Ok(Response::new(SyncLiteSubscriptionResponse {
+            status: Some(self.unserved("SyncLiteSubscription", &request)),
+        }))
+    }
+}
+
+/// Answers one Telemetry stream: a settings reply for every `Settings` the
+/// client sends, nothing for other commands. Ends when the client ends its
+/// side or goes away, or when the server stops. The end of a stream says
+/// nothing about the client's liveness (the Rust client drops streams to
+/// broker endpoints right after first use), so no client state is touched.
+async fn answer_telemetry(
+    client_id: String,
+    mut commands: Streaming<TelemetryCommand>,
+    replies: mpsc::Sender<Result<TelemetryCommand, tonic::Status>>,
+    stop: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            () = replies.closed() => break,
+            next = commands.message() => next,
+        };
+        let command = match next {
+            Ok(Some(command)) => command,
+            Ok(None) => {
+                debug!(client_id, "client ended its telemetry stream");
+                break;
+            }
+            Err(status) => {
+                debug!(client_id, %status, "telemetry stream from client failed");
+                break;
+            }
+        };
+        let Some(telemetry_command::Command::Settings(settings)) = command.command else {
+            trace!(
+                client_id,
+                "ignoring a telemetry command other than settings"
+            );
+            continue;
+        };
+        debug!(client_id, "answering client settings");
+        let reply = client_settings::reply(settings);
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            sent = replies.send(Ok(reply)) => if sent.is_err() { break },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_client_id<T>(message: T, client_id: &str) -> Request<T> {
+        let mut request = Request::new(message);
+        request.metadata_mut().insert(
+            CLIENT_ID_HEADER,
+            client_id.parse().expect("ascii header value"),
+        );
+        request
+    }
+
+    #[test]
+    fn blank_client_ids_are_refused() {
+        assert_eq!(
+            caller(&Request::new(())).map_err(|refusal| refusal.code),
+            Err(Code::ClientIdRequired)
+        );
+        assert!(caller(&with_client_id((), "   ")).is_err());
+        assert_eq!(
+            caller(&with_client_id((), " host@1#2 ")).map(|caller| caller.client_id),
+            Ok("host@1#2".to_owned())
+        );
+    }
+
+    #[test]
+    fn grpc_timeout_header_is_read_in_every_unit() {
+        let mut request = Request::new(());
+        for (text, expected) in [
+            ("40S", Duration::from_secs(40)),
+            ("39999m", Duration::from_millis(39_999)),
+            ("1M", Duration::from_secs(60)),
+            ("1H", Duration::from_secs(3600)),
+            ("5000000u", Duration::from_secs(5)),
+            ("7n", Duration::from_nanos(7)),
+        ] {
+            request
+                .metadata_mut()
+                .insert("grpc-timeout", text.parse().expect("ascii"));
+            assert_eq!(remaining(&request), Some(expected), "{text}");
+        }
+        for bad in ["x", "", "10", "-1S", "5X"] {
+            request
+                .metadata_mut()
+                .insert("grpc-timeout", bad.parse().expect("ascii"));
+            assert_eq!(remaining(&request), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn aggregate_status_reports_mixed_results() {
+        assert_eq!(aggregate(&[ok(), ok()]).code, Code::Ok as i32);
+        let mixed = aggregate(&[ok(), status(Code::TopicNotFound, "x")]);
+        assert_eq!(mixed.code, Code::MultipleResults as i32);
+        assert_eq!(aggregate(&[]).code, Code::Ok as i32);
+    }
+
+    #[test]
+    fn empty_entry_lists_get_one_entry() {
+        assert_eq!(at_least_one(Vec::<String>::new()), vec![String::new()]);
+        assert_eq!(at_least_one(vec![1, 2]), vec![1, 2]);
+    }
+}

@@ -1,0 +1,136 @@
+//! ReceiveMessage on the node: request checks, then long polling over the
+//! consumer engine until messages are visible, the poll time is up or the
+//! node stops.
+//!
+//! A receive waits for min(requested long-polling time, 20 s, the caller's
+//! `grpc-timeout` − 1 s) and re-checks on every commit, on every
+//! ChangeInvisibleDuration and at the earliest invisibility deadline.
+
+use super::backend::{MAX_INVISIBLE_MS, MIN_INVISIBLE_MS, NodeBackend};
+use super::convert::{self, duration_to_ms, now_ms};
+use crate::consumer::{ReceiveRequest, TagFilter};
+use crate::error::NodeError;
+use crate::storage::LogStore;
+use meridian_proto::rocketmq::v2::{FilterType, Message, ReceiveMessageRequest};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest a receive waits for messages (the proxy's cap), in ms.
+const MAX_POLL_MS: i64 = 20_000;
+/// Time kept back from the caller's deadline to send the empty answer, in ms.
+const DEADLINE_MARGIN_MS: i64 = 1_000;
+/// Invisible duration used when a client asks for auto-renewal without one, in ms.
+const DEFAULT_INVISIBLE_MS: i64 = 60_000;
+/// Most messages one receive hands out, whatever the batch size asked.
+const MAX_BATCH: usize = 1024;
+/// Body bytes one receive hands out at most (beyond its first message), so a
+/// large batch of large messages does not pile up in memory.
+const MAX_RECEIVE_BYTES: usize = 16 * 1024 * 1024;
+/// Batch size when the request names none.
+const DEFAULT_BATCH: usize = 32;
+
+impl<S: LogStore> NodeBackend<S> {
+    /// The messages for one receive; empty when none became visible in time.
+    pub(super) async fn receive_messages(
+        &self,
+        request: ReceiveMessageRequest,
+        remaining: Option<Duration>,
+    ) -> Result<Vec<Message>, NodeError> {
+        let group = Self::group(request.group.as_ref())?;
+        let queue = request.message_queue.unwrap_or_default();
+        let (topic_name, topic) = self.topic(queue.topic.as_ref())?;
+        let filter = match request.filter_expression {
+            Some(expression) if expression.r#type() == FilterType::Sql => {
+                return Err(crate::consumer::FilterError::SqlUnsupported {
+                    expression: expression.expression,
+                }
+                .into());
+            }
+            Some(expression) => TagFilter::parse_tags(&expression.expression)?,
+            None => TagFilter::All,
+        };
+        let invisible_ms = match request.invisible_duration.as_ref().map(duration_to_ms) {
+            Some(millis) if !(MIN_INVISIBLE_MS..=MAX_INVISIBLE_MS).contains(&millis) => {
+                return Err(NodeError::IllegalInvisibleTime {
+                    millis,
+                    min_ms: MIN_INVISIBLE_MS,
+                    max_ms: MAX_INVISIBLE_MS,
+                });
+            }
+            Some(millis) => millis,
+            None => DEFAULT_INVISIBLE_MS,
+        };
+        let batch = usize::try_from(request.batch_size)
+            .ok()
+            .filter(|size| *size > 0)
+            .unwrap_or(DEFAULT_BATCH)
+            .min(MAX_BATCH);
+        let requested_poll = request
+            .long_polling_timeout
+            .as_ref()
+            .map_or(MAX_POLL_MS, duration_to_ms);
+        let mut poll_ms = requested_poll.clamp(0, MAX_POLL_MS);
+        if let Some(remaining) = remaining {
+            let remaining_ms = i64::try_from(remaining.as_millis()).unwrap_or(i64::MAX);
+            if remaining_ms < DEADLINE_MARGIN_MS {
+                return Err(NodeError::IllegalPollingTime { remaining_ms });
+            }
+            poll_ms = poll_ms.min(remaining_ms - DEADLINE_MARGIN_MS);
+        }
+        let poll_until = tokio::time::Instant::now()
+            + Duration::from_millis(u64::try_from(poll_ms).unwrap_or(0));
+        let mut commits = self.context.commit.subscribe();
+        let mut invisibility_changes = self.context.consumers.subscribe_invisibility_changes();
+        let filter = Arc::new(filter);
+        loop {
+            commits.borrow_and_update();
+            invisibility_changes.borrow_and_update();
+            let now = now_ms();
+            let (group, topic_name, filter) = (group.clone(), topic_name.clone(), filter.clone());
+            let (queues, consume_from) = (topic.queues, topic.consume_from);
+            let received = self
+                .context
+                .blocking(move |_, consumers| {
+                    let request = ReceiveRequest {
+                        group: &group,
+                        topic: &topic_name,
+                        queue_count: queues,
+                        consume_from,
+                        filter: &filter,
+                        max_messages: batch,
+                        max_bytes: MAX_RECEIVE_BYTES,
+                        invisible_ms,
+                        now_ms: now,
+                    };
+                    Ok(consumers.receive(&request)?)
+                })
+                .await?;
+            if !received.deliveries.is_empty() {
+                let store_host = self.context.node_address.to_string();
+                return Ok(received
+                    .deliveries
+                    .into_iter()
+                    .map(|delivery| {
+                        convert::message_for_delivery(delivery, &store_host, invisible_ms)
+                    })
+                    .collect());
+            }
+            let mut wake = poll_until;
+            if let Some(deadline) = received.next_deadline_ms {
+                let wait = Duration::from_millis(u64::try_from(deadline - now).unwrap_or(0));
+                wake = wake.min(tokio::time::Instant::now() + wait);
+            }
+            if tokio::time::Instant::now() >= poll_until {
+                break;
+            }
+            tokio::select! {
+                biased;
+                () = self.context.shutdown.cancelled() => break,
+                changed = commits.changed() => if changed.is_err() { break },
+                changed = invisibility_changes.changed() => if changed.is_err() { break },
+                () = tokio::time::sleep_until(wake) => {}
+            }
+        }
+        Ok(Vec::new())
+    }
+}
