@@ -29,6 +29,7 @@ pub mod client_settings;
 pub mod route;
 
 mod refusal;
+mod request;
 mod service;
 
 pub use refusal::Refusal;
