@@ -23,8 +23,8 @@
 //! `Batch`es with increasing `through_sequence`; the acceptor answers each with
 //! `Ack{through_sequence, stored, duplicates}` after the node's Apply returned.
 //! Either side may send `Goodbye{reason}` before closing. Close codes:
-//! [`receiver::CLOSE_NORMAL`] (0), [`receiver::CLOSE_HANDSHAKE_REFUSED`] (1),
-//! [`receiver::CLOSE_MALFORMED`] (2), [`receiver::CLOSE_NODE_UNAVAILABLE`] (3).
+//! [`protocol::CLOSE_NORMAL`] (0), [`protocol::CLOSE_HANDSHAKE_REFUSED`] (1),
+//! [`protocol::CLOSE_MALFORMED`] (2), [`protocol::CLOSE_NODE_UNAVAILABLE`] (3).
 //!
 //! Not yet: forwarding through hubs (records of other origins are not sent),
 //! compression, rate limits, mutual TLS, metrics.
@@ -36,6 +36,7 @@ pub mod core;
 mod error;
 pub mod frame;
 mod node_client;
+pub mod protocol;
 pub mod receiver;
 mod sender;
 pub mod tls;
@@ -44,7 +45,7 @@ pub mod tls;
 mod test_random;
 
 pub use error::ReplicatorError;
-pub use sender::PROTOCOL_VERSION;
+pub use protocol::PROTOCOL_VERSION;
 pub use tls::server_name;
 
 use crate::core::{RecordFilter, SenderLimits};
@@ -195,7 +196,7 @@ pub async fn serve(
             error!(error = %error, "replicator task failed while stopping");
         }
     }
-    endpoint.close(receiver::CLOSE_NORMAL.into(), b"shutdown");
+    endpoint.close(protocol::CLOSE_NORMAL.into(), b"shutdown");
     endpoint.wait_idle().await;
     info!(region = %region, "replicator stopped");
     outcome

@@ -14,7 +14,10 @@
 use crate::error::{ReplicatorError, error_chain};
 use crate::frame::{self, FrameError, FrameReader, ReceiverInbound};
 use crate::node_client::NodeClient;
-use crate::sender::PROTOCOL_VERSION;
+use crate::protocol::{
+    CLOSE_HANDSHAKE_REFUSED, CLOSE_MALFORMED, CLOSE_NODE_UNAVAILABLE, CLOSE_NORMAL,
+    PROTOCOL_VERSION,
+};
 use meridian_proto::meridian::v1::replication_frame::Frame;
 use meridian_proto::meridian::v1::{Ack, ApplyResponse, Batch, Goodbye, Hello};
 use std::collections::BTreeSet;
@@ -25,15 +28,6 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
-
-/// Close code: normal end (shutdown, goodbye).
-pub const CLOSE_NORMAL: u32 = 0;
-/// Close code: the Hello was refused (version, region names).
-pub const CLOSE_HANDSHAKE_REFUSED: u32 = 1;
-/// Close code: the peer sent a malformed frame or broke the protocol.
-pub const CLOSE_MALFORMED: u32 = 2;
-/// Close code: the local node could not apply a batch; the dialer retries.
-pub const CLOSE_NODE_UNAVAILABLE: u32 = 3;
 
 /// Connections served at once, at most.
 pub const CONNECTIONS_MAX: usize = 64;

@@ -14,7 +14,7 @@ use crate::core::{AckOutcome, RecordFilter, SenderCore, SenderLimits, Verdict};
 use crate::error::{ReplicatorError, error_chain};
 use crate::frame::{self, FrameError, FrameReader, SenderInbound};
 use crate::node_client::{NodeClient, TailLimits};
-use crate::receiver::CLOSE_MALFORMED;
+use crate::protocol::{CLOSE_MALFORMED, CLOSE_NORMAL, PROTOCOL_VERSION};
 use crate::tls;
 use backon::BackoffBuilder;
 use meridian_proto::meridian::v1::replication_frame::Frame;
@@ -27,9 +27,6 @@ use std::time::Duration;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-
-/// The replication protocol version this replicator speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -172,7 +169,7 @@ fn is_orderly(error: &ReplicatorError) -> bool {
         ReplicatorError::Connection {
             source: quinn::ConnectionError::ApplicationClosed(close),
             ..
-        } => close.error_code == quinn::VarInt::from_u32(crate::receiver::CLOSE_NORMAL),
+        } => close.error_code == quinn::VarInt::from_u32(CLOSE_NORMAL),
         _ => false,
     }
 }

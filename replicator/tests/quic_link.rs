@@ -9,7 +9,7 @@ use meridian_proto::meridian::v1::{
     Ack, Batch, Hello, Message, Record, RecordKind, ReplicationFrame,
 };
 use meridian_replicator::frame::{self, FrameReader};
-use meridian_replicator::receiver::{CLOSE_HANDSHAKE_REFUSED, CLOSE_MALFORMED};
+use meridian_replicator::protocol::{CLOSE_HANDSHAKE_REFUSED, CLOSE_MALFORMED};
 use meridian_replicator::{ReplicatorError, server_name, tls};
 use std::collections::HashSet;
 use std::time::Duration;
