@@ -129,6 +129,7 @@ impl Node {
             node_address,
             started_at_ms: grpc::convert::now_ms(),
             reused_client_ids: std::sync::atomic::AtomicU64::new(0),
+            waiting_receives: consumer::WaitingReceives::default(),
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
         });

@@ -440,8 +440,8 @@ async fn stopping_the_node_ends_open_telemetry_streams_and_long_polls() {
     receive.poll = Duration::from_secs(15);
     let mut polling_client = node.client("stopping-consumer").await;
     let polling = tokio::spawn(async move { polling_client.receive(&receive).await });
-    // Let the poll reach its wait before the stop.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The poll must be waiting before the stop.
+    node.until_receives_wait(1).await;
 
     let started = tokio::time::Instant::now();
     within(

@@ -22,10 +22,12 @@
 
 mod filter;
 mod handle;
+mod poll;
 mod state;
 
 pub use filter::{FilterError, TagFilter};
 pub use handle::{MalformedHandle, ReceiptHandle};
+pub use poll::{Clock, SystemClock, Try, WaitingReceives, Wakers, long_poll};
 
 use crate::storage::{GroupCursor, GroupQueueKey, LogStore, OffsetState, StorageError};
 use meridian_proto::meridian::v1::Record;

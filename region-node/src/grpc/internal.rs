@@ -97,6 +97,7 @@ impl<S: LogStore> NodeService for Internal<S> {
                 .context
                 .reused_client_ids
                 .load(std::sync::atomic::Ordering::Relaxed),
+            waiting_receives: self.context.waiting_receives.count(),
         }))
     }
 

@@ -32,6 +32,8 @@ pub struct NodeContext<S> {
     /// stored for a message with other content (since start; see
     /// `Appended::Stored::reused_client_id`).
     pub reused_client_ids: std::sync::atomic::AtomicU64,
+    /// Long polls waiting for messages now (reported in `Health`).
+    pub waiting_receives: crate::consumer::WaitingReceives,
     pub shutdown: CancellationToken,
     /// Owner of the tasks spawned by streaming calls.
     pub tasks: TaskTracker,

@@ -1,14 +1,10 @@
-//! ReceiveMessage on the node: request checks, then long polling over the
-//! consumer engine until messages are visible, the poll time is up or the
-//! node stops.
-//!
-//! A receive waits for min(requested long-polling time, 20 s, the caller's
-//! `grpc-timeout` − 1 s) and re-checks on every commit, on every
-//! ChangeInvisibleDuration and at the earliest invisibility deadline.
+//! ReceiveMessage on the node: request checks, then a long poll
+//! (`consumer::long_poll`) over the consumer engine for min(requested
+//! long-polling time, 20 s, the caller's `grpc-timeout` − 1 s).
 
 use super::backend::{MAX_INVISIBLE_MS, MIN_INVISIBLE_MS, NodeBackend};
-use super::convert::{self, duration_to_ms, now_ms};
-use crate::consumer::{ReceiveRequest, TagFilter};
+use super::convert::{self, duration_to_ms};
+use crate::consumer::{ReceiveRequest, SystemClock, TagFilter, Try, Wakers, long_poll};
 use crate::error::NodeError;
 use crate::storage::LogStore;
 use meridian_proto::rocketmq::v2::{FilterType, Message, ReceiveMessageRequest};
@@ -77,20 +73,23 @@ impl<S: LogStore> NodeBackend<S> {
             }
             poll_ms = poll_ms.min(remaining_ms - DEADLINE_MARGIN_MS);
         }
-        let poll_until = tokio::time::Instant::now()
-            + Duration::from_millis(u64::try_from(poll_ms).unwrap_or(0));
-        let mut commits = self.context.commit.subscribe();
-        let mut invisibility_changes = self.context.consumers.subscribe_invisibility_changes();
+        let poll_for = Duration::from_millis(u64::try_from(poll_ms).unwrap_or(0));
+        let wakers = Wakers {
+            commits: self.context.commit.subscribe(),
+            invisibility_changes: self.context.consumers.subscribe_invisibility_changes(),
+            shutdown: self.context.shutdown.clone(),
+        };
         let filter = Arc::new(filter);
-        loop {
-            commits.borrow_and_update();
-            invisibility_changes.borrow_and_update();
-            let now = now_ms();
-            let (group, topic_name, filter) = (group.clone(), topic_name.clone(), filter.clone());
-            let (queues, consume_from) = (topic.queues, topic.consume_from);
-            let received = self
-                .context
-                .blocking(move |_, consumers| {
+        let (queues, consume_from) = (topic.queues, topic.consume_from);
+        let found = long_poll(
+            &SystemClock,
+            poll_for,
+            wakers,
+            &self.context.waiting_receives,
+            |now| {
+                let (group, topic_name, filter) =
+                    (group.clone(), topic_name.clone(), filter.clone());
+                self.context.blocking(move |_, consumers| {
                     let request = ReceiveRequest {
                         group: &group,
                         topic: &topic_name,
@@ -102,35 +101,20 @@ impl<S: LogStore> NodeBackend<S> {
                         invisible_ms,
                         now_ms: now,
                     };
-                    Ok(consumers.receive(&request)?)
-                })
-                .await?;
-            if !received.deliveries.is_empty() {
-                let store_host = self.context.node_address.to_string();
-                return Ok(received
-                    .deliveries
-                    .into_iter()
-                    .map(|delivery| {
-                        convert::message_for_delivery(delivery, &store_host, invisible_ms)
+                    let received = consumers.receive(&request)?;
+                    Ok(Try {
+                        next_deadline_ms: received.next_deadline_ms,
+                        found: (!received.deliveries.is_empty()).then_some(received.deliveries),
                     })
-                    .collect());
-            }
-            let mut wake = poll_until;
-            if let Some(deadline) = received.next_deadline_ms {
-                let wait = Duration::from_millis(u64::try_from(deadline - now).unwrap_or(0));
-                wake = wake.min(tokio::time::Instant::now() + wait);
-            }
-            if tokio::time::Instant::now() >= poll_until {
-                break;
-            }
-            tokio::select! {
-                biased;
-                () = self.context.shutdown.cancelled() => break,
-                changed = commits.changed() => if changed.is_err() { break },
-                changed = invisibility_changes.changed() => if changed.is_err() { break },
-                () = tokio::time::sleep_until(wake) => {}
-            }
-        }
-        Ok(Vec::new())
+                })
+            },
+        )
+        .await?;
+        let store_host = self.context.node_address.to_string();
+        Ok(found
+            .unwrap_or_default()
+            .into_iter()
+            .map(|delivery| convert::message_for_delivery(delivery, &store_host, invisible_ms))
+            .collect())
     }
 }

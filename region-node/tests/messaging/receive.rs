@@ -193,9 +193,9 @@ async fn a_message_sent_during_a_long_poll_wakes_it() {
     receive.poll = Duration::from_secs(15);
     let started = Instant::now();
     let polling = tokio::spawn(async move { consumer.receive(&receive).await });
-    // Let the poll reach its wait: the wake-up by a send is what is tested
-    // (a receive that starts after the send would pass anyway).
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The poll must be waiting: the wake-up by a send is what is tested (a
+    // receive that starts after the send would pass anyway).
+    node.until_receives_wait(1).await;
     producer.send_ok(message("wake-up", "now")).await;
     let messages = polling
         .await

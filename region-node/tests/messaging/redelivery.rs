@@ -317,8 +317,8 @@ async fn a_shortened_invisibility_wakes_a_waiting_long_poll() {
     receive.poll = Duration::from_secs(15);
     let started = tokio::time::Instant::now();
     let polling = tokio::spawn(async move { waiting.receive(&receive).await });
-    // Let the poll reach its wait: waking it is what is tested.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The poll must be waiting: waking it is what is tested.
+    node.until_receives_wait(1).await;
     let changed = nacking
         .change_invisible(group, &id, &handle, Duration::from_secs(1))
         .await;

@@ -9,8 +9,8 @@
 //! code the oldest supported client (Rust 5.0.0) could not decode.
 
 use meridian_face::client_settings::known_to_oldest_client;
-use meridian_proto::meridian::v1::TopicStatsRequest;
 use meridian_proto::meridian::v1::node_service_client::NodeServiceClient;
+use meridian_proto::meridian::v1::{HealthRequest, TopicStatsRequest};
 use meridian_proto::prost_types::{Duration as ProtoDuration, Timestamp};
 use meridian_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 use meridian_proto::rocketmq::v2::{
@@ -131,6 +131,26 @@ impl TestNode {
                 .max_decoding_message_size(CLIENT_MAX_DECODE_BYTES),
             client_id: client_id.to_owned(),
         }
+    }
+
+    /// Returns once `count` receives are waiting in a long poll, as the
+    /// node's `Health` reports (a real signal, not a sleep); fails after [`STEP`].
+    pub async fn until_receives_wait(&self, count: u64) {
+        let mut admin = NodeServiceClient::new(connect(self.admin_address).await);
+        within(STEP, "receives waiting in a long poll", async {
+            loop {
+                let health = admin
+                    .health(HealthRequest {})
+                    .await
+                    .expect("Health answers")
+                    .into_inner();
+                if health.waiting_receives >= count {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
     }
 
     /// `message_count` of [`TOPIC`] from the node's internal API.
