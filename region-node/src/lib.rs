@@ -17,6 +17,7 @@ pub mod commit;
 pub mod consumer;
 pub mod error;
 pub mod grpc;
+pub mod rules;
 pub mod storage;
 #[cfg(test)]
 mod test_records;

@@ -8,46 +8,24 @@ use meridian_proto::prost_types::{Duration, Timestamp};
 use meridian_proto::rocketmq::v2::{
     self as rocketmq, Digest, DigestType, Encoding, Resource, SystemProperties,
 };
-use meridian_topology::{MessageType, Topic};
+use meridian_topology::MessageType;
 
 /// The furthest ahead a delay message may be scheduled (40 days).
 pub const MAX_DELAY_MS: i64 = 40 * 24 * 60 * 60 * 1000;
 
-/// The largest gRPC message the official clients accept (tonic 0.9 in the Rust
-/// client, grpc-js): every delivered message must fit in one.
-pub const CLIENT_FRAME_BYTES_MAX: usize = 4 * 1024 * 1024;
-
-/// Room a delivery adds to what the producer sent: receipt handle, store host
-/// and time, queue offset, attempt, digest, invisible duration, frame tags.
-pub const DELIVERY_OVERHEAD_BYTES: usize = 1024;
-
-/// Builds the record for a message a client sent to this region.
+/// Builds the record for a message a client sent to this region: checks
+/// what only a client's send must satisfy (a message id, a supported message
+/// type, a delivery time at most 40 days ahead); the caller then applies
+/// [`crate::rules::check_record`], as to every record.
 pub fn record_from_client(
     message: &rocketmq::Message,
     topic_name: &str,
-    topic: &Topic,
     local_region: &str,
     now_ms: i64,
 ) -> Result<Record, NodeError> {
     let properties = message.system_properties.clone().unwrap_or_default();
     if properties.message_id.trim().is_empty() {
         return Err(NodeError::MessageIdMissing);
-    }
-    if message.body.len() > meridian_proto::MAX_BODY_BYTES {
-        return Err(NodeError::BodyTooLarge {
-            size: message.body.len(),
-            limit: meridian_proto::MAX_BODY_BYTES,
-        });
-    }
-    // A message that consumers could not receive must not be stored: it
-    // would come back on every receive and fail every time.
-    let delivered_bytes = prost::Message::encoded_len(message) + DELIVERY_OVERHEAD_BYTES;
-    if delivered_bytes > CLIENT_FRAME_BYTES_MAX {
-        return Err(NodeError::DeliveryTooLarge {
-            size: delivered_bytes,
-            body: message.body.len(),
-            limit: CLIENT_FRAME_BYTES_MAX,
-        });
     }
     let delivery_ms = properties.delivery_timestamp.as_ref().map(timestamp_to_ms);
     let message_type = match (properties.message_type(), delivery_ms) {
@@ -73,12 +51,6 @@ pub fn record_from_client(
             });
         }
     };
-    if !topic.message_types.contains(&message_type) {
-        return Err(NodeError::MessageTypeNotAccepted {
-            topic: topic_name.to_owned(),
-            message_type: type_name(message_type),
-        });
-    }
     if message_type == MessageType::Delay {
         let Some(delivery_ms) = delivery_ms else {
             return Err(NodeError::IllegalDeliveryTime {
@@ -94,13 +66,6 @@ pub fn record_from_client(
         }
     }
     let queue_id = properties.queue_id;
-    if queue_id < 0 || queue_id >= i32::from(topic.queues) {
-        return Err(NodeError::IllegalQueue {
-            topic: topic_name.to_owned(),
-            queue_id,
-            queues: topic.queues,
-        });
-    }
     Ok(Record {
         sequence: 0,
         kind: RecordKind::Message as i32,
@@ -179,15 +144,6 @@ pub fn message_for_delivery(
         user_properties: message.user_properties,
         system_properties: Some(system_properties),
         body: message.body,
-    }
-}
-
-pub fn type_name(message_type: MessageType) -> &'static str {
-    match message_type {
-        MessageType::Normal => "NORMAL",
-        MessageType::Fifo => "FIFO",
-        MessageType::Delay => "DELAY",
-        MessageType::Transaction => "TRANSACTION",
     }
 }
 

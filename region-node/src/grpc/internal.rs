@@ -10,8 +10,8 @@ use crate::storage::{Appended, LogStore};
 use meridian_proto::meridian::v1::node_service_server::NodeService;
 use meridian_proto::meridian::v1::{
     ApplyRequest, ApplyResponse, Checkpoint, GetCheckpointRequest, HealthRequest, HealthResponse,
-    PutCheckpointResponse, QueueStats, Record, RecordKind, TailBatch, TailRequest,
-    TopicStatsRequest, TopicStatsResponse,
+    PutCheckpointResponse, QueueStats, Record, TailBatch, TailRequest, TopicStatsRequest,
+    TopicStatsResponse,
 };
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -37,41 +37,13 @@ impl<S> Internal<S> {
 impl<S: LogStore> Internal<S> {
     /// Checks a replicated record before it may enter the commit log.
     fn check_replicated(&self, record: &mut Record, from_region: &str) -> Result<(), NodeError> {
-        let invalid = |reason: String| NodeError::InvalidRecord { reason };
-        if record.kind != RecordKind::Message as i32 {
-            return Err(invalid(format!("unknown record kind {}", record.kind)));
-        }
-        if record.dedup_id.len() != 16 {
-            return Err(invalid(format!(
-                "dedup id has {} bytes, expected 16",
-                record.dedup_id.len()
-            )));
-        }
-        if record.origin_region.is_empty() || record.origin_region == self.context.region {
-            return Err(invalid(format!(
-                "origin region `{}` is empty or this region (records never come home)",
-                record.origin_region
-            )));
-        }
-        let Some(message) = record.message.as_ref() else {
-            return Err(invalid("message record without a message".into()));
-        };
-        let Some(topic) = self.context.topology.topic(&message.topic) else {
-            return Err(NodeError::TopicNotFound {
-                topic: message.topic.clone(),
-            });
-        };
-        if message.queue_id < 0 || message.queue_id >= i32::from(topic.queues) {
-            return Err(NodeError::IllegalQueue {
-                topic: message.topic.clone(),
-                queue_id: message.queue_id,
-                queues: topic.queues,
-            });
-        }
-        if message.body.len() > meridian_proto::MAX_BODY_BYTES {
-            return Err(NodeError::BodyTooLarge {
-                size: message.body.len(),
-                limit: meridian_proto::MAX_BODY_BYTES,
+        crate::rules::check_record(record, &self.context.topology)?;
+        if record.origin_region == self.context.region {
+            return Err(NodeError::InvalidRecord {
+                reason: format!(
+                    "origin region `{}` is this region (records never come home)",
+                    record.origin_region
+                ),
             });
         }
         if record.path.last().map(String::as_str) != Some(from_region) {

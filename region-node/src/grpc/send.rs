@@ -1,10 +1,12 @@
-//! SendMessage on the node: each message checked and turned into a record
-//! (`convert::record_from_client` applies the record rules), the valid ones
-//! appended together through group commit.
+//! SendMessage on the node: each message turned into a record
+//! (`convert::record_from_client`) and checked by the record rules
+//! (`rules::check_record`), the valid ones appended together through group
+//! commit.
 
 use super::backend::NodeBackend;
 use super::convert::{self, now_ms};
 use crate::error::NodeError;
+use crate::rules;
 use crate::storage::{Appended, LogStore};
 use meridian_face::{Refusal, SendReceipt};
 use meridian_proto::rocketmq::v2::Message;
@@ -29,8 +31,12 @@ impl<S: LogStore> NodeBackend<S> {
                 .unwrap_or_default();
             let built = self
                 .topic(message.topic.as_ref())
-                .and_then(|(name, topic)| {
-                    convert::record_from_client(message, &name, &topic, &self.context.region, now)
+                .and_then(|(name, _)| {
+                    convert::record_from_client(message, &name, &self.context.region, now)
+                })
+                .and_then(|record| {
+                    rules::check_record(&record, &self.context.topology)?;
+                    Ok(record)
                 });
             match built {
                 Ok(record) => {

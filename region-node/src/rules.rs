@@ -1,0 +1,170 @@
+//! The rules every record obeys before it enters the commit log, whether a
+//! client sent its message to this region or a replicator brought it from
+//! another: one check for both paths ([`check_record`]). Storage keeps only
+//! the structural checks its own layout needs.
+//!
+//! What a client's send must also satisfy (a message id, a supported message
+//! type, a delivery time at most 40 days ahead) is checked where the message
+//! becomes a record (`grpc::convert::record_from_client`): a record brought
+//! from another region was checked there by its origin.
+
+use crate::error::NodeError;
+use crate::storage::DEDUP_ID_BYTES;
+use meridian_proto::meridian::v1::{MessageType as RecordType, Record, RecordKind};
+use meridian_topology::{MessageType, Topology};
+
+/// The largest gRPC message the official clients accept (tonic 0.9 in the
+/// Rust client, grpc-js): every delivered message must fit in one.
+pub const CLIENT_FRAME_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Room a delivery adds to the stored message: receipt handle, store host,
+/// queue offset, attempt, digest, invisible duration, frame tags.
+pub const DELIVERY_OVERHEAD_BYTES: usize = 1024;
+
+/// Checks `record` against the rules and the topology: record kind, dedup id
+/// length, origin, topic, queue range, message type accepted by the topic,
+/// body size (at most [`meridian_proto::MAX_BODY_BYTES`]) and the size of its
+/// delivery (at most [`CLIENT_FRAME_BYTES_MAX`], so that every stored message
+/// can be received: one that could not would come back on every receive and
+/// fail every time).
+pub fn check_record(record: &Record, topology: &Topology) -> Result<(), NodeError> {
+    let invalid = |reason: String| NodeError::InvalidRecord { reason };
+    if record.kind != RecordKind::Message as i32 {
+        return Err(invalid(format!("unknown record kind {}", record.kind)));
+    }
+    if record.dedup_id.len() != DEDUP_ID_BYTES {
+        return Err(invalid(format!(
+            "dedup id has {} bytes, expected {DEDUP_ID_BYTES}",
+            record.dedup_id.len()
+        )));
+    }
+    if record.origin_region.is_empty() {
+        return Err(invalid("no origin region".into()));
+    }
+    let Some(message) = record.message.as_ref() else {
+        return Err(invalid("message record without a message".into()));
+    };
+    let Some(topic) = topology.topic(&message.topic) else {
+        return Err(NodeError::TopicNotFound {
+            topic: message.topic.clone(),
+        });
+    };
+    if message.queue_id < 0 || message.queue_id >= i32::from(topic.queues) {
+        return Err(NodeError::IllegalQueue {
+            topic: message.topic.clone(),
+            queue_id: message.queue_id,
+            queues: topic.queues,
+        });
+    }
+    let message_type = match RecordType::try_from(message.message_type) {
+        Ok(RecordType::Normal) => MessageType::Normal,
+        Ok(RecordType::Fifo) => MessageType::Fifo,
+        Ok(RecordType::Delay) => MessageType::Delay,
+        Ok(RecordType::Transaction) => MessageType::Transaction,
+        _ => {
+            return Err(invalid(format!(
+                "unknown message type {}",
+                message.message_type
+            )));
+        }
+    };
+    if !topic.message_types.contains(&message_type) {
+        return Err(NodeError::MessageTypeNotAccepted {
+            topic: message.topic.clone(),
+            message_type: message_type.as_str(),
+        });
+    }
+    if message.body.len() > meridian_proto::MAX_BODY_BYTES {
+        return Err(NodeError::BodyTooLarge {
+            size: message.body.len(),
+            limit: meridian_proto::MAX_BODY_BYTES,
+        });
+    }
+    let delivered_bytes = prost::Message::encoded_len(message) + DELIVERY_OVERHEAD_BYTES;
+    if delivered_bytes > CLIENT_FRAME_BYTES_MAX {
+        return Err(NodeError::DeliveryTooLarge {
+            size: delivered_bytes,
+            body: message.body.len(),
+            limit: CLIENT_FRAME_BYTES_MAX,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topology() -> Topology {
+        Topology::demo(std::path::Path::new("/tmp/rules"))
+    }
+
+    fn record() -> Record {
+        let mut record = crate::test_records::message_record(0, b"body");
+        if let Some(message) = record.message.as_mut() {
+            message.topic = "demo".into();
+            message.message_type = RecordType::Normal as i32;
+        }
+        record
+    }
+
+    fn refused(change: impl FnOnce(&mut Record)) -> NodeError {
+        let mut record = record();
+        change(&mut record);
+        check_record(&record, &topology()).expect_err("refused")
+    }
+
+    #[test]
+    fn a_valid_record_passes() {
+        check_record(&record(), &topology()).expect("valid");
+    }
+
+    #[test]
+    fn each_rule_refuses_with_its_own_error() {
+        assert!(matches!(
+            refused(|record| record.dedup_id.truncate(15)),
+            NodeError::InvalidRecord { .. }
+        ));
+        assert!(matches!(
+            refused(|record| record.origin_region.clear()),
+            NodeError::InvalidRecord { .. }
+        ));
+        assert!(matches!(
+            refused(|record| record.message = None),
+            NodeError::InvalidRecord { .. }
+        ));
+        let message = |record: &mut Record| record.message.as_mut().expect("message").clone();
+        assert!(matches!(
+            refused(|record| {
+                let mut changed = message(record);
+                changed.topic = "nope".into();
+                record.message = Some(changed);
+            }),
+            NodeError::TopicNotFound { .. }
+        ));
+        for queue_id in [-1, 8] {
+            assert!(matches!(
+                refused(|record| record.message.as_mut().expect("message").queue_id = queue_id),
+                NodeError::IllegalQueue { .. }
+            ));
+        }
+        assert!(matches!(
+            refused(|record| record.message.as_mut().expect("message").message_type = 99),
+            NodeError::InvalidRecord { .. }
+        ));
+        assert!(matches!(
+            refused(|record| {
+                record.message.as_mut().expect("message").body =
+                    vec![0; meridian_proto::MAX_BODY_BYTES + 1]
+            }),
+            NodeError::BodyTooLarge { .. }
+        ));
+        assert!(matches!(
+            refused(|record| {
+                record.message.as_mut().expect("message").body =
+                    vec![0; meridian_proto::MAX_BODY_BYTES]
+            }),
+            NodeError::DeliveryTooLarge { .. }
+        ));
+    }
+}
