@@ -26,6 +26,7 @@
 //! on it.
 
 pub mod client_settings;
+pub mod incoming;
 pub mod route;
 
 mod refusal;

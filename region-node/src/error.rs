@@ -119,6 +119,7 @@ impl NodeError {
             Self::Consumer(ConsumerError::InvalidReceiptHandle { .. }) => {
                 Code::InvalidReceiptHandle
             }
+            Self::Consumer(ConsumerError::TooManyGroups { .. }) => Code::IllegalConsumerGroup,
             Self::InvalidRecord { .. } => Code::BadRequest,
             Self::Consumer(ConsumerError::Storage(_))
             | Self::Commit(_)

@@ -27,6 +27,7 @@ pub use error::NodeError;
 use commit::CommitLog;
 use consumer::ConsumerEngine;
 use grpc::NodeContext;
+use meridian_face::incoming::{Limits, incoming};
 use meridian_proto::GRPC_MAX_DECODE_BYTES;
 use meridian_proto::meridian::v1::node_service_server::NodeServiceServer;
 use meridian_proto::rocketmq::v2::messaging_service_server::MessagingServiceServer;
@@ -35,7 +36,6 @@ use std::fs::File;
 use std::sync::Arc;
 use storage::RocksStore;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -144,16 +144,19 @@ impl Node {
         let internal = NodeServiceServer::new(grpc::internal::Internal::new(context.clone()))
             .max_decoding_message_size(64 * 1024 * 1024)
             .max_encoding_message_size(64 * 1024 * 1024);
+        let limits = Limits::default();
         let client_server = tonic::transport::Server::builder()
+            .max_concurrent_streams(Some(limits.streams_per_connection))
             .add_service(messaging)
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(node_listener),
+                incoming(node_listener, limits),
                 shutdown.clone().cancelled_owned(),
             );
         let admin_server = tonic::transport::Server::builder()
+            .max_concurrent_streams(Some(limits.streams_per_connection))
             .add_service(internal)
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(admin_listener),
+                incoming(admin_listener, limits),
                 shutdown.clone().cancelled_owned(),
             );
         tracing::info!(region = %self.region, node = %node_address, admin = %admin_address, "node serving");

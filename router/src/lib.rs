@@ -25,15 +25,14 @@ mod service;
 
 pub use error::RouterError;
 
+use meridian_face::incoming::{Limits, incoming};
 use meridian_proto::GRPC_MAX_DECODE_BYTES;
 use meridian_proto::rocketmq::v2::messaging_service_server::MessagingServiceServer;
 use meridian_topology::Topology;
 use tokio::net::TcpListener;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::info;
 
 /// Serves the router of `region` on `listener` (plaintext HTTP/2, h2c) until
 /// `shutdown` is cancelled, then stops probing, ends open Telemetry streams
@@ -70,17 +69,11 @@ pub async fn run(
         stop.clone(),
     ))
     .max_decoding_message_size(GRPC_MAX_DECODE_BYTES);
-    let incoming = TcpListenerStream::new(listener).map(|connection| {
-        if let Ok(stream) = &connection
-            && let Err(error) = stream.set_nodelay(true)
-        {
-            warn!(%error, "set TCP_NODELAY on a client connection");
-        }
-        connection
-    });
+    let limits = Limits::default();
     let served = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(limits.streams_per_connection))
         .add_service(service)
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
+        .serve_with_incoming_shutdown(incoming(listener, limits), shutdown.cancelled())
         .await;
     stop.cancel();
     tasks.close();

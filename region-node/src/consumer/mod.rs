@@ -34,10 +34,15 @@ use meridian_proto::meridian::v1::Record;
 use meridian_topology::ConsumeFrom;
 use parking_lot::Mutex;
 use state::{QueueChange, QueueState, Staged};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::watch;
+
+/// Consumer groups a node tracks at most: groups are created on a client's
+/// first receive, so without a cap any client could grow the node's memory
+/// and storage without bound by inventing group names.
+pub const MAX_GROUPS: usize = 10_000;
 
 /// Most queue entries read from storage at once while looking for messages.
 const READ_CHUNK: usize = 256;
@@ -50,8 +55,36 @@ pub enum ConsumerError {
         handle: String,
         reason: &'static str,
     },
+    #[error(
+        "consumer group `{group}` would be new, but this node already tracks {limit} groups (the limit)"
+    )]
+    TooManyGroups { group: String, limit: usize },
     #[error(transparent)]
     Storage(#[from] StorageError),
+}
+
+/// Every group queue's installed state, and the names of the groups.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct GroupTable {
+    queues: HashMap<GroupQueueKey, QueueState>,
+    names: HashSet<String>,
+}
+
+impl GroupTable {
+    fn get(&self, key: &GroupQueueKey) -> Option<&QueueState> {
+        self.queues.get(key)
+    }
+
+    /// Installs changes that storage accepted.
+    fn install(&mut self, changes: Vec<QueueChange>) {
+        for change in changes {
+            if !self.names.contains(&change.key.group) {
+                self.names.insert(change.key.group.clone());
+            }
+            let queue = self.queues.entry(change.key.clone()).or_default();
+            change.install(queue);
+        }
+    }
 }
 
 /// One message handed to a consumer.
@@ -110,7 +143,9 @@ impl Received {
 pub struct ConsumerEngine<S> {
     store: Arc<S>,
     region: String,
-    groups: Mutex<HashMap<GroupQueueKey, QueueState>>,
+    groups: Mutex<GroupTable>,
+    /// Consumer groups this node tracks at most (see [`MAX_GROUPS`]).
+    max_groups: usize,
     rotation: AtomicUsize,
     /// Counts invisibility changes, so that waiting receives re-check: a
     /// shortened invisibility (a push consumer's nack) must not wait for
@@ -121,21 +156,20 @@ pub struct ConsumerEngine<S> {
 impl<S: LogStore> ConsumerEngine<S> {
     /// Loads every stored group state.
     pub fn load(store: Arc<S>, region: String) -> Result<Self, StorageError> {
-        let groups = store
-            .load_groups()?
-            .into_iter()
-            .map(|state| {
-                let queue = QueueState {
-                    cursor: state.cursor,
-                    offsets: state.offsets,
-                };
-                (state.key, queue)
-            })
-            .collect();
+        let mut groups = GroupTable::default();
+        for state in store.load_groups()? {
+            groups.names.insert(state.key.group.clone());
+            let queue = QueueState {
+                cursor: state.cursor,
+                offsets: state.offsets,
+            };
+            groups.queues.insert(state.key, queue);
+        }
         Ok(Self {
             store,
             region,
             groups: Mutex::new(groups),
+            max_groups: MAX_GROUPS,
             rotation: AtomicUsize::new(0),
             invisibility_changes: watch::Sender::new(0),
         })
@@ -151,6 +185,12 @@ impl<S: LogStore> ConsumerEngine<S> {
     /// On a storage error nothing is handed out and nothing changes.
     pub fn receive(&self, request: &ReceiveRequest<'_>) -> Result<Received, ConsumerError> {
         let mut groups = self.groups.lock();
+        if !groups.names.contains(request.group) && groups.names.len() >= self.max_groups {
+            return Err(ConsumerError::TooManyGroups {
+                group: request.group.to_owned(),
+                limit: self.max_groups,
+            });
+        }
         let mut received = Received::default();
         let mut staged_queues = Vec::new();
         let queue_count = usize::from(request.queue_count.max(1));
@@ -179,7 +219,7 @@ impl<S: LogStore> ConsumerEngine<S> {
             }
         }
         let changes = self.persist(staged_queues)?;
-        install(&mut groups, changes);
+        groups.install(changes);
         Ok(received)
     }
 
@@ -365,7 +405,7 @@ impl<S: LogStore> ConsumerEngine<S> {
         }
         let changed = staged.into_values().filter(Staged::is_changed).collect();
         let changes = self.persist(changed)?;
-        install(&mut groups, changes);
+        groups.install(changes);
         Ok(outcomes)
     }
 
@@ -396,7 +436,7 @@ impl<S: LogStore> ConsumerEngine<S> {
         };
         queue.insert(handle.offset, state);
         let changes = self.persist(vec![queue])?;
-        install(&mut groups, changes);
+        groups.install(changes);
         self.invisibility_changes
             .send_modify(|changes| *changes = changes.wrapping_add(1));
         Ok(ReceiptHandle {
@@ -408,14 +448,6 @@ impl<S: LogStore> ConsumerEngine<S> {
 
 /// Why a handle's group has no state for its queue.
 const NO_DELIVERY: &str = "no delivery to this group on this queue";
-
-/// Installs changes that storage accepted.
-fn install(groups: &mut HashMap<GroupQueueKey, QueueState>, changes: Vec<QueueChange>) {
-    for change in changes {
-        let queue = groups.entry(change.key.clone()).or_default();
-        change.install(queue);
-    }
-}
 
 /// Stages the ack of one handle.
 fn ack_staged(queue: &mut Staged<'_>, handle: &ReceiptHandle) -> Result<(), ConsumerError> {

@@ -327,3 +327,25 @@ fn acks_of_many_handles_are_one_write_with_one_outcome_each() {
         .expect("receive");
     assert!(later.deliveries.is_empty());
 }
+
+#[test]
+fn a_new_group_beyond_the_cap_is_refused_and_known_groups_go_on() {
+    let (_, mut engine) = engine_with(vec![record(0, "a", None)]);
+    engine.max_groups = 2;
+    let receive = |engine: &ConsumerEngine<MemoryStore>, group: &'static str| {
+        let filter = TagFilter::All;
+        let mut request = request(&filter, NOW);
+        request.group = group;
+        engine
+            .receive(&request)
+            .map(|received| received.deliveries.len())
+    };
+    assert_eq!(receive(&engine, "first").expect("first group"), 1);
+    assert_eq!(receive(&engine, "second").expect("second group"), 1);
+    let refused = receive(&engine, "third").expect_err("over the cap");
+    assert!(
+        refused.to_string().contains("third") && refused.to_string().contains("2 groups"),
+        "{refused}"
+    );
+    assert_eq!(receive(&engine, "first").expect("a known group"), 0);
+}
