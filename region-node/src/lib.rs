@@ -1,24 +1,28 @@
 //! The region node: stores and serves one region's messages.
 //!
-//! * [`storage`]: the commit log, consume queues, deduplication index and
+//! * `storage`: the commit log, consume queues, deduplication index and
 //!   consumer-group state, behind a trait that never names RocksDB.
-//! * [`commit`]: group commit of concurrent appends into one storage batch.
-//! * [`consumer`]: consumer groups (receive, invisibility, ack, redelivery).
-//! * [`grpc`]: the RocketMQ 5 `MessagingService` for clients and the internal
-//!   `NodeService` (health, tail, apply, checkpoints) for Meridian's processes.
+//! * `commit`: group commit of concurrent appends into one storage batch.
+//! * `rules`: the checks every record passes before it is stored.
+//! * `consumer`: consumer groups (receive, invisibility, ack, redelivery,
+//!   long polling).
+//! * `grpc`: the node's RocketMQ backend (behind `meridian-face`) for clients
+//!   and the internal `NodeService` (health, tail, apply, checkpoints) for
+//!   Meridian's processes.
 //!
-//! Start a node with [`Node::open`] (takes the data-directory lock and opens
-//! storage) and then [`Node::serve`] on listeners the caller bound.
+//! The crate exposes only what the `meridian` binary uses: start a node with
+//! [`Node::open`] (takes the data-directory lock and opens storage) and then
+//! [`Node::serve`] on listeners the caller bound; errors are [`NodeError`].
 //!
 //! This crate must not depend on the replicator or router crates; they talk
 //! to the node only through the `meridian.v1.NodeService` API.
 
-pub mod commit;
-pub mod consumer;
-pub mod error;
-pub mod grpc;
-pub mod rules;
-pub mod storage;
+mod commit;
+mod consumer;
+mod error;
+mod grpc;
+mod rules;
+mod storage;
 #[cfg(test)]
 mod test_records;
 

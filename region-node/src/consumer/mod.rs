@@ -363,6 +363,7 @@ impl<S: LogStore> ConsumerEngine<S> {
     }
 
     /// Finishes the delivery named by `handle`; see [`Self::ack_many`].
+    #[cfg(test)]
     pub fn ack(
         &self,
         group: &str,

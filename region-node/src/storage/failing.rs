@@ -83,6 +83,7 @@ impl LogStore for FailingStore {
         self.inner.queue_bounds(topic, queue_id)
     }
 
+    #[cfg(test)]
     fn find_dedup(&self, dedup_id: &[u8]) -> Result<Option<u64>, StorageError> {
         self.inner.find_dedup(dedup_id)
     }

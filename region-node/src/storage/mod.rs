@@ -25,11 +25,13 @@ mod codec;
 mod conformance;
 #[cfg(test)]
 mod failing;
+#[cfg(test)]
 mod memory;
 mod rocks;
 
 #[cfg(test)]
 pub use failing::FailingStore;
+#[cfg(test)]
 pub use memory::MemoryStore;
 pub use rocks::RocksStore;
 
@@ -196,7 +198,9 @@ pub trait LogStore: Send + Sync + 'static {
     /// Offsets of a consume queue; `0..0` for a queue never written.
     fn queue_bounds(&self, topic: &str, queue_id: i32) -> Result<QueueBounds, StorageError>;
 
-    /// The sequence of the record with this dedup id, if stored.
+    /// The sequence of the record with this dedup id, if stored (for tests:
+    /// the node finds duplicates inside `append`).
+    #[cfg(test)]
     fn find_dedup(&self, dedup_id: &[u8]) -> Result<Option<u64>, StorageError>;
 
     /// Applies group-state changes in one atomic batch. Writes apply in order;

@@ -470,6 +470,7 @@ impl LogStore for RocksStore {
         }
     }
 
+    #[cfg(test)]
     fn find_dedup(&self, dedup_id: &[u8]) -> Result<Option<u64>, StorageError> {
         Ok(self
             .find_dedup_key(&HashMap::new(), &codec::dedup_id_key(dedup_id))?
