@@ -4,7 +4,7 @@
 #
 #   TEST_PYTHON="$(scripts/python-env.sh)" cargo test -p meridian-tests --test integration python_client
 #
-# The env lives in ${MERIDIAN_PYTHON_ENV:-$HOME/.cache/meridian/python-env}
+# The env lives in ${PYTHON_ENV_DIR:-$HOME/.cache/meridian/python-env}
 # (outside the clone, like the cargo target dir, so clones share it). The
 # requirements are installed only when tests/python/requirements.txt or the
 # base interpreter changed since the last install (a stamp file in the env
@@ -16,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-env_dir="${MERIDIAN_PYTHON_ENV:-$HOME/.cache/meridian/python-env}"
+env_dir="${PYTHON_ENV_DIR:-$HOME/.cache/meridian/python-env}"
 requirements="tests/python/requirements.txt"
 base_python="${TEST_PYTHON_BASE:-python3}"
 stamp="$env_dir/.requirements.sha256"

@@ -1,11 +1,12 @@
 //! Sends messages through one region's router with the official RocketMQ Rust
 //! client (5.0.0, unmodified) and receives them through another region's router.
 //!
-//! With `meridian up` (the built-in demo) running:
+//! With `meridian up` (the built-in demo) running, and the binary built by
+//! `./scripts/up.sh` (`source scripts/env.sh` sets `CARGO_TARGET_DIR`):
 //!
 //! ```sh
-//! cargo run -p meridian-tests --example demo_round_trip
-//! cargo run -p meridian-tests --example demo_round_trip -- 127.0.0.1:8081 127.0.0.1:8281 100
+//! "$CARGO_TARGET_DIR/debug/examples/demo_round_trip"
+//! "$CARGO_TARGET_DIR/debug/examples/demo_round_trip" 127.0.0.1:8081 127.0.0.1:8281 100
 //! ```
 //!
 //! Arguments: send-via (default 127.0.0.1:8081, eu-west), receive-via (default
