@@ -14,15 +14,21 @@
 //! policy filtered out, so the checkpoint advances even when a peer receives
 //! nothing from a stretch of the log.
 //!
+//! Time comes in as arguments (`now`), in the shape of quinn-proto: batches
+//! are stamped when handed out by [`SenderCore::poll_transmit`], and
+//! [`SenderCore::poll_timeout`] / [`SenderCore::handle_timeout`] detect a
+//! peer that stopped acknowledging. So the seeded simulation drives it with a
+//! virtual clock.
+//!
 //! [`RecordFilter`] is the pure replication policy (which records go to which
-//! peer). Not here yet: time (the design's virtual-time core, for stall
-//! detection and rate limits) and compression.
+//! peer). Not here yet: rate limits and compression.
 
 use crate::frame::MAX_FRAME_BYTES;
 use meridian_proto::meridian::v1::{Batch, Record};
 use meridian_topology::Topic;
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
 
 /// Bounds of one link's sending side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +41,10 @@ pub struct SenderLimits {
     /// larger (it then travels alone). Kept below the node's 8 MiB gRPC decode
     /// limit so that the receiver can hand a batch to Apply in one call.
     pub batch_bytes_max: usize,
+    /// How long the oldest batch in flight may wait for its ack before the
+    /// link counts as stalled ([`SenderCore::handle_timeout`]) and the driver
+    /// reconnects: a peer whose node hangs must not hold the link forever.
+    pub ack_timeout: Duration,
 }
 
 impl Default for SenderLimits {
@@ -43,6 +53,7 @@ impl Default for SenderLimits {
             window_batches: 8,
             batch_records_max: 256,
             batch_bytes_max: 4 * 1024 * 1024,
+            ack_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -71,6 +82,14 @@ pub enum CoreError {
     AckNotBatchBoundary { through: u64 },
 }
 
+/// The oldest batch in flight waited longer than [`SenderLimits::ack_timeout`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no ack for the batch through sequence {through} after {waited:?}")]
+pub struct AckStalled {
+    pub through: u64,
+    pub waited: Duration,
+}
+
 /// What an acknowledgement did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AckOutcome {
@@ -93,8 +112,9 @@ pub struct SenderCore {
     queued_through: u64,
     /// Batches planned but not yet sent, in order.
     pending: VecDeque<Batch>,
-    /// `through_sequence` of each batch sent and not acknowledged, increasing.
-    in_flight: VecDeque<u64>,
+    /// `through_sequence` and send time of each batch sent and not
+    /// acknowledged, increasing.
+    in_flight: VecDeque<(u64, Instant)>,
 }
 
 impl SenderCore {
@@ -144,7 +164,9 @@ impl SenderCore {
 
     /// Highest sequence covered by a batch already handed out for sending.
     pub fn sent_through(&self) -> u64 {
-        self.in_flight.back().copied().unwrap_or(self.acked_through)
+        self.in_flight
+            .back()
+            .map_or(self.acked_through, |(through, _)| *through)
     }
 
     pub fn queued_through(&self) -> u64 {
@@ -212,15 +234,40 @@ impl SenderCore {
         Ok(())
     }
 
-    /// The next batch to send, if the window has room. The caller must send it
-    /// (or report a disconnect): it now counts as in flight.
-    pub fn poll_transmit(&mut self) -> Option<Batch> {
+    /// The next batch to send at `now`, if the window has room. The caller
+    /// must send it (or report a disconnect): it now counts as in flight.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Batch> {
         if self.in_flight.len() >= self.limits.window_batches {
             return None;
         }
         let batch = self.pending.pop_front()?;
-        self.in_flight.push_back(batch.through_sequence);
+        self.in_flight.push_back((batch.through_sequence, now));
         Some(batch)
+    }
+
+    /// When [`Self::handle_timeout`] must next be called: the oldest batch in
+    /// flight's ack deadline; `None` with nothing in flight.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.in_flight
+            .front()
+            .map(|(_, sent)| *sent + self.limits.ack_timeout)
+    }
+
+    /// Checks the ack deadline at `now`: `Err` when the oldest batch in
+    /// flight has waited too long (the driver then drops the connection and
+    /// resumes from the checkpoint, as after any disconnect).
+    pub fn handle_timeout(&self, now: Instant) -> Result<(), AckStalled> {
+        match self.in_flight.front() {
+            Some((through, sent))
+                if now.saturating_duration_since(*sent) >= self.limits.ack_timeout =>
+            {
+                Err(AckStalled {
+                    through: *through,
+                    waited: now.saturating_duration_since(*sent),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Handles an acknowledgement of every sequence up to `through`.
@@ -236,13 +283,13 @@ impl SenderCore {
                 sent_through,
             });
         }
-        if !self.in_flight.contains(&through) {
+        if !self.in_flight.iter().any(|(sent, _)| *sent == through) {
             return Err(CoreError::AckNotBatchBoundary { through });
         }
         while self
             .in_flight
             .front()
-            .is_some_and(|front| *front <= through)
+            .is_some_and(|(front, _)| *front <= through)
         {
             self.in_flight.pop_front();
         }

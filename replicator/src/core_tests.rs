@@ -1,8 +1,16 @@
-//! State-machine tests of the sending side, plus a seeded fault simulation.
+//! State-machine tests of the sending side, plus a seeded fault simulation
+//! that drives both cores (sender and receiver) over a virtual clock.
+//!
+//! The simulation runs seeds 1..=300 by default. `REPLICATION_SIM_SEEDS=N`
+//! runs N seeds from a random start (printed), `REPLICATION_SIM_SEED=S`
+//! replays one; a failure names its seed.
 
 use super::*;
-use crate::test_random::Random;
-use meridian_proto::meridian::v1::Message as RecordMessage;
+use crate::protocol::PROTOCOL_VERSION;
+use crate::receiver_core::ReceiverCore;
+use meridian_proto::meridian::v1::{Hello, Message as RecordMessage};
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
 use std::collections::BTreeSet;
 
 fn record(sequence: u64, body_bytes: usize) -> Record {
@@ -27,15 +35,19 @@ fn limits(window_batches: usize) -> SenderLimits {
         window_batches,
         batch_records_max: 2,
         batch_bytes_max: 1024,
+        ack_timeout: ACK_TIMEOUT,
     }
 }
+
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn throughs(batches: &[Batch]) -> Vec<u64> {
     batches.iter().map(|batch| batch.through_sequence).collect()
 }
 
 fn drain(core: &mut SenderCore) -> Vec<Batch> {
-    std::iter::from_fn(|| core.poll_transmit()).collect()
+    let now = Instant::now();
+    std::iter::from_fn(|| core.poll_transmit(now)).collect()
 }
 
 #[test]
@@ -95,6 +107,7 @@ fn splits_by_bytes_and_lets_a_large_record_travel_alone() {
             window_batches: 8,
             batch_records_max: 100,
             batch_bytes_max: 1000,
+            ack_timeout: ACK_TIMEOUT,
         },
     );
     let tail = vec![
@@ -168,7 +181,11 @@ fn reconnect_in_the_middle_of_the_window_resends_after_the_ack() {
     assert_eq!(core.in_flight_batches(), 0);
     assert_eq!(core.queued_through(), 4);
     assert!(core.wants_tail());
-    assert_eq!(core.poll_transmit(), None, "pending work was dropped");
+    assert_eq!(
+        core.poll_transmit(Instant::now()),
+        None,
+        "pending work was dropped"
+    );
 
     // The tail is reopened after the ack: 5..=10 go again.
     core.push_tail(records(5..=10), 10).expect("resend");
@@ -212,7 +229,7 @@ fn refuses_a_tail_that_goes_backwards_or_out_of_order() {
         Err(CoreError::RecordOutOfOrder { sequence: 11, .. })
     ));
     assert_eq!(core.push_tail(Vec::new(), 10), Ok(()), "keep-alive");
-    assert_eq!(core.poll_transmit(), None);
+    assert_eq!(core.poll_transmit(Instant::now()), None);
 }
 
 #[test]
@@ -259,23 +276,71 @@ fn filter_follows_topic_policy_and_warns_once_per_unknown_topic() {
     assert_eq!(filter.verdict(&bare), Verdict::NotAMessage);
 }
 
+#[test]
+fn a_batch_without_an_ack_stalls_the_link_after_the_timeout() {
+    let start = Instant::now();
+    let mut core = SenderCore::new(0, limits(4));
+    assert_eq!(core.poll_timeout(), None, "nothing in flight");
+    core.push_tail(records(1..=4), 4).expect("valid");
+    assert!(core.poll_transmit(start).is_some());
+    let later = start + Duration::from_secs(1);
+    assert!(core.poll_transmit(later).is_some());
+    assert_eq!(core.poll_timeout(), Some(start + ACK_TIMEOUT));
+    core.handle_timeout(start + ACK_TIMEOUT - Duration::from_millis(1))
+        .expect("not yet");
+    assert_eq!(
+        core.handle_timeout(start + ACK_TIMEOUT),
+        Err(AckStalled {
+            through: 2,
+            waited: ACK_TIMEOUT
+        })
+    );
+    // An ack of the first batch moves the deadline to the second's.
+    core.on_ack(2).expect("ack");
+    assert_eq!(core.poll_timeout(), Some(later + ACK_TIMEOUT));
+    core.handle_timeout(start + ACK_TIMEOUT)
+        .expect("the next batch has time");
+}
+
 /// One seeded run of a link with random disconnects, lost acks, failed
-/// checkpoint writes and random tail batch sizes, against a deduplicating
-/// receiver. Invariants: the persisted checkpoint never goes backwards, every
-/// sequence at or below it is stored at the receiver, within a connection the
-/// receiver sees increasing batches, and the log is eventually delivered whole.
+/// checkpoint writes, random tail batch sizes and random delays, both cores
+/// driven over a virtual clock, against a deduplicating store. Invariants:
+/// the receiver core accepts every batch (so batches increase within a
+/// connection), the persisted checkpoint never goes backwards, every sequence
+/// at or below it is stored, and the log is eventually delivered whole
+/// (lost acks end in a stall timeout and a reconnect if nothing else helps).
 fn simulate(seed: u64) {
     const LOG_LENGTH: u64 = 300;
-    let mut random = Random::new(seed);
-    let for_peer: BTreeSet<u64> = (1..=LOG_LENGTH).filter(|_| random.chance(60)).collect();
+    let mut random = StdRng::seed_from_u64(seed);
+    let for_peer: BTreeSet<u64> = (1..=LOG_LENGTH)
+        .filter(|_| random.random_bool(0.6))
+        .collect();
+    let mut now = Instant::now();
+    let connect = |now: Instant| {
+        let mut receiver = ReceiverCore::new(
+            "b",
+            BTreeSet::from(["a".to_owned()]),
+            now,
+            Duration::from_secs(10),
+        );
+        receiver
+            .on_hello(&Hello {
+                protocol_version: PROTOCOL_VERSION,
+                from_region: "a".to_owned(),
+                to_region: "b".to_owned(),
+            })
+            .unwrap_or_else(|violation| panic!("seed {seed}: {violation}"));
+        receiver
+    };
 
     let mut persisted = 0;
-    let mut core = SenderCore::new(persisted, limits(1 + random.below(6) as usize));
+    let mut core = SenderCore::new(persisted, limits(random.random_range(1..=6)));
     let mut tail_after = core.resume(persisted);
+    let mut receiver = connect(now);
     let mut to_receiver: VecDeque<Batch> = VecDeque::new();
     let mut to_sender: VecDeque<u64> = VecDeque::new();
     let mut stored: BTreeSet<u64> = BTreeSet::new();
-    let mut receiver_through: Option<u64> = None;
+    let mut reconnects = 0;
 
     for step in 0..100_000 {
         if persisted == LOG_LENGTH && core.in_flight_batches() == 0 {
@@ -286,17 +351,23 @@ fn simulate(seed: u64) {
             );
             return;
         }
-        match random.below(10) {
-            0 if random.chance(20) => {
-                // Disconnect: both directions lose what is in transit; the
-                // next session resumes from what the node persisted.
-                to_receiver.clear();
-                to_sender.clear();
-                receiver_through = None;
-                tail_after = core.resume(persisted);
-            }
+        now += Duration::from_millis(random.random_range(0..200));
+        let stalled = core.handle_timeout(now).is_err();
+        let roll = random.random_range(0..10);
+        if stalled || (roll == 0 && random.random_bool(0.2)) {
+            // Disconnect (chosen, or the stall timeout): both directions
+            // lose what is in transit; the next session resumes from what
+            // the node persisted, on a new connection with a new Hello.
+            to_receiver.clear();
+            to_sender.clear();
+            tail_after = core.resume(persisted);
+            receiver = connect(now);
+            reconnects += 1;
+            continue;
+        }
+        match roll {
             1 | 2 if core.wants_tail() && tail_after < LOG_LENGTH => {
-                let through = (tail_after + 1 + random.below(20)).min(LOG_LENGTH);
+                let through = (tail_after + random.random_range(1..=20)).min(LOG_LENGTH);
                 let kept = (tail_after + 1..=through)
                     .filter(|sequence| for_peer.contains(sequence))
                     .map(|sequence| record(sequence, 1))
@@ -306,19 +377,17 @@ fn simulate(seed: u64) {
                 tail_after = through;
             }
             3 | 4 => {
-                while let Some(batch) = core.poll_transmit() {
+                while let Some(batch) = core.poll_transmit(now) {
                     to_receiver.push_back(batch);
                 }
             }
             5 | 6 => {
                 if let Some(batch) = to_receiver.pop_front() {
-                    assert!(
-                        receiver_through.is_none_or(|last| batch.through_sequence > last),
-                        "seed {seed}: batches increase within a connection"
-                    );
-                    receiver_through = Some(batch.through_sequence);
+                    receiver
+                        .on_batch(batch.through_sequence)
+                        .unwrap_or_else(|violation| panic!("seed {seed} step {step}: {violation}"));
                     stored.extend(batch.records.iter().map(|record| record.sequence));
-                    if !random.chance(10) {
+                    if !random.random_bool(0.1) {
                         to_sender.push_back(batch.through_sequence);
                     }
                 }
@@ -331,7 +400,7 @@ fn simulate(seed: u64) {
             }
             _ => {
                 if let Some(checkpoint) = core.checkpoint_to_persist()
-                    && !random.chance(20)
+                    && !random.random_bool(0.2)
                 {
                     assert!(
                         checkpoint > persisted,
@@ -347,18 +416,37 @@ fn simulate(seed: u64) {
             }
         }
     }
-    panic!("seed {seed}: the link made no progress to the end of the log");
+    panic!(
+        "seed {seed}: the link made no progress to the end of the log ({reconnects} reconnects)"
+    );
+}
+
+/// The seeds to simulate: `REPLICATION_SIM_SEED` (one), or
+/// `REPLICATION_SIM_SEEDS` (that many from a random start), else 1..=300.
+fn seeds() -> Vec<u64> {
+    let number = |name: &str| {
+        std::env::var(name).ok().map(|value| {
+            value
+                .parse::<u64>()
+                .unwrap_or_else(|_| panic!("{name}={value:?} is not a number"))
+        })
+    };
+    if let Some(seed) = number("REPLICATION_SIM_SEED") {
+        return vec![seed];
+    }
+    if let Some(count) = number("REPLICATION_SIM_SEEDS") {
+        let start: u64 = rand::rng().random_range(0..u64::MAX / 2);
+        eprintln!(
+            "simulating {count} seeds from {start} (REPLICATION_SIM_SEED=<seed> replays one)"
+        );
+        return (start..start.saturating_add(count)).collect();
+    }
+    (1..=300).collect()
 }
 
 #[test]
 fn seeded_fault_simulation_delivers_everything() {
-    for seed in 1..=300 {
+    for seed in seeds() {
         simulate(seed);
     }
-}
-
-#[test]
-fn replay_one_seed() {
-    // Set to a seed printed by a failing run of the test above.
-    simulate(42);
 }

@@ -119,6 +119,14 @@ pub enum ReplicatorError {
         reason: String,
     },
 
+    #[error("replicate to peer {peer} at {address}: the link stalled")]
+    AckStalled {
+        peer: String,
+        address: SocketAddr,
+        #[source]
+        source: crate::core::AckStalled,
+    },
+
     #[error("replicate to peer {peer}: protocol violation")]
     Protocol {
         peer: String,

@@ -2,60 +2,61 @@
 //! input, oversized lengths and garbage bytes.
 
 use super::*;
-use crate::test_random::Random;
 use meridian_proto::meridian::v1::{Message as RecordMessage, Record, RecordKind};
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
 use tokio_util::codec::Decoder;
 
-fn random_string(random: &mut Random, max_length: usize) -> String {
-    let length = random.below(max_length as u64 + 1) as usize;
+fn random_string(random: &mut StdRng, max_length: usize) -> String {
+    let length = random.random_range(0..max_length as u64 + 1) as usize;
     (0..length)
-        .map(|_| char::from(b'a' + random.below(26) as u8))
+        .map(|_| char::from(b'a' + random.random_range(0..26) as u8))
         .collect()
 }
 
-fn random_bytes(random: &mut Random, max_length: usize) -> Vec<u8> {
-    let length = random.below(max_length as u64 + 1) as usize;
-    (0..length).map(|_| random.next() as u8).collect()
+fn random_bytes(random: &mut StdRng, max_length: usize) -> Vec<u8> {
+    let length = random.random_range(0..max_length as u64 + 1) as usize;
+    (0..length).map(|_| random.random::<u8>()).collect()
 }
 
-fn random_record(random: &mut Random, sequence: u64) -> Record {
+fn random_record(random: &mut StdRng, sequence: u64) -> Record {
     Record {
         sequence,
         kind: RecordKind::Message as i32,
         dedup_id: random_bytes(random, 16),
         origin_region: random_string(random, 8),
-        origin_sequence: random.next(),
+        origin_sequence: random.random::<u64>(),
         path: vec![random_string(random, 8)],
         message: Some(RecordMessage {
             client_message_id: random_string(random, 20),
             topic: random_string(random, 12),
-            queue_id: random.below(16) as i32,
+            queue_id: random.random_range(0..16),
             body: random_bytes(random, 300),
             ..RecordMessage::default()
         }),
     }
 }
 
-fn random_frame(random: &mut Random) -> ReplicationFrame {
-    let body = match random.below(4) {
+fn random_frame(random: &mut StdRng) -> ReplicationFrame {
+    let body = match random.random_range(0..4) {
         0 => Frame::Hello(Hello {
-            protocol_version: random.next() as u32,
+            protocol_version: random.random::<u32>(),
             from_region: random_string(random, 10),
             to_region: random_string(random, 10),
         }),
         1 => {
-            let count = random.below(6);
+            let count = random.random_range(0..6);
             Frame::Batch(Batch {
                 records: (0..count)
                     .map(|index| random_record(random, index + 1))
                     .collect(),
-                through_sequence: random.next(),
+                through_sequence: random.random::<u64>(),
             })
         }
         2 => Frame::Ack(Ack {
-            through_sequence: random.next(),
-            stored: random.next() as u32,
-            duplicates: random.next() as u32,
+            through_sequence: random.random::<u64>(),
+            stored: random.random::<u32>(),
+            duplicates: random.random::<u32>(),
         }),
         _ => Frame::Goodbye(Goodbye {
             reason: random_string(random, 40),
@@ -67,7 +68,7 @@ fn random_frame(random: &mut Random) -> ReplicationFrame {
 #[test]
 fn round_trips_random_frames_fed_in_random_chunks() {
     for seed in 1..=200 {
-        let mut random = Random::new(seed);
+        let mut random = StdRng::seed_from_u64(seed);
         let frames: Vec<ReplicationFrame> = (0..5).map(|_| random_frame(&mut random)).collect();
         let wire: Vec<u8> = frames
             .iter()
@@ -84,7 +85,7 @@ fn round_trips_random_frames_fed_in_random_chunks() {
         let mut decoded = Vec::new();
         let mut position = 0;
         while position < wire.len() {
-            let chunk = 1 + random.below(64) as usize;
+            let chunk = 1 + random.random_range(0..64) as usize;
             let end = (position + chunk).min(wire.len());
             buffer.extend_from_slice(&wire[position..end]);
             position = end;
@@ -99,7 +100,7 @@ fn round_trips_random_frames_fed_in_random_chunks() {
 
 #[test]
 fn every_proper_prefix_is_incomplete_then_truncated_at_eof() {
-    let mut random = Random::new(7);
+    let mut random = StdRng::seed_from_u64(7);
     let frame = frame(Frame::Batch(Batch {
         records: vec![random_record(&mut random, 1)],
         through_sequence: 9,
@@ -181,7 +182,7 @@ fn zero_length_frame_is_empty() {
 fn garbage_bodies_never_panic() {
     let mut undecodable = 0;
     for seed in 1..=2_000 {
-        let mut random = Random::new(seed);
+        let mut random = StdRng::seed_from_u64(seed);
         let body = random_bytes(&mut random, 64);
         let mut buffer = BytesMut::new();
         buffer.put_u32(u32::try_from(body.len()).expect("small"));
@@ -196,7 +197,7 @@ fn garbage_bodies_never_panic() {
 
     // Fully random streams, length prefix included.
     for seed in 1..=2_000 {
-        let mut random = Random::new(seed);
+        let mut random = StdRng::seed_from_u64(seed);
         let mut buffer = BytesMut::from(&random_bytes(&mut random, 40)[..]);
         let mut codec = FrameCodec;
         while let Ok(Some(_)) = codec.decode(&mut buffer) {}

@@ -38,11 +38,9 @@ pub mod frame;
 mod node_client;
 pub mod protocol;
 pub mod receiver;
+pub mod receiver_core;
 mod sender;
 pub mod tls;
-
-#[cfg(test)]
-mod test_random;
 
 pub use error::ReplicatorError;
 pub use protocol::PROTOCOL_VERSION;

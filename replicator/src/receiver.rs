@@ -1,4 +1,6 @@
 //! The receiving side: a QUIC server that applies peers' batches to the local node.
+//! What a connection must obey is decided by [`crate::receiver_core::ReceiverCore`];
+//! this module moves the bytes.
 //!
 //! Per connection: one bidirectional stream, opened by the dialer. Its first
 //! frame must be a Hello with protocol version 1, this region as `to_region`
@@ -16,10 +18,10 @@ use crate::frame::{self, FrameError, FrameReader, ReceiverInbound};
 use crate::node_client::NodeClient;
 use crate::protocol::{
     CLOSE_HANDSHAKE_REFUSED, CLOSE_MALFORMED, CLOSE_NODE_UNAVAILABLE, CLOSE_NORMAL,
-    PROTOCOL_VERSION,
 };
+use crate::receiver_core::{ReceiverCore, Violation};
 use meridian_proto::meridian::v1::replication_frame::Frame;
-use meridian_proto::meridian::v1::{Ack, ApplyResponse, Batch, Goodbye, Hello};
+use meridian_proto::meridian::v1::{Ack, ApplyResponse, Batch, Goodbye};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -125,42 +127,44 @@ async fn serve_connection(
         remote,
     };
 
+    let mut core = ReceiverCore::new(
+        &receiver.local_region,
+        receiver.known_peers.clone(),
+        std::time::Instant::now(),
+        HANDSHAKE_TIMEOUT,
+    );
+    let hello_deadline = core
+        .poll_timeout()
+        .map_or_else(tokio::time::Instant::now, tokio::time::Instant::from_std);
     let first = tokio::select! {
         biased;
         _ = shutdown.cancelled() => return session.goodbye(CLOSE_NORMAL, "shutdown").await,
-        first = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next_frame()) => first,
+        first = tokio::time::timeout_at(hello_deadline, reader.next_frame()) => first,
     };
     let hello = match first {
         Ok(Ok(Some(first))) => frame::expect_hello(first),
         Ok(Ok(None)) => return close(&connection, CLOSE_NORMAL, "no hello"),
         Ok(Err(error)) => Err(error),
         Err(_elapsed) => {
-            return session
-                .goodbye(
-                    CLOSE_HANDSHAKE_REFUSED,
-                    "handshake refused: no hello in time",
-                )
-                .await;
+            let violation = core
+                .handle_timeout(std::time::Instant::now())
+                .err()
+                .unwrap_or(Violation::NoHelloInTime(HANDSHAKE_TIMEOUT));
+            return session.violation(&violation).await;
         }
     };
     let hello = match hello {
         Ok(hello) => hello,
         Err(error) => return session.malformed(&error).await,
     };
-    if let Err(reason) = check_hello(receiver, &hello) {
-        warn!(%remote, from_region = %hello.from_region, %reason, "refusing replication peer");
-        return session
-            .goodbye(
-                CLOSE_HANDSHAKE_REFUSED,
-                &format!("handshake refused: {reason}"),
-            )
-            .await;
+    if let Err(violation) = core.on_hello(&hello) {
+        warn!(%remote, from_region = %hello.from_region, %violation, "refusing replication peer");
+        return session.violation(&violation).await;
     }
     let peer = hello.from_region;
     tracing::Span::current().record("peer", peer.as_str());
     info!(%remote, peer = %peer, "replication peer connected");
 
-    let mut last_through: Option<u64> = None;
     loop {
         let next = tokio::select! {
             biased;
@@ -195,17 +199,10 @@ async fn serve_connection(
                 return;
             }
         };
-        if let Some(last) = last_through
-            && batch.through_sequence <= last
-        {
-            let reason = format!(
-                "malformed replication frame: batch through_sequence {} does not increase past {last}",
-                batch.through_sequence
-            );
-            warn!(%remote, peer = %peer, %reason, "closing replication connection");
-            return session.goodbye(CLOSE_MALFORMED, &reason).await;
+        if let Err(violation) = core.on_batch(batch.through_sequence) {
+            warn!(%remote, peer = %peer, %violation, "closing replication connection");
+            return session.violation(&violation).await;
         }
-        last_through = Some(batch.through_sequence);
 
         let through_sequence = batch.through_sequence;
         let applied = tokio::select! {
@@ -254,29 +251,6 @@ async fn apply(
     node.apply(from_region, batch.records).await
 }
 
-/// Why a Hello is refused, if it is.
-fn check_hello(receiver: &Receiver, hello: &Hello) -> Result<(), String> {
-    if hello.protocol_version != PROTOCOL_VERSION {
-        return Err(format!(
-            "protocol version {} is not supported (this replicator speaks {PROTOCOL_VERSION})",
-            hello.protocol_version
-        ));
-    }
-    if hello.to_region != receiver.local_region {
-        return Err(format!(
-            "this is region {:?}, not {:?}",
-            receiver.local_region, hello.to_region
-        ));
-    }
-    if !receiver.known_peers.contains(&hello.from_region) {
-        return Err(format!(
-            "{:?} is not another region of the topology",
-            hello.from_region
-        ));
-    }
-    Ok(())
-}
-
 /// The sending half of an accepted connection, for goodbyes.
 struct Session<'a> {
     connection: &'a quinn::Connection,
@@ -285,6 +259,11 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
+    async fn violation(&mut self, violation: &Violation) {
+        self.goodbye(violation.close_code(), &violation.to_string())
+            .await;
+    }
+
     async fn malformed(&mut self, error: &FrameError) {
         let reason = error_chain(error);
         warn!(remote = %self.remote, %reason, "closing replication connection");

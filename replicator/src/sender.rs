@@ -279,8 +279,18 @@ async fn exchange(
     let healthy_after = tokio::time::sleep(HEALTHY_AFTER);
     tokio::pin!(healthy_after);
     loop {
+        // The oldest batch in flight's ack deadline (far away with none).
+        let stall_check = core.poll_timeout().map_or_else(
+            || tokio::time::Instant::now() + HANDSHAKE_TIMEOUT,
+            tokio::time::Instant::from_std,
+        );
         tokio::select! {
             () = &mut healthy_after, if !health.session_healthy => health.on_healthy(),
+            () = tokio::time::sleep_until(stall_check) => {
+                if let Err(source) = core.handle_timeout(std::time::Instant::now()) {
+                    return Err(ReplicatorError::AckStalled { peer, address, source });
+                }
+            }
             inbound = streams.reader.next_frame() => {
                 let inbound = match inbound {
                     Ok(Some(inbound)) => frame::expect_sender_inbound(inbound),
@@ -324,7 +334,7 @@ async fn exchange(
                     .map_err(|source| ReplicatorError::Protocol { peer: peer.clone(), source })?;
             }
         }
-        while let Some(batch) = core.poll_transmit() {
+        while let Some(batch) = core.poll_transmit(std::time::Instant::now()) {
             let encoded = frame::encode(&frame::frame(Frame::Batch(batch)));
             streams
                 .send
