@@ -6,10 +6,14 @@
 //! one fsync in `sync` mode), then answers each caller with its own slice of
 //! the results. Under load, fsyncs are shared by many clients; alone, a send
 //! pays one fsync. After each batch the new last sequence is published on a
-//! watch channel, which wakes commit-log tailers and long-polling receivers.
+//! watch channel, which wakes commit-log tailers; and each topic that got new
+//! messages is signalled on its own channel ([`CommitLog::subscribe_topic`]),
+//! which wakes only the long-polling receivers of that topic.
 
 use crate::storage::{Appended, LogStore, StorageError};
 use meridian_proto::meridian::v1::Record;
+use parking_lot::Mutex;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -38,6 +42,31 @@ pub enum CommitError {
 pub struct CommitLog {
     requests: mpsc::Sender<AppendRequest>,
     last_sequence: watch::Receiver<u64>,
+    topics: TopicSignals,
+}
+
+/// One watch channel per topic that someone waits on; its value counts the
+/// batches that stored messages of the topic.
+#[derive(Clone, Default)]
+struct TopicSignals(Arc<Mutex<HashMap<String, watch::Sender<u64>>>>);
+
+impl TopicSignals {
+    fn subscribe(&self, topic: &str) -> watch::Receiver<u64> {
+        self.0
+            .lock()
+            .entry(topic.to_owned())
+            .or_insert_with(|| watch::Sender::new(0))
+            .subscribe()
+    }
+
+    fn signal(&self, topics: &BTreeSet<String>) {
+        let senders = self.0.lock();
+        for topic in topics {
+            if let Some(sender) = senders.get(topic) {
+                sender.send_modify(|batches| *batches = batches.wrapping_add(1));
+            }
+        }
+    }
 }
 
 impl CommitLog {
@@ -51,16 +80,21 @@ impl CommitLog {
     ) -> Result<Self, StorageError> {
         let (requests, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let (sequence_sender, last_sequence) = watch::channel(store.last_sequence()?);
+        let topics = TopicSignals::default();
         tracker.spawn(writer(
             store,
             local_region,
             receiver,
-            sequence_sender,
+            Published {
+                last_sequence: sequence_sender,
+                topics: topics.clone(),
+            },
             shutdown,
         ));
         Ok(Self {
             requests,
             last_sequence,
+            topics,
         })
     }
 
@@ -83,17 +117,28 @@ impl CommitLog {
         self.last_sequence.clone()
     }
 
+    /// A receiver that changes after every batch that stored messages of `topic`.
+    pub fn subscribe_topic(&self, topic: &str) -> watch::Receiver<u64> {
+        self.topics.subscribe(topic)
+    }
+
     /// The last committed sequence.
     pub fn last_sequence(&self) -> u64 {
         *self.last_sequence.borrow()
     }
 }
 
+/// What the writer publishes after each batch.
+struct Published {
+    last_sequence: watch::Sender<u64>,
+    topics: TopicSignals,
+}
+
 async fn writer<S: LogStore>(
     store: Arc<S>,
     local_region: String,
     mut receiver: mpsc::Receiver<AppendRequest>,
-    last_sequence: watch::Sender<u64>,
+    published: Published,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -130,6 +175,16 @@ async fn writer<S: LogStore>(
             records.extend(request.records);
             replies.push(request.reply);
         }
+        let topics: Vec<String> = records
+            .iter()
+            .map(|record| {
+                record
+                    .message
+                    .as_ref()
+                    .map(|message| message.topic.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
         let writer_store = store.clone();
         let region = local_region.clone();
         let result = tokio::task::spawn_blocking(move || writer_store.append(records, &region))
@@ -150,7 +205,7 @@ async fn writer<S: LogStore>(
                     })
                     .max()
                 {
-                    last_sequence.send_if_modified(|current| {
+                    published.last_sequence.send_if_modified(|current| {
                         let advanced = highest > *current;
                         if advanced {
                             *current = highest;
@@ -158,6 +213,13 @@ async fn writer<S: LogStore>(
                         advanced
                     });
                 }
+                let stored_topics: BTreeSet<String> = appended
+                    .iter()
+                    .zip(topics)
+                    .filter(|(outcome, _)| matches!(outcome, Appended::Stored { .. }))
+                    .map(|(_, topic)| topic)
+                    .collect();
+                published.topics.signal(&stored_topics);
                 let mut outcomes = appended.into_iter();
                 for (reply, size) in replies.into_iter().zip(sizes) {
                     let part: Vec<Appended> = outcomes.by_ref().take(size).collect();
@@ -226,6 +288,41 @@ mod tests {
         for sequence in expected {
             assert!(store.get(sequence).expect("read").is_some());
         }
+        shutdown.cancel();
+        tracker.close();
+        drop(log);
+        tracker.wait().await;
+    }
+
+    #[tokio::test]
+    async fn a_commit_signals_only_the_topics_it_stored_messages_of() {
+        let store = Arc::new(MemoryStore::new());
+        let tracker = tokio_util::task::TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        let log =
+            CommitLog::start(store, "here".into(), &tracker, shutdown.clone()).expect("start");
+        let mut orders = log.subscribe_topic("orders");
+        let payments = log.subscribe_topic("payments");
+        let stored = log
+            .append(vec![record("for orders")])
+            .await
+            .expect("append");
+        assert!(matches!(stored[0], Appended::Stored { .. }));
+        assert!(orders.has_changed().expect("open"), "orders was signalled");
+        assert!(!payments.has_changed().expect("open"), "payments was not");
+        orders.borrow_and_update();
+        // A duplicate stores nothing: no signal.
+        let mut again = record("again");
+        let first = record("first");
+        again.dedup_id = first.dedup_id.clone();
+        log.append(vec![first]).await.expect("append");
+        orders.borrow_and_update();
+        let duplicate = log.append(vec![again]).await.expect("append");
+        assert!(matches!(duplicate[0], Appended::Duplicate { .. }));
+        assert!(
+            !orders.has_changed().expect("open"),
+            "a duplicate wakes nobody"
+        );
         shutdown.cancel();
         tracker.close();
         drop(log);

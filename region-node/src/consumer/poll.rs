@@ -1,7 +1,7 @@
 //! Long polling: a receive that finds nothing waits, then tries again, until
 //! something is found, its time is up or the node stops.
 //!
-//! [`long_poll`] re-tries after every commit (new messages), every
+//! [`long_poll`] re-tries after every commit of its topic (new messages), every
 //! invisibility change (a nack may make a message visible sooner) and at the
 //! earliest invisibility deadline the last try reported; it sleeps in between.
 //! Time comes from a [`Clock`] for message deadlines (ms since the Unix
@@ -92,7 +92,7 @@ impl Drop for WaitingGuard {
 /// What wakes a waiting poll.
 #[derive(Debug, Clone)]
 pub struct Wakers {
-    /// Changes on every commit.
+    /// Changes on every commit that stored messages of the polled topic.
     pub commits: watch::Receiver<u64>,
     /// Changes on every invisibility change.
     pub invisibility_changes: watch::Receiver<u64>,

@@ -75,7 +75,7 @@ impl<S: LogStore> NodeBackend<S> {
         }
         let poll_for = Duration::from_millis(u64::try_from(poll_ms).unwrap_or(0));
         let wakers = Wakers {
-            commits: self.context.commit.subscribe(),
+            commits: self.context.commit.subscribe_topic(&topic_name),
             invisibility_changes: self.context.consumers.subscribe_invisibility_changes(),
             shutdown: self.context.shutdown.clone(),
         };
