@@ -32,9 +32,9 @@ pub use poll::{Clock, SystemClock, Try, WaitingReceives, Wakers, long_poll};
 use crate::storage::{GroupCursor, GroupQueueKey, LogStore, OffsetState, StorageError};
 use meridian_proto::meridian::v1::Record;
 use meridian_topology::ConsumeFrom;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use state::{QueueChange, QueueState, Staged};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::watch;
@@ -63,28 +63,13 @@ pub enum ConsumerError {
     Storage(#[from] StorageError),
 }
 
-/// Every group queue's installed state, and the names of the groups.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct GroupTable {
-    queues: HashMap<GroupQueueKey, QueueState>,
+/// Every group queue's state, each behind its own lock, and the names of
+/// the groups. Entries are only ever added, so a queue's `Arc` stays the one
+/// and only state of that queue once looked up.
+#[derive(Debug, Default)]
+struct GroupIndex {
+    queues: HashMap<GroupQueueKey, Arc<Mutex<QueueState>>>,
     names: HashSet<String>,
-}
-
-impl GroupTable {
-    fn get(&self, key: &GroupQueueKey) -> Option<&QueueState> {
-        self.queues.get(key)
-    }
-
-    /// Installs changes that storage accepted.
-    fn install(&mut self, changes: Vec<QueueChange>) {
-        for change in changes {
-            if !self.names.contains(&change.key.group) {
-                self.names.insert(change.key.group.clone());
-            }
-            let queue = self.queues.entry(change.key.clone()).or_default();
-            change.install(queue);
-        }
-    }
 }
 
 /// One message handed to a consumer.
@@ -143,7 +128,11 @@ impl Received {
 pub struct ConsumerEngine<S> {
     store: Arc<S>,
     region: String,
-    groups: Mutex<GroupTable>,
+    /// Looked up under a read lock; written (and held for the whole
+    /// operation) only by a receive that creates queues. Each queue's state
+    /// has its own mutex, taken in ascending queue id order, so operations
+    /// on different groups or topics never wait for each other.
+    groups: RwLock<GroupIndex>,
     /// Consumer groups this node tracks at most (see [`MAX_GROUPS`]).
     max_groups: usize,
     rotation: AtomicUsize,
@@ -156,19 +145,19 @@ pub struct ConsumerEngine<S> {
 impl<S: LogStore> ConsumerEngine<S> {
     /// Loads every stored group state.
     pub fn load(store: Arc<S>, region: String) -> Result<Self, StorageError> {
-        let mut groups = GroupTable::default();
+        let mut groups = GroupIndex::default();
         for state in store.load_groups()? {
             groups.names.insert(state.key.group.clone());
             let queue = QueueState {
                 cursor: state.cursor,
                 offsets: state.offsets,
             };
-            groups.queues.insert(state.key, queue);
+            groups.queues.insert(state.key, Arc::new(Mutex::new(queue)));
         }
         Ok(Self {
             store,
             region,
-            groups: Mutex::new(groups),
+            groups: RwLock::new(groups),
             max_groups: MAX_GROUPS,
             rotation: AtomicUsize::new(0),
             invisibility_changes: watch::Sender::new(0),
@@ -184,24 +173,93 @@ impl<S: LogStore> ConsumerEngine<S> {
     /// Takes up to `max_messages` visible messages from the topic's queues.
     /// On a storage error nothing is handed out and nothing changes.
     pub fn receive(&self, request: &ReceiveRequest<'_>) -> Result<Received, ConsumerError> {
-        let mut groups = self.groups.lock();
-        if !groups.names.contains(request.group) && groups.names.len() >= self.max_groups {
+        let queue_count = usize::from(request.queue_count.max(1));
+        let start = self.rotation.fetch_add(1, Ordering::Relaxed) % queue_count;
+        // Keys by queue id (the locking order); visited from `start` round.
+        let keys: Vec<GroupQueueKey> = (0..queue_count)
+            .map(|queue_id| {
+                GroupQueueKey::new(
+                    request.group,
+                    request.topic,
+                    i32::try_from(queue_id).unwrap_or(0),
+                )
+            })
+            .collect();
+        let order: Vec<usize> = (0..queue_count)
+            .map(|step| (start + step) % queue_count)
+            .collect();
+
+        // Every queue exists: each is locked on its own, the index is free.
+        let existing: Option<Vec<Arc<Mutex<QueueState>>>> = {
+            let index = self.groups.read();
+            keys.iter()
+                .map(|key| index.queues.get(key).cloned())
+                .collect()
+        };
+        if let Some(queues) = existing {
+            let mut guards: Vec<_> = queues.iter().map(|queue| queue.lock()).collect();
+            let installed: Vec<Option<&QueueState>> =
+                guards.iter().map(|guard| Some(&**guard)).collect();
+            let (received, changes) = self.stage_receive(request, &keys, &order, &installed)?;
+            for change in changes {
+                let slot = usize::try_from(change.key.queue_id).unwrap_or(0);
+                change.install(&mut guards[slot]);
+            }
+            return Ok(received);
+        }
+
+        // Some queue is new: creating it is done under the index's write
+        // lock, so that two first receives cannot both create it.
+        let mut index = self.groups.write();
+        if !index.names.contains(request.group) && index.names.len() >= self.max_groups {
             return Err(ConsumerError::TooManyGroups {
                 group: request.group.to_owned(),
                 limit: self.max_groups,
             });
         }
+        let queues: Vec<Option<Arc<Mutex<QueueState>>>> = keys
+            .iter()
+            .map(|key| index.queues.get(key).cloned())
+            .collect();
+        let mut guards: Vec<_> = queues
+            .iter()
+            .map(|queue| queue.as_ref().map(|queue| queue.lock()))
+            .collect();
+        let installed: Vec<Option<&QueueState>> = guards.iter().map(Option::as_deref).collect();
+        let (received, changes) = self.stage_receive(request, &keys, &order, &installed)?;
+        for change in changes {
+            let slot = usize::try_from(change.key.queue_id).unwrap_or(0);
+            match guards.get_mut(slot).and_then(Option::as_mut) {
+                Some(guard) => change.install(guard),
+                None => {
+                    let key = change.key.clone();
+                    let mut created = QueueState::default();
+                    change.install(&mut created);
+                    index.names.insert(key.group.clone());
+                    index.queues.insert(key, Arc::new(Mutex::new(created)));
+                }
+            }
+        }
+        Ok(received)
+    }
+
+    /// Stages a receive over the installed state of each queue (`None`: not
+    /// created yet), visiting queues in `order`, and persists the changes.
+    fn stage_receive(
+        &self,
+        request: &ReceiveRequest<'_>,
+        keys: &[GroupQueueKey],
+        order: &[usize],
+        installed: &[Option<&QueueState>],
+    ) -> Result<(Received, Vec<QueueChange>), ConsumerError> {
         let mut received = Received::default();
         let mut staged_queues = Vec::new();
-        let queue_count = usize::from(request.queue_count.max(1));
-        let start = self.rotation.fetch_add(1, Ordering::Relaxed) % queue_count;
-        for step in 0..queue_count {
-            let queue_id = i32::try_from((start + step) % queue_count).unwrap_or(0);
-            let key = GroupQueueKey::new(request.group, request.topic, queue_id);
-            let mut staged = match groups.get(&key) {
+        for &slot in order {
+            let key = keys[slot].clone();
+            let mut staged = match installed[slot] {
                 Some(queue) => Staged::over(key, queue),
                 None => {
-                    let bounds = self.store.queue_bounds(request.topic, queue_id)?;
+                    let bounds = self.store.queue_bounds(request.topic, key.queue_id)?;
                     let position = match request.consume_from {
                         ConsumeFrom::Earliest => bounds.min,
                         ConsumeFrom::Latest => bounds.max,
@@ -219,8 +277,23 @@ impl<S: LogStore> ConsumerEngine<S> {
             }
         }
         let changes = self.persist(staged_queues)?;
-        groups.install(changes);
-        Ok(received)
+        Ok((received, changes))
+    }
+
+    /// The installed state of a queue, if it exists.
+    fn queue(&self, key: &GroupQueueKey) -> Option<Arc<Mutex<QueueState>>> {
+        self.groups.read().queues.get(key).cloned()
+    }
+
+    /// Every queue's installed state, for tests to compare with storage.
+    #[cfg(test)]
+    fn snapshot(&self) -> BTreeMap<GroupQueueKey, QueueState> {
+        self.groups
+            .read()
+            .queues
+            .iter()
+            .map(|(key, queue)| (key.clone(), queue.lock().clone()))
+            .collect()
     }
 
     /// Writes the staged changes in one batch; returns what to install.
@@ -385,28 +458,40 @@ impl<S: LogStore> ConsumerEngine<S> {
         topic: &str,
         handles: &[ReceiptHandle],
     ) -> Result<Vec<Result<(), ConsumerError>>, StorageError> {
-        let mut groups = self.groups.lock();
-        let mut staged: BTreeMap<i32, Staged<'_>> = BTreeMap::new();
+        // Lock every queue the handles name, in ascending queue id order.
+        let queue_ids: BTreeSet<i32> = handles.iter().map(|handle| handle.queue_id).collect();
+        let queues: BTreeMap<i32, Arc<Mutex<QueueState>>> = queue_ids
+            .into_iter()
+            .filter_map(|queue_id| {
+                self.queue(&GroupQueueKey::new(group, topic, queue_id))
+                    .map(|queue| (queue_id, queue))
+            })
+            .collect();
+        let mut guards: BTreeMap<i32, _> = queues
+            .iter()
+            .map(|(queue_id, queue)| (*queue_id, queue.lock()))
+            .collect();
+        let mut staged: BTreeMap<i32, Staged<'_>> = guards
+            .iter()
+            .map(|(queue_id, guard)| {
+                let key = GroupQueueKey::new(group, topic, *queue_id);
+                (*queue_id, Staged::over(key, guard))
+            })
+            .collect();
         let mut outcomes = Vec::with_capacity(handles.len());
         for handle in handles {
-            let queue = match staged.entry(handle.queue_id) {
-                std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
-                std::collections::btree_map::Entry::Vacant(entry) => {
-                    let key = GroupQueueKey::new(group, topic, handle.queue_id);
-                    match groups.get(&key) {
-                        Some(installed) => entry.insert(Staged::over(key, installed)),
-                        None => {
-                            outcomes.push(Err(invalid(handle, NO_DELIVERY)));
-                            continue;
-                        }
-                    }
-                }
-            };
-            outcomes.push(ack_staged(queue, handle));
+            match staged.get_mut(&handle.queue_id) {
+                Some(queue) => outcomes.push(ack_staged(queue, handle)),
+                None => outcomes.push(Err(invalid(handle, NO_DELIVERY))),
+            }
         }
         let changed = staged.into_values().filter(Staged::is_changed).collect();
         let changes = self.persist(changed)?;
-        groups.install(changes);
+        for change in changes {
+            if let Some(guard) = guards.get_mut(&change.key.queue_id) {
+                change.install(guard);
+            }
+        }
         Ok(outcomes)
     }
 
@@ -420,24 +505,25 @@ impl<S: LogStore> ConsumerEngine<S> {
         invisible_ms: i64,
         now_ms: i64,
     ) -> Result<ReceiptHandle, ConsumerError> {
-        let mut groups = self.groups.lock();
         let key = GroupQueueKey::new(group, topic, handle.queue_id);
-        let installed = groups
-            .get(&key)
+        let queue = self
+            .queue(&key)
             .ok_or_else(|| invalid(handle, NO_DELIVERY))?;
-        let mut queue = Staged::over(key, installed);
-        if handle.offset < queue.cursor().floor {
+        let mut guard = queue.lock();
+        let mut staged = Staged::over(key, &guard);
+        if handle.offset < staged.cursor().floor {
             return Err(invalid(handle, Stale::Finished.reason()));
         }
-        current(&queue, handle).map_err(|stale| invalid(handle, stale.reason()))?;
+        current(&staged, handle).map_err(|stale| invalid(handle, stale.reason()))?;
         let deadline_ms = now_ms.saturating_add(invisible_ms);
         let state = OffsetState::InFlight {
             deadline_ms,
             attempt: handle.attempt,
         };
-        queue.insert(handle.offset, state);
-        let changes = self.persist(vec![queue])?;
-        groups.install(changes);
+        staged.insert(handle.offset, state);
+        for change in self.persist(vec![staged])? {
+            change.install(&mut guard);
+        }
         self.invisibility_changes
             .send_modify(|changes| *changes = changes.wrapping_add(1));
         Ok(ReceiptHandle {

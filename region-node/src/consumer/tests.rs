@@ -205,7 +205,7 @@ fn failing_engine(records: Vec<Record>) -> (Arc<FailingStore>, ConsumerEngine<Fa
 /// The engine's state equals what a restart would load from the store.
 fn assert_memory_matches_store(store: &Arc<FailingStore>, engine: &ConsumerEngine<FailingStore>) {
     let reloaded = ConsumerEngine::load(store.clone(), "here".into()).expect("reload");
-    assert_eq!(*engine.groups.lock(), *reloaded.groups.lock());
+    assert_eq!(engine.snapshot(), reloaded.snapshot());
 }
 
 #[test]
@@ -348,4 +348,49 @@ fn a_new_group_beyond_the_cap_is_refused_and_known_groups_go_on() {
         "{refused}"
     );
     assert_eq!(receive(&engine, "first").expect("a known group"), 0);
+}
+
+#[test]
+fn concurrent_receives_of_one_group_never_hand_out_a_message_twice() {
+    let records = (0..200).map(|index| record(index % 2, "a", None)).collect();
+    let (store, engine) = engine_with(records);
+    let engine = Arc::new(engine);
+    let delivered: Vec<(i32, u64)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                let engine = Arc::clone(&engine);
+                scope.spawn(move || {
+                    let mut mine = Vec::new();
+                    for _ in 0..40 {
+                        let filter = TagFilter::All;
+                        let mut request = request(&filter, NOW);
+                        request.max_messages = 3;
+                        let received = engine.receive(&request).expect("receive");
+                        mine.extend(
+                            received
+                                .deliveries
+                                .iter()
+                                .map(|delivery| (delivery.queue_id, delivery.offset)),
+                        );
+                    }
+                    mine
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| worker.join().expect("worker"))
+            .collect()
+    });
+    let mut unique = delivered.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        delivered.len(),
+        "a message was handed out twice"
+    );
+    assert_eq!(delivered.len(), 200, "every message was handed out");
+    let reloaded = ConsumerEngine::load(store, "here".into()).expect("reload");
+    assert_eq!(engine.snapshot(), reloaded.snapshot());
 }
