@@ -130,29 +130,19 @@ impl NodeError {
             | Self::Listener { .. }
             | Self::Serve { .. } => Code::InternalError,
         };
-        Refusal::new(code, error_chain(self))
+        Refusal::new(code, meridian_report::chain(self))
     }
 
     /// The gRPC status for the internal NodeService API.
     pub fn to_grpc(&self) -> tonic::Status {
         match self {
             Self::InvalidRecord { .. } | Self::TopicNotFound { .. } => {
-                tonic::Status::invalid_argument(error_chain(self))
+                tonic::Status::invalid_argument(meridian_report::chain(self))
             }
-            Self::Commit(CommitError::Stopped) => tonic::Status::unavailable(error_chain(self)),
-            _ => tonic::Status::internal(error_chain(self)),
+            Self::Commit(CommitError::Stopped) => {
+                tonic::Status::unavailable(meridian_report::chain(self))
+            }
+            _ => tonic::Status::internal(meridian_report::chain(self)),
         }
     }
-}
-
-/// The error and its sources, joined: what a client or log reader needs.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -166,15 +166,3 @@ pub enum ReplicatorError {
         source: tokio::task::JoinError,
     },
 }
-
-/// Formats an error with its chain of causes: "a: b: c".
-pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}

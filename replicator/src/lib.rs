@@ -223,7 +223,7 @@ async fn report_progress(
         let last_sequence = match health {
             Ok(health) => Some(health.last_sequence),
             Err(error) => {
-                debug!(error = %error::error_chain(&error), "node health unavailable");
+                debug!(error = %meridian_report::Report(&error), "node health unavailable");
                 None
             }
         };

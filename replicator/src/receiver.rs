@@ -13,7 +13,7 @@
 //!
 //! At most [`CONNECTIONS_MAX`] connections are served at once; more are refused.
 
-use crate::error::{ReplicatorError, error_chain};
+use crate::error::ReplicatorError;
 use crate::frame::{self, FrameError, FrameReader, ReceiverInbound};
 use crate::node_client::NodeClient;
 use crate::protocol::{
@@ -22,6 +22,7 @@ use crate::protocol::{
 use crate::receiver_core::{ReceiverCore, Violation};
 use meridian_proto::meridian::v1::replication_frame::Frame;
 use meridian_proto::meridian::v1::{Ack, ApplyResponse, Batch, Goodbye};
+use meridian_report::chain as error_chain;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;

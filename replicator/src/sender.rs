@@ -11,7 +11,7 @@
 //! receiving node deduplicates.
 
 use crate::core::{AckOutcome, RecordFilter, SenderCore, SenderLimits, Verdict};
-use crate::error::{ReplicatorError, error_chain};
+use crate::error::ReplicatorError;
 use crate::frame::{self, FrameError, FrameReader, SenderInbound};
 use crate::node_client::{NodeClient, TailLimits};
 use crate::protocol::{CLOSE_MALFORMED, CLOSE_NORMAL, PROTOCOL_VERSION};
@@ -19,6 +19,7 @@ use crate::tls;
 use backon::BackoffBuilder;
 use meridian_proto::meridian::v1::replication_frame::Frame;
 use meridian_proto::meridian::v1::{Hello, TailBatch};
+use meridian_report::chain as error_chain;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -7,10 +7,11 @@
 //! go to the [`HealthView`]; state changes are logged once, at INFO (up) or
 //! WARN (down), individual failures only at TRACE.
 
-use crate::error::{ErrorChain, RouterError};
+use crate::error::RouterError;
 use crate::health::{HealthView, Outcome, State};
 use meridian_proto::meridian::v1::node_service_client::NodeServiceClient;
 use meridian_proto::meridian::v1::{HealthRequest, HealthResponse};
+use meridian_report::Report;
 use meridian_topology::Topology;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -186,12 +187,12 @@ impl Prober {
             (Some(State::Down), Err(error)) => warn!(
                 region = %self.region,
                 address = %self.address,
-                error = %ErrorChain(error),
+                error = %Report(error),
                 "region is down; routing its clients elsewhere"
             ),
             (_, Err(error)) => trace!(
                 region = %self.region,
-                error = %ErrorChain(error),
+                error = %Report(error),
                 "health probe failed"
             ),
             _ => {}

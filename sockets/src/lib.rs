@@ -310,18 +310,10 @@ impl Handover {
         Ok(())
     }
 
-    /// [`Handover::apply`] for tokio's `Command`.
+    /// [`Handover::apply`] for tokio's `Command` (it spawns from the
+    /// standard `Command` it wraps).
     pub fn apply_tokio(self, command: &mut tokio::process::Command) -> Result<(), SocketError> {
-        use command_fds::CommandFdExt as _;
-        let (mappings, names) = self.into_mappings()?;
-        command
-            .env_remove("LISTEN_PID")
-            .env("LISTEN_FDS", mappings.len().to_string())
-            .env("LISTEN_FDNAMES", names);
-        command
-            .fd_mappings(mappings)
-            .map_err(|error| SocketError::Handover(error.to_string()))?;
-        Ok(())
+        self.apply(command.as_std_mut())
     }
 
     fn into_mappings(self) -> Result<(Vec<command_fds::FdMapping>, String), SocketError> {

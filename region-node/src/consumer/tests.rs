@@ -202,6 +202,15 @@ fn failing_engine(records: Vec<Record>) -> (Arc<FailingStore>, ConsumerEngine<Fa
     (store, engine)
 }
 
+/// The first delivery of a receive at `now_ms`.
+fn first_delivery<S: LogStore>(engine: &ConsumerEngine<S>, now_ms: i64) -> Delivery {
+    engine
+        .receive(&request(&TagFilter::All, now_ms))
+        .expect("receive")
+        .deliveries
+        .remove(0)
+}
+
 /// The engine's state equals what a restart would load from the store.
 fn assert_memory_matches_store(store: &Arc<FailingStore>, engine: &ConsumerEngine<FailingStore>) {
     let reloaded = ConsumerEngine::load(store.clone(), "here".into()).expect("reload");
@@ -211,11 +220,7 @@ fn assert_memory_matches_store(store: &Arc<FailingStore>, engine: &ConsumerEngin
 #[test]
 fn a_failed_ack_write_leaves_the_message_in_flight_and_the_retry_really_acks() {
     let (store, engine) = failing_engine(vec![record(0, "a", None)]);
-    let delivery = engine
-        .receive(&request(&TagFilter::All, NOW))
-        .expect("receive")
-        .deliveries
-        .remove(0);
+    let delivery = first_delivery(&engine, NOW);
     store.fail_writes(true);
     assert!(matches!(
         engine.ack("group", "orders", &delivery.handle),
@@ -271,11 +276,7 @@ fn a_receive_whose_state_cannot_be_written_hands_nothing_out() {
 #[test]
 fn a_failed_invisibility_change_keeps_the_old_handle_valid() {
     let (store, engine) = failing_engine(vec![record(0, "a", None)]);
-    let delivery = engine
-        .receive(&request(&TagFilter::All, NOW))
-        .expect("receive")
-        .deliveries
-        .remove(0);
+    let delivery = first_delivery(&engine, NOW);
     store.fail_writes(true);
     assert!(matches!(
         engine.change_invisible("group", "orders", &delivery.handle, 60_000, NOW),

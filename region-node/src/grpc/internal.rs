@@ -101,7 +101,7 @@ impl<S: LogStore> NodeService for Internal<S> {
                 let records = match read {
                     Ok(records) => records,
                     Err(error) => {
-                        tracing::error!(error = %crate::error::error_chain(&error), after, "commit log tail failed");
+                        tracing::error!(error = %meridian_report::Report(&error), after, "commit log tail failed");
                         let _ = sender.send(Err(error.to_grpc())).await;
                         break;
                     }

@@ -92,7 +92,7 @@ impl<S: LogStore> NodeBackend<S> {
             }
             Err(error) => {
                 let error = NodeError::from(error);
-                tracing::error!(error = %crate::error::error_chain(&error), "send failed");
+                tracing::error!(error = %meridian_report::Report(&error), "send failed");
                 let refusal = error.refusal();
                 for index in record_message {
                     outcomes[index] = Err(refusal.clone());
