@@ -19,6 +19,7 @@ mod replication;
 mod replication_frames;
 mod round_trip;
 mod routing;
+mod rust_side;
 mod script;
 mod setup_script;
 mod status;

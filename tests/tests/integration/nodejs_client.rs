@@ -18,18 +18,12 @@
 //! receive afterwards; shutdowns that log no error; Node ⇄ Node and Node ⇄
 //! Rust round trips across regions with body, tag, keys and properties intact.
 
-use crate::support::{
-    CLIENT_CALL_TIMEOUT, ack, client_message_ids, message_records, receive, start_consumer,
-    start_producer, within,
-};
+use crate::support::{client_message_ids, message_records};
 use anyhow::Context as _;
 use meridian_tests::{TEST_TOPIC, TestCluster};
-use rocketmq::model::message::MessageBuilder;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
-use tokio::time::Instant;
 
 use crate::json::{Access as _, Value};
 use crate::script::{self, ScriptRun};
@@ -120,47 +114,7 @@ fn succeeded(run: &ScriptRun) -> anyhow::Result<&Value> {
     })
 }
 
-/// A message as a script describes it (sent or received).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Described {
-    message_id: String,
-    tag: Option<String>,
-    keys: BTreeSet<String>,
-    properties: BTreeMap<String, String>,
-    body: Vec<u8>,
-}
-
-impl Described {
-    fn from_json(value: &Value) -> anyhow::Result<Described> {
-        let tag = value.field("tag")?;
-        let body = script::decode_hex(value.field("body_hex")?.str()?)?;
-        anyhow::ensure!(
-            body.len() as u64 == value.field("size")?.u64()?,
-            "body_hex and size disagree"
-        );
-        Ok(Described {
-            message_id: value.field("message_id")?.str()?.to_owned(),
-            tag: if tag.is_null() {
-                None
-            } else {
-                Some(tag.str()?.to_owned())
-            },
-            keys: value
-                .field("keys")?
-                .array()?
-                .iter()
-                .map(|key| key.str().map(str::to_owned))
-                .collect::<anyhow::Result<_>>()?,
-            properties: value
-                .field("properties")?
-                .object()?
-                .iter()
-                .map(|(key, property)| Ok((key.clone(), property.str()?.to_owned())))
-                .collect::<anyhow::Result<_>>()?,
-            body,
-        })
-    }
-}
+use crate::rust_side::{Fields as Described, rust_receives_exactly, rust_sends};
 
 /// Runs `produce.js` via `endpoint` and returns the sent
 /// messages by id, after checking startup, the settings reply and the sends.
@@ -386,62 +340,7 @@ async fn nodejs_producer_to_rust_consumer_in_the_other_region_preserves_every_fi
     let node = NodeJs::for_cluster(modules, &cluster)?;
 
     let (produced, sent) = node_produce(&node, &cluster.router_endpoint("a"), TAG).await?;
-
-    let consumer = start_consumer(&cluster.router_endpoint("b"), "rust-from-nodejs").await?;
-    let mut received = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while received.len() < sent.len() {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "region b delivered {} of {} messages within 60 s\n{produced}",
-            received.len(),
-            sent.len()
-        );
-        for message in receive(&consumer).await? {
-            let id = message.message_id().to_owned();
-            anyhow::ensure!(
-                message.delivery_attempt() == 1,
-                "message {id} arrived with delivery_attempt {}",
-                message.delivery_attempt()
-            );
-            let described = Described {
-                message_id: id.clone(),
-                tag: message.tag().map(str::to_owned),
-                keys: message.keys().iter().cloned().collect(),
-                properties: message
-                    .properties()
-                    .iter()
-                    .map(|(key, value)| (key.clone(), value.clone()))
-                    .collect(),
-                body: message.body().to_vec(),
-            };
-            ack(&consumer, &message).await?;
-            anyhow::ensure!(
-                received.insert(id.clone(), described).is_none(),
-                "region b delivered message {id} twice"
-            );
-        }
-    }
-    for (id, expected) in &sent {
-        let got = received.get(id).with_context(|| {
-            format!(
-                "region b never delivered {id}; it delivered {:?}",
-                received.keys()
-            )
-        })?;
-        anyhow::ensure!(
-            got == expected,
-            "message {id} changed between the Node.js producer and the Rust consumer:\n\
-             sent {expected:#?}\nreceived {got:#?}\n{produced}"
-        );
-    }
-    let more = receive(&consumer).await?;
-    anyhow::ensure!(
-        more.is_empty(),
-        "after every message was acked, region b delivered {} more",
-        more.len()
-    );
-    let _ = tokio::time::timeout(Duration::from_secs(10), consumer.shutdown()).await;
+    rust_receives_exactly(&cluster, "rust-from-nodejs", &sent, &produced).await?;
     println!("nodejs → rust: {} messages", sent.len());
     cluster.finish();
     Ok(())
@@ -459,42 +358,7 @@ async fn rust_producer_to_nodejs_consumer_in_the_other_region_preserves_every_fi
     let cluster = script::two_region_cluster().build().await?;
     let node = NodeJs::for_cluster(modules, &cluster)?;
 
-    let producer = start_producer(&cluster.router_endpoint("a")).await?;
-    let mut sent = BTreeMap::new();
-    for index in 0..MESSAGES {
-        let body = script::binary_body(index);
-        let keys = vec![format!("order-{index}"), TAG.to_owned()];
-        let properties = BTreeMap::from([
-            ("origin".to_owned(), "rust".to_owned()),
-            ("index".to_owned(), index.to_string()),
-            ("unicode".to_owned(), "größe ✓ 東京 😀".to_owned()),
-        ]);
-        let message = MessageBuilder::builder()
-            .set_topic(TEST_TOPIC)
-            .set_tag(TAG)
-            .set_keys(keys.clone())
-            .set_properties(properties.clone().into_iter().collect::<HashMap<_, _>>())
-            .set_body(body.clone())
-            .build()
-            .map_err(|error| anyhow::anyhow!("build a message: {error:?}"))?;
-        let receipt = within(CLIENT_CALL_TIMEOUT, "send", producer.send(message))
-            .await?
-            .map_err(|error| anyhow::anyhow!("send message {index}: {error:?}"))?;
-        let id = receipt.message_id().to_owned();
-        anyhow::ensure!(!id.is_empty(), "the send result has an empty message id");
-        let described = Described {
-            message_id: id.clone(),
-            tag: Some(TAG.to_owned()),
-            keys: keys.into_iter().collect(),
-            properties,
-            body,
-        };
-        anyhow::ensure!(
-            sent.insert(id.clone(), described).is_none(),
-            "two sends got message id {id}"
-        );
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(10), producer.shutdown()).await;
+    let sent = rust_sends(&cluster, TAG, MESSAGES).await?;
 
     let (consumed, received) = node_consume(
         &node,

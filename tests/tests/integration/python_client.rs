@@ -18,20 +18,16 @@
 //! 2 and a new handle, a stale handle refused (11), change_invisible_duration
 //! (12), and shutdowns that log no error (14).
 
-use crate::support::{
-    CLIENT_CALL_TIMEOUT, ack, client_message_ids, message_records, receive, start_consumer,
-    start_producer, within,
-};
+use crate::support::{client_message_ids, message_records};
 use anyhow::Context as _;
 use meridian_tests::meridian_topology::{ConsumeFrom, MessageType, Topic};
 use meridian_tests::{TEST_TOPIC, TestCluster, region_name};
-use rocketmq::model::message::MessageBuilder;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokio::time::Instant;
 
 use crate::json::{Access as _, Value};
+use crate::rust_side::{Fields, rust_receives_exactly, rust_sends};
 use crate::script::{self, ScriptRun};
 
 /// The variable naming the Python interpreter (not `MERIDIAN_*`: that prefix
@@ -160,6 +156,21 @@ impl Described {
                 .get("body_hex")
                 .map(|hex| script::decode_hex(hex.str()?))
                 .transpose()?,
+        })
+    }
+}
+
+impl Described {
+    /// The fields a round trip compares (the body must have been echoed).
+    fn fields(&self) -> anyhow::Result<Fields> {
+        Ok(Fields {
+            message_id: self.message_id.clone(),
+            tag: self.tag.clone(),
+            keys: self.keys.clone(),
+            properties: self.properties.clone(),
+            body: self.body.clone().with_context(|| {
+                format!("message {} was described without its body", self.message_id)
+            })?,
         })
     }
 }
@@ -463,44 +474,7 @@ async fn rust_producer_to_python_consumer_in_the_other_region_preserves_every_fi
     let cluster = script::two_region_cluster().build().await?;
     let python = Python::for_cluster(interpreter, &cluster)?;
 
-    let producer = start_producer(&cluster.router_endpoint("a")).await?;
-    let mut sent = BTreeMap::new();
-    for index in 0..MESSAGES {
-        let body = script::binary_body(index);
-        let keys = vec![format!("order-{index}"), "rust-to-python".to_owned()];
-        let properties = BTreeMap::from([
-            ("origin".to_owned(), "rust".to_owned()),
-            ("index".to_owned(), index.to_string()),
-            ("unicode".to_owned(), "größe ✓ 東京 😀".to_owned()),
-        ]);
-        let message = MessageBuilder::builder()
-            .set_topic(TEST_TOPIC)
-            .set_tag(TAG)
-            .set_keys(keys.clone())
-            .set_properties(properties.clone().into_iter().collect::<HashMap<_, _>>())
-            .set_body(body.clone())
-            .build()
-            .map_err(|error| anyhow::anyhow!("build a message: {error:?}"))?;
-        let receipt = within(CLIENT_CALL_TIMEOUT, "send", producer.send(message))
-            .await?
-            .map_err(|error| anyhow::anyhow!("send message {index}: {error:?}"))?;
-        let id = receipt.message_id().to_owned();
-        anyhow::ensure!(!id.is_empty(), "the send result has an empty message id");
-        let described = Described {
-            message_id: id.clone(),
-            tag: Some(TAG.to_owned()),
-            keys: keys.into_iter().collect(),
-            properties,
-            size: body.len() as u64,
-            sha256: String::new(),
-            body: Some(body),
-        };
-        anyhow::ensure!(
-            sent.insert(id.clone(), described).is_none(),
-            "two sends got message id {id}"
-        );
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(10), producer.shutdown()).await;
+    let sent = rust_sends(&cluster, TAG, MESSAGES).await?;
 
     let mut consume_args = endpoint_args("--endpoints", &cluster.router_endpoint("b")).to_vec();
     consume_args.extend(script::args([
@@ -524,8 +498,7 @@ async fn rust_producer_to_python_consumer_in_the_other_region_preserves_every_fi
             sent.keys()
         );
         for (id, expected) in &sent {
-            let mut got = received[id].clone();
-            got.sha256 = String::new();
+            let got = received[id].fields()?;
             anyhow::ensure!(
                 &got == expected,
                 "message {id} changed between the Rust producer and the Python consumer:\n\
@@ -575,9 +548,8 @@ async fn python_producer_to_rust_consumer_in_the_other_region_preserves_every_fi
     succeeded(&produced)?;
     produced.check(|output| {
         for entry in output.field("sent")?.array()? {
-            let described = Described::from_json(entry)?;
-            anyhow::ensure!(described.body.is_some(), "the script echoed no body");
-            sent.insert(described.message_id.clone(), described);
+            let fields = Fields::from_json(entry)?;
+            sent.insert(fields.message_id.clone(), fields);
         }
         anyhow::ensure!(
             sent.len() == 4,
@@ -586,67 +558,7 @@ async fn python_producer_to_rust_consumer_in_the_other_region_preserves_every_fi
         );
         Ok(())
     })?;
-
-    let consumer = start_consumer(&cluster.router_endpoint("b"), "rust-from-python").await?;
-    let mut received = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while received.len() < sent.len() {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "region b delivered {} of {} messages within 60 s\n{produced}",
-            received.len(),
-            sent.len()
-        );
-        for message in receive(&consumer).await? {
-            let id = message.message_id().to_owned();
-            anyhow::ensure!(
-                message.delivery_attempt() == 1,
-                "message {id} arrived with delivery_attempt {}",
-                message.delivery_attempt()
-            );
-            let body = message.body().to_vec();
-            let described = Described {
-                message_id: id.clone(),
-                tag: message.tag().map(str::to_owned),
-                keys: message.keys().iter().cloned().collect(),
-                properties: message
-                    .properties()
-                    .iter()
-                    .map(|(key, value)| (key.clone(), value.clone()))
-                    .collect(),
-                size: body.len() as u64,
-                sha256: String::new(),
-                body: Some(body),
-            };
-            ack(&consumer, &message).await?;
-            anyhow::ensure!(
-                received.insert(id.clone(), described).is_none(),
-                "region b delivered message {id} twice"
-            );
-        }
-    }
-    for (id, expected) in &sent {
-        let mut expected = expected.clone();
-        expected.sha256 = String::new();
-        let got = received.get(id).with_context(|| {
-            format!(
-                "region b never delivered {id}; it delivered {:?}",
-                received.keys()
-            )
-        })?;
-        anyhow::ensure!(
-            got == &expected,
-            "message {id} changed between the Python producer and the Rust consumer:\n\
-             sent {expected:#?}\nreceived {got:#?}\n{produced}"
-        );
-    }
-    let more = receive(&consumer).await?;
-    anyhow::ensure!(
-        more.is_empty(),
-        "after every message was acked, region b delivered {} more",
-        more.len()
-    );
-    let _ = tokio::time::timeout(Duration::from_secs(10), consumer.shutdown()).await;
+    rust_receives_exactly(&cluster, "rust-from-python", &sent, &produced).await?;
     println!(
         "python → rust: {} messages, produce.py took {:?}",
         sent.len(),
