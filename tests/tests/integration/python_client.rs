@@ -130,32 +130,19 @@ struct Described {
 
 impl Described {
     fn from_json(value: &Value) -> anyhow::Result<Described> {
-        let tag = value.field("tag")?;
+        let body = value
+            .get("body_hex")
+            .map(|hex| script::decode_hex(hex.str()?))
+            .transpose()?;
+        let fields = Fields::from_json_with_body(value, Vec::new())?;
         Ok(Described {
-            message_id: value.field("message_id")?.str()?.to_owned(),
-            tag: if tag.is_null() {
-                None
-            } else {
-                Some(tag.str()?.to_owned())
-            },
-            keys: value
-                .field("keys")?
-                .array()?
-                .iter()
-                .map(|key| key.str().map(str::to_owned))
-                .collect::<anyhow::Result<_>>()?,
-            properties: value
-                .field("properties")?
-                .object()?
-                .iter()
-                .map(|(key, property)| Ok((key.clone(), property.str()?.to_owned())))
-                .collect::<anyhow::Result<_>>()?,
+            message_id: fields.message_id,
+            tag: fields.tag,
+            keys: fields.keys,
+            properties: fields.properties,
             size: value.field("size")?.u64()?,
             sha256: value.field("sha256")?.str()?.to_owned(),
-            body: value
-                .get("body_hex")
-                .map(|hex| script::decode_hex(hex.str()?))
-                .transpose()?,
+            body,
         })
     }
 }

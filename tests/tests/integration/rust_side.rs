@@ -27,12 +27,17 @@ impl Fields {
     /// From a script's description of a message: `message_id`, `tag`,
     /// `keys`, `properties`, `body_hex` (and `size`, checked against it).
     pub fn from_json(value: &Value) -> anyhow::Result<Fields> {
-        let tag = value.field("tag")?;
         let body = script::decode_hex(value.field("body_hex")?.str()?)?;
         anyhow::ensure!(
             body.len() as u64 == value.field("size")?.u64()?,
             "body_hex and size disagree"
         );
+        Fields::from_json_with_body(value, body)
+    }
+
+    /// From a script's description of a message, with `body` given.
+    pub fn from_json_with_body(value: &Value, body: Vec<u8>) -> anyhow::Result<Fields> {
+        let tag = value.field("tag")?;
         Ok(Fields {
             message_id: value.field("message_id")?.str()?.to_owned(),
             tag: if tag.is_null() {
