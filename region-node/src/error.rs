@@ -1,4 +1,5 @@
-//! The node's errors, and their one mapping to RocketMQ status codes.
+//! The node's errors: a request's ([`NodeError`], with its one mapping to
+//! RocketMQ status codes) and the node's own start-up and serving ([`StartError`]).
 
 use crate::commit::CommitError;
 use crate::consumer::{ConsumerError, FilterError, MalformedHandle};
@@ -7,11 +8,10 @@ use meridian_face::Refusal;
 use meridian_proto::rocketmq::v2::Code;
 use std::path::PathBuf;
 
-/// Errors of the node, from request validation to storage.
+/// Why a request failed: what a client is told (through
+/// [`NodeError::refusal`] or, on the internal API, [`NodeError::to_grpc`]).
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
-    #[error("request has no x-mq-client-id header")]
-    ClientIdRequired,
     #[error("topic `{topic}` does not exist in this deployment's topology")]
     TopicNotFound { topic: String },
     #[error("request names no topic")]
@@ -70,30 +70,6 @@ pub enum NodeError {
     Commit(#[from] CommitError),
     #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error(transparent)]
-    Topology(#[from] meridian_topology::TopologyError),
-    #[error(
-        "data directory {path} is locked by another process (is another node of this region running?)"
-    )]
-    Locked { path: PathBuf },
-    #[error("failed to prepare data directory {path}")]
-    DataDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the {what} listener has no local address")]
-    Listener {
-        what: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("gRPC server on {address} failed")]
-    Serve {
-        address: String,
-        #[source]
-        source: tonic::transport::Error,
-    },
 }
 
 impl NodeError {
@@ -101,7 +77,6 @@ impl NodeError {
     /// become RocketMQ status codes.
     pub fn refusal(&self) -> Refusal {
         let code = match self {
-            Self::ClientIdRequired => Code::ClientIdRequired,
             Self::TopicNotFound { .. } => Code::TopicNotFound,
             Self::TopicMissing => Code::IllegalTopic,
             Self::IllegalConsumerGroup { .. } => Code::IllegalConsumerGroup,
@@ -121,14 +96,9 @@ impl NodeError {
             }
             Self::Consumer(ConsumerError::TooManyGroups { .. }) => Code::IllegalConsumerGroup,
             Self::InvalidRecord { .. } => Code::BadRequest,
-            Self::Consumer(ConsumerError::Storage(_))
-            | Self::Commit(_)
-            | Self::Storage(_)
-            | Self::Topology(_)
-            | Self::Locked { .. }
-            | Self::DataDir { .. }
-            | Self::Listener { .. }
-            | Self::Serve { .. } => Code::InternalError,
+            Self::Consumer(ConsumerError::Storage(_)) | Self::Commit(_) | Self::Storage(_) => {
+                Code::InternalError
+            }
         };
         Refusal::new(code, meridian_report::chain(self))
     }
@@ -145,4 +115,35 @@ impl NodeError {
             _ => tonic::Status::internal(meridian_report::chain(self)),
         }
     }
+}
+
+/// Why a node could not start, or stopped serving: never a client's request.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Topology(#[from] meridian_topology::TopologyError),
+    #[error(
+        "data directory {path} is locked by another process (is another node of this region running?)"
+    )]
+    Locked { path: PathBuf },
+    #[error("failed to prepare data directory {path}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the {what} listener has no local address")]
+    Listener {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("open storage")]
+    Storage(#[from] StorageError),
+    #[error("gRPC server on {address} failed")]
+    Serve {
+        address: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
 }

@@ -12,7 +12,7 @@
 //!
 //! The crate exposes only what the `meridian` binary uses: start a node with
 //! [`Node::open`] (takes the data-directory lock and opens storage) and then
-//! [`Node::serve`] on listeners the caller bound; errors are [`NodeError`].
+//! [`Node::serve`] on listeners the caller bound; errors are [`StartError`].
 //!
 //! This crate must not depend on the replicator or router crates; they talk
 //! to the node only through the `meridian.v1.NodeService` API.
@@ -26,7 +26,7 @@ mod storage;
 #[cfg(test)]
 mod test_records;
 
-pub use error::NodeError;
+pub use error::StartError;
 
 use commit::CommitLog;
 use consumer::ConsumerEngine;
@@ -53,11 +53,11 @@ pub struct Node {
 
 impl Node {
     /// Locks `<data_dir>/node/LOCK` and opens storage in `<data_dir>/node/db`.
-    /// Fails with [`NodeError::Locked`] if another process holds the lock.
-    pub fn open(topology: Topology, region: &str) -> Result<Self, NodeError> {
+    /// Fails with [`StartError::Locked`] if another process holds the lock.
+    pub fn open(topology: Topology, region: &str) -> Result<Self, StartError> {
         let config = topology.region(region)?;
         let directory = config.data_dir.join("node");
-        std::fs::create_dir_all(&directory).map_err(|source| NodeError::DataDir {
+        std::fs::create_dir_all(&directory).map_err(|source| StartError::DataDir {
             path: directory.clone(),
             source,
         })?;
@@ -67,19 +67,19 @@ impl Node {
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|source| NodeError::DataDir {
+            .map_err(|source| StartError::DataDir {
                 path: lock_path.clone(),
                 source,
             })?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(NodeError::Locked {
+                return Err(StartError::Locked {
                     path: config.data_dir.clone(),
                 });
             }
             Err(std::fs::TryLockError::Error(source)) => {
-                return Err(NodeError::DataDir {
+                return Err(StartError::DataDir {
                     path: lock_path,
                     source,
                 });
@@ -103,10 +103,10 @@ impl Node {
         node_listener: TcpListener,
         admin_listener: TcpListener,
         shutdown: CancellationToken,
-    ) -> Result<(), NodeError> {
+    ) -> Result<(), StartError> {
         let node_address = node_listener
             .local_addr()
-            .map_err(|source| NodeError::Listener {
+            .map_err(|source| StartError::Listener {
                 what: "node (RocketMQ gRPC)",
                 source,
             })?;
@@ -170,11 +170,11 @@ impl Node {
         tasks.close();
         tasks.wait().await;
         tracing::info!(region = %self.region, "node stopped");
-        client_result.map_err(|source| NodeError::Serve {
+        client_result.map_err(|source| StartError::Serve {
             address: node_address.to_string(),
             source,
         })?;
-        admin_result.map_err(|source| NodeError::Serve {
+        admin_result.map_err(|source| StartError::Serve {
             address: admin_address,
             source,
         })?;

@@ -20,7 +20,7 @@ use meridian_proto::rocketmq::v2::{
     Resource, SendMessageRequest, SendMessageResponse, Status, SystemProperties,
     receive_message_response,
 };
-use meridian_region_node::{Node, NodeError};
+use meridian_region_node::{Node, StartError};
 use meridian_topology::{ConsumeFrom, FlushMode, Region, Site, Topic, Topology};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -59,7 +59,7 @@ pub struct TestNode {
     pub node_address: SocketAddr,
     pub admin_address: SocketAddr,
     shutdown: CancellationToken,
-    serving: JoinHandle<Result<(), NodeError>>,
+    serving: JoinHandle<Result<(), StartError>>,
     /// The router and replicator addresses of the topology, held so that no
     /// one else gets them; the node never uses them.
     _reserved: (std::net::TcpListener, std::net::UdpSocket),
