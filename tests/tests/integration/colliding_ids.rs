@@ -3,13 +3,17 @@
 //! hosts, pids (1, in containers) and clock seconds coincide generate the same
 //! ids. The Python and Node.js client tests run [`scenario`] with their
 //! producer script; the script's `--colliding-message-ids` makes the
-//! unmodified client's id generator produce such ids.
+//! unmodified client's id generator produce such ids. The Rust client takes
+//! any type implementing its public `Message` trait, whose message id is the
+//! sender's to choose: the test here gives two Rust producers the same ids.
 
 use crate::json::{Access as _, Value};
 use crate::script::{self, ScriptRun};
-use crate::support::{ack, receive, start_consumer, within};
+use crate::support::{CLIENT_CALL_TIMEOUT, ack, receive, start_consumer, start_producer, within};
 use meridian_tests::meridian_proto::meridian::v1::HealthRequest;
 use meridian_tests::{TEST_TOPIC, TestCluster};
+use rocketmq::model::message::Message;
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -53,6 +57,16 @@ where
     ];
     let first = sent(&produce(args.clone()).await?)?;
     let second = sent(&produce(args).await?)?;
+    expect_every_message(cluster, first, second).await
+}
+
+/// The ids of the two producers' sends collide, their bodies differ, region
+/// a counted the reused ids, and a new group in region b receives every body.
+async fn expect_every_message(
+    cluster: &TestCluster,
+    first: Vec<(String, Vec<u8>)>,
+    second: Vec<(String, Vec<u8>)>,
+) -> anyhow::Result<()> {
     let ids =
         |sent: &[(String, Vec<u8>)]| sent.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>();
     anyhow::ensure!(
@@ -70,7 +84,7 @@ where
     expected.dedup();
     anyhow::ensure!(
         expected.len() == 2 * MESSAGES,
-        "random bodies should all differ"
+        "the bodies should all differ"
     );
 
     let health = cluster
@@ -107,5 +121,83 @@ where
         received.len(),
         expected.len()
     );
+    Ok(())
+}
+
+/// A message whose id the test chooses, for the Rust client's public
+/// `Message` trait (its `MessageBuilder` always generates the id).
+struct WithId {
+    id: String,
+    body: Vec<u8>,
+}
+
+impl Message for WithId {
+    fn take_message_id(&mut self) -> String {
+        self.id.clone()
+    }
+    fn take_topic(&mut self) -> String {
+        TEST_TOPIC.to_owned()
+    }
+    fn take_body(&mut self) -> Vec<u8> {
+        self.body.clone()
+    }
+    fn take_tag(&mut self) -> Option<String> {
+        None
+    }
+    fn take_keys(&mut self) -> Vec<String> {
+        Vec::new()
+    }
+    fn take_properties(&mut self) -> HashMap<String, String> {
+        HashMap::new()
+    }
+    fn take_message_group(&mut self) -> Option<String> {
+        None
+    }
+    fn take_delivery_timestamp(&mut self) -> Option<i64> {
+        None
+    }
+    fn transaction_enabled(&mut self) -> bool {
+        false
+    }
+}
+
+/// Two official Rust producers send different messages with the same ids
+/// (RocketMQ's id layout, as two containers' producers would make them).
+#[tokio::test(flavor = "multi_thread")]
+async fn rust_producers_with_colliding_message_ids_lose_nothing() -> anyhow::Result<()> {
+    let cluster = script::two_region_cluster().build().await?;
+    let mut sends = Vec::new();
+    for producer_index in 0..2u8 {
+        let producer = start_producer(&cluster.router_endpoint("a")).await?;
+        let mut sent = Vec::new();
+        for index in 0..MESSAGES {
+            let id = format!("010A0000000001000105000000{index:08X}");
+            let body = format!("producer {producer_index}, message {index}").into_bytes();
+            let message = WithId {
+                id: id.clone(),
+                body: body.clone(),
+            };
+            let receipt = within(CLIENT_CALL_TIMEOUT, "send", producer.send(message))
+                .await?
+                .map_err(|error| anyhow::anyhow!("send message {index}: {error:?}"))?;
+            anyhow::ensure!(
+                receipt.message_id() == id,
+                "the receipt names {}, sent {id}",
+                receipt.message_id()
+            );
+            sent.push((id, body));
+        }
+        let _ = within(
+            Duration::from_secs(10),
+            "producer shutdown",
+            producer.shutdown(),
+        )
+        .await;
+        sends.push(sent);
+    }
+    let second = sends.pop().unwrap_or_default();
+    let first = sends.pop().unwrap_or_default();
+    expect_every_message(&cluster, first, second).await?;
+    cluster.finish();
     Ok(())
 }
