@@ -1,7 +1,9 @@
 //! Integration harness for Meridian: starts the real `meridian` binaries and
 //! lets tests drive them the way operators and clients would.
 //!
-//! [`TestCluster::builder`] writes a topology file with OS-chosen ports into a
+//! [`TestCluster::builder`] holds OS-chosen loopback ports for the cluster's
+//! whole life (each process inherits its sockets, so no port is ever free in
+//! between; see `meridian-sockets`), writes a topology file with them into a
 //! fresh temp dir, starts one node, one replicator and one router per region as
 //! separate processes and waits for each to print its readiness line
 //! (`MERIDIAN_READY role=… region=…`) on stdout — a real signal, never a sleep.
