@@ -19,6 +19,7 @@ TEST_NODEJS_MODULES="$(scripts/nodejs-env.sh)/node_modules"
 export TEST_PYTHON TEST_NODEJS_MODULES
 log_dir="${STRESS_LOG_DIR:-$(mktemp -d -t meridian-stress-XXXXXX)}"
 mkdir -p "$log_dir"
+echo "stress: logs in $log_dir"
 
 # The load lasts at most an hour and is stopped when this script ends.
 "$CARGO_TARGET_DIR/debug/examples/loopback_churn" 3600 4 >"$log_dir/churn.log" 2>&1 &
