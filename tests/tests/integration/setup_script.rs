@@ -119,3 +119,38 @@ fn this_machine_has_what_the_build_needs() {
         assert!(stdout.contains(requirement), "{requirement}: {stdout}");
     }
 }
+
+#[test]
+fn missing_commands_are_named_with_the_package_that_provides_them() {
+    // A PATH with the shell tools the script uses, a C++ compiler and
+    // cargo, but no node or npm: the check names both and their packages.
+    let bin = tempfile::tempdir().expect("temp dir");
+    for tool in ["bash", "dirname", "basename", "readlink", "cargo", "c++"] {
+        let found = Command::new("bash")
+            .arg("-c")
+            .arg(format!("command -v {tool}"))
+            .output()
+            .expect("run bash");
+        let path = String::from_utf8_lossy(&found.stdout).trim().to_owned();
+        assert!(!path.is_empty(), "this machine has {tool}");
+        std::os::unix::fs::symlink(&path, bin.path().join(tool)).expect("link");
+    }
+    let output = Command::new("bash")
+        .arg(setup_script())
+        .arg("--check")
+        .arg("test")
+        .env("PATH", bin.path())
+        .env("TEST_PYTHON_BASE", "python3")
+        .output()
+        .expect("run scripts/setup.sh");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    for expected in [
+        "node: missing (runs the official Node.js client in tests) - installs nodejs",
+        "npm: missing (installs the official Node.js client) - installs npm",
+        "python3: missing",
+        "cargo: present",
+    ] {
+        assert!(stdout.contains(expected), "{expected:?} in:\n{stdout}");
+    }
+}
