@@ -45,6 +45,18 @@ use std::time::Duration;
 /// The metadata header naming the client (every official client sends it).
 pub const CLIENT_ID_HEADER: &str = "x-mq-client-id";
 
+/// The region that issued a receipt handle: the routing part of the
+/// node's handle format `v1.<region>.<queue>.<offset>.<attempt>.<deadline_ms>`
+/// (region names never contain `.`). A router in proxy mode sends an ack or
+/// invisibility change to that region's node. `None` for any other text.
+pub fn receipt_handle_region(handle: &str) -> Option<&str> {
+    let mut parts = handle.split('.');
+    (parts.next() == Some("v1"))
+        .then(|| parts.next())
+        .flatten()
+        .filter(|region| !region.is_empty())
+}
+
 /// Who sent a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {

@@ -20,6 +20,7 @@
 mod error;
 mod health;
 mod probe;
+mod proxy;
 mod route;
 mod service;
 
@@ -62,9 +63,14 @@ pub async fn run(
         regions = topology.regions.len(),
         "router serving"
     );
+    let mode = topology
+        .regions
+        .get(&region)
+        .map(|own| own.router_mode)
+        .unwrap_or_default();
     let routes = route::Routes::new(topology, region, view);
     let service = MessagingServiceServer::new(meridian_face::Face::new(
-        std::sync::Arc::new(service::RouterBackend::new(routes)),
+        std::sync::Arc::new(service::RouterBackend::new(routes, mode)),
         tasks.clone(),
         stop.clone(),
     ))

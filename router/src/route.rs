@@ -10,7 +10,7 @@
 use crate::error::RouterError;
 use crate::health::HealthView;
 use meridian_proto::rocketmq::v2::{MessageQueue, MessageType, Resource};
-use meridian_topology::{self as topology, Topic, Topology};
+use meridian_topology::{self as topology, RouterMode, Topic, Topology};
 use std::net::SocketAddr;
 use tracing::debug;
 
@@ -41,19 +41,36 @@ impl Routes {
         }
     }
 
-    /// The queues of `topic` in the region clients should use now.
+    /// The queues of `topic` that QueryRoute answers: on the region clients
+    /// should use now (direct mode), or on this router (proxy mode), which
+    /// then carries each call there.
     pub(crate) async fn resolve(
         &self,
         rpc: &'static str,
         topic: Option<&Resource>,
     ) -> Result<Vec<MessageQueue>, RouterError> {
         let topic = requested_topic(rpc, topic)?;
+        let choice = self.choose(rpc, &topic.name).await?;
+        let own = &self.topology.regions[&self.own];
+        Ok(match own.router_mode {
+            RouterMode::Direct => message_queues(topic, &choice.spec, &choice.region, choice.node),
+            RouterMode::Proxy => message_queues(topic, &choice.spec, &self.own, own.router),
+        })
+    }
+
+    /// The region (and its node) that calls about `topic` go to now: this
+    /// router's own while healthy, else the nearest healthy one.
+    pub(crate) async fn choose(
+        &self,
+        rpc: &'static str,
+        topic: &str,
+    ) -> Result<Choice, RouterError> {
         let spec = self
             .topology
-            .topic(&topic.name)
+            .topic(topic)
             .ok_or_else(|| RouterError::TopicNotFound {
                 rpc,
-                topic: topic.name.clone(),
+                topic: topic.to_owned(),
             })?;
         let candidates: Vec<(&str, u32)> = self
             .candidates
@@ -65,7 +82,7 @@ impl Routes {
             .choose(&self.own, &candidates)
             .await
             .ok_or_else(|| RouterError::NoRegionUp {
-                topic: topic.name.clone(),
+                topic: topic.to_owned(),
                 regions: self
                     .candidates
                     .iter()
@@ -79,14 +96,31 @@ impl Routes {
             .expect("chosen regions come from the topology");
         debug!(
             rpc,
-            topic = %topic.name,
+            topic,
             own = %self.own,
             chosen = %region_name,
             node = %region.node,
             "routing to region"
         );
-        Ok(message_queues(topic, spec, region_name, region.node))
+        Ok(Choice {
+            region: region_name.to_owned(),
+            node: region.node,
+            spec: spec.clone(),
+        })
     }
+
+    /// The node of `region`, if the topology has it.
+    pub(crate) fn node_of(&self, region: &str) -> Option<SocketAddr> {
+        self.topology.regions.get(region).map(|region| region.node)
+    }
+}
+
+/// Where calls about a topic go now.
+#[derive(Debug, Clone)]
+pub(crate) struct Choice {
+    pub(crate) region: String,
+    pub(crate) node: SocketAddr,
+    pub(crate) spec: Topic,
 }
 
 /// The topic a request names, refusing a missing or blank one.

@@ -1,27 +1,40 @@
 //! The router's side of the RocketMQ face (`meridian-face`).
 //!
-//! The router is an access point, not a broker: it answers QueryRoute and
-//! QueryAssignment with the nearest healthy region's node; the face keeps
-//! clients' sessions happy (Heartbeat, Telemetry settings,
-//! NotifyClientTermination) and refuses everything else with
-//! `NOT_IMPLEMENTED`, pointing clients at the node endpoints of the route.
+//! The router is an access point: it answers QueryRoute and QueryAssignment,
+//! and the face keeps clients' sessions happy (Heartbeat, Telemetry settings,
+//! NotifyClientTermination). In direct mode routes point at the nearest
+//! healthy region's node and every other call is refused with
+//! `NOT_IMPLEMENTED`, pointing clients at that node; in proxy mode routes
+//! point at the router, which carries Send, Receive, Ack and
+//! ChangeInvisibleDuration to the nodes (`proxy.rs`).
 //!
-//! Left out: forwarding EndTransaction, AckMessage and friends to the owning
-//! node (the Rust client sends EndTransaction to the access point), and
-//! pushing orphaned-transaction checks on the Telemetry stream.
+//! Left out: EndTransaction and the other RPCs the nodes do not serve yet,
+//! and pushing orphaned-transaction checks on the Telemetry stream.
 
+use crate::proxy::Proxy;
 use crate::route::Routes;
-use meridian_face::{Backend, Caller, Refusal};
-use meridian_proto::rocketmq::v2::{MessageQueue, Resource};
+use meridian_face::{Backend, Caller, Refusal, SendReceipt};
+use meridian_proto::rocketmq::v2::{
+    AckMessageRequest, ChangeInvisibleDurationRequest, Message, MessageQueue,
+    ReceiveMessageRequest, Resource,
+};
+use meridian_topology::RouterMode;
 
-/// The router's business: routes.
+/// The router's business: routes, and in proxy mode the calls themselves.
 pub(crate) struct RouterBackend {
     routes: Routes,
+    /// Set in proxy mode.
+    proxy: Option<Proxy>,
 }
 
 impl RouterBackend {
-    pub(crate) fn new(routes: Routes) -> Self {
-        RouterBackend { routes }
+    pub(crate) fn new(routes: Routes, mode: RouterMode) -> Self {
+        let proxy = (mode == RouterMode::Proxy).then(Proxy::default);
+        RouterBackend { routes, proxy }
+    }
+
+    fn unserved(&self, rpc: &str) -> Refusal {
+        Refusal::not_implemented(rpc, self.unserved_hint())
     }
 }
 
@@ -41,5 +54,53 @@ impl Backend for RouterBackend {
             .resolve(rpc, topic)
             .await
             .map_err(|error| error.refusal())
+    }
+
+    async fn send(
+        &self,
+        caller: &Caller,
+        messages: Vec<Message>,
+    ) -> Vec<Result<SendReceipt, Refusal>> {
+        match &self.proxy {
+            Some(proxy) => proxy.send(&self.routes, caller, messages).await,
+            None => vec![Err(self.unserved("SendMessage")); messages.len()],
+        }
+    }
+
+    async fn receive(
+        &self,
+        caller: &Caller,
+        request: ReceiveMessageRequest,
+    ) -> Result<Vec<Message>, Refusal> {
+        match &self.proxy {
+            Some(proxy) => proxy.receive(&self.routes, caller, request).await,
+            None => Err(self.unserved("ReceiveMessage")),
+        }
+    }
+
+    async fn ack(
+        &self,
+        caller: &Caller,
+        request: AckMessageRequest,
+    ) -> Result<Vec<Result<(), Refusal>>, Refusal> {
+        match &self.proxy {
+            Some(proxy) => proxy.ack(&self.routes, caller, request).await,
+            None => Err(self.unserved("AckMessage")),
+        }
+    }
+
+    async fn change_invisible_duration(
+        &self,
+        caller: &Caller,
+        request: ChangeInvisibleDurationRequest,
+    ) -> Result<String, Refusal> {
+        match &self.proxy {
+            Some(proxy) => {
+                proxy
+                    .change_invisible_duration(&self.routes, caller, request)
+                    .await
+            }
+            None => Err(self.unserved("ChangeInvisibleDuration")),
+        }
     }
 }

@@ -4,7 +4,9 @@
 use anyhow::Context as _;
 use meridian_proto::meridian::v1::node_service_client::NodeServiceClient;
 use meridian_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
-use meridian_topology::{ConsumeFrom, FlushMode, Link, MessageType, Region, Site, Topic, Topology};
+use meridian_topology::{
+    ConsumeFrom, FlushMode, Link, MessageType, Region, RouterMode, Site, Topic, Topology,
+};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::net::SocketAddr;
@@ -48,6 +50,7 @@ pub struct TestClusterBuilder {
     stop_timeout: Duration,
     extra_topics: BTreeMap<String, Topic>,
     binary: Option<PathBuf>,
+    router_mode: RouterMode,
 }
 
 impl Default for TestClusterBuilder {
@@ -59,6 +62,7 @@ impl Default for TestClusterBuilder {
             stop_timeout: STOP_TIMEOUT,
             extra_topics: BTreeMap::new(),
             binary: None,
+            router_mode: RouterMode::Direct,
         }
     }
 }
@@ -85,6 +89,12 @@ impl TestClusterBuilder {
     /// How long a process may take to exit after SIGTERM (default 30 s).
     pub fn stop_timeout(mut self, timeout: Duration) -> Self {
         self.stop_timeout = timeout;
+        self
+    }
+
+    /// How every region's router serves clients (default `direct`).
+    pub fn router_mode(mut self, mode: RouterMode) -> Self {
+        self.router_mode = mode;
         self
     }
 
@@ -116,7 +126,7 @@ impl TestClusterBuilder {
             .tempdir()
             .context("create the test cluster's temp dir")?;
         let root = directory.path().to_path_buf();
-        let (mut topology, held_ports) = plan(self.regions, &root, self.flush)?;
+        let (mut topology, held_ports) = plan(self.regions, &root, self.flush, self.router_mode)?;
         topology.topics.extend(self.extra_topics);
 
         std::fs::create_dir_all(root.join("logs")).context("create the logs dir")?;
@@ -160,7 +170,12 @@ impl TestClusterBuilder {
 
 /// The topology of an `regions`-region test cluster under `root`, on ports
 /// held (by the returned [`HeldPorts`]) for as long as the cluster lives.
-fn plan(regions: usize, root: &Path, flush: FlushMode) -> anyhow::Result<(Topology, HeldPorts)> {
+fn plan(
+    regions: usize,
+    root: &Path,
+    flush: FlushMode,
+    router_mode: RouterMode,
+) -> anyhow::Result<(Topology, HeldPorts)> {
     let names: Vec<String> = (0..regions).map(region_name).collect();
     let mut held = HeldPorts::default();
     let mut region_map = BTreeMap::new();
@@ -173,6 +188,7 @@ fn plan(regions: usize, root: &Path, flush: FlushMode) -> anyhow::Result<(Topolo
             router: held.hold(format!("{name}.router"), Protocol::Tcp)?,
             data_dir: root.join(name).join("data"),
             flush,
+            router_mode,
         };
         region_map.insert(name.clone(), region);
     }
@@ -218,7 +234,7 @@ pub fn topology_with_held_ports(
     root: &Path,
     flush: FlushMode,
 ) -> anyhow::Result<(Topology, HeldPorts)> {
-    plan(regions, root, flush)
+    plan(regions, root, flush, RouterMode::Direct)
 }
 
 /// A running Meridian deployment; see the crate docs.

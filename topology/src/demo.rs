@@ -3,7 +3,7 @@
 //! `examples/three-regions.toml` describes the same deployment as a file
 //! (with data directories relative to the file); a test keeps the two equal.
 
-use crate::{ConsumeFrom, FlushMode, Link, MessageType, Region, Site, Topic, Topology};
+use crate::{ConsumeFrom, FlushMode, Link, MessageType, Region, RouterMode, Site, Topic, Topology};
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -35,6 +35,7 @@ impl Topology {
                 replicator: address(3),
                 data_dir: data_root.join(name),
                 flush: FlushMode::Sync,
+                router_mode: RouterMode::Proxy,
             };
             (name.to_owned(), region)
         };

@@ -37,4 +37,6 @@ mod validate;
 
 pub use demo::DEMO_TOPIC;
 pub use error::TopologyError;
-pub use model::{ConsumeFrom, FlushMode, Link, MessageType, Region, Site, Topic, Topology};
+pub use model::{
+    ConsumeFrom, FlushMode, Link, MessageType, Region, RouterMode, Site, Topic, Topology,
+};

@@ -41,6 +41,27 @@ pub struct Region {
     /// write reached the OS (`async`).
     #[serde(default)]
     pub flush: FlushMode,
+    /// How the region's router serves clients: `direct` (QueryRoute points
+    /// at a node, clients talk to it) or `proxy` (QueryRoute points at the
+    /// router, which carries every call to the chosen region's node).
+    #[serde(default)]
+    pub router_mode: RouterMode,
+}
+
+/// How a router serves clients (see [`Region::router_mode`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RouterMode {
+    /// QueryRoute answers with the chosen region's node; clients then call
+    /// the node. A client follows a failover only when it queries routes
+    /// again (Python and Node.js every 30 s, the Rust client 5.0.0 never).
+    #[default]
+    Direct,
+    /// QueryRoute answers with the router itself, which carries Send,
+    /// Receive, Ack and ChangeInvisibleDuration to the region it chooses at
+    /// that moment (acks and invisibility changes to the region that issued
+    /// the receipt handle): a failover reaches every client at once.
+    Proxy,
 }
 
 /// What kind of place a region is.

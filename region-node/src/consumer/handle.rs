@@ -81,6 +81,23 @@ impl std::str::FromStr for ReceiptHandle {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn routers_read_the_issuing_region_from_a_handle() {
+        let handle = ReceiptHandle {
+            region: "eu-west".to_owned(),
+            queue_id: 3,
+            offset: 17,
+            attempt: 2,
+            deadline_ms: 1_700_000_000_000,
+        };
+        assert_eq!(
+            meridian_face::receipt_handle_region(&handle.to_string()),
+            Some("eu-west")
+        );
+        assert_eq!(meridian_face::receipt_handle_region("v2.x.1"), None);
+        assert_eq!(meridian_face::receipt_handle_region("v1..1"), None);
+    }
     use super::*;
 
     #[test]

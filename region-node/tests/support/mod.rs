@@ -89,6 +89,7 @@ impl TestNode {
             router: router.local_addr().expect("router address"),
             data_dir: data_dir.to_path_buf(),
             flush: FlushMode::Async,
+            router_mode: meridian_topology::RouterMode::Direct,
         };
         let topic = Topic {
             queues: u16::try_from(QUEUES).expect("queue count fits"),

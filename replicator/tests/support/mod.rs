@@ -306,6 +306,7 @@ impl TestRegion {
             router: unused,
             data_dir: self.data_dir(),
             flush: Default::default(),
+            router_mode: Default::default(),
         }
     }
 }

@@ -148,6 +148,9 @@ impl Harness {
             let node = TcpListener::bind("127.0.0.1:0").await.expect("bind node");
             region.node = node.local_addr().expect("node address");
             reserved.push(node);
+            // These tests are about routes to nodes (proxy mode is tested
+            // end to end in tests/).
+            region.router_mode = meridian_topology::RouterMode::Direct;
         }
         let (eu_west_admin, eu_west) = RunningNode::start("eu-west").await;
         let (us_east_admin, us_east) = RunningNode::start("us-east").await;

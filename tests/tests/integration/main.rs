@@ -14,6 +14,7 @@ mod durability;
 mod json;
 mod lifecycle;
 mod nodejs_client;
+mod proxy;
 mod python_client;
 mod replication;
 mod replication_frames;
