@@ -4,15 +4,19 @@
 //! then the replicator and the router, each as a child process of this binary,
 //! each logging to `<data_dir>/logs/<role>.log`. It prints a table of
 //! endpoints and runs until Ctrl-C or SIGTERM, then stops every child with
-//! SIGTERM (routers first, nodes last) and waits for them.
+//! SIGTERM (routers first, nodes last) and waits for them. A child that
+//! exits (a crash, a `kill -9` in a drill) is started again on the same
+//! sockets after 1 s, backing off up to 30 s while it keeps failing.
 
 use crate::process::ChildProcess;
 use anyhow::Context as _;
-use meridian_sockets::{Handover, Inherited, Role, Sharing};
+use meridian_sockets::{Handover, Inherited, Reissue, Role, Sharing};
 use meridian_topology::Topology;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::time::Instant;
 
 pub async fn run(
     topology_file: Option<PathBuf>,
@@ -27,6 +31,11 @@ pub async fn run(
     // Every socket of the deployment is bound before any process starts, so a
     // port in use is reported at once, and each child inherits its sockets.
     let handovers = bind_all(&topology, inherited)?;
+    // What restarting a process needs: sockets on the same addresses.
+    let mut reissues = BTreeMap::new();
+    for (key, handover) in &handovers {
+        reissues.insert(key.clone(), handover.reissues()?);
+    }
     let shutdown = crate::shutdown_on_signals(false)?;
     let mut children: Vec<ChildProcess> = Vec::new();
     let started = start_all(&topology, &path, handovers, &mut children).await;
@@ -42,44 +51,35 @@ pub async fn run(
     print!("{}", endpoint_table(&topology));
     println!("Logs: <data_dir>/logs/<role>.log per region. Press Ctrl-C to stop.");
 
-    let (exit_sender, mut exits) =
-        tokio::sync::mpsc::channel::<(usize, String)>(children.len().max(1));
     let mut watched: Vec<Watched> = Vec::new();
-    for (index, mut child) in children.drain(..).enumerate() {
-        let sender = exit_sender.clone();
+    for child in children.drain(..) {
+        let role = Role::ALL
+            .into_iter()
+            .find(|role| role.as_str() == child.role)
+            .context("a child of an unknown role")?;
         let (stop, stop_requested) = tokio::sync::oneshot::channel::<()>();
+        let supervisor = Supervisor {
+            role,
+            region: child.region.clone(),
+            topology: path.clone(),
+            log_path: child.log_path.clone(),
+            reissues: reissues
+                .remove(&(child.region.clone(), role))
+                .unwrap_or_default(),
+        };
         watched.push(Watched {
             role: child.role,
             region: child.region.clone(),
-            log_path: child.log_path.clone(),
             stop: Some(stop),
-            watcher: tokio::spawn(async move {
-                tokio::select! {
-                    status = child.exited() => { let _ = sender.send((index, status)).await; }
-                    _ = stop_requested => child.stop().await,
-                }
-            }),
+            watcher: tokio::spawn(supervisor.watch(child, stop_requested)),
         });
     }
-    drop(exit_sender);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            Some((index, status)) = exits.recv() => {
-                let child = &watched[index];
-                tracing::error!(
-                    role = child.role, region = %child.region, %status, log = %child.log_path.display(),
-                    "a process of the deployment exited; the others keep running"
-                );
-            }
-        }
-    }
+    shutdown.cancelled().await;
     println!("Stopping Meridian...");
     // Routers first, then replicators, nodes last: nothing talks to a stopped node.
     for role in ["router", "replicator", "node"] {
         for child in watched.iter_mut().filter(|child| child.role == role) {
             if let Some(stop) = child.stop.take() {
-                // A watcher that already finished (its child exited) needs no signal.
                 let _ = stop.send(());
             }
         }
@@ -93,13 +93,95 @@ pub async fn run(
     Ok(())
 }
 
-/// A child handed to its watcher task.
+/// A child handed to its supervisor task.
 struct Watched {
     role: &'static str,
     region: String,
-    log_path: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     watcher: tokio::task::JoinHandle<()>,
+}
+
+/// A process that ran this long before exiting gets restarted after the
+/// shortest delay again.
+const STABLE_AFTER: Duration = Duration::from_secs(60);
+
+/// Restarts one process of the deployment whenever it exits, until stopped.
+struct Supervisor {
+    role: Role,
+    region: String,
+    topology: PathBuf,
+    log_path: PathBuf,
+    reissues: Vec<Reissue>,
+}
+
+impl Supervisor {
+    /// Waits for `child` to exit and starts it again (1 s, then doubling up
+    /// to 30 s between tries while it keeps failing), until `stop`.
+    async fn watch(self, mut child: ChildProcess, mut stop: tokio::sync::oneshot::Receiver<()>) {
+        let mut delays = restart_delays();
+        loop {
+            let started = Instant::now();
+            let status = tokio::select! {
+                status = child.exited() => status,
+                _ = &mut stop => {
+                    child.stop().await;
+                    return;
+                }
+            };
+            if started.elapsed() >= STABLE_AFTER {
+                delays = restart_delays();
+            }
+            tracing::error!(
+                role = self.role.as_str(), region = %self.region, %status, log = %self.log_path.display(),
+                "a process of the deployment exited; restarting it"
+            );
+            loop {
+                let delay = delays.next().unwrap_or(Duration::from_secs(30));
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    _ = &mut stop => return,
+                }
+                match self.start().await {
+                    Ok(restarted) => {
+                        tracing::info!(role = self.role.as_str(), region = %self.region, "restarted");
+                        child = restarted;
+                        break;
+                    }
+                    Err(error) => tracing::error!(
+                        role = self.role.as_str(), region = %self.region, error = %format!("{error:#}"),
+                        "restart failed; trying again"
+                    ),
+                }
+            }
+        }
+    }
+
+    async fn start(&self) -> anyhow::Result<ChildProcess> {
+        let mut handover = Handover::new();
+        for reissue in &self.reissues {
+            handover.push(reissue.socket()?);
+        }
+        ChildProcess::start(
+            self.role.as_str(),
+            &self.region,
+            &self.topology,
+            self.log_path.clone(),
+            handover,
+        )
+        .await
+    }
+}
+
+/// Delays between restarts: 1 s, doubling, at most 30 s, with jitter.
+fn restart_delays() -> impl Iterator<Item = Duration> {
+    use backon::BackoffBuilder as _;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_secs(30))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
 /// The sockets of every process of the deployment, by region and role:

@@ -160,6 +160,40 @@ impl BoundSocket {
         self.protocol
     }
 
+    /// What a supervisor keeps to give a restarted owner a socket on the
+    /// same address ([`Reissue::socket`]).
+    pub fn reissue(&self) -> Result<Reissue, SocketError> {
+        let error = |source| SocketError::Bind {
+            name: self.name.clone(),
+            address: self.address,
+            protocol: self.protocol,
+            source,
+        };
+        match self.protocol {
+            Protocol::Tcp => {
+                let sharing = if self.socket.reuse_port().map_err(error)? {
+                    Sharing::WithPlaceholder
+                } else {
+                    Sharing::Exclusive
+                };
+                Ok(Reissue::Tcp {
+                    spec: SocketSpec {
+                        name: self.name.clone(),
+                        address: self.address,
+                        protocol: Protocol::Tcp,
+                    },
+                    sharing,
+                })
+            }
+            Protocol::Udp => Ok(Reissue::Udp(BoundSocket {
+                name: self.name.clone(),
+                address: self.address,
+                protocol: Protocol::Udp,
+                socket: self.socket.try_clone().map_err(error)?,
+            })),
+        }
+    }
+
     /// The listener, non-blocking (ready for `tokio::net::TcpListener::from_std`).
     /// Errors if this is a UDP socket.
     pub fn into_tcp_listener(self) -> Result<std::net::TcpListener, SocketError> {
@@ -198,6 +232,42 @@ impl BoundSocket {
             address: self.address,
             protocol: self.protocol,
             source,
+        }
+    }
+}
+
+/// How a supervisor gives a restarted process a socket on the same address.
+///
+/// A TCP socket is bound again, with the sharing the first one had (so a
+/// port held by a test harness's placeholder stays shared with it); while the
+/// process is down, connecting is refused, as with any dead server. A UDP
+/// socket is kept (a duplicate) and handed out again: datagrams that arrive
+/// while the process is down wait for the next one.
+#[derive(Debug)]
+pub enum Reissue {
+    Tcp { spec: SocketSpec, sharing: Sharing },
+    Udp(BoundSocket),
+}
+
+impl Reissue {
+    /// A socket for the next incarnation.
+    pub fn socket(&self) -> Result<BoundSocket, SocketError> {
+        match self {
+            Reissue::Tcp { spec, sharing } => bind(spec, *sharing),
+            Reissue::Udp(kept) => Ok(BoundSocket {
+                name: kept.name.clone(),
+                address: kept.address,
+                protocol: Protocol::Udp,
+                socket: kept
+                    .socket
+                    .try_clone()
+                    .map_err(|source| SocketError::Bind {
+                        name: kept.name.clone(),
+                        address: kept.address,
+                        protocol: Protocol::Udp,
+                        source,
+                    })?,
+            }),
         }
     }
 }
@@ -293,6 +363,11 @@ impl Handover {
 
     pub fn is_empty(&self) -> bool {
         self.sockets.is_empty()
+    }
+
+    /// What a supervisor keeps to hand the same addresses to a restarted child.
+    pub fn reissues(&self) -> Result<Vec<Reissue>, SocketError> {
+        self.sockets.iter().map(BoundSocket::reissue).collect()
     }
 
     /// Sets the child's descriptors and environment. The sockets stay open in

@@ -151,3 +151,30 @@ fn each_role_listens_on_its_topology_addresses() {
         (region.replicator, Protocol::Udp)
     );
 }
+
+#[test]
+fn a_reissued_socket_serves_the_next_incarnation_on_the_same_address() {
+    // Bound here (exclusive) and held by a placeholder (shared): both reissue.
+    let exclusive = bind(
+        &SocketSpec {
+            name: "a.router".to_owned(),
+            address: SocketAddr::new(LOOPBACK, 0),
+            protocol: Protocol::Tcp,
+        },
+        Sharing::Exclusive,
+    )
+    .expect("bind");
+    let held = HeldAddress::new("a.node", LOOPBACK, Protocol::Tcp).expect("hold");
+    let udp = HeldAddress::new("a.replicator", LOOPBACK, Protocol::Udp).expect("hold");
+    for first in [
+        exclusive,
+        held.socket_for_child().expect("socket"),
+        udp.socket_for_child().expect("socket"),
+    ] {
+        let address = first.address();
+        let reissue = first.reissue().expect("reissue");
+        drop(first); // the first incarnation died
+        let next = reissue.socket().expect("a socket for the next incarnation");
+        assert_eq!(next.address(), address);
+    }
+}

@@ -1,6 +1,8 @@
 //! `meridian up`: a whole deployment from a topology file, used by the official client.
 
 use crate::support::{ack, receive, send, start_consumer, start_producer, within};
+use meridian_tests::meridian_proto::meridian::v1::HealthRequest;
+use meridian_tests::meridian_proto::meridian::v1::node_service_client::NodeServiceClient;
 use meridian_tests::{meridian_binary, topology_with_held_ports};
 use meridian_topology::FlushMode;
 use std::collections::HashSet;
@@ -148,16 +150,42 @@ async fn children_of_a_killed_meridian_up_stop_too() {
         topology_with_held_ports(1, directory.path(), FlushMode::Async).expect("topology");
     let path = directory.path().join("topology.toml");
     std::fs::write(&path, topology.to_toml_string()).expect("write topology");
+    let mut up = spawn_up(&path, &topology, &ports).await;
+    up.kill().await.expect("SIGKILL meridian up");
+
+    let region = topology.regions.values().next().expect("one region");
+    meridian_tests::wait_until(
+        Duration::from_secs(30),
+        "the orphaned children to stop",
+        || async {
+            let mut all_closed = true;
+            for address in [region.router, region.node, region.admin] {
+                all_closed &= tokio::net::TcpStream::connect(address).await.is_err();
+            }
+            all_closed
+        },
+    )
+    .await
+    .expect("children follow their parent");
+}
+
+/// Starts `meridian up --topology path` on the held sockets and waits until it
+/// reports it is up.
+async fn spawn_up(
+    path: &std::path::Path,
+    topology: &meridian_topology::Topology,
+    ports: &meridian_tests::HeldPorts,
+) -> tokio::process::Child {
     let mut command = tokio::process::Command::new(meridian_binary().expect("meridian binary"));
     ports
-        .handover_all(&topology)
+        .handover_all(topology)
         .expect("sockets")
         .apply_tokio(&mut command)
         .expect("hand over");
     let mut up = command
         .arg("up")
         .arg("--topology")
-        .arg(&path)
+        .arg(path)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -181,20 +209,68 @@ async fn children_of_a_killed_meridian_up_stop_too() {
     )
     .await;
     assert!(matches!(ready, Ok(true)), "meridian up did not come up");
-    up.kill().await.expect("SIGKILL meridian up");
+    // Keep reading stdout so `up` never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    up
+}
 
+/// The node's `started_at_ms`, if it answers Health.
+async fn node_started_at(admin: std::net::SocketAddr) -> Option<u64> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{admin}")).ok()?;
+    let channel = endpoint.connect().await.ok()?;
+    let mut client = NodeServiceClient::new(channel);
+    let health = client.health(HealthRequest {}).await.ok()?;
+    Some(health.into_inner().started_at_ms)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn meridian_up_restarts_a_killed_node_on_the_same_ports() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let (topology, ports) =
+        topology_with_held_ports(1, directory.path(), FlushMode::Async).expect("topology");
+    let path = directory.path().join("topology.toml");
+    std::fs::write(&path, topology.to_toml_string()).expect("write topology");
+    let mut up = spawn_up(&path, &topology, &ports).await;
     let region = topology.regions.values().next().expect("one region");
+    let first = node_started_at(region.admin)
+        .await
+        .expect("the node answers Health");
+
+    // kill -9 the node: the `meridian node` child whose command line names this topology.
+    let pattern = format!("meridian node --topology {} ", path.display());
+    let killed = std::process::Command::new("pkill")
+        .arg("-9")
+        .arg("-f")
+        .arg(&pattern)
+        .status()
+        .expect("run pkill");
+    assert!(killed.success(), "no process matched {pattern:?}");
+
     meridian_tests::wait_until(
         Duration::from_secs(30),
-        "the orphaned children to stop",
+        "a new node to answer on the same admin address",
         || async {
-            let mut all_closed = true;
-            for address in [region.router, region.node, region.admin] {
-                all_closed &= tokio::net::TcpStream::connect(address).await.is_err();
-            }
-            all_closed
+            Ok::<_, anyhow::Error>(
+                node_started_at(region.admin)
+                    .await
+                    .is_some_and(|started| started != first),
+            )
         },
     )
     .await
-    .expect("children follow their parent");
+    .expect("meridian up restarts the node");
+    // The restarted node serves clients on its RocketMQ port too.
+    let producer = start_producer(&region.router.to_string())
+        .await
+        .expect("a producer via the router");
+    send(&producer, b"after the restart".to_vec())
+        .await
+        .expect("a send after the restart");
+    let _ = within(
+        Duration::from_secs(10),
+        "producer shutdown",
+        producer.shutdown(),
+    )
+    .await;
+    up.kill().await.expect("SIGKILL meridian up");
 }
