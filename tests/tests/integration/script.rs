@@ -170,6 +170,25 @@ impl ScriptRun {
         self.json()
     }
 
+    /// The JSON result of a run that exited 0 with `"ok": true`, whatever
+    /// its client logged: for drills, where failed calls are expected and
+    /// logged as errors by the clients.
+    pub fn completed(&self) -> anyhow::Result<&Value> {
+        self.check(|output| {
+            anyhow::ensure!(
+                self.status.is_some_and(|status| status.success()),
+                "the script did not exit 0"
+            );
+            anyhow::ensure!(
+                output.field("ok")?.bool()?,
+                "the script reported a failure: {}",
+                output.field("error")?.str()?
+            );
+            Ok(())
+        })?;
+        self.json()
+    }
+
     pub fn json(&self) -> anyhow::Result<&Value> {
         match &self.output {
             Some(Ok(value)) => Ok(value),
