@@ -229,6 +229,7 @@ module.exports = {
   describeBody,
   describeMessage,
   elapsedMs,
+  errorText,
   now,
   positiveNumber,
   properties,

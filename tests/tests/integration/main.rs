@@ -10,6 +10,7 @@
 
 mod colliding_ids;
 mod conformance;
+mod drills;
 mod durability;
 mod json;
 mod lifecycle;

@@ -396,3 +396,17 @@ async fn nodejs_producers_with_colliding_message_ids_lose_nothing() -> anyhow::R
     cluster.finish();
     Ok(())
 }
+
+/// Failover drill with the official Node.js client through a proxying
+/// router (see `drills`).
+#[tokio::test(flavor = "multi_thread")]
+async fn nodejs_producer_survives_its_regions_node_through_a_proxying_router() -> anyhow::Result<()>
+{
+    let modules = NodeJs::from_env()?;
+    let cluster = crate::drills::proxying_cluster().await?;
+    let nodejs = NodeJs::for_cluster(modules, &cluster)?;
+    let mut args = script::args(["--endpoints", &cluster.router_endpoint("a")]);
+    args.extend(crate::drills::producer_args());
+    let producing = tokio::spawn(async move { nodejs.run("steady_produce.js", &args).await });
+    crate::drills::producer_survives_node_loss(cluster, producing, "nodejs").await
+}

@@ -571,81 +571,16 @@ async fn python_producers_with_colliding_message_ids_lose_nothing() -> anyhow::R
     Ok(())
 }
 
-/// Failover drill with the official Python client and a router in proxy
-/// mode: a producer sends every 100 ms through region a's router while a's
-/// node is killed. Sends go on through the same access point (served by b)
-/// with no gap between successful sends over 2 s, and every send answered
-/// OK is stored in a region (a's once its node is back).
+/// Failover drill with the official Python client through a proxying
+/// router (see `drills`).
 #[tokio::test(flavor = "multi_thread")]
 async fn python_producer_survives_its_regions_node_through_a_proxying_router() -> anyhow::Result<()>
 {
-    const TAG: &str = "python-drill";
-    const MAX_GAP_MS: u64 = 2_000;
     let interpreter = Python::from_env()?;
-    let mut cluster = script::two_region_cluster()
-        .router_mode(meridian_tests::meridian_topology::RouterMode::Proxy)
-        .build()
-        .await?;
+    let cluster = crate::drills::proxying_cluster().await?;
     let python = Python::for_cluster(interpreter, &cluster)?;
     let mut args = endpoint_args("--endpoints", &cluster.router_endpoint("a")).to_vec();
-    args.extend(script::args([
-        "--topic",
-        TEST_TOPIC,
-        "--tag",
-        TAG,
-        "--seconds",
-        "8",
-        "--interval-ms",
-        "100",
-    ]));
+    args.extend(crate::drills::producer_args());
     let producing = tokio::spawn(async move { python.run("steady_produce.py", &args).await });
-
-    // Kill a's node once the producer is sending through the router.
-    meridian_tests::wait_until(
-        Duration::from_secs(60),
-        "sends to reach region a",
-        || async { Ok::<_, anyhow::Error>(crate::support::topic_count(&cluster, "a").await? >= 5) },
-    )
-    .await?;
-    cluster.kill9("a", meridian_tests::Role::Node)?;
-
-    let produced = producing.await??;
-    // Sends in flight at the kill fail, and the client logs them as errors.
-    let output = produced.completed()?;
-    let mut ok_ids = BTreeSet::new();
-    let mut last_ok_ms: Option<u64> = None;
-    let mut longest_gap_ms = 0;
-    let mut failed = 0;
-    for send in output.field("sends")?.array()? {
-        let at_ms = send.field("at_ms")?.u64()?;
-        if send.field("ok")?.bool()? {
-            ok_ids.insert(send.field("message_id")?.str()?.to_owned());
-            if let Some(last) = last_ok_ms {
-                longest_gap_ms = longest_gap_ms.max(at_ms.saturating_sub(last));
-            }
-            last_ok_ms = Some(at_ms);
-        } else {
-            failed += 1;
-        }
-    }
-    println!(
-        "python drill: {} sends answered OK, {failed} failed, longest gap between OKs {longest_gap_ms} ms",
-        ok_ids.len()
-    );
-    anyhow::ensure!(
-        longest_gap_ms <= MAX_GAP_MS,
-        "the producer went {longest_gap_ms} ms without a successful send (budget {MAX_GAP_MS} ms)\n{produced}"
-    );
-
-    // Nothing answered OK is lost: a's node comes back with what it had.
-    cluster.start("a", meridian_tests::Role::Node).await?;
-    let mut stored = client_message_ids(&message_records(&cluster, "a").await?);
-    stored.extend(client_message_ids(&message_records(&cluster, "b").await?));
-    let lost: Vec<&String> = ok_ids.iter().filter(|id| !stored.contains(id)).collect();
-    anyhow::ensure!(
-        lost.is_empty(),
-        "sends answered OK but stored nowhere: {lost:?}"
-    );
-    cluster.finish();
-    Ok(())
+    crate::drills::producer_survives_node_loss(cluster, producing, "python").await
 }
