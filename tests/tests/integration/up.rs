@@ -1,6 +1,6 @@
 //! `meridian up`: a whole deployment from a topology file, used by the official client.
 
-use crate::support::{ack, receive, send, start_consumer, start_producer, within};
+use crate::support::{ack, query_route, receive, send, start_consumer, start_producer, within};
 use meridian_tests::meridian_proto::meridian::v1::HealthRequest;
 use meridian_tests::meridian_proto::meridian::v1::node_service_client::NodeServiceClient;
 use meridian_tests::{meridian_binary, topology_with_held_ports};
@@ -259,6 +259,14 @@ async fn meridian_up_restarts_a_killed_node_on_the_same_ports() {
     )
     .await
     .expect("meridian up restarts the node");
+    // The router routes to it again once its probes see it (≤ 1 probe round).
+    meridian_tests::wait_until(
+        Duration::from_secs(30),
+        "the router to route to the restarted node",
+        || async { Ok::<_, anyhow::Error>(query_route(&region.router.to_string()).await.is_ok()) },
+    )
+    .await
+    .expect("the router sees the node again");
     // The restarted node serves clients on its RocketMQ port too.
     let producer = start_producer(&region.router.to_string())
         .await
