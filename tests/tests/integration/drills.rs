@@ -8,6 +8,7 @@
 use crate::json::Access as _;
 use crate::script::{self, ScriptRun};
 use crate::support::{client_message_ids, message_records, topic_count};
+use anyhow::Context as _;
 use meridian_tests::meridian_topology::RouterMode;
 use meridian_tests::{Role, TEST_TOPIC, TestCluster};
 use std::collections::BTreeSet;
@@ -61,8 +62,10 @@ pub async fn producer_survives_node_loss(
     let mut last_ok_ms: Option<u64> = None;
     let mut longest_gap_ms = 0;
     let mut failed = 0;
+    let mut last_at_ms = 0;
     for send in output.field("sends")?.array()? {
         let at_ms = send.field("at_ms")?.u64()?;
+        last_at_ms = at_ms;
         if send.field("ok")?.bool()? {
             ok_ids.insert(send.field("message_id")?.str()?.to_owned());
             if let Some(last) = last_ok_ms {
@@ -73,6 +76,9 @@ pub async fn producer_survives_node_loss(
             failed += 1;
         }
     }
+    // An outage that lasts to the end of the run counts too.
+    let last_ok_ms = last_ok_ms.context("no send was answered OK")?;
+    longest_gap_ms = longest_gap_ms.max(last_at_ms.saturating_sub(last_ok_ms));
     println!(
         "{client} drill: {} sends answered OK, {failed} failed, longest gap between OKs {longest_gap_ms} ms",
         ok_ids.len()
