@@ -145,12 +145,7 @@ async fn meridian_up_runs_a_deployment_and_stops_it_on_sigterm() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn children_of_a_killed_meridian_up_stop_too() {
-    let directory = tempfile::tempdir().expect("temp dir");
-    let (topology, ports) =
-        topology_with_held_ports(1, directory.path(), FlushMode::Async).expect("topology");
-    let path = directory.path().join("topology.toml");
-    std::fs::write(&path, topology.to_toml_string()).expect("write topology");
-    let mut up = spawn_up(&path, &topology, &ports).await;
+    let (_directory, topology, _path, _ports, mut up) = one_region_up().await;
     up.kill().await.expect("SIGKILL meridian up");
 
     let region = topology.regions.values().next().expect("one region");
@@ -167,6 +162,24 @@ async fn children_of_a_killed_meridian_up_stop_too() {
     )
     .await
     .expect("children follow their parent");
+}
+
+/// A one-region topology on held ports, written to a file in a temp dir,
+/// and `meridian up` running it: (temp dir, topology, file, ports, up).
+async fn one_region_up() -> (
+    tempfile::TempDir,
+    meridian_topology::Topology,
+    std::path::PathBuf,
+    meridian_tests::HeldPorts,
+    tokio::process::Child,
+) {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let (topology, ports) =
+        topology_with_held_ports(1, directory.path(), FlushMode::Async).expect("topology");
+    let path = directory.path().join("topology.toml");
+    std::fs::write(&path, topology.to_toml_string()).expect("write topology");
+    let up = spawn_up(&path, &topology, &ports).await;
+    (directory, topology, path, ports, up)
 }
 
 /// Starts `meridian up --topology path` on the held sockets and waits until it
@@ -225,12 +238,7 @@ async fn node_started_at(admin: std::net::SocketAddr) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn meridian_up_restarts_a_killed_node_on_the_same_ports() {
-    let directory = tempfile::tempdir().expect("temp dir");
-    let (topology, ports) =
-        topology_with_held_ports(1, directory.path(), FlushMode::Async).expect("topology");
-    let path = directory.path().join("topology.toml");
-    std::fs::write(&path, topology.to_toml_string()).expect("write topology");
-    let mut up = spawn_up(&path, &topology, &ports).await;
+    let (_directory, topology, path, _ports, mut up) = one_region_up().await;
     let region = topology.regions.values().next().expect("one region");
     let first = node_started_at(region.admin)
         .await
