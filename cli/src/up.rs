@@ -6,7 +6,8 @@
 //! endpoints and runs until Ctrl-C or SIGTERM, then stops every child with
 //! SIGTERM (routers first, nodes last) and waits for them. A child that
 //! exits (a crash, a `kill -9` in a drill) is started again on the same
-//! sockets after 1 s, backing off up to 30 s while it keeps failing.
+//! sockets after 1 s, backing off up to 30 s while it keeps exiting within
+//! 10 s of starting.
 
 use crate::process::ChildProcess;
 use anyhow::Context as _;
@@ -101,9 +102,10 @@ struct Watched {
     watcher: tokio::task::JoinHandle<()>,
 }
 
-/// A process that ran this long before exiting gets restarted after the
-/// shortest delay again.
-const STABLE_AFTER: Duration = Duration::from_secs(60);
+/// A process that ran this long before exiting is restarted after the
+/// shortest delay again; one that exits sooner counts as failing to start and
+/// waits longer each time.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
 
 /// Restarts one process of the deployment whenever it exits, until stopped.
 struct Supervisor {
@@ -115,8 +117,9 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    /// Waits for `child` to exit and starts it again (1 s, then doubling up
-    /// to 30 s between tries while it keeps failing), until `stop`.
+    /// Waits for `child` to exit and starts it again after 1 s (doubling up to
+    /// 30 s while it keeps exiting within [`STABLE_AFTER`] of starting), until
+    /// `stop`.
     async fn watch(self, mut child: ChildProcess, mut stop: tokio::sync::oneshot::Receiver<()>) {
         let mut delays = restart_delays();
         loop {
