@@ -267,10 +267,11 @@ pub fn endpoint_table(topology: &Topology) -> String {
     let mut table = String::new();
     let _ = writeln!(
         table,
-        "{:<12} {:<8} {:<22} {:<22} {:<22} {:<22} data",
+        "{:<12} {:<8} {:<22} {:<7} {:<22} {:<22} {:<22} data",
         "region",
         "site",
         "router (RocketMQ)",
+        "mode",
         "node (RocketMQ)",
         "admin (internal)",
         "replicator (QUIC)"
@@ -278,10 +279,11 @@ pub fn endpoint_table(topology: &Topology) -> String {
     for (name, region) in &topology.regions {
         let _ = writeln!(
             table,
-            "{:<12} {:<8} {:<22} {:<22} {:<22} {:<22} {}",
+            "{:<12} {:<8} {:<22} {:<7} {:<22} {:<22} {:<22} {}",
             name,
             format!("{:?}", region.site).to_lowercase(),
             region.router,
+            format!("{:?}", region.router_mode).to_lowercase(),
             region.node,
             region.admin,
             region.replicator,
