@@ -35,14 +35,6 @@ impl Inherited {
         Ok(Inherited { fds, names })
     }
 
-    /// Nothing inherited.
-    pub fn none() -> Inherited {
-        Inherited {
-            fds: listenfd::ListenFd::empty(),
-            names: Vec::new(),
-        }
-    }
-
     /// Takes the socket named `spec.name`, if inherited; it must have the
     /// spec's protocol and be bound to the spec's address.
     pub fn take(&mut self, spec: &SocketSpec) -> Result<Option<BoundSocket>, SocketError> {
@@ -65,23 +57,6 @@ impl Inherited {
             });
         }
         Ok(Some(socket))
-    }
-
-    /// Takes every socket not taken yet (to pass them on), with the protocol
-    /// each one really has.
-    pub fn take_rest(&mut self) -> Result<Vec<BoundSocket>, SocketError> {
-        let mut sockets = Vec::new();
-        for index in 0..self.names.len() {
-            let Some(name) = self.names[index].take() else {
-                continue;
-            };
-            let socket = match self.take_index(index, &name, Protocol::Tcp) {
-                Ok(socket) => socket,
-                Err(_) => self.take_index(index, &name, Protocol::Udp)?,
-            };
-            sockets.push(socket);
-        }
-        Ok(sockets)
     }
 
     /// Names of the sockets not taken yet.

@@ -147,17 +147,9 @@ pub struct BoundSocket {
 }
 
 impl BoundSocket {
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// The address actually bound.
     pub fn address(&self) -> SocketAddr {
         self.address
-    }
-
-    pub fn protocol(&self) -> Protocol {
-        self.protocol
     }
 
     /// What a supervisor keeps to give a restarted owner a socket on the
@@ -359,6 +351,11 @@ impl Handover {
 
     pub fn push(&mut self, socket: BoundSocket) {
         self.sockets.push(socket);
+    }
+
+    /// Adds every socket of `other`.
+    pub fn extend(&mut self, other: Handover) {
+        self.sockets.extend(other.sockets);
     }
 
     pub fn is_empty(&self) -> bool {

@@ -59,13 +59,7 @@ impl HeldPorts {
         let mut all = Handover::new();
         for region in topology.regions.keys() {
             for role in Role::ALL {
-                for spec in role_sockets(region, topology.region(region)?, role) {
-                    let held = self
-                        .by_name
-                        .get(&spec.name)
-                        .with_context(|| format!("no held port for {}", spec.name))?;
-                    all.push(held.socket_for_child()?);
-                }
+                all.extend(self.handover(topology, region, role)?);
             }
         }
         Ok(all)

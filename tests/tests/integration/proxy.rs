@@ -5,7 +5,8 @@
 //! client 5.0.0 never re-queries routes, so in direct mode it could not.
 
 use crate::support::{
-    CLIENT_CALL_TIMEOUT, LONG_POLLING, ack, query_route, start_consumer, start_producer, within,
+    CLIENT_CALL_TIMEOUT, LONG_POLLING, ack, query_route, shut_down, start_consumer, start_producer,
+    within,
 };
 use meridian_tests::meridian_topology::RouterMode;
 use meridian_tests::{Role, TEST_TOPIC, TestCluster};
@@ -105,18 +106,7 @@ async fn one_rust_client_survives_its_regions_node_through_a_proxying_router() -
         killed_at.elapsed()
     );
     receive_tagged(&consumer, "after", &after, Duration::from_secs(30)).await?;
-    let _ = within(
-        Duration::from_secs(10),
-        "consumer shutdown",
-        consumer.shutdown(),
-    )
-    .await;
-    let _ = within(
-        Duration::from_secs(10),
-        "producer shutdown",
-        producer.shutdown(),
-    )
-    .await;
+    shut_down(consumer, producer).await;
     cluster.finish();
     Ok(())
 }

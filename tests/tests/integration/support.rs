@@ -108,6 +108,23 @@ pub async fn receive(consumer: &SimpleConsumer) -> anyhow::Result<Vec<MessageVie
     .map_err(|error| anyhow::anyhow!("receive messages: {error:?}"))
 }
 
+/// Shuts both clients down, each within 10 s (a failed shutdown is not
+/// what the calling test is about).
+pub async fn shut_down(consumer: SimpleConsumer, producer: Producer) {
+    let _ = within(
+        Duration::from_secs(10),
+        "consumer shutdown",
+        consumer.shutdown(),
+    )
+    .await;
+    let _ = within(
+        Duration::from_secs(10),
+        "producer shutdown",
+        producer.shutdown(),
+    )
+    .await;
+}
+
 pub async fn ack(consumer: &SimpleConsumer, message: &MessageView) -> anyhow::Result<()> {
     within(CLIENT_CALL_TIMEOUT, "ack a message", consumer.ack(message))
         .await?

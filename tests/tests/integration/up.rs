@@ -1,6 +1,8 @@
 //! `meridian up`: a whole deployment from a topology file, used by the official client.
 
-use crate::support::{ack, query_route, receive, send, start_consumer, start_producer, within};
+use crate::support::{
+    ack, query_route, receive, send, shut_down, start_consumer, start_producer, within,
+};
 use meridian_tests::meridian_proto::meridian::v1::HealthRequest;
 use meridian_tests::meridian_proto::meridian::v1::node_service_client::NodeServiceClient;
 use meridian_tests::{meridian_binary, topology_with_held_ports};
@@ -109,18 +111,7 @@ async fn meridian_up_runs_a_deployment_and_stops_it_on_sigterm() {
         "b delivers exactly what a acknowledged:\n{}",
         up_log()
     );
-    let _ = within(
-        Duration::from_secs(10),
-        "consumer shutdown",
-        consumer.shutdown(),
-    )
-    .await;
-    let _ = within(
-        Duration::from_secs(10),
-        "producer shutdown",
-        producer.shutdown(),
-    )
-    .await;
+    shut_down(consumer, producer).await;
 
     let pid = nix::unistd::Pid::from_raw(i32::try_from(up.id().expect("pid")).expect("pid fits"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
