@@ -5,8 +5,13 @@
 //! library crate that does the work. `meridian up` runs a whole deployment on
 //! this machine as child processes of this same binary.
 
+mod control;
+mod deployment;
+mod drill;
+mod emulation;
 mod process;
 mod status;
+mod supervisor;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Exit code for a topology file or region name that cannot be used.
 const EXIT_INVALID_TOPOLOGY: u8 = 2;
+/// Exit code for a drill that could not be played to the end.
+const EXIT_DRILL_ERROR: u8 = 3;
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +48,26 @@ enum Command {
         /// Where the built-in demo keeps its data (ignored with --topology).
         #[arg(long, default_value = "meridian-data")]
         data_dir: PathBuf,
+        /// Connect regions directly instead of through the link emulator.
+        #[arg(long)]
+        no_emulation: bool,
+        /// Control socket for `meridian ctl` (default: the topology file's
+        /// path with the extension `.sock`).
+        #[arg(long)]
+        control: Option<PathBuf>,
+    },
+    /// Control a running `meridian up`: kill, stop, start or restart a
+    /// process, cut, heal or degrade a link, show what runs.
+    Ctl {
+        #[command(flatten)]
+        target: ControlTarget,
+        #[command(subcommand)]
+        command: CtlCommand,
+    },
+    /// Failure drills: a scripted scenario from a topology file's [drill].
+    Drill {
+        #[command(subcommand)]
+        command: DrillCommand,
     },
     /// Run one region's node (storage + RocketMQ gRPC + internal API).
     Node(RoleArgs),
@@ -59,6 +86,122 @@ enum Command {
         #[arg(long)]
         topology: PathBuf,
     },
+}
+
+/// Which running `meridian up` a `meridian ctl` talks to.
+#[derive(clap::Args)]
+struct ControlTarget {
+    /// The topology file `meridian up` runs (its control socket is the same
+    /// path with the extension `.sock`).
+    #[arg(long, conflicts_with_all = ["data_dir", "control"])]
+    topology: Option<PathBuf>,
+    /// The built-in demo's data directory, as given to `meridian up`.
+    #[arg(long, default_value = "meridian-data", conflicts_with = "control")]
+    data_dir: PathBuf,
+    /// The control socket itself (as given to `meridian up --control`).
+    #[arg(long)]
+    control: Option<PathBuf>,
+}
+
+impl ControlTarget {
+    fn socket(&self) -> PathBuf {
+        match (&self.control, &self.topology) {
+            (Some(control), _) => control.clone(),
+            (None, Some(topology)) => control::default_socket_path(topology),
+            (None, None) => control::default_socket_path(&self.data_dir.join("demo-topology.toml")),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// Every process's state, every emulated link's conditions and counters.
+    Status {
+        /// JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// SIGKILL a process, as a crash would; it stays down until `start`.
+    Kill { region: String, role: RoleName },
+    /// SIGTERM a process; it stays down until `start`.
+    Stop { region: String, role: RoleName },
+    /// Start a process that is down.
+    Start { region: String, role: RoleName },
+    /// Stop a process, then start it.
+    Restart { region: String, role: RoleName },
+    /// Cut the link between two regions (both ways, or with --one-way only
+    /// what the first sends to the second).
+    Partition {
+        a: String,
+        b: String,
+        #[arg(long)]
+        one_way: bool,
+    },
+    /// Restore the link between two regions to the topology's conditions.
+    Heal { a: String, b: String },
+    /// Change the conditions of the link between two regions (both directions).
+    Degrade {
+        a: String,
+        b: String,
+        /// One-way delay, ms.
+        #[arg(long)]
+        latency_ms: Option<u32>,
+        /// Extra one-way delay, uniform in [0, N], ms.
+        #[arg(long)]
+        jitter_ms: Option<u32>,
+        /// Datagrams lost, percent (0-100); on TCP paths a lost chunk is
+        /// delayed by a retransmission timeout instead.
+        #[arg(long)]
+        loss_percent: Option<f64>,
+        /// Capacity, kbit/s.
+        #[arg(long)]
+        bandwidth_kbps: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DrillCommand {
+    /// Start the file's deployment (fresh data, links emulated), run its
+    /// load, play its steps and report. Exits with 1 if an invariant failed.
+    Run {
+        /// A topology file with a [drill] section.
+        file: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Seed for link loss and jitter and the message bodies (default:
+        /// the drill's `seed`, else random; the report shows it).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Keep the deployment's data here (default: a temporary directory,
+        /// removed after a passing drill).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Keep the data directory even when the drill passes.
+        #[arg(long)]
+        keep_data: bool,
+        /// Use the file's addresses instead of ports chosen by the OS.
+        #[arg(long)]
+        fixed_ports: bool,
+    },
+}
+
+/// A region's process, for `meridian ctl`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum RoleName {
+    Node,
+    Replicator,
+    Router,
+}
+
+impl RoleName {
+    fn as_str(self) -> &'static str {
+        match self {
+            RoleName::Node => "node",
+            RoleName::Replicator => "replicator",
+            RoleName::Router => "router",
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -112,7 +255,52 @@ fn init_tracing() {
 
 async fn run(command: Command, inherited: Inherited) -> ExitCode {
     match command {
-        Command::Up { topology, data_dir } => report(up::run(topology, data_dir, inherited).await),
+        Command::Up {
+            topology,
+            data_dir,
+            no_emulation,
+            control,
+        } => report(
+            up::run(
+                up::UpArgs {
+                    topology,
+                    demo_data_dir: data_dir,
+                    emulate_links: !no_emulation,
+                    control,
+                },
+                inherited,
+            )
+            .await,
+        ),
+        Command::Ctl { target, command } => ctl(&target.socket(), command).await,
+        Command::Drill {
+            command:
+                DrillCommand::Run {
+                    file,
+                    json,
+                    seed,
+                    data_dir,
+                    keep_data,
+                    fixed_ports,
+                },
+        } => {
+            let args = drill::RunArgs {
+                file,
+                json,
+                seed,
+                data_dir,
+                keep_data,
+                fixed_ports,
+            };
+            match drill::run(args, inherited).await {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    ExitCode::from(EXIT_DRILL_ERROR)
+                }
+            }
+        }
         Command::Status { topology } => {
             let topology = match load(&topology, None) {
                 Ok(topology) => topology,
@@ -159,6 +347,71 @@ async fn run(command: Command, inherited: Inherited) -> ExitCode {
             report(run_router(topology, args.region, args.stop_on_stdin_eof, inherited).await)
         }
     }
+}
+
+/// `meridian ctl`: one request to a running `meridian up`.
+async fn ctl(socket: &Path, command: CtlCommand) -> ExitCode {
+    use control::{ControlRequest, ProcessAction};
+    let process = |action, region: String, role: RoleName| ControlRequest::Process {
+        action,
+        region,
+        role: role.as_str().to_owned(),
+    };
+    let mut json = false;
+    let request = match command {
+        CtlCommand::Status { json: as_json } => {
+            json = as_json;
+            ControlRequest::Status
+        }
+        CtlCommand::Kill { region, role } => process(ProcessAction::Kill, region, role),
+        CtlCommand::Stop { region, role } => process(ProcessAction::Stop, region, role),
+        CtlCommand::Start { region, role } => process(ProcessAction::Start, region, role),
+        CtlCommand::Restart { region, role } => process(ProcessAction::Restart, region, role),
+        CtlCommand::Partition { a, b, one_way } => ControlRequest::Partition {
+            link: [a, b],
+            one_way,
+        },
+        CtlCommand::Heal { a, b } => ControlRequest::Heal { link: [a, b] },
+        CtlCommand::Degrade {
+            a,
+            b,
+            latency_ms,
+            jitter_ms,
+            loss_percent,
+            bandwidth_kbps,
+        } => ControlRequest::Degrade {
+            link: [a, b],
+            change: emulation::LinkChange {
+                latency_ms,
+                jitter_ms,
+                loss_percent,
+                bandwidth_kbps,
+            },
+        },
+    };
+    let answer = match control::request(socket, &request).await {
+        Ok(answer) => answer,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if !answer.ok {
+        eprintln!("error: {}", answer.message);
+        return ExitCode::FAILURE;
+    }
+    match &answer.status {
+        Some(status) if json => match serde_json::to_string_pretty(status) {
+            Ok(text) => println!("{text}"),
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::FAILURE;
+            }
+        },
+        Some(status) => print!("{}", control::status_text(status)),
+        None => println!("{}", answer.message),
+    }
+    ExitCode::SUCCESS
 }
 
 /// Loads and validates the topology (and the region, when given); on failure

@@ -111,6 +111,18 @@ impl ChildProcess {
         }
     }
 
+    /// The child's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// SIGKILL, as a crash would end it, and waits for it to exit.
+    pub async fn kill(&mut self) {
+        if let Err(error) = self.child.kill().await {
+            tracing::warn!(role = self.role, region = %self.region, %error, "could not kill child");
+        }
+    }
+
     /// SIGTERM, then SIGKILL if it has not stopped in time.
     pub async fn stop(&mut self) {
         if let Ok(Some(_)) = self.child.try_wait() {

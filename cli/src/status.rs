@@ -70,12 +70,81 @@ pub struct Report {
     pub regions_down: Vec<String>,
 }
 
-/// Asks every region's node for its health and its outgoing checkpoints.
-pub async fn report(topology: &Topology) -> Report {
+/// One replication link's progress.
+pub struct LinkBacklog {
+    pub from: String,
+    pub to: String,
+    /// How far the peer confirmed; `Err` says why it is unknown.
+    pub progress: Result<LinkProgress, String>,
+}
+
+/// Where a link stands.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkProgress {
+    /// The sending node's last commit-log sequence.
+    pub last_sequence: u64,
+    /// The peer confirmed every entry through this sequence.
+    pub acknowledged: u64,
+}
+
+impl LinkProgress {
+    /// Entries the peer has not confirmed.
+    pub fn backlog(&self) -> u64 {
+        self.last_sequence.saturating_sub(self.acknowledged)
+    }
+}
+
+/// Every region's health and every link's backlog.
+struct Snapshot {
+    regions: BTreeMap<String, Health>,
+    links: Vec<LinkBacklog>,
+}
+
+async fn snapshot(topology: &Topology) -> Snapshot {
     let mut regions = BTreeMap::new();
     for (name, region) in &topology.regions {
         regions.insert(name.clone(), health(name, region.admin).await);
     }
+    let mut links = Vec::new();
+    for (from, health) in &regions {
+        for to in topology.peers(from) {
+            let progress = match health {
+                Health::Up {
+                    last_sequence,
+                    client,
+                    ..
+                } => {
+                    let request = GetCheckpointRequest {
+                        peer_region: to.to_owned(),
+                    };
+                    match client.clone().get_checkpoint(request).await {
+                        Ok(checkpoint) => Ok(LinkProgress {
+                            last_sequence: *last_sequence,
+                            acknowledged: checkpoint.get_ref().acked_through_sequence,
+                        }),
+                        Err(status) => Err(status.message().to_owned()),
+                    }
+                }
+                Health::Down(_) => Err(format!("{from}'s node does not answer")),
+            };
+            links.push(LinkBacklog {
+                from: from.clone(),
+                to: to.to_owned(),
+                progress,
+            });
+        }
+    }
+    Snapshot { regions, links }
+}
+
+/// Every replication link's progress (drills wait for links to catch up).
+pub async fn link_backlogs(topology: &Topology) -> Vec<LinkBacklog> {
+    snapshot(topology).await.links
+}
+
+/// Asks every region's node for its health and its outgoing checkpoints.
+pub async fn report(topology: &Topology) -> Report {
+    let Snapshot { regions, links } = snapshot(topology).await;
     let mut text = String::new();
     let _ = writeln!(
         text,
@@ -115,36 +184,22 @@ pub async fn report(topology: &Topology) -> Report {
         "{:<30} {:>12} {:>10}",
         "replication link", "acknowledged", "backlog"
     );
-    for (from, health) in &regions {
-        for to in topology.peers(from) {
-            let link = format!("{from} -> {to}");
-            let Health::Up {
-                last_sequence,
-                client,
-                ..
-            } = health
-            else {
-                let _ = writeln!(text, "{link:<30} {:>12} {:>10}", "-", "unknown");
-                continue;
-            };
-            let request = GetCheckpointRequest {
-                peer_region: to.to_owned(),
-            };
-            match client.clone().get_checkpoint(request).await {
-                Ok(checkpoint) => {
-                    let acknowledged = checkpoint.get_ref().acked_through_sequence;
-                    let backlog = last_sequence.saturating_sub(acknowledged);
-                    let _ = writeln!(text, "{link:<30} {acknowledged:>12} {backlog:>10}");
-                }
-                Err(status) => {
-                    let _ = writeln!(
-                        text,
-                        "{link:<30} {:>12} {:>10}  {}",
-                        "-",
-                        "unknown",
-                        status.message()
-                    );
-                }
+    for link in &links {
+        let name = format!("{} -> {}", link.from, link.to);
+        match &link.progress {
+            Ok(progress) => {
+                let _ = writeln!(
+                    text,
+                    "{name:<30} {:>12} {:>10}",
+                    progress.acknowledged,
+                    progress.backlog()
+                );
+            }
+            Err(_) if matches!(regions.get(&link.from), Some(Health::Down(_))) => {
+                let _ = writeln!(text, "{name:<30} {:>12} {:>10}", "-", "unknown");
+            }
+            Err(reason) => {
+                let _ = writeln!(text, "{name:<30} {:>12} {:>10}  {reason}", "-", "unknown");
             }
         }
     }

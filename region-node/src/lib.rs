@@ -125,6 +125,24 @@ impl Node {
             self.store.clone(),
             self.region.clone(),
         )?);
+        let last_sequence = commit.last_sequence();
+        let mut unconfirmed_at_start = Vec::new();
+        for peer in self.topology.peers(&self.region) {
+            let acked_through_sequence = storage::LogStore::checkpoint(self.store.as_ref(), peer)?;
+            if acked_through_sequence < last_sequence {
+                tracing::info!(
+                    peer,
+                    acked_through_sequence,
+                    last_sequence,
+                    "records the peer has not confirmed; the replicator sends them"
+                );
+            }
+            unconfirmed_at_start.push(meridian_proto::meridian::v1::UnconfirmedAtStart {
+                peer_region: peer.to_owned(),
+                acked_through_sequence,
+                last_sequence,
+            });
+        }
         let context = Arc::new(NodeContext {
             region: self.region.clone(),
             topology: self.topology.clone(),
@@ -135,6 +153,7 @@ impl Node {
             started_at_ms: grpc::convert::now_ms(),
             reused_client_ids: std::sync::atomic::AtomicU64::new(0),
             waiting_receives: consumer::WaitingReceives::default(),
+            unconfirmed_at_start,
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
         });

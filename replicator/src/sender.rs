@@ -30,9 +30,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// Deadline of the QUIC handshake with a peer.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait between two attempts to reach a peer: a returning peer is
+/// found again within about this plus [`HANDSHAKE_TIMEOUT`].
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Deadline of the QUIC handshake with a peer (a few round trips even on
+/// the longest links).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What a link shows to the progress reporter.
 #[derive(Debug, Default)]

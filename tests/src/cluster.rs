@@ -200,10 +200,11 @@ fn plan(
         for (second_index, second) in names.iter().enumerate().skip(first_index + 1) {
             let steps =
                 u32::try_from(first_index + second_index).context("region count fits in u32")?;
-            links.push(Link {
-                between: [first.clone(), second.clone()],
-                latency_ms: LATENCY_STEP_MS * steps,
-            });
+            links.push(Link::new(
+                first.clone(),
+                second.clone(),
+                LATENCY_STEP_MS * steps,
+            ));
         }
     }
     let topic = Topic {
@@ -221,6 +222,7 @@ fn plan(
         regions: region_map,
         links,
         topics: BTreeMap::from([(TEST_TOPIC.to_owned(), topic)]),
+        drill: None,
     };
     Ok((topology, held))
 }

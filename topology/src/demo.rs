@@ -18,7 +18,7 @@ impl Topology {
     /// `data_root/<region>`, sync flush, links eu-west—us-east 40 ms,
     /// eu-west—on-prem 8 ms and us-east—on-prem 45 ms, and one topic `demo`
     /// (8 queues, every message type, replicated to all three regions,
-    /// consumed from the earliest message).
+    /// consumed from the earliest message), and no drill.
     ///
     /// Pass an absolute `data_root` if the topology is written to a file for
     /// other processes: relative data directories are resolved against the
@@ -39,10 +39,6 @@ impl Topology {
             };
             (name.to_owned(), region)
         };
-        let link = |a: &str, b: &str, latency_ms: u32| Link {
-            between: [a.to_owned(), b.to_owned()],
-            latency_ms,
-        };
         let regions = BTreeMap::from([
             region("eu-west", Site::Public, 8081),
             region("us-east", Site::Public, 8181),
@@ -59,11 +55,12 @@ impl Topology {
         Topology {
             regions,
             links: vec![
-                link("eu-west", "us-east", 40),
-                link("eu-west", "on-prem", 8),
-                link("us-east", "on-prem", 45),
+                Link::new("eu-west", "us-east", 40),
+                Link::new("eu-west", "on-prem", 8),
+                Link::new("us-east", "on-prem", 45),
             ],
             topics: BTreeMap::from([(DEMO_TOPIC.to_owned(), topic)]),
+            drill: None,
         }
     }
 }

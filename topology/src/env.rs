@@ -10,6 +10,7 @@
 //! MERIDIAN_REGIONS__EU_WEST__DATA_DIR=/srv/eu     regions.eu-west.data_dir = "/srv/eu"
 //! MERIDIAN_TOPICS__ORDER_EVENTS__QUEUES=16        topics.order-events.queues = 16
 //! MERIDIAN_LINKS='[{between=["a","b"],latency_ms=5}]'   replaces all links
+//! MERIDIAN_DRILL__LOAD__PRODUCERS=4               drill.load.producers = 4
 //! ```
 //!
 //! Names and dashes: environment variable names cannot portably contain `-`,
@@ -27,11 +28,12 @@
 //! Values are parsed by figment: numbers, booleans, `[arrays]` and
 //! `{inline = "tables"}` are recognised, anything else is a string.
 //! Links are an array and cannot be changed one field at a time; set
-//! `MERIDIAN_LINKS` to replace them all.
+//! `MERIDIAN_LINKS` to replace them all (the same goes for `drill.steps`
+//! and `drill.load.clients`).
 //!
 //! Only variables whose name contains `__`, or is exactly `MERIDIAN_REGIONS`,
-//! `MERIDIAN_LINKS` or `MERIDIAN_TOPICS`, belong to this layer. Other
-//! `MERIDIAN_*` variables (say `MERIDIAN_LOG`) are left to the programs that
+//! `MERIDIAN_LINKS`, `MERIDIAN_TOPICS` or `MERIDIAN_DRILL`, belong to this
+//! layer. Other `MERIDIAN_*` variables (say `MERIDIAN_LOG`) are left to the programs that
 //! read them instead of being refused as unknown keys; a misspelt override
 //! with `__` (`MERIDIAN_REGION__EU_WEST__FLUSH`) is still refused.
 
@@ -41,7 +43,7 @@ use figment::value::Uncased;
 /// The prefix of every override variable.
 pub(crate) const PREFIX: &str = "MERIDIAN_";
 const SEPARATOR: &str = "__";
-const TOP_LEVEL_KEYS: [&str; 3] = ["regions", "links", "topics"];
+const TOP_LEVEL_KEYS: [&str; 4] = ["regions", "links", "topics", "drill"];
 
 /// The environment provider; `file_topics` are the topic names the file defines.
 pub(crate) fn provider(file_topics: Vec<String>) -> Env {

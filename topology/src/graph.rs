@@ -7,7 +7,7 @@
 //! when it has no measured round-trip times yet. Links that name undefined
 //! regions are ignored here (validation refuses them).
 
-use crate::{Region, Topic, Topology, TopologyError};
+use crate::{Link, Region, Topic, Topology, TopologyError};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
@@ -28,6 +28,12 @@ impl Topology {
     /// The topic called `name`, if the topology defines it.
     pub fn topic(&self, name: &str) -> Option<&Topic> {
         self.topics.get(name)
+    }
+
+    /// The link joining `a` and `b`, in either order, if the topology
+    /// declares one (validation allows at most one per pair).
+    pub fn link_between(&self, a: &str, b: &str) -> Option<&Link> {
+        self.links.iter().find(|link| link.joins(a, b))
     }
 
     /// Every region other than `region`, sorted by name (all regions when
@@ -138,14 +144,8 @@ mod tests {
         );
         let mut tied = demo();
         tied.links = vec![
-            Link {
-                between: ["us-east".to_owned(), "eu-west".to_owned()],
-                latency_ms: 10,
-            },
-            Link {
-                between: ["on-prem".to_owned(), "eu-west".to_owned()],
-                latency_ms: 10,
-            },
+            Link::new("us-east", "eu-west", 10),
+            Link::new("on-prem", "eu-west", 10),
         ];
         assert_eq!(
             tied.regions_by_distance("eu-west"),
@@ -173,6 +173,24 @@ mod tests {
             error.to_string(),
             "unknown region \"mars\"; known regions: eu-west, on-prem, us-east"
         );
+    }
+
+    #[test]
+    fn link_between_ignores_order() {
+        let topology = demo();
+        let link = topology
+            .link_between("on-prem", "eu-west")
+            .expect("the demo links them");
+        assert_eq!(link.between, ["eu-west".to_owned(), "on-prem".to_owned()]);
+        assert_eq!(link.latency_ms, 8);
+        assert_eq!(
+            topology
+                .link_between("eu-west", "on-prem")
+                .map(|l| l.latency_ms),
+            Some(8)
+        );
+        assert!(topology.link_between("eu-west", "mars").is_none());
+        assert!(topology.link_between("eu-west", "eu-west").is_none());
     }
 
     #[test]

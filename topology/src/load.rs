@@ -4,13 +4,17 @@
 //! `MERIDIAN_*` environment variables described in the `env` module, then
 //! [`Topology::validate`]. There is no defaults layer: a topology has no
 //! sensible default regions, and the fields that do have defaults (`flush`,
-//! `links`, `topics`, `consume_from`) get them from serde.
+//! `links`, `topics`, `consume_from`, the link emulation fields, most of
+//! `drill`) get them from serde.
 //!
 //! Figment's errors are turned into [`TopologyError::Parse`] here, in one
 //! place, so that an unknown key reads `key regions.eu-west.sitee: unknown
 //! key; allowed keys: …` and names the file and, when it came from one, the
-//! environment variable.
+//! environment variable. A drill step that does not fit its action (see the
+//! `drill` module) reaches figment as one message about the whole step; it
+//! is converted again here to name the exact key, `drill.steps[1].role`.
 
+use crate::drill::{self, StepShapeError};
 use crate::{Topology, TopologyError, env, error};
 use figment::error::{Actual, Kind};
 use figment::providers::{Format, Toml};
@@ -20,7 +24,16 @@ use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 /// Fields holding arrays: a numeric segment after one of them is an index.
-const ARRAY_FIELDS: [&str; 4] = ["links", "between", "message_types", "replicate_to"];
+const ARRAY_FIELDS: [&str; 8] = [
+    "links",
+    "between",
+    "message_types",
+    "replicate_to",
+    "steps",
+    "clients",
+    "command",
+    "link",
+];
 /// Fields holding socket addresses.
 const ADDRESS_FIELDS: [&str; 4] = ["node", "admin", "replicator", "router"];
 
@@ -46,7 +59,7 @@ impl Topology {
     /// ```
     ///
     /// Only names containing `__` (or exactly `MERIDIAN_REGIONS`,
-    /// `MERIDIAN_LINKS`, `MERIDIAN_TOPICS`) are overrides; other `MERIDIAN_*`
+    /// `MERIDIAN_LINKS`, `MERIDIAN_TOPICS`, `MERIDIAN_DRILL`) are overrides; other `MERIDIAN_*`
     /// variables such as `MERIDIAN_LOG` are ignored here. An override of an
     /// unknown key is refused like one in the file, naming the variable.
     pub fn load(path: &Path) -> Result<Topology, TopologyError> {
@@ -73,7 +86,10 @@ impl Topology {
     /// directories: when they are absolute).
     ///
     /// TOML strings are UTF-8: a `data_dir` that is not is written lossily
-    /// ([`Topology::validate`] refuses such directories).
+    /// ([`Topology::validate`] refuses such directories). TOML integers are
+    /// signed: a `u64` above `i64::MAX` is written as `i64::MAX` (validation
+    /// refuses those too). A drill's `expect.max_lost = None` cannot be
+    /// written at all (TOML has no null) and reads back as `Some(0)`.
     pub fn to_toml_string(&self) -> String {
         let utf8 = self
             .regions
@@ -89,7 +105,8 @@ impl Topology {
             Cow::Owned(lossy)
         };
         // Serialization fails only for non-UTF-8 paths, integers beyond i64,
-        // `None`s or non-string map keys; the model has none of those left.
+        // `None`s or non-string map keys; the model has none of those left
+        // (`u64`s are written saturated, `None`s skipped).
         toml::to_string(topology.as_ref())
             .expect("a topology with UTF-8 paths always serializes to TOML")
     }
@@ -159,6 +176,21 @@ fn parse_error(
     file_topics: &[String],
 ) -> TopologyError {
     let mut segments = error.path.clone();
+    // A drill step that does not fit its action: name the field it is about.
+    if let Kind::Message(_) = &error.kind
+        && let Some(shape) = drill_step_shape(figment, &segments)
+    {
+        if let Some(field) = shape.field {
+            segments.push(field.to_owned());
+        }
+        return TopologyError::Parse {
+            path: origin.to_path_buf(),
+            key: Some(render_key(&segments)),
+            value: shape.value,
+            variable: variable_for(from_env, &segments, file_topics),
+            message: shape.message,
+        };
+    }
     // Figment's path ends at the struct for some kinds and at the field for others.
     let mut push_field = |field: &str| {
         if segments.last().map(String::as_str) != Some(field) {
@@ -213,11 +245,7 @@ fn parse_error(
     };
     let key = (!segments.is_empty()).then(|| render_key(&segments));
     let value = value.or_else(|| scalar_at(figment, &segments));
-    let variable = if from_env {
-        env::variable_setting(&segments, file_topics)
-    } else {
-        None
-    };
+    let variable = variable_for(from_env, &segments, file_topics);
     TopologyError::Parse {
         path: origin.to_path_buf(),
         key,
@@ -225,6 +253,26 @@ fn parse_error(
         variable,
         message,
     }
+}
+
+fn variable_for(from_env: bool, segments: &[String], file_topics: &[String]) -> Option<String> {
+    if from_env {
+        env::variable_setting(segments, file_topics)
+    } else {
+        None
+    }
+}
+
+/// When `segments` is `drill.steps.N`, why that step does not fit its
+/// action (the error figment reported came from that conversion).
+fn drill_step_shape(figment: &Figment, segments: &[String]) -> Option<StepShapeError> {
+    let [drill, steps, _] = segments else {
+        return None;
+    };
+    if drill != "drill" || steps != "steps" {
+        return None;
+    }
+    drill::step_shape_error(&value_at(figment, segments)?)
 }
 
 /// A value the parser found, spelled as in TOML.
@@ -253,19 +301,40 @@ fn expected_type(expected: &str) -> Cow<'_, str> {
     }
 }
 
-/// The scalar value at `segments`, spelled as in TOML, if there is one.
-fn scalar_at(figment: &Figment, segments: &[String]) -> Option<String> {
-    if segments.is_empty() || segments.iter().any(|segment| segment.contains('.')) {
+/// The value at `segments`, through tables and arrays.
+fn value_at(figment: &Figment, segments: &[String]) -> Option<Value> {
+    let (first, rest) = segments.split_first()?;
+    if first.contains('.') {
         return None;
     }
-    match figment.find_value(&segments.join(".")).ok()? {
+    let mut value = figment.find_value(first).ok()?;
+    for segment in rest {
+        value = match value {
+            Value::Dict(_, mut table) => table.remove(segment)?,
+            Value::Array(_, mut items) => {
+                let index: usize = segment.parse().ok()?;
+                if index >= items.len() {
+                    return None;
+                }
+                items.swap_remove(index)
+            }
+            _ => return None,
+        };
+    }
+    Some(value)
+}
+
+/// The scalar value at `segments`, spelled as in TOML, if there is one.
+fn scalar_at(figment: &Figment, segments: &[String]) -> Option<String> {
+    match value_at(figment, segments)? {
         Value::String(_, text) => Some(error::quoted(&text)),
         Value::Char(_, char) => Some(error::quoted(&char.to_string())),
         Value::Bool(_, bool) => Some(bool.to_string()),
         Value::Num(_, number) => number
             .to_u128()
             .map(|n| n.to_string())
-            .or_else(|| number.to_i128().map(|n| n.to_string())),
+            .or_else(|| number.to_i128().map(|n| n.to_string()))
+            .or_else(|| number.to_f64().map(crate::validate::float_value)),
         Value::Empty(..) | Value::Dict(..) | Value::Array(..) => None,
     }
 }

@@ -52,7 +52,7 @@ fn unknown_top_level_key_is_refused() {
     assert!(
         error
             .to_string()
-            .contains("allowed keys: regions, links, topics"),
+            .contains("allowed keys: regions, links, topics, drill"),
         "{error}"
     );
 }
@@ -149,6 +149,76 @@ fn to_toml_string_round_trips() {
     assert_eq!(again, topology);
 }
 
+#[test]
+fn link_emulation_fields_are_read_and_written_back() {
+    let demo = Topology::demo(Path::new("/data")).to_toml_string();
+    let text = demo.replacen(
+        "latency_ms = 40",
+        "latency_ms = 40\njitter_ms = 5\nloss_percent = 0.5\nbandwidth_kbps = 100000",
+        1,
+    );
+    assert_ne!(text, demo, "the demo has a 40 ms link");
+    let topology = Topology::from_toml_str(&text, Path::new("/t.toml")).expect("valid");
+    let link = topology
+        .link_between("us-east", "eu-west")
+        .expect("the demo links them");
+    assert_eq!(
+        (link.jitter_ms, link.loss_percent, link.bandwidth_kbps),
+        (5, 0.5, Some(100_000))
+    );
+    let other = topology
+        .link_between("eu-west", "on-prem")
+        .expect("the demo links them");
+    assert_eq!(
+        (other.jitter_ms, other.loss_percent, other.bandwidth_kbps),
+        (0, 0.0, None)
+    );
+    let again =
+        Topology::from_toml_str(&topology.to_toml_string(), Path::new("/t.toml")).expect("valid");
+    assert_eq!(again, topology);
+}
+
+#[test]
+fn unknown_key_in_an_array_shows_its_value() {
+    let demo = Topology::demo(Path::new("/data")).to_toml_string();
+    let error = parse_error_of(&demo.replacen("latency_ms = 8", "latency_ms = 8\nlos = 2", 1));
+    assert_eq!(error.key(), Some("links[1].los"));
+    assert!(
+        error
+            .to_string()
+            .contains("key links[1].los = 2: unknown key; allowed keys: between, latency_ms"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_drill_step_error_names_the_variable_that_caused_it() {
+    Jail::expect_with(|jail| {
+        let demo = Topology::demo(Path::new("/data")).to_toml_string();
+        let drill = "[drill.load]\nregion = \"eu-west\"\ntopic = \"demo\"\n\
+                     [[drill.steps]]\naction = \"heal\"\nlink = [\"eu-west\", \"us-east\"]\n";
+        jail.create_file("t.toml", &format!("{demo}\n{drill}"))?;
+        jail.set_env("MERIDIAN_DRILL__LOAD__PRODUCERS", "4");
+        let topology = Topology::load(Path::new("t.toml")).expect("valid");
+        assert_eq!(topology.drill.map(|drill| drill.load.producers), Some(4));
+
+        jail.set_env(
+            "MERIDIAN_DRILL__STEPS",
+            "[{action=\"heal\",link=[\"eu-west\",\"us-east\"],role=\"node\"}]",
+        );
+        let error = Topology::load(Path::new("t.toml")).expect_err("role is not used by heal");
+        let message = error.to_string();
+        assert!(
+            message.starts_with(
+                "failed to parse topology t.toml: key drill.steps[0].role = \"node\" \
+                 (from environment variable MERIDIAN_DRILL__STEPS): not used by action \"heal\""
+            ),
+            "{message}"
+        );
+        Ok(())
+    });
+}
+
 #[cfg(unix)]
 #[test]
 fn to_toml_string_writes_non_utf8_paths_lossily() {
@@ -184,6 +254,16 @@ fn render_key_uses_brackets_for_array_indices() {
     assert_eq!(
         render_key(&segments(&["topics", "a|b", "queues"])),
         "topics.\"a|b\".queues"
+    );
+    assert_eq!(
+        render_key(&segments(&["drill", "steps", "2", "link", "0"])),
+        "drill.steps[2].link[0]"
+    );
+    assert_eq!(
+        render_key(&segments(&[
+            "drill", "load", "clients", "1", "command", "3"
+        ])),
+        "drill.load.clients[1].command[3]"
     );
 }
 

@@ -1,6 +1,7 @@
 //! The topology data model: what a topology file says, after parsing.
 
-use serde::{Deserialize, Serialize};
+use crate::Drill;
+use serde::{Deserialize, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,6 +18,10 @@ pub struct Topology {
     /// Topics by name (RocketMQ topic rules: `[A-Za-z0-9_-%|]`, 1..=127 characters).
     #[serde(default)]
     pub topics: BTreeMap<String, Topic>,
+    /// A scripted failure scenario to play against this deployment
+    /// (`meridian drill run`); absent in most files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<Drill>,
 }
 
 /// One region: a public cloud region or a private site, running one node,
@@ -86,13 +91,78 @@ pub enum FlushMode {
 }
 
 /// A network link between two regions.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// `latency_ms` orders failover choices. All four properties describe the
+/// link for emulation, the same in both directions. The emulation fields
+/// besides latency are optional and written back only when set, so files
+/// without them stay unchanged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Link {
     /// The two regions the link joins (order does not matter).
     pub between: [String; 2],
-    /// One-way latency in milliseconds: routing priority now, emulation later.
+    /// One-way latency in milliseconds (0..=60000).
     pub latency_ms: u32,
+    /// Extra one-way delay in milliseconds, drawn uniformly from
+    /// `[0, jitter_ms]` per packet (0..=60000; default 0).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub jitter_ms: u32,
+    /// Share of packets dropped, in percent (0 to 100; default 0).
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub loss_percent: f64,
+    /// Bandwidth in kilobits per second, per direction (1..=1000000000);
+    /// `None` (the default) for no limit.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "saturating_option_u64"
+    )]
+    pub bandwidth_kbps: Option<u64>,
+}
+
+impl Link {
+    /// A link with the given latency and no jitter, loss or bandwidth limit.
+    pub fn new(a: impl Into<String>, b: impl Into<String>, latency_ms: u32) -> Link {
+        Link {
+            between: [a.into(), b.into()],
+            latency_ms,
+            jitter_ms: 0,
+            loss_percent: 0.0,
+            bandwidth_kbps: None,
+        }
+    }
+
+    /// Whether the link joins `a` and `b`, in either order.
+    pub fn joins(&self, a: &str, b: &str) -> bool {
+        let [first, second] = &self.between;
+        (first == a && second == b) || (first == b && second == a)
+    }
+}
+
+fn is_zero_u32(value: &u32) -> bool {
+    *value == 0
+}
+
+fn is_zero_f64(value: &f64) -> bool {
+    *value == 0.0
+}
+
+/// Writes a `u64` as a TOML integer, which is signed: values above
+/// `i64::MAX` are written as `i64::MAX` (validation refuses them, like
+/// non-UTF-8 data directories, so only an invalid topology loses anything).
+pub(crate) fn saturating_u64<S: Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_i64(i64::try_from(*value).unwrap_or(i64::MAX))
+}
+
+/// [`saturating_u64`] for optional values.
+pub(crate) fn saturating_option_u64<S: Serializer>(
+    value: &Option<u64>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(value) => saturating_u64(value, serializer),
+        None => serializer.serialize_none(),
+    }
 }
 
 /// A topic and its policies.

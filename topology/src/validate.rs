@@ -1,8 +1,9 @@
 //! The rules a topology must follow beyond what its types already say.
 //!
 //! Rules are checked in a fixed order (regions, addresses, data directories,
-//! links, topics; maps in name order) and the first broken one is reported,
-//! so the same file always gives the same error.
+//! links, topics, then the drill; maps in name order) and the first broken
+//! one is reported, so the same file always gives the same error. The
+//! drill's rules live in `validate_drill.rs`.
 //!
 //! Choices made here:
 //! - Addresses are compared per protocol. Node, admin and router are TCP and
@@ -19,6 +20,10 @@
 //! - Topic names starting with `%RETRY%`, `%DLQ%` (the broker's retry and
 //!   dead-letter topics) or `rmq_sys_` (RocketMQ's system topics) are
 //!   reserved.
+//! - A link's emulation values are bounded: jitter like latency (a minute),
+//!   loss between 0 and 100 percent, bandwidth between 1 kbit/s and
+//!   1 Tbit/s (leave it out for no limit). A drill's `degrade` step obeys
+//!   the same bounds.
 //! - Not checked: whether private sites can actually reach each other
 //!   through NAT, and whether a data directory lies inside another one.
 
@@ -34,6 +39,9 @@ const TOPIC_NAME_LENGTH_MAX: usize = 127;
 const RESERVED_TOPIC_PREFIXES: [&str; 3] = ["%RETRY%", "%DLQ%", "rmq_sys_"];
 /// A minute: anything slower is a typo or a dead link.
 pub(crate) const LINK_LATENCY_MS_MAX: u32 = 60_000;
+/// One terabit per second: anything faster is no limit at all.
+pub(crate) const LINK_BANDWIDTH_KBPS_MAX: u64 = 1_000_000_000;
+const LINK_LOSS_PERCENT_MAX: f64 = 100.0;
 const TOPIC_QUEUES_MIN: u16 = 1;
 const TOPIC_QUEUES_MAX: u16 = 1024;
 
@@ -64,10 +72,13 @@ impl Topology {
         for (name, topic) in &self.topics {
             self.check_topic(name, topic)?;
         }
+        if let Some(drill) = &self.drill {
+            self.check_drill(drill)?;
+        }
         Ok(())
     }
 
-    fn known_regions(&self) -> Vec<String> {
+    pub(crate) fn known_regions(&self) -> Vec<String> {
         self.regions.keys().cloned().collect()
     }
 
@@ -90,12 +101,12 @@ impl Topology {
                 "a link must join two different regions",
             ));
         }
-        if link.latency_ms > LINK_LATENCY_MS_MAX {
-            return Err(TopologyError::invalid(
-                format!("links[{index}].latency_ms"),
-                link.latency_ms.to_string(),
-                format!("must be at most {LINK_LATENCY_MS_MAX} (one minute)"),
-            ));
+        let key = format!("links[{index}]");
+        check_latency_ms(&format!("{key}.latency_ms"), link.latency_ms)?;
+        check_jitter_ms(&format!("{key}.jitter_ms"), link.jitter_ms)?;
+        check_loss_percent(&format!("{key}.loss_percent"), link.loss_percent)?;
+        if let Some(bandwidth_kbps) = link.bandwidth_kbps {
+            check_bandwidth_kbps(&format!("{key}.bandwidth_kbps"), bandwidth_kbps)?;
         }
         Ok(())
     }
@@ -185,6 +196,64 @@ impl Topology {
             }
         }
         Ok(())
+    }
+}
+
+pub(crate) fn check_latency_ms(key: &str, latency_ms: u32) -> Result<(), TopologyError> {
+    if latency_ms > LINK_LATENCY_MS_MAX {
+        return Err(TopologyError::invalid(
+            key,
+            latency_ms.to_string(),
+            format!("must be at most {LINK_LATENCY_MS_MAX} (one minute)"),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_jitter_ms(key: &str, jitter_ms: u32) -> Result<(), TopologyError> {
+    if jitter_ms > LINK_LATENCY_MS_MAX {
+        return Err(TopologyError::invalid(
+            key,
+            jitter_ms.to_string(),
+            format!("must be at most {LINK_LATENCY_MS_MAX} (one minute)"),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_loss_percent(key: &str, loss_percent: f64) -> Result<(), TopologyError> {
+    if !(0.0..=LINK_LOSS_PERCENT_MAX).contains(&loss_percent) {
+        return Err(TopologyError::invalid(
+            key,
+            float_value(loss_percent),
+            "must be between 0 and 100",
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_bandwidth_kbps(key: &str, bandwidth_kbps: u64) -> Result<(), TopologyError> {
+    if !(1..=LINK_BANDWIDTH_KBPS_MAX).contains(&bandwidth_kbps) {
+        return Err(TopologyError::invalid(
+            key,
+            bandwidth_kbps.to_string(),
+            format!(
+                "must be between 1 and {LINK_BANDWIDTH_KBPS_MAX} (kilobits per second, up to \
+                 1 Tbit/s); leave it out for no limit"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A float as TOML spells it (`nan`, `inf`, `-inf`, `120`, `2.5`).
+pub(crate) fn float_value(value: f64) -> String {
+    if value.is_nan() {
+        "nan".to_owned()
+    } else if value.is_infinite() {
+        if value > 0.0 { "inf" } else { "-inf" }.to_owned()
+    } else {
+        value.to_string()
     }
 }
 
@@ -344,8 +413,7 @@ fn check_duplicate_links(links: &[Link]) -> Result<(), TopologyError> {
 
 /// `["eu-west", "us-east"]`, as in the file.
 fn pair(link: &Link) -> String {
-    let [a, b] = &link.between;
-    format!("[{}, {}]", quoted(a), quoted(b))
+    crate::drill::pair(&link.between)
 }
 
 #[cfg(test)]

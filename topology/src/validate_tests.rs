@@ -183,10 +183,7 @@ fn links_join_two_different_regions() {
 #[test]
 fn one_link_per_pair_in_either_order() {
     let mut topology = demo();
-    topology.links.push(Link {
-        between: ["us-east".to_owned(), "eu-west".to_owned()],
-        latency_ms: 3,
-    });
+    topology.links.push(Link::new("us-east", "eu-west", 3));
     let message = assert_refused(&topology, "links[3].between", "[\"us-east\", \"eu-west\"]");
     assert!(message.contains("links[0]"), "{message}");
 }
@@ -199,6 +196,50 @@ fn link_latency_is_at_most_a_minute() {
     topology.links[0].latency_ms = 60_001;
     let message = assert_refused(&topology, "links[0].latency_ms", "60001");
     assert!(message.contains("at most 60000"), "{message}");
+}
+
+#[test]
+fn link_jitter_is_at_most_a_minute() {
+    let mut topology = demo();
+    topology.links[1].jitter_ms = 60_000;
+    topology.validate().expect("60 000 ms is allowed");
+    topology.links[1].jitter_ms = 60_001;
+    let message = assert_refused(&topology, "links[1].jitter_ms", "60001");
+    assert!(message.contains("at most 60000"), "{message}");
+}
+
+#[test]
+fn link_loss_is_a_percentage() {
+    let mut topology = demo();
+    for good in [0.0, 0.5, 100.0] {
+        topology.links[0].loss_percent = good;
+        topology.validate().expect("loss in range");
+    }
+    for (bad, shown) in [
+        (120.0, "120"),
+        (-1.0, "-1"),
+        (100.5, "100.5"),
+        (f64::NAN, "nan"),
+        (f64::INFINITY, "inf"),
+    ] {
+        topology.links[0].loss_percent = bad;
+        let message = assert_refused(&topology, "links[0].loss_percent", shown);
+        assert!(message.ends_with("must be between 0 and 100"), "{message}");
+    }
+}
+
+#[test]
+fn link_bandwidth_is_positive_when_given() {
+    let mut topology = demo();
+    for good in [Some(1), Some(1_000_000_000), None] {
+        topology.links[2].bandwidth_kbps = good;
+        topology.validate().expect("bandwidth in range");
+    }
+    for bad in [0, 1_000_000_001, u64::MAX] {
+        topology.links[2].bandwidth_kbps = Some(bad);
+        let message = assert_refused(&topology, "links[2].bandwidth_kbps", &bad.to_string());
+        assert!(message.contains("leave it out for no limit"), "{message}");
+    }
 }
 
 #[test]

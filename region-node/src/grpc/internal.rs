@@ -70,6 +70,7 @@ impl<S: LogStore> NodeService for Internal<S> {
                 .reused_client_ids
                 .load(std::sync::atomic::Ordering::Relaxed),
             waiting_receives: self.context.waiting_receives.count(),
+            unconfirmed_at_start: self.context.unconfirmed_at_start.clone(),
         }))
     }
 

@@ -34,6 +34,9 @@ pub struct NodeContext<S> {
     pub reused_client_ids: std::sync::atomic::AtomicU64,
     /// Long polls waiting for messages now (reported in `Health`).
     pub waiting_receives: crate::consumer::WaitingReceives,
+    /// Per peer: its checkpoint and this node's last sequence at start
+    /// (reported in `Health`).
+    pub unconfirmed_at_start: Vec<meridian_proto::meridian::v1::UnconfirmedAtStart>,
     pub shutdown: CancellationToken,
     /// Owner of the tasks spawned by streaming calls.
     pub tasks: TaskTracker,

@@ -101,6 +101,7 @@ impl TestNode {
             regions: BTreeMap::from([(REGION.to_owned(), region)]),
             links: Vec::new(),
             topics: BTreeMap::from([(TOPIC.to_owned(), topic)]),
+            drill: None,
         };
         topology.validate().expect("the test topology is valid");
         let node = Node::open(topology, REGION).expect("open the node");

@@ -334,6 +334,7 @@ pub fn topology(regions: &[&TestRegion], topics: &[(&str, &[&str])]) -> Topology
                 (name.to_string(), topic)
             })
             .collect::<BTreeMap<_, _>>(),
+        drill: None,
     }
 }
 
