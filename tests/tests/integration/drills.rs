@@ -100,3 +100,98 @@ pub async fn producer_survives_node_loss(
     cluster.finish();
     Ok(())
 }
+
+/// `meridian drill run FILE --json --no-timing-invariants`, parsed; the
+/// report's text form printed for the log.
+pub async fn run_drill(file: &std::path::Path, extra: &[&str]) -> anyhow::Result<serde_json::Value> {
+    let mut args = vec![
+        "drill".to_owned(),
+        "run".to_owned(),
+        file.display().to_string(),
+        "--json".to_owned(),
+        // Recovery times are reported, not asserted: CI machines are busy.
+        "--no-timing-invariants".to_owned(),
+    ];
+    args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+    let output = meridian_tests::run_meridian(&args, Duration::from_secs(600)).await?;
+    anyhow::ensure!(
+        output.code() == Some(0),
+        "drill {} failed: {output}",
+        file.display()
+    );
+    let report: serde_json::Value = serde_json::from_str(&output.stdout)
+        .with_context(|| format!("the drill's JSON report: {output}"))?;
+    println!("{}", summary(&report));
+    Ok(report)
+}
+
+/// The report's figures in a few lines, for the test log.
+fn summary(report: &serde_json::Value) -> String {
+    let mut lines = vec![format!(
+        "drill {}: passed {}, acknowledged {}, lost {}, duplicates after ack {}, seed {}",
+        report["drill"], report["passed"], report["sends_acknowledged"], report["lost"],
+        report["duplicates_after_ack"], report["seed"]
+    )];
+    for step in report["steps"].as_array().into_iter().flatten() {
+        let recoveries: Vec<String> = step["recovery"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|recovery| format!("{} {}", recovery["client"], recovery["recovery_ms"]))
+            .collect();
+        lines.push(format!(
+            "  step {} {}: recovery ms {}",
+            step["index"],
+            step["action"],
+            recoveries.join(", ")
+        ));
+    }
+    lines.join("\n")
+}
+
+/// Every producer and consumer recovered after every step.
+fn everyone_recovered(report: &serde_json::Value) -> anyhow::Result<()> {
+    for step in report["steps"].as_array().context("steps")? {
+        for recovery in step["recovery"].as_array().context("recovery")? {
+            anyhow::ensure!(
+                recovery["recovery_ms"].is_number(),
+                "{} did not recover after step {}: {}",
+                recovery["client"],
+                step["index"],
+                summary(report)
+            );
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn example_drills_hold_their_invariants() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("topology")
+        .join("examples");
+    for name in [
+        "region-outage",
+        "link-partition",
+        "one-way-partition",
+        "replicator-crash",
+        "failback",
+    ] {
+        let file = examples.join(format!("{name}-drill.toml"));
+        let report = run_drill(&file, &[]).await.expect("the drill runs");
+        assert_eq!(report["passed"], true, "{}", summary(&report));
+        assert_eq!(report["lost"], 0, "{}", summary(&report));
+        assert!(report["sends_acknowledged"].as_u64().unwrap_or(0) > 0);
+        everyone_recovered(&report).expect("recovered");
+        if name == "failback" {
+            let reconciled = report["reconciled"].as_array().expect("reconciled");
+            assert!(
+                reconciled
+                    .iter()
+                    .any(|entry| !entry["message_ids"].as_array().expect("ids").is_empty()),
+                "the returning region lists what it had not replicated: {reconciled:?}"
+            );
+        }
+    }
+}

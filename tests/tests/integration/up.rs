@@ -235,8 +235,11 @@ async fn meridian_up_restarts_a_killed_node_on_the_same_ports() {
         .await
         .expect("the node answers Health");
 
-    // kill -9 the node: the `meridian node` child whose command line names this topology.
-    let pattern = format!("meridian node --topology {} ", path.display());
+    // kill -9 the node: the `meridian node` child whose command line names
+    // this region's view of the topology (links are emulated).
+    let _ = &path;
+    let view = region.data_dir.join("emulated-topology.toml");
+    let pattern = format!("meridian node --topology {} ", view.display());
     let killed = std::process::Command::new("pkill")
         .arg("-9")
         .arg("-f")
@@ -280,4 +283,115 @@ async fn meridian_up_restarts_a_killed_node_on_the_same_ports() {
     )
     .await;
     up.kill().await.expect("SIGKILL meridian up");
+}
+
+/// `meridian ctl` against a running two-region `meridian up`.
+async fn ctl(path: &std::path::Path, args: &[&str]) -> meridian_tests::CommandOutput {
+    let mut all = vec!["ctl", "--topology", path.to_str().expect("UTF-8 path")];
+    all.extend_from_slice(args);
+    meridian_tests::run_meridian(all, Duration::from_secs(60))
+        .await
+        .expect("run meridian ctl")
+}
+
+/// `meridian ctl status --json`, parsed.
+async fn ctl_status(path: &std::path::Path) -> serde_json::Value {
+    let output = ctl(path, &["status", "--json"]).await;
+    assert_eq!(output.code(), Some(0), "ctl status: {output}");
+    serde_json::from_str(&output.stdout).expect("status JSON")
+}
+
+fn process_state(status: &serde_json::Value, region: &str, role: &str) -> String {
+    status["processes"]
+        .as_array()
+        .expect("processes")
+        .iter()
+        .find(|process| process["region"] == region && process["role"] == role)
+        .and_then(|process| process["state"].as_str())
+        .expect("the process is listed")
+        .to_owned()
+}
+
+fn partitioned(status: &serde_json::Value, from: &str, to: &str) -> bool {
+    status["links"]
+        .as_array()
+        .expect("links")
+        .iter()
+        .find(|link| link["from"] == from && link["to"] == to)
+        .and_then(|link| link["partitioned"].as_bool())
+        .expect("the direction is listed")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn meridian_ctl_kills_starts_and_cuts_links_of_a_running_deployment() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let (topology, ports) =
+        topology_with_held_ports(2, directory.path(), FlushMode::Async).expect("topology");
+    let path = directory.path().join("topology.toml");
+    std::fs::write(&path, topology.to_toml_string()).expect("write topology");
+    let mut up = spawn_up(&path, &topology, &ports).await;
+    let names: Vec<&String> = topology.regions.keys().collect();
+    let (a, b) = (names[0].as_str(), names[1].as_str());
+    let admin = topology.regions[a].admin;
+
+    let status = ctl_status(&path).await;
+    assert_eq!(status["processes"].as_array().expect("processes").len(), 6);
+    assert_eq!(status["links_emulated"], true);
+    assert_eq!(process_state(&status, a, "node"), "running");
+    let first = node_started_at(admin).await.expect("a's node answers");
+
+    // Killed on request, the node stays down: no restart until `start`.
+    let killed = ctl(&path, &["kill", a, "node"]).await;
+    assert_eq!(killed.code(), Some(0), "{killed}");
+    assert!(killed.stdout.contains("killed (SIGKILL)"), "{killed}");
+    assert_eq!(process_state(&ctl_status(&path).await, a, "node"), "down");
+    assert!(node_started_at(admin).await.is_none(), "a killed node answers");
+    let started = ctl(&path, &["start", a, "node"]).await;
+    assert_eq!(started.code(), Some(0), "{started}");
+    assert_eq!(process_state(&ctl_status(&path).await, a, "node"), "running");
+    let second = node_started_at(admin).await.expect("the started node answers");
+    assert_ne!(first, second, "a new incarnation of the node");
+
+    let cut = ctl(&path, &["partition", a, b, "--one-way"]).await;
+    assert_eq!(cut.code(), Some(0), "{cut}");
+    let status = ctl_status(&path).await;
+    assert!(partitioned(&status, a, b));
+    assert!(!partitioned(&status, b, a), "one way only");
+    let healed = ctl(&path, &["heal", a, b]).await;
+    assert_eq!(healed.code(), Some(0), "{healed}");
+    assert!(!partitioned(&ctl_status(&path).await, a, b));
+
+    let degraded = ctl(&path, &["degrade", a, b, "--latency-ms", "120", "--loss-percent", "2.5"]).await;
+    assert_eq!(degraded.code(), Some(0), "{degraded}");
+    let status = ctl_status(&path).await;
+    let link = status["links"]
+        .as_array()
+        .expect("links")
+        .iter()
+        .find(|link| link["from"] == b && link["to"] == a)
+        .expect("b -> a listed")
+        .clone();
+    assert_eq!(link["latency_ms"], 120);
+    assert_eq!(link["loss_percent"], 2.5);
+
+    // Bad requests name what was wrong and change nothing.
+    let bad = ctl(&path, &["degrade", a, b, "--loss-percent", "150"]).await;
+    assert_eq!(bad.code(), Some(1), "{bad}");
+    assert!(bad.stderr.contains("loss_percent = 150"), "{bad}");
+    let unknown = ctl(&path, &["kill", "mars", "node"]).await;
+    assert_eq!(unknown.code(), Some(1), "{unknown}");
+    assert!(unknown.stderr.contains("\"mars\""), "{unknown}");
+    let same = ctl(&path, &["partition", a, a]).await;
+    assert_eq!(same.code(), Some(1), "{same}");
+
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(up.id().expect("pid")).expect("pid fits"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let stopped = within(Duration::from_secs(60), "meridian up to stop", up.wait())
+        .await
+        .expect("stopped in time")
+        .expect("exit status");
+    assert!(stopped.success(), "meridian up exits 0 after SIGTERM: {stopped}");
+    let gone = ctl(&path, &["status"]).await;
+    assert_eq!(gone.code(), Some(1), "no deployment answers after up stopped: {gone}");
+    assert!(!path.with_extension("sock").exists(), "up removes its control socket");
 }
