@@ -23,6 +23,18 @@ pub struct ChildProcess {
     _lifeline: ChildStdin,
 }
 
+/// This binary, for starting children. On Linux `/proc/self/exe` names the
+/// file this process runs even after a rebuild replaced it on disk, so a
+/// long-running `meridian up` keeps restarting its processes with its own
+/// version (`current_exe` would name the replaced, deleted file).
+fn own_executable() -> anyhow::Result<PathBuf> {
+    let proc_self = Path::new("/proc/self/exe");
+    if proc_self.exists() {
+        return Ok(proc_self.to_owned());
+    }
+    std::env::current_exe().context("failed to find the meridian executable")
+}
+
 impl ChildProcess {
     /// Starts the child with stderr (its log) appended to `log_path`, and waits
     /// for its readiness line on stdout.
@@ -33,8 +45,7 @@ impl ChildProcess {
         log_path: PathBuf,
         sockets: meridian_sockets::Handover,
     ) -> anyhow::Result<Self> {
-        let executable =
-            std::env::current_exe().context("failed to find the meridian executable")?;
+        let executable = own_executable()?;
         if let Some(parent) = log_path.parent() {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("failed to create {}", parent.display()))?;
@@ -45,6 +56,8 @@ impl ChildProcess {
             .open(&log_path)
             .with_context(|| format!("failed to open log file {}", log_path.display()))?;
         let mut command = Command::new(executable);
+        // `meridian …` in `ps` and for `pkill -f`, whatever path started it.
+        command.arg0("meridian");
         sockets.apply_tokio(&mut command)?;
         let mut child = command
             .arg(role)

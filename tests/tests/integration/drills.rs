@@ -103,7 +103,10 @@ pub async fn producer_survives_node_loss(
 
 /// `meridian drill run FILE --json --no-timing-invariants`, parsed; the
 /// report's text form printed for the log.
-pub async fn run_drill(file: &std::path::Path, extra: &[&str]) -> anyhow::Result<serde_json::Value> {
+pub async fn run_drill(
+    file: &std::path::Path,
+    extra: &[&str],
+) -> anyhow::Result<serde_json::Value> {
     let mut args = vec![
         "drill".to_owned(),
         "run".to_owned(),
@@ -129,8 +132,12 @@ pub async fn run_drill(file: &std::path::Path, extra: &[&str]) -> anyhow::Result
 fn summary(report: &serde_json::Value) -> String {
     let mut lines = vec![format!(
         "drill {}: passed {}, acknowledged {}, lost {}, duplicates after ack {}, seed {}",
-        report["drill"], report["passed"], report["sends_acknowledged"], report["lost"],
-        report["duplicates_after_ack"], report["seed"]
+        report["drill"],
+        report["passed"],
+        report["sends_acknowledged"],
+        report["lost"],
+        report["duplicates_after_ack"],
+        report["seed"]
     )];
     for step in report["steps"].as_array().into_iter().flatten() {
         let recoveries: Vec<String> = step["recovery"]
@@ -194,4 +201,169 @@ async fn example_drills_hold_their_invariants() {
             );
         }
     }
+}
+
+/// A two-region drill whose load is one official client family's producer
+/// and consumer (`command` gives the program and its first arguments), on
+/// a's router in proxy mode, while a's node is killed and started again.
+fn official_client_drill(root: &std::path::Path, family: &str, command: &[String]) -> String {
+    let client = |role: &str| {
+        let mut words: Vec<String> = command.to_vec();
+        words.extend(
+            [
+                "--role",
+                role,
+                "--endpoints",
+                "{endpoint}",
+                "--topic",
+                "{topic}",
+                "--group",
+                "{group}",
+            ]
+            .map(str::to_owned),
+        );
+        let quoted: Vec<String> = words.iter().map(|word| format!("{word:?}")).collect();
+        format!(
+            "[[drill.load.clients]]\nname = \"{family}-{role}\"\nkind = \"{role}\"\ncommand = [{}]\n",
+            quoted.join(", ")
+        )
+    };
+    // Addresses are placeholders: the runner binds ports the OS chooses.
+    format!(
+        r#"
+[regions.a]
+site = "public"
+node = "127.0.0.1:1001"
+admin = "127.0.0.1:1002"
+replicator = "127.0.0.1:1003"
+router = "127.0.0.1:1004"
+data_dir = "{root}/a"
+router_mode = "proxy"
+
+[regions.b]
+site = "public"
+node = "127.0.0.1:1011"
+admin = "127.0.0.1:1012"
+replicator = "127.0.0.1:1013"
+router = "127.0.0.1:1014"
+data_dir = "{root}/b"
+router_mode = "proxy"
+
+[[links]]
+between = ["a", "b"]
+latency_ms = 10
+
+[topics.{TEST_TOPIC}]
+queues = 4
+message_types = ["normal"]
+replicate_to = ["a", "b"]
+
+[drill]
+description = "{family} producer and consumer across kill -9 of a's node"
+seed = 11
+
+[drill.load]
+region = "a"
+topic = "{TEST_TOPIC}"
+producers = 0
+consumers = 0
+warmup_ms = 3000
+
+{producer}
+{consumer}
+[[drill.steps]]
+action = "kill"
+region = "a"
+role = "node"
+when = "recovered"
+within_ms = 20000
+
+[[drill.steps]]
+after_ms = 3000
+action = "start"
+region = "a"
+role = "node"
+when = "caught-up"
+
+[drill.expect]
+max_lost = 0
+max_recovery_ms = 2000
+"#,
+        root = root.display(),
+        producer = client("producer"),
+        consumer = client("consumer"),
+    )
+}
+
+/// Runs the official-client drill of one family and checks it.
+async fn official_clients_survive_node_loss(family: &str, command: Vec<String>) {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let file = directory.path().join(format!("{family}-drill.toml"));
+    std::fs::write(
+        &file,
+        official_client_drill(directory.path(), family, &command),
+    )
+    .expect("write the drill");
+    let report = run_drill(&file, &[]).await.expect("the drill runs");
+    assert_eq!(report["passed"], true, "{}", summary(&report));
+    assert_eq!(report["lost"], 0, "{}", summary(&report));
+    assert!(
+        report["sends_acknowledged"].as_u64().unwrap_or(0) >= 10,
+        "{}",
+        summary(&report)
+    );
+    everyone_recovered(&report).expect("every official client recovered");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_clients_survive_node_loss_in_a_drill() {
+    let python = crate::python_client::Python::from_env().expect("Python client");
+    let home = tempfile::tempdir().expect("home");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/drill_client.py");
+    official_clients_survive_node_loss(
+        "python",
+        vec![
+            "env".to_owned(),
+            format!("HOME={}", home.path().display()),
+            python.display().to_string(),
+            script.display().to_string(),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nodejs_clients_survive_node_loss_in_a_drill() {
+    let modules = crate::nodejs_client::NodeJs::from_env().expect("Node.js client");
+    let home = tempfile::tempdir().expect("home");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("nodejs/drill_client.js");
+    official_clients_survive_node_loss(
+        "nodejs",
+        vec![
+            "env".to_owned(),
+            format!("HOME={}", home.path().display()),
+            format!("NODE_PATH={}", modules.display()),
+            "node".to_owned(),
+            script.display().to_string(),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rust_clients_survive_node_loss_in_a_drill() {
+    // `cargo test` builds the tests crate's examples next to its test binaries.
+    let examples = std::env::current_exe()
+        .expect("test binary")
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target directory")
+        .join("examples");
+    let client = examples.join("drill_client");
+    assert!(
+        client.is_file(),
+        "{} is not built: run `cargo build -p meridian-tests --examples` (scripts/test.sh does)",
+        client.display()
+    );
+    official_clients_survive_node_loss("rust", vec![client.display().to_string()]).await;
 }

@@ -38,7 +38,7 @@ const SIZES: &str = "1,300,1024,65536";
 
 /// `node` with the client's modules, and where its client may write (`HOME`
 /// and the log files).
-struct NodeJs {
+pub(crate) struct NodeJs {
     modules: PathBuf,
     home: PathBuf,
     runs: AtomicUsize,
@@ -47,7 +47,7 @@ struct NodeJs {
 impl NodeJs {
     /// The modules directory `TEST_NODEJS_MODULES` names, checked before any
     /// cluster starts.
-    fn from_env() -> anyhow::Result<PathBuf> {
+    pub(crate) fn from_env() -> anyhow::Result<PathBuf> {
         let modules = std::env::var_os(MODULES_VARIABLE).with_context(|| {
             format!(
                 "{MODULES_VARIABLE} is not set: the Node.js-client tests need the official \

@@ -42,14 +42,14 @@ const PYTHON_REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The Python interpreter of the test virtualenv, and where its client may
 /// write (`HOME`, for the client's log file).
-struct Python {
+pub(crate) struct Python {
     interpreter: PathBuf,
     home: PathBuf,
 }
 
 impl Python {
     /// The interpreter `TEST_PYTHON` names, checked before any cluster starts.
-    fn from_env() -> anyhow::Result<PathBuf> {
+    pub(crate) fn from_env() -> anyhow::Result<PathBuf> {
         let interpreter = std::env::var_os(PYTHON_VARIABLE).with_context(|| {
             format!(
                 "{PYTHON_VARIABLE} is not set: the Python-client tests need the official \

@@ -229,7 +229,7 @@ async fn node_started_at(admin: std::net::SocketAddr) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn meridian_up_restarts_a_killed_node_on_the_same_ports() {
-    let (_directory, topology, path, _ports, mut up) = one_region_up().await;
+    let (_directory, topology, _path, _ports, mut up) = one_region_up().await;
     let region = topology.regions.values().next().expect("one region");
     let first = node_started_at(region.admin)
         .await
@@ -237,7 +237,6 @@ async fn meridian_up_restarts_a_killed_node_on_the_same_ports() {
 
     // kill -9 the node: the `meridian node` child whose command line names
     // this region's view of the topology (links are emulated).
-    let _ = &path;
     let view = region.data_dir.join("emulated-topology.toml");
     let pattern = format!("meridian node --topology {} ", view.display());
     let killed = std::process::Command::new("pkill")
@@ -345,11 +344,19 @@ async fn meridian_ctl_kills_starts_and_cuts_links_of_a_running_deployment() {
     assert_eq!(killed.code(), Some(0), "{killed}");
     assert!(killed.stdout.contains("killed (SIGKILL)"), "{killed}");
     assert_eq!(process_state(&ctl_status(&path).await, a, "node"), "down");
-    assert!(node_started_at(admin).await.is_none(), "a killed node answers");
+    assert!(
+        node_started_at(admin).await.is_none(),
+        "a killed node answers"
+    );
     let started = ctl(&path, &["start", a, "node"]).await;
     assert_eq!(started.code(), Some(0), "{started}");
-    assert_eq!(process_state(&ctl_status(&path).await, a, "node"), "running");
-    let second = node_started_at(admin).await.expect("the started node answers");
+    assert_eq!(
+        process_state(&ctl_status(&path).await, a, "node"),
+        "running"
+    );
+    let second = node_started_at(admin)
+        .await
+        .expect("the started node answers");
     assert_ne!(first, second, "a new incarnation of the node");
 
     let cut = ctl(&path, &["partition", a, b, "--one-way"]).await;
@@ -361,7 +368,19 @@ async fn meridian_ctl_kills_starts_and_cuts_links_of_a_running_deployment() {
     assert_eq!(healed.code(), Some(0), "{healed}");
     assert!(!partitioned(&ctl_status(&path).await, a, b));
 
-    let degraded = ctl(&path, &["degrade", a, b, "--latency-ms", "120", "--loss-percent", "2.5"]).await;
+    let degraded = ctl(
+        &path,
+        &[
+            "degrade",
+            a,
+            b,
+            "--latency-ms",
+            "120",
+            "--loss-percent",
+            "2.5",
+        ],
+    )
+    .await;
     assert_eq!(degraded.code(), Some(0), "{degraded}");
     let status = ctl_status(&path).await;
     let link = status["links"]
@@ -390,8 +409,18 @@ async fn meridian_ctl_kills_starts_and_cuts_links_of_a_running_deployment() {
         .await
         .expect("stopped in time")
         .expect("exit status");
-    assert!(stopped.success(), "meridian up exits 0 after SIGTERM: {stopped}");
+    assert!(
+        stopped.success(),
+        "meridian up exits 0 after SIGTERM: {stopped}"
+    );
     let gone = ctl(&path, &["status"]).await;
-    assert_eq!(gone.code(), Some(1), "no deployment answers after up stopped: {gone}");
-    assert!(!path.with_extension("sock").exists(), "up removes its control socket");
+    assert_eq!(
+        gone.code(),
+        Some(1),
+        "no deployment answers after up stopped: {gone}"
+    );
+    assert!(
+        !path.with_extension("sock").exists(),
+        "up removes its control socket"
+    );
 }
