@@ -9,6 +9,7 @@
 use crate::emulation::{DirectionState, LinkChange};
 use crate::supervisor::ProcessState;
 use anyhow::Context as _;
+pub use meridian_topology::{ProcessAction, ProcessRole};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,20 +22,6 @@ const UNIX_PATH_MAX: usize = 107;
 /// The longest request line accepted, bytes.
 const REQUEST_LINE_MAX: usize = 64 * 1024;
 
-/// Process actions (see [`crate::supervisor::Request`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum ProcessAction {
-    /// SIGKILL; the process stays down until started.
-    Kill,
-    /// SIGTERM; the process stays down until started.
-    Stop,
-    /// Start a process that is down.
-    Start,
-    /// Stop, then start.
-    Restart,
-}
-
 /// One request to a running deployment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "kebab-case")]
@@ -45,8 +32,7 @@ pub enum ControlRequest {
     Process {
         action: ProcessAction,
         region: String,
-        /// `node`, `replicator` or `router`.
-        role: String,
+        role: ProcessRole,
     },
     /// Cut the link between two regions (with `one_way`, only what the
     /// first sends to the second).

@@ -3,7 +3,10 @@
 //! the link emulator between regions. `meridian up` runs one until Ctrl-C;
 //! `meridian drill run` runs one for the length of a drill.
 
-use crate::control::{ControlAnswer, ControlRequest, Controlled, DeploymentStatus, refusal};
+use crate::control::{
+    ControlAnswer, ControlRequest, Controlled, DeploymentStatus, ProcessAction, ProcessRole,
+    refusal,
+};
 use crate::emulation::Emulator;
 use crate::process::ChildProcess;
 use crate::supervisor::{Request, Supervised};
@@ -185,10 +188,10 @@ impl Controlled for Deployment {
                 region,
                 role,
             } => {
-                let Some(role) = Role::ALL.into_iter().find(|known| known.as_str() == role) else {
-                    return refusal(format!(
-                        "no role {role:?} (roles: node, replicator, router)"
-                    ));
+                let role = match role {
+                    ProcessRole::Node => Role::Node,
+                    ProcessRole::Replicator => Role::Replicator,
+                    ProcessRole::Router => Role::Router,
                 };
                 let Some(process) = self.processes.get(&(region.clone(), role)) else {
                     return refusal(format!(
@@ -197,10 +200,10 @@ impl Controlled for Deployment {
                     ));
                 };
                 let request = match action {
-                    crate::control::ProcessAction::Kill => Request::Kill,
-                    crate::control::ProcessAction::Stop => Request::Stop,
-                    crate::control::ProcessAction::Start => Request::Start,
-                    crate::control::ProcessAction::Restart => Request::Restart,
+                    ProcessAction::Kill => Request::Kill,
+                    ProcessAction::Stop => Request::Stop,
+                    ProcessAction::Start => Request::Start,
+                    ProcessAction::Restart => Request::Restart,
                 };
                 match process.request(request).await {
                     Ok(message) => ControlAnswer {

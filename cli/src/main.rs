@@ -198,12 +198,12 @@ enum RoleName {
     Router,
 }
 
-impl RoleName {
-    fn as_str(self) -> &'static str {
-        match self {
-            RoleName::Node => "node",
-            RoleName::Replicator => "replicator",
-            RoleName::Router => "router",
+impl From<RoleName> for control::ProcessRole {
+    fn from(role: RoleName) -> Self {
+        match role {
+            RoleName::Node => control::ProcessRole::Node,
+            RoleName::Replicator => control::ProcessRole::Replicator,
+            RoleName::Router => control::ProcessRole::Router,
         }
     }
 }
@@ -361,7 +361,7 @@ async fn ctl(socket: &Path, command: CtlCommand) -> ExitCode {
     let process = |action, region: String, role: RoleName| ControlRequest::Process {
         action,
         region,
-        role: role.as_str().to_owned(),
+        role: role.into(),
     };
     let mut json = false;
     let request = match command {

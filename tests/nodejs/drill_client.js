@@ -29,6 +29,8 @@ const fs = require('node:fs');
 const path = require('node:path');
 const util = require('node:util');
 
+const { errorText } = require('./common');
+
 const started = process.hrtime.bigint();
 // Pause after a failed receive: short, because the drill measures recovery in ms.
 const RECEIVE_RETRY_PAUSE_MS = 100;
@@ -46,13 +48,6 @@ function emit(event, fields = {}) {
   process.stdout.write(`${JSON.stringify({ event, ...fields, at_ms: atMs })}\n`);
 }
 
-function errorText(error) {
-  if (!(error instanceof Error)) return String(error);
-  let text = `${error.name}: ${error.message}`;
-  if (error.code !== undefined) text += ` (code ${error.code})`;
-  if (error.cause) text += `; cause: ${errorText(error.cause)}`;
-  return text;
-}
 
 // The client's logger (its `logger` option): every line appended to a file,
 // nothing kept in memory, so a long drill does not grow the process.

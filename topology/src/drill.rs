@@ -267,7 +267,8 @@ impl StepAction {
 
 /// What a process action does. A killed or stopped process stays down until
 /// a `start` or `restart`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ProcessAction {
     /// SIGKILL.
     Kill,

@@ -17,7 +17,7 @@ mod failback;
 mod load;
 mod report;
 
-use crate::control::{ControlRequest, ControlSocket, Controlled as _, ProcessAction};
+use crate::control::{ControlRequest, ControlSocket, Controlled as _};
 use crate::deployment::{Deployment, Options};
 use crate::emulation::LinkChange;
 use anyhow::Context as _;
@@ -371,22 +371,14 @@ fn control_request(action: &StepAction) -> (String, ControlRequest) {
             signal,
             region,
             role,
-        } => {
-            let action = match signal {
-                meridian_topology::ProcessAction::Kill => ProcessAction::Kill,
-                meridian_topology::ProcessAction::Stop => ProcessAction::Stop,
-                meridian_topology::ProcessAction::Start => ProcessAction::Start,
-                meridian_topology::ProcessAction::Restart => ProcessAction::Restart,
-            };
-            (
-                format!("{} the {} of {region}", signal.as_str(), role.as_str()),
-                ControlRequest::Process {
-                    action,
-                    region: region.clone(),
-                    role: role.as_str().to_owned(),
-                },
-            )
-        }
+        } => (
+            format!("{} the {} of {region}", signal.as_str(), role.as_str()),
+            ControlRequest::Process {
+                action: *signal,
+                region: region.clone(),
+                role: *role,
+            },
+        ),
         StepAction::Partition { link, one_way } => (
             if *one_way {
                 format!("partition {} -> {} (one way)", link[0], link[1])

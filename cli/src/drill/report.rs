@@ -8,8 +8,9 @@
 //! - **Recovery**, per step and client: from the step to the first success
 //!   (a send answered OK, a message received) that follows the client's
 //!   last failure in the step's window (up to the next step); with no
-//!   failure, to its first success after the step. Conservative: a lucky
-//!   success in between does not end the outage.
+//!   failure, to its first success after the step, even if that comes after
+//!   later steps. Conservative: a lucky success in between does not end the
+//!   outage.
 //! - **Replication lag**, per region: from a send's OK to the message's
 //!   delivery to that region's observer, for every region but the first to
 //!   deliver it (taken as where it was stored).
@@ -266,34 +267,35 @@ fn recoveries(events: &[Event], clients: &[ClientInfo], steps: Vec<PlayedStep>) 
 }
 
 fn recovery(events: &[Event], client: &ClientInfo, from: f64, to: f64) -> Recovery {
-    let window = events
-        .iter()
-        .filter(|event| event.client == client.name && event.at_ms >= from && event.at_ms < to);
-    let mut failures = 0;
-    let mut last_failure = None;
-    let mut successes = Vec::new();
-    for event in window {
-        match (&event.kind, client.kind) {
-            (EventKind::Sent { .. }, Kind::Producer)
-            | (EventKind::Received { .. }, Kind::Consumer) => {
-                successes.push(event.at_ms);
-            }
-            (EventKind::SendFailed { .. }, _)
-            | (EventKind::ReceiveFailed { .. }, _)
-            | (EventKind::AckFailed { .. }, _) => {
-                failures += 1;
-                last_failure = Some(event.at_ms);
-            }
-            _ => {}
-        }
-    }
-    let after = last_failure.unwrap_or(from);
-    let recovered = successes.into_iter().find(|at| *at >= after);
+    let is_success = |event: &Event| {
+        matches!(
+            (&event.kind, client.kind),
+            (EventKind::Sent { .. }, Kind::Producer) | (EventKind::Received { .. }, Kind::Consumer)
+        )
+    };
+    let is_failure = |event: &Event| {
+        matches!(
+            event.kind,
+            EventKind::SendFailed { .. }
+                | EventKind::ReceiveFailed { .. }
+                | EventKind::AckFailed { .. }
+        )
+    };
+    let own = || events.iter().filter(|event| event.client == client.name);
+    let failures: Vec<f64> = own()
+        .filter(|event| event.at_ms >= from && event.at_ms < to && is_failure(event))
+        .map(|event| event.at_ms)
+        .collect();
+    let after = failures.last().copied().unwrap_or(from);
+    // The first success may come after later steps (steps in quick succession).
+    let recovered = own()
+        .find(|event| event.at_ms >= after && is_success(event))
+        .map(|event| event.at_ms);
     Recovery {
         client: client.name.clone(),
         kind: client.kind,
         recovery_ms: recovered.map(|at| at - from),
-        failures,
+        failures: failures.len() as u64,
     }
 }
 
@@ -566,6 +568,26 @@ mod tests {
         assert_eq!(recovery[0].recovery_ms, Some(1_300.0));
         assert_eq!(recovery[0].failures, 2);
         assert_eq!(recovery[1].recovery_ms, Some(1_400.0));
+    }
+
+    #[test]
+    fn a_success_after_later_steps_still_ends_the_recovery() {
+        let step = |index, at_ms| PlayedStep {
+            index,
+            action: "start".into(),
+            at_ms,
+            outcome: "started".into(),
+            condition_failed: None,
+        };
+        let events = vec![event(300.0, "c", received("a"))];
+        let clients = vec![client("c", Kind::Consumer)];
+        let report = analyse(
+            played(clients, vec![step(1, 100.0), step(2, 150.0)]),
+            &events,
+            &expect_all(),
+        );
+        assert_eq!(report.steps[0].recovery[0].recovery_ms, Some(200.0));
+        assert_eq!(report.steps[1].recovery[0].recovery_ms, Some(150.0));
     }
 
     #[test]
