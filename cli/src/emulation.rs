@@ -12,9 +12,11 @@
 //! Each ordered pair of regions (A→B) has one set of conditions, shared by
 //! everything A sends towards B: A's calls to B and A's answers to calls
 //! from B. They start from the topology's link between A and B (latency,
-//! jitter, loss, bandwidth); two regions without a declared link get the
-//! latency of the shortest path between them. `meridian ctl` and drills
-//! change them while the deployment runs.
+//! jitter, loss, bandwidth). Two regions without a declared link still talk
+//! directly (replication is a full mesh today), over an emulated link of
+//! their own with the latency of the shortest path between them; cutting a
+//! declared link does not cut them. `meridian ctl` and drills change any
+//! pair's conditions while the deployment runs.
 
 use anyhow::Context as _;
 use meridian_linkemu::{Conditions, Direction, DirectionStats};
@@ -233,6 +235,10 @@ impl Emulator {
             change.bandwidth_kbps != Some(0),
             "bandwidth_kbps = 0: must be at least 1"
         );
+        anyhow::ensure!(
+            change != LinkChange::default(),
+            "nothing to change: give at least one of latency_ms, jitter_ms, loss_percent, bandwidth_kbps"
+        );
         for (from, to) in [(a, b), (b, a)] {
             let direction = self.direction(from, to)?;
             let mut conditions = direction.conditions();
@@ -251,14 +257,27 @@ impl Emulator {
             direction.set(conditions);
         }
         let state = self.state(a, b)?;
+        let cut: Vec<String> = [(a, b), (b, a)]
+            .into_iter()
+            .filter(|(from, to)| {
+                self.direction(from, to)
+                    .is_ok_and(|direction| direction.conditions().partitioned)
+            })
+            .map(|(from, to)| format!("{from} -> {to}"))
+            .collect();
         Ok(format!(
-            "{a} <-> {b} now: latency {} ms, jitter {} ms, loss {}%, bandwidth {}",
+            "{a} <-> {b} now: latency {} ms, jitter {} ms, loss {}%, bandwidth {}{}",
             state.latency_ms,
             state.jitter_ms,
             state.loss_percent,
             state
                 .bandwidth_kbps
-                .map_or_else(|| "unlimited".to_owned(), |kbps| format!("{kbps} kbit/s"))
+                .map_or_else(|| "unlimited".to_owned(), |kbps| format!("{kbps} kbit/s")),
+            if cut.is_empty() {
+                String::new()
+            } else {
+                format!("; still partitioned: {} (heal to restore)", cut.join(", "))
+            }
         ))
     }
 

@@ -93,13 +93,19 @@ enum Command {
 struct ControlTarget {
     /// The topology file `meridian up` runs (its control socket is the same
     /// path with the extension `.sock`).
-    #[arg(long, conflicts_with_all = ["data_dir", "control"])]
+    #[arg(long, global = true, conflicts_with_all = ["data_dir", "control"])]
     topology: Option<PathBuf>,
-    /// The built-in demo's data directory, as given to `meridian up`.
-    #[arg(long, default_value = "meridian-data", conflicts_with = "control")]
+    /// The built-in demo's data directory, as given to `meridian up`
+    /// (relative to the current directory).
+    #[arg(
+        long,
+        global = true,
+        default_value = "meridian-data",
+        conflicts_with = "control"
+    )]
     data_dir: PathBuf,
     /// The control socket itself (as given to `meridian up --control`).
-    #[arg(long)]
+    #[arg(long, global = true)]
     control: Option<PathBuf>,
 }
 

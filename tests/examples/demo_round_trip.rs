@@ -34,6 +34,15 @@ fn client_option(access_url: &str) -> ClientOption {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::args().any(|arg| arg == "--help" || arg == "-h") {
+        println!(
+            "usage: demo_round_trip [SEND_VIA [RECEIVE_VIA [COUNT]]]\n  \
+             SEND_VIA: router to send through (default 127.0.0.1:8081, eu-west)\n  \
+             RECEIVE_VIA: router to receive through (default 127.0.0.1:8181, us-east)\n  \
+             COUNT: messages (default 10); topic `demo`; exits 1 unless every one arrives once"
+        );
+        return Ok(());
+    }
     let mut args = std::env::args().skip(1);
     let send_via = args.next().unwrap_or_else(|| "127.0.0.1:8081".to_owned());
     let receive_via = args.next().unwrap_or_else(|| "127.0.0.1:8181".to_owned());

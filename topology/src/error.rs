@@ -17,11 +17,13 @@ use std::path::{Path, PathBuf};
 #[non_exhaustive]
 pub enum TopologyError {
     /// The topology file could not be read (missing, unreadable, not UTF-8).
-    #[error("failed to read topology file {path}: {source}")]
+    // The message carries the cause itself (callers print errors with
+    // `Display` alone), so it is not also a `source`: chain printers such as
+    // anyhow's `{:#}` would repeat it.
+    #[error("failed to read topology file {path}: {cause}")]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     /// The file is not valid TOML, or a key or value does not fit the model:

@@ -63,9 +63,9 @@ impl Topology {
     /// variables such as `MERIDIAN_LOG` are ignored here. An override of an
     /// unknown key is refused like one in the file, naming the variable.
     pub fn load(path: &Path) -> Result<Topology, TopologyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TopologyError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| TopologyError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         parse(&text, path, absolute.parent(), Layers::FileAndEnvironment)

@@ -249,9 +249,10 @@ impl Load {
         }
         let mut ready = Vec::new();
         for client in plan.external {
-            let command = substitute(&client.command, target);
+            let command =
+                client.command_for(&target.router.to_string(), &target.topic, &target.group);
             let external = External::start(&client.name, &command, ledger, logs).await?;
-            ready.push(external.ready.clone());
+            ready.push((external.ready.clone(), external.closed.clone()));
             let kind = match client.kind {
                 meridian_topology::ClientKind::Producer => Kind::Producer,
                 meridian_topology::ClientKind::Consumer => Kind::Consumer,
@@ -266,17 +267,30 @@ impl Load {
                 _ => self.consumers.processes.push(external),
             }
         }
-        for (index, waiting) in ready.into_iter().enumerate() {
+        for (index, (ready, closed)) in ready.into_iter().enumerate() {
             let name = &plan.external[index].name;
-            tokio::time::timeout(READY_TIMEOUT, waiting.cancelled())
-                .await
-                .map_err(|_| {
-                    anyhow::anyhow!(
-                        "client {name} did not report ready within {} s; see {}",
-                        READY_TIMEOUT.as_secs(),
-                        logs.join(format!("{name}.log")).display()
-                    )
-                })?;
+            let log = logs.join(format!("{name}.log"));
+            let reported = tokio::time::timeout(READY_TIMEOUT, async {
+                tokio::select! {
+                    biased;
+                    () = ready.cancelled() => true,
+                    () = closed.cancelled() => false,
+                }
+            })
+            .await;
+            match reported {
+                Ok(true) => {}
+                Ok(false) => anyhow::bail!(
+                    "client {name} exited before it reported ready (a relative path in its \
+                     command is taken from the directory `meridian drill run` runs in); see {}",
+                    log.display()
+                ),
+                Err(_) => anyhow::bail!(
+                    "client {name} did not report ready within {} s; see {}",
+                    READY_TIMEOUT.as_secs(),
+                    log.display()
+                ),
+            }
         }
         for index in 0..plan.producers {
             let name = format!("producer-{index}");
@@ -406,19 +420,6 @@ async fn consume(
     ledger.record(&name, EventKind::Stopped);
 }
 
-/// `{endpoint}`, `{topic}` and `{group}` in a client's command replaced.
-fn substitute(command: &[String], target: &Target) -> Vec<String> {
-    command
-        .iter()
-        .map(|argument| {
-            argument
-                .replace("{endpoint}", &target.router.to_string())
-                .replace("{topic}", &target.topic)
-                .replace("{group}", &target.group)
-        })
-        .collect()
-}
-
 /// An official client run as a command: events on stdout as JSON lines,
 /// stopped by closing its stdin.
 struct External {
@@ -427,6 +428,8 @@ struct External {
     stdin: Option<tokio::process::ChildStdin>,
     /// Cancelled when the client reports `ready`.
     ready: CancellationToken,
+    /// Cancelled when the client closes its stdout (it exited).
+    closed: CancellationToken,
     reader: tokio::task::JoinHandle<()>,
 }
 
@@ -459,17 +462,25 @@ impl External {
             .context("client stdout was not captured")?;
         let stdin = child.stdin.take();
         let ready = CancellationToken::new();
-        let reader = tokio::spawn(read_events(
-            name.to_owned(),
-            stdout,
-            Arc::clone(ledger),
-            ready.clone(),
-        ));
+        let closed = CancellationToken::new();
+        let reader = tokio::spawn({
+            let (name, ledger, ready, closed) = (
+                name.to_owned(),
+                Arc::clone(ledger),
+                ready.clone(),
+                closed.clone(),
+            );
+            async move {
+                read_events(name, stdout, ledger, ready).await;
+                closed.cancel();
+            }
+        });
         Ok(External {
             name: name.to_owned(),
             child,
             stdin,
             ready,
+            closed,
             reader,
         })
     }

@@ -48,7 +48,7 @@ pub struct RunArgs {
 
 /// Runs the drill; `Ok(true)` when every invariant held.
 pub async fn run(args: RunArgs, inherited: Inherited) -> anyhow::Result<bool> {
-    let mut topology = Topology::load(&args.file)?;
+    let topology = Topology::load(&args.file)?;
     let mut drill = topology.drill.clone().with_context(|| {
         format!(
             "{} has no [drill] section (see topology/examples/*-drill.toml)",
@@ -78,6 +78,47 @@ pub async fn run(args: RunArgs, inherited: Inherited) -> anyhow::Result<bool> {
             (directory.path().to_owned(), Some(directory))
         }
     };
+    let outcome = deploy_and_play(&args, inherited, topology, &drill, seed, &name, &root).await;
+    let report = match outcome {
+        Ok(Some(report)) => report,
+        Ok(None) => anyhow::bail!(
+            "interrupted; data kept in {}",
+            keep(root, temporary).display()
+        ),
+        Err(error) => {
+            let kept = keep(root, temporary);
+            return Err(error.context(format!(
+                "the drill stopped; data and logs kept in {}",
+                kept.display()
+            )));
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.text());
+    }
+    if !report.passed || args.keep_data {
+        let kept = keep(root, temporary);
+        eprintln!(
+            "data and logs kept in {} (processes: <region>/logs/<role>.log, clients: clients/<name>.log)",
+            kept.display()
+        );
+    }
+    Ok(report.passed)
+}
+
+/// Starts the deployment under `root`, plays the drill, stops the
+/// deployment; `None` when interrupted.
+async fn deploy_and_play(
+    args: &RunArgs,
+    inherited: Inherited,
+    mut topology: Topology,
+    drill: &Drill,
+    seed: u64,
+    name: &str,
+    root: &Path,
+) -> anyhow::Result<Option<Report>> {
     for (region_name, region) in &mut topology.regions {
         region.data_dir = root.join(region_name);
     }
@@ -124,7 +165,7 @@ pub async fn run(args: RunArgs, inherited: Inherited) -> anyhow::Result<bool> {
 
     let interrupted = crate::shutdown_on_signals(false)?;
     let played = tokio::select! {
-        played = play(&drill, &topology, &deployment, &root, seed, &name, &progress) => Some(played),
+        played = play(drill, &topology, &deployment, root, seed, name, &progress) => Some(played),
         () = interrupted.cancelled() => None,
     };
 
@@ -135,26 +176,16 @@ pub async fn run(args: RunArgs, inherited: Inherited) -> anyhow::Result<bool> {
         Some(mut deployment) => deployment.shut_down().await,
         None => tracing::warn!("the deployment is still shared; its processes stop on exit"),
     }
-    let Some(played) = played else {
-        anyhow::bail!(
-            "interrupted; data kept in {}",
-            keep(root, temporary).display()
-        );
-    };
-    let report = played?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    played.transpose()
+}
+
+/// `1 producer`, `2 producers`.
+fn count(number: usize, noun: &str) -> String {
+    if number == 1 {
+        format!("1 {noun}")
     } else {
-        print!("{}", report.text());
+        format!("{number} {noun}s")
     }
-    if !report.passed || args.keep_data {
-        let kept = keep(root, temporary);
-        eprintln!(
-            "data and logs kept in {} (processes: <region>/logs/<role>.log, clients: clients/<name>.log)",
-            kept.display()
-        );
-    }
-    Ok(report.passed)
 }
 
 /// Keeps a temporary directory on disk; returns its path.
@@ -222,13 +253,19 @@ async fn play(
     };
     let mut load = Load::start(&plan, &target, &ledger, &root.join("clients")).await?;
     progress.say(format!(
-        "load running through {}'s router {router}: {} producers every {} ms, {} consumers of group {}, {} official clients",
+        "load running through {}'s router {router}: {} every {} ms, {} of group {}, {}",
         load_plan.region,
-        load_plan.producers,
+        count(
+            usize::try_from(load_plan.producers).unwrap_or(usize::MAX),
+            "built-in producer"
+        ),
         load_plan.send_interval_ms,
-        load_plan.consumers,
+        count(
+            usize::try_from(load_plan.consumers).unwrap_or(usize::MAX),
+            "built-in consumer"
+        ),
         load_plan.group,
-        load_plan.clients.len()
+        count(load_plan.clients.len(), "official client")
     ));
     let outcome = steps(drill, topology, deployment, &ledger, progress).await;
     let (played_steps, reconciled) = match outcome {

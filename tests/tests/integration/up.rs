@@ -402,6 +402,22 @@ async fn meridian_ctl_kills_starts_and_cuts_links_of_a_running_deployment() {
     assert!(unknown.stderr.contains("\"mars\""), "{unknown}");
     let same = ctl(&path, &["partition", a, a]).await;
     assert_eq!(same.code(), Some(1), "{same}");
+    let nothing = ctl(&path, &["degrade", a, b]).await;
+    assert_eq!(nothing.code(), Some(1), "{nothing}");
+    assert!(nothing.stderr.contains("nothing to change"), "{nothing}");
+    // Options may come after the subcommand too.
+    let after = meridian_tests::run_meridian(
+        [
+            "ctl",
+            "status",
+            "--topology",
+            path.to_str().expect("UTF-8 path"),
+        ],
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("run meridian ctl");
+    assert_eq!(after.code(), Some(0), "{after}");
 
     let pid = nix::unistd::Pid::from_raw(i32::try_from(up.id().expect("pid")).expect("pid fits"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
