@@ -17,6 +17,7 @@
 //! This crate must not depend on the replicator or router crates; they talk
 //! to the node only through the `meridian.v1.NodeService` API.
 
+mod acks;
 mod commit;
 mod consumer;
 mod error;

@@ -29,6 +29,9 @@ pub const DELIVERY_OVERHEAD_BYTES: usize = 1024;
 /// fail every time).
 pub fn check_record(record: &Record, topology: &Topology) -> Result<(), NodeError> {
     let invalid = |reason: String| NodeError::InvalidRecord { reason };
+    if record.kind == RecordKind::Ack as i32 {
+        return check_ack(record, topology);
+    }
     if record.kind != RecordKind::Message as i32 {
         return Err(invalid(format!("unknown record kind {}", record.kind)));
     }
@@ -86,6 +89,41 @@ pub fn check_record(record: &Record, topology: &Topology) -> Result<(), NodeErro
             size: delivered_bytes,
             body: message.body.len(),
             limit: CLIENT_FRAME_BYTES_MAX,
+        });
+    }
+    Ok(())
+}
+
+/// The rules of an acknowledgement record: dedup id, origin, a group, a
+/// known topic, a queue in range and a message dedup id, and no message.
+fn check_ack(record: &Record, topology: &Topology) -> Result<(), NodeError> {
+    let invalid = |reason: String| NodeError::InvalidRecord { reason };
+    if record.dedup_id.len() != DEDUP_ID_BYTES || record.origin_region.is_empty() {
+        return Err(invalid(
+            "acknowledgement without a 16-byte dedup id or an origin".into(),
+        ));
+    }
+    let Some(ack) = record.ack.as_ref() else {
+        return Err(invalid("acknowledgement record without an ack".into()));
+    };
+    if record.message.is_some() {
+        return Err(invalid("acknowledgement record with a message".into()));
+    }
+    if ack.group.is_empty() || ack.message_dedup_id.len() != DEDUP_ID_BYTES {
+        return Err(invalid(
+            "acknowledgement without a group or a 16-byte message dedup id".into(),
+        ));
+    }
+    let Some(topic) = topology.topic(&ack.topic) else {
+        return Err(NodeError::TopicNotFound {
+            topic: ack.topic.clone(),
+        });
+    };
+    if ack.queue_id < 0 || ack.queue_id >= i32::from(topic.queues) {
+        return Err(NodeError::IllegalQueue {
+            topic: ack.topic.clone(),
+            queue_id: ack.queue_id,
+            queues: topic.queues,
         });
     }
     Ok(())

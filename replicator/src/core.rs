@@ -329,7 +329,8 @@ pub enum Verdict {
     },
     /// The record originated elsewhere (this version forwards nothing).
     ForeignOrigin,
-    /// The record carries no message (a kind this version does not replicate).
+    /// The record carries neither a message nor an acknowledgement (a kind
+    /// this version does not replicate).
     NotAMessage,
 }
 
@@ -361,14 +362,17 @@ impl RecordFilter {
         if record.origin_region != self.local_region {
             return Verdict::ForeignOrigin;
         }
-        let Some(message) = &record.message else {
-            return Verdict::NotAMessage;
+        // Messages and acknowledgements follow their topic's policy.
+        let topic = match (&record.message, &record.ack) {
+            (Some(message), _) => &message.topic,
+            (None, Some(ack)) => &ack.topic,
+            (None, None) => return Verdict::NotAMessage,
         };
-        match self.topics.get(&message.topic) {
+        match self.topics.get(topic) {
             Some(true) => Verdict::Send,
             Some(false) => Verdict::NotForPeer,
             None => Verdict::UnknownTopic {
-                first_time: self.warned_topics.insert(message.topic.clone()),
+                first_time: self.warned_topics.insert(topic.clone()),
             },
         }
     }

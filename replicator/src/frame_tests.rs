@@ -34,6 +34,7 @@ fn random_record(random: &mut StdRng, sequence: u64) -> Record {
             body: random_bytes(random, 300),
             ..RecordMessage::default()
         }),
+        ack: None,
     }
 }
 

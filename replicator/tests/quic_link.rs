@@ -251,6 +251,7 @@ fn record(sequence: u64) -> Record {
             topic: "orders".into(),
             ..Message::default()
         }),
+        ack: None,
     }
 }
 

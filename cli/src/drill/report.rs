@@ -55,6 +55,8 @@ pub struct StepReport {
     #[serde(flatten)]
     pub step: PlayedStep,
     pub recovery: Vec<Recovery>,
+    /// Deliveries after an ack between this step and the next.
+    pub duplicates_after_ack: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -141,6 +143,7 @@ pub fn analyse(played: Played, events: &[Event], expect: &Expect) -> Report {
     let mut acked: HashSet<&str> = HashSet::new();
     let mut redeliveries = 0;
     let mut duplicate_ids = Vec::new();
+    let mut duplicate_times = Vec::new();
     let mut observed: BTreeMap<&str, HashMap<&str, f64>> = BTreeMap::new();
     for event in events {
         match &event.kind {
@@ -151,6 +154,7 @@ pub fn analyse(played: Played, events: &[Event], expect: &Expect) -> Report {
             EventKind::Received { message_id } => {
                 if acked.contains(message_id.as_str()) {
                     duplicate_ids.push(message_id.clone());
+                    duplicate_times.push(event.at_ms);
                 } else if !received.insert(message_id) {
                     redeliveries += 1;
                 }
@@ -179,7 +183,7 @@ pub fn analyse(played: Played, events: &[Event], expect: &Expect) -> Report {
         .filter(|id| !sent_at.contains_key(*id))
         .count();
 
-    let step_reports = recoveries(events, &clients, steps);
+    let step_reports = recoveries(events, &clients, steps, &duplicate_times);
     let replication_lag = lags(&sent_at, &observed);
 
     let mut failures = Vec::new();
@@ -245,7 +249,12 @@ pub fn analyse(played: Played, events: &[Event], expect: &Expect) -> Report {
     }
 }
 
-fn recoveries(events: &[Event], clients: &[ClientInfo], steps: Vec<PlayedStep>) -> Vec<StepReport> {
+fn recoveries(
+    events: &[Event],
+    clients: &[ClientInfo],
+    steps: Vec<PlayedStep>,
+    duplicate_times: &[f64],
+) -> Vec<StepReport> {
     let ends: Vec<f64> = steps
         .iter()
         .skip(1)
@@ -261,7 +270,15 @@ fn recoveries(events: &[Event], clients: &[ClientInfo], steps: Vec<PlayedStep>) 
                 .filter(|client| client.kind != Kind::Observer)
                 .map(|client| recovery(events, client, step.at_ms, end))
                 .collect();
-            StepReport { step, recovery }
+            let duplicates_after_ack = duplicate_times
+                .iter()
+                .filter(|at| **at >= step.at_ms && **at < end)
+                .count();
+            StepReport {
+                step,
+                recovery,
+                duplicates_after_ack,
+            }
         })
         .collect()
 }
@@ -407,11 +424,19 @@ impl Report {
         for step in &self.steps {
             let _ = writeln!(
                 text,
-                "step {} at {:.1} s: {} — {}",
+                "step {} at {:.1} s: {} — {}{}",
                 step.step.index,
                 step.step.at_ms / 1000.0,
                 step.step.action,
-                step.step.outcome
+                step.step.outcome,
+                if step.duplicates_after_ack > 0 {
+                    format!(
+                        " ({} duplicates after an ack until the next step)",
+                        step.duplicates_after_ack
+                    )
+                } else {
+                    String::new()
+                }
             );
             for recovery in &step.recovery {
                 let _ = writeln!(

@@ -373,6 +373,10 @@ impl<S: LogStore> ConsumerEngine<S> {
                     break;
                 }
                 queue.cursor_mut().next = offset + 1;
+                if queue.get(offset) == Some(OffsetState::Done) {
+                    // Acknowledged in another region before it was delivered here.
+                    continue;
+                }
                 let message = record.message.as_ref();
                 let tag = message.and_then(|message| message.tag.as_deref());
                 let delivery_time = message.and_then(|message| message.delivery_timestamp_ms);
@@ -495,6 +499,68 @@ impl<S: LogStore> ConsumerEngine<S> {
         Ok(outcomes)
     }
 
+    /// Finishes, for `group`, the message at `offset` of the topic's queue
+    /// `queue_id`, as an acknowledgement made in another region does:
+    /// whether it was delivered here (an outstanding receipt handle then
+    /// answers "already acknowledged"), is invisible, or was never delivered
+    /// (it will be skipped). A group this node has not seen is created first,
+    /// where a receive would have created it (`consume_from`); a message
+    /// before the group's start, or already finished, changes nothing.
+    /// Returns whether the state changed.
+    pub fn finish_replicated(
+        &self,
+        group: &str,
+        topic: &str,
+        queue_id: i32,
+        offset: u64,
+        consume_from: ConsumeFrom,
+    ) -> Result<bool, ConsumerError> {
+        let key = GroupQueueKey::new(group, topic, queue_id);
+        if let Some(queue) = self.queue(&key) {
+            let mut guard = queue.lock();
+            let mut staged = Staged::over(key, &guard);
+            if !finish_staged(&mut staged, offset) {
+                return Ok(false);
+            }
+            for change in self.persist(vec![staged])? {
+                change.install(&mut guard);
+            }
+            return Ok(true);
+        }
+        let mut index = self.groups.write();
+        if index.queues.contains_key(&key) {
+            // Created meanwhile by a receive.
+            drop(index);
+            return self.finish_replicated(group, topic, queue_id, offset, consume_from);
+        }
+        if !index.names.contains(group) && index.names.len() >= self.max_groups {
+            return Err(ConsumerError::TooManyGroups {
+                group: group.to_owned(),
+                limit: self.max_groups,
+            });
+        }
+        let bounds = self.store.queue_bounds(topic, queue_id)?;
+        let position = match consume_from {
+            ConsumeFrom::Earliest => bounds.min,
+            ConsumeFrom::Latest => bounds.max,
+        };
+        let mut staged = Staged::create(
+            key.clone(),
+            GroupCursor {
+                floor: position,
+                next: position,
+            },
+        );
+        let changed = finish_staged(&mut staged, offset);
+        let mut created = QueueState::default();
+        for change in self.persist(vec![staged])? {
+            change.install(&mut created);
+        }
+        index.names.insert(key.group.clone());
+        index.queues.insert(key, Arc::new(Mutex::new(created)));
+        Ok(changed)
+    }
+
     /// Moves the invisibility deadline of a delivery to `now_ms + invisible_ms`
     /// and returns the handle that replaces `handle`.
     pub fn change_invisible(
@@ -549,6 +615,22 @@ fn ack_staged(queue: &mut Staged<'_>, handle: &ReceiptHandle) -> Result<(), Cons
     queue.insert(handle.offset, OffsetState::Done);
     queue.advance_floor();
     Ok(())
+}
+
+/// Stages the finish of `offset` from another region; whether it changed anything.
+fn finish_staged(queue: &mut Staged<'_>, offset: u64) -> bool {
+    if offset < queue.cursor().floor {
+        return false;
+    }
+    match queue.get(offset) {
+        Some(OffsetState::Done) => return false,
+        // Between floor and next and not tracked: finished before.
+        None if offset < queue.cursor().next => return false,
+        Some(OffsetState::InFlight { .. }) | None => {}
+    }
+    queue.insert(offset, OffsetState::Done);
+    queue.advance_floor();
+    true
 }
 
 /// Why a handle no longer names the current delivery of its offset.

@@ -395,3 +395,88 @@ fn concurrent_receives_of_one_group_never_hand_out_a_message_twice() {
     let reloaded = ConsumerEngine::load(store, "here".into()).expect("reload");
     assert_eq!(engine.snapshot(), reloaded.snapshot());
 }
+
+fn offsets_of(received: &Received) -> Vec<(i32, u64)> {
+    let mut offsets: Vec<(i32, u64)> = received
+        .deliveries
+        .iter()
+        .map(|delivery| (delivery.queue_id, delivery.offset))
+        .collect();
+    offsets.sort_unstable();
+    offsets
+}
+
+#[test]
+fn a_message_finished_by_another_region_before_delivery_is_skipped() {
+    let (store, engine) = engine_with(vec![
+        record(0, "a", None),
+        record(0, "a", None),
+        record(0, "a", None),
+    ]);
+    // The group is new here: created where a receive would create it.
+    assert!(
+        engine
+            .finish_replicated("group", "orders", 0, 1, ConsumeFrom::Earliest)
+            .expect("finish")
+    );
+    assert!(
+        !engine
+            .finish_replicated("group", "orders", 0, 1, ConsumeFrom::Earliest)
+            .expect("finish again"),
+        "a second finish changes nothing"
+    );
+    let received = engine
+        .receive(&request(&TagFilter::All, NOW))
+        .expect("receive");
+    assert_eq!(offsets_of(&received), vec![(0, 0), (0, 2)]);
+    // What memory holds is what storage holds.
+    let reloaded = ConsumerEngine::load(store, "here".into()).expect("reload");
+    assert_eq!(reloaded.snapshot(), engine.snapshot());
+}
+
+#[test]
+fn a_message_in_flight_here_finished_elsewhere_is_not_redelivered() {
+    let (_, engine) = engine_with(vec![record(0, "a", None), record(0, "a", None)]);
+    let first = engine
+        .receive(&request(&TagFilter::All, NOW))
+        .expect("receive");
+    assert_eq!(offsets_of(&first), vec![(0, 0), (0, 1)]);
+    assert!(
+        engine
+            .finish_replicated("group", "orders", 0, 0, ConsumeFrom::Earliest)
+            .expect("finish")
+    );
+    // The local consumer's late ack of it succeeds (already finished).
+    let handle = &first
+        .deliveries
+        .iter()
+        .find(|d| d.offset == 0)
+        .expect("offset 0")
+        .handle;
+    engine.ack("group", "orders", handle).expect("ack");
+    let later = engine
+        .receive(&request(&TagFilter::All, NOW + 20_000))
+        .expect("receive after the deadline");
+    assert_eq!(
+        offsets_of(&later),
+        vec![(0, 1)],
+        "only the unfinished one returns"
+    );
+}
+
+#[test]
+fn a_finish_before_the_groups_start_changes_nothing() {
+    let (_, engine) = engine_with(vec![record(0, "a", None), record(0, "a", None)]);
+    assert!(
+        !engine
+            .finish_replicated("group", "orders", 0, 0, ConsumeFrom::Latest)
+            .expect("finish")
+    );
+    let received = engine
+        .receive(&request(&TagFilter::All, NOW))
+        .expect("receive");
+    assert!(
+        received.deliveries.is_empty(),
+        "a latest group starts after both"
+    );
+}

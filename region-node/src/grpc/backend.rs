@@ -124,12 +124,39 @@ impl<S: LogStore> NodeBackend<S> {
         if handles.is_empty() {
             return Ok(outcomes);
         }
-        let acked = self
+        let replicate =
+            crate::acks::replicates_elsewhere(&self.context.topology, &topic, &self.context.region);
+        let region = self.context.region.clone();
+        let (acked, ack_records) = self
             .context
-            .blocking(move |_, consumers| Ok(consumers.ack_many(&group, &topic, &handles)?))
+            .blocking(move |store, consumers| {
+                let acked = consumers.ack_many(&group, &topic, &handles)?;
+                if !replicate {
+                    return Ok((acked, Vec::new()));
+                }
+                let finished: Vec<(i32, u64)> = handles
+                    .iter()
+                    .zip(&acked)
+                    .filter(|(_, outcome)| outcome.is_ok())
+                    .map(|(handle, _)| (handle.queue_id, handle.offset))
+                    .collect();
+                let records =
+                    crate::acks::records_for_local_acks(store, &region, &group, &topic, &finished)?;
+                Ok((acked, records))
+            })
             .await?;
         for (index, outcome) in handle_entries.into_iter().zip(acked) {
             outcomes[index] = outcome.map_err(|error| NodeError::from(error).refusal());
+        }
+        if !ack_records.is_empty() {
+            // The acks are in effect here already; only their replication
+            // depends on this append.
+            if let Err(error) = self.context.commit.append(ack_records).await {
+                tracing::warn!(
+                    error = %meridian_report::Report(&error),
+                    "acknowledgements made here will not reach other regions"
+                );
+            }
         }
         Ok(outcomes)
     }

@@ -73,6 +73,7 @@ pub fn record_from_client(
         origin_region: local_region.to_owned(),
         origin_sequence: 0,
         path: vec![local_region.to_owned()],
+        ack: None,
         message: Some(internal::Message {
             client_message_id: properties.message_id,
             topic: topic_name.to_owned(),

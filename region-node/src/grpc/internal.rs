@@ -5,6 +5,7 @@
 //! health; operators and tests read topic statistics.
 
 use super::NodeContext;
+use crate::acks::{Arrival, apply_appended};
 use crate::error::NodeError;
 use crate::storage::{Appended, LogStore};
 use meridian_proto::meridian::v1::node_service_server::NodeService;
@@ -163,12 +164,33 @@ impl<S: LogStore> NodeService for Internal<S> {
                 duplicates: 0,
             }));
         }
+        let region = self.context.region.clone();
+        let arrivals: Vec<Arrival> = records
+            .iter()
+            .map(|record| Arrival::of(record, &region))
+            .collect();
         let outcomes = self
             .context
             .commit
             .append(records)
             .await
             .map_err(|error| NodeError::from(error).to_grpc())?;
+        let topology = self.context.topology.clone();
+        let applied_outcomes = outcomes.clone();
+        // Before the answer: once the sender hears "applied", the
+        // acknowledgements it carried are in effect here.
+        self.context
+            .blocking(move |store, consumers| {
+                Ok(apply_appended(
+                    store,
+                    consumers,
+                    &topology,
+                    &arrivals,
+                    &applied_outcomes,
+                )?)
+            })
+            .await
+            .map_err(|error| error.to_grpc())?;
         let stored = outcomes
             .iter()
             .filter(|outcome| matches!(outcome, Appended::Stored { .. }))

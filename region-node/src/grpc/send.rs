@@ -78,7 +78,7 @@ impl<S: LogStore> NodeBackend<S> {
                                      stored this one too (producers' message ids are not unique)"
                                 );
                             }
-                            Some(queue_offset)
+                            queue_offset
                         }
                         // A producer's retry of a stored message is told the
                         // offset of the stored copy, in the queue that copy

@@ -38,6 +38,8 @@ const DEDUP_ID_TAG: u8 = 0x01;
 /// `dedup` key space of (topic, client message id, content digest) of
 /// local-origin records.
 const DEDUP_LOCAL_MESSAGE_TAG: u8 = 0x03;
+/// `dedup` keys of acknowledgements waiting for their message.
+const DEDUP_HELD_ACK_TAG: u8 = 0x04;
 /// Bytes of a `dedup` value: sequence and queue offset.
 const DEDUP_VALUE_BYTES: usize = 16;
 
@@ -193,6 +195,36 @@ pub fn dedup_id_key(dedup_id: &[u8]) -> Vec<u8> {
     key.push(DEDUP_ID_TAG);
     key.extend_from_slice(dedup_id);
     key
+}
+
+/// Prefix of the held acknowledgements of a message: `0x04 | message dedup id`.
+pub fn held_ack_prefix(message_dedup_id: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + message_dedup_id.len() + 8);
+    key.push(DEDUP_HELD_ACK_TAG);
+    key.extend_from_slice(message_dedup_id);
+    key
+}
+
+/// `dedup` key of a held acknowledgement: `0x04 | message dedup id |
+/// ack sequence: u64`; the value is empty.
+pub fn held_ack_key(message_dedup_id: &[u8], ack_sequence: u64) -> Vec<u8> {
+    let mut key = held_ack_prefix(message_dedup_id);
+    key.extend_from_slice(&ack_sequence.to_be_bytes());
+    key
+}
+
+/// The ack sequence of a held-acknowledgement key.
+pub fn held_ack_sequence(key: &[u8]) -> Result<u64, StorageError> {
+    key.len()
+        .checked_sub(8)
+        .and_then(|start| read_u64(&key[start..]))
+        .ok_or_else(|| {
+            corrupt(
+                "held acknowledgement",
+                key,
+                "shorter than 8 bytes".to_owned(),
+            )
+        })
 }
 
 /// SHA-256 of what makes two sends the same message: message type, tag,

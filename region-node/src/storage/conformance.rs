@@ -53,6 +53,25 @@ fn record(n: u64, topic: &str, queue_id: i32) -> Record {
             body: format!("body-{n:04}").into_bytes(),
             ..Message::default()
         }),
+        ack: None,
+    }
+}
+
+/// An acknowledgement record numbered `n` (dedup id `n`) of the message with
+/// dedup id `of`.
+fn ack_record(n: u64, of: u64) -> Record {
+    Record {
+        kind: RecordKind::Ack as i32,
+        dedup_id: dedup_id(n),
+        origin_region: "elsewhere".to_owned(),
+        path: vec!["elsewhere".to_owned()],
+        ack: Some(meridian_proto::meridian::v1::GroupAck {
+            group: "g".to_owned(),
+            topic: "orders".to_owned(),
+            queue_id: 0,
+            message_dedup_id: dedup_id(of),
+        }),
+        ..Record::default()
     }
 }
 
@@ -70,7 +89,7 @@ fn with_sequence(mut record: Record, sequence: u64) -> Record {
 fn stored(sequence: u64, queue_offset: u64) -> Appended {
     Appended::Stored {
         sequence,
-        queue_offset,
+        queue_offset: Some(queue_offset),
         reused_client_id: false,
     }
 }
@@ -79,7 +98,7 @@ fn stored(sequence: u64, queue_offset: u64) -> Appended {
 fn stored_reusing_id(sequence: u64, queue_offset: u64) -> Appended {
     Appended::Stored {
         sequence,
-        queue_offset,
+        queue_offset: Some(queue_offset),
         reused_client_id: true,
     }
 }
@@ -432,6 +451,68 @@ fn a_reused_client_message_id_with_other_content_is_stored(store: &impl LogStore
     );
 }
 
+fn acknowledgements_join_the_log_but_no_queue(store: &impl LogStore) {
+    let appended = store
+        .append(vec![record(1, "orders", 0), ack_record(2, 1)], LOCAL)
+        .expect("append");
+    assert_eq!(
+        appended,
+        vec![
+            stored(1, 0),
+            Appended::Stored {
+                sequence: 2,
+                queue_offset: None,
+                reused_client_id: false,
+            }
+        ]
+    );
+    assert_eq!(
+        store.queue_bounds("orders", 0).expect("bounds"),
+        QueueBounds { min: 0, max: 1 },
+        "the ack is in no queue"
+    );
+    let again = store.append(vec![ack_record(2, 1)], LOCAL).expect("append");
+    assert_eq!(
+        again,
+        vec![Appended::Duplicate {
+            sequence: 2,
+            queue_offset: None
+        }]
+    );
+    assert_eq!(
+        store.find_message(&dedup_id(1)).expect("find"),
+        Some((1, 0))
+    );
+    assert_eq!(
+        store.find_message(&dedup_id(2)).expect("find"),
+        None,
+        "an ack is no message"
+    );
+    let log = store.read_log(0, 10, usize::MAX).expect("log");
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[1].ack, ack_record(2, 1).ack);
+    let invalid = Record {
+        ack: None,
+        ..ack_record(3, 1)
+    };
+    assert!(matches!(
+        store.append(vec![invalid], LOCAL),
+        Err(StorageError::InvalidRecord { .. })
+    ));
+}
+
+fn held_acknowledgements_are_taken_once(store: &impl LogStore) {
+    store.hold_ack(&dedup_id(7), 12).expect("hold");
+    store.hold_ack(&dedup_id(7), 5).expect("hold");
+    store.hold_ack(&dedup_id(8), 9).expect("hold");
+    assert_eq!(
+        store.take_held_acks(&dedup_id(7)).expect("take"),
+        vec![5, 12]
+    );
+    assert!(store.take_held_acks(&dedup_id(7)).expect("take").is_empty());
+    assert_eq!(store.take_held_acks(&dedup_id(8)).expect("take"), vec![9]);
+}
+
 fn checkpoints_only_move_forward(store: &impl LogStore) {
     assert_eq!(store.checkpoint("peer").unwrap(), 0);
     assert_eq!(store.advance_checkpoint("peer", 10).unwrap(), 10);
@@ -685,6 +766,8 @@ conformance_suite!(
     client_message_id_is_deduplicated_only_for_local_origin,
     a_reused_client_message_id_with_other_content_is_stored,
     checkpoints_only_move_forward,
+    acknowledgements_join_the_log_but_no_queue,
+    held_acknowledgements_are_taken_once,
     invalid_record_leaves_nothing_written,
     group_writes_round_trip,
     meta_values_round_trip,

@@ -88,6 +88,20 @@ impl LogStore for FailingStore {
         self.inner.find_dedup(dedup_id)
     }
 
+    fn find_message(&self, dedup_id: &[u8]) -> Result<Option<(u64, u64)>, StorageError> {
+        self.inner.find_message(dedup_id)
+    }
+
+    fn hold_ack(&self, message_dedup_id: &[u8], ack_sequence: u64) -> Result<(), StorageError> {
+        self.check("hold an acknowledgement")?;
+        self.inner.hold_ack(message_dedup_id, ack_sequence)
+    }
+
+    fn take_held_acks(&self, message_dedup_id: &[u8]) -> Result<Vec<u64>, StorageError> {
+        self.check("release held acknowledgements")?;
+        self.inner.take_held_acks(message_dedup_id)
+    }
+
     fn write_groups(&self, writes: Vec<GroupWrite>) -> Result<(), StorageError> {
         self.check("write group state")?;
         self.inner.write_groups(writes)

@@ -13,7 +13,7 @@ use super::{
 };
 use meridian_proto::meridian::v1::Record;
 use parking_lot::Mutex;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// An in-memory [`LogStore`]; see the module docs.
 #[derive(Debug, Default)]
@@ -27,8 +27,10 @@ struct Inner {
     log: BTreeMap<u64, Record>,
     /// (topic, queue id) → offset → sequence.
     queues: BTreeMap<(String, i32), BTreeMap<u64, u64>>,
-    /// Dedup id → (sequence, queue offset).
-    dedup_ids: HashMap<Vec<u8>, (u64, u64)>,
+    /// Dedup id → (sequence, queue offset; `None` for acknowledgements).
+    dedup_ids: HashMap<Vec<u8>, (u64, Option<u64>)>,
+    /// (message dedup id, ack sequence) of held acknowledgements.
+    held_acks: BTreeSet<(Vec<u8>, u64)>,
     /// (topic, client message id) of local-origin records → content digest
     /// → (sequence, queue offset).
     local_messages: HashMap<(String, String), HashMap<codec::ContentDigest, (u64, u64)>>,
@@ -57,7 +59,7 @@ impl LogStore for MemoryStore {
             if let Some(&(sequence, queue_offset)) = inner.dedup_ids.get(&record.dedup_id) {
                 results.push(Appended::Duplicate {
                     sequence,
-                    queue_offset: Some(queue_offset),
+                    queue_offset,
                 });
                 continue;
             }
@@ -81,11 +83,21 @@ impl LogStore for MemoryStore {
                 continue;
             }
             let reused_client_id = same_id.is_some_and(|digests| !digests.is_empty());
-            let message = record
-                .message
-                .as_ref()
-                .expect("validate_for_append checked every record has a message");
             let sequence = inner.log.last_key_value().map_or(0, |(&last, _)| last) + 1;
+            let Some(message) = record.message.as_ref() else {
+                // An acknowledgement: in the log and deduplicated, in no queue.
+                inner
+                    .dedup_ids
+                    .insert(record.dedup_id.clone(), (sequence, None));
+                record.sequence = sequence;
+                inner.log.insert(sequence, record);
+                results.push(Appended::Stored {
+                    sequence,
+                    queue_offset: None,
+                    reused_client_id: false,
+                });
+                continue;
+            };
             let queue = inner
                 .queues
                 .entry((message.topic.clone(), message.queue_id))
@@ -94,7 +106,7 @@ impl LogStore for MemoryStore {
             queue.insert(queue_offset, sequence);
             inner
                 .dedup_ids
-                .insert(record.dedup_id.clone(), (sequence, queue_offset));
+                .insert(record.dedup_id.clone(), (sequence, Some(queue_offset)));
             if let Some((id, digest)) = local {
                 inner
                     .local_messages
@@ -106,7 +118,7 @@ impl LogStore for MemoryStore {
             inner.log.insert(sequence, record);
             results.push(Appended::Stored {
                 sequence,
-                queue_offset,
+                queue_offset: Some(queue_offset),
                 reused_client_id,
             });
         }
@@ -189,6 +201,36 @@ impl LogStore for MemoryStore {
             (Some(min), Some(last)) => QueueBounds { min, max: last + 1 },
             _ => QueueBounds::default(),
         })
+    }
+
+    fn find_message(&self, dedup_id: &[u8]) -> Result<Option<(u64, u64)>, StorageError> {
+        Ok(self
+            .inner
+            .lock()
+            .dedup_ids
+            .get(dedup_id)
+            .and_then(|&(sequence, offset)| Some((sequence, offset?))))
+    }
+
+    fn hold_ack(&self, message_dedup_id: &[u8], ack_sequence: u64) -> Result<(), StorageError> {
+        self.inner
+            .lock()
+            .held_acks
+            .insert((message_dedup_id.to_vec(), ack_sequence));
+        Ok(())
+    }
+
+    fn take_held_acks(&self, message_dedup_id: &[u8]) -> Result<Vec<u64>, StorageError> {
+        let mut inner = self.inner.lock();
+        let held: Vec<(Vec<u8>, u64)> = inner
+            .held_acks
+            .range((message_dedup_id.to_vec(), 0)..=(message_dedup_id.to_vec(), u64::MAX))
+            .cloned()
+            .collect();
+        for entry in &held {
+            inner.held_acks.remove(entry);
+        }
+        Ok(held.into_iter().map(|(_, sequence)| sequence).collect())
     }
 
     fn find_dedup(&self, dedup_id: &[u8]) -> Result<Option<u64>, StorageError> {

@@ -35,7 +35,7 @@ pub use failing::FailingStore;
 pub use memory::MemoryStore;
 pub use rocks::RocksStore;
 
-use meridian_proto::meridian::v1::Record;
+use meridian_proto::meridian::v1::{Record, RecordKind};
 use std::collections::BTreeMap;
 
 /// Length of a dedup id (a UUIDv7).
@@ -44,13 +44,14 @@ pub const DEDUP_ID_BYTES: usize = 16;
 /// Result of appending one record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Appended {
-    /// Stored at this local sequence and queue offset. `reused_client_id`:
-    /// a different message (other content) with the same topic and client
+    /// Stored at this local sequence and queue offset (`None` for records
+    /// that join no queue: acknowledgements). `reused_client_id`: a
+    /// different message (other content) with the same topic and client
     /// message id was already stored, so the client's ids are not unique
     /// (both are kept).
     Stored {
         sequence: u64,
-        queue_offset: u64,
+        queue_offset: Option<u64>,
         reused_client_id: bool,
     },
     /// Skipped: the same dedup id, or, for a record that originated here, the
@@ -83,7 +84,9 @@ impl GroupQueueKey {
 
 /// Progress of a group on one queue. Every offset below `floor` is finished
 /// (acknowledged or skipped); offsets in `floor..next` have an [`OffsetState`]
-/// or are finished; offsets from `next` on were never delivered.
+/// or are finished; offsets from `next` on were never delivered here, and
+/// are [`OffsetState::Done`] when another region's acknowledgement finished
+/// them first.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GroupCursor {
     pub floor: u64,
@@ -154,11 +157,13 @@ pub enum StorageError {
 /// The node's storage. See the module docs for what is stored and when it is durable.
 pub trait LogStore: Send + Sync + 'static {
     /// Appends records in one atomic batch, in order. Each record gets the next
-    /// local sequence and the next offset of its (topic, queue); `record.sequence`
-    /// on input is ignored. A record must carry a 16-byte `dedup_id`, an
-    /// `origin_region` and a `message` with a topic; else `InvalidRecord` and
-    /// nothing is written. Duplicates (see [`Appended::Duplicate`]) are skipped,
-    /// including duplicates within the same batch.
+    /// local sequence and, for a message, the next offset of its (topic,
+    /// queue); `record.sequence` on input is ignored. A record must carry a
+    /// 16-byte `dedup_id`, an `origin_region`, and a `message` with a topic
+    /// or an `ack` (kind `ACK`) with a group, a topic and a 16-byte message
+    /// dedup id; else `InvalidRecord` and nothing is written. Duplicates (see
+    /// [`Appended::Duplicate`]) are skipped, including duplicates within the
+    /// same batch.
     fn append(
         &self,
         records: Vec<Record>,
@@ -203,6 +208,18 @@ pub trait LogStore: Send + Sync + 'static {
     #[cfg(test)]
     fn find_dedup(&self, dedup_id: &[u8]) -> Result<Option<u64>, StorageError>;
 
+    /// Where the message with this dedup id is stored: (sequence, queue
+    /// offset); `None` when no message has it.
+    fn find_message(&self, dedup_id: &[u8]) -> Result<Option<(u64, u64)>, StorageError>;
+
+    /// Remembers that the acknowledgement stored at `ack_sequence` waits for
+    /// the message with `message_dedup_id` (not stored yet).
+    fn hold_ack(&self, message_dedup_id: &[u8], ack_sequence: u64) -> Result<(), StorageError>;
+
+    /// The sequences of the acknowledgements held for this message, in
+    /// order, forgetting them.
+    fn take_held_acks(&self, message_dedup_id: &[u8]) -> Result<Vec<u64>, StorageError>;
+
     /// Applies group-state changes in one atomic batch. Writes apply in order;
     /// within one write the cursor is replaced, then `set` is applied, then
     /// `remove` (so an offset in both ends up removed).
@@ -242,6 +259,25 @@ fn validate_for_append(records: &[Record]) -> Result<(), StorageError> {
         }
         if record.origin_region.is_empty() {
             return Err(invalid("has no origin region"));
+        }
+        if record.kind == RecordKind::Ack as i32 {
+            match &record.ack {
+                None => return Err(invalid("is an acknowledgement without an ack")),
+                Some(ack) if ack.group.is_empty() || ack.topic.is_empty() => {
+                    return Err(invalid("has an ack without a group or topic"));
+                }
+                Some(ack) if ack.message_dedup_id.len() != DEDUP_ID_BYTES => {
+                    return Err(invalid(&format!(
+                        "has an ack of a {}-byte message dedup id, expected {DEDUP_ID_BYTES}",
+                        ack.message_dedup_id.len()
+                    )));
+                }
+                Some(_) if record.message.is_some() => {
+                    return Err(invalid("is an acknowledgement with a message"));
+                }
+                Some(_) => {}
+            }
+            continue;
         }
         match &record.message {
             None => return Err(invalid("has no message")),

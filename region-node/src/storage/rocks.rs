@@ -329,10 +329,28 @@ impl LogStore for RocksStore {
                 local_key = Some(key);
             }
 
-            let message = record
-                .message
-                .as_ref()
-                .expect("validate_for_append checked every record has a message");
+            let Some(message) = record.message.as_ref() else {
+                // An acknowledgement: in the log and deduplicated, in no queue.
+                sequence += 1;
+                let entry = codec::DedupEntry {
+                    sequence,
+                    queue_offset: None,
+                };
+                batch.put_cf(self.cf(DEDUP), &id_key, codec::sequence_value(sequence));
+                pending_dedup.insert(id_key, entry);
+                record.sequence = 0;
+                batch.put_cf(
+                    self.cf(LOG),
+                    codec::log_key(sequence),
+                    codec::encode_log_value(record),
+                );
+                results.push(Appended::Stored {
+                    sequence,
+                    queue_offset: None,
+                    reused_client_id: false,
+                });
+                continue;
+            };
             let queue = (message.topic.clone(), message.queue_id);
             let queue_offset = match staged_offsets
                 .get(&queue)
@@ -369,7 +387,7 @@ impl LogStore for RocksStore {
             );
             results.push(Appended::Stored {
                 sequence,
-                queue_offset,
+                queue_offset: Some(queue_offset),
                 reused_client_id,
             });
         }
@@ -475,6 +493,50 @@ impl LogStore for RocksStore {
         Ok(self
             .find_dedup_key(&HashMap::new(), &codec::dedup_id_key(dedup_id))?
             .map(|entry| entry.sequence))
+    }
+
+    fn find_message(&self, dedup_id: &[u8]) -> Result<Option<(u64, u64)>, StorageError> {
+        Ok(self
+            .find_dedup_key(&HashMap::new(), &codec::dedup_id_key(dedup_id))?
+            .and_then(|entry| Some((entry.sequence, entry.queue_offset?))))
+    }
+
+    fn hold_ack(&self, message_dedup_id: &[u8], ack_sequence: u64) -> Result<(), StorageError> {
+        self.db
+            .put_cf_opt(
+                self.cf(DEDUP),
+                codec::held_ack_key(message_dedup_id, ack_sequence),
+                [],
+                &self.write_options,
+            )
+            .map_err(backend("hold an acknowledgement"))
+    }
+
+    fn take_held_acks(&self, message_dedup_id: &[u8]) -> Result<Vec<u64>, StorageError> {
+        let prefix = codec::held_ack_prefix(message_dedup_id);
+        let mut keys = Vec::new();
+        let mut iterator = self.db.raw_iterator_cf(self.cf(DEDUP));
+        iterator.seek(&prefix);
+        while let Some(key) = iterator.key().filter(|key| key.starts_with(&prefix)) {
+            keys.push(key.to_vec());
+            iterator.next();
+        }
+        iterator
+            .status()
+            .map_err(backend("scan the held acknowledgements of a message"))?;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sequences = Vec::with_capacity(keys.len());
+        let mut batch = WriteBatch::default();
+        for key in &keys {
+            sequences.push(codec::held_ack_sequence(key)?);
+            batch.delete_cf(self.cf(DEDUP), key);
+        }
+        self.db
+            .write_opt(batch, &self.write_options)
+            .map_err(backend("release held acknowledgements"))?;
+        Ok(sequences)
     }
 
     fn write_groups(&self, writes: Vec<GroupWrite>) -> Result<(), StorageError> {

@@ -94,6 +94,7 @@ impl FakeNode {
                 body: body.as_bytes().to_vec(),
                 ..Message::default()
             }),
+            ack: None,
         });
         drop(state);
         self.last_sequence.send_replace(sequence);

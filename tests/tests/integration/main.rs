@@ -12,6 +12,7 @@ mod colliding_ids;
 mod conformance;
 mod drills;
 mod durability;
+mod geo_acks;
 mod json;
 mod lifecycle;
 mod nodejs_client;

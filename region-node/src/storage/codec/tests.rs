@@ -19,6 +19,7 @@ fn record() -> Record {
             body: b"hello".to_vec(),
             ..Message::default()
         }),
+        ack: None,
     }
 }
 

@@ -1,0 +1,307 @@
+//! Acknowledgements that cross regions.
+//!
+//! When a consumer group acknowledges a message here, and the message's
+//! topic replicates to other regions, the node appends an acknowledgement
+//! record (`RECORD_KIND_ACK`: group, topic, queue id and the message's dedup
+//! id) to its commit log; replicators ship it like a message. Every region
+//! that stores such a record finishes its own copy of the message for the
+//! group ([`crate::consumer::ConsumerEngine::finish_replicated`]), found by
+//! dedup id whatever its local queue offset. An acknowledgement that arrives
+//! before its message is *held* (a storage entry keyed by the message's dedup
+//! id) and applied when the message is stored. So a group that moves to
+//! another region receives nothing it acknowledged, once the acknowledgements
+//! have arrived there.
+//!
+//! Order of effects: a local ack is made durable in the group state first,
+//! then its record is appended; a crash in between leaves that one
+//! acknowledgement unreplicated (the other regions deliver the message again:
+//! at least once). Applying an acknowledgement twice changes nothing.
+
+use crate::consumer::{ConsumerEngine, ConsumerError};
+use crate::storage::{Appended, LogStore, StorageError};
+use meridian_proto::meridian::v1::{GroupAck, Record, RecordKind};
+use meridian_topology::Topology;
+
+/// What an append brought that concerns acknowledgements: taken from the
+/// records before they are handed to the commit log.
+#[derive(Debug, Clone)]
+pub enum Arrival {
+    /// A message brought from another region (held acks may wait for it).
+    Message { dedup_id: Vec<u8> },
+    /// An acknowledgement.
+    Ack(GroupAck),
+    /// Anything else (messages sent here: nothing can wait for them).
+    Other,
+}
+
+impl Arrival {
+    /// What `record` brings, for a node of `local_region`.
+    pub fn of(record: &Record, local_region: &str) -> Arrival {
+        if record.kind == RecordKind::Ack as i32 {
+            return record.ack.clone().map_or(Arrival::Other, Arrival::Ack);
+        }
+        if record.origin_region != local_region && record.message.is_some() {
+            return Arrival::Message {
+                dedup_id: record.dedup_id.clone(),
+            };
+        }
+        Arrival::Other
+    }
+}
+
+/// What applying acknowledgements did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// Messages finished for a group.
+    pub finished: usize,
+    /// Acknowledgements held until their message arrives.
+    pub held: usize,
+}
+
+/// Applies the acknowledgements an append stored, and those held for the
+/// messages it stored. `arrivals` and `outcomes` are in record order.
+pub fn apply_appended<S: LogStore>(
+    store: &S,
+    consumers: &ConsumerEngine<S>,
+    topology: &Topology,
+    arrivals: &[Arrival],
+    outcomes: &[Appended],
+) -> Result<Applied, ConsumerError> {
+    let mut applied = Applied::default();
+    for (arrival, outcome) in arrivals.iter().zip(outcomes) {
+        let Appended::Stored { sequence, .. } = outcome else {
+            continue;
+        };
+        match arrival {
+            Arrival::Ack(ack) => match finish(store, consumers, topology, ack)? {
+                true => applied.finished += 1,
+                false if store.find_message(&ack.message_dedup_id)?.is_none() => {
+                    store.hold_ack(&ack.message_dedup_id, *sequence)?;
+                    applied.held += 1;
+                }
+                false => {}
+            },
+            Arrival::Message { dedup_id } => {
+                for ack_sequence in store.take_held_acks(dedup_id)? {
+                    let Some(ack) = store.get(ack_sequence)?.and_then(|record| record.ack) else {
+                        continue;
+                    };
+                    if finish(store, consumers, topology, &ack)? {
+                        applied.finished += 1;
+                    }
+                }
+            }
+            Arrival::Other => {}
+        }
+    }
+    Ok(applied)
+}
+
+/// Finishes the acknowledged message for its group if it is stored here;
+/// whether the group's state changed.
+fn finish<S: LogStore>(
+    store: &S,
+    consumers: &ConsumerEngine<S>,
+    topology: &Topology,
+    ack: &GroupAck,
+) -> Result<bool, ConsumerError> {
+    let Some((_, offset)) = store.find_message(&ack.message_dedup_id)? else {
+        return Ok(false);
+    };
+    let consume_from = topology
+        .topic(&ack.topic)
+        .map(|topic| topic.consume_from)
+        .unwrap_or_default();
+    consumers.finish_replicated(&ack.group, &ack.topic, ack.queue_id, offset, consume_from)
+}
+
+/// The acknowledgement records of messages `group` finished here, for a
+/// topic that replicates to other regions: one per (queue id, offset) whose
+/// message is still retained.
+pub fn records_for_local_acks<S: LogStore>(
+    store: &S,
+    local_region: &str,
+    group: &str,
+    topic: &str,
+    finished: &[(i32, u64)],
+) -> Result<Vec<Record>, StorageError> {
+    let mut records = Vec::with_capacity(finished.len());
+    for &(queue_id, offset) in finished {
+        let Some((_, message)) = store
+            .read_queue(topic, queue_id, offset, 1)?
+            .into_iter()
+            .find(|(found, _)| *found == offset)
+        else {
+            continue;
+        };
+        records.push(Record {
+            sequence: 0,
+            kind: RecordKind::Ack as i32,
+            dedup_id: uuid::Uuid::now_v7().as_bytes().to_vec(),
+            origin_region: local_region.to_owned(),
+            origin_sequence: 0,
+            path: vec![local_region.to_owned()],
+            message: None,
+            ack: Some(GroupAck {
+                group: group.to_owned(),
+                topic: topic.to_owned(),
+                queue_id,
+                message_dedup_id: message.dedup_id,
+            }),
+        });
+    }
+    Ok(records)
+}
+
+/// Whether `topic` replicates to a region other than `local_region`.
+pub fn replicates_elsewhere(topology: &Topology, topic: &str, local_region: &str) -> bool {
+    topology.topic(topic).is_some_and(|topic| {
+        topic
+            .replicate_to
+            .iter()
+            .any(|region| region != local_region)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemoryStore;
+    use std::sync::Arc;
+
+    fn topology() -> Topology {
+        Topology::demo(std::path::Path::new("/tmp/acks"))
+    }
+
+    fn message(origin: &str) -> Record {
+        let mut record = crate::test_records::message_record(0, b"body");
+        record.origin_region = origin.to_owned();
+        if let Some(message) = record.message.as_mut() {
+            message.topic = "demo".to_owned();
+        }
+        record
+    }
+
+    /// An ack record of group `g` for `message`, as region `origin` writes it.
+    fn ack_of(message: &Record, origin: &str) -> Record {
+        Record {
+            kind: RecordKind::Ack as i32,
+            dedup_id: uuid::Uuid::now_v7().as_bytes().to_vec(),
+            origin_region: origin.to_owned(),
+            path: vec![origin.to_owned()],
+            ack: Some(GroupAck {
+                group: "g".to_owned(),
+                topic: "demo".to_owned(),
+                queue_id: 0,
+                message_dedup_id: message.dedup_id.clone(),
+            }),
+            ..Record::default()
+        }
+    }
+
+    fn append(
+        store: &Arc<MemoryStore>,
+        consumers: &ConsumerEngine<MemoryStore>,
+        records: Vec<Record>,
+    ) -> Applied {
+        let arrivals: Vec<Arrival> = records
+            .iter()
+            .map(|record| Arrival::of(record, "eu-west"))
+            .collect();
+        let outcomes = store.append(records, "eu-west").expect("append");
+        apply_appended(store.as_ref(), consumers, &topology(), &arrivals, &outcomes).expect("apply")
+    }
+
+    fn receive_all(consumers: &ConsumerEngine<MemoryStore>) -> usize {
+        let filter = crate::consumer::TagFilter::All;
+        consumers
+            .receive(&crate::consumer::ReceiveRequest {
+                group: "g",
+                topic: "demo",
+                queue_count: 1,
+                consume_from: meridian_topology::ConsumeFrom::Earliest,
+                filter: &filter,
+                max_messages: 32,
+                max_bytes: usize::MAX,
+                invisible_ms: 10_000,
+                now_ms: 1_700_000_000_000,
+            })
+            .expect("receive")
+            .deliveries
+            .len()
+    }
+
+    #[test]
+    fn an_ack_from_another_region_finishes_the_local_copy() {
+        let store = Arc::new(MemoryStore::new());
+        let consumers = ConsumerEngine::load(store.clone(), "eu-west".into()).expect("load");
+        let first = message("us-east");
+        let second = message("us-east");
+        append(&store, &consumers, vec![first.clone(), second]);
+        let applied = append(&store, &consumers, vec![ack_of(&first, "us-east")]);
+        assert_eq!(
+            applied,
+            Applied {
+                finished: 1,
+                held: 0
+            }
+        );
+        assert_eq!(
+            receive_all(&consumers),
+            1,
+            "only the unacknowledged message"
+        );
+    }
+
+    #[test]
+    fn an_ack_before_its_message_is_held_then_applied() {
+        let store = Arc::new(MemoryStore::new());
+        let consumers = ConsumerEngine::load(store.clone(), "eu-west".into()).expect("load");
+        let early = message("us-east");
+        let applied = append(&store, &consumers, vec![ack_of(&early, "us-east")]);
+        assert_eq!(
+            applied,
+            Applied {
+                finished: 0,
+                held: 1
+            }
+        );
+        let applied = append(&store, &consumers, vec![early, message("us-east")]);
+        assert_eq!(
+            applied,
+            Applied {
+                finished: 1,
+                held: 0
+            }
+        );
+        assert_eq!(receive_all(&consumers), 1);
+        assert!(store.take_held_acks(&[0; 16]).expect("take").is_empty());
+    }
+
+    #[test]
+    fn a_resent_ack_is_a_duplicate_and_changes_nothing() {
+        let store = Arc::new(MemoryStore::new());
+        let consumers = ConsumerEngine::load(store.clone(), "eu-west".into()).expect("load");
+        let first = message("us-east");
+        append(&store, &consumers, vec![first.clone()]);
+        let ack = ack_of(&first, "us-east");
+        append(&store, &consumers, vec![ack.clone()]);
+        let again = append(&store, &consumers, vec![ack]);
+        assert_eq!(again, Applied::default());
+    }
+
+    #[test]
+    fn local_acks_become_records_naming_the_message() {
+        let store = Arc::new(MemoryStore::new());
+        let sent = message("eu-west");
+        store.append(vec![sent.clone()], "eu-west").expect("append");
+        let records =
+            records_for_local_acks(store.as_ref(), "eu-west", "g", "demo", &[(0, 0), (0, 9)])
+                .expect("records");
+        assert_eq!(records.len(), 1, "offset 9 holds no message");
+        let ack = records[0].ack.as_ref().expect("an ack");
+        assert_eq!(ack.message_dedup_id, sent.dedup_id);
+        assert_eq!(records[0].kind, RecordKind::Ack as i32);
+        assert!(replicates_elsewhere(&topology(), "demo", "eu-west"));
+    }
+}

@@ -1,0 +1,118 @@
+//! Acknowledgements cross regions: a consumer group that moves from region
+//! a to region b receives in b exactly what it had not acknowledged in a.
+
+use crate::support::{
+    ack, checkpoint, last_sequence, receive, send, shut_down, start_consumer, start_producer,
+    topic_count, within,
+};
+use meridian_tests::{TestCluster, wait_until};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const MESSAGES: usize = 20;
+const ACKED_IN_A: usize = 10;
+const GROUP: &str = "moving-group";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_moving_regions_gets_exactly_what_it_did_not_acknowledge() {
+    let cluster = TestCluster::builder()
+        .regions(2)
+        .build()
+        .await
+        .expect("start a two-region cluster");
+    let producer = start_producer(&cluster.router_endpoint("a"))
+        .await
+        .expect("producer via a");
+    let mut sent = BTreeSet::new();
+    for index in 0..MESSAGES {
+        sent.insert(
+            send(&producer, format!("moving {index}").into_bytes())
+                .await
+                .expect("send"),
+        );
+    }
+    wait_until(
+        Duration::from_secs(60),
+        "b stores every message",
+        || async { anyhow::Ok(topic_count(&cluster, "b").await? >= MESSAGES as u64) },
+    )
+    .await
+    .expect("replication a -> b");
+
+    // In a: receive everything, acknowledge the first ACKED_IN_A; the rest
+    // stay in flight there.
+    let in_a = start_consumer(&cluster.router_endpoint("a"), GROUP)
+        .await
+        .expect("consumer via a");
+    let mut received_in_a = BTreeSet::new();
+    let mut acked_in_a = BTreeSet::new();
+    within(Duration::from_secs(60), "a delivers every message", async {
+        while received_in_a.len() < MESSAGES {
+            for message in receive(&in_a).await.expect("receive in a") {
+                let id = message.message_id().to_owned();
+                if acked_in_a.len() < ACKED_IN_A && !acked_in_a.contains(&id) {
+                    ack(&in_a, &message).await.expect("ack in a");
+                    acked_in_a.insert(id.clone());
+                }
+                received_in_a.insert(id);
+            }
+        }
+    })
+    .await
+    .expect("a delivers");
+    let backlog = last_sequence(&cluster, "a")
+        .await
+        .expect("a's last sequence")
+        .saturating_sub(checkpoint(&cluster, "a", "b").await.expect("a -> b"));
+    println!(
+        "acknowledgements (and other records) of a not yet confirmed by b when the group moved: {backlog}"
+    );
+    let a_last = last_sequence(&cluster, "a")
+        .await
+        .expect("a's last sequence");
+    wait_until(
+        Duration::from_secs(60),
+        "b confirms a's acknowledgements",
+        || async { anyhow::Ok(checkpoint(&cluster, "a", "b").await? >= a_last) },
+    )
+    .await
+    .expect("acks replicate");
+
+    // In b: the same group gets exactly the messages a did not acknowledge.
+    let in_b = start_consumer(&cluster.router_endpoint("b"), GROUP)
+        .await
+        .expect("consumer via b");
+    let mut received_in_b = Vec::new();
+    let expected: BTreeSet<String> = sent.difference(&acked_in_a).cloned().collect();
+    within(
+        Duration::from_secs(60),
+        "b delivers the unacknowledged messages",
+        async {
+            while received_in_b.len() < expected.len() {
+                for message in receive(&in_b).await.expect("receive in b") {
+                    received_in_b.push(message.message_id().to_owned());
+                    ack(&in_b, &message).await.expect("ack in b");
+                }
+            }
+        },
+    )
+    .await
+    .expect("b delivers");
+    // One more long poll: nothing else comes.
+    for message in receive(&in_b).await.expect("receive") {
+        received_in_b.push(message.message_id().to_owned());
+    }
+    let distinct: BTreeSet<String> = received_in_b.iter().cloned().collect();
+    assert_eq!(
+        distinct.len(),
+        received_in_b.len(),
+        "b delivered a message twice: {received_in_b:?}"
+    );
+    assert_eq!(
+        distinct, expected,
+        "b delivers exactly what the group did not acknowledge in a"
+    );
+    shut_down(in_a, producer).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), in_b.shutdown()).await;
+    cluster.finish();
+}
