@@ -15,12 +15,21 @@
 //! request. Only the regions that could change the answer are waited for:
 //! once the own region has answered, nothing is.
 //!
-//! The decision rules are pure functions ([`choose_region`],
-//! [`choice_is_final`], [`RegionHealth::observe`]) tested without I/O.
+//! A region that comes back after being down is **returning**: it is chosen
+//! again only once it has caught up, that is once every region that was up
+//! at its return has had confirmed, by the returning region, everything it
+//! held at that moment (the checkpoints each node reports in `Health`), or
+//! after [`CATCH_UP_MAX`]. Until then its clients stay where they were, so a
+//! consumer group does not come home to a region that has not yet heard of
+//! the messages and acknowledgements made while it was away. A returning
+//! region is still chosen when no other region is up.
 //!
-//! Left out for now: measured round-trip times, replication lag and the
-//! staleness budget, and sharing views between routers (see DESIGN.md); the
-//! choice uses topology link latency only.
+//! The decision rules are pure functions ([`choose_region`],
+//! [`choice_is_final`], [`RegionHealth::observe`], [`Returning::caught_up`])
+//! tested without I/O.
+//!
+//! Left out for now: measured round-trip times, and sharing views between
+//! routers (see DESIGN.md); the choice uses topology link latency only.
 
 use parking_lot::RwLock;
 use std::collections::BTreeMap;
@@ -28,11 +37,57 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tracing::info;
 
 /// Failed probes in a row after which a region is down.
 pub(crate) const FAILURES_UNTIL_DOWN: u32 = 2;
 /// Longest a request waits for the first probes right after start.
 pub(crate) const FIRST_ROUND_WAIT: Duration = Duration::from_millis(1200);
+/// Longest a returning region waits to catch up before it is chosen anyway
+/// (a peer that stays behind must not keep its clients away for ever).
+pub(crate) const CATCH_UP_MAX: Duration = Duration::from_secs(30);
+
+/// What a node's last answered probe said about replication.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Progress {
+    /// The node's last commit-log sequence.
+    pub last_sequence: u64,
+    /// Per peer: the peer confirmed every record through this sequence.
+    pub checkpoints: BTreeMap<String, u64>,
+}
+
+/// A region back after being down, and what it must catch up on.
+#[derive(Debug, Clone)]
+pub(crate) struct Returning {
+    /// Per region up at the return: its last sequence then.
+    targets: BTreeMap<String, u64>,
+    since: Instant,
+}
+
+impl Returning {
+    /// Whether `region` has confirmed, from every target region that is
+    /// still up, what that region held at the return; or waited long enough.
+    pub(crate) fn caught_up<'a>(
+        &self,
+        region: &str,
+        now: Instant,
+        progress_of: impl Fn(&str) -> Option<&'a Progress>,
+    ) -> bool {
+        if now.duration_since(self.since) >= CATCH_UP_MAX {
+            return true;
+        }
+        self.targets
+            .iter()
+            .all(|(peer, target)| match progress_of(peer) {
+                // Down now: nothing more will come from it.
+                None => true,
+                Some(progress) => progress
+                    .checkpoints
+                    .get(region)
+                    .is_some_and(|confirmed| confirmed >= target),
+            })
+    }
+}
 
 /// The region to send clients to: `own` while it is up, else the nearest up
 /// region of `candidates_by_distance` (the first one listed among equally
@@ -142,6 +197,10 @@ impl RegionHealth {
         self.state == State::Up
     }
 
+    pub(crate) fn state(&self) -> State {
+        self.state
+    }
+
     pub(crate) fn is_probed(&self) -> bool {
         self.probes > 0
     }
@@ -153,9 +212,29 @@ pub(crate) struct HealthView {
     inner: Arc<Inner>,
 }
 
+/// Everything the view holds about one region.
+#[derive(Debug, Clone, Default)]
+struct Entry {
+    health: RegionHealth,
+    /// From the last answered probe.
+    progress: Option<Progress>,
+    /// Set while the region is back but has not caught up.
+    returning: Option<Returning>,
+}
+
+impl Entry {
+    fn is_up(&self) -> bool {
+        self.health.is_up()
+    }
+
+    fn is_probed(&self) -> bool {
+        self.health.is_probed()
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
-    regions: RwLock<BTreeMap<String, RegionHealth>>,
+    regions: RwLock<BTreeMap<String, Entry>>,
     /// Bumped whenever a region is probed for the first time or changes state.
     changes: watch::Sender<u64>,
 }
@@ -165,7 +244,7 @@ impl HealthView {
     pub(crate) fn new(regions: impl IntoIterator<Item = String>) -> Self {
         let regions = regions
             .into_iter()
-            .map(|name| (name, RegionHealth::default()))
+            .map(|name| (name, Entry::default()))
             .collect();
         HealthView {
             inner: Arc::new(Inner {
@@ -175,15 +254,74 @@ impl HealthView {
         }
     }
 
-    /// Records a probe of `region`; returns the new state when it changed.
-    pub(crate) fn record(&self, region: &str, outcome: Outcome) -> Option<State> {
-        let (first_probe, change) = {
+    /// Records a probe of `region` (with what the node said, when it
+    /// answered); returns the new state when it changed.
+    pub(crate) fn record(
+        &self,
+        region: &str,
+        outcome: Outcome,
+        progress: Option<Progress>,
+    ) -> Option<State> {
+        let (first_probe, change, settled) = {
             let mut regions = self.inner.regions.write();
-            let health = regions.entry(region.to_owned()).or_default();
-            let first_probe = !health.is_probed();
-            (first_probe, health.observe(outcome))
+            let (first_probe, previous, change) = {
+                let entry = regions.entry(region.to_owned()).or_default();
+                let first_probe = !entry.is_probed();
+                let previous = entry.health.state();
+                let change = entry.health.observe(outcome);
+                if progress.is_some() {
+                    entry.progress = progress;
+                }
+                if !entry.is_up() {
+                    entry.returning = None;
+                }
+                (first_probe, previous, change)
+            };
+            if change == Some(State::Up) && previous == State::Down {
+                let targets = regions
+                    .iter()
+                    .filter(|(name, entry)| name.as_str() != region && entry.is_up())
+                    .filter_map(|(name, entry)| {
+                        Some((name.clone(), entry.progress.as_ref()?.last_sequence))
+                    })
+                    .collect();
+                if let Some(entry) = regions.get_mut(region) {
+                    entry.returning = Some(Returning {
+                        targets,
+                        since: Instant::now(),
+                    });
+                }
+                info!(
+                    region,
+                    "region is back; its clients return once it has caught up"
+                );
+            }
+            // Any probe may complete a returning region's catch-up.
+            let now = Instant::now();
+            let settled: Vec<String> = regions
+                .iter()
+                .filter_map(|(name, entry)| {
+                    let returning = entry.returning.as_ref()?;
+                    let progress_of = |peer: &str| {
+                        regions
+                            .get(peer)
+                            .filter(|peer| peer.is_up())
+                            .and_then(|peer| peer.progress.as_ref())
+                    };
+                    returning
+                        .caught_up(name, now, progress_of)
+                        .then(|| name.clone())
+                })
+                .collect();
+            for name in &settled {
+                if let Some(entry) = regions.get_mut(name) {
+                    entry.returning = None;
+                }
+                info!(region = %name, "region has caught up; its clients return to it");
+            }
+            (first_probe, change, !settled.is_empty())
         };
-        if first_probe || change.is_some() {
+        if first_probe || change.is_some() || settled {
             self.inner
                 .changes
                 .send_modify(|generation| *generation = generation.wrapping_add(1));
@@ -204,10 +342,17 @@ impl HealthView {
             changes.borrow_and_update();
             let (chosen, is_final) = {
                 let regions = self.inner.regions.read();
-                let is_up = |name: &str| regions.get(name).is_some_and(RegionHealth::is_up);
+                let is_up = |name: &str| regions.get(name).is_some_and(Entry::is_up);
+                let is_ready = |name: &str| {
+                    regions
+                        .get(name)
+                        .is_some_and(|entry| entry.is_up() && entry.returning.is_none())
+                };
                 // A region the view does not know is never probed: do not wait for it.
-                let is_probed = |name: &str| regions.get(name).is_none_or(RegionHealth::is_probed);
-                let chosen = choose_region(own, candidates_by_distance, is_up);
+                let is_probed = |name: &str| regions.get(name).is_none_or(Entry::is_probed);
+                // A returning region only when no region that stayed is up.
+                let chosen = choose_region(own, candidates_by_distance, is_ready)
+                    .or_else(|| choose_region(own, candidates_by_distance, is_up));
                 let is_final = choice_is_final(own, candidates_by_distance, chosen, is_probed);
                 (chosen, is_final)
             };
@@ -307,6 +452,77 @@ mod tests {
         ));
     }
 
+    fn progress(last_sequence: u64, checkpoints: &[(&str, u64)]) -> Progress {
+        Progress {
+            last_sequence,
+            checkpoints: checkpoints
+                .iter()
+                .map(|(peer, sequence)| ((*peer).to_owned(), *sequence))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_returning_region_has_caught_up_once_each_peer_confirmed_its_target() {
+        let now = Instant::now();
+        let returning = Returning {
+            targets: BTreeMap::from([("b".to_owned(), 40), ("c".to_owned(), 7)]),
+            since: now,
+        };
+        let b_behind = progress(55, &[("a", 39)]);
+        let b_done = progress(60, &[("a", 40)]);
+        let c_done = progress(9, &[("a", 8)]);
+        let check = |b: &Progress, c: Option<&Progress>, at: Instant| {
+            let mut peers = BTreeMap::from([("b", b.clone())]);
+            if let Some(c) = c {
+                peers.insert("c", c.clone());
+            }
+            returning.caught_up("a", at, |peer| peers.get(peer))
+        };
+        assert!(
+            !check(&b_behind, Some(&c_done), now),
+            "b has not confirmed 40 yet"
+        );
+        assert!(check(&b_done, Some(&c_done), now));
+        assert!(
+            check(&b_done, None, now),
+            "a peer that went down does not hold it back"
+        );
+        assert!(
+            check(&b_behind, Some(&c_done), now + CATCH_UP_MAX),
+            "never held back longer than CATCH_UP_MAX"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_returning_own_region_is_skipped_until_it_has_caught_up() {
+        let view = HealthView::new(["a".to_owned(), "c".to_owned()]);
+        let candidates = [("a", 0), ("c", 10)];
+        view.record("a", Outcome::Answered, Some(progress(5, &[("c", 5)])));
+        view.record("c", Outcome::Answered, Some(progress(20, &[("a", 20)])));
+        assert_eq!(view.choose("a", &candidates).await, Some("a"));
+        // a dies and comes back while c holds 30 records a has not confirmed.
+        view.record("a", Outcome::Failed, None);
+        view.record("a", Outcome::Failed, None);
+        assert_eq!(view.choose("a", &candidates).await, Some("c"));
+        view.record("c", Outcome::Answered, Some(progress(30, &[("a", 20)])));
+        view.record("a", Outcome::Answered, Some(progress(5, &[("c", 5)])));
+        assert_eq!(
+            view.choose("a", &candidates).await,
+            Some("c"),
+            "a is back but behind"
+        );
+        view.record("c", Outcome::Answered, Some(progress(31, &[("a", 30)])));
+        assert_eq!(view.choose("a", &candidates).await, Some("a"), "caught up");
+        // With no other region up, a returning region is chosen at once.
+        view.record("c", Outcome::Failed, None);
+        view.record("c", Outcome::Failed, None);
+        view.record("a", Outcome::Failed, None);
+        view.record("a", Outcome::Failed, None);
+        view.record("a", Outcome::Answered, Some(progress(5, &[])));
+        assert_eq!(view.choose("a", &candidates).await, Some("a"));
+    }
+
     #[test]
     fn one_answer_makes_a_region_up() {
         let mut health = RegionHealth::default();
@@ -354,7 +570,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn choose_waits_for_the_first_probe_of_the_own_region() {
         let view = HealthView::new(["a".to_owned(), "b".to_owned()]);
-        view.record("b", Outcome::Answered);
+        view.record("b", Outcome::Answered, None);
         let candidates = [("a", 0), ("b", 30)];
         let waiting = {
             let view = view.clone();
@@ -369,7 +585,7 @@ mod tests {
             !waiting.is_finished(),
             "a is not probed yet, and it would win"
         );
-        view.record("a", Outcome::Answered);
+        view.record("a", Outcome::Answered, None);
         assert_eq!(waiting.await.expect("choose task").as_deref(), Some("a"));
         assert_eq!(view.choose("a", &candidates).await, Some("a"));
     }
@@ -377,7 +593,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn choose_gives_up_waiting_after_the_first_round() {
         let view = HealthView::new(["a".to_owned(), "b".to_owned()]);
-        view.record("b", Outcome::Answered);
+        view.record("b", Outcome::Answered, None);
         let started = Instant::now();
         assert_eq!(view.choose("a", &[("a", 0), ("b", 30)]).await, Some("b"));
         assert_eq!(started.elapsed(), FIRST_ROUND_WAIT);

@@ -8,7 +8,7 @@
 //! WARN (down), individual failures only at TRACE.
 
 use crate::error::RouterError;
-use crate::health::{HealthView, Outcome, State};
+use crate::health::{HealthView, Outcome, Progress, State};
 use meridian_proto::meridian::v1::node_service_client::NodeServiceClient;
 use meridian_proto::meridian::v1::{HealthRequest, HealthResponse};
 use meridian_report::Report;
@@ -175,7 +175,20 @@ impl Prober {
             Err(ProbeError::WrongRegion { .. }) => Outcome::WrongRegion,
             Err(_) => Outcome::Failed,
         };
-        let change = self.view.record(&self.region, outcome);
+        let progress = result.as_ref().ok().map(|health| Progress {
+            last_sequence: health.last_sequence,
+            checkpoints: health
+                .checkpoints
+                .iter()
+                .map(|checkpoint| {
+                    (
+                        checkpoint.peer_region.clone(),
+                        checkpoint.acked_through_sequence,
+                    )
+                })
+                .collect(),
+        });
+        let change = self.view.record(&self.region, outcome, progress);
         match (change, result) {
             (Some(State::Up), Ok(health)) => info!(
                 region = %self.region,

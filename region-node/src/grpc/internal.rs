@@ -11,8 +11,8 @@ use crate::storage::{Appended, LogStore};
 use meridian_proto::meridian::v1::node_service_server::NodeService;
 use meridian_proto::meridian::v1::{
     ApplyRequest, ApplyResponse, Checkpoint, GetCheckpointRequest, HealthRequest, HealthResponse,
-    PutCheckpointResponse, QueueStats, Record, TailBatch, TailRequest, TopicStatsRequest,
-    TopicStatsResponse,
+    PeerCheckpoint, PutCheckpointResponse, QueueStats, Record, TailBatch, TailRequest,
+    TopicStatsRequest, TopicStatsResponse,
 };
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -62,7 +62,30 @@ impl<S: LogStore> NodeService for Internal<S> {
         &self,
         _request: Request<HealthRequest>,
     ) -> Result<Response<HealthResponse>, tonic::Status> {
+        let peers: Vec<String> = self
+            .context
+            .topology
+            .peers(&self.context.region)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let checkpoints = self
+            .context
+            .blocking(move |store, _| {
+                let mut checkpoints = Vec::with_capacity(peers.len());
+                for peer in peers {
+                    let acked_through_sequence = store.checkpoint(&peer)?;
+                    checkpoints.push(PeerCheckpoint {
+                        peer_region: peer,
+                        acked_through_sequence,
+                    });
+                }
+                Ok(checkpoints)
+            })
+            .await
+            .map_err(|error| error.to_grpc())?;
         Ok(Response::new(HealthResponse {
+            checkpoints,
             region: self.context.region.clone(),
             last_sequence: self.context.commit.last_sequence(),
             started_at_ms: u64::try_from(self.context.started_at_ms).unwrap_or(0),
