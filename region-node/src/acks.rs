@@ -17,7 +17,7 @@
 //! acknowledgement unreplicated (the other regions deliver the message again:
 //! at least once). Applying an acknowledgement twice changes nothing.
 
-use crate::consumer::{ConsumerEngine, ConsumerError};
+use crate::consumer::{ConsumerEngine, ConsumerError, Finish};
 use crate::storage::{Appended, LogStore, StorageError};
 use meridian_proto::meridian::v1::{GroupAck, Record, RecordKind};
 use meridian_topology::Topology;
@@ -68,51 +68,53 @@ pub fn apply_appended<S: LogStore>(
     outcomes: &[Appended],
 ) -> Result<Applied, ConsumerError> {
     let mut applied = Applied::default();
+    // Acknowledgements whose message is stored, with its local offset.
+    let mut ready: Vec<(GroupAck, u64)> = Vec::new();
     for (arrival, outcome) in arrivals.iter().zip(outcomes) {
         let Appended::Stored { sequence, .. } = outcome else {
             continue;
         };
         match arrival {
-            Arrival::Ack(ack) => match finish(store, consumers, topology, ack)? {
-                true => applied.finished += 1,
-                false if store.find_message(&ack.message_dedup_id)?.is_none() => {
+            Arrival::Ack(ack) => match store.find_message(&ack.message_dedup_id)? {
+                Some((_, offset)) => ready.push((ack.clone(), offset)),
+                None => {
                     store.hold_ack(&ack.message_dedup_id, *sequence)?;
                     applied.held += 1;
                 }
-                false => {}
             },
             Arrival::Message { dedup_id } => {
-                for ack_sequence in store.take_held_acks(dedup_id)? {
-                    let Some(ack) = store.get(ack_sequence)?.and_then(|record| record.ack) else {
-                        continue;
-                    };
-                    if finish(store, consumers, topology, &ack)? {
-                        applied.finished += 1;
+                let held = store.take_held_acks(dedup_id)?;
+                if held.is_empty() {
+                    continue;
+                }
+                let Some((_, offset)) = store.find_message(dedup_id)? else {
+                    continue;
+                };
+                for ack_sequence in held {
+                    if let Some(ack) = store.get(ack_sequence)?.and_then(|record| record.ack) {
+                        ready.push((ack, offset));
                     }
                 }
             }
             Arrival::Other => {}
         }
     }
+    let finishes: Vec<Finish<'_>> = ready
+        .iter()
+        .map(|(ack, offset)| Finish {
+            group: &ack.group,
+            topic: &ack.topic,
+            queue_id: ack.queue_id,
+            offset: *offset,
+            consume_from: topology
+                .topic(&ack.topic)
+                .map(|topic| topic.consume_from)
+                .unwrap_or_default(),
+        })
+        .collect();
+    // One group-state write for the whole batch.
+    applied.finished = consumers.finish_replicated(&finishes)?;
     Ok(applied)
-}
-
-/// Finishes the acknowledged message for its group if it is stored here;
-/// whether the group's state changed.
-fn finish<S: LogStore>(
-    store: &S,
-    consumers: &ConsumerEngine<S>,
-    topology: &Topology,
-    ack: &GroupAck,
-) -> Result<bool, ConsumerError> {
-    let Some((_, offset)) = store.find_message(&ack.message_dedup_id)? else {
-        return Ok(false);
-    };
-    let consume_from = topology
-        .topic(&ack.topic)
-        .map(|topic| topic.consume_from)
-        .unwrap_or_default();
-    consumers.finish_replicated(&ack.group, &ack.topic, ack.queue_id, offset, consume_from)
 }
 
 /// The acknowledgement records of messages `group` finished here, for a

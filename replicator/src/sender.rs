@@ -17,6 +17,7 @@ use crate::node_client::{NodeClient, TailLimits};
 use crate::protocol::{CLOSE_MALFORMED, CLOSE_NORMAL, PROTOCOL_VERSION};
 use crate::tls;
 use backon::BackoffBuilder;
+use futures::FutureExt as _;
 use meridian_proto::meridian::v1::replication_frame::Frame;
 use meridian_proto::meridian::v1::{Hello, TailBatch};
 use meridian_report::chain as error_chain;
@@ -332,8 +333,28 @@ async fn exchange(
                     }
                     None => return Err(ReplicatorError::TailEnded { address: node_address }),
                 };
-                let through = tail_batch.through_sequence;
-                let kept = select_records(&mut link.filter, &peer, tail_batch);
+                let mut through = tail_batch.through_sequence;
+                let mut kept = select_records(&mut link.filter, &peer, tail_batch);
+                // The node streams a tail batch per commit, so while the link
+                // waited (a slow peer, a cut link) many small ones queued up:
+                // take every one already there, so they go out as full
+                // batches instead of one round trip each.
+                while kept.len() < link.limits.batch_records_max {
+                    let Some(next) = streams.tail.next().now_or_never() else {
+                        break;
+                    };
+                    match next {
+                        Some(Ok(tail_batch)) => {
+                            through = tail_batch.through_sequence;
+                            kept.extend(select_records(&mut link.filter, &peer, tail_batch));
+                        }
+                        Some(Err(source)) => {
+                            let call = "Tail";
+                            return Err(ReplicatorError::NodeCall { address: node_address, call, source });
+                        }
+                        None => return Err(ReplicatorError::TailEnded { address: node_address }),
+                    }
+                }
                 core.push_tail(kept, through)
                     .map_err(|source| ReplicatorError::Protocol { peer: peer.clone(), source })?;
             }

@@ -266,27 +266,38 @@ impl Client {
         }
     }
 
-    /// Acknowledges one delivery.
-    pub async fn ack(&mut self, group: &str, delivery: &Delivery) -> Result<(), String> {
-        let result = self.try_ack(group, delivery).await;
-        if result.is_err() {
-            self.forget();
+    /// Acknowledges deliveries in one AckMessage call; one outcome per
+    /// delivery, in order (`Err` for all when the call itself failed).
+    pub async fn ack(&mut self, group: &str, deliveries: &[Delivery]) -> Vec<Result<(), String>> {
+        let result = self.try_ack(group, deliveries).await;
+        match result {
+            Ok(outcomes) => outcomes,
+            Err(error) => {
+                self.forget();
+                deliveries.iter().map(|_| Err(error.clone())).collect()
+            }
         }
-        result
     }
 
-    async fn try_ack(&mut self, group: &str, delivery: &Delivery) -> Result<(), String> {
+    async fn try_ack(
+        &mut self,
+        group: &str,
+        deliveries: &[Delivery],
+    ) -> Result<Vec<Result<(), String>>, String> {
         let endpoint = self.endpoint().await?;
         let mut client = self.channel(&endpoint)?;
         let request = self.request(
             AckMessageRequest {
                 group: Some(resource(group)),
                 topic: Some(resource(&self.topic)),
-                entries: vec![AckMessageEntry {
-                    message_id: delivery.message_id.clone(),
-                    receipt_handle: delivery.receipt_handle.clone(),
-                    lite_topic: None,
-                }],
+                entries: deliveries
+                    .iter()
+                    .map(|delivery| AckMessageEntry {
+                        message_id: delivery.message_id.clone(),
+                        receipt_handle: delivery.receipt_handle.clone(),
+                        lite_topic: None,
+                    })
+                    .collect(),
             },
             CALL_TIMEOUT,
         );
@@ -295,11 +306,19 @@ impl Client {
             .await
             .map_err(|status| format!("AckMessage: {}", grpc_error(&status)))?
             .into_inner();
-        check(response.status.as_ref(), "AckMessage")?;
-        for entry in &response.entries {
-            check(entry.status.as_ref(), "AckMessage")?;
-        }
-        Ok(())
+        Ok(deliveries
+            .iter()
+            .map(|delivery| {
+                let entry = response
+                    .entries
+                    .iter()
+                    .find(|entry| entry.message_id == delivery.message_id);
+                match entry {
+                    Some(entry) => check(entry.status.as_ref(), "AckMessage"),
+                    None => check(response.status.as_ref(), "AckMessage"),
+                }
+            })
+            .collect())
     }
 }
 

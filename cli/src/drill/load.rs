@@ -389,31 +389,32 @@ async fn consume(
                 continue;
             }
         };
-        for delivery in deliveries {
+        for delivery in &deliveries {
             let message_id = delivery.message_id.clone();
             match &observe {
                 Some(region) => ledger.record(
                     &name,
                     EventKind::Observed {
                         region: region.clone(),
-                        message_id: message_id.clone(),
+                        message_id,
                     },
                 ),
-                None => ledger.record(
-                    &name,
-                    EventKind::Received {
-                        message_id: message_id.clone(),
-                    },
-                ),
+                None => ledger.record(&name, EventKind::Received { message_id }),
             }
-            match client.ack(&group, &delivery).await {
-                Ok(()) if observe.is_none() => {
-                    ledger.record(&name, EventKind::Acked { message_id })
-                }
-                Err(error) if observe.is_none() => {
-                    ledger.record(&name, EventKind::AckFailed { message_id, error });
-                }
-                _ => {}
+        }
+        if deliveries.is_empty() {
+            continue;
+        }
+        // One AckMessage per receive, as a batch.
+        let outcomes = client.ack(&group, &deliveries).await;
+        if observe.is_some() {
+            continue;
+        }
+        for (delivery, outcome) in deliveries.into_iter().zip(outcomes) {
+            let message_id = delivery.message_id;
+            match outcome {
+                Ok(()) => ledger.record(&name, EventKind::Acked { message_id }),
+                Err(error) => ledger.record(&name, EventKind::AckFailed { message_id, error }),
             }
         }
     }

@@ -82,6 +82,18 @@ pub struct Delivery {
     pub handle: ReceiptHandle,
 }
 
+/// One message to finish for a group, by an acknowledgement from another
+/// region (see [`ConsumerEngine::finish_replicated`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Finish<'a> {
+    pub group: &'a str,
+    pub topic: &'a str,
+    pub queue_id: i32,
+    pub offset: u64,
+    /// Where the group starts if this node has not seen it.
+    pub consume_from: ConsumeFrom,
+}
+
 /// What a receive asks for.
 #[derive(Debug, Clone)]
 pub struct ReceiveRequest<'a> {
@@ -499,66 +511,109 @@ impl<S: LogStore> ConsumerEngine<S> {
         Ok(outcomes)
     }
 
-    /// Finishes, for `group`, the message at `offset` of the topic's queue
-    /// `queue_id`, as an acknowledgement made in another region does:
-    /// whether it was delivered here (an outstanding receipt handle then
-    /// answers "already acknowledged"), is invisible, or was never delivered
-    /// (it will be skipped). A group this node has not seen is created first,
-    /// where a receive would have created it (`consume_from`); a message
-    /// before the group's start, or already finished, changes nothing.
-    /// Returns whether the state changed.
-    pub fn finish_replicated(
-        &self,
-        group: &str,
-        topic: &str,
-        queue_id: i32,
-        offset: u64,
-        consume_from: ConsumeFrom,
-    ) -> Result<bool, ConsumerError> {
-        let key = GroupQueueKey::new(group, topic, queue_id);
-        if let Some(queue) = self.queue(&key) {
-            let mut guard = queue.lock();
-            let mut staged = Staged::over(key, &guard);
-            if !finish_staged(&mut staged, offset) {
-                return Ok(false);
-            }
-            for change in self.persist(vec![staged])? {
-                change.install(&mut guard);
-            }
-            return Ok(true);
+    /// Finishes, for their groups, the messages named by `finishes`, as
+    /// acknowledgements made in another region do, in one storage write:
+    /// whether a message was delivered here (an outstanding receipt handle
+    /// then answers "already acknowledged"), is invisible, or was never
+    /// delivered (it will be skipped). A group queue this node has not seen is
+    /// created first, where a receive would have created it (`consume_from`);
+    /// a message before the group's start, or already finished, changes
+    /// nothing. Returns how many messages were finished.
+    pub fn finish_replicated(&self, finishes: &[Finish<'_>]) -> Result<usize, ConsumerError> {
+        if finishes.is_empty() {
+            return Ok(0);
         }
+        let keys: BTreeSet<GroupQueueKey> = finishes
+            .iter()
+            .map(|finish| GroupQueueKey::new(finish.group, finish.topic, finish.queue_id))
+            .collect();
+        let missing: Vec<&Finish<'_>> = finishes
+            .iter()
+            .filter(|finish| {
+                self.queue(&GroupQueueKey::new(
+                    finish.group,
+                    finish.topic,
+                    finish.queue_id,
+                ))
+                .is_none()
+            })
+            .collect();
+        if !missing.is_empty() {
+            self.create_queues(&missing)?;
+        }
+        // Lock every queue in key order (the locking order of ack_many is by
+        // queue id within one group and topic; keys sort the same way).
+        let queues: Vec<(GroupQueueKey, Arc<Mutex<QueueState>>)> = keys
+            .into_iter()
+            .filter_map(|key| self.queue(&key).map(|queue| (key, queue)))
+            .collect();
+        let mut guards: Vec<_> = queues.iter().map(|(_, queue)| queue.lock()).collect();
+        let mut staged: Vec<Staged<'_>> = queues
+            .iter()
+            .zip(&guards)
+            .map(|((key, _), guard)| Staged::over(key.clone(), guard))
+            .collect();
+        let mut finished = 0;
+        for finish in finishes {
+            let key = GroupQueueKey::new(finish.group, finish.topic, finish.queue_id);
+            if let Some(queue) = staged.iter_mut().find(|queue| *queue.key() == key)
+                && finish_staged(queue, finish.offset)
+            {
+                finished += 1;
+            }
+        }
+        let changed: Vec<Staged<'_>> = staged.into_iter().filter(Staged::is_changed).collect();
+        for change in self.persist(changed)? {
+            if let Some(slot) = queues.iter().position(|(key, _)| *key == change.key) {
+                change.install(&mut guards[slot]);
+            }
+        }
+        Ok(finished)
+    }
+
+    /// Creates the group queues `finishes` name that do not exist yet, each
+    /// at the position a first receive would take (none beyond
+    /// [`MAX_GROUPS`] groups: those finishes are skipped).
+    fn create_queues(&self, finishes: &[&Finish<'_>]) -> Result<(), ConsumerError> {
         let mut index = self.groups.write();
-        if index.queues.contains_key(&key) {
-            // Created meanwhile by a receive.
-            drop(index);
-            return self.finish_replicated(group, topic, queue_id, offset, consume_from);
+        let mut staged = Vec::new();
+        let mut seen = BTreeSet::new();
+        for finish in finishes {
+            let key = GroupQueueKey::new(finish.group, finish.topic, finish.queue_id);
+            if index.queues.contains_key(&key) || !seen.insert(key.clone()) {
+                continue;
+            }
+            if !index.names.contains(finish.group) && index.names.len() >= self.max_groups {
+                // Replication must not stall on it: the group's messages are
+                // simply not finished here.
+                tracing::warn!(
+                    group = finish.group,
+                    limit = self.max_groups,
+                    "an acknowledgement from another region names a group this node cannot track"
+                );
+                continue;
+            }
+            let bounds = self.store.queue_bounds(finish.topic, finish.queue_id)?;
+            let position = match finish.consume_from {
+                ConsumeFrom::Earliest => bounds.min,
+                ConsumeFrom::Latest => bounds.max,
+            };
+            staged.push(Staged::create(
+                key,
+                GroupCursor {
+                    floor: position,
+                    next: position,
+                },
+            ));
         }
-        if !index.names.contains(group) && index.names.len() >= self.max_groups {
-            return Err(ConsumerError::TooManyGroups {
-                group: group.to_owned(),
-                limit: self.max_groups,
-            });
-        }
-        let bounds = self.store.queue_bounds(topic, queue_id)?;
-        let position = match consume_from {
-            ConsumeFrom::Earliest => bounds.min,
-            ConsumeFrom::Latest => bounds.max,
-        };
-        let mut staged = Staged::create(
-            key.clone(),
-            GroupCursor {
-                floor: position,
-                next: position,
-            },
-        );
-        let changed = finish_staged(&mut staged, offset);
-        let mut created = QueueState::default();
-        for change in self.persist(vec![staged])? {
+        for change in self.persist(staged)? {
+            let key = change.key.clone();
+            let mut created = QueueState::default();
             change.install(&mut created);
+            index.names.insert(key.group.clone());
+            index.queues.insert(key, Arc::new(Mutex::new(created)));
         }
-        index.names.insert(key.group.clone());
-        index.queues.insert(key, Arc::new(Mutex::new(created)));
-        Ok(changed)
+        Ok(())
     }
 
     /// Moves the invisibility deadline of a delivery to `now_ms + invisible_ms`

@@ -396,6 +396,41 @@ fn concurrent_receives_of_one_group_never_hand_out_a_message_twice() {
     assert_eq!(engine.snapshot(), reloaded.snapshot());
 }
 
+/// A finish of offset `offset` of queue 0 for `group` on `orders`.
+fn finish(offset: u64, consume_from: ConsumeFrom) -> Finish<'static> {
+    Finish {
+        group: "group",
+        topic: "orders",
+        queue_id: 0,
+        offset,
+        consume_from,
+    }
+}
+
+#[test]
+fn many_finishes_over_several_queues_are_one_write() {
+    let (store, engine) = engine_with(vec![
+        record(0, "a", None),
+        record(0, "a", None),
+        record(1, "a", None),
+    ]);
+    let finishes = [
+        finish(0, ConsumeFrom::Earliest),
+        Finish {
+            queue_id: 1,
+            ..finish(0, ConsumeFrom::Earliest)
+        },
+        finish(0, ConsumeFrom::Earliest),
+    ];
+    assert_eq!(engine.finish_replicated(&finishes).expect("finish"), 2);
+    let received = engine
+        .receive(&request(&TagFilter::All, NOW))
+        .expect("receive");
+    assert_eq!(offsets_of(&received), vec![(0, 1)]);
+    let reloaded = ConsumerEngine::load(store, "here".into()).expect("reload");
+    assert_eq!(reloaded.snapshot(), engine.snapshot());
+}
+
 fn offsets_of(received: &Received) -> Vec<(i32, u64)> {
     let mut offsets: Vec<(i32, u64)> = received
         .deliveries
@@ -414,15 +449,17 @@ fn a_message_finished_by_another_region_before_delivery_is_skipped() {
         record(0, "a", None),
     ]);
     // The group is new here: created where a receive would create it.
-    assert!(
+    assert_eq!(
         engine
-            .finish_replicated("group", "orders", 0, 1, ConsumeFrom::Earliest)
-            .expect("finish")
+            .finish_replicated(&[finish(1, ConsumeFrom::Earliest)])
+            .expect("finish"),
+        1
     );
-    assert!(
-        !engine
-            .finish_replicated("group", "orders", 0, 1, ConsumeFrom::Earliest)
+    assert_eq!(
+        engine
+            .finish_replicated(&[finish(1, ConsumeFrom::Earliest)])
             .expect("finish again"),
+        0,
         "a second finish changes nothing"
     );
     let received = engine
@@ -441,10 +478,11 @@ fn a_message_in_flight_here_finished_elsewhere_is_not_redelivered() {
         .receive(&request(&TagFilter::All, NOW))
         .expect("receive");
     assert_eq!(offsets_of(&first), vec![(0, 0), (0, 1)]);
-    assert!(
+    assert_eq!(
         engine
-            .finish_replicated("group", "orders", 0, 0, ConsumeFrom::Earliest)
-            .expect("finish")
+            .finish_replicated(&[finish(0, ConsumeFrom::Earliest)])
+            .expect("finish"),
+        1
     );
     // The local consumer's late ack of it succeeds (already finished).
     let handle = &first
@@ -467,10 +505,11 @@ fn a_message_in_flight_here_finished_elsewhere_is_not_redelivered() {
 #[test]
 fn a_finish_before_the_groups_start_changes_nothing() {
     let (_, engine) = engine_with(vec![record(0, "a", None), record(0, "a", None)]);
-    assert!(
-        !engine
-            .finish_replicated("group", "orders", 0, 0, ConsumeFrom::Latest)
-            .expect("finish")
+    assert_eq!(
+        engine
+            .finish_replicated(&[finish(0, ConsumeFrom::Latest)])
+            .expect("finish"),
+        0
     );
     let received = engine
         .receive(&request(&TagFilter::All, NOW))
