@@ -329,53 +329,42 @@ impl LogStore for RocksStore {
                 local_key = Some(key);
             }
 
-            let Some(message) = record.message.as_ref() else {
-                // An acknowledgement: in the log and deduplicated, in no queue.
-                sequence += 1;
-                let entry = codec::DedupEntry {
-                    sequence,
-                    queue_offset: None,
-                };
-                batch.put_cf(self.cf(DEDUP), &id_key, codec::sequence_value(sequence));
-                pending_dedup.insert(id_key, entry);
-                record.sequence = 0;
-                batch.put_cf(
-                    self.cf(LOG),
-                    codec::log_key(sequence),
-                    codec::encode_log_value(record),
-                );
-                results.push(Appended::Stored {
-                    sequence,
-                    queue_offset: None,
-                    reused_client_id: false,
-                });
-                continue;
-            };
-            let queue = (message.topic.clone(), message.queue_id);
-            let queue_offset = match staged_offsets
-                .get(&queue)
-                .or_else(|| state.next_offsets.get(&queue))
-            {
-                Some(&offset) => offset,
-                None => self.read_next_offset(&queue.0, queue.1)?,
+            // A message takes the next offset of its queue; an
+            // acknowledgement is in the log and deduplicated, in no queue.
+            let queue_offset = match record.message.as_ref() {
+                None => None,
+                Some(message) => {
+                    let queue = (message.topic.clone(), message.queue_id);
+                    let offset = match staged_offsets
+                        .get(&queue)
+                        .or_else(|| state.next_offsets.get(&queue))
+                    {
+                        Some(&offset) => offset,
+                        None => self.read_next_offset(&queue.0, queue.1)?,
+                    };
+                    batch.put_cf(
+                        self.cf(QUEUE),
+                        codec::queue_key(&queue.0, queue.1, offset),
+                        codec::sequence_value(sequence + 1),
+                    );
+                    staged_offsets.insert(queue, offset + 1);
+                    Some(offset)
+                }
             };
             sequence += 1;
-            batch.put_cf(
-                self.cf(QUEUE),
-                codec::queue_key(&queue.0, queue.1, queue_offset),
-                codec::sequence_value(sequence),
-            );
-            staged_offsets.insert(queue, queue_offset + 1);
 
             let entry = codec::DedupEntry {
                 sequence,
-                queue_offset: Some(queue_offset),
+                queue_offset,
             };
-            let value = codec::dedup_value(sequence, queue_offset);
-            batch.put_cf(self.cf(DEDUP), &id_key, value);
+            let value = match queue_offset {
+                Some(offset) => codec::dedup_value(sequence, offset).to_vec(),
+                None => codec::sequence_value(sequence).to_vec(),
+            };
+            batch.put_cf(self.cf(DEDUP), &id_key, &value);
             pending_dedup.insert(id_key, entry);
             if let Some(key) = local_key {
-                batch.put_cf(self.cf(DEDUP), &key, value);
+                batch.put_cf(self.cf(DEDUP), &key, &value);
                 pending_dedup.insert(key, entry);
             }
 
@@ -387,7 +376,7 @@ impl LogStore for RocksStore {
             );
             results.push(Appended::Stored {
                 sequence,
-                queue_offset: Some(queue_offset),
+                queue_offset,
                 reused_client_id,
             });
         }
