@@ -6,9 +6,12 @@
 //! log entries the peer has not yet confirmed. Entries that do not replicate to
 //! that peer (other topics, records from other origins) are skipped by the
 //! sender but still move the checkpoint, so an idle, healthy link shows 0.
+//! For a link with a backlog, the entries are read back (`Tail`, at most
+//! [`UNCONFIRMED_READ_MAX`]) to show how many of them are messages and
+//! consumer acknowledgements bound for that peer, and how old the oldest is.
 
 use meridian_proto::meridian::v1::node_service_client::NodeServiceClient;
-use meridian_proto::meridian::v1::{GetCheckpointRequest, HealthRequest};
+use meridian_proto::meridian::v1::{GetCheckpointRequest, HealthRequest, TailRequest};
 use meridian_topology::Topology;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -18,6 +21,8 @@ use tonic::transport::{Channel, Endpoint};
 
 /// How long one region may take to answer.
 const REGION_TIMEOUT: Duration = Duration::from_secs(2);
+/// Commit-log entries read per link to describe its backlog, at most.
+pub const UNCONFIRMED_READ_MAX: u64 = 10_000;
 
 /// What one region's node said, or why it said nothing.
 enum Health {
@@ -85,6 +90,21 @@ pub struct LinkProgress {
     pub last_sequence: u64,
     /// The peer confirmed every entry through this sequence.
     pub acknowledged: u64,
+    /// What the unconfirmed entries bound for the peer are (`None` when it
+    /// could not be read).
+    pub unconfirmed: Option<Unconfirmed>,
+}
+
+/// The unconfirmed entries of a link that go to its peer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unconfirmed {
+    pub messages: u64,
+    /// Consumer-group acknowledgements.
+    pub acks: u64,
+    /// When the oldest of them was stored or acknowledged, ms since the Unix epoch.
+    pub oldest_ms: Option<i64>,
+    /// More entries than [`UNCONFIRMED_READ_MAX`]: the counts are a floor.
+    pub truncated: bool,
 }
 
 impl LinkProgress {
@@ -100,7 +120,8 @@ struct Snapshot {
     links: Vec<LinkBacklog>,
 }
 
-async fn snapshot(topology: &Topology) -> Snapshot {
+/// With `describe`, also reads back each backlog ([`Unconfirmed`]).
+async fn snapshot(topology: &Topology, describe: bool) -> Snapshot {
     let mut regions = BTreeMap::new();
     for (name, region) in &topology.regions {
         regions.insert(name.clone(), health(name, region.admin).await);
@@ -118,10 +139,26 @@ async fn snapshot(topology: &Topology) -> Snapshot {
                         peer_region: to.to_owned(),
                     };
                     match client.clone().get_checkpoint(request).await {
-                        Ok(checkpoint) => Ok(LinkProgress {
-                            last_sequence: *last_sequence,
-                            acknowledged: checkpoint.get_ref().acked_through_sequence,
-                        }),
+                        Ok(checkpoint) => {
+                            let acknowledged = checkpoint.get_ref().acked_through_sequence;
+                            let unconfirmed = if describe {
+                                unconfirmed(
+                                    client.clone(),
+                                    topology,
+                                    to,
+                                    acknowledged,
+                                    *last_sequence,
+                                )
+                                .await
+                            } else {
+                                None
+                            };
+                            Ok(LinkProgress {
+                                last_sequence: *last_sequence,
+                                acknowledged,
+                                unconfirmed,
+                            })
+                        }
                         Err(status) => Err(status.message().to_owned()),
                     }
                 }
@@ -137,14 +174,77 @@ async fn snapshot(topology: &Topology) -> Snapshot {
     Snapshot { regions, links }
 }
 
+/// Reads back the entries after `acknowledged` through `last` and counts
+/// those bound for `peer`; `None` when the node does not answer in time.
+async fn unconfirmed(
+    mut client: NodeServiceClient<Channel>,
+    topology: &Topology,
+    peer: &str,
+    acknowledged: u64,
+    last: u64,
+) -> Option<Unconfirmed> {
+    let mut found = Unconfirmed::default();
+    if last <= acknowledged {
+        return Some(found);
+    }
+    let bound_for_peer = |topic: &str| {
+        topology
+            .topic(topic)
+            .is_some_and(|topic| topic.replicate_to.iter().any(|region| region == peer))
+    };
+    let read = async {
+        let request = TailRequest {
+            after_sequence: acknowledged,
+            max_records: 1024,
+            max_bytes: 4 * 1024 * 1024,
+            local_origin_only: true,
+        };
+        let mut stream = client.tail(request).await.ok()?.into_inner();
+        let mut read = 0u64;
+        while let Some(batch) = stream.message().await.ok()? {
+            for record in &batch.records {
+                if record.sequence > last {
+                    return Some(());
+                }
+                read += 1;
+                let stamp = match (&record.message, &record.ack) {
+                    (Some(message), _) if bound_for_peer(&message.topic) => {
+                        found.messages += 1;
+                        Some(message.store_timestamp_ms)
+                    }
+                    (None, Some(ack)) if bound_for_peer(&ack.topic) => {
+                        found.acks += 1;
+                        Some(ack.acked_at_ms)
+                    }
+                    _ => None,
+                };
+                if let Some(stamp) = stamp.filter(|stamp| *stamp > 0) {
+                    found.oldest_ms =
+                        Some(found.oldest_ms.map_or(stamp, |oldest| oldest.min(stamp)));
+                }
+            }
+            if batch.through_sequence >= last {
+                return Some(());
+            }
+            if read >= UNCONFIRMED_READ_MAX {
+                found.truncated = true;
+                return Some(());
+            }
+        }
+        Some(())
+    };
+    tokio::time::timeout(REGION_TIMEOUT, read).await.ok()??;
+    Some(found)
+}
+
 /// Every replication link's progress (drills wait for links to catch up).
 pub async fn link_backlogs(topology: &Topology) -> Vec<LinkBacklog> {
-    snapshot(topology).await.links
+    snapshot(topology, false).await.links
 }
 
 /// Asks every region's node for its health and its outgoing checkpoints.
 pub async fn report(topology: &Topology) -> Report {
-    let Snapshot { regions, links } = snapshot(topology).await;
+    let Snapshot { regions, links } = snapshot(topology, true).await;
     let mut text = String::new();
     let _ = writeln!(
         text,
@@ -181,16 +281,37 @@ pub async fn report(topology: &Topology) -> Report {
     let _ = writeln!(text);
     let _ = writeln!(
         text,
-        "{:<30} {:>12} {:>10}",
-        "replication link", "acknowledged", "backlog"
+        "{:<30} {:>12} {:>10} {:>9} {:>7} {:>10}",
+        "replication link", "acknowledged", "backlog", "messages", "acks", "oldest"
     );
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        });
     for link in &links {
         let name = format!("{} -> {}", link.from, link.to);
         match &link.progress {
             Ok(progress) => {
+                let (messages, acks, oldest) = match progress.unconfirmed {
+                    Some(found) => {
+                        let plus = if found.truncated { "+" } else { "" };
+                        (
+                            format!("{}{plus}", found.messages),
+                            format!("{}{plus}", found.acks),
+                            found.oldest_ms.map_or_else(
+                                || "-".to_owned(),
+                                |oldest| {
+                                    format!("{:.1}s", (now_ms - oldest).max(0) as f64 / 1000.0)
+                                },
+                            ),
+                        )
+                    }
+                    None => ("?".to_owned(), "?".to_owned(), "?".to_owned()),
+                };
                 let _ = writeln!(
                     text,
-                    "{name:<30} {:>12} {:>10}",
+                    "{name:<30} {:>12} {:>10} {messages:>9} {acks:>7} {oldest:>10}",
                     progress.acknowledged,
                     progress.backlog()
                 );

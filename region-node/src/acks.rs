@@ -128,6 +128,7 @@ pub fn records_for_local_acks<S: LogStore>(
     finished: &[(i32, u64)],
 ) -> Result<Vec<Record>, StorageError> {
     let mut records = Vec::with_capacity(finished.len());
+    let acked_at_ms = crate::grpc::convert::now_ms();
     for &(queue_id, offset) in finished {
         let Some((_, message)) = store
             .read_queue(topic, queue_id, offset, 1)?
@@ -149,6 +150,7 @@ pub fn records_for_local_acks<S: LogStore>(
                 topic: topic.to_owned(),
                 queue_id,
                 message_dedup_id: message.dedup_id,
+                acked_at_ms,
             }),
         });
     }
@@ -196,6 +198,7 @@ mod tests {
                 topic: "demo".to_owned(),
                 queue_id: 0,
                 message_dedup_id: message.dedup_id.clone(),
+                acked_at_ms: 0,
             }),
             ..Record::default()
         }

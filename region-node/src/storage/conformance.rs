@@ -70,6 +70,7 @@ fn ack_record(n: u64, of: u64) -> Record {
             topic: "orders".to_owned(),
             queue_id: 0,
             message_dedup_id: dedup_id(of),
+            acked_at_ms: 0,
         }),
         ..Record::default()
     }

@@ -67,6 +67,37 @@ async fn status_shows_replication_backlog_draining_and_a_dead_node() {
         "region a is shown up:\n{healthy}"
     );
 
+    // With b's replicator down, what a holds for b is listed: messages and
+    // how old the oldest is.
+    cluster
+        .kill9("b", Role::Replicator)
+        .expect("kill b's replicator");
+    for index in 0..5 {
+        send(&producer, format!("held {index}").into_bytes())
+            .await
+            .expect("send via a");
+    }
+    let waiting = status(&cluster).await;
+    let line = waiting
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("a -> b "))
+        .expect("the a -> b line")
+        .to_owned();
+    let columns: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        columns.len(),
+        8,
+        "link, acknowledged, backlog, messages, acks, oldest: {line}"
+    );
+    let messages: u64 = columns[5].parse().expect("a message count");
+    assert!(messages >= 5, "the held messages are counted: {line}");
+    assert!(columns[7].ends_with('s'), "the oldest one's age: {line}");
+    cluster
+        .start("b", Role::Replicator)
+        .await
+        .expect("restart b's replicator");
+
     cluster.kill9("b", Role::Node).expect("kill b's node");
     let output = status(&cluster).await;
     assert_eq!(output.code(), Some(1), "a region is down:\n{output}");
