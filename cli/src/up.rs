@@ -119,9 +119,16 @@ pub fn endpoint_table(topology: &Topology) -> String {
         );
     }
     for (name, topic) in &topology.topics {
+        let durability = match topic.durability {
+            meridian_topology::Durability::Local => String::new(),
+            meridian_topology::Durability::Geo => format!(
+                "; sends answered once applied in {} other region(s) (durability geo)",
+                topic.geo_copies
+            ),
+        };
         let _ = writeln!(
             table,
-            "topic {name}: {} queues, replicated to {}",
+            "topic {name}: {} queues, replicated to {}{durability}",
             topic.queues,
             topic.replicate_to.join(", ")
         );

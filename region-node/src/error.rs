@@ -64,6 +64,14 @@ pub enum NodeError {
     ForeignHandle { region: String, local: String },
     #[error("replicated record is invalid: {reason}")]
     InvalidRecord { reason: String },
+    #[error(
+        "message stored here, but not yet applied in {copies} other region(s) of topic `{topic}` after {waited_ms} ms (durability = \"geo\"); it replicates when the link allows, and a retry of the same message is not stored twice"
+    )]
+    GeoDurabilityTimeout {
+        topic: String,
+        copies: u8,
+        waited_ms: u64,
+    },
     #[error(transparent)]
     Consumer(#[from] ConsumerError),
     #[error(transparent)]
@@ -96,6 +104,7 @@ impl NodeError {
             }
             Self::Consumer(ConsumerError::TooManyGroups { .. }) => Code::IllegalConsumerGroup,
             Self::InvalidRecord { .. } => Code::BadRequest,
+            Self::GeoDurabilityTimeout { .. } => Code::SlavePersistenceTimeout,
             Self::Consumer(ConsumerError::Storage(_)) | Self::Commit(_) | Self::Storage(_) => {
                 Code::InternalError
             }

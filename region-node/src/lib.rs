@@ -144,6 +144,12 @@ impl Node {
                 last_sequence,
             });
         }
+        let checkpoints = tokio::sync::watch::Sender::new(
+            unconfirmed_at_start
+                .iter()
+                .map(|entry| (entry.peer_region.clone(), entry.acked_through_sequence))
+                .collect(),
+        );
         let context = Arc::new(NodeContext {
             region: self.region.clone(),
             topology: self.topology.clone(),
@@ -155,6 +161,7 @@ impl Node {
             reused_client_ids: std::sync::atomic::AtomicU64::new(0),
             waiting_receives: consumer::WaitingReceives::default(),
             unconfirmed_at_start,
+            checkpoints,
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
         });

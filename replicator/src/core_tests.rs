@@ -242,6 +242,8 @@ fn filter_follows_topic_policy_and_warns_once_per_unknown_topic() {
             .map(|region| region.to_string())
             .collect(),
         consume_from: Default::default(),
+        durability: Default::default(),
+        geo_copies: 1,
     };
     let topics = BTreeMap::from([
         ("orders".to_string(), topic(&["b", "c"])),

@@ -179,6 +179,8 @@ mod tests {
             message_types,
             replicate_to: Vec::new(),
             consume_from: ConsumeFrom::Earliest,
+            durability: Default::default(),
+            geo_copies: 1,
         }
     }
 

@@ -217,6 +217,8 @@ fn plan(
         ],
         replicate_to: names.clone(),
         consume_from: ConsumeFrom::Earliest,
+        durability: Default::default(),
+        geo_copies: 1,
     };
     let topology = Topology {
         regions: region_map,

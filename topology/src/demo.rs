@@ -51,6 +51,8 @@ impl Topology {
                 .map(str::to_owned)
                 .to_vec(),
             consume_from: ConsumeFrom::Earliest,
+            durability: Default::default(),
+            geo_copies: 1,
         };
         Topology {
             regions,

@@ -126,5 +126,6 @@ pub use drill::{
 };
 pub use error::TopologyError;
 pub use model::{
-    ConsumeFrom, FlushMode, Link, MessageType, Region, RouterMode, Site, Topic, Topology,
+    ConsumeFrom, Durability, FlushMode, Link, MessageType, Region, RouterMode, Site, Topic,
+    Topology,
 };

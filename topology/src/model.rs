@@ -178,6 +178,40 @@ pub struct Topic {
     /// Where a consumer group that has never consumed the topic starts.
     #[serde(default)]
     pub consume_from: ConsumeFrom,
+    /// When a send is acknowledged: once stored in the region that took it
+    /// (`local`, the default), or once also durably applied in
+    /// [`Topic::geo_copies`] other regions of `replicate_to` (`geo`), so
+    /// that losing the region right after the acknowledgement loses nothing.
+    #[serde(default, skip_serializing_if = "is_local")]
+    pub durability: Durability,
+    /// With `durability = "geo"`: how many other regions must have applied a
+    /// message before its send is acknowledged (1..=replicate_to less one;
+    /// default 1).
+    #[serde(default = "one_copy", skip_serializing_if = "is_one_copy")]
+    pub geo_copies: u8,
+}
+
+/// When a send to a topic is acknowledged (see [`Topic::durability`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Stored (per the region's `flush`) in the region that took the send.
+    #[default]
+    Local,
+    /// Also applied in `geo_copies` other regions.
+    Geo,
+}
+
+fn is_local(durability: &Durability) -> bool {
+    *durability == Durability::Local
+}
+
+fn one_copy() -> u8 {
+    1
+}
+
+fn is_one_copy(copies: &u8) -> bool {
+    *copies == 1
 }
 
 /// The kinds of message a topic accepts (RocketMQ 5's topic message types).

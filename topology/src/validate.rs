@@ -195,6 +195,24 @@ impl Topology {
                 ));
             }
         }
+        let others = topic.replicate_to.len().saturating_sub(1);
+        if topic.geo_copies == 0 || usize::from(topic.geo_copies) > others.max(1) {
+            return Err(TopologyError::invalid(
+                format!("{key}.geo_copies"),
+                topic.geo_copies.to_string(),
+                format!(
+                    "must be between 1 and the number of other regions in replicate_to ({})",
+                    others.max(1)
+                ),
+            ));
+        }
+        if topic.durability == crate::Durability::Geo && others == 0 {
+            return Err(TopologyError::invalid(
+                format!("{key}.durability"),
+                "\"geo\"",
+                "needs at least two regions in replicate_to (a copy in another region)",
+            ));
+        }
         Ok(())
     }
 }

@@ -344,3 +344,28 @@ fn replicate_to_defined_regions() {
         "{message}"
     );
 }
+
+#[test]
+fn geo_durability_needs_copies_in_other_regions() {
+    let mut topology = demo();
+    demo_topic(&mut topology).durability = crate::Durability::Geo;
+    demo_topic(&mut topology).geo_copies = 2;
+    topology
+        .validate()
+        .expect("two other regions can hold copies");
+    demo_topic(&mut topology).geo_copies = 3;
+    let error = topology.validate().expect_err("only two other regions");
+    assert!(
+        error.to_string().contains("topics.demo.geo_copies = 3"),
+        "{error}"
+    );
+    demo_topic(&mut topology).geo_copies = 0;
+    assert!(topology.validate().is_err(), "0 copies");
+    demo_topic(&mut topology).geo_copies = 1;
+    demo_topic(&mut topology).replicate_to = vec!["eu-west".to_owned()];
+    let error = topology.validate().expect_err("no other region");
+    assert!(
+        error.to_string().contains("topics.demo.durability"),
+        "{error}"
+    );
+}

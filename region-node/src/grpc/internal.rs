@@ -262,16 +262,24 @@ impl<S: LogStore> NodeService for Internal<S> {
         }
         // Checkpoints only move forward: a late, smaller ack must not rewind
         // (storage decides atomically).
-        self.context
+        let peer = checkpoint.peer_region.clone();
+        let advanced = self
+            .context
             .blocking(move |store, _| {
-                store.advance_checkpoint(
+                Ok(store.advance_checkpoint(
                     &checkpoint.peer_region,
                     checkpoint.acked_through_sequence,
-                )?;
-                Ok(())
+                )?)
             })
             .await
             .map_err(|error| error.to_grpc())?;
+        // Wakes geo-durable sends waiting for this peer.
+        self.context.checkpoints.send_if_modified(|checkpoints| {
+            let current = checkpoints.entry(peer).or_default();
+            let moved = *current < advanced;
+            *current = (*current).max(advanced);
+            moved
+        });
         Ok(Response::new(PutCheckpointResponse {}))
     }
 

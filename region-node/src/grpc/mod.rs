@@ -37,6 +37,9 @@ pub struct NodeContext<S> {
     /// Per peer: its checkpoint and this node's last sequence at start
     /// (reported in `Health`).
     pub unconfirmed_at_start: Vec<meridian_proto::meridian::v1::UnconfirmedAtStart>,
+    /// Per peer, the sequence it confirmed (as the replicator persists it):
+    /// geo-durable sends wait on it.
+    pub checkpoints: tokio::sync::watch::Sender<std::collections::BTreeMap<String, u64>>,
     pub shutdown: CancellationToken,
     /// Owner of the tasks spawned by streaming calls.
     pub tasks: TaskTracker,

@@ -10,9 +10,63 @@ use crate::rules;
 use crate::storage::{Appended, LogStore};
 use meridian_face::{Refusal, SendReceipt};
 use meridian_proto::rocketmq::v2::Message;
+use meridian_topology::Durability;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Longest a geo-durable send waits for other regions to apply it: below
+/// the official clients' 3 s request timeout, so they get this node's answer
+/// (`SLAVE_PERSISTENCE_TIMEOUT`) rather than a deadline error.
+const GEO_WAIT: Duration = Duration::from_millis(2_500);
 
 impl<S: LogStore> NodeBackend<S> {
+    /// For a topic with `durability = "geo"`, waits until `geo_copies` other
+    /// regions of its `replicate_to` confirmed the local sequence `sequence`
+    /// (their replication checkpoints toward this node), at most [`GEO_WAIT`].
+    /// Concurrent sends wait on the same checkpoint moves, so the cost is
+    /// about one replication round trip, not one per message.
+    async fn wait_geo(&self, topic: &str, sequence: u64) -> Result<(), NodeError> {
+        let Some(spec) = self.context.topology.topic(topic) else {
+            return Ok(());
+        };
+        if spec.durability != Durability::Geo {
+            return Ok(());
+        }
+        let region = &self.context.region;
+        let peers: Vec<&str> = spec
+            .replicate_to
+            .iter()
+            .map(String::as_str)
+            .filter(|peer| peer != region)
+            .collect();
+        let needed = usize::from(spec.geo_copies);
+        let mut checkpoints = self.context.checkpoints.subscribe();
+        let started = std::time::Instant::now();
+        let confirmed = tokio::time::timeout(
+            GEO_WAIT,
+            checkpoints.wait_for(|checkpoints| {
+                peers
+                    .iter()
+                    .filter(|peer| {
+                        checkpoints
+                            .get(**peer)
+                            .is_some_and(|done| *done >= sequence)
+                    })
+                    .count()
+                    >= needed
+            }),
+        )
+        .await;
+        match confirmed {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) | Err(_) => Err(NodeError::GeoDurabilityTimeout {
+                topic: topic.to_owned(),
+                copies: spec.geo_copies,
+                waited_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            }),
+        }
+    }
+
     /// One outcome per message, in order.
     pub(super) async fn send_messages(
         &self,
@@ -56,8 +110,34 @@ impl<S: LogStore> NodeBackend<S> {
         if records.is_empty() {
             return outcomes;
         }
+        let topics: Vec<String> = records
+            .iter()
+            .map(|record| {
+                record
+                    .message
+                    .as_ref()
+                    .map(|message| message.topic.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
         match self.context.commit.append(records).await {
             Ok(appended) => {
+                // Geo-durable topics: answer once other regions applied them.
+                let waits = record_message.iter().zip(&appended).zip(&topics).map(
+                    |((index, outcome), topic)| {
+                        let sequence = match outcome {
+                            Appended::Stored { sequence, .. }
+                            | Appended::Duplicate { sequence, .. } => *sequence,
+                        };
+                        async move { (*index, self.wait_geo(topic, sequence).await) }
+                    },
+                );
+                for (index, waited) in futures::future::join_all(waits).await {
+                    if let Err(error) = waited {
+                        tracing::warn!(error = %error, "geo-durable send not confirmed in time");
+                        outcomes[index] = Err(error.refusal());
+                    }
+                }
                 for (index, outcome) in record_message.into_iter().zip(appended) {
                     let Ok(receipt) = &mut outcomes[index] else {
                         continue;

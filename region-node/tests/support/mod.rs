@@ -96,6 +96,8 @@ impl TestNode {
             message_types: meridian_topology::MessageType::ALL.to_vec(),
             replicate_to: vec![REGION.to_owned()],
             consume_from: ConsumeFrom::Earliest,
+            durability: Default::default(),
+            geo_copies: 1,
         };
         let topology = Topology {
             regions: BTreeMap::from([(REGION.to_owned(), region)]),

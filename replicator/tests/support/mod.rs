@@ -331,6 +331,8 @@ pub fn topology(regions: &[&TestRegion], topics: &[(&str, &[&str])]) -> Topology
                         .map(|region| region.to_string())
                         .collect(),
                     consume_from: Default::default(),
+                    durability: Default::default(),
+                    geo_copies: 1,
                 };
                 (name.to_string(), topic)
             })

@@ -13,6 +13,7 @@ mod conformance;
 mod drills;
 mod durability;
 mod geo_acks;
+mod geo_durability;
 mod json;
 mod lifecycle;
 mod nodejs_client;

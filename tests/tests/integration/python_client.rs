@@ -313,6 +313,8 @@ async fn python_simple_consumer_on_an_empty_topic_gets_an_empty_list_after_the_a
         message_types: vec![MessageType::Normal],
         replicate_to: vec![region_name(0), region_name(1)],
         consume_from: ConsumeFrom::Earliest,
+        durability: Default::default(),
+        geo_copies: 1,
     };
     let interpreter = Python::from_env()?;
     let cluster = script::two_region_cluster()
