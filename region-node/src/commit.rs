@@ -175,16 +175,7 @@ async fn writer<S: LogStore>(
             records.extend(request.records);
             replies.push(request.reply);
         }
-        let topics: Vec<String> = records
-            .iter()
-            .map(|record| {
-                record
-                    .message
-                    .as_ref()
-                    .map(|message| message.topic.clone())
-                    .unwrap_or_default()
-            })
-            .collect();
+        let topics = record_topics(&records);
         let writer_store = store.clone();
         let region = local_region.clone();
         let result = tokio::task::spawn_blocking(move || writer_store.append(records, &region))
@@ -236,6 +227,20 @@ async fn writer<S: LogStore>(
             }
         }
     }
+}
+
+/// The topic of each record's message, in order (empty for records without one).
+pub(crate) fn record_topics(records: &[Record]) -> Vec<String> {
+    records
+        .iter()
+        .map(|record| {
+            record
+                .message
+                .as_ref()
+                .map(|message| message.topic.clone())
+                .unwrap_or_default()
+        })
+        .collect()
 }
 
 #[cfg(test)]

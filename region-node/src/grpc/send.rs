@@ -110,16 +110,7 @@ impl<S: LogStore> NodeBackend<S> {
         if records.is_empty() {
             return outcomes;
         }
-        let topics: Vec<String> = records
-            .iter()
-            .map(|record| {
-                record
-                    .message
-                    .as_ref()
-                    .map(|message| message.topic.clone())
-                    .unwrap_or_default()
-            })
-            .collect();
+        let topics = crate::commit::record_topics(&records);
         match self.context.commit.append(records).await {
             Ok(appended) => {
                 // Geo-durable topics: answer once other regions applied them.
