@@ -79,7 +79,22 @@ pub fn apply_appended<S: LogStore>(
                 Some((_, offset)) => ready.push((ack.clone(), offset)),
                 None => {
                     store.hold_ack(&ack.message_dedup_id, *sequence)?;
-                    applied.held += 1;
+                    // The message may have been stored by another Apply
+                    // between the lookup and the hold, and its scan for held
+                    // acks missed this one: look again (finishing twice is
+                    // harmless).
+                    match store.find_message(&ack.message_dedup_id)? {
+                        Some((_, offset)) => {
+                            ready.push((ack.clone(), offset));
+                            for held in store.take_held_acks(&ack.message_dedup_id)? {
+                                if let Some(other) = store.get(held)?.and_then(|record| record.ack)
+                                {
+                                    ready.push((other, offset));
+                                }
+                            }
+                        }
+                        None => applied.held += 1,
+                    }
                 }
             },
             Arrival::Message { dedup_id } => {

@@ -83,6 +83,9 @@ pub struct RocksStore {
     last_sequence: AtomicU64,
     /// Held across a checkpoint's read-compare-write.
     checkpoint_lock: Mutex<()>,
+    /// Acknowledgements held for messages not stored yet: while 0, storing
+    /// a replicated message needs no scan for them.
+    held_acks: AtomicU64,
 }
 
 struct AppendState {
@@ -152,11 +155,14 @@ impl RocksStore {
                 next_offsets: HashMap::new(),
             }),
             last_sequence: AtomicU64::new(0),
+            held_acks: AtomicU64::new(0),
             checkpoint_lock: Mutex::new(()),
         };
         let last_sequence = store.read_last_sequence()?;
         store.append_state.get_mut().last_sequence = last_sequence;
         store.last_sequence.store(last_sequence, Ordering::Release);
+        let held = store.count_held_acks()?;
+        store.held_acks.store(held, Ordering::Release);
         tracing::info!(path = %dir.display(), ?flush, last_sequence, "opened the RocksDB store");
         Ok(store)
     }
@@ -165,6 +171,23 @@ impl RocksStore {
         self.db
             .cf_handle(name)
             .expect("the database was opened with every column family this store uses")
+    }
+
+    /// How many acknowledgements wait for their message (a scan of the
+    /// `0x04` dedup keys only).
+    fn count_held_acks(&self) -> Result<u64, StorageError> {
+        let prefix = codec::held_ack_prefix(&[]);
+        let mut iterator = self.db.raw_iterator_cf(self.cf(DEDUP));
+        iterator.seek(&prefix);
+        let mut count = 0;
+        while iterator.key().is_some_and(|key| key.starts_with(&prefix)) {
+            count += 1;
+            iterator.next();
+        }
+        iterator
+            .status()
+            .map_err(backend("count the held acknowledgements"))?;
+        Ok(count)
     }
 
     fn read_last_sequence(&self) -> Result<u64, StorageError> {
@@ -491,6 +514,8 @@ impl LogStore for RocksStore {
     }
 
     fn hold_ack(&self, message_dedup_id: &[u8], ack_sequence: u64) -> Result<(), StorageError> {
+        // Counted first: a concurrent take must not skip the scan.
+        self.held_acks.fetch_add(1, Ordering::AcqRel);
         self.db
             .put_cf_opt(
                 self.cf(DEDUP),
@@ -502,6 +527,9 @@ impl LogStore for RocksStore {
     }
 
     fn take_held_acks(&self, message_dedup_id: &[u8]) -> Result<Vec<u64>, StorageError> {
+        if self.held_acks.load(Ordering::Acquire) == 0 {
+            return Ok(Vec::new());
+        }
         let prefix = codec::held_ack_prefix(message_dedup_id);
         let mut keys = Vec::new();
         let mut iterator = self.db.raw_iterator_cf(self.cf(DEDUP));
@@ -525,6 +553,12 @@ impl LogStore for RocksStore {
         self.db
             .write_opt(batch, &self.write_options)
             .map_err(backend("release held acknowledgements"))?;
+        let taken = u64::try_from(sequences.len()).unwrap_or(u64::MAX);
+        let _ = self
+            .held_acks
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                Some(held.saturating_sub(taken))
+            });
         Ok(sequences)
     }
 
