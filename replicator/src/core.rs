@@ -20,12 +20,12 @@
 //! peer that stopped acknowledging. So the seeded simulation drives it with a
 //! virtual clock.
 //!
-//! [`RecordFilter`] is the pure replication policy (which records go to which
-//! peer). Not here yet: rate limits and compression.
+//! [`RecordFilter`] is the pure replication policy (which records, of any
+//! origin, go to which peer). Not here yet: rate limits and compression.
 
 use crate::frame::MAX_FRAME_BYTES;
 use meridian_proto::meridian::v1::{Batch, Record};
-use meridian_topology::Topic;
+use meridian_topology::Topology;
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -320,60 +320,80 @@ fn record_bytes(record: &Record) -> usize {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Send,
-    /// The topic's `replicate_to` does not name the peer.
+    /// The topic does not go to the peer from this region: the peer is not
+    /// in its `replicate_to`, or another region is the peer's parent for
+    /// the record's origin (see `meridian_topology`'s routing).
     NotForPeer,
+    /// The peer is the record's origin or already on its path.
+    AlreadyThere,
     /// The topic is not in the topology; `first_time` is true once per topic,
     /// so the caller warns once rather than per record.
     UnknownTopic {
         first_time: bool,
     },
-    /// The record originated elsewhere (this version forwards nothing).
-    ForeignOrigin,
     /// The record carries neither a message nor an acknowledgement (a kind
     /// this version does not replicate).
     NotAMessage,
 }
 
-/// The replication policy of one link: which records go to the peer.
+/// The replication policy of one link, `local → peer`: which records of the
+/// local commit log (born here or forwarded from elsewhere) go to the peer.
+///
+/// A record goes when its topic lists the peer in `replicate_to`, this
+/// region is the peer's parent for the record's origin
+/// ([`Topology::forwarding_parent`]), and the peer is neither the origin nor
+/// on the record's `path` (so nothing ever loops, whatever the topology).
 #[derive(Debug, Clone)]
 pub struct RecordFilter {
-    local_region: String,
-    /// Topic name → whether the topic replicates to the peer.
-    topics: BTreeMap<String, bool>,
+    peer: String,
+    /// Topic name → the origins whose records of the topic go to the peer
+    /// from this region (empty when none do).
+    topics: BTreeMap<String, BTreeSet<String>>,
     warned_topics: BTreeSet<String>,
 }
 
 impl RecordFilter {
-    pub fn new(local_region: &str, peer: &str, topics: &BTreeMap<String, Topic>) -> Self {
+    pub fn new(topology: &Topology, local_region: &str, peer: &str) -> Self {
+        let topics = topology
+            .topics
+            .iter()
+            .map(|(name, topic)| {
+                let origins = topology
+                    .regions
+                    .keys()
+                    .filter(|origin| topology.forwards(topic, origin, local_region, peer))
+                    .cloned()
+                    .collect();
+                (name.clone(), origins)
+            })
+            .collect();
         Self {
-            local_region: local_region.to_owned(),
-            topics: topics
-                .iter()
-                .map(|(name, topic)| {
-                    let to_peer = topic.replicate_to.iter().any(|region| region == peer);
-                    (name.clone(), to_peer)
-                })
-                .collect(),
+            peer: peer.to_owned(),
+            topics,
             warned_topics: BTreeSet::new(),
         }
     }
 
     pub fn verdict(&mut self, record: &Record) -> Verdict {
-        if record.origin_region != self.local_region {
-            return Verdict::ForeignOrigin;
-        }
         // Messages and acknowledgements follow their topic's policy.
         let topic = match (&record.message, &record.ack) {
             (Some(message), _) => &message.topic,
             (None, Some(ack)) => &ack.topic,
             (None, None) => return Verdict::NotAMessage,
         };
-        match self.topics.get(topic) {
-            Some(true) => Verdict::Send,
-            Some(false) => Verdict::NotForPeer,
-            None => Verdict::UnknownTopic {
+        let Some(origins) = self.topics.get(topic) else {
+            return Verdict::UnknownTopic {
                 first_time: self.warned_topics.insert(topic.clone()),
-            },
+            };
+        };
+        if record.origin_region == self.peer || record.path.iter().any(|region| *region == self.peer)
+        {
+            return Verdict::AlreadyThere;
+        }
+        if origins.contains(&record.origin_region) {
+            Verdict::Send
+        } else {
+            Verdict::NotForPeer
         }
     }
 }

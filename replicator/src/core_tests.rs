@@ -233,49 +233,55 @@ fn refuses_a_tail_that_goes_backwards_or_out_of_order() {
 }
 
 #[test]
-fn filter_follows_topic_policy_and_warns_once_per_unknown_topic() {
-    let topic = |replicate_to: &[&str]| Topic {
-        queues: 1,
-        message_types: Vec::new(),
-        replicate_to: replicate_to
-            .iter()
-            .map(|region| region.to_string())
-            .collect(),
-        consume_from: Default::default(),
-        durability: Default::default(),
-        geo_copies: 1,
-    };
-    let topics = BTreeMap::from([
-        ("orders".to_string(), topic(&["b", "c"])),
-        ("local".to_string(), topic(&[])),
-    ]);
-    let mut filter = RecordFilter::new("a", "b", &topics);
-    let with_topic = |topic: &str| Record {
-        origin_region: "a".into(),
+fn filter_follows_topic_policy_and_routes_and_warns_once_per_unknown_topic() {
+    // The demo: eu-west and us-east public, on-prem private behind both.
+    let mut topology = meridian_topology::Topology::demo(std::path::Path::new("/d"));
+    let mut local = topology.topics["demo"].clone();
+    local.replicate_to = vec!["eu-west".to_owned()];
+    topology.topics.insert("local".to_owned(), local);
+    let mut to_us = RecordFilter::new(&topology, "eu-west", "us-east");
+    let record = |topic: &str, origin: &str| Record {
+        origin_region: origin.into(),
+        path: vec![origin.into()],
         message: Some(RecordMessage {
             topic: topic.into(),
             ..RecordMessage::default()
         }),
         ..Record::default()
     };
-    assert_eq!(filter.verdict(&with_topic("orders")), Verdict::Send);
-    assert_eq!(filter.verdict(&with_topic("local")), Verdict::NotForPeer);
+    assert_eq!(to_us.verdict(&record("demo", "eu-west")), Verdict::Send);
+    assert_eq!(to_us.verdict(&record("local", "eu-west")), Verdict::NotForPeer);
+    // us-east hears on-prem directly, so eu-west does not forward it.
+    let mut forwarded = record("demo", "on-prem");
+    forwarded.path.push("eu-west".into());
+    assert_eq!(to_us.verdict(&forwarded), Verdict::NotForPeer);
+    forwarded.path.push("us-east".into());
+    assert_eq!(to_us.verdict(&forwarded), Verdict::AlreadyThere);
+    assert_eq!(to_us.verdict(&record("demo", "us-east")), Verdict::AlreadyThere);
     assert_eq!(
-        filter.verdict(&with_topic("ghost")),
+        to_us.verdict(&record("ghost", "eu-west")),
         Verdict::UnknownTopic { first_time: true }
     );
     assert_eq!(
-        filter.verdict(&with_topic("ghost")),
+        to_us.verdict(&record("ghost", "eu-west")),
         Verdict::UnknownTopic { first_time: false }
     );
-    let mut foreign = with_topic("orders");
-    foreign.origin_region = "c".into();
-    assert_eq!(filter.verdict(&foreign), Verdict::ForeignOrigin);
     let bare = Record {
-        origin_region: "a".into(),
+        origin_region: "eu-west".into(),
         ..Record::default()
     };
-    assert_eq!(filter.verdict(&bare), Verdict::NotAMessage);
+    assert_eq!(to_us.verdict(&bare), Verdict::NotAMessage);
+
+    // With on-prem behind eu-west only, eu-west forwards us-east's records to it.
+    topology.regions.get_mut("on-prem").expect("on-prem").hubs = vec!["eu-west".to_owned()];
+    let mut to_site = RecordFilter::new(&topology, "eu-west", "on-prem");
+    let mut from_us = record("demo", "us-east");
+    from_us.path.push("eu-west".into());
+    assert_eq!(to_site.verdict(&from_us), Verdict::Send);
+    let mut to_us = RecordFilter::new(&topology, "eu-west", "us-east");
+    let mut from_site = record("demo", "on-prem");
+    from_site.path.push("eu-west".into());
+    assert_eq!(to_us.verdict(&from_site), Verdict::Send);
 }
 
 #[test]

@@ -70,6 +70,11 @@ pub enum ReplicatorError {
         source: quinn::crypto::rustls::NoInitialCipherSuite,
     },
 
+    #[error(
+        "start replicator: region {region:?} is public, so its replicator needs its UDP socket (the topology's replicator address)"
+    )]
+    NoSocket { region: String },
+
     #[error("open QUIC endpoint on {address}")]
     Endpoint {
         address: String,

@@ -2,14 +2,18 @@
 //!
 //! One replicator runs per region, next to the region's node. It is both:
 //!
-//! * a **sender**, one link per peer region: it tails the local node's commit
-//!   log from the checkpoint persisted for that peer (records that originated
-//!   in this region only), keeps the records whose topic replicates to the
-//!   peer, sends them in batches over a QUIC stream and persists the peer's
-//!   acknowledgements as the new checkpoint (`sender.rs`, driven by the I/O-free
-//!   state machine in [`core`]);
-//! * a **receiver**: a QUIC server that applies its peers' batches to the
-//!   local node and acknowledges them once durable ([`receiver`]).
+//! * a **sender**, one link per neighbour region (every other public region,
+//!   plus the private sites this region is a hub of; a private site's
+//!   neighbours are its hubs): it tails the local node's commit log from the
+//!   checkpoint persisted for that peer, keeps the records the peer must get
+//!   from this region (any origin: hubs forward, see [`core::RecordFilter`]),
+//!   sends them in batches over a QUIC stream and persists the peer's
+//!   acknowledgements as the new checkpoint (`sender.rs`, driven by the
+//!   I/O-free state machine in [`core`]);
+//! * a **receiver** that applies its peers' batches to the local node and
+//!   acknowledges them once durable ([`receiver`]): a QUIC server in a public
+//!   region; in a private site, which never listens, it serves the streams
+//!   its hubs open on the connections the site dialed.
 //!
 //! Delivery is at least once on the wire and exactly once in storage: the
 //! receiving node skips records whose deduplication id it already has, so
@@ -17,17 +21,19 @@
 //!
 //! # Protocol
 //!
-//! One bidirectional QUIC stream per connection (ALPN `meridian-repl/1`, see
-//! [`tls`]), carrying length-prefixed `ReplicationFrame`s ([`frame`]): the
-//! dialer sends `Hello{protocol_version: 1, from_region, to_region}`, then
+//! One bidirectional QUIC stream per direction (ALPN `meridian-repl/1`, see
+//! [`tls`]), carrying length-prefixed `ReplicationFrame`s ([`frame`]). Public
+//! regions dial each other (a connection per direction); a private site dials
+//! each hub and the hub, once the site's Hello arrived, opens a second stream
+//! on that connection for its own direction. The sending side of a stream
+//! sends `Hello{protocol_version: 1, from_region, to_region}`, then
 //! `Batch`es with increasing `through_sequence`; the acceptor answers each with
 //! `Ack{through_sequence, stored, duplicates}` after the node's Apply returned.
 //! Either side may send `Goodbye{reason}` before closing. Close codes:
 //! [`protocol::CLOSE_NORMAL`] (0), [`protocol::CLOSE_HANDSHAKE_REFUSED`] (1),
 //! [`protocol::CLOSE_MALFORMED`] (2), [`protocol::CLOSE_NODE_UNAVAILABLE`] (3).
 //!
-//! Not yet: forwarding through hubs (records of other origins are not sent),
-//! compression, rate limits, mutual TLS, metrics.
+//! Not yet: compression, rate limits, mutual TLS, metrics.
 //!
 //! This crate talks to the node only through `meridian-proto`'s gRPC API. It
 //! must not depend on `meridian-region-node` or `meridian-router`.
@@ -48,10 +54,11 @@ pub use tls::server_name;
 
 use crate::core::{RecordFilter, SenderLimits};
 use crate::node_client::NodeClient;
-use crate::sender::{Link, LinkStatus};
-use meridian_topology::Topology;
+use crate::sender::{Link, LinkStatus, Transport};
+use meridian_topology::{Site, Topology};
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, TryLockError};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,16 +69,19 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 /// How often the per-peer progress line is logged (at DEBUG).
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Runs the replicator of `region` on `socket` (already bound, UDP) until
-/// `shutdown` is cancelled.
+/// Runs the replicator of `region` until `shutdown` is cancelled: on
+/// `socket` (already bound, UDP) for a public region, which peers dial; on
+/// an ephemeral socket of its own for a private site (pass `None`), which
+/// only dials its hubs.
 ///
 /// Takes the data directory lock first, loads or generates the TLS identity,
-/// then serves peers and runs one link per other region. On cancellation all
-/// tasks stop, the QUIC endpoint closes and drains, and `Ok(())` is returned.
+/// then serves peers and runs one link per neighbour region. On cancellation
+/// all tasks stop, the QUIC endpoint closes and drains, and `Ok(())` is
+/// returned.
 pub async fn run(
     topology: Topology,
     region: String,
-    socket: std::net::UdpSocket,
+    socket: Option<std::net::UdpSocket>,
     shutdown: CancellationToken,
 ) -> Result<(), ReplicatorError> {
     let local = topology
@@ -90,7 +100,7 @@ pub async fn run(
 pub async fn serve(
     topology: Topology,
     region: String,
-    socket: std::net::UdpSocket,
+    socket: Option<std::net::UdpSocket>,
     lock: DataDirLock,
     shutdown: CancellationToken,
 ) -> Result<(), ReplicatorError> {
@@ -101,60 +111,74 @@ pub async fn serve(
             region: region.clone(),
             source: Box::new(source),
         })?;
-    let identity = tls::load_or_generate(&region, &local.data_dir)?;
-    let server_config = tls::server_config(&region, &identity)?;
-
-    let local_address = socket.local_addr().map_or_else(
-        |_| local.replicator.to_string(),
-        |address| address.to_string(),
-    );
-    let endpoint_error = |source| ReplicatorError::Endpoint {
-        address: local_address.clone(),
-        source,
-    };
-    socket.set_nonblocking(true).map_err(endpoint_error)?;
-    let endpoint = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        Some(server_config),
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )
-    .map_err(endpoint_error)?;
-    let node = NodeClient::connect_lazy(local.admin)?;
-
-    let peers: Vec<String> = topology
-        .peers(&region)
+    let neighbours: Vec<String> = topology
+        .replication_neighbours(&region)
         .into_iter()
         .map(str::to_owned)
         .collect();
+    let (endpoint, local_address) = open_endpoint(&topology, &region, local, socket)?;
+    let node = NodeClient::connect_lazy(local.admin)?;
+
     let tasks_shutdown = shutdown.child_token();
     let mut tasks = JoinSet::new();
     let mut task_names = HashMap::new();
 
+    // Private sites that dial this region: their links send over the
+    // connection the site opened, which the receiver hands over.
+    let mut inbound_links = HashMap::new();
+    let mut waiting_links = HashMap::new();
+    for neighbour in &neighbours {
+        if !topology.dials(&region, neighbour) {
+            let (sender, receiver) = tokio::sync::watch::channel(None);
+            inbound_links.insert(neighbour.clone(), sender);
+            waiting_links.insert(neighbour.clone(), receiver);
+        }
+    }
     let receiver = Arc::new(receiver::Receiver {
         local_region: region.clone(),
-        known_peers: peers.iter().cloned().collect::<BTreeSet<_>>(),
+        known_peers: neighbours.iter().cloned().collect::<BTreeSet<_>>(),
         node: node.clone(),
+        inbound_links,
     });
-    let handle = tasks.spawn(
-        receiver::run_receiver(endpoint.clone(), receiver, tasks_shutdown.clone())
+    if local.site == Site::Public {
+        let handle = tasks.spawn(
+            receiver::run_receiver(
+                endpoint.clone(),
+                Arc::clone(&receiver),
+                tasks_shutdown.clone(),
+            )
             .instrument(info_span!("receiver", region = %region)),
-    );
-    task_names.insert(handle.id(), "receiver".to_owned());
+        );
+        task_names.insert(handle.id(), "receiver".to_owned());
+    }
 
     let mut statuses = Vec::new();
-    for peer in &peers {
+    for peer in &neighbours {
         let peer_region = &topology.regions[peer];
         let status = Arc::new(LinkStatus::default());
         statuses.push((peer.clone(), Arc::clone(&status)));
+        let transport = match (peer_region.replicator, waiting_links.remove(peer)) {
+            (_, Some(connections)) => Transport::Accept { connections },
+            (Some(address), None) => Transport::Dial {
+                address,
+                peer_data_dir: peer_region.data_dir.clone(),
+                // A private site serves its hub's records on the connection it dialed.
+                serve_returning: (local.site == Site::Private).then(|| Arc::clone(&receiver)),
+            },
+            (None, None) => {
+                // Validation gives every public region an address; a
+                // private neighbour always dials (handled above).
+                warn!(peer = %peer, "neighbour has no replicator address; no link");
+                continue;
+            }
+        };
         let link = Link {
             local_region: region.clone(),
             peer: peer.clone(),
-            peer_address: peer_region.replicator,
-            peer_data_dir: peer_region.data_dir.clone(),
+            transport,
             endpoint: endpoint.clone(),
             node: node.clone(),
-            filter: RecordFilter::new(&region, peer, &topology.topics),
+            filter: RecordFilter::new(&topology, &region, peer),
             limits: SenderLimits::default(),
             status,
         };
@@ -166,7 +190,13 @@ pub async fn serve(
     }
     let handle = tasks.spawn(report_progress(node, statuses, tasks_shutdown.clone()));
     task_names.insert(handle.id(), "progress reporter".to_owned());
-    info!(region = %region, address = %local_address, ?peers, "replicator started");
+    info!(
+        region = %region,
+        address = %local_address,
+        listening = local.site == Site::Public,
+        ?neighbours,
+        "replicator started"
+    );
 
     let mut outcome = Ok(());
     loop {
@@ -198,6 +228,69 @@ pub async fn serve(
     endpoint.wait_idle().await;
     info!(region = %region, "replicator stopped");
     outcome
+}
+
+/// The QUIC endpoint: a server on the given socket for a public region; a
+/// client only (no server configuration, so every incoming connection is
+/// refused) on an ephemeral socket for a private site. Returns it with its
+/// local address, for logs.
+fn open_endpoint(
+    topology: &Topology,
+    region: &str,
+    local: &meridian_topology::Region,
+    socket: Option<std::net::UdpSocket>,
+) -> Result<(quinn::Endpoint, String), ReplicatorError> {
+    let (socket, server_config) = match (local.site, socket) {
+        (Site::Public, Some(socket)) => {
+            let identity = tls::load_or_generate(region, &local.data_dir)?;
+            (socket, Some(tls::server_config(region, &identity)?))
+        }
+        (Site::Public, None) => {
+            return Err(ReplicatorError::NoSocket {
+                region: region.to_owned(),
+            });
+        }
+        (Site::Private, socket) => {
+            if socket.is_some() {
+                warn!(region, "a private site never listens; ignoring the given socket");
+            }
+            // Dial from the family of the first hub's address.
+            let ipv6 = local
+                .hubs
+                .iter()
+                .filter_map(|hub| topology.regions.get(hub)?.replicator)
+                .next()
+                .is_some_and(|address| address.is_ipv6());
+            let any: SocketAddr = if ipv6 {
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+            } else {
+                (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+            };
+            let socket = std::net::UdpSocket::bind(any).map_err(|source| {
+                ReplicatorError::Endpoint {
+                    address: any.to_string(),
+                    source,
+                }
+            })?;
+            (socket, None)
+        }
+    };
+    let local_address = socket
+        .local_addr()
+        .map_or_else(|_| "(unknown)".to_owned(), |address| address.to_string());
+    let endpoint_error = |source| ReplicatorError::Endpoint {
+        address: local_address.clone(),
+        source,
+    };
+    socket.set_nonblocking(true).map_err(endpoint_error)?;
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        server_config,
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(endpoint_error)?;
+    Ok((endpoint, local_address))
 }
 
 /// Logs each link's acknowledged sequence and lag behind the node's log.

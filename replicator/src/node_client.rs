@@ -128,7 +128,7 @@ impl NodeClient {
             after_sequence,
             max_records: limits.records_max,
             max_bytes: limits.bytes_max,
-            local_origin_only: true,
+            local_origin_only: false,
         };
         self.call("Tail", CALL_TIMEOUT, client.tail(request)).await
     }

@@ -2,7 +2,9 @@
 //! What a connection must obey is decided by [`crate::receiver_core::ReceiverCore`];
 //! this module moves the bytes.
 //!
-//! Per connection: one bidirectional stream, opened by the dialer. Its first
+//! A public region's replicator is a QUIC server; a private site's serves the
+//! streams its hubs open on the connections it dialed
+//! ([`serve_returning_streams`]). Per stream: its first
 //! frame must be a Hello with protocol version 1, this region as `to_region`
 //! and a known other region as `from_region`; anything else gets a Goodbye and
 //! the connection is closed with [`CLOSE_HANDSHAKE_REFUSED`]. Then each Batch
@@ -23,11 +25,11 @@ use crate::receiver_core::{ReceiverCore, Violation};
 use meridian_proto::meridian::v1::replication_frame::Frame;
 use meridian_proto::meridian::v1::{Ack, ApplyResponse, Batch, Goodbye};
 use meridian_report::chain as error_chain;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -45,8 +47,13 @@ const CLOSE_REASON_BYTES_MAX: usize = 256;
 /// What every connection of the receiver shares.
 pub(crate) struct Receiver {
     pub(crate) local_region: String,
+    /// The neighbour regions whose Hello is accepted.
     pub(crate) known_peers: BTreeSet<String>,
     pub(crate) node: NodeClient,
+    /// For each private site that dials this region (a hub): where to hand
+    /// the site's connection once its Hello is accepted, for the link that
+    /// sends to it.
+    pub(crate) inbound_links: HashMap<String, watch::Sender<Option<quinn::Connection>>>,
 }
 
 /// Accepts connections until `shutdown` or until the endpoint closes.
@@ -121,10 +128,53 @@ async fn serve_connection(
             );
         }
     };
+    serve_stream(&connection, &mut send, receive, receiver, shutdown).await;
+}
+
+/// Serves the streams a hub opens on a connection this private site dialed
+/// (the hub's direction of the link), until the connection ends.
+pub(crate) async fn serve_returning_streams(
+    connection: quinn::Connection,
+    receiver: Arc<Receiver>,
+    shutdown: CancellationToken,
+) {
+    let mut streams = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            accepted = connection.accept_bi() => accepted,
+        };
+        let Ok((mut send, receive)) = accepted else {
+            break; // the connection ended; the sending session notices too
+        };
+        let (connection, receiver, shutdown) =
+            (connection.clone(), Arc::clone(&receiver), shutdown.clone());
+        streams.spawn(
+            async move {
+                serve_stream(&connection, &mut send, receive, &receiver, &shutdown).await;
+            }
+            .in_current_span(),
+        );
+        // Reap finished streams so a long-lived connection holds no garbage.
+        while streams.try_join_next().is_some() {}
+    }
+}
+
+/// Serves one stream of replication: Hello, then batches applied and
+/// acknowledged, until it ends or breaks a rule.
+async fn serve_stream(
+    connection: &quinn::Connection,
+    send: &mut quinn::SendStream,
+    receive: quinn::RecvStream,
+    receiver: &Receiver,
+    shutdown: &CancellationToken,
+) {
+    let remote = connection.remote_address();
     let mut reader = FrameReader::new(receive);
     let mut session = Session {
-        connection: &connection,
-        send: &mut send,
+        connection,
+        send,
         remote,
     };
 
@@ -144,7 +194,7 @@ async fn serve_connection(
     };
     let hello = match first {
         Ok(Ok(Some(first))) => frame::expect_hello(first),
-        Ok(Ok(None)) => return close(&connection, CLOSE_NORMAL, "no hello"),
+        Ok(Ok(None)) => return close(connection, CLOSE_NORMAL, "no hello"),
         Ok(Err(error)) => Err(error),
         Err(_elapsed) => {
             let violation = core
@@ -165,6 +215,11 @@ async fn serve_connection(
     let peer = hello.from_region;
     tracing::Span::current().record("peer", peer.as_str());
     info!(%remote, peer = %peer, "replication peer connected");
+    if let Some(link) = receiver.inbound_links.get(&peer) {
+        // A private site dialed in: this region's link to it sends on the
+        // same connection.
+        link.send_replace(Some(connection.clone()));
+    }
 
     loop {
         let next = tokio::select! {
@@ -176,7 +231,7 @@ async fn serve_connection(
             Ok(Some(Ok(ReceiverInbound::Batch(batch)))) => batch,
             Ok(Some(Ok(ReceiverInbound::Goodbye(goodbye)))) => {
                 info!(peer = %peer, reason = %goodbye.reason, "replication peer said goodbye");
-                return close(&connection, CLOSE_NORMAL, "goodbye");
+                return close(connection, CLOSE_NORMAL, "goodbye");
             }
             Ok(Some(Err(error)))
             | Err(
@@ -190,7 +245,7 @@ async fn serve_connection(
             }
             Ok(None) => {
                 info!(peer = %peer, "replication peer disconnected: stream finished");
-                return close(&connection, CLOSE_NORMAL, "stream finished");
+                return close(connection, CLOSE_NORMAL, "stream finished");
             }
             Err(FrameError::Io(error)) => {
                 let reason = connection

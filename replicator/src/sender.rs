@@ -1,12 +1,14 @@
-//! The sending side: one task per peer region.
+//! The sending side: one task per neighbour region.
 //!
-//! A *session* reads the checkpoint the local node persisted for the peer,
-//! dials the peer's replicator, says Hello, opens the node's tail after the
+//! A *session* gets a connection to the peer ([`Transport`]: dials the
+//! peer's replicator, or, for a private site that dials this hub, takes the
+//! connection the site opened), reads the checkpoint the local node persisted
+//! for the peer, opens a stream, says Hello, opens the node's tail after the
 //! checkpoint and then moves bytes for [`SenderCore`]: tail batches in
 //! (filtered by [`RecordFilter`]), Batch frames out, Acks in, checkpoints to
 //! the node. Any failure ends the session; the link logs it (see [`Health`]:
 //! WARN once per outage and error, DEBUG while it lasts) and starts a new
-//! session after an exponential back-off (100 ms doubling to 5 s, jittered,
+//! session after an exponential back-off (100 ms doubling to 2 s, jittered,
 //! without a limit on attempts). Resending after a reconnect is harmless because the
 //! receiving node deduplicates.
 
@@ -15,6 +17,7 @@ use crate::error::ReplicatorError;
 use crate::frame::{self, FrameError, FrameReader, SenderInbound};
 use crate::node_client::{NodeClient, TailLimits};
 use crate::protocol::{CLOSE_MALFORMED, CLOSE_NORMAL, PROTOCOL_VERSION};
+use crate::receiver::Receiver;
 use crate::tls;
 use backon::BackoffBuilder;
 use futures::FutureExt as _;
@@ -27,8 +30,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio_stream::StreamExt;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{Instrument as _, debug, info, warn};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest wait between two attempts to reach a peer: a returning peer is
@@ -55,12 +59,39 @@ impl LinkStatus {
     }
 }
 
+/// How a link reaches its peer.
+pub(crate) enum Transport {
+    /// This region dials the peer's replicator (public to public, and a
+    /// private site to its hub).
+    Dial {
+        address: SocketAddr,
+        peer_data_dir: PathBuf,
+        /// A private site serves the streams its hub opens on the
+        /// connection (the hub's direction) for as long as it lasts.
+        serve_returning: Option<Arc<Receiver>>,
+    },
+    /// The peer is a private site that dials this region (its hub): send on
+    /// the latest connection it opened, handed over by the receiver.
+    Accept {
+        connections: watch::Receiver<Option<quinn::Connection>>,
+    },
+}
+
+impl Transport {
+    /// For logs: the peer's address, or how it is reached.
+    fn describe(&self) -> String {
+        match self {
+            Transport::Dial { address, .. } => address.to_string(),
+            Transport::Accept { .. } => "(the peer dials in)".to_owned(),
+        }
+    }
+}
+
 /// Everything one link needs; owned by its task.
 pub(crate) struct Link {
     pub(crate) local_region: String,
     pub(crate) peer: String,
-    pub(crate) peer_address: SocketAddr,
-    pub(crate) peer_data_dir: PathBuf,
+    pub(crate) transport: Transport,
     pub(crate) endpoint: quinn::Endpoint,
     pub(crate) node: NodeClient,
     pub(crate) filter: RecordFilter,
@@ -76,7 +107,7 @@ pub(crate) async fn run_link(mut link: Link, shutdown: CancellationToken) {
         let result = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            result = run_session(&mut link, &mut core, &mut health) => result,
+            result = run_session(&mut link, &mut core, &mut health, &shutdown) => result,
         };
         link.status.connected.store(false, Ordering::Relaxed);
         let error = match result {
@@ -102,7 +133,7 @@ pub(crate) async fn run_link(mut link: Link, shutdown: CancellationToken) {
 /// repeats at DEBUG; the end of the outage is logged at INFO.
 struct Health {
     peer: String,
-    address: SocketAddr,
+    address: String,
     backoff: backon::ExponentialBackoff,
     /// The last error of the outage in progress, if there is one.
     outage: Option<String>,
@@ -116,7 +147,7 @@ impl Health {
     fn new(link: &Link) -> Self {
         Self {
             peer: link.peer.clone(),
-            address: link.peer_address,
+            address: link.transport.describe(),
             backoff: new_backoff(),
             outage: None,
             session_healthy: false,
@@ -124,7 +155,7 @@ impl Health {
     }
 
     fn on_connected(&self, resume_after: u64) {
-        let (peer, address) = (&self.peer, self.address);
+        let (peer, address) = (&self.peer, &self.address);
         if self.outage.is_none() {
             info!(%peer, %address, resume_after, "replication link connected");
         } else {
@@ -146,7 +177,7 @@ impl Health {
     /// Logs the end of a session; returns how long to wait before the next.
     fn on_session_end(&mut self, error: &ReplicatorError) -> Duration {
         let text = error_chain(error);
-        let (peer, address) = (&self.peer, self.address);
+        let (peer, address) = (&self.peer, &self.address);
         if std::mem::take(&mut self.session_healthy) {
             if is_orderly(error) {
                 info!(%peer, %address, reason = %text, "replication link disconnected");
@@ -197,34 +228,45 @@ async fn run_session(
     link: &mut Link,
     core: &mut SenderCore,
     health: &mut Health,
+    shutdown: &CancellationToken,
 ) -> Result<Never, ReplicatorError> {
     let peer = link.peer.clone();
-    let address = link.peer_address;
+    let (connection, returning) = match &mut link.transport {
+        Transport::Dial {
+            address,
+            peer_data_dir,
+            serve_returning,
+        } => {
+            let connection = dial(&link.endpoint, &peer, *address, peer_data_dir).await?;
+            (connection, serve_returning.clone())
+        }
+        Transport::Accept { connections } => (wait_for_dial_in(connections).await, None),
+    };
+    let address = connection.remote_address();
+    // From here on, dropping `connection` on any exit closes it (a dialed
+    // one; a site's connection stays open for its other direction).
+    let mut returning_streams = tokio::task::JoinSet::new();
+    if let Some(receiver) = returning {
+        returning_streams.spawn(
+            crate::receiver::serve_returning_streams(
+                connection.clone(),
+                receiver,
+                shutdown.child_token(),
+            )
+            .in_current_span(),
+        );
+    }
+
     let checkpoint = link.node.get_checkpoint(&peer).await?;
     let resume_after = core.resume(checkpoint);
     link.status
         .acked_through
         .store(checkpoint, Ordering::Relaxed);
-
-    let client_config = tls::client_config(&peer, &link.peer_data_dir)?;
     let connection_error = |source| ReplicatorError::Connection {
         peer: peer.clone(),
         address,
         source,
     };
-    let connecting = link
-        .endpoint
-        .connect_with(client_config, address, &tls::server_name(&peer))
-        .map_err(|source| ReplicatorError::Connect {
-            peer: peer.clone(),
-            address,
-            source,
-        })?;
-    let connection = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
-        Ok(result) => result.map_err(connection_error)?,
-        Err(_elapsed) => return Err(connection_error(quinn::ConnectionError::TimedOut)),
-    };
-    // From here on, dropping `connection` on any exit closes it.
     let (mut send, receive) = connection.open_bi().await.map_err(connection_error)?;
     let hello = frame::frame(Frame::Hello(Hello {
         protocol_version: PROTOCOL_VERSION,
@@ -249,6 +291,7 @@ async fn run_session(
 
     let streams = Streams {
         connection: &connection,
+        address,
         send,
         reader: FrameReader::new(receive),
         tail,
@@ -263,9 +306,58 @@ async fn run_session(
     Err(error)
 }
 
+/// Dials `peer`'s replicator at `address`, trusting exactly its certificate.
+async fn dial(
+    endpoint: &quinn::Endpoint,
+    peer: &str,
+    address: SocketAddr,
+    peer_data_dir: &std::path::Path,
+) -> Result<quinn::Connection, ReplicatorError> {
+    let client_config = tls::client_config(peer, peer_data_dir)?;
+    let connecting = endpoint
+        .connect_with(client_config, address, &tls::server_name(peer))
+        .map_err(|source| ReplicatorError::Connect {
+            peer: peer.to_owned(),
+            address,
+            source,
+        })?;
+    let connection_error = |source| ReplicatorError::Connection {
+        peer: peer.to_owned(),
+        address,
+        source,
+    };
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
+        Ok(result) => result.map_err(connection_error),
+        Err(_elapsed) => Err(connection_error(quinn::ConnectionError::TimedOut)),
+    }
+}
+
+/// Waits until the private site this link sends to has dialed in, and
+/// returns its open connection. Waits forever while it stays away (the
+/// link's shutdown ends the wait).
+async fn wait_for_dial_in(
+    connections: &mut watch::Receiver<Option<quinn::Connection>>,
+) -> quinn::Connection {
+    loop {
+        let open = connections
+            .borrow_and_update()
+            .as_ref()
+            .filter(|connection| connection.close_reason().is_none())
+            .cloned();
+        if let Some(connection) = open {
+            return connection;
+        }
+        if connections.changed().await.is_err() {
+            // The receiver is gone: only shutdown remains.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// The open streams of a session.
 struct Streams<'a> {
     connection: &'a quinn::Connection,
+    address: SocketAddr,
     send: quinn::SendStream,
     reader: FrameReader<quinn::RecvStream>,
     tail: tonic::Streaming<TailBatch>,
@@ -279,7 +371,7 @@ async fn exchange(
     mut streams: Streams<'_>,
 ) -> Result<Never, ReplicatorError> {
     let peer = link.peer.clone();
-    let address = link.peer_address;
+    let address = streams.address;
     let node_address = link.node.address();
     let healthy_after = tokio::time::sleep(HEALTHY_AFTER);
     tokio::pin!(healthy_after);
@@ -435,7 +527,7 @@ fn select_records(
         .into_iter()
         .filter(|record| match filter.verdict(record) {
             Verdict::Send => true,
-            Verdict::NotForPeer | Verdict::NotAMessage => false,
+            Verdict::NotForPeer | Verdict::AlreadyThere | Verdict::NotAMessage => false,
             Verdict::UnknownTopic { first_time } => {
                 if first_time {
                     let topic = record.message.as_ref().map_or("", |message| &message.topic);
@@ -444,14 +536,6 @@ fn select_records(
                         topic, "skipping records of a topic that is not in the topology"
                     );
                 }
-                false
-            }
-            Verdict::ForeignOrigin => {
-                debug!(
-                    sequence = record.sequence,
-                    origin = %record.origin_region,
-                    "skipping a record of another origin (forwarding is not supported yet)"
-                );
                 false
             }
         })

@@ -153,7 +153,7 @@ async fn a_locked_data_directory_refuses_to_start() {
     let b = TestRegion::start("b", &shutdown).await;
     let topology = topology(&[&a, &b], &[]);
     let _held = meridian_replicator::lock_data_dir(a.data_dir.path()).expect("lock");
-    let result = meridian_replicator::run(topology, "a".into(), a.socket(), shutdown.clone()).await;
+    let result = meridian_replicator::run(topology, "a".into(), Some(a.socket()), shutdown.clone()).await;
     assert!(matches!(result, Err(ReplicatorError::Locked { .. })));
     shutdown.cancel();
 }

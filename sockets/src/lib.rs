@@ -105,7 +105,12 @@ pub fn role_sockets(region_name: &str, region: &Region, role: Role) -> Vec<Socke
             spec("node", region.node, Protocol::Tcp),
             spec("admin", region.admin, Protocol::Tcp),
         ],
-        Role::Replicator => vec![spec("replicator", region.replicator, Protocol::Udp)],
+        // A private site's replicator only dials: it listens on nothing.
+        Role::Replicator => region
+            .replicator
+            .map(|address| spec("replicator", address, Protocol::Udp))
+            .into_iter()
+            .collect(),
         Role::Router => vec![spec("router", region.router, Protocol::Tcp)],
     }
 }

@@ -184,7 +184,8 @@ fn plan(
             site: Site::Public,
             node: held.hold(format!("{name}.node"), Protocol::Tcp)?,
             admin: held.hold(format!("{name}.admin"), Protocol::Tcp)?,
-            replicator: held.hold(format!("{name}.replicator"), Protocol::Udp)?,
+            replicator: Some(held.hold(format!("{name}.replicator"), Protocol::Udp)?),
+            hubs: Vec::new(),
             router: held.hold(format!("{name}.router"), Protocol::Tcp)?,
             data_dir: root.join(name).join("data"),
             flush,
@@ -327,7 +328,9 @@ impl TestCluster {
 
     /// UDP address of the region's replicator.
     pub fn replicator_address(&self, region: &str) -> SocketAddr {
-        self.region(region).replicator
+        self.region(region)
+            .replicator
+            .expect("test cluster regions are public and have a replicator address")
     }
 
     /// A connected client of the region node's internal API.

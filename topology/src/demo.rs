@@ -13,8 +13,9 @@ pub const DEMO_TOPIC: &str = "demo";
 
 impl Topology {
     /// Three regions on 127.0.0.1 — `eu-west` (public, ports 8081–8084),
-    /// `us-east` (public, 8181–8184) and `on-prem` (private, 8281–8284), each
-    /// port block being router, node, admin, replicator — with data in
+    /// `us-east` (public, 8181–8184) and `on-prem` (private, 8281–8283, no
+    /// replicator address: it dials its hubs eu-west and us-east), each port
+    /// block being router, node, admin, replicator — with data in
     /// `data_root/<region>`, sync flush, links eu-west—us-east 40 ms,
     /// eu-west—on-prem 8 ms and us-east—on-prem 45 ms, and one topic `demo`
     /// (8 queues, every message type, replicated to all three regions,
@@ -32,7 +33,11 @@ impl Topology {
                 router: address(0),
                 node: address(1),
                 admin: address(2),
-                replicator: address(3),
+                replicator: (site == Site::Public).then(|| address(3)),
+                hubs: match site {
+                    Site::Public => Vec::new(),
+                    Site::Private => vec!["eu-west".to_owned(), "us-east".to_owned()],
+                },
                 data_dir: data_root.join(name),
                 flush: FlushMode::Sync,
                 router_mode: RouterMode::Proxy,
@@ -97,10 +102,8 @@ mod tests {
             on_prem.admin,
             "127.0.0.1:8283".parse::<SocketAddr>().expect("address")
         );
-        assert_eq!(
-            on_prem.replicator,
-            "127.0.0.1:8284".parse::<SocketAddr>().expect("address")
-        );
+        assert_eq!(on_prem.replicator, None, "private sites never listen");
+        assert_eq!(on_prem.hubs, ["eu-west", "us-east"]);
         assert_eq!(on_prem.data_dir, Path::new("/data/on-prem"));
         let eu_west = topology.region("eu-west").expect("eu-west exists");
         assert_eq!(

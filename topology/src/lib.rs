@@ -116,6 +116,7 @@ mod error;
 mod graph;
 mod load;
 mod model;
+mod routing;
 mod validate;
 mod validate_drill;
 

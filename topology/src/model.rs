@@ -35,8 +35,17 @@ pub struct Region {
     pub node: SocketAddr,
     /// The node's internal gRPC API: health, commit-log tail, apply, checkpoints.
     pub admin: SocketAddr,
-    /// UDP address of the region's replicator (QUIC).
-    pub replicator: SocketAddr,
+    /// UDP address of the region's replicator (QUIC), where its peers dial
+    /// it. Public regions only: a private site never listens for
+    /// replication; its replicator dials its [`Region::hubs`] and both
+    /// directions flow over that connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicator: Option<SocketAddr>,
+    /// Private sites only: the public regions whose replicators this site's
+    /// replicator dials (at least one). Records between the site and any
+    /// other region travel through a hub.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hubs: Vec<String>,
     /// RocketMQ 5 gRPC access point of the region's router.
     pub router: SocketAddr,
     /// Where the region's processes keep their state. A relative path is

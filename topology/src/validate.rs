@@ -24,11 +24,19 @@
 //!   loss between 0 and 100 percent, bandwidth between 1 kbit/s and
 //!   1 Tbit/s (leave it out for no limit). A drill's `degrade` step obeys
 //!   the same bounds.
-//! - Not checked: whether private sites can actually reach each other
+//! - Public regions need a `replicator` address; private sites must not have
+//!   one (they never listen for replication) and name one or more public
+//!   `hubs` that their replicator dials.
+//! - Every region of a topic's `replicate_to` reaches every other over
+//!   replicator connections between regions of the topic (see
+//!   `routing.rs`): a private site's topics that leave the site list one of
+//!   its hubs. With `durability = "geo"`, each region of the topic connects
+//!   directly to at least `geo_copies` others of it (they confirm its sends).
+//! - Not checked: whether private sites can actually reach their hubs
 //!   through NAT, and whether a data directory lies inside another one.
 
 use crate::error::{TopologyError, key_segment, quoted};
-use crate::{Link, Region, Topic, Topology};
+use crate::{Link, Region, Site, Topic, Topology};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 
@@ -63,6 +71,7 @@ impl Topology {
             check_region_name(name)?;
         }
         check_addresses(&self.regions)?;
+        self.check_hubs()?;
         check_data_dirs(&self.regions)?;
         for (index, link) in self.links.iter().enumerate() {
             self.check_link(index, link)?;
@@ -213,6 +222,157 @@ impl Topology {
                 "needs at least two regions in replicate_to (a copy in another region)",
             ));
         }
+        self.check_topic_routes(&key, topic)
+    }
+
+    /// Every region of the topic reaches every other through regions of the
+    /// topic (a private site only through its hubs), and with geo
+    /// durability each has `geo_copies` neighbours in the topic to confirm.
+    fn check_topic_routes(&self, key: &str, topic: &Topic) -> Result<(), TopologyError> {
+        let listed = || {
+            format!(
+                "[{}]",
+                topic
+                    .replicate_to
+                    .iter()
+                    .map(|name| quoted(name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        for origin in &topic.replicate_to {
+            let tree = self.forwarding_tree(topic, origin);
+            if let Some(unreached) = topic
+                .replicate_to
+                .iter()
+                .find(|target| *target != origin && !tree.contains_key(target.as_str()))
+            {
+                return Err(TopologyError::invalid(
+                    format!("{key}.replicate_to"),
+                    listed(),
+                    format!(
+                        "region {} cannot reach {} through regions of this topic: records \
+                         travel only between replicators that connect (public regions with \
+                         each other, a private site with its hubs){}; list a hub of the \
+                         private site(s) in replicate_to",
+                        quoted(origin),
+                        quoted(unreached),
+                        self.hubs_note(&[origin, unreached]),
+                    ),
+                ));
+            }
+            if topic.durability == crate::Durability::Geo {
+                let confirming = topic
+                    .replicate_to
+                    .iter()
+                    .filter(|other| self.replication_neighbours_are(origin, other))
+                    .count();
+                if confirming < usize::from(topic.geo_copies) {
+                    return Err(TopologyError::invalid(
+                        format!("{key}.geo_copies"),
+                        topic.geo_copies.to_string(),
+                        format!(
+                            "region {} connects to only {confirming} other region(s) of \
+                             replicate_to{}, so its sends could never be confirmed; lower \
+                             geo_copies or add hubs",
+                            quoted(origin),
+                            self.hubs_note(&[origin]),
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// "(x's hubs: a, b)" for the private sites among `regions`.
+    fn hubs_note(&self, regions: &[&String]) -> String {
+        let notes: Vec<String> = regions
+            .iter()
+            .filter_map(|name| {
+                let region = self.regions.get(name.as_str())?;
+                (region.site == Site::Private)
+                    .then(|| format!("{}'s hubs: {}", name, region.hubs.join(", ")))
+            })
+            .collect();
+        if notes.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", notes.join("; "))
+        }
+    }
+
+    /// Private sites name at least one hub, each a public region of the
+    /// topology, listed once; public regions name none.
+    fn check_hubs(&self) -> Result<(), TopologyError> {
+        for (name, region) in &self.regions {
+            let key = format!("regions.{}.hubs", key_segment(name));
+            let value = || {
+                format!(
+                    "[{}]",
+                    region
+                        .hubs
+                        .iter()
+                        .map(|hub| quoted(hub))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            match region.site {
+                Site::Public if !region.hubs.is_empty() => {
+                    return Err(TopologyError::invalid(
+                        key,
+                        value(),
+                        "only private sites have hubs (public regions connect to every \
+                         other public region); remove this key",
+                    ));
+                }
+                Site::Private if region.hubs.is_empty() => {
+                    let public: Vec<&str> = self
+                        .regions
+                        .iter()
+                        .filter(|(_, other)| other.site == Site::Public)
+                        .map(|(other, _)| other.as_str())
+                        .collect();
+                    return Err(TopologyError::invalid(
+                        key,
+                        "(missing)",
+                        format!(
+                            "a private site needs at least one hub, a public region its \
+                             replicator dials (one of: {})",
+                            public.join(", ")
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+            let mut seen = BTreeSet::new();
+            for (index, hub) in region.hubs.iter().enumerate() {
+                let hub_key = format!("{key}[{index}]");
+                let Some(hub_region) = self.regions.get(hub) else {
+                    return Err(TopologyError::unknown_region_at(
+                        hub_key,
+                        hub,
+                        self.known_regions(),
+                    ));
+                };
+                if hub_region.site != Site::Public {
+                    return Err(TopologyError::invalid(
+                        hub_key,
+                        quoted(hub),
+                        "a hub must be a public region (private sites never listen for \
+                         replication)",
+                    ));
+                }
+                if !seen.insert(hub) {
+                    return Err(TopologyError::invalid(
+                        hub_key,
+                        quoted(hub),
+                        "is listed twice; list each hub at most once",
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -330,13 +490,33 @@ fn check_addresses(regions: &BTreeMap<String, Region>) -> Result<(), TopologyErr
     let mut udp: HashMap<SocketAddr, String> = HashMap::new();
     for (name, region) in regions {
         let region_key = format!("regions.{}", key_segment(name));
+        match (region.site, region.replicator) {
+            (Site::Public, None) => {
+                return Err(TopologyError::invalid(
+                    format!("{region_key}.replicator"),
+                    "(missing)",
+                    "a public region needs a replicator address (UDP): its peers and the \
+                     private sites it is a hub of dial it",
+                ));
+            }
+            (Site::Private, Some(address)) => {
+                return Err(TopologyError::invalid(
+                    format!("{region_key}.replicator"),
+                    quoted(&address.to_string()),
+                    "a private site never listens for replication (it dials its hubs); \
+                     remove this key",
+                ));
+            }
+            _ => {}
+        }
         let addresses = [
-            ("node", region.node, Protocol::Tcp),
-            ("admin", region.admin, Protocol::Tcp),
-            ("router", region.router, Protocol::Tcp),
+            ("node", Some(region.node), Protocol::Tcp),
+            ("admin", Some(region.admin), Protocol::Tcp),
+            ("router", Some(region.router), Protocol::Tcp),
             ("replicator", region.replicator, Protocol::Udp),
         ];
         for (field, address, protocol) in addresses {
+            let Some(address) = address else { continue };
             let key = format!("{region_key}.{field}");
             check_dialable(&key, address)?;
             let used = match protocol {

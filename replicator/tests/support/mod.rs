@@ -303,7 +303,8 @@ impl TestRegion {
             site: Site::Public,
             node: unused,
             admin: self.node_address,
-            replicator: self.replicator_address,
+            replicator: Some(self.replicator_address),
+            hubs: Vec::new(),
             router: unused,
             data_dir: self.data_dir(),
             flush: Default::default(),
@@ -353,7 +354,7 @@ impl RunningReplicator {
         let future = meridian_replicator::run(
             topology.clone(),
             region.name.clone(),
-            region.socket(),
+            Some(region.socket()),
             shutdown.clone(),
         );
         Self {
