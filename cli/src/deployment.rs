@@ -281,7 +281,7 @@ pub fn bind_ephemeral(mut topology: Topology) -> anyhow::Result<(Topology, Socke
                 match spec.name.rsplit('.').next() {
                     Some("node") => region.node = address,
                     Some("admin") => region.admin = address,
-                    Some("replicator") => region.replicator = address,
+                    Some("replicator") => region.replicator = Some(address),
                     Some("router") => region.router = address,
                     _ => anyhow::bail!("unexpected socket {}", spec.name),
                 }

@@ -117,9 +117,11 @@ impl Emulator {
                 seen.admin = emulator
                     .tcp_relay(target.admin, &outbound, &inbound)
                     .await?;
-                seen.replicator = emulator
-                    .udp_relay(target.replicator, &outbound, &inbound)
-                    .await?;
+                // Only public regions listen for replication (private sites dial).
+                if let Some(replicator) = target.replicator {
+                    seen.replicator =
+                        Some(emulator.udp_relay(replicator, &outbound, &inbound).await?);
+                }
             }
             view.validate()
                 .with_context(|| format!("the emulated view of {from} is not a valid topology"))?;

@@ -551,10 +551,18 @@ async fn run_replicator(
     let config = topology.region(&region)?;
     let lock = meridian_replicator::lock_data_dir(&config.data_dir)?;
     let shutdown = shutdown_on_signals(stop_on_stdin_eof)?;
-    let [socket]: [_; 1] = role_sockets(&topology, &region, Role::Replicator, inherited)?
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("a replicator listens on one socket"))?;
-    let socket = socket.into_udp_socket()?;
+    // A public region's replicator listens on one socket; a private site's
+    // on none (it dials its hubs from an ephemeral port of its own).
+    let socket = match <[_; 1]>::try_from(role_sockets(
+        &topology,
+        &region,
+        Role::Replicator,
+        inherited,
+    )?) {
+        Ok([socket]) => Some(socket.into_udp_socket()?),
+        Err(none) if none.is_empty() => None,
+        Err(_) => anyhow::bail!("a replicator listens on at most one socket"),
+    };
     announce_ready("replicator", &region);
     meridian_replicator::serve(topology, region, socket, lock, shutdown).await?;
     Ok(())

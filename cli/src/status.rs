@@ -128,7 +128,7 @@ async fn snapshot(topology: &Topology, describe: bool) -> Snapshot {
     }
     let mut links = Vec::new();
     for (from, health) in &regions {
-        for to in topology.peers(from) {
+        for to in topology.replication_neighbours(from) {
             let progress = match health {
                 Health::Up {
                     last_sequence,

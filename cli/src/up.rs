@@ -114,7 +114,10 @@ pub fn endpoint_table(topology: &Topology) -> String {
             format!("{:?}", region.router_mode).to_lowercase(),
             region.node,
             region.admin,
-            region.replicator,
+            region.replicator.map_or_else(
+                || format!("dials {}", region.hubs.join(", ")),
+                |address| address.to_string()
+            ),
             region.data_dir.display()
         );
     }

@@ -128,7 +128,7 @@ impl Node {
         )?);
         let last_sequence = commit.last_sequence();
         let mut unconfirmed_at_start = Vec::new();
-        for peer in self.topology.peers(&self.region) {
+        for peer in self.topology.replication_neighbours(&self.region) {
             let acked_through_sequence = storage::LogStore::checkpoint(self.store.as_ref(), peer)?;
             if acked_through_sequence < last_sequence {
                 tracing::info!(

@@ -231,6 +231,13 @@ async fn run_session(
     shutdown: &CancellationToken,
 ) -> Result<Never, ReplicatorError> {
     let peer = link.peer.clone();
+    // Only this link moves the checkpoint, so reading it before a (possibly
+    // long) wait for the connection is as good as after.
+    let checkpoint = link.node.get_checkpoint(&peer).await?;
+    let resume_after = core.resume(checkpoint);
+    link.status
+        .acked_through
+        .store(checkpoint, Ordering::Relaxed);
     let (connection, returning) = match &mut link.transport {
         Transport::Dial {
             address,
@@ -257,11 +264,6 @@ async fn run_session(
         );
     }
 
-    let checkpoint = link.node.get_checkpoint(&peer).await?;
-    let resume_after = core.resume(checkpoint);
-    link.status
-        .acked_through
-        .store(checkpoint, Ordering::Relaxed);
     let connection_error = |source| ReplicatorError::Connection {
         peer: peer.clone(),
         address,

@@ -147,16 +147,19 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Transport limits: a link is one bidirectional stream that the dialer
-/// opens, so the acceptor allows exactly one and the dialer none.
-fn transport(peer_may_open_stream: bool) -> Arc<quinn::TransportConfig> {
+/// Transport limits: the dialer opens one bidirectional stream (its
+/// direction of the link), so the acceptor allows exactly one. A hub opens
+/// one on the connection a private site dialed (the hub's direction), and
+/// may open the next while the previous one is being closed, so dialers
+/// allow two (a public dialer never accepts any).
+fn transport(peer_streams: u32) -> Arc<quinn::TransportConfig> {
     let mut transport = quinn::TransportConfig::default();
     transport
         .keep_alive_interval(Some(KEEP_ALIVE_INTERVAL))
         .max_idle_timeout(Some(
             quinn::IdleTimeout::try_from(IDLE_TIMEOUT).expect("6 s is a valid QUIC idle timeout"),
         ))
-        .max_concurrent_bidi_streams(u32::from(peer_may_open_stream).into())
+        .max_concurrent_bidi_streams(peer_streams.into())
         .max_concurrent_uni_streams(0u32.into());
     Arc::new(transport)
 }
@@ -184,7 +187,7 @@ pub fn server_config(
         }
     })?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(transport(true));
+    config.transport_config(transport(1));
     Ok(config)
 }
 
@@ -235,7 +238,7 @@ pub fn client_config_trusting(
         }
     })?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(transport(false));
+    config.transport_config(transport(2));
     Ok(config)
 }
 

@@ -331,3 +331,107 @@ async fn malformed_frames_close_the_connection_and_the_endpoint_keeps_serving() 
     replicator_b.stop().await;
     shutdown.cancel();
 }
+
+/// Two private sites behind one hub, and a second public region: the sites
+/// dial the hub (they listen for nothing), the hub sends to them over their
+/// own connections and forwards between them, and every region stores each
+/// record once, also after the hub's replicator restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn private_sites_dial_their_hub_which_forwards_between_them() {
+    init_tracing();
+    let shutdown = CancellationToken::new();
+    let hub = TestRegion::start("hub", &shutdown).await;
+    let far = TestRegion::start("far", &shutdown).await;
+    let lyon = TestRegion::start_private("lyon", &["hub"], &shutdown).await;
+    let pune = TestRegion::start_private("pune", &["hub"], &shutdown).await;
+    let everywhere: &[&str] = &["hub", "far", "lyon", "pune"];
+    let topology = topology(
+        &[&hub, &far, &lyon, &pune],
+        &[("orders", everywhere), ("factory", &["lyon", "hub"])],
+    );
+
+    for index in 0..40 {
+        lyon.node.produce("orders", &format!("lyon order {index}"));
+        pune.node.produce("orders", &format!("pune order {index}"));
+        far.node.produce("orders", &format!("far order {index}"));
+    }
+    lyon.node.produce("factory", "stays in europe");
+    let replicators: Vec<RunningReplicator> = [&hub, &far, &lyon, &pune]
+        .into_iter()
+        .map(|region| RunningReplicator::start(&topology, region))
+        .collect();
+
+    for region in [&hub, &far] {
+        let expected = if region.name == "hub" { 121 } else { 120 };
+        wait_until(&format!("{} stores every record", region.name), PATIENCE, || {
+            region.node.log_len() == expected
+        })
+        .await;
+    }
+    wait_until("lyon stores far's and pune's orders", PATIENCE, || {
+        lyon.node.log_len() == 41 + 80
+    })
+    .await;
+    wait_until("pune stores far's and lyon's orders", PATIENCE, || {
+        pune.node.log_len() == 40 + 80
+    })
+    .await;
+    // Pune heard from Lyon through the hub, and from far through the hub.
+    {
+        let state = pune.node.state();
+        let from_lyon = state
+            .log
+            .iter()
+            .find(|record| record.origin_region == "lyon")
+            .expect("a record from lyon");
+        assert_eq!(from_lyon.path, ["lyon", "hub", "pune"]);
+        assert!(
+            state.log.iter().all(|record| record
+                .message
+                .as_ref()
+                .is_some_and(|message| message.topic == "orders")),
+            "the factory topic never leaves europe"
+        );
+    }
+    // Far heard from the sites through the hub, never from them directly.
+    assert!(
+        far.node
+            .state()
+            .log
+            .iter()
+            .filter(|record| record.origin_region != "far")
+            .all(|record| record.path.get(1).map(String::as_str) == Some("hub")),
+        "far receives the sites' records through the hub"
+    );
+
+    // The hub's replicator restarts; the sites dial again and both
+    // directions resume from their checkpoints.
+    let mut replicators = replicators.into_iter();
+    let hub_replicator = replicators.next().expect("hub's replicator");
+    hub_replicator.stop().await;
+    lyon.node.produce("orders", "after the restart");
+    far.node.produce("orders", "far after the restart");
+    let hub_replicator = RunningReplicator::start(&topology, &hub);
+    wait_until("pune stores lyon's late order", PATIENCE, || {
+        pune.node.log_len() == 122
+    })
+    .await;
+    wait_until("lyon stores far's late order", PATIENCE, || {
+        lyon.node.log_len() == 41 + 80 + 2
+    })
+    .await;
+    for region in [&hub, &far, &lyon, &pune] {
+        assert_no_duplicates(region);
+    }
+    // The sites' checkpoints at the hub cover the hub's log.
+    let hub_last = hub.node.log_len() as u64;
+    wait_until("the hub's checkpoints for its sites advance", PATIENCE, || {
+        hub.node.checkpoint("lyon") == hub_last && hub.node.checkpoint("pune") == hub_last
+    })
+    .await;
+    hub_replicator.stop().await;
+    for replicator in replicators {
+        replicator.stop().await;
+    }
+    shutdown.cancel();
+}

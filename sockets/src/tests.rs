@@ -164,9 +164,13 @@ fn each_role_listens_on_its_topology_addresses() {
     assert_eq!(names(Role::Router), [format!("{name}.router")]);
     let replicator = &role_sockets(name, region, Role::Replicator)[0];
     assert_eq!(
-        (replicator.address, replicator.protocol),
+        (Some(replicator.address), replicator.protocol),
         (region.replicator, Protocol::Udp)
     );
+    // A private site's replicator listens on nothing.
+    let topology = meridian_topology::Topology::demo(std::path::Path::new("/d"));
+    let on_prem = topology.region("on-prem").expect("on-prem");
+    assert!(role_sockets("on-prem", on_prem, Role::Replicator).is_empty());
 }
 
 #[test]

@@ -110,7 +110,8 @@ fn tcp_addresses_are_distinct_within_a_region() {
 #[test]
 fn replicator_addresses_are_distinct() {
     let mut topology = demo();
-    region_mut(&mut topology, "us-east").replicator = "127.0.0.1:8084".parse().expect("address");
+    region_mut(&mut topology, "us-east").replicator =
+        Some("127.0.0.1:8084".parse().expect("address"));
     let message = assert_refused(
         &topology,
         "regions.us-east.replicator",
@@ -126,7 +127,7 @@ fn replicator_addresses_are_distinct() {
 fn replicator_may_share_a_port_with_a_tcp_address() {
     let mut topology = demo();
     let region = region_mut(&mut topology, "eu-west");
-    region.replicator = region.node;
+    region.replicator = Some(region.node);
     topology.validate().expect("UDP and TCP ports are separate");
 }
 
@@ -137,8 +138,9 @@ fn addresses_must_be_dialable() {
     assert_refused(&topology, "regions.on-prem.node", "\"127.0.0.1:0\"");
 
     let mut topology = demo();
-    region_mut(&mut topology, "on-prem").replicator = "0.0.0.0:8284".parse().expect("address");
-    assert_refused(&topology, "regions.on-prem.replicator", "\"0.0.0.0:8284\"");
+    region_mut(&mut topology, "us-east").replicator =
+        Some("0.0.0.0:8184".parse().expect("address"));
+    assert_refused(&topology, "regions.us-east.replicator", "\"0.0.0.0:8184\"");
 
     let mut topology = demo();
     region_mut(&mut topology, "on-prem").router = "[::]:8281".parse().expect("address");

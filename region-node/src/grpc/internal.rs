@@ -65,7 +65,7 @@ impl<S: LogStore> NodeService for Internal<S> {
         let peers: Vec<String> = self
             .context
             .topology
-            .peers(&self.context.region)
+            .replication_neighbours(&self.context.region)
             .into_iter()
             .map(str::to_owned)
             .collect();

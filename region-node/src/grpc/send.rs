@@ -21,8 +21,9 @@ const GEO_WAIT: Duration = Duration::from_millis(2_500);
 
 impl<S: LogStore> NodeBackend<S> {
     /// For a topic with `durability = "geo"`, waits until `geo_copies` other
-    /// regions of its `replicate_to` confirmed the local sequence `sequence`
-    /// (their replication checkpoints toward this node), at most [`GEO_WAIT`].
+    /// regions of its `replicate_to` that this region's replicator connects
+    /// to confirmed the local sequence `sequence` (their replication
+    /// checkpoints toward this node), at most [`GEO_WAIT`].
     /// Concurrent sends wait on the same checkpoint moves, so the cost is
     /// about one replication round trip, not one per message.
     async fn wait_geo(&self, topic: &str, sequence: u64) -> Result<(), NodeError> {
@@ -37,7 +38,9 @@ impl<S: LogStore> NodeBackend<S> {
             .replicate_to
             .iter()
             .map(String::as_str)
-            .filter(|peer| peer != region)
+            // The origin sends its records to its neighbours itself, so
+            // their checkpoints confirm them (others get them forwarded).
+            .filter(|peer| self.context.topology.replication_neighbours_are(region, peer))
             .collect();
         let needed = usize::from(spec.geo_copies);
         let mut checkpoints = self.context.checkpoints.subscribe();

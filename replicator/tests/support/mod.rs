@@ -209,6 +209,9 @@ impl NodeService for FakeNode {
                 continue;
             }
             record.sequence = state.log.len() as u64 + 1;
+            if record.path.last() != Some(&request.from_region) {
+                record.path.push(request.from_region.clone());
+            }
             record.path.push(self.region.clone());
             state.log.push(record);
             response.stored += 1;
@@ -266,8 +269,10 @@ pub struct TestRegion {
     pub replicator_address: SocketAddr,
     pub data_dir: tempfile::TempDir,
     /// Bound once; each replicator run gets a duplicate of it, so the port
-    /// stays ours across restarts.
+    /// stays ours across restarts. Unused by a private site.
     socket: UdpSocket,
+    /// The hubs of a private site; empty for a public region.
+    pub hubs: Vec<String>,
 }
 
 impl TestRegion {
@@ -278,6 +283,7 @@ impl TestRegion {
         let replicator_address = socket.local_addr().expect("replicator address");
         Self {
             socket,
+            hubs: Vec::new(),
             name: name.to_owned(),
             node,
             node_address,
@@ -297,14 +303,29 @@ impl TestRegion {
         self.data_dir.path().to_owned()
     }
 
+    /// A private site behind `hubs` (it listens for nothing).
+    pub async fn start_private(name: &str, hubs: &[&str], shutdown: &CancellationToken) -> Self {
+        let mut region = Self::start(name, shutdown).await;
+        region.hubs = hubs.iter().map(|hub| hub.to_string()).collect();
+        region
+    }
+
+    pub fn is_private(&self) -> bool {
+        !self.hubs.is_empty()
+    }
+
     fn region(&self) -> Region {
         let unused: SocketAddr = "127.0.0.1:9".parse().expect("address");
         Region {
-            site: Site::Public,
+            site: if self.is_private() {
+                Site::Private
+            } else {
+                Site::Public
+            },
             node: unused,
             admin: self.node_address,
-            replicator: Some(self.replicator_address),
-            hubs: Vec::new(),
+            replicator: (!self.is_private()).then_some(self.replicator_address),
+            hubs: self.hubs.clone(),
             router: unused,
             data_dir: self.data_dir(),
             flush: Default::default(),
@@ -354,7 +375,7 @@ impl RunningReplicator {
         let future = meridian_replicator::run(
             topology.clone(),
             region.name.clone(),
-            Some(region.socket()),
+            (!region.is_private()).then(|| region.socket()),
             shutdown.clone(),
         );
         Self {
