@@ -148,8 +148,14 @@ fn neighbours_of_the_origin_get_records_directly_others_by_the_shortest_route() 
         topology.forwarding_parent(&orders, "us-east", "pune"),
         Some("ap-south")
     );
+    // From Pune, us-east is nearer through ap-south and eu-west (15 + 60 + 5
+    // ms) than through ap-south alone (15 + 500 ms).
     assert_eq!(
         topology.forwarding_parent(&orders, "pune", "us-east"),
+        Some("eu-west")
+    );
+    assert_eq!(
+        topology.forwarding_parent(&orders, "pune", "eu-west"),
         Some("ap-south")
     );
 }
