@@ -47,6 +47,8 @@ pub mod receiver;
 pub mod receiver_core;
 mod sender;
 pub mod tls;
+#[cfg(test)]
+mod network_sim_tests;
 
 pub use error::ReplicatorError;
 pub use protocol::PROTOCOL_VERSION;
