@@ -14,6 +14,15 @@ use std::path::PathBuf;
 pub enum NodeError {
     #[error("topic `{topic}` does not exist in this deployment's topology")]
     TopicNotFound { topic: String },
+    #[error(
+        "topic `{topic}` is not served in region {region}: messages sent here could not reach {unreached} (regions of its replicate_to) through replicator connections; send through one of: {serving}"
+    )]
+    TopicNotServedHere {
+        topic: String,
+        region: String,
+        unreached: String,
+        serving: String,
+    },
     #[error("request names no topic")]
     TopicMissing,
     #[error("consumer group name `{group}` is invalid: {reason}")]
@@ -86,6 +95,7 @@ impl NodeError {
     pub fn refusal(&self) -> Refusal {
         let code = match self {
             Self::TopicNotFound { .. } => Code::TopicNotFound,
+            Self::TopicNotServedHere { .. } => Code::Forbidden,
             Self::TopicMissing => Code::IllegalTopic,
             Self::IllegalConsumerGroup { .. } => Code::IllegalConsumerGroup,
             Self::MessageIdMissing => Code::IllegalMessageId,

@@ -11,7 +11,7 @@
 use crate::error::NodeError;
 use crate::storage::DEDUP_ID_BYTES;
 use meridian_proto::meridian::v1::{MessageType as RecordType, Record, RecordKind};
-use meridian_topology::{MessageType, Topology};
+use meridian_topology::{MessageType, Topic, Topology};
 
 /// The largest gRPC message the official clients accept (tonic 0.9 in the
 /// Rust client, grpc-js): every delivered message must fit in one.
@@ -96,6 +96,29 @@ pub fn check_record(record: &Record, topology: &Topology) -> Result<(), NodeErro
 
 /// The rules of an acknowledgement record: dedup id, origin, a group, a
 /// known topic, a queue in range and a message dedup id, and no message.
+/// A send of `topic` in `region` is refused when its messages could not
+/// reach every region of the topic's `replicate_to` from here: records
+/// travel only between connected replicators and through regions of the
+/// topic (a private site none of whose hubs hold the topic, for one).
+/// Validation guarantees this for the regions of `replicate_to` themselves.
+pub fn check_served_here(
+    name: &str,
+    topic: &Topic,
+    topology: &Topology,
+    region: &str,
+) -> Result<(), NodeError> {
+    let unreached = topology.unreached_from(topic, region);
+    if unreached.is_empty() {
+        return Ok(());
+    }
+    Err(NodeError::TopicNotServedHere {
+        topic: name.to_owned(),
+        region: region.to_owned(),
+        unreached: unreached.join(", "),
+        serving: topic.replicate_to.join(", "),
+    })
+}
+
 fn check_ack(record: &Record, topology: &Topology) -> Result<(), NodeError> {
     let invalid = |reason: String| NodeError::InvalidRecord { reason };
     if record.dedup_id.len() != DEDUP_ID_BYTES || record.origin_region.is_empty() {
@@ -150,6 +173,25 @@ mod tests {
         let mut record = record();
         change(&mut record);
         check_record(&record, &topology()).expect_err("refused")
+    }
+
+    #[test]
+    fn a_site_whose_hubs_do_not_hold_a_topic_does_not_serve_it() {
+        let mut topology = topology();
+        topology.regions.get_mut("on-prem").expect("on-prem").hubs = vec!["eu-west".to_owned()];
+        let mut us_only = topology.topics["demo"].clone();
+        us_only.replicate_to = vec!["us-east".to_owned()];
+        topology
+            .topics
+            .insert("us-only".to_owned(), us_only.clone());
+        check_served_here("us-only", &us_only, &topology, "eu-west")
+            .expect("eu-west reaches us-east");
+        check_served_here("us-only", &us_only, &topology, "us-east").expect("its own region");
+        let error = check_served_here("us-only", &us_only, &topology, "on-prem")
+            .expect_err("on-prem reaches us-east only through eu-west, which lacks the topic");
+        let text = error.to_string();
+        assert!(text.contains("not served in region on-prem"), "{text}");
+        assert!(text.contains("could not reach us-east"), "{text}");
     }
 
     #[test]

@@ -386,8 +386,7 @@ impl RecordFilter {
                 first_time: self.warned_topics.insert(topic.clone()),
             };
         };
-        if record.origin_region == self.peer || record.path.iter().any(|region| *region == self.peer)
-        {
+        if record.origin_region == self.peer || record.path.contains(&self.peer) {
             return Verdict::AlreadyThere;
         }
         if origins.contains(&record.origin_region) {

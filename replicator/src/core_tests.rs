@@ -250,14 +250,20 @@ fn filter_follows_topic_policy_and_routes_and_warns_once_per_unknown_topic() {
         ..Record::default()
     };
     assert_eq!(to_us.verdict(&record("demo", "eu-west")), Verdict::Send);
-    assert_eq!(to_us.verdict(&record("local", "eu-west")), Verdict::NotForPeer);
+    assert_eq!(
+        to_us.verdict(&record("local", "eu-west")),
+        Verdict::NotForPeer
+    );
     // us-east hears on-prem directly, so eu-west does not forward it.
     let mut forwarded = record("demo", "on-prem");
     forwarded.path.push("eu-west".into());
     assert_eq!(to_us.verdict(&forwarded), Verdict::NotForPeer);
     forwarded.path.push("us-east".into());
     assert_eq!(to_us.verdict(&forwarded), Verdict::AlreadyThere);
-    assert_eq!(to_us.verdict(&record("demo", "us-east")), Verdict::AlreadyThere);
+    assert_eq!(
+        to_us.verdict(&record("demo", "us-east")),
+        Verdict::AlreadyThere
+    );
     assert_eq!(
         to_us.verdict(&record("ghost", "eu-west")),
         Verdict::UnknownTopic { first_time: true }

@@ -41,14 +41,14 @@
 pub mod core;
 mod error;
 pub mod frame;
+#[cfg(test)]
+mod network_sim_tests;
 mod node_client;
 pub mod protocol;
 pub mod receiver;
 pub mod receiver_core;
 mod sender;
 pub mod tls;
-#[cfg(test)]
-mod network_sim_tests;
 
 pub use error::ReplicatorError;
 pub use protocol::PROTOCOL_VERSION;
@@ -254,7 +254,10 @@ fn open_endpoint(
         }
         (Site::Private, socket) => {
             if socket.is_some() {
-                warn!(region, "a private site never listens; ignoring the given socket");
+                warn!(
+                    region,
+                    "a private site never listens; ignoring the given socket"
+                );
             }
             // Dial from the family of the first hub's address.
             let ipv6 = local
@@ -268,12 +271,11 @@ fn open_endpoint(
             } else {
                 (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
             };
-            let socket = std::net::UdpSocket::bind(any).map_err(|source| {
-                ReplicatorError::Endpoint {
+            let socket =
+                std::net::UdpSocket::bind(any).map_err(|source| ReplicatorError::Endpoint {
                     address: any.to_string(),
                     source,
-                }
-            })?;
+                })?;
             (socket, None)
         }
     };

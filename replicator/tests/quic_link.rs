@@ -153,7 +153,8 @@ async fn a_locked_data_directory_refuses_to_start() {
     let b = TestRegion::start("b", &shutdown).await;
     let topology = topology(&[&a, &b], &[]);
     let _held = meridian_replicator::lock_data_dir(a.data_dir.path()).expect("lock");
-    let result = meridian_replicator::run(topology, "a".into(), Some(a.socket()), shutdown.clone()).await;
+    let result =
+        meridian_replicator::run(topology, "a".into(), Some(a.socket()), shutdown.clone()).await;
     assert!(matches!(result, Err(ReplicatorError::Locked { .. })));
     shutdown.cancel();
 }
@@ -363,9 +364,11 @@ async fn private_sites_dial_their_hub_which_forwards_between_them() {
 
     for region in [&hub, &far] {
         let expected = if region.name == "hub" { 121 } else { 120 };
-        wait_until(&format!("{} stores every record", region.name), PATIENCE, || {
-            region.node.log_len() == expected
-        })
+        wait_until(
+            &format!("{} stores every record", region.name),
+            PATIENCE,
+            || region.node.log_len() == expected,
+        )
         .await;
     }
     wait_until("lyon stores far's and pune's orders", PATIENCE, || {
@@ -425,9 +428,11 @@ async fn private_sites_dial_their_hub_which_forwards_between_them() {
     }
     // The sites' checkpoints at the hub cover the hub's log.
     let hub_last = hub.node.log_len() as u64;
-    wait_until("the hub's checkpoints for its sites advance", PATIENCE, || {
-        hub.node.checkpoint("lyon") == hub_last && hub.node.checkpoint("pune") == hub_last
-    })
+    wait_until(
+        "the hub's checkpoints for its sites advance",
+        PATIENCE,
+        || hub.node.checkpoint("lyon") == hub_last && hub.node.checkpoint("pune") == hub_last,
+    )
     .await;
     hub_replicator.stop().await;
     for replicator in replicators {

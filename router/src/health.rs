@@ -16,8 +16,9 @@
 //! once the own region has answered, nothing is.
 //!
 //! A region that comes back after being down is **returning**: it is chosen
-//! again only once it has caught up, that is once every region that was up
-//! at its return has had confirmed, by the returning region, everything it
+//! again only once it has caught up, that is once every replication
+//! neighbour (`meridian_topology::Topology::replication_neighbours`) that was
+//! up at its return has had confirmed, by the returning region, everything it
 //! held at that moment (the checkpoints each node reports in `Health`), or
 //! after [`CATCH_UP_MAX`]. Until then its clients stay where they were, so a
 //! consumer group does not come home to a region that has not yet heard of
@@ -32,7 +33,7 @@
 //! routers (see DESIGN.md); the choice uses topology link latency only.
 
 use parking_lot::RwLock;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -235,13 +236,44 @@ impl Entry {
 #[derive(Debug)]
 struct Inner {
     regions: RwLock<BTreeMap<String, Entry>>,
+    /// Per region, the regions its replicator connects to (whose
+    /// checkpoints show what it confirmed); `None`: every region.
+    neighbours: Option<BTreeMap<String, BTreeSet<String>>>,
     /// Bumped whenever a region is probed for the first time or changes state.
     changes: watch::Sender<u64>,
 }
 
 impl HealthView {
-    /// A view of `regions`, none of them probed yet (so none up).
+    /// A view of `regions`, none of them probed yet (so none up), where a
+    /// returning region waits to catch up with every other region.
+    #[cfg(test)]
     pub(crate) fn new(regions: impl IntoIterator<Item = String>) -> Self {
+        Self::with_neighbours(regions, None)
+    }
+
+    /// A view of the regions of `topology`, where a returning region waits
+    /// to catch up only with its replication neighbours (records of other
+    /// regions reach it through them).
+    pub(crate) fn of_topology(topology: &meridian_topology::Topology) -> Self {
+        let neighbours = topology
+            .regions
+            .keys()
+            .map(|name| {
+                let neighbours = topology
+                    .replication_neighbours(name)
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect();
+                (name.clone(), neighbours)
+            })
+            .collect();
+        Self::with_neighbours(topology.regions.keys().cloned(), Some(neighbours))
+    }
+
+    fn with_neighbours(
+        regions: impl IntoIterator<Item = String>,
+        neighbours: Option<BTreeMap<String, BTreeSet<String>>>,
+    ) -> Self {
         let regions = regions
             .into_iter()
             .map(|name| (name, Entry::default()))
@@ -249,6 +281,7 @@ impl HealthView {
         HealthView {
             inner: Arc::new(Inner {
                 regions: RwLock::new(regions),
+                neighbours,
                 changes: watch::Sender::new(0),
             }),
         }
@@ -278,9 +311,18 @@ impl HealthView {
                 (first_probe, previous, change)
             };
             if change == Some(State::Up) && previous == State::Down {
+                let neighbour = |name: &str| {
+                    self.inner.neighbours.as_ref().is_none_or(|neighbours| {
+                        neighbours
+                            .get(region)
+                            .is_some_and(|neighbours| neighbours.contains(name))
+                    })
+                };
                 let targets = regions
                     .iter()
-                    .filter(|(name, entry)| name.as_str() != region && entry.is_up())
+                    .filter(|(name, entry)| {
+                        name.as_str() != region && entry.is_up() && neighbour(name)
+                    })
                     .filter_map(|(name, entry)| {
                         Some((name.clone(), entry.progress.as_ref()?.last_sequence))
                     })

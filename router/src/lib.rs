@@ -55,7 +55,7 @@ pub async fn run(
     let tasks = TaskTracker::new();
     // Stops the probers and Telemetry streams, also when serving fails.
     let stop = shutdown.child_token();
-    let view = health::HealthView::new(topology.regions.keys().cloned());
+    let view = health::HealthView::of_topology(&topology);
     probe::spawn_probers(&view, &topology, &tasks, &stop)?;
     info!(
         region = %region,

@@ -41,7 +41,8 @@ fn unknown_key_is_refused_naming_file_and_key() {
         "failed to parse topology /x/t.toml: key regions.eu-west.sitee = \"public\": unknown key"
     ));
     assert!(
-        message.contains("allowed keys: site, node, admin, replicator, hubs, router, data_dir, flush")
+        message
+            .contains("allowed keys: site, node, admin, replicator, hubs, router, data_dir, flush")
     );
 }
 

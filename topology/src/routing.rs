@@ -133,6 +133,20 @@ impl Topology {
         parent
     }
 
+    /// The regions of `topic`'s `replicate_to` that records born in `origin`
+    /// cannot reach (empty for every region of `replicate_to` in a valid
+    /// topology; a region outside it may be cut off, such as a private site
+    /// none of whose hubs hold the topic).
+    pub fn unreached_from<'a>(&self, topic: &'a Topic, origin: &str) -> Vec<&'a str> {
+        let tree = self.forwarding_tree(topic, origin);
+        topic
+            .replicate_to
+            .iter()
+            .map(String::as_str)
+            .filter(|target| *target != origin && !tree.contains_key(target))
+            .collect()
+    }
+
     /// Whether region `from` sends records of `topic` born in `origin` to
     /// its neighbour `to`.
     pub fn forwards(&self, topic: &Topic, origin: &str, from: &str, to: &str) -> bool {

@@ -40,7 +40,11 @@ impl<S: LogStore> NodeBackend<S> {
             .map(String::as_str)
             // The origin sends its records to its neighbours itself, so
             // their checkpoints confirm them (others get them forwarded).
-            .filter(|peer| self.context.topology.replication_neighbours_are(region, peer))
+            .filter(|peer| {
+                self.context
+                    .topology
+                    .replication_neighbours_are(region, peer)
+            })
             .collect();
         let needed = usize::from(spec.geo_copies);
         let mut checkpoints = self.context.checkpoints.subscribe();
@@ -88,7 +92,13 @@ impl<S: LogStore> NodeBackend<S> {
                 .unwrap_or_default();
             let built = self
                 .topic(message.topic.as_ref())
-                .and_then(|(name, _)| {
+                .and_then(|(name, topic)| {
+                    rules::check_served_here(
+                        &name,
+                        &topic,
+                        &self.context.topology,
+                        &self.context.region,
+                    )?;
                     convert::record_from_client(message, &name, &self.context.region, now)
                 })
                 .and_then(|record| {

@@ -171,6 +171,10 @@ fn every_address_is_a_distinct_loopback_port() {
             assert!(address.ip().is_loopback());
             assert!(tcp.insert(address.port()), "TCP port {address} used twice");
         }
-        assert!(region.replicator.is_some_and(|address| address.ip().is_loopback()));
+        assert!(
+            region
+                .replicator
+                .is_some_and(|address| address.ip().is_loopback())
+        );
     }
 }
