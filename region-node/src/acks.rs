@@ -19,7 +19,7 @@
 
 use crate::consumer::{ConsumerEngine, ConsumerError, Finish};
 use crate::storage::{Appended, LogStore, StorageError};
-use meridian_proto::meridian::v1::{GroupAck, Record, RecordKind};
+use meridian_proto::meridian::v1::{GroupAck, GroupStart, Record, RecordKind};
 use meridian_topology::Topology;
 
 /// What an append brought that concerns acknowledgements: taken from the
@@ -30,6 +30,8 @@ pub enum Arrival {
     Message { dedup_id: Vec<u8> },
     /// An acknowledgement.
     Ack(GroupAck),
+    /// A consumer group's start in another region.
+    GroupStart(GroupStart),
     /// Anything else (messages sent here: nothing can wait for them).
     Other,
 }
@@ -39,6 +41,14 @@ impl Arrival {
     pub fn of(record: &Record, local_region: &str) -> Arrival {
         if record.kind == RecordKind::Ack as i32 {
             return record.ack.clone().map_or(Arrival::Other, Arrival::Ack);
+        }
+        if record.kind == RecordKind::GroupStart as i32 {
+            return match &record.group_start {
+                Some(start) if record.origin_region != local_region => {
+                    Arrival::GroupStart(start.clone())
+                }
+                _ => Arrival::Other,
+            };
         }
         if record.origin_region != local_region && record.message.is_some() {
             return Arrival::Message {
@@ -56,6 +66,8 @@ pub struct Applied {
     pub finished: usize,
     /// Acknowledgements held until their message arrives.
     pub held: usize,
+    /// Group queues created by group starts from other regions.
+    pub started: usize,
 }
 
 /// Applies the acknowledgements an append stored, and those held for the
@@ -109,6 +121,13 @@ pub fn apply_appended<S: LogStore>(
                     if let Some(ack) = store.get(ack_sequence)?.and_then(|record| record.ack) {
                         ready.push((ack, offset));
                     }
+                }
+            }
+            // Applied at once: acknowledgements of the group that follow
+            // it (in this batch too) then finish messages of the created queue.
+            Arrival::GroupStart(start) => {
+                if consumers.start_replicated(start)? {
+                    applied.started += 1;
                 }
             }
             Arrival::Other => {}
@@ -167,6 +186,46 @@ pub fn records_for_local_acks<S: LogStore>(
                 message_dedup_id: message.dedup_id,
                 acked_at_ms,
             }),
+            group_start: None,
+        });
+    }
+    Ok(records)
+}
+
+/// The group-start records of the group queues a receive created here
+/// (`created`: queue id and start offset), for a topic that starts new groups
+/// at the end and replicates to other regions; none otherwise.
+pub fn records_for_group_starts<S: LogStore>(
+    consumers: &ConsumerEngine<S>,
+    topology: &Topology,
+    local_region: &str,
+    group: &str,
+    topic: &str,
+    created: &[(i32, u64)],
+) -> Result<Vec<Record>, StorageError> {
+    let latest = topology
+        .topic(topic)
+        .is_some_and(|spec| spec.consume_from == meridian_topology::ConsumeFrom::Latest);
+    if created.is_empty() || !latest || !replicates_elsewhere(topology, topic, local_region) {
+        return Ok(Vec::new());
+    }
+    let created_at_ms = crate::grpc::convert::now_ms();
+    let mut records = Vec::with_capacity(created.len());
+    for &(queue_id, start) in created {
+        let marks = consumers.origin_marks(topic, queue_id, start, topology.regions.len())?;
+        records.push(Record {
+            kind: RecordKind::GroupStart as i32,
+            dedup_id: uuid::Uuid::now_v7().as_bytes().to_vec(),
+            origin_region: local_region.to_owned(),
+            path: vec![local_region.to_owned()],
+            group_start: Some(GroupStart {
+                group: group.to_owned(),
+                topic: topic.to_owned(),
+                queue_id,
+                created_at_ms,
+                marks,
+            }),
+            ..Record::default()
         });
     }
     Ok(records)
@@ -251,6 +310,130 @@ mod tests {
             .len()
     }
 
+    /// A message of `origin` with origin sequence `sequence`, with a body
+    /// naming both.
+    fn numbered(origin: &str, sequence: u64) -> Record {
+        let mut record = message(origin);
+        record.origin_sequence = sequence;
+        if let Some(message) = record.message.as_mut() {
+            message.body = format!("{origin} {sequence}").into_bytes();
+        }
+        record
+    }
+
+    fn group_start(marks: &[(&str, u64)]) -> Record {
+        Record {
+            kind: RecordKind::GroupStart as i32,
+            dedup_id: uuid::Uuid::now_v7().as_bytes().to_vec(),
+            origin_region: "us-east".to_owned(),
+            path: vec!["us-east".to_owned()],
+            group_start: Some(GroupStart {
+                group: "g".to_owned(),
+                topic: "demo".to_owned(),
+                queue_id: 0,
+                created_at_ms: 0,
+                marks: marks
+                    .iter()
+                    .map(
+                        |(origin, sequence)| meridian_proto::meridian::v1::OriginMark {
+                            origin_region: (*origin).to_owned(),
+                            origin_sequence: *sequence,
+                        },
+                    )
+                    .collect(),
+            }),
+            ..Record::default()
+        }
+    }
+
+    fn received_bodies(consumers: &ConsumerEngine<MemoryStore>) -> Vec<String> {
+        let filter = crate::consumer::TagFilter::All;
+        consumers
+            .receive(&crate::consumer::ReceiveRequest {
+                group: "g",
+                topic: "demo",
+                queue_count: 1,
+                consume_from: meridian_topology::ConsumeFrom::Latest,
+                filter: &filter,
+                max_messages: 32,
+                max_bytes: usize::MAX,
+                invisible_ms: 10_000,
+                now_ms: 1_700_000_000_000,
+            })
+            .expect("receive")
+            .deliveries
+            .into_iter()
+            .map(|delivery| {
+                String::from_utf8(delivery.record.message.expect("a message").body).expect("utf-8")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_group_started_elsewhere_starts_here_after_the_same_messages_per_origin() {
+        let store = Arc::new(MemoryStore::new());
+        let consumers = ConsumerEngine::load(store.clone(), "eu-west".into()).expect("load");
+        // Here, on-prem's second message arrived before us-east's second.
+        append(
+            &store,
+            &consumers,
+            vec![
+                numbered("us-east", 1),
+                numbered("on-prem", 1),
+                numbered("on-prem", 2),
+                numbered("us-east", 2),
+                numbered("us-east", 3),
+            ],
+        );
+        // us-east created the group when it held us-east 1 and on-prem 1..=2.
+        let applied = append(
+            &store,
+            &consumers,
+            vec![group_start(&[("us-east", 1), ("on-prem", 2)])],
+        );
+        assert_eq!(applied.started, 1);
+        // A second start of the same group changes nothing.
+        let again = append(&store, &consumers, vec![group_start(&[("us-east", 3)])]);
+        assert_eq!(again.started, 0);
+        // Later messages of either origin are after the start.
+        append(&store, &consumers, vec![numbered("on-prem", 3)]);
+        assert_eq!(
+            received_bodies(&consumers),
+            ["us-east 2", "us-east 3", "on-prem 3"]
+        );
+    }
+
+    #[test]
+    fn a_group_started_on_an_empty_queue_gets_everything() {
+        let store = Arc::new(MemoryStore::new());
+        let consumers = ConsumerEngine::load(store.clone(), "eu-west".into()).expect("load");
+        append(&store, &consumers, vec![numbered("us-east", 1)]);
+        append(&store, &consumers, vec![group_start(&[])]);
+        assert_eq!(received_bodies(&consumers), ["us-east 1"]);
+    }
+
+    #[test]
+    fn origin_marks_name_the_last_message_of_each_origin_before_the_start() {
+        let store = Arc::new(MemoryStore::new());
+        let consumers = ConsumerEngine::load(store.clone(), "eu-west".into()).expect("load");
+        append(
+            &store,
+            &consumers,
+            vec![
+                numbered("us-east", 1),
+                numbered("on-prem", 7),
+                numbered("us-east", 2),
+                numbered("us-east", 3),
+            ],
+        );
+        let marks = consumers.origin_marks("demo", 0, 3, 3).expect("marks");
+        let marks: Vec<(&str, u64)> = marks
+            .iter()
+            .map(|mark| (mark.origin_region.as_str(), mark.origin_sequence))
+            .collect();
+        assert_eq!(marks, [("on-prem", 7), ("us-east", 2)]);
+    }
+
     #[test]
     fn an_ack_from_another_region_finishes_the_local_copy() {
         let store = Arc::new(MemoryStore::new());
@@ -263,7 +446,8 @@ mod tests {
             applied,
             Applied {
                 finished: 1,
-                held: 0
+                held: 0,
+                started: 0
             }
         );
         assert_eq!(
@@ -283,7 +467,8 @@ mod tests {
             applied,
             Applied {
                 finished: 0,
-                held: 1
+                held: 1,
+                started: 0
             }
         );
         let applied = append(&store, &consumers, vec![early, message("us-east")]);
@@ -291,7 +476,8 @@ mod tests {
             applied,
             Applied {
                 finished: 1,
-                held: 0
+                held: 0,
+                started: 0
             }
         );
         assert_eq!(receive_all(&consumers), 1);

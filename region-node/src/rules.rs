@@ -32,6 +32,9 @@ pub fn check_record(record: &Record, topology: &Topology) -> Result<(), NodeErro
     if record.kind == RecordKind::Ack as i32 {
         return check_ack(record, topology);
     }
+    if record.kind == RecordKind::GroupStart as i32 {
+        return check_group_start(record, topology);
+    }
     if record.kind != RecordKind::Message as i32 {
         return Err(invalid(format!("unknown record kind {}", record.kind)));
     }
@@ -146,6 +149,39 @@ fn check_ack(record: &Record, topology: &Topology) -> Result<(), NodeError> {
         return Err(NodeError::IllegalQueue {
             topic: ack.topic.clone(),
             queue_id: ack.queue_id,
+            queues: topic.queues,
+        });
+    }
+    Ok(())
+}
+
+fn check_group_start(record: &Record, topology: &Topology) -> Result<(), NodeError> {
+    let invalid = |reason: String| NodeError::InvalidRecord { reason };
+    if record.dedup_id.len() != DEDUP_ID_BYTES || record.origin_region.is_empty() {
+        return Err(invalid(
+            "group start without a 16-byte dedup id or an origin".into(),
+        ));
+    }
+    let Some(start) = record.group_start.as_ref() else {
+        return Err(invalid("group start record without its group".into()));
+    };
+    if record.message.is_some() || record.ack.is_some() {
+        return Err(invalid(
+            "group start record with a message or an ack".into(),
+        ));
+    }
+    if start.group.is_empty() {
+        return Err(invalid("group start without a group".into()));
+    }
+    let Some(topic) = topology.topic(&start.topic) else {
+        return Err(NodeError::TopicNotFound {
+            topic: start.topic.clone(),
+        });
+    };
+    if start.queue_id < 0 || start.queue_id >= i32::from(topic.queues) {
+        return Err(NodeError::IllegalQueue {
+            topic: start.topic.clone(),
+            queue_id: start.queue_id,
             queues: topic.queues,
         });
     }

@@ -375,11 +375,12 @@ impl RecordFilter {
     }
 
     pub fn verdict(&mut self, record: &Record) -> Verdict {
-        // Messages and acknowledgements follow their topic's policy.
-        let topic = match (&record.message, &record.ack) {
-            (Some(message), _) => &message.topic,
-            (None, Some(ack)) => &ack.topic,
-            (None, None) => return Verdict::NotAMessage,
+        // Messages, acknowledgements and group starts follow their topic's policy.
+        let topic = match (&record.message, &record.ack, &record.group_start) {
+            (Some(message), _, _) => &message.topic,
+            (None, Some(ack), _) => &ack.topic,
+            (None, None, Some(start)) => &start.topic,
+            (None, None, None) => return Verdict::NotAMessage,
         };
         let Some(origins) = self.topics.get(topic) else {
             return Verdict::UnknownTopic {

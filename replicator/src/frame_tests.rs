@@ -35,6 +35,7 @@ fn random_record(random: &mut StdRng, sequence: u64) -> Record {
             ..RecordMessage::default()
         }),
         ack: None,
+        group_start: None,
     }
 }
 

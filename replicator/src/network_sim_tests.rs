@@ -622,6 +622,7 @@ impl Sim {
                 ..RecordMessage::default()
             }),
             ack: None,
+            group_start: None,
         };
         node.append(record);
         self.produced.push(Produced {
@@ -690,6 +691,7 @@ impl Sim {
                 message_dedup_id: message_dedup_id.clone(),
                 acked_at_ms: 0,
             }),
+            group_start: None,
         };
         node.append(record);
         self.produced.push(Produced {

@@ -253,6 +253,7 @@ fn record(sequence: u64) -> Record {
             ..Message::default()
         }),
         ack: None,
+        group_start: None,
     }
 }
 

@@ -51,6 +51,10 @@ pub struct TestClusterBuilder {
     extra_topics: BTreeMap<String, Topic>,
     binary: Option<PathBuf>,
     router_mode: RouterMode,
+    /// Region index → hub region indexes, for regions that are private sites.
+    private_sites: BTreeMap<usize, Vec<usize>>,
+    /// Where new consumer groups of [`TEST_TOPIC`] start.
+    consume_from: ConsumeFrom,
 }
 
 impl Default for TestClusterBuilder {
@@ -63,6 +67,8 @@ impl Default for TestClusterBuilder {
             extra_topics: BTreeMap::new(),
             binary: None,
             router_mode: RouterMode::Direct,
+            private_sites: BTreeMap::new(),
+            consume_from: ConsumeFrom::Earliest,
         }
     }
 }
@@ -98,6 +104,20 @@ impl TestClusterBuilder {
         self
     }
 
+    /// Makes region number `region` (0-based, see [`region_name`]) a private
+    /// site behind the regions numbered `hubs`: it gets no replicator
+    /// address and its replicator dials the hubs.
+    pub fn private_site(mut self, region: usize, hubs: &[usize]) -> Self {
+        self.private_sites.insert(region, hubs.to_vec());
+        self
+    }
+
+    /// Where new consumer groups of [`TEST_TOPIC`] start (default earliest).
+    pub fn consume_from(mut self, consume_from: ConsumeFrom) -> Self {
+        self.consume_from = consume_from;
+        self
+    }
+
     /// Adds a topic besides [`TEST_TOPIC`].
     pub fn topic(mut self, name: impl Into<String>, topic: Topic) -> Self {
         self.extra_topics.insert(name.into(), topic);
@@ -126,7 +146,16 @@ impl TestClusterBuilder {
             .tempdir()
             .context("create the test cluster's temp dir")?;
         let root = directory.path().to_path_buf();
-        let (mut topology, held_ports) = plan(self.regions, &root, self.flush, self.router_mode)?;
+        let (mut topology, held_ports) = plan(
+            self.regions,
+            &root,
+            self.flush,
+            self.router_mode,
+            &self.private_sites,
+        )?;
+        if let Some(topic) = topology.topics.get_mut(TEST_TOPIC) {
+            topic.consume_from = self.consume_from;
+        }
         topology.topics.extend(self.extra_topics);
 
         std::fs::create_dir_all(root.join("logs")).context("create the logs dir")?;
@@ -175,17 +204,29 @@ fn plan(
     root: &Path,
     flush: FlushMode,
     router_mode: RouterMode,
+    private_sites: &BTreeMap<usize, Vec<usize>>,
 ) -> anyhow::Result<(Topology, HeldPorts)> {
     let names: Vec<String> = (0..regions).map(region_name).collect();
     let mut held = HeldPorts::default();
     let mut region_map = BTreeMap::new();
-    for name in &names {
+    for (index, name) in names.iter().enumerate() {
+        let hubs: Vec<String> = private_sites
+            .get(&index)
+            .into_iter()
+            .flatten()
+            .map(|hub| region_name(*hub))
+            .collect();
+        let private = private_sites.contains_key(&index);
         let region = Region {
-            site: Site::Public,
+            site: if private { Site::Private } else { Site::Public },
             node: held.hold(format!("{name}.node"), Protocol::Tcp)?,
             admin: held.hold(format!("{name}.admin"), Protocol::Tcp)?,
-            replicator: Some(held.hold(format!("{name}.replicator"), Protocol::Udp)?),
-            hubs: Vec::new(),
+            replicator: if private {
+                None
+            } else {
+                Some(held.hold(format!("{name}.replicator"), Protocol::Udp)?)
+            },
+            hubs,
             router: held.hold(format!("{name}.router"), Protocol::Tcp)?,
             data_dir: root.join(name).join("data"),
             flush,
@@ -239,7 +280,7 @@ pub fn topology_with_held_ports(
     root: &Path,
     flush: FlushMode,
 ) -> anyhow::Result<(Topology, HeldPorts)> {
-    plan(regions, root, flush, RouterMode::Direct)
+    plan(regions, root, flush, RouterMode::Direct, &BTreeMap::new())
 }
 
 /// A running Meridian deployment; see the crate docs.

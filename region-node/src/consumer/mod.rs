@@ -23,6 +23,7 @@
 mod filter;
 mod handle;
 mod poll;
+mod start;
 mod state;
 
 pub use filter::{FilterError, TagFilter};
@@ -119,6 +120,8 @@ pub struct Received {
     /// The earliest time an invisible message of these queues becomes visible
     /// again (for long polling to wake up), if any.
     pub next_deadline_ms: Option<i64>,
+    /// The group queues this receive created: queue id and start offset.
+    pub created: Vec<(i32, u64)>,
 }
 
 impl Received {
@@ -280,6 +283,7 @@ impl<S: LogStore> ConsumerEngine<S> {
                         floor: position,
                         next: position,
                     };
+                    received.created.push((key.queue_id, position));
                     Staged::create(key, cursor)
                 }
             };

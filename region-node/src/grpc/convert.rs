@@ -74,6 +74,7 @@ pub fn record_from_client(
         origin_sequence: 0,
         path: vec![local_region.to_owned()],
         ack: None,
+        group_start: None,
         message: Some(internal::Message {
             client_message_id: properties.message_id,
             topic: topic_name.to_owned(),

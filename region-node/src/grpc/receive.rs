@@ -89,7 +89,8 @@ impl<S: LogStore> NodeBackend<S> {
             |now| {
                 let (group, topic_name, filter) =
                     (group.clone(), topic_name.clone(), filter.clone());
-                self.context.blocking(move |_, consumers| {
+                let context = Arc::clone(&self.context);
+                let tried = self.context.blocking(move |_, consumers| {
                     let request = ReceiveRequest {
                         group: &group,
                         topic: &topic_name,
@@ -102,11 +103,33 @@ impl<S: LogStore> NodeBackend<S> {
                         now_ms: now,
                     };
                     let received = consumers.receive(&request)?;
-                    Ok(Try {
+                    let starts = crate::acks::records_for_group_starts(
+                        consumers,
+                        &context.topology,
+                        &context.region,
+                        &group,
+                        &topic_name,
+                        &received.created,
+                    )?;
+                    let tried = Try {
                         next_deadline_ms: received.next_deadline_ms,
                         found: (!received.deliveries.is_empty()).then_some(received.deliveries),
-                    })
-                })
+                    };
+                    Ok((tried, starts))
+                });
+                async move {
+                    let (tried, starts) = tried.await?;
+                    // A new group's start goes to the other regions before
+                    // anything it acknowledges (log order).
+                    if !starts.is_empty() {
+                        self.context
+                            .commit
+                            .append(starts)
+                            .await
+                            .map_err(NodeError::from)?;
+                    }
+                    Ok::<_, NodeError>(tried)
+                }
             },
         )
         .await?;

@@ -54,6 +54,7 @@ fn record(n: u64, topic: &str, queue_id: i32) -> Record {
             ..Message::default()
         }),
         ack: None,
+        group_start: None,
     }
 }
 
@@ -494,6 +495,7 @@ fn acknowledgements_join_the_log_but_no_queue(store: &impl LogStore) {
     assert_eq!(log[1].ack, ack_record(2, 1).ack);
     let invalid = Record {
         ack: None,
+        group_start: None,
         ..ack_record(3, 1)
     };
     assert!(matches!(

@@ -279,6 +279,19 @@ fn validate_for_append(records: &[Record]) -> Result<(), StorageError> {
             }
             continue;
         }
+        if record.kind == RecordKind::GroupStart as i32 {
+            match &record.group_start {
+                None => return Err(invalid("is a group start without its group")),
+                Some(start) if start.group.is_empty() || start.topic.is_empty() => {
+                    return Err(invalid("has a group start without a group or topic"));
+                }
+                Some(_) if record.message.is_some() || record.ack.is_some() => {
+                    return Err(invalid("is a group start with a message or an ack"));
+                }
+                Some(_) => {}
+            }
+            continue;
+        }
         match &record.message {
             None => return Err(invalid("has no message")),
             Some(message) if message.topic.is_empty() => {

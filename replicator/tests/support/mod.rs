@@ -95,6 +95,7 @@ impl FakeNode {
                 ..Message::default()
             }),
             ack: None,
+            group_start: None,
         });
         drop(state);
         self.last_sequence.send_replace(sequence);

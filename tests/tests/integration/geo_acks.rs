@@ -116,3 +116,87 @@ async fn a_group_moving_regions_gets_exactly_what_it_did_not_acknowledge() {
     let _ = tokio::time::timeout(Duration::from_secs(10), in_b.shutdown()).await;
     cluster.finish();
 }
+
+/// A group created in region a on a topic whose new groups start at the end
+/// (`consume_from = "latest"`) starts from the same messages in b: moved to
+/// b, it gets what was sent after its start in a, not the older messages,
+/// and not nothing (as a group created anew at b's end would).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_latest_group_moving_regions_starts_from_the_same_messages() {
+    let cluster = TestCluster::builder()
+        .regions(2)
+        .consume_from(meridian_tests::meridian_topology::ConsumeFrom::Latest)
+        .build()
+        .await
+        .expect("start a two-region cluster");
+    let producer = start_producer(&cluster.router_endpoint("a"))
+        .await
+        .expect("producer via a");
+    for index in 0..5 {
+        send(&producer, format!("before the group {index}").into_bytes())
+            .await
+            .expect("send");
+    }
+    // The group's first receive in a creates it at the end of every queue.
+    let in_a = start_consumer(&cluster.router_endpoint("a"), "latest-group")
+        .await
+        .expect("consumer via a");
+    let first = receive(&in_a).await.expect("receive in a");
+    assert!(
+        first.is_empty(),
+        "a latest group starts after the old messages"
+    );
+    let mut after = BTreeSet::new();
+    for index in 0..5 {
+        after.insert(
+            send(&producer, format!("after the group {index}").into_bytes())
+                .await
+                .expect("send"),
+        );
+    }
+    let a_last = last_sequence(&cluster, "a")
+        .await
+        .expect("a's last sequence");
+    wait_until(
+        Duration::from_secs(60),
+        "b confirms everything a holds, the group's start too",
+        || async { anyhow::Ok(checkpoint(&cluster, "a", "b").await? >= a_last) },
+    )
+    .await
+    .expect("replication a -> b");
+
+    let in_b = start_consumer(&cluster.router_endpoint("b"), "latest-group")
+        .await
+        .expect("consumer via b");
+    let mut received = Vec::new();
+    within(
+        Duration::from_secs(60),
+        "b delivers the messages after the start",
+        async {
+            while received.len() < after.len() {
+                for message in receive(&in_b).await.expect("receive in b") {
+                    received.push(message.message_id().to_owned());
+                    ack(&in_b, &message).await.expect("ack in b");
+                }
+            }
+        },
+    )
+    .await
+    .expect("b delivers");
+    for message in receive(&in_b).await.expect("receive") {
+        received.push(message.message_id().to_owned());
+    }
+    let distinct: BTreeSet<String> = received.iter().cloned().collect();
+    assert_eq!(
+        distinct.len(),
+        received.len(),
+        "b delivered a message twice"
+    );
+    assert_eq!(
+        distinct, after,
+        "b delivers exactly the messages after the group's start"
+    );
+    shut_down(in_a, producer).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), in_b.shutdown()).await;
+    cluster.finish();
+}

@@ -14,6 +14,7 @@ mod drills;
 mod durability;
 mod geo_acks;
 mod geo_durability;
+mod hybrid;
 mod json;
 mod lifecycle;
 mod nodejs_client;

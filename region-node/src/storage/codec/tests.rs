@@ -20,6 +20,7 @@ fn record() -> Record {
             ..Message::default()
         }),
         ack: None,
+        group_start: None,
     }
 }
 
