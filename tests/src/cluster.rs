@@ -51,10 +51,10 @@ pub struct TestClusterBuilder {
     extra_topics: BTreeMap<String, Topic>,
     binary: Option<PathBuf>,
     router_mode: RouterMode,
-    /// Region index → hub region indexes, for regions that are private sites.
-    private_sites: BTreeMap<usize, Vec<usize>>,
     /// Where new consumer groups of [`TEST_TOPIC`] start.
     consume_from: ConsumeFrom,
+    /// A topology file to run instead of the planned regions.
+    topology_file: Option<PathBuf>,
 }
 
 impl Default for TestClusterBuilder {
@@ -67,8 +67,8 @@ impl Default for TestClusterBuilder {
             extra_topics: BTreeMap::new(),
             binary: None,
             router_mode: RouterMode::Direct,
-            private_sites: BTreeMap::new(),
             consume_from: ConsumeFrom::Earliest,
+            topology_file: None,
         }
     }
 }
@@ -104,17 +104,19 @@ impl TestClusterBuilder {
         self
     }
 
-    /// Makes region number `region` (0-based, see [`region_name`]) a private
-    /// site behind the regions numbered `hubs`: it gets no replicator
-    /// address and its replicator dials the hubs.
-    pub fn private_site(mut self, region: usize, hubs: &[usize]) -> Self {
-        self.private_sites.insert(region, hubs.to_vec());
-        self
-    }
-
     /// Where new consumer groups of [`TEST_TOPIC`] start (default earliest).
     pub fn consume_from(mut self, consume_from: ConsumeFrom) -> Self {
         self.consume_from = consume_from;
+        self
+    }
+
+    /// Runs the regions, links and topics of a topology file (an example,
+    /// say) instead of planned ones: every address becomes a held loopback
+    /// port and every data directory one of the cluster's, so the file's
+    /// fixed ports and paths are never used; its drill is left out.
+    /// [`Self::regions`] and the test-topic settings do not apply.
+    pub fn topology_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.topology_file = Some(path.into());
         self
     }
 
@@ -146,13 +148,10 @@ impl TestClusterBuilder {
             .tempdir()
             .context("create the test cluster's temp dir")?;
         let root = directory.path().to_path_buf();
-        let (mut topology, held_ports) = plan(
-            self.regions,
-            &root,
-            self.flush,
-            self.router_mode,
-            &self.private_sites,
-        )?;
+        let (mut topology, held_ports) = match &self.topology_file {
+            Some(path) => plan_from_file(path, &root)?,
+            None => plan(self.regions, &root, self.flush, self.router_mode)?,
+        };
         if let Some(topic) = topology.topics.get_mut(TEST_TOPIC) {
             topic.consume_from = self.consume_from;
         }
@@ -204,29 +203,17 @@ fn plan(
     root: &Path,
     flush: FlushMode,
     router_mode: RouterMode,
-    private_sites: &BTreeMap<usize, Vec<usize>>,
 ) -> anyhow::Result<(Topology, HeldPorts)> {
     let names: Vec<String> = (0..regions).map(region_name).collect();
     let mut held = HeldPorts::default();
     let mut region_map = BTreeMap::new();
-    for (index, name) in names.iter().enumerate() {
-        let hubs: Vec<String> = private_sites
-            .get(&index)
-            .into_iter()
-            .flatten()
-            .map(|hub| region_name(*hub))
-            .collect();
-        let private = private_sites.contains_key(&index);
+    for name in &names {
         let region = Region {
-            site: if private { Site::Private } else { Site::Public },
+            site: Site::Public,
             node: held.hold(format!("{name}.node"), Protocol::Tcp)?,
             admin: held.hold(format!("{name}.admin"), Protocol::Tcp)?,
-            replicator: if private {
-                None
-            } else {
-                Some(held.hold(format!("{name}.replicator"), Protocol::Udp)?)
-            },
-            hubs,
+            replicator: Some(held.hold(format!("{name}.replicator"), Protocol::Udp)?),
+            hubs: Vec::new(),
             router: held.hold(format!("{name}.router"), Protocol::Tcp)?,
             data_dir: root.join(name).join("data"),
             flush,
@@ -271,6 +258,28 @@ fn plan(
     Ok((topology, held))
 }
 
+/// The topology of `path` with every address a held loopback port and every
+/// data directory under `root` (see [`TestClusterBuilder::topology_file`]).
+fn plan_from_file(path: &Path, root: &Path) -> anyhow::Result<(Topology, HeldPorts)> {
+    let mut topology =
+        Topology::load(path).with_context(|| format!("load the topology {}", path.display()))?;
+    topology.drill = None;
+    let mut held = HeldPorts::default();
+    for (name, region) in &mut topology.regions {
+        region.node = held.hold(format!("{name}.node"), Protocol::Tcp)?;
+        region.admin = held.hold(format!("{name}.admin"), Protocol::Tcp)?;
+        region.router = held.hold(format!("{name}.router"), Protocol::Tcp)?;
+        if region.replicator.is_some() {
+            region.replicator = Some(held.hold(format!("{name}.replicator"), Protocol::Udp)?);
+        }
+        region.data_dir = root.join(name).join("data");
+    }
+    topology
+        .validate()
+        .context("the topology with held ports is valid")?;
+    Ok((topology, held))
+}
+
 /// A valid topology like a test cluster's, with data dirs under `root`, on
 /// loopback ports held until the returned [`HeldPorts`] is dropped: a base
 /// for files that tests break, or for a `meridian up` that inherits the
@@ -280,7 +289,7 @@ pub fn topology_with_held_ports(
     root: &Path,
     flush: FlushMode,
 ) -> anyhow::Result<(Topology, HeldPorts)> {
-    plan(regions, root, flush, RouterMode::Direct, &BTreeMap::new())
+    plan(regions, root, flush, RouterMode::Direct)
 }
 
 /// A running Meridian deployment; see the crate docs.

@@ -118,14 +118,8 @@ fn region_names_are_short_and_unique() {
 #[test]
 fn the_planned_topology_round_trips_through_toml() {
     let root = tempfile::tempdir().expect("temp dir");
-    let (topology, held) = plan(
-        3,
-        root.path(),
-        FlushMode::Sync,
-        RouterMode::Direct,
-        &BTreeMap::new(),
-    )
-    .expect("plan a topology");
+    let (topology, held) =
+        plan(3, root.path(), FlushMode::Sync, RouterMode::Direct).expect("plan a topology");
     // Every socket every role listens on is held under the name it is handed over by.
     for region in topology.regions.keys() {
         for role in Role::ALL {
@@ -149,14 +143,8 @@ fn the_planned_topology_round_trips_through_toml() {
 #[test]
 fn link_latencies_make_the_nearest_region_unique() {
     let root = tempfile::tempdir().expect("temp dir");
-    let (topology, _reservations) = plan(
-        3,
-        root.path(),
-        FlushMode::Async,
-        RouterMode::Direct,
-        &BTreeMap::new(),
-    )
-    .expect("plan a topology");
+    let (topology, _reservations) =
+        plan(3, root.path(), FlushMode::Async, RouterMode::Direct).expect("plan a topology");
     let latency = |x: &str, y: &str| {
         topology
             .links
@@ -175,14 +163,8 @@ fn link_latencies_make_the_nearest_region_unique() {
 #[test]
 fn every_address_is_a_distinct_loopback_port() {
     let root = tempfile::tempdir().expect("temp dir");
-    let (topology, _reservations) = plan(
-        3,
-        root.path(),
-        FlushMode::Async,
-        RouterMode::Direct,
-        &BTreeMap::new(),
-    )
-    .expect("plan a topology");
+    let (topology, _reservations) =
+        plan(3, root.path(), FlushMode::Async, RouterMode::Direct).expect("plan a topology");
     let mut tcp = std::collections::BTreeSet::new();
     for region in topology.regions.values() {
         for address in [region.node, region.admin, region.router] {

@@ -1,9 +1,12 @@
-//! Hybrid cloud: two public regions and two private sites, each site behind
-//! its own hub. A message sent at one site reaches the other site only
-//! through both hubs, and the sites' replicators listen on nothing.
+//! Hybrid cloud, as `topology/examples/hybrid.toml` describes it (on held
+//! ports): public eu-west and ap-south, private factory-lyon behind eu-west
+//! and store-pune behind ap-south. A message sent at one site reaches the
+//! other site only through both hubs, and the sites' replicators listen on
+//! nothing.
 
 use crate::support::{
-    ack, message_records, receive, send, start_consumer, start_producer, topic_count, within,
+    ack, message_records, receive_of, send_to, start_consumer_of, start_producer_of,
+    topic_count_of, within,
 };
 use meridian_tests::{Role, TestCluster, wait_until};
 use std::collections::BTreeSet;
@@ -63,7 +66,7 @@ async fn quic_handshake(port: u16) -> Result<(), String> {
         .connect_with(
             quinn::ClientConfig::new(Arc::new(crypto)),
             SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-            "c.replicator.meridian",
+            "site.replicator.meridian",
         )
         .map_err(|error| error.to_string())?;
     let outcome = match tokio::time::timeout(Duration::from_secs(3), connecting).await {
@@ -76,53 +79,65 @@ async fn quic_handshake(port: u16) -> Result<(), String> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_message_sent_at_one_private_site_reaches_the_other_through_both_hubs() {
-    // a and b public; c behind a, d behind b.
+async fn the_hybrid_example_carries_a_site_message_through_both_hubs_to_the_other_site() {
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../topology/examples/hybrid.toml");
     let cluster = TestCluster::builder()
-        .regions(4)
-        .private_site(2, &[0])
-        .private_site(3, &[1])
+        .topology_file(example)
         .build()
         .await
-        .expect("start a hybrid cluster");
+        .expect("start the hybrid example");
 
-    let producer = start_producer(&cluster.router_endpoint("c"))
+    let producer = start_producer_of(&cluster.router_endpoint("factory-lyon"), "orders")
         .await
-        .expect("producer at site c");
+        .expect("producer at factory-lyon");
     let mut sent = BTreeSet::new();
     for index in 0..MESSAGES {
-        let body = format!("from site c {index}").into_bytes();
-        sent.insert(send(&producer, body).await.expect("send at c"));
+        let body = format!("order from lyon {index}").into_bytes();
+        sent.insert(
+            send_to(&producer, "orders", body)
+                .await
+                .expect("send at lyon"),
+        );
     }
-    for region in ["a", "b", "d"] {
+    for region in ["eu-west", "ap-south", "store-pune"] {
         wait_until(
             Duration::from_secs(60),
-            &format!("{region} stores every message sent at c"),
-            || async { anyhow::Ok(topic_count(&cluster, region).await? >= MESSAGES as u64) },
+            &format!("{region} stores every order sent at factory-lyon"),
+            || async {
+                anyhow::Ok(topic_count_of(&cluster, region, "orders").await? >= MESSAGES as u64)
+            },
         )
         .await
         .expect("replication through the hubs");
     }
-    // Site d heard of c's messages through a and then b, and stored each once.
-    let at_d = message_records(&cluster, "d").await.expect("d's log");
-    assert_eq!(at_d.len(), MESSAGES, "d stores each message once");
-    for record in &at_d {
-        assert_eq!(record.path, ["c", "a", "b", "d"], "the route to d");
+    // store-pune heard of Lyon's orders through eu-west, then ap-south, and
+    // stored each once.
+    let at_pune = message_records(&cluster, "store-pune")
+        .await
+        .expect("store-pune's log");
+    assert_eq!(at_pune.len(), MESSAGES, "store-pune stores each order once");
+    for record in &at_pune {
+        assert_eq!(
+            record.path,
+            ["factory-lyon", "eu-west", "ap-south", "store-pune"],
+            "the route to store-pune"
+        );
     }
 
     // Consumed at the other site and in both public regions, each once.
-    for region in ["d", "a", "b"] {
+    for region in ["store-pune", "eu-west", "ap-south"] {
         let group = format!("readers-in-{region}");
-        let consumer = start_consumer(&cluster.router_endpoint(region), &group)
+        let consumer = start_consumer_of(&cluster.router_endpoint(region), &group, "orders")
             .await
             .expect("consumer");
         let mut received = Vec::new();
         within(
             Duration::from_secs(60),
-            &format!("{region} delivers c's messages"),
+            &format!("{region} delivers Lyon's orders"),
             async {
                 while received.len() < MESSAGES {
-                    for message in receive(&consumer).await.expect("receive") {
+                    for message in receive_of(&consumer, "orders").await.expect("receive") {
                         received.push(message.message_id().to_owned());
                         ack(&consumer, &message).await.expect("ack");
                     }
@@ -135,16 +150,30 @@ async fn a_message_sent_at_one_private_site_reaches_the_other_through_both_hubs(
         assert_eq!(
             distinct.len(),
             received.len(),
-            "{region} delivered a message twice"
+            "{region} delivered an order twice"
         );
-        assert_eq!(distinct, sent, "{region} delivers exactly what c sent");
+        assert_eq!(distinct, sent, "{region} delivers exactly what Lyon sent");
         let _ = tokio::time::timeout(Duration::from_secs(10), consumer.shutdown()).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(10), producer.shutdown()).await;
 
+    // Telemetry stays in Europe, and store-pune, none of whose hubs hold it,
+    // refuses to take it.
+    let pune_telemetry = start_producer_of(&cluster.router_endpoint("store-pune"), "telemetry")
+        .await
+        .expect("telemetry producer at store-pune");
+    let refused = send_to(&pune_telemetry, "telemetry", b"reading".to_vec())
+        .await
+        .expect_err("store-pune does not serve telemetry");
+    assert!(
+        format!("{refused:#}").contains("not served in region store-pune"),
+        "the refusal says why: {refused:#}"
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(10), pune_telemetry.shutdown()).await;
+
     // The sites' replicators listen on nothing: the only UDP socket each
     // holds is the one it dials from, and a QUIC handshake to it is refused.
-    for site in ["c", "d"] {
+    for site in ["factory-lyon", "store-pune"] {
         let pid = cluster
             .pid(site, Role::Replicator)
             .expect("the site's replicator runs");

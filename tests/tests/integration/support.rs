@@ -47,8 +47,13 @@ fn client_option(access_url: &str) -> ClientOption {
 
 /// A started official producer of [`TEST_TOPIC`] with `access_url` as access point.
 pub async fn start_producer(access_url: &str) -> anyhow::Result<Producer> {
+    start_producer_of(access_url, TEST_TOPIC).await
+}
+
+/// A started official producer of `topic` with `access_url` as access point.
+pub async fn start_producer_of(access_url: &str, topic: &str) -> anyhow::Result<Producer> {
     let mut option = ProducerOption::default();
-    option.set_topics(vec![TEST_TOPIC]);
+    option.set_topics(vec![topic]);
     let mut producer = Producer::new(option, client_option(access_url))
         .map_err(|error| anyhow::anyhow!("create a producer: {error:?}"))?;
     within(CLIENT_CALL_TIMEOUT, "start the producer", producer.start())
@@ -59,8 +64,17 @@ pub async fn start_producer(access_url: &str) -> anyhow::Result<Producer> {
 
 /// A started official simple consumer of [`TEST_TOPIC`] in `group`.
 pub async fn start_consumer(access_url: &str, group: &str) -> anyhow::Result<SimpleConsumer> {
+    start_consumer_of(access_url, group, TEST_TOPIC).await
+}
+
+/// A started official simple consumer of `topic` in `group`.
+pub async fn start_consumer_of(
+    access_url: &str,
+    group: &str,
+    topic: &str,
+) -> anyhow::Result<SimpleConsumer> {
     let mut option = SimpleConsumerOption::default();
-    option.set_topics(vec![TEST_TOPIC]);
+    option.set_topics(vec![topic]);
     option.set_consumer_group(group);
     let mut consumer = SimpleConsumer::new(option, client_option(access_url))
         .map_err(|error| anyhow::anyhow!("create a simple consumer: {error:?}"))?;
@@ -74,10 +88,10 @@ pub async fn start_consumer(access_url: &str, group: &str) -> anyhow::Result<Sim
     Ok(consumer)
 }
 
-/// A normal message of [`TEST_TOPIC`].
-pub fn message(body: Vec<u8>) -> anyhow::Result<impl Message> {
+/// A normal message of `topic`.
+pub fn message_of(topic: &str, body: Vec<u8>) -> anyhow::Result<impl Message> {
     MessageBuilder::builder()
-        .set_topic(TEST_TOPIC)
+        .set_topic(topic)
         .set_tag(TAG)
         .set_body(body)
         .build()
@@ -86,10 +100,15 @@ pub fn message(body: Vec<u8>) -> anyhow::Result<impl Message> {
 
 /// Sends one message and returns the message id the server acknowledged.
 pub async fn send(producer: &Producer, body: Vec<u8>) -> anyhow::Result<String> {
+    send_to(producer, TEST_TOPIC, body).await
+}
+
+/// Sends one message of `topic`; returns the message id the server acknowledged.
+pub async fn send_to(producer: &Producer, topic: &str, body: Vec<u8>) -> anyhow::Result<String> {
     let receipt = within(
         CLIENT_CALL_TIMEOUT,
         "send a message",
-        producer.send(message(body)?),
+        producer.send(message_of(topic, body)?),
     )
     .await?
     .map_err(|error| anyhow::anyhow!("send a message: {error:?}"))?;
@@ -98,11 +117,19 @@ pub async fn send(producer: &Producer, body: Vec<u8>) -> anyhow::Result<String> 
 
 /// One long-polling receive of up to 32 messages with every tag.
 pub async fn receive(consumer: &SimpleConsumer) -> anyhow::Result<Vec<MessageView>> {
+    receive_of(consumer, TEST_TOPIC).await
+}
+
+/// One long-polling receive of up to 32 messages of `topic` with every tag.
+pub async fn receive_of(
+    consumer: &SimpleConsumer,
+    topic: &str,
+) -> anyhow::Result<Vec<MessageView>> {
     let filter = FilterExpression::new(FilterType::Tag, "*");
     within(
         LONG_POLLING + CLIENT_CALL_TIMEOUT,
         "receive messages",
-        consumer.receive(TEST_TOPIC, &filter),
+        consumer.receive(topic.to_owned(), &filter),
     )
     .await?
     .map_err(|error| anyhow::anyhow!("receive messages: {error:?}"))
@@ -133,9 +160,18 @@ pub async fn ack(consumer: &SimpleConsumer, message: &MessageView) -> anyhow::Re
 
 /// `message_count` of [`TEST_TOPIC`] in the region's node.
 pub async fn topic_count(cluster: &TestCluster, region: &str) -> anyhow::Result<u64> {
+    topic_count_of(cluster, region, TEST_TOPIC).await
+}
+
+/// `message_count` of `topic` in the region's node.
+pub async fn topic_count_of(
+    cluster: &TestCluster,
+    region: &str,
+    topic: &str,
+) -> anyhow::Result<u64> {
     let mut admin = cluster.admin_client(region).await?;
     let request = TopicStatsRequest {
-        topic: TEST_TOPIC.to_owned(),
+        topic: topic.to_owned(),
     };
     let stats = within(
         CLIENT_CALL_TIMEOUT,
@@ -143,7 +179,7 @@ pub async fn topic_count(cluster: &TestCluster, region: &str) -> anyhow::Result<
         admin.topic_stats(request),
     )
     .await?
-    .with_context(|| format!("TopicStats of {TEST_TOPIC} in region {region}"))?
+    .with_context(|| format!("TopicStats of {topic} in region {region}"))?
     .into_inner();
     Ok(stats.message_count)
 }
