@@ -12,6 +12,7 @@
 
 use meridian_proto::meridian::v1::node_service_client::NodeServiceClient;
 use meridian_proto::meridian::v1::{GetCheckpointRequest, HealthRequest, TailRequest};
+use meridian_replicator::core::{RecordFilter, Verdict};
 use meridian_topology::Topology;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -145,6 +146,7 @@ async fn snapshot(topology: &Topology, describe: bool) -> Snapshot {
                                 unconfirmed(
                                     client.clone(),
                                     topology,
+                                    from,
                                     to,
                                     acknowledged,
                                     *last_sequence,
@@ -174,11 +176,14 @@ async fn snapshot(topology: &Topology, describe: bool) -> Snapshot {
     Snapshot { regions, links }
 }
 
-/// Reads back the entries after `acknowledged` through `last` and counts
-/// those bound for `peer`; `None` when the node does not answer in time.
+/// Reads back the entries of `from`'s log after `acknowledged` through
+/// `last` and counts those `from` sends to `peer` (the replicator's own
+/// filter: records of any origin it forwards); `None` when the node does not
+/// answer in time.
 async fn unconfirmed(
     mut client: NodeServiceClient<Channel>,
     topology: &Topology,
+    from: &str,
     peer: &str,
     acknowledged: u64,
     last: u64,
@@ -187,17 +192,13 @@ async fn unconfirmed(
     if last <= acknowledged {
         return Some(found);
     }
-    let bound_for_peer = |topic: &str| {
-        topology
-            .topic(topic)
-            .is_some_and(|topic| topic.replicate_to.iter().any(|region| region == peer))
-    };
+    let mut filter = RecordFilter::new(topology, from, peer);
     let read = async {
         let request = TailRequest {
             after_sequence: acknowledged,
             max_records: 1024,
             max_bytes: 4 * 1024 * 1024,
-            local_origin_only: true,
+            local_origin_only: false,
         };
         let mut stream = client.tail(request).await.ok()?.into_inner();
         let mut read = 0u64;
@@ -207,12 +208,15 @@ async fn unconfirmed(
                     return Some(());
                 }
                 read += 1;
+                if filter.verdict(record) != Verdict::Send {
+                    continue;
+                }
                 let stamp = match (&record.message, &record.ack) {
-                    (Some(message), _) if bound_for_peer(&message.topic) => {
+                    (Some(message), _) => {
                         found.messages += 1;
                         Some(message.store_timestamp_ms)
                     }
-                    (None, Some(ack)) if bound_for_peer(&ack.topic) => {
+                    (None, Some(ack)) => {
                         found.acks += 1;
                         Some(ack.acked_at_ms)
                     }
