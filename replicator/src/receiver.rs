@@ -4,7 +4,7 @@
 //!
 //! A public region's replicator is a QUIC server; a private site's serves the
 //! streams its hubs open on the connections it dialed
-//! ([`serve_returning_streams`]). Per stream: its first
+//! (`serve_returning_streams`). Per stream: its first
 //! frame must be a Hello with protocol version 1, this region as `to_region`
 //! and a known other region as `from_region`; anything else gets a Goodbye and
 //! the connection is closed with [`CLOSE_HANDSHAKE_REFUSED`]. Then each Batch

@@ -2,10 +2,10 @@
 //! a to region b receives in b exactly what it had not acknowledged in a.
 
 use crate::support::{
-    ack, checkpoint, last_sequence, receive, send, shut_down, start_consumer, start_producer,
-    topic_count, within,
+    ack, checkpoint, last_sequence, receive, receive_exactly, send, shut_down, start_consumer,
+    start_producer, topic_count, within,
 };
-use meridian_tests::{TestCluster, wait_until};
+use meridian_tests::{TEST_TOPIC, TestCluster, wait_until};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -82,36 +82,15 @@ async fn a_group_moving_regions_gets_exactly_what_it_did_not_acknowledge() {
     let in_b = start_consumer(&cluster.router_endpoint("b"), GROUP)
         .await
         .expect("consumer via b");
-    let mut received_in_b = Vec::new();
     let expected: BTreeSet<String> = sent.difference(&acked_in_a).cloned().collect();
-    within(
-        Duration::from_secs(60),
-        "b delivers the unacknowledged messages",
-        async {
-            while received_in_b.len() < expected.len() {
-                for message in receive(&in_b).await.expect("receive in b") {
-                    received_in_b.push(message.message_id().to_owned());
-                    ack(&in_b, &message).await.expect("ack in b");
-                }
-            }
-        },
+    receive_exactly(
+        &in_b,
+        TEST_TOPIC,
+        &expected,
+        "b delivers exactly what the group did not acknowledge in a",
     )
     .await
     .expect("b delivers");
-    // One more long poll: nothing else comes.
-    for message in receive(&in_b).await.expect("receive") {
-        received_in_b.push(message.message_id().to_owned());
-    }
-    let distinct: BTreeSet<String> = received_in_b.iter().cloned().collect();
-    assert_eq!(
-        distinct.len(),
-        received_in_b.len(),
-        "b delivered a message twice: {received_in_b:?}"
-    );
-    assert_eq!(
-        distinct, expected,
-        "b delivers exactly what the group did not acknowledge in a"
-    );
     shut_down(in_a, producer).await;
     let _ = tokio::time::timeout(Duration::from_secs(10), in_b.shutdown()).await;
     cluster.finish();
@@ -168,34 +147,14 @@ async fn a_latest_group_moving_regions_starts_from_the_same_messages() {
     let in_b = start_consumer(&cluster.router_endpoint("b"), "latest-group")
         .await
         .expect("consumer via b");
-    let mut received = Vec::new();
-    within(
-        Duration::from_secs(60),
-        "b delivers the messages after the start",
-        async {
-            while received.len() < after.len() {
-                for message in receive(&in_b).await.expect("receive in b") {
-                    received.push(message.message_id().to_owned());
-                    ack(&in_b, &message).await.expect("ack in b");
-                }
-            }
-        },
+    receive_exactly(
+        &in_b,
+        TEST_TOPIC,
+        &after,
+        "b delivers exactly the messages after the group's start",
     )
     .await
     .expect("b delivers");
-    for message in receive(&in_b).await.expect("receive") {
-        received.push(message.message_id().to_owned());
-    }
-    let distinct: BTreeSet<String> = received.iter().cloned().collect();
-    assert_eq!(
-        distinct.len(),
-        received.len(),
-        "b delivered a message twice"
-    );
-    assert_eq!(
-        distinct, after,
-        "b delivers exactly the messages after the group's start"
-    );
     shut_down(in_a, producer).await;
     let _ = tokio::time::timeout(Duration::from_secs(10), in_b.shutdown()).await;
     cluster.finish();

@@ -5,8 +5,7 @@
 //! nothing.
 
 use crate::support::{
-    ack, message_records, receive_of, send_to, start_consumer_of, start_producer_of,
-    topic_count_of, within,
+    message_records, receive_exactly, send_to, start_consumer_of, start_producer_of, topic_count_of,
 };
 use meridian_tests::{Role, TestCluster, wait_until};
 use std::collections::BTreeSet;
@@ -131,28 +130,14 @@ async fn the_hybrid_example_carries_a_site_message_through_both_hubs_to_the_othe
         let consumer = start_consumer_of(&cluster.router_endpoint(region), &group, "orders")
             .await
             .expect("consumer");
-        let mut received = Vec::new();
-        within(
-            Duration::from_secs(60),
-            &format!("{region} delivers Lyon's orders"),
-            async {
-                while received.len() < MESSAGES {
-                    for message in receive_of(&consumer, "orders").await.expect("receive") {
-                        received.push(message.message_id().to_owned());
-                        ack(&consumer, &message).await.expect("ack");
-                    }
-                }
-            },
+        receive_exactly(
+            &consumer,
+            "orders",
+            &sent,
+            &format!("{region} delivers exactly what Lyon sent"),
         )
         .await
         .expect("delivered");
-        let distinct: BTreeSet<String> = received.iter().cloned().collect();
-        assert_eq!(
-            distinct.len(),
-            received.len(),
-            "{region} delivered an order twice"
-        );
-        assert_eq!(distinct, sent, "{region} delivers exactly what Lyon sent");
         let _ = tokio::time::timeout(Duration::from_secs(10), consumer.shutdown()).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(10), producer.shutdown()).await;

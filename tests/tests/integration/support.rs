@@ -135,6 +135,43 @@ pub async fn receive_of(
     .map_err(|error| anyhow::anyhow!("receive messages: {error:?}"))
 }
 
+/// Receives and acknowledges messages of `topic` until `expected.len()`
+/// arrived (at most 60 s), then long-polls once more, and checks that the
+/// consumer got exactly `expected` (message ids), each once. `what` names
+/// the consumer in failures.
+pub async fn receive_exactly(
+    consumer: &SimpleConsumer,
+    topic: &str,
+    expected: &BTreeSet<String>,
+    what: &str,
+) -> anyhow::Result<()> {
+    let mut received = Vec::new();
+    within(Duration::from_secs(60), what, async {
+        while received.len() < expected.len() {
+            for message in receive_of(consumer, topic).await? {
+                received.push(message.message_id().to_owned());
+                ack(consumer, &message).await?;
+            }
+        }
+        anyhow::Ok(())
+    })
+    .await??;
+    // One more long poll: nothing else comes.
+    for message in receive_of(consumer, topic).await? {
+        received.push(message.message_id().to_owned());
+    }
+    let distinct: BTreeSet<String> = received.iter().cloned().collect();
+    anyhow::ensure!(
+        distinct.len() == received.len(),
+        "{what}: a message was delivered twice: {received:?}"
+    );
+    anyhow::ensure!(
+        distinct == *expected,
+        "{what}: delivered {distinct:?}, expected {expected:?}"
+    );
+    Ok(())
+}
+
 /// Shuts both clients down, each within 10 s (a failed shutdown is not
 /// what the calling test is about).
 pub async fn shut_down(consumer: SimpleConsumer, producer: Producer) {
