@@ -108,6 +108,15 @@ impl Deployment {
         &self.topology
     }
 
+    /// The pid of `region`'s `role` process (`node`, `replicator`,
+    /// `router`) while it runs.
+    pub fn pid(&self, region: &str, role: &str) -> Option<u32> {
+        self.processes
+            .iter()
+            .find(|((name, process_role), _)| name == region && process_role.as_str() == role)
+            .and_then(|(_, supervised)| supervised.state().pid)
+    }
+
     /// Stops every process (routers first, nodes last: nothing talks to a
     /// stopped node) and the link emulator.
     pub async fn shut_down(&mut self) {

@@ -5,6 +5,7 @@
 //! library crate that does the work. `meridian up` runs a whole deployment on
 //! this machine as child processes of this same binary.
 
+mod bench;
 mod control;
 mod deployment;
 mod drill;
@@ -63,6 +64,11 @@ enum Command {
         target: ControlTarget,
         #[command(subcommand)]
         command: CtlCommand,
+    },
+    /// Load a deployment and measure it (throughput, latency, CPU).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
     },
     /// Failure drills: a scripted scenario from a topology file's [drill].
     Drill {
@@ -163,6 +169,14 @@ enum CtlCommand {
         #[arg(long)]
         bandwidth_kbps: Option<u64>,
     },
+}
+
+/// `meridian bench` scenarios.
+#[derive(Debug, clap::Subcommand)]
+enum BenchCommand {
+    /// Durable publish throughput and latency: producers each waiting for
+    /// every send's answer.
+    Produce(bench::ProduceArgs),
 }
 
 #[derive(Subcommand)]
@@ -283,6 +297,15 @@ async fn run(command: Command, inherited: Inherited) -> ExitCode {
             .await,
         ),
         Command::Ctl { target, command } => ctl(&target.socket(), command).await,
+        Command::Bench {
+            command: BenchCommand::Produce(args),
+        } => match bench::produce(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::from(2)
+            }
+        },
         Command::Drill {
             command:
                 DrillCommand::Run {

@@ -12,7 +12,7 @@
 //! the report to stdout, as text or with `--json` as one JSON document. The
 //! exit code is 0 when every declared invariant held, 1 when one failed.
 
-mod client;
+pub(crate) mod client;
 mod failback;
 mod load;
 mod report;

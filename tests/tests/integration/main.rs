@@ -8,6 +8,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod bench;
 mod colliding_ids;
 mod conformance;
 mod drills;

@@ -1,0 +1,373 @@
+//! `meridian bench`: load a deployment and measure it.
+//!
+//! `meridian bench produce` sends messages of `--size` bytes from
+//! `--concurrency` producers, each waiting for every send's answer before the
+//! next (a durable publish when the node flushes with `sync`), for
+//! `--duration-s` seconds after `--warmup-s` seconds whose sends are not
+//! counted. Without `--access-point` it starts a one-region deployment of its
+//! own (a node, a replicator and a router on OS-chosen loopback ports, data
+//! in a temporary directory, `--flush` as given) and sends through its
+//! router; with one, it loads that router or node, topic `--topic`.
+//!
+//! The producers are the drills' RocketMQ 5 gRPC client (the calls the
+//! official clients make: QueryRoute once, then SendMessage), one connection
+//! each. Reported: messages, msgs/s and MB/s (body bytes), send latency p50 /
+//! p99 / p99.9 / max in ms (hdrhistogram, µs resolution), failed sends, and
+//! CPU time per message in µs of this process (the client) and, when bench
+//! started the deployment, of its node (from `/proc/<pid>/stat`, utime +
+//! stime in USER_HZ = 100 ticks per second). `--json` prints the report as
+//! one JSON object on stdout; a progress bar (indicatif) shows on stderr
+//! when it is a terminal.
+
+use crate::deployment::{Deployment, Options};
+use crate::drill::client::Client;
+use anyhow::Context as _;
+use hdrhistogram::Histogram;
+use meridian_topology::{
+    ConsumeFrom, FlushMode, MessageType, Region, RouterMode, Site, Topic, Topology,
+};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The topic of a deployment bench starts itself.
+const BENCH_TOPIC: &str = "bench";
+/// Queues of that topic.
+const BENCH_QUEUES: u16 = 8;
+/// Largest latency recorded, in µs (anything slower counts as this).
+const LATENCY_MAX_US: u64 = 60_000_000;
+/// The largest body a RocketMQ client may send, bytes.
+const SIZE_MAX_BYTES: usize = 4 * 1024 * 1024;
+/// `/proc/<pid>/stat` CPU times are in these ticks per second (USER_HZ).
+const TICKS_PER_SECOND: u64 = 100;
+
+/// `meridian bench produce`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProduceArgs {
+    /// A running deployment's router or node (host:port); without it, bench
+    /// starts a one-region deployment of its own.
+    #[arg(long)]
+    pub access_point: Option<SocketAddr>,
+    /// The topic to send to (with `--access-point`; bench's own deployment
+    /// has the topic `bench`).
+    #[arg(long, default_value = "demo")]
+    pub topic: String,
+    /// Body size of each message, bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub size: usize,
+    /// Producers sending at once, each waiting for every answer.
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: usize,
+    /// How long the measured part lasts, seconds.
+    #[arg(long, default_value_t = 10)]
+    pub duration_s: u64,
+    /// Sends before the measured part, not counted, seconds.
+    #[arg(long, default_value_t = 2)]
+    pub warmup_s: u64,
+    /// The flush mode of bench's own deployment: `sync` (fsync before the
+    /// answer) or `async`.
+    #[arg(long, value_enum, default_value = "sync")]
+    pub flush: Flush,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Flush {
+    Sync,
+    Async,
+}
+
+/// What `meridian bench produce` measured.
+#[derive(Debug, Serialize)]
+pub struct ProduceReport {
+    pub scenario: &'static str,
+    /// `own deployment (flush sync)` or the access point loaded.
+    pub target: String,
+    pub size_bytes: usize,
+    pub concurrency: usize,
+    pub duration_s: f64,
+    pub messages: u64,
+    pub failed: u64,
+    pub messages_per_s: f64,
+    pub megabytes_per_s: f64,
+    pub latency_ms: Latency,
+    /// CPU time of this process per message, µs.
+    pub client_cpu_us_per_message: f64,
+    /// CPU time of the node per message, µs (own deployment only).
+    pub node_cpu_us_per_message: Option<f64>,
+}
+
+/// Send latency percentiles, ms.
+#[derive(Debug, Serialize)]
+pub struct Latency {
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+/// Runs `meridian bench produce`; prints the report.
+pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.concurrency >= 1, "--concurrency must be at least 1");
+    anyhow::ensure!(args.duration_s >= 1, "--duration-s must be at least 1");
+    anyhow::ensure!(
+        (1..=SIZE_MAX_BYTES).contains(&args.size),
+        "--size must be between 1 and {SIZE_MAX_BYTES} bytes (RocketMQ's 4 MiB body limit)"
+    );
+    let report = match args.access_point {
+        Some(access_point) => {
+            let target = format!("{access_point}, topic {}", args.topic);
+            run_producers(&args, access_point, &args.topic, target, None).await?
+        }
+        None => {
+            let directory = tempfile::Builder::new()
+                .prefix("meridian-bench-")
+                .tempdir()
+                .context("create the bench's data directory")?;
+            let mut deployment = start_own(directory.path(), args.flush).await?;
+            let router = deployment
+                .topology()
+                .region("bench")
+                .map(|region| region.router)?;
+            let node_pid = deployment.pid("bench", "node");
+            let flush = match args.flush {
+                Flush::Sync => "sync",
+                Flush::Async => "async",
+            };
+            let target = format!("own deployment (flush {flush})");
+            let measured = run_producers(&args, router, BENCH_TOPIC, target, node_pid).await;
+            deployment.shut_down().await;
+            measured?
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+/// A one-region deployment under `root`: topic `bench`, the given flush.
+async fn start_own(root: &Path, flush: Flush) -> anyhow::Result<Deployment> {
+    let unbound = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let region = Region {
+        site: Site::Public,
+        node: unbound,
+        admin: unbound,
+        replicator: Some(unbound),
+        hubs: Vec::new(),
+        router: unbound,
+        data_dir: root.join("bench"),
+        flush: match flush {
+            Flush::Sync => FlushMode::Sync,
+            Flush::Async => FlushMode::Async,
+        },
+        router_mode: RouterMode::Direct,
+    };
+    let topic = Topic {
+        queues: BENCH_QUEUES,
+        message_types: vec![MessageType::Normal],
+        replicate_to: vec!["bench".to_owned()],
+        consume_from: ConsumeFrom::Earliest,
+        durability: Default::default(),
+        geo_copies: 1,
+    };
+    let topology = Topology {
+        regions: BTreeMap::from([("bench".to_owned(), region)]),
+        links: Vec::new(),
+        topics: BTreeMap::from([(BENCH_TOPIC.to_owned(), topic)]),
+        drill: None,
+    };
+    let (topology, sockets) = crate::deployment::bind_ephemeral(topology)?;
+    let path = root.join("bench-topology.toml");
+    crate::deployment::write_topology(&topology, &path, "Written by `meridian bench`.")?;
+    Deployment::start(
+        topology,
+        path,
+        sockets,
+        Options {
+            emulate_links: false,
+            seed: 0,
+        },
+    )
+    .await
+}
+
+/// Runs the producers against `access_point` and measures them.
+async fn run_producers(
+    args: &ProduceArgs,
+    access_point: SocketAddr,
+    topic: &str,
+    target: String,
+    node_pid: Option<u32>,
+) -> anyhow::Result<ProduceReport> {
+    let body = vec![b'm'; args.size];
+    let start = Instant::now();
+    let measure_from = start + Duration::from_secs(args.warmup_s);
+    let end = measure_from + Duration::from_secs(args.duration_s);
+    let sent = Arc::new(AtomicU64::new(0));
+    let progress = progress_bar(args.warmup_s + args.duration_s);
+
+    let mut producers = tokio::task::JoinSet::new();
+    for index in 0..args.concurrency {
+        let (body, topic, sent) = (body.clone(), topic.to_owned(), Arc::clone(&sent));
+        producers.spawn(async move {
+            let mut client = Client::new(access_point, format!("bench-producer-{index}"), &topic);
+            let mut latencies = Histogram::<u64>::new_with_max(LATENCY_MAX_US, 3)
+                .expect("3 significant figures up to a minute is a valid histogram");
+            let mut failed = 0_u64;
+            let mut sequence = 0_u64;
+            loop {
+                let began = Instant::now();
+                if began >= end {
+                    break;
+                }
+                sequence += 1;
+                let message_id = format!("bench-{index}-{sequence}");
+                let outcome = client.send(message_id, "bench", body.clone()).await;
+                let measured = began >= measure_from;
+                match outcome {
+                    Ok(_) if measured => {
+                        let micros = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        latencies.saturating_record(micros.min(LATENCY_MAX_US));
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        if measured {
+                            failed += 1;
+                        }
+                        tracing::debug!(producer = index, %error, "send failed");
+                    }
+                }
+            }
+            (latencies, failed)
+        });
+    }
+
+    let cpu_before = (
+        cpu_ticks(None),
+        node_pid.and_then(|pid| cpu_ticks(Some(pid))),
+    );
+    let mut cpu_at_start = None;
+    let mut ticker = tokio::time::interval(Duration::from_millis(200));
+    while Instant::now() < end {
+        ticker.tick().await;
+        if cpu_at_start.is_none() && Instant::now() >= measure_from {
+            cpu_at_start = Some((
+                cpu_ticks(None),
+                node_pid.and_then(|pid| cpu_ticks(Some(pid))),
+            ));
+        }
+        progress.set_position(
+            start
+                .elapsed()
+                .as_secs()
+                .min(args.warmup_s + args.duration_s),
+        );
+        progress.set_message(format!("{} sent", sent.load(Ordering::Relaxed)));
+    }
+    let cpu_after = (
+        cpu_ticks(None),
+        node_pid.and_then(|pid| cpu_ticks(Some(pid))),
+    );
+    let (client_before, node_before) = cpu_at_start.unwrap_or(cpu_before);
+
+    let mut latencies =
+        Histogram::<u64>::new_with_max(LATENCY_MAX_US, 3).context("a latency histogram")?;
+    let mut failed = 0;
+    while let Some(joined) = producers.join_next().await {
+        let (histogram, producer_failed) = joined.context("a producer task failed")?;
+        latencies
+            .add(histogram)
+            .context("merge latency histograms")?;
+        failed += producer_failed;
+    }
+    progress.finish_and_clear();
+
+    let messages = latencies.len();
+    let seconds = args.duration_s as f64;
+    let per_message = |before: Option<u64>, after: Option<u64>| {
+        let ticks = after?.checked_sub(before?)?;
+        (messages > 0).then(|| ticks as f64 * 1e6 / TICKS_PER_SECOND as f64 / messages as f64)
+    };
+    let millis = |quantile: f64| latencies.value_at_quantile(quantile) as f64 / 1000.0;
+    Ok(ProduceReport {
+        scenario: "produce",
+        target,
+        size_bytes: args.size,
+        concurrency: args.concurrency,
+        duration_s: seconds,
+        messages,
+        failed,
+        messages_per_s: messages as f64 / seconds,
+        megabytes_per_s: (messages as f64 * args.size as f64) / seconds / 1e6,
+        latency_ms: Latency {
+            p50: millis(0.5),
+            p99: millis(0.99),
+            p999: millis(0.999),
+            max: latencies.max() as f64 / 1000.0,
+        },
+        client_cpu_us_per_message: per_message(client_before, cpu_after.0).unwrap_or(0.0),
+        node_cpu_us_per_message: per_message(node_before, cpu_after.1),
+    })
+}
+
+/// A progress bar over the run's seconds, on stderr (hidden when stderr is
+/// not a terminal).
+fn progress_bar(seconds: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(seconds);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} s  {msg}") {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// utime + stime of process `pid` (this process when `None`), in ticks.
+fn cpu_ticks(pid: Option<u32>) -> Option<u64> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/stat"),
+        None => "/proc/self/stat".to_owned(),
+    };
+    let text = std::fs::read_to_string(path).ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = text.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5); `rest` starts at 3.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn print_report(report: &ProduceReport) {
+    println!(
+        "produce: {} B messages, {} producer(s), {:.0} s against {}",
+        report.size_bytes, report.concurrency, report.duration_s, report.target
+    );
+    println!(
+        "  {} messages ({} failed): {:.0} msgs/s, {:.2} MB/s",
+        report.messages, report.failed, report.messages_per_s, report.megabytes_per_s
+    );
+    println!(
+        "  latency ms: p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+        report.latency_ms.p50, report.latency_ms.p99, report.latency_ms.p999, report.latency_ms.max
+    );
+    match report.node_cpu_us_per_message {
+        Some(node) => println!(
+            "  CPU per message: client {:.0} µs, node {:.0} µs",
+            report.client_cpu_us_per_message, node
+        ),
+        None => println!(
+            "  CPU per message: client {:.0} µs",
+            report.client_cpu_us_per_message
+        ),
+    }
+}
