@@ -254,10 +254,11 @@ fn filter_follows_topic_policy_and_routes_and_warns_once_per_unknown_topic() {
         to_us.verdict(&record("local", "eu-west")),
         Verdict::NotForPeer
     );
-    // us-east hears on-prem directly, so eu-west does not forward it.
+    // us-east hears on-prem directly, and from eu-west too: on-prem has
+    // two hubs, so each relays its records (losing one route loses nothing).
     let mut forwarded = record("demo", "on-prem");
     forwarded.path.push("eu-west".into());
-    assert_eq!(to_us.verdict(&forwarded), Verdict::NotForPeer);
+    assert_eq!(to_us.verdict(&forwarded), Verdict::Send);
     forwarded.path.push("us-east".into());
     assert_eq!(to_us.verdict(&forwarded), Verdict::AlreadyThere);
     assert_eq!(

@@ -16,13 +16,24 @@
 //! `latency_ms`, else the shortest distance over declared links), ties broken
 //! by fewer hops, then by region name, so every replicator computes the same
 //! routes from the same topology. A region forwards a record to a neighbour
-//! exactly when it is that neighbour's parent for the record's origin; the
-//! record's `path` (the regions it passed) is checked as well, so a record
-//! never returns to a region it has been through whatever the topologies say.
+//! when it is that neighbour's parent for the record's origin (or on a
+//! redundant route, below); the record's `path` (the regions it passed) is
+//! checked as well, so a record never returns to a region it has been
+//! through whatever the topologies say.
 //!
-//! This sends one copy per region (no flooding). A cut between two public
-//! regions is not routed around: the records wait for the link, as they
-//! would with a direct connection only.
+//! **Several hubs.** A private site with more than one hub must stay
+//! connected when one hub, or the link to it, is lost. So besides the tree,
+//! every hub of a site that holds the topic sends the site every record the
+//! site should get, and every hub of a site relays the site's own records
+//! to its neighbours: each record then reaches the site, and the site's
+//! records reach every region, along as many routes as the site has hubs.
+//! Receivers store the first copy and skip the others (deduplication), and
+//! each copy comes in origin order, so order per origin holds. A site with
+//! one hub costs nothing extra.
+//!
+//! Otherwise one copy per region travels (no flooding): a cut between two
+//! public regions is not routed around, the records wait for the link, as
+//! they would with a direct connection only.
 
 use crate::{Site, Topic, Topology};
 use std::cmp::Reverse;
@@ -148,9 +159,30 @@ impl Topology {
     }
 
     /// Whether region `from` sends records of `topic` born in `origin` to
-    /// its neighbour `to`.
+    /// its neighbour `to`: `from` is `to`'s parent for `origin`, or one of
+    /// the redundant routes of a private site with several hubs (module
+    /// docs): every hub of a site that holds the topic feeds the site, and
+    /// every such hub of the origin relays the site's records to its own
+    /// neighbours.
     pub fn forwards(&self, topic: &Topic, origin: &str, from: &str, to: &str) -> bool {
+        let holds = |region: &str| topic.replicate_to.iter().any(|held| held == region);
+        if to == origin
+            || !holds(to)
+            || !(from == origin || holds(from))
+            || !self.replication_neighbours_are(from, to)
+        {
+            return false;
+        }
         self.forwarding_parent(topic, origin, to) == Some(from)
+            || self.is_hub_of(from, to)
+            || self.is_hub_of(from, origin)
+    }
+
+    /// Whether `hub` is one of the hubs of the private site `site`.
+    fn is_hub_of(&self, hub: &str, site: &str) -> bool {
+        self.regions.get(site).is_some_and(|region| {
+            region.site == Site::Private && region.hubs.iter().any(|name| name == hub)
+        })
     }
 
     /// The length of the connection between neighbours `a` and `b`: the

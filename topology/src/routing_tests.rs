@@ -176,6 +176,37 @@ fn a_private_site_without_a_route_to_its_topic_is_refused() {
 }
 
 #[test]
+fn a_site_with_two_hubs_is_fed_and_relayed_by_both() {
+    // The demo: on-prem behind eu-west and us-east.
+    let topology = Topology::demo(std::path::Path::new("/d"));
+    let demo = &topology.topics["demo"];
+    // Every hub feeds the site, whatever the origin...
+    assert!(topology.forwards(demo, "eu-west", "us-east", "on-prem"));
+    assert!(topology.forwards(demo, "eu-west", "eu-west", "on-prem"));
+    // ...and relays the site's records to the other hub's region.
+    assert!(topology.forwards(demo, "on-prem", "eu-west", "us-east"));
+    assert!(topology.forwards(demo, "on-prem", "on-prem", "us-east"));
+    // Public regions' own records still go once, directly.
+    assert!(!topology.forwards(demo, "eu-west", "on-prem", "us-east"));
+    // With one hub each (hybrid), nothing is sent twice.
+    let hybrid = hybrid();
+    let orders = &hybrid.topics["orders"];
+    let senders_to = |origin: &str, target: &str| {
+        hybrid
+            .regions
+            .keys()
+            .filter(|from| hybrid.forwards(orders, origin, from, target))
+            .count()
+    };
+    for origin in ["eu-west", "ap-south", "lyon", "pune"] {
+        for target in ["eu-west", "ap-south", "lyon", "pune"] {
+            let expected = usize::from(origin != target);
+            assert_eq!(senders_to(origin, target), expected, "{origin} -> {target}");
+        }
+    }
+}
+
+#[test]
 fn hubs_are_checked() {
     let mut topology = hybrid();
     topology.regions.get_mut("lyon").expect("lyon").hubs = vec!["pune".to_owned()];

@@ -336,7 +336,7 @@ impl Topology {
                         .collect();
                     return Err(TopologyError::invalid(
                         key,
-                        "(missing)",
+                        "[]",
                         format!(
                             "a private site needs at least one hub, a public region its \
                              replicator dials (one of: {})",

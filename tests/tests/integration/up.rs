@@ -440,3 +440,69 @@ async fn meridian_ctl_kills_starts_and_cuts_links_of_a_running_deployment() {
         "up removes its control socket"
     );
 }
+
+/// `message_count` of the test topic in the node whose admin API is `admin`.
+async fn topic_count_at(admin: std::net::SocketAddr) -> anyhow::Result<u64> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{admin}"))?
+        .connect()
+        .await?;
+    let stats = NodeServiceClient::new(channel)
+        .topic_stats(
+            meridian_tests::meridian_proto::meridian::v1::TopicStatsRequest {
+                topic: meridian_tests::TEST_TOPIC.to_owned(),
+            },
+        )
+        .await?;
+    Ok(stats.into_inner().message_count)
+}
+
+/// A private site behind two hubs stays connected both ways when the link
+/// to one hub is cut: its messages reach that hub's region through the
+/// other hub, and that region's messages reach the site the same way.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_site_with_two_hubs_reaches_both_while_one_link_is_cut() {
+    const MESSAGES: u64 = 5;
+    let directory = tempfile::tempdir().expect("temp dir");
+    let (mut topology, ports) =
+        topology_with_held_ports(3, directory.path(), FlushMode::Async).expect("topology");
+    let names: Vec<String> = topology.regions.keys().cloned().collect();
+    let (a, b, site) = (&names[0], &names[1], &names[2]);
+    {
+        let region = topology.regions.get_mut(site).expect("the site");
+        region.site = meridian_topology::Site::Private;
+        region.hubs = vec![a.clone(), b.clone()];
+        region.replicator = None;
+    }
+    topology
+        .validate()
+        .expect("a valid topology with a private site");
+    let path = directory.path().join("topology.toml");
+    std::fs::write(&path, topology.to_toml_string()).expect("write topology");
+    let mut up = spawn_up(&path, &topology, &ports).await;
+
+    let cut = ctl(&path, &["partition", site, b]).await;
+    assert_eq!(cut.code(), Some(0), "{cut}");
+    for (from, to) in [(site, b), (b, site)] {
+        let from_router = topology.regions[from.as_str()].router.to_string();
+        let producer = start_producer(&from_router).await.expect("a producer");
+        let before = topic_count_at(topology.regions[to.as_str()].admin)
+            .await
+            .expect("count before");
+        for index in 0..MESSAGES {
+            send(&producer, format!("{from} to {to} {index}").into_bytes())
+                .await
+                .expect("send");
+        }
+        let target = topology.regions[to.as_str()].admin;
+        meridian_tests::wait_until(
+            Duration::from_secs(60),
+            &format!("{to} stores {from}'s messages while their link is cut"),
+            || async { anyhow::Ok(topic_count_at(target).await? >= before + MESSAGES) },
+        )
+        .await
+        .expect("delivered through the other hub");
+        let _ = within(Duration::from_secs(10), "shutdown", producer.shutdown()).await;
+    }
+    assert!(partitioned(&ctl_status(&path).await, site, b), "still cut");
+    up.kill().await.expect("SIGKILL meridian up");
+}
