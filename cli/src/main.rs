@@ -177,6 +177,12 @@ enum BenchCommand {
     /// Durable publish throughput and latency: producers each waiting for
     /// every send's answer.
     Produce(bench::ProduceArgs),
+    /// Consume throughput: a topic filled first, then received in batches
+    /// of 32 and acknowledged by consumers of one group.
+    Consume(bench::ConsumeArgs),
+    /// End-to-end latency, send to delivery, at a fixed rate; in one region
+    /// or across two over an emulated link (`--cross-region`).
+    Latency(bench::LatencyArgs),
 }
 
 #[derive(Subcommand)]
@@ -297,9 +303,11 @@ async fn run(command: Command, inherited: Inherited) -> ExitCode {
             .await,
         ),
         Command::Ctl { target, command } => ctl(&target.socket(), command).await,
-        Command::Bench {
-            command: BenchCommand::Produce(args),
-        } => match bench::produce(args).await {
+        Command::Bench { command } => match match command {
+            BenchCommand::Produce(args) => bench::produce(args).await,
+            BenchCommand::Consume(args) => bench::consume(args).await,
+            BenchCommand::Latency(args) => bench::latency(args).await,
+        } {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("error: {error:#}");

@@ -292,13 +292,22 @@ mod tests {
     }
 
     fn receive_all(consumers: &ConsumerEngine<MemoryStore>) -> usize {
+        received(consumers, meridian_topology::ConsumeFrom::Earliest).len()
+    }
+
+    /// The bodies one receive of group `g` gets, the group starting at
+    /// `consume_from` if new.
+    fn received(
+        consumers: &ConsumerEngine<MemoryStore>,
+        consume_from: meridian_topology::ConsumeFrom,
+    ) -> Vec<String> {
         let filter = crate::consumer::TagFilter::All;
         consumers
             .receive(&crate::consumer::ReceiveRequest {
                 group: "g",
                 topic: "demo",
                 queue_count: 1,
-                consume_from: meridian_topology::ConsumeFrom::Earliest,
+                consume_from,
                 filter: &filter,
                 max_messages: 32,
                 max_bytes: usize::MAX,
@@ -307,7 +316,12 @@ mod tests {
             })
             .expect("receive")
             .deliveries
-            .len()
+            .into_iter()
+            .map(|delivery| {
+                String::from_utf8(delivery.record.message.expect("a message").body)
+                    .unwrap_or_default()
+            })
+            .collect()
     }
 
     /// A message of `origin` with origin sequence `sequence`, with a body
@@ -347,26 +361,7 @@ mod tests {
     }
 
     fn received_bodies(consumers: &ConsumerEngine<MemoryStore>) -> Vec<String> {
-        let filter = crate::consumer::TagFilter::All;
-        consumers
-            .receive(&crate::consumer::ReceiveRequest {
-                group: "g",
-                topic: "demo",
-                queue_count: 1,
-                consume_from: meridian_topology::ConsumeFrom::Latest,
-                filter: &filter,
-                max_messages: 32,
-                max_bytes: usize::MAX,
-                invisible_ms: 10_000,
-                now_ms: 1_700_000_000_000,
-            })
-            .expect("receive")
-            .deliveries
-            .into_iter()
-            .map(|delivery| {
-                String::from_utf8(delivery.record.message.expect("a message").body).expect("utf-8")
-            })
-            .collect()
+        received(consumers, meridian_topology::ConsumeFrom::Latest)
     }
 
     #[test]

@@ -19,8 +19,11 @@
 //! one JSON object on stdout; a progress bar (indicatif) shows on stderr
 //! when it is a terminal.
 
+mod consume;
 mod disk;
 mod nats;
+
+pub use consume::{ConsumeArgs, LatencyArgs, consume, latency};
 
 use crate::deployment::{Deployment, Options};
 use crate::drill::client::Client;
@@ -38,11 +41,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The topic of a deployment bench starts itself.
-const BENCH_TOPIC: &str = "bench";
+pub(super) const BENCH_TOPIC: &str = "bench";
 /// Queues of that topic.
 const BENCH_QUEUES: u16 = 8;
 /// Largest latency recorded, in µs (anything slower counts as this).
-const LATENCY_MAX_US: u64 = 60_000_000;
+pub(super) const LATENCY_MAX_US: u64 = 60_000_000;
 /// The largest body a RocketMQ client may send, bytes.
 const SIZE_MAX_BYTES: usize = 4 * 1024 * 1024;
 /// `/proc/<pid>/stat` CPU times are in these ticks per second (USER_HZ).
@@ -162,7 +165,7 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
                 .prefix("meridian-bench-")
                 .tempdir()
                 .context("create the bench's data directory")?;
-            let mut deployment = start_own(directory.path(), args.flush).await?;
+            let mut deployment = start_own(directory.path(), args.flush, &["bench"], 0).await?;
             let router = deployment
                 .topology()
                 .region("bench")
@@ -217,16 +220,24 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
 }
 
 /// A one-region deployment under `root`: topic `bench`, the given flush.
-async fn start_own(root: &Path, flush: Flush) -> anyhow::Result<Deployment> {
+/// A deployment under `root` of the regions `names` (one topic `bench`
+/// replicated to all), each pair joined by an emulated link of
+/// `link_latency_ms` one way when there are several.
+async fn start_own(
+    root: &Path,
+    flush: Flush,
+    names: &[&str],
+    link_latency_ms: u32,
+) -> anyhow::Result<Deployment> {
     let unbound = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    let region = Region {
+    let region = |name: &str| Region {
         site: Site::Public,
         node: unbound,
         admin: unbound,
         replicator: Some(unbound),
         hubs: Vec::new(),
         router: unbound,
-        data_dir: root.join("bench"),
+        data_dir: root.join(name),
         flush: match flush {
             Flush::Sync => FlushMode::Sync,
             Flush::Async => FlushMode::Async,
@@ -236,14 +247,27 @@ async fn start_own(root: &Path, flush: Flush) -> anyhow::Result<Deployment> {
     let topic = Topic {
         queues: BENCH_QUEUES,
         message_types: vec![MessageType::Normal],
-        replicate_to: vec!["bench".to_owned()],
+        replicate_to: names.iter().map(|name| (*name).to_owned()).collect(),
         consume_from: ConsumeFrom::Earliest,
         durability: Default::default(),
         geo_copies: 1,
     };
+    let mut links = Vec::new();
+    for (index, first) in names.iter().enumerate() {
+        for second in &names[index + 1..] {
+            links.push(meridian_topology::Link::new(
+                *first,
+                *second,
+                link_latency_ms,
+            ));
+        }
+    }
     let topology = Topology {
-        regions: BTreeMap::from([("bench".to_owned(), region)]),
-        links: Vec::new(),
+        regions: names
+            .iter()
+            .map(|name| ((*name).to_owned(), region(name)))
+            .collect(),
+        links,
         topics: BTreeMap::from([(BENCH_TOPIC.to_owned(), topic)]),
         drill: None,
     };
@@ -255,7 +279,7 @@ async fn start_own(root: &Path, flush: Flush) -> anyhow::Result<Deployment> {
         path,
         sockets,
         Options {
-            emulate_links: false,
+            emulate_links: names.len() > 1,
             seed: 0,
         },
     )
@@ -264,7 +288,7 @@ async fn start_own(root: &Path, flush: Flush) -> anyhow::Result<Deployment> {
 
 /// What the producers load.
 #[derive(Debug, Clone)]
-enum Target {
+pub(super) enum Target {
     /// A Meridian router or node, and the topic.
     Meridian {
         access_point: SocketAddr,
@@ -275,13 +299,13 @@ enum Target {
 }
 
 /// One producer of a [`Target`].
-enum Producer {
+pub(super) enum Producer {
     Meridian(Client),
     Nats(nats::Publisher),
 }
 
 impl Producer {
-    async fn connect(target: &Target, index: usize) -> Result<Producer, String> {
+    pub(super) async fn connect(target: &Target, index: usize) -> Result<Producer, String> {
         match target {
             Target::Meridian {
                 access_point,
@@ -296,7 +320,7 @@ impl Producer {
     }
 
     /// Sends one message and waits for its acknowledgement.
-    async fn send(&mut self, message_id: String, body: Vec<u8>) -> Result<(), String> {
+    pub(super) async fn send(&mut self, message_id: String, body: Vec<u8>) -> Result<(), String> {
         match self {
             Producer::Meridian(client) => client.send(message_id, "bench", body).await.map(drop),
             Producer::Nats(publisher) => publisher.publish(body).await,
@@ -402,10 +426,8 @@ async fn run_producers(
 
     let messages = latencies.len();
     let seconds = args.duration_s as f64;
-    let per_message = |before: Option<u64>, after: Option<u64>| {
-        let ticks = after?.checked_sub(before?)?;
-        (messages > 0).then(|| ticks as f64 * 1e6 / TICKS_PER_SECOND as f64 / messages as f64)
-    };
+    let per_message =
+        |before: Option<u64>, after: Option<u64>| per_message(before, after, messages);
     let millis = |quantile: f64| latencies.value_at_quantile(quantile) as f64 / 1000.0;
     Ok(ProduceReport {
         scenario: "produce",
@@ -430,6 +452,12 @@ async fn run_producers(
     })
 }
 
+/// CPU µs per message from tick counts before and after `messages`.
+pub(super) fn per_message(before: Option<u64>, after: Option<u64>, messages: u64) -> Option<f64> {
+    let ticks = after?.checked_sub(before?)?;
+    (messages > 0).then(|| ticks as f64 * 1e6 / TICKS_PER_SECOND as f64 / messages as f64)
+}
+
 /// A progress bar over the run's seconds, on stderr (hidden when stderr is
 /// not a terminal).
 fn progress_bar(seconds: u64) -> indicatif::ProgressBar {
@@ -441,7 +469,7 @@ fn progress_bar(seconds: u64) -> indicatif::ProgressBar {
 }
 
 /// utime + stime of process `pid` (this process when `None`), in ticks.
-fn cpu_ticks(pid: Option<u32>) -> Option<u64> {
+pub(super) fn cpu_ticks(pid: Option<u32>) -> Option<u64> {
     let path = match pid {
         Some(pid) => format!("/proc/{pid}/stat"),
         None => "/proc/self/stat".to_owned(),

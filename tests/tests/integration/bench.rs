@@ -107,3 +107,65 @@ async fn bench_produce_compares_with_nats_jetstream_in_the_same_run() {
         "{report}"
     );
 }
+
+/// `meridian bench consume` and `meridian bench latency` (one region and
+/// across an emulated link) consume everything they measure.
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_consume_and_latency_account_for_every_message() {
+    let run = |args: Vec<&'static str>| async move {
+        let output = meridian_tests::run_meridian(args.clone(), Duration::from_secs(180))
+            .await
+            .expect("run meridian bench");
+        assert!(output.status.success(), "{args:?} failed: {output:?}");
+        serde_json::from_str::<serde_json::Value>(output.stdout.trim())
+            .expect("one JSON object on stdout")
+    };
+    let consume = run(vec![
+        "bench",
+        "consume",
+        "--messages",
+        "500",
+        "--flush",
+        "async",
+        "--json",
+    ])
+    .await;
+    assert_eq!(consume["consumed"], 500, "{consume}");
+    assert!(
+        consume["messages_per_s"].as_f64().expect("rate") > 0.0,
+        "{consume}"
+    );
+
+    for cross_region in [false, true] {
+        let mut args = vec![
+            "bench",
+            "latency",
+            "--rate",
+            "50",
+            "--duration-s",
+            "1",
+            "--warmup-s",
+            "0",
+            "--flush",
+            "async",
+            "--json",
+        ];
+        if cross_region {
+            args.extend(["--cross-region", "--link-latency-ms", "20"]);
+        }
+        let report = run(args).await;
+        let sent = report["sent"].as_u64().expect("sent");
+        assert!(sent > 0, "{report}");
+        assert_eq!(
+            report["delivered"], sent,
+            "every measured message delivered: {report}"
+        );
+        let p50 = report["latency_ms"]["p50"].as_f64().expect("p50");
+        if cross_region {
+            // At least the emulated one-way delay: the message crossed the link.
+            assert!(p50 >= 20.0, "{report}");
+        } else {
+            assert!(p50 > 0.0, "{report}");
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! `meridian bench consume` and `meridian bench latency`: the receiving side.
+//!
+//! **consume**: producers (16, not measured) first store `--messages`
+//! messages; then `--concurrency` consumers of one consumer group each
+//! receive batches of 32 (long polling) and acknowledge every batch in one
+//! AckMessage call, until all were consumed. Reported: msgs/s consumed
+//! (receive + ack), the latency of a receive-and-ack round (ms) and CPU per
+//! message.
+//!
+//! **latency**: one producer sends `--rate` messages per second for the
+//! measured time while consumers receive and acknowledge them; a message's
+//! latency is from the start of its send to its delivery (same process and
+//! clock: the send time travels in the message id). With `--cross-region`
+//! the deployment has two regions joined by an emulated link of
+//! `--link-latency-ms` one way: messages are sent in `near` and consumed in
+//! `far`, so the figure includes replication.
+
+use super::{Flush, LATENCY_MAX_US, Latency, Target};
+use crate::drill::client::Client;
+use anyhow::Context as _;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The consumer group the bench consumes with.
+const GROUP: &str = "bench";
+/// Messages per receive.
+const BATCH: i32 = 32;
+const INVISIBLE: Duration = Duration::from_secs(30);
+const LONG_POLLING: Duration = Duration::from_secs(1);
+/// How long consumers may take to drain what was sent, after the sends.
+const DRAIN: Duration = Duration::from_secs(15);
+
+/// `meridian bench consume`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConsumeArgs {
+    /// Messages stored first, then consumed.
+    #[arg(long, default_value_t = 20_000)]
+    pub messages: u64,
+    /// Body size, bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub size: usize,
+    /// Consumers receiving at once (one consumer group).
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// The flush mode of bench's deployment.
+    #[arg(long, value_enum, default_value = "sync")]
+    pub flush: Flush,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `meridian bench latency`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LatencyArgs {
+    /// Messages sent per second.
+    #[arg(long, default_value_t = 500)]
+    pub rate: u64,
+    /// Body size, bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub size: usize,
+    /// Consumers receiving at once (one consumer group).
+    #[arg(long, default_value_t = 2)]
+    pub consumers: usize,
+    /// How long the measured part lasts, seconds.
+    #[arg(long, default_value_t = 10)]
+    pub duration_s: u64,
+    /// Sends before the measured part, not counted, seconds.
+    #[arg(long, default_value_t = 2)]
+    pub warmup_s: u64,
+    /// Send in one region and consume in another, over an emulated link.
+    #[arg(long)]
+    pub cross_region: bool,
+    /// One-way delay of that link, ms.
+    #[arg(long, default_value_t = 40)]
+    pub link_latency_ms: u32,
+    /// The flush mode of bench's deployment.
+    #[arg(long, value_enum, default_value = "sync")]
+    pub flush: Flush,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `meridian bench consume` measured.
+#[derive(Debug, Serialize)]
+pub struct ConsumeReport {
+    pub scenario: &'static str,
+    pub size_bytes: usize,
+    pub concurrency: usize,
+    pub messages: u64,
+    pub consumed: u64,
+    pub duration_s: f64,
+    pub messages_per_s: f64,
+    /// One receive plus its ack, ms.
+    pub round_ms: Latency,
+    pub client_cpu_us_per_message: f64,
+    pub node_cpu_us_per_message: Option<f64>,
+}
+
+/// What `meridian bench latency` measured.
+#[derive(Debug, Serialize)]
+pub struct LatencyReport {
+    pub scenario: &'static str,
+    /// `one region` or `near -> far over an emulated N ms link`.
+    pub path: String,
+    pub rate_per_s: u64,
+    pub size_bytes: usize,
+    pub sent: u64,
+    pub delivered: u64,
+    /// From the start of the send to the delivery, ms.
+    pub latency_ms: Latency,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_max(LATENCY_MAX_US, 3)
+        .expect("3 significant figures up to a minute is a valid histogram")
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros())
+        .unwrap_or(u64::MAX)
+        .min(LATENCY_MAX_US)
+}
+
+fn latency_of(histogram: &Histogram<u64>) -> Latency {
+    let millis = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / 1000.0;
+    Latency {
+        p50: millis(0.5),
+        p99: millis(0.99),
+        p999: millis(0.999),
+        max: histogram.max() as f64 / 1000.0,
+    }
+}
+
+/// Runs `meridian bench consume` against bench's own one-region deployment.
+pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.concurrency >= 1, "--concurrency must be at least 1");
+    anyhow::ensure!(args.messages >= 1, "--messages must be at least 1");
+    let directory = tempfile::Builder::new()
+        .prefix("meridian-bench-")
+        .tempdir()
+        .context("create the bench's data directory")?;
+    let mut deployment = super::start_own(directory.path(), args.flush, &["bench"], 0).await?;
+    let router = deployment.topology().region("bench")?.router;
+    let node_pid = deployment.pid("bench", "node");
+    let measured = run_consume(&args, router, node_pid).await;
+    deployment.shut_down().await;
+    let report = measured?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "consume: {} messages of {} B stored, {} consumer(s), batches of {BATCH}",
+            report.messages, report.size_bytes, report.concurrency
+        );
+        println!(
+            "  {} consumed in {:.2} s: {:.0} msgs/s",
+            report.consumed, report.duration_s, report.messages_per_s
+        );
+        let round = &report.round_ms;
+        println!(
+            "  receive + ack ms: p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+            round.p50, round.p99, round.p999, round.max
+        );
+        if let Some(node) = report.node_cpu_us_per_message {
+            println!(
+                "  CPU per message: client {:.0} µs, node {node:.0} µs",
+                report.client_cpu_us_per_message
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn run_consume(
+    args: &ConsumeArgs,
+    router: SocketAddr,
+    node_pid: Option<u32>,
+) -> anyhow::Result<ConsumeReport> {
+    // Fill the topic first (not measured).
+    let target = Target::Meridian {
+        access_point: router,
+        topic: super::BENCH_TOPIC.to_owned(),
+    };
+    let remaining = Arc::new(AtomicU64::new(args.messages));
+    let mut fillers = tokio::task::JoinSet::new();
+    for index in 0..16 {
+        let (target, remaining, body) = (
+            target.clone(),
+            Arc::clone(&remaining),
+            vec![b'c'; args.size],
+        );
+        fillers.spawn(async move {
+            let mut producer = super::Producer::connect(&target, index).await?;
+            let mut sequence = 0_u64;
+            while remaining
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                    left.checked_sub(1)
+                })
+                .is_ok()
+            {
+                sequence += 1;
+                producer
+                    .send(format!("fill-{index}-{sequence}"), body.clone())
+                    .await?;
+            }
+            Ok::<(), String>(())
+        });
+    }
+    while let Some(joined) = fillers.join_next().await {
+        joined
+            .context("a filling producer failed")?
+            .map_err(|error| anyhow::anyhow!("fill the topic: {error}"))?;
+    }
+
+    let consumed = Arc::new(AtomicU64::new(0));
+    let (client_before, node_before) = (
+        super::cpu_ticks(None),
+        node_pid.and_then(|pid| super::cpu_ticks(Some(pid))),
+    );
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(120);
+    let mut consumers = tokio::task::JoinSet::new();
+    for index in 0..args.concurrency {
+        let (consumed, total) = (Arc::clone(&consumed), args.messages);
+        consumers.spawn(async move {
+            let mut client = Client::new(
+                router,
+                format!("bench-consumer-{index}"),
+                super::BENCH_TOPIC,
+            );
+            let mut rounds = histogram();
+            while consumed.load(Ordering::Relaxed) < total && Instant::now() < deadline {
+                let began = Instant::now();
+                let Ok(deliveries) = client.receive(GROUP, BATCH, INVISIBLE, LONG_POLLING).await
+                else {
+                    continue;
+                };
+                if deliveries.is_empty() {
+                    continue;
+                }
+                let acked = client
+                    .ack(GROUP, &deliveries)
+                    .await
+                    .into_iter()
+                    .filter(Result::is_ok)
+                    .count();
+                rounds.saturating_record(micros(began.elapsed()));
+                consumed.fetch_add(acked as u64, Ordering::Relaxed);
+            }
+            rounds
+        });
+    }
+    let mut rounds = histogram();
+    while let Some(joined) = consumers.join_next().await {
+        rounds
+            .add(joined.context("a consumer failed")?)
+            .context("merge histograms")?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let consumed = consumed.load(Ordering::Relaxed);
+    let (client_after, node_after) = (
+        super::cpu_ticks(None),
+        node_pid.and_then(|pid| super::cpu_ticks(Some(pid))),
+    );
+    Ok(ConsumeReport {
+        scenario: "consume",
+        size_bytes: args.size,
+        concurrency: args.concurrency,
+        messages: args.messages,
+        consumed,
+        duration_s: elapsed,
+        messages_per_s: consumed as f64 / elapsed.max(f64::EPSILON),
+        round_ms: latency_of(&rounds),
+        client_cpu_us_per_message: super::per_message(client_before, client_after, consumed)
+            .unwrap_or(0.0),
+        node_cpu_us_per_message: super::per_message(node_before, node_after, consumed),
+    })
+}
+
+/// Runs `meridian bench latency` against bench's own deployment.
+pub async fn latency(args: LatencyArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.rate >= 1, "--rate must be at least 1");
+    anyhow::ensure!(args.consumers >= 1, "--consumers must be at least 1");
+    let directory = tempfile::Builder::new()
+        .prefix("meridian-bench-")
+        .tempdir()
+        .context("create the bench's data directory")?;
+    let regions: &[&str] = if args.cross_region {
+        &["near", "far"]
+    } else {
+        &["near"]
+    };
+    let mut deployment =
+        super::start_own(directory.path(), args.flush, regions, args.link_latency_ms).await?;
+    let send_to = deployment.topology().region("near")?.router;
+    let consume_at = deployment
+        .topology()
+        .region(regions[regions.len() - 1])?
+        .router;
+    let measured = run_latency(&args, send_to, consume_at).await;
+    deployment.shut_down().await;
+    let report = measured?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "latency: {} msgs/s of {} B, {}",
+            report.rate_per_s, report.size_bytes, report.path
+        );
+        println!("  {} sent, {} delivered", report.sent, report.delivered);
+        let latency = &report.latency_ms;
+        println!(
+            "  send to delivery ms: p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+            latency.p50, latency.p99, latency.p999, latency.max
+        );
+    }
+    Ok(())
+}
+
+async fn run_latency(
+    args: &LatencyArgs,
+    send_to: SocketAddr,
+    consume_at: SocketAddr,
+) -> anyhow::Result<LatencyReport> {
+    let base = Instant::now();
+    let measure_from = base + Duration::from_secs(args.warmup_s);
+    let end = measure_from + Duration::from_secs(args.duration_s);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let delivered = Arc::new(AtomicU64::new(0));
+
+    let mut consumers = tokio::task::JoinSet::new();
+    for index in 0..args.consumers {
+        let (stop, delivered) = (Arc::clone(&stop), Arc::clone(&delivered));
+        consumers.spawn(async move {
+            let mut client = Client::new(
+                consume_at,
+                format!("bench-consumer-{index}"),
+                super::BENCH_TOPIC,
+            );
+            let mut latencies = histogram();
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(deliveries) = client.receive(GROUP, BATCH, INVISIBLE, LONG_POLLING).await
+                else {
+                    continue;
+                };
+                let now = base.elapsed();
+                for delivery in &deliveries {
+                    // `lat-<µs since base>-<sequence>`, measured ones only.
+                    let sent_at = delivery
+                        .message_id
+                        .strip_prefix("lat-")
+                        .and_then(|rest| rest.split('-').next())
+                        .and_then(|micros| micros.parse::<u64>().ok());
+                    if let Some(sent_at) = sent_at {
+                        latencies.saturating_record(micros(now).saturating_sub(sent_at));
+                        delivered.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                if !deliveries.is_empty() {
+                    client.ack(GROUP, &deliveries).await;
+                }
+            }
+            latencies
+        });
+    }
+
+    let mut producer = Client::new(send_to, "bench-producer".to_owned(), super::BENCH_TOPIC);
+    let body = vec![b'l'; args.size];
+    let mut ticker = tokio::time::interval(
+        Duration::from_secs(1) / u32::try_from(args.rate).unwrap_or(u32::MAX),
+    );
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut sequence = 0_u64;
+    while Instant::now() < end {
+        ticker.tick().await;
+        sequence += 1;
+        let began = Instant::now();
+        // Warm-up sends carry no time, so they are not counted.
+        let message_id = if began >= measure_from {
+            format!("lat-{}-{sequence}", micros(began.duration_since(base)))
+        } else {
+            format!("warm-{sequence}")
+        };
+        if producer
+            .send(message_id, "bench", body.clone())
+            .await
+            .is_ok()
+            && began >= measure_from
+        {
+            sent.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let drain_until = Instant::now() + DRAIN;
+    while delivered.load(Ordering::Relaxed) < sent.load(Ordering::Relaxed)
+        && Instant::now() < drain_until
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = histogram();
+    while let Some(joined) = consumers.join_next().await {
+        latencies
+            .add(joined.context("a consumer failed")?)
+            .context("merge histograms")?;
+    }
+    Ok(LatencyReport {
+        scenario: "latency",
+        path: if args.cross_region {
+            format!(
+                "sent in near, consumed in far, over an emulated {} ms link",
+                args.link_latency_ms
+            )
+        } else {
+            "one region".to_owned()
+        },
+        rate_per_s: args.rate,
+        size_bytes: args.size,
+        sent: sent.load(Ordering::Relaxed),
+        delivered: delivered.load(Ordering::Relaxed),
+        latency_ms: latency_of(&latencies),
+    })
+}
