@@ -35,6 +35,12 @@ use std::time::{Duration, Instant};
 pub struct SenderLimits {
     /// Batches sent and not yet acknowledged, at most.
     pub window_batches: usize,
+    /// Encoded record bytes sent and not yet acknowledged, at most (a batch
+    /// is always let out when nothing is in flight, whatever its size).
+    /// With the batch window, this bounds the memory a link holds while
+    /// keeping enough in flight to fill a long link: a window too small for
+    /// the round trip makes every batch wait for the previous acks.
+    pub window_bytes: usize,
     /// Records in one batch, at most.
     pub batch_records_max: usize,
     /// Encoded record bytes in one batch, at most, unless a single record is
@@ -50,7 +56,10 @@ pub struct SenderLimits {
 impl Default for SenderLimits {
     fn default() -> Self {
         Self {
-            window_batches: 8,
+            // A commit per batch at a few hundred commits per second over a
+            // 100 ms round trip needs tens of batches in flight.
+            window_batches: 64,
+            window_bytes: 16 * 1024 * 1024,
             batch_records_max: 256,
             batch_bytes_max: 4 * 1024 * 1024,
             ack_timeout: Duration::from_secs(30),
@@ -112,9 +121,11 @@ pub struct SenderCore {
     queued_through: u64,
     /// Batches planned but not yet sent, in order.
     pending: VecDeque<Batch>,
-    /// `through_sequence` and send time of each batch sent and not
-    /// acknowledged, increasing.
-    in_flight: VecDeque<(u64, Instant)>,
+    /// `through_sequence`, send time and record bytes of each batch sent
+    /// and not acknowledged, increasing.
+    in_flight: VecDeque<(u64, Instant, usize)>,
+    /// Sum of the record bytes in `in_flight`.
+    in_flight_bytes: usize,
 }
 
 impl SenderCore {
@@ -135,6 +146,7 @@ impl SenderCore {
             queued_through: checkpoint,
             pending: VecDeque::new(),
             in_flight: VecDeque::new(),
+            in_flight_bytes: 0,
         }
     }
 
@@ -150,6 +162,7 @@ impl SenderCore {
     pub fn on_disconnect(&mut self) -> u64 {
         self.pending.clear();
         self.in_flight.clear();
+        self.in_flight_bytes = 0;
         self.queued_through = self.acked_through;
         self.acked_through
     }
@@ -166,7 +179,7 @@ impl SenderCore {
     pub fn sent_through(&self) -> u64 {
         self.in_flight
             .back()
-            .map_or(self.acked_through, |(through, _)| *through)
+            .map_or(self.acked_through, |(through, _, _)| *through)
     }
 
     pub fn queued_through(&self) -> u64 {
@@ -180,7 +193,12 @@ impl SenderCore {
     /// True when the next tail batch should be read: nothing pending and room
     /// in the window. Reading no further keeps memory bounded.
     pub fn wants_tail(&self) -> bool {
-        self.pending.is_empty() && self.in_flight.len() < self.limits.window_batches
+        self.pending.is_empty() && self.window_has_room()
+    }
+
+    fn window_has_room(&self) -> bool {
+        self.in_flight.len() < self.limits.window_batches
+            && (self.in_flight.is_empty() || self.in_flight_bytes < self.limits.window_bytes)
     }
 
     /// Queues a tail batch (records already filtered by policy) covering local
@@ -237,11 +255,14 @@ impl SenderCore {
     /// The next batch to send at `now`, if the window has room. The caller
     /// must send it (or report a disconnect): it now counts as in flight.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Batch> {
-        if self.in_flight.len() >= self.limits.window_batches {
+        if !self.window_has_room() {
             return None;
         }
         let batch = self.pending.pop_front()?;
-        self.in_flight.push_back((batch.through_sequence, now));
+        let bytes: usize = batch.records.iter().map(record_bytes).sum();
+        self.in_flight
+            .push_back((batch.through_sequence, now, bytes));
+        self.in_flight_bytes += bytes;
         Some(batch)
     }
 
@@ -250,7 +271,7 @@ impl SenderCore {
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.in_flight
             .front()
-            .map(|(_, sent)| *sent + self.limits.ack_timeout)
+            .map(|(_, sent, _)| *sent + self.limits.ack_timeout)
     }
 
     /// Checks the ack deadline at `now`: `Err` when the oldest batch in
@@ -258,7 +279,7 @@ impl SenderCore {
     /// resumes from the checkpoint, as after any disconnect).
     pub fn handle_timeout(&self, now: Instant) -> Result<(), AckStalled> {
         match self.in_flight.front() {
-            Some((through, sent))
+            Some((through, sent, _))
                 if now.saturating_duration_since(*sent) >= self.limits.ack_timeout =>
             {
                 Err(AckStalled {
@@ -283,15 +304,17 @@ impl SenderCore {
                 sent_through,
             });
         }
-        if !self.in_flight.iter().any(|(sent, _)| *sent == through) {
+        if !self.in_flight.iter().any(|(sent, _, _)| *sent == through) {
             return Err(CoreError::AckNotBatchBoundary { through });
         }
         while self
             .in_flight
             .front()
-            .is_some_and(|(front, _)| *front <= through)
+            .is_some_and(|(front, _, _)| *front <= through)
         {
-            self.in_flight.pop_front();
+            if let Some((_, _, bytes)) = self.in_flight.pop_front() {
+                self.in_flight_bytes -= bytes;
+            }
         }
         self.acked_through = through;
         Ok(AckOutcome::Advanced {

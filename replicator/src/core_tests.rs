@@ -33,6 +33,7 @@ fn records(sequences: std::ops::RangeInclusive<u64>) -> Vec<Record> {
 fn limits(window_batches: usize) -> SenderLimits {
     SenderLimits {
         window_batches,
+        window_bytes: usize::MAX,
         batch_records_max: 2,
         batch_bytes_max: 1024,
         ack_timeout: ACK_TIMEOUT,
@@ -105,6 +106,7 @@ fn splits_by_bytes_and_lets_a_large_record_travel_alone() {
         0,
         SenderLimits {
             window_batches: 8,
+            window_bytes: usize::MAX,
             batch_records_max: 100,
             batch_bytes_max: 1000,
             ack_timeout: ACK_TIMEOUT,
@@ -464,4 +466,38 @@ fn seeded_fault_simulation_delivers_everything() {
     for seed in seeds() {
         simulate(seed);
     }
+}
+
+#[test]
+fn the_byte_window_holds_batches_back_but_always_lets_one_out() {
+    let mut core = SenderCore::new(
+        0,
+        SenderLimits {
+            window_batches: 100,
+            window_bytes: 100,
+            batch_records_max: 1,
+            batch_bytes_max: 1 << 20,
+            ack_timeout: ACK_TIMEOUT,
+        },
+    );
+    // Three records of about 70 bytes each, one per batch.
+    let big = |sequence| record(sequence, 60);
+    core.push_tail(vec![big(1), big(2), big(3)], 3)
+        .expect("push");
+    let now = Instant::now();
+    assert!(
+        core.poll_transmit(now).is_some(),
+        "an empty window lets one out"
+    );
+    assert!(
+        core.poll_transmit(now).is_some(),
+        "still under 100 bytes in flight"
+    );
+    assert!(core.poll_transmit(now).is_none(), "over the byte budget");
+    assert!(!core.wants_tail());
+    core.on_ack(1).expect("ack");
+    assert!(
+        core.poll_transmit(now).is_some(),
+        "room again after the ack"
+    );
 }

@@ -464,6 +464,7 @@ impl Sim {
                 }
                 let limits = SenderLimits {
                     window_batches: random.random_range(1..=4),
+                    window_bytes: random.random_range(1..=4096),
                     batch_records_max: random.random_range(1..=4),
                     batch_bytes_max: 1 << 20,
                     ack_timeout: ACK_TIMEOUT,
