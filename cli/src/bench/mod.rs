@@ -120,6 +120,13 @@ pub struct ProduceReport {
     /// ratio of Meridian's msgs/s to each.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub compared: Vec<Comparison>,
+    /// Messages the server acknowledged, the warm-up's included.
+    pub stored_total: u64,
+    /// Bytes of the node's RocksDB directory (write-ahead log, tables,
+    /// manifest) per stored message, after the node stopped (own deployment
+    /// only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_bytes_per_message: Option<f64>,
     /// The disk's synced 4 KiB write latency, measured in the same run
     /// (with `--nats-server`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -182,7 +189,12 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
             };
             let measured = run_producers(&args, target, description, node_pid).await;
             deployment.shut_down().await;
-            measured?
+            let mut measured = measured?;
+            // The node's RocksDB (not the processes' logs).
+            let bytes = directory_bytes(&directory.path().join("bench").join("node").join("db"));
+            measured.disk_bytes_per_message =
+                (measured.stored_total > 0).then(|| bytes as f64 / measured.stored_total as f64);
+            measured
         }
     };
     if let Some(binary) = &args.nats_server {
@@ -342,11 +354,18 @@ async fn run_producers(
     let measure_from = start + Duration::from_secs(args.warmup_s);
     let end = measure_from + Duration::from_secs(args.duration_s);
     let sent = Arc::new(AtomicU64::new(0));
+    // Every acknowledged send, the warm-up's too: what the server stored.
+    let stored = Arc::new(AtomicU64::new(0));
     let progress = progress_bar(args.warmup_s + args.duration_s);
 
     let mut producers = tokio::task::JoinSet::new();
     for index in 0..args.concurrency {
-        let (body, target, sent) = (body.clone(), target.clone(), Arc::clone(&sent));
+        let (body, target, sent, stored) = (
+            body.clone(),
+            target.clone(),
+            Arc::clone(&sent),
+            Arc::clone(&stored),
+        );
         producers.spawn(async move {
             let mut producer = Producer::connect(&target, index).await;
             let mut latencies = Histogram::<u64>::new_with_max(LATENCY_MAX_US, 3)
@@ -365,6 +384,9 @@ async fn run_producers(
                     Err(error) => Err(error.clone()),
                 };
                 let measured = began >= measure_from;
+                if outcome.is_ok() {
+                    stored.fetch_add(1, Ordering::Relaxed);
+                }
                 match outcome {
                     Ok(_) if measured => {
                         let micros = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -449,7 +471,24 @@ async fn run_producers(
         node_cpu_us_per_message: per_message(node_before, cpu_after.1),
         compared: Vec::new(),
         disk_fsync: None,
+        stored_total: stored.load(Ordering::Relaxed),
+        disk_bytes_per_message: None,
     })
+}
+
+/// The total size of the files under `path`, bytes (0 where unreadable).
+fn directory_bytes(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => directory_bytes(&entry.path()),
+            Ok(_) => entry.metadata().map_or(0, |metadata| metadata.len()),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// CPU µs per message from tick counts before and after `messages`.
@@ -491,6 +530,13 @@ fn print_report(report: &ProduceReport) {
         println!(
             "  Meridian / this: {:.2}x msgs/s",
             comparison.meridian_ratio
+        );
+    }
+    if let Some(bytes) = report.disk_bytes_per_message {
+        println!(
+            "disk: {bytes:.0} bytes per stored message ({:.2}x the body), {} stored",
+            bytes / report.size_bytes as f64,
+            report.stored_total
         );
     }
     if let Some(fsync) = &report.disk_fsync {
