@@ -292,7 +292,11 @@ impl<S: LogStore> ConsumerEngine<S> {
                 staged_queues.push(staged);
             }
         }
-        let changes = self.persist(staged_queues)?;
+        let changes = if received.created.is_empty() {
+            self.persist_relaxed(staged_queues)?
+        } else {
+            self.persist(staged_queues)?
+        };
         Ok((received, changes))
     }
 
@@ -312,11 +316,25 @@ impl<S: LogStore> ConsumerEngine<S> {
             .collect()
     }
 
-    /// Writes the staged changes in one batch; returns what to install.
+    /// Writes the staged changes in one batch, durably (the region's flush
+    /// mode); returns what to install.
     fn persist(&self, staged: Vec<Staged<'_>>) -> Result<Vec<QueueChange>, StorageError> {
         let (writes, changes): (Vec<_>, Vec<_>) = staged.into_iter().map(Staged::finish).unzip();
         if !writes.is_empty() {
             self.store.write_groups(writes)?;
+        }
+        Ok(changes)
+    }
+
+    /// [`Self::persist`] without waiting for the disk, for changes a crash
+    /// may lose harmlessly: deliveries and invisibility changes (the
+    /// message only becomes visible again sooner, as at-least-once allows).
+    /// Acknowledgements and new group queues (a `latest` group's start must
+    /// not move) always use [`Self::persist`].
+    fn persist_relaxed(&self, staged: Vec<Staged<'_>>) -> Result<Vec<QueueChange>, StorageError> {
+        let (writes, changes): (Vec<_>, Vec<_>) = staged.into_iter().map(Staged::finish).unzip();
+        if !writes.is_empty() {
+            self.store.write_groups_relaxed(writes)?;
         }
         Ok(changes)
     }
@@ -646,7 +664,7 @@ impl<S: LogStore> ConsumerEngine<S> {
             attempt: handle.attempt,
         };
         staged.insert(handle.offset, state);
-        for change in self.persist(vec![staged])? {
+        for change in self.persist_relaxed(vec![staged])? {
             change.install(&mut guard);
         }
         self.invisibility_changes

@@ -225,6 +225,14 @@ pub trait LogStore: Send + Sync + 'static {
     /// `remove` (so an offset in both ends up removed).
     fn write_groups(&self, writes: Vec<GroupWrite>) -> Result<(), StorageError>;
 
+    /// [`LogStore::write_groups`] without waiting for the disk, whatever the
+    /// flush mode: for changes a crash may lose harmlessly (a delivery's
+    /// in-flight mark: losing it only makes the message visible again). A
+    /// later durable write makes it durable too (one log, in order).
+    fn write_groups_relaxed(&self, writes: Vec<GroupWrite>) -> Result<(), StorageError> {
+        self.write_groups(writes)
+    }
+
     /// Every stored group queue state, ordered by [`GroupQueueKey`].
     fn load_groups(&self) -> Result<Vec<GroupQueueState>, StorageError>;
 

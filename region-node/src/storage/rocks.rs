@@ -77,6 +77,8 @@ pub struct RocksStore {
     path: PathBuf,
     flush: FlushMode,
     write_options: WriteOptions,
+    /// Never fsyncs (see [`LogStore::write_groups_relaxed`]).
+    relaxed_write_options: WriteOptions,
     /// Held for the whole of an append: sequence and offset assignment is serial.
     append_state: Mutex<AppendState>,
     /// The last sequence written, published after each successful append.
@@ -124,6 +126,39 @@ fn column_family_options(name: &str) -> Options {
 }
 
 impl RocksStore {
+    /// Writes group-state changes in one batch with `options`.
+    fn write_group_batch(
+        &self,
+        writes: Vec<GroupWrite>,
+        options: &WriteOptions,
+    ) -> Result<(), StorageError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let group = self.cf(GROUP);
+        let mut batch = WriteBatch::default();
+        for write in &writes {
+            batch.put_cf(
+                group,
+                codec::group_cursor_key(&write.key),
+                codec::encode_cursor(write.cursor),
+            );
+            for &(offset, state) in &write.set {
+                batch.put_cf(
+                    group,
+                    codec::group_offset_key(&write.key, offset),
+                    codec::encode_offset_state(state),
+                );
+            }
+            for &offset in &write.remove {
+                batch.delete_cf(group, codec::group_offset_key(&write.key, offset));
+            }
+        }
+        self.db
+            .write_opt(batch, options)
+            .map_err(backend("write group state"))
+    }
+
     /// Opens (creating it and its parents if needed) the store in `dir`.
     /// `flush` decides whether writes fsync the write-ahead log before
     /// returning (see the module docs).
@@ -150,6 +185,7 @@ impl RocksStore {
             path: dir.to_owned(),
             flush,
             write_options,
+            relaxed_write_options: WriteOptions::default(),
             append_state: Mutex::new(AppendState {
                 last_sequence: 0,
                 next_offsets: HashMap::new(),
@@ -563,31 +599,11 @@ impl LogStore for RocksStore {
     }
 
     fn write_groups(&self, writes: Vec<GroupWrite>) -> Result<(), StorageError> {
-        if writes.is_empty() {
-            return Ok(());
-        }
-        let group = self.cf(GROUP);
-        let mut batch = WriteBatch::default();
-        for write in &writes {
-            batch.put_cf(
-                group,
-                codec::group_cursor_key(&write.key),
-                codec::encode_cursor(write.cursor),
-            );
-            for &(offset, state) in &write.set {
-                batch.put_cf(
-                    group,
-                    codec::group_offset_key(&write.key, offset),
-                    codec::encode_offset_state(state),
-                );
-            }
-            for &offset in &write.remove {
-                batch.delete_cf(group, codec::group_offset_key(&write.key, offset));
-            }
-        }
-        self.db
-            .write_opt(batch, &self.write_options)
-            .map_err(backend("write group state"))
+        self.write_group_batch(writes, &self.write_options)
+    }
+
+    fn write_groups_relaxed(&self, writes: Vec<GroupWrite>) -> Result<(), StorageError> {
+        self.write_group_batch(writes, &self.relaxed_write_options)
     }
 
     fn load_groups(&self) -> Result<Vec<GroupQueueState>, StorageError> {
