@@ -605,8 +605,9 @@ fn group_writes_round_trip(store: &impl LogStore) {
             },
         ])
         .unwrap();
+    // Relaxed writes (no fsync) read back the same.
     store
-        .write_groups(vec![
+        .write_groups_relaxed(vec![
             GroupWrite {
                 key: first.clone(),
                 cursor: GroupCursor { floor: 2, next: 5 },
