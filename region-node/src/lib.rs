@@ -162,6 +162,7 @@ impl Node {
             waiting_receives: consumer::WaitingReceives::default(),
             unconfirmed_at_start,
             checkpoints,
+            served: rules::ServedTopics::new(&self.topology, &self.region),
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
         });

@@ -11,7 +11,8 @@
 use crate::error::NodeError;
 use crate::storage::DEDUP_ID_BYTES;
 use meridian_proto::meridian::v1::{MessageType as RecordType, Record, RecordKind};
-use meridian_topology::{MessageType, Topic, Topology};
+use meridian_topology::{MessageType, Topology};
+use std::collections::BTreeMap;
 
 /// The largest gRPC message the official clients accept (tonic 0.9 in the
 /// Rust client, grpc-js): every delivered message must fit in one.
@@ -97,31 +98,56 @@ pub fn check_record(record: &Record, topology: &Topology) -> Result<(), NodeErro
     Ok(())
 }
 
-/// The rules of an acknowledgement record: dedup id, origin, a group, a
-/// known topic, a queue in range and a message dedup id, and no message.
-/// A send of `topic` in `region` is refused when its messages could not
-/// reach every region of the topic's `replicate_to` from here: records
-/// travel only between connected replicators and through regions of the
-/// topic (a private site none of whose hubs hold the topic, for one).
-/// Validation guarantees this for the regions of `replicate_to` themselves.
-pub fn check_served_here(
-    name: &str,
-    topic: &Topic,
-    topology: &Topology,
-    region: &str,
-) -> Result<(), NodeError> {
-    let unreached = topology.unreached_from(topic, region);
-    if unreached.is_empty() {
-        return Ok(());
-    }
-    Err(NodeError::TopicNotServedHere {
-        topic: name.to_owned(),
-        region: region.to_owned(),
-        unreached: unreached.join(", "),
-        serving: topic.replicate_to.join(", "),
-    })
+/// The topics a region refuses sends of, computed once from the topology:
+/// those whose messages could not reach every region of their
+/// `replicate_to` from here (records travel only between connected
+/// replicators and through regions of the topic: a private site none of
+/// whose hubs hold the topic, for one). Validation guarantees this for the
+/// regions of `replicate_to` themselves.
+#[derive(Debug, Clone, Default)]
+pub struct ServedTopics {
+    region: String,
+    /// Topic → (the regions it cannot reach, its `replicate_to`), joined.
+    unserved: BTreeMap<String, (String, String)>,
 }
 
+impl ServedTopics {
+    pub fn new(topology: &Topology, region: &str) -> ServedTopics {
+        let unserved = topology
+            .topics
+            .iter()
+            .filter_map(|(name, topic)| {
+                let unreached = topology.unreached_from(topic, region);
+                (!unreached.is_empty()).then(|| {
+                    (
+                        name.clone(),
+                        (unreached.join(", "), topic.replicate_to.join(", ")),
+                    )
+                })
+            })
+            .collect();
+        ServedTopics {
+            region: region.to_owned(),
+            unserved,
+        }
+    }
+
+    /// `Ok` when a send of `topic` may be taken here.
+    pub fn check(&self, topic: &str) -> Result<(), NodeError> {
+        match self.unserved.get(topic) {
+            None => Ok(()),
+            Some((unreached, serving)) => Err(NodeError::TopicNotServedHere {
+                topic: topic.to_owned(),
+                region: self.region.clone(),
+                unreached: unreached.clone(),
+                serving: serving.clone(),
+            }),
+        }
+    }
+}
+
+/// The rules of an acknowledgement record: dedup id, origin, a group, a
+/// known topic, a queue in range and a message dedup id, and no message.
 fn check_ack(record: &Record, topology: &Topology) -> Result<(), NodeError> {
     let invalid = |reason: String| NodeError::InvalidRecord { reason };
     if record.dedup_id.len() != DEDUP_ID_BYTES || record.origin_region.is_empty() {
@@ -217,13 +243,14 @@ mod tests {
         topology.regions.get_mut("on-prem").expect("on-prem").hubs = vec!["eu-west".to_owned()];
         let mut us_only = topology.topics["demo"].clone();
         us_only.replicate_to = vec!["us-east".to_owned()];
-        topology
-            .topics
-            .insert("us-only".to_owned(), us_only.clone());
-        check_served_here("us-only", &us_only, &topology, "eu-west")
+        topology.topics.insert("us-only".to_owned(), us_only);
+        let served = |region: &str| ServedTopics::new(&topology, region);
+        served("eu-west")
+            .check("us-only")
             .expect("eu-west reaches us-east");
-        check_served_here("us-only", &us_only, &topology, "us-east").expect("its own region");
-        let error = check_served_here("us-only", &us_only, &topology, "on-prem")
+        served("us-east").check("us-only").expect("its own region");
+        let error = served("on-prem")
+            .check("us-only")
             .expect_err("on-prem reaches us-east only through eu-west, which lacks the topic");
         let text = error.to_string();
         assert!(text.contains("not served in region on-prem"), "{text}");

@@ -44,7 +44,7 @@
 //! Two things the forwarding rules do not guarantee are left out by default
 //! and can be put back to replay them (see [`Options`]): sends in a region
 //! from which the topic's records have no route to every region of its
-//! `replicate_to` (the node refuses those sends, `rules::check_served_here`
+//! `replicate_to` (the node refuses those sends, `rules::ServedTopics`
 //! in the region node; `NETWORK_SIM_UNROUTABLE_SENDS=1` makes them anyway:
 //! they never leave the region; seed 23 or 94 shows it), and origin order across topics
 //! (`NETWORK_SIM_STRICT_ORIGIN_ORDER=1`: each topic has its own tree, so

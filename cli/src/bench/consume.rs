@@ -15,10 +15,9 @@
 //! `--link-latency-ms` one way: messages are sent in `near` and consumed in
 //! `far`, so the figure includes replication.
 
-use super::{Flush, LATENCY_MAX_US, Latency, Target};
+use super::{Flush, Latency, Target, histogram, latency_of, micros};
 use crate::drill::client::Client;
 use anyhow::Context as _;
-use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -114,27 +113,6 @@ pub struct LatencyReport {
     pub delivered: u64,
     /// From the start of the send to the delivery, ms.
     pub latency_ms: Latency,
-}
-
-fn histogram() -> Histogram<u64> {
-    Histogram::<u64>::new_with_max(LATENCY_MAX_US, 3)
-        .expect("3 significant figures up to a minute is a valid histogram")
-}
-
-fn micros(duration: Duration) -> u64 {
-    u64::try_from(duration.as_micros())
-        .unwrap_or(u64::MAX)
-        .min(LATENCY_MAX_US)
-}
-
-fn latency_of(histogram: &Histogram<u64>) -> Latency {
-    let millis = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / 1000.0;
-    Latency {
-        p50: millis(0.5),
-        p99: millis(0.99),
-        p999: millis(0.999),
-        max: histogram.max() as f64 / 1000.0,
-    }
 }
 
 /// Runs `meridian bench consume` against bench's own one-region deployment.

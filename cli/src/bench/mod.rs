@@ -368,8 +368,7 @@ async fn run_producers(
         );
         producers.spawn(async move {
             let mut producer = Producer::connect(&target, index).await;
-            let mut latencies = Histogram::<u64>::new_with_max(LATENCY_MAX_US, 3)
-                .expect("3 significant figures up to a minute is a valid histogram");
+            let mut latencies = histogram();
             let mut failed = 0_u64;
             let mut sequence = 0_u64;
             loop {
@@ -389,8 +388,7 @@ async fn run_producers(
                 }
                 match outcome {
                     Ok(_) if measured => {
-                        let micros = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
-                        latencies.saturating_record(micros.min(LATENCY_MAX_US));
+                        latencies.saturating_record(micros(began.elapsed()));
                         sent.fetch_add(1, Ordering::Relaxed);
                     }
                     Ok(_) => {}
@@ -434,8 +432,7 @@ async fn run_producers(
     );
     let (client_before, node_before) = cpu_at_start.unwrap_or(cpu_before);
 
-    let mut latencies =
-        Histogram::<u64>::new_with_max(LATENCY_MAX_US, 3).context("a latency histogram")?;
+    let mut latencies = histogram();
     let mut failed = 0;
     while let Some(joined) = producers.join_next().await {
         let (histogram, producer_failed) = joined.context("a producer task failed")?;
@@ -450,7 +447,6 @@ async fn run_producers(
     let seconds = args.duration_s as f64;
     let per_message =
         |before: Option<u64>, after: Option<u64>| per_message(before, after, messages);
-    let millis = |quantile: f64| latencies.value_at_quantile(quantile) as f64 / 1000.0;
     Ok(ProduceReport {
         scenario: "produce",
         target: description,
@@ -461,12 +457,7 @@ async fn run_producers(
         failed,
         messages_per_s: messages as f64 / seconds,
         megabytes_per_s: (messages as f64 * args.size as f64) / seconds / 1e6,
-        latency_ms: Latency {
-            p50: millis(0.5),
-            p99: millis(0.99),
-            p999: millis(0.999),
-            max: latencies.max() as f64 / 1000.0,
-        },
+        latency_ms: latency_of(&latencies),
         client_cpu_us_per_message: per_message(client_before, cpu_after.0).unwrap_or(0.0),
         node_cpu_us_per_message: per_message(node_before, cpu_after.1),
         compared: Vec::new(),
@@ -489,6 +480,30 @@ fn directory_bytes(path: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
+}
+
+/// An empty latency histogram: µs, up to [`LATENCY_MAX_US`], 3 significant figures.
+pub(super) fn histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_max(LATENCY_MAX_US, 3)
+        .expect("3 significant figures up to a minute is a valid histogram")
+}
+
+/// `duration` in µs, capped at [`LATENCY_MAX_US`].
+pub(super) fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros())
+        .unwrap_or(u64::MAX)
+        .min(LATENCY_MAX_US)
+}
+
+/// The percentiles of a µs histogram, in ms.
+pub(super) fn latency_of(histogram: &Histogram<u64>) -> Latency {
+    let millis = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / 1000.0;
+    Latency {
+        p50: millis(0.5),
+        p99: millis(0.99),
+        p999: millis(0.999),
+        max: histogram.max() as f64 / 1000.0,
+    }
 }
 
 /// CPU µs per message from tick counts before and after `messages`.

@@ -40,6 +40,8 @@ pub struct NodeContext<S> {
     /// Per peer, the sequence it confirmed (as the replicator persists it):
     /// geo-durable sends wait on it.
     pub checkpoints: tokio::sync::watch::Sender<std::collections::BTreeMap<String, u64>>,
+    /// The topics this region refuses sends of (`rules::ServedTopics`).
+    pub served: crate::rules::ServedTopics,
     pub shutdown: CancellationToken,
     /// Owner of the tasks spawned by streaming calls.
     pub tasks: TaskTracker,

@@ -92,13 +92,8 @@ impl<S: LogStore> NodeBackend<S> {
                 .unwrap_or_default();
             let built = self
                 .topic(message.topic.as_ref())
-                .and_then(|(name, topic)| {
-                    rules::check_served_here(
-                        &name,
-                        &topic,
-                        &self.context.topology,
-                        &self.context.region,
-                    )?;
+                .and_then(|(name, _)| {
+                    self.context.served.check(&name)?;
                     convert::record_from_client(message, &name, &self.context.region, now)
                 })
                 .and_then(|record| {
