@@ -4,18 +4,19 @@
 //! Python copies `publishing.max_body_size` (0 would refuse every send), Node
 //! asserts an exponential back-off policy for producers and needs
 //! `receive_batch_size` and `long_polling_timeout` for consumers. The reply
-//! echoes what the client sent and fills in the server's values.
+//! echoes what the client sent and fills in the server's values; a
+//! consumer's retry policy (max attempts, back-off) is its group's
+//! (`[groups.NAME]` in the topology, [`meridian_topology::Group`]).
 
 use meridian_proto::prost_types::Duration;
 use meridian_proto::rocketmq::v2::{
     Code, CustomizedBackoff, ExponentialBackoff, Metric, RetryPolicy, Settings, Status,
     TelemetryCommand, retry_policy, settings::PubSub,
 };
+use meridian_topology::Group;
 
 /// Producer retry attempts advertised to clients.
 pub const PRODUCER_MAX_ATTEMPTS: i32 = 3;
-/// Consumer delivery attempts advertised to clients (RocketMQ's default, 16 retries).
-pub const CONSUMER_MAX_ATTEMPTS: i32 = 17;
 /// Messages per receive advertised to push consumers.
 pub const RECEIVE_BATCH_SIZE: i32 = 32;
 /// Long-polling time advertised to push consumers, in seconds.
@@ -70,8 +71,9 @@ fn millis(millis: i64) -> Duration {
     }
 }
 
-/// Merges a client's settings with the server's values, as the reference proxy does.
-pub fn merge(mut settings: Settings) -> Settings {
+/// Merges a client's settings with the server's values, as the reference
+/// proxy does; `group_policy` gives a consumer group's policies.
+pub fn merge(mut settings: Settings, group_policy: impl Fn(&str) -> Group) -> Settings {
     match settings.pub_sub.as_mut() {
         Some(PubSub::Publishing(publishing)) => {
             publishing.max_body_size =
@@ -94,15 +96,19 @@ pub fn merge(mut settings: Settings) -> Settings {
             }
             subscription.receive_batch_size = Some(RECEIVE_BATCH_SIZE);
             subscription.long_polling_timeout = Some(seconds(LONG_POLLING_TIMEOUT_SECONDS));
-            let next = [
-                1, 5, 10, 30, 60, 120, 180, 240, 300, 360, 420, 480, 540, 600, 1200, 1800, 3600,
-                7200,
-            ]
-            .into_iter()
-            .map(seconds)
-            .collect();
+            let group = subscription
+                .group
+                .as_ref()
+                .map(|group| group.name.trim())
+                .unwrap_or_default();
+            let policy = group_policy(group);
+            let next = policy
+                .retry_backoff_ms
+                .iter()
+                .map(|delay| millis(i64::try_from(*delay).unwrap_or(i64::MAX)))
+                .collect();
             settings.backoff_policy = Some(RetryPolicy {
-                max_attempts: CONSUMER_MAX_ATTEMPTS,
+                max_attempts: i32::try_from(policy.max_attempts).unwrap_or(i32::MAX),
                 strategy: Some(retry_policy::Strategy::CustomizedBackoff(
                     CustomizedBackoff { next },
                 )),
@@ -118,11 +124,14 @@ pub fn merge(mut settings: Settings) -> Settings {
 }
 
 /// The Telemetry command answering a client's settings.
-pub fn reply(settings: Settings) -> TelemetryCommand {
+pub fn reply(settings: Settings, group_policy: impl Fn(&str) -> Group) -> TelemetryCommand {
     TelemetryCommand {
         status: Some(ok()),
         command: Some(
-            meridian_proto::rocketmq::v2::telemetry_command::Command::Settings(merge(settings)),
+            meridian_proto::rocketmq::v2::telemetry_command::Command::Settings(merge(
+                settings,
+                group_policy,
+            )),
         ),
     }
 }
@@ -150,7 +159,7 @@ mod tests {
             pub_sub: Some(PubSub::Publishing(Publishing::default())),
             ..Settings::default()
         };
-        let merged = merge(settings);
+        let merged = merge(settings, |_| Group::default());
         let Some(PubSub::Publishing(publishing)) = merged.pub_sub else {
             panic!("publishing settings lost");
         };
@@ -167,11 +176,38 @@ mod tests {
             pub_sub: Some(PubSub::Subscription(Subscription::default())),
             ..Settings::default()
         };
-        let Some(PubSub::Subscription(subscription)) = merge(settings).pub_sub else {
+        let Some(PubSub::Subscription(subscription)) =
+            merge(settings, |_| Group::default()).pub_sub
+        else {
             panic!("subscription settings lost");
         };
         assert_eq!(subscription.receive_batch_size, Some(32));
         assert_eq!(subscription.long_polling_timeout, Some(seconds(20)));
         assert_eq!(subscription.fifo, Some(false));
+    }
+
+    #[test]
+    fn consumer_reply_carries_the_groups_retry_policy() {
+        let settings = Settings {
+            pub_sub: Some(PubSub::Subscription(Subscription {
+                group: Some(meridian_proto::rocketmq::v2::Resource {
+                    name: "billing".to_owned(),
+                    ..Default::default()
+                }),
+                ..Subscription::default()
+            })),
+            ..Settings::default()
+        };
+        let merged = merge(settings, |group| Group {
+            max_attempts: if group == "billing" { 3 } else { 17 },
+            retry_backoff_ms: vec![1_000, 2_500],
+            ..Group::default()
+        });
+        let policy = merged.backoff_policy.expect("a retry policy");
+        assert_eq!(policy.max_attempts, 3);
+        let Some(retry_policy::Strategy::CustomizedBackoff(backoff)) = policy.strategy else {
+            panic!("customized back-off expected");
+        };
+        assert_eq!(backoff.next, vec![seconds(1), millis(2_500)]);
     }
 }

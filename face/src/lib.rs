@@ -37,8 +37,8 @@ pub use refusal::Refusal;
 pub use service::Face;
 
 use meridian_proto::rocketmq::v2::{
-    AckMessageRequest, ChangeInvisibleDurationRequest, Message, MessageQueue,
-    ReceiveMessageRequest, Resource,
+    AckMessageRequest, ChangeInvisibleDurationRequest, ForwardMessageToDeadLetterQueueRequest,
+    Message, MessageQueue, ReceiveMessageRequest, Resource,
 };
 use std::time::Duration;
 
@@ -84,6 +84,10 @@ pub struct SendReceipt {
 pub trait Backend: Send + Sync + 'static {
     /// Appended to `NOT_IMPLEMENTED` messages: what the client should do instead.
     fn unserved_hint(&self) -> &'static str;
+
+    /// The policies of consumer group `group` (the topology's, or the
+    /// defaults), which the Telemetry settings reply tells consumers.
+    fn group_policy(&self, group: &str) -> meridian_topology::Group;
 
     /// The queues of `topic` that QueryRoute and QueryAssignment answer
     /// (`rpc` names which, for messages).
@@ -135,6 +139,20 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<String, Refusal> {
         Err(Refusal::not_implemented(
             "ChangeInvisibleDuration",
+            self.unserved_hint(),
+        ))
+    }
+
+    /// Copies the delivery a receipt handle names to the group's
+    /// dead-letter topic, then acknowledges it (what FIFO push consumers
+    /// call once their local retries are exhausted).
+    async fn forward_to_dead_letter(
+        &self,
+        _caller: &Caller,
+        _request: ForwardMessageToDeadLetterQueueRequest,
+    ) -> Result<(), Refusal> {
+        Err(Refusal::not_implemented(
+            "ForwardMessageToDeadLetterQueue",
             self.unserved_hint(),
         ))
     }

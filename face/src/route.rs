@@ -8,8 +8,10 @@ use meridian_proto::rocketmq::v2::{
 };
 use std::net::SocketAddr;
 
-/// One READ_WRITE queue per queue id `0..queue_count`, all served by broker
+/// One queue per queue id `0..queue_count`, all served by broker
 /// `broker_name` (id 0) at `node`; `topic` is echoed as the client sent it.
+/// Queues are READ_WRITE, except a dead-letter topic's (`%DLQ%<group>`),
+/// which only the node writes: READ.
 pub fn message_queues(
     topic: &Resource,
     queue_count: u16,
@@ -26,11 +28,15 @@ pub fn message_queues(
         .iter()
         .map(|message_type| *message_type as i32)
         .collect();
+    let permission = match meridian_topology::dead_letter_group(&topic.name) {
+        Some(_) => Permission::Read,
+        None => Permission::ReadWrite,
+    };
     (0..i32::from(queue_count))
         .map(|id| MessageQueue {
             topic: Some(topic.clone()),
             id,
-            permission: Permission::ReadWrite as i32,
+            permission: permission as i32,
             broker: Some(broker.clone()),
             accept_message_types: accept.clone(),
         })

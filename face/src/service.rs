@@ -151,6 +151,7 @@ impl<B: Backend> MessagingService for Face<B> {
             Ok(caller) => {
                 let commands = request.into_inner();
                 self.tasks.spawn(answer_telemetry(
+                    Arc::clone(&self.backend),
                     caller.client_id,
                     commands,
                     replies,
@@ -378,8 +379,16 @@ impl<B: Backend> MessagingService for Face<B> {
         &self,
         request: Request<ForwardMessageToDeadLetterQueueRequest>,
     ) -> GrpcResult<ForwardMessageToDeadLetterQueueResponse> {
+        let forwarded = match caller(&request) {
+            Ok(caller) => {
+                self.backend
+                    .forward_to_dead_letter(&caller, request.into_inner())
+                    .await
+            }
+            Err(refusal) => Err(refusal),
+        };
         Ok(Response::new(ForwardMessageToDeadLetterQueueResponse {
-            status: Some(self.unserved("ForwardMessageToDeadLetterQueue", &request)),
+            status: Some(answered("ForwardMessageToDeadLetterQueue", forwarded)),
         }))
     }
 
@@ -437,7 +446,8 @@ impl<B: Backend> MessagingService for Face<B> {
 /// side or goes away, or when the server stops. The end of a stream says
 /// nothing about the client's liveness (the Rust client drops streams to
 /// broker endpoints right after first use), so no client state is touched.
-async fn answer_telemetry(
+async fn answer_telemetry<B: Backend>(
+    backend: Arc<B>,
     client_id: String,
     mut commands: Streaming<TelemetryCommand>,
     replies: mpsc::Sender<Result<TelemetryCommand, tonic::Status>>,
@@ -469,7 +479,7 @@ async fn answer_telemetry(
             continue;
         };
         debug!(client_id, "answering client settings");
-        let reply = client_settings::reply(settings);
+        let reply = client_settings::reply(settings, |group| backend.group_policy(group));
         tokio::select! {
             biased;
             () = stop.cancelled() => break,

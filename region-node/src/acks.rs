@@ -316,6 +316,7 @@ mod tests {
                 max_messages: 32,
                 max_bytes: usize::MAX,
                 invisible_ms: 10_000,
+                max_attempts: 17,
                 now_ms: 1_700_000_000_000,
             })
             .expect("receive")

@@ -23,6 +23,10 @@ pub enum NodeError {
         unreached: String,
         serving: String,
     },
+    #[error(
+        "topic `{topic}` is a dead-letter topic: only the node writes it, when group `{group}` gives up on a message; consume it, and send what you want retried to its original topic (user property DLQ_ORIGIN_TOPIC)"
+    )]
+    DeadLetterTopicReadOnly { topic: String, group: String },
     #[error("request names no topic")]
     TopicMissing,
     #[error("consumer group name `{group}` is invalid: {reason}")]
@@ -95,7 +99,9 @@ impl NodeError {
     pub fn refusal(&self) -> Refusal {
         let code = match self {
             Self::TopicNotFound { .. } => Code::TopicNotFound,
-            Self::TopicNotServedHere { .. } => Code::Forbidden,
+            Self::TopicNotServedHere { .. } | Self::DeadLetterTopicReadOnly { .. } => {
+                Code::Forbidden
+            }
             Self::TopicMissing => Code::IllegalTopic,
             Self::IllegalConsumerGroup { .. } => Code::IllegalConsumerGroup,
             Self::MessageIdMissing => Code::IllegalMessageId,

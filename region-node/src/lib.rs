@@ -20,6 +20,7 @@
 mod acks;
 mod commit;
 mod consumer;
+mod dead_letter;
 mod error;
 mod grpc;
 mod rules;

@@ -109,32 +109,33 @@ pub struct ServedTopics {
     region: String,
     /// Topic → (the regions it cannot reach, its `replicate_to`), joined.
     unserved: BTreeMap<String, (String, String)>,
+    /// The same for dead-letter topics (one policy for all), if unserved.
+    dead_letters: Option<(String, String)>,
 }
 
 impl ServedTopics {
     pub fn new(topology: &Topology, region: &str) -> ServedTopics {
-        let unserved = topology
-            .topics
-            .iter()
-            .filter_map(|(name, topic)| {
-                let unreached = topology.unreached_from(topic, region);
-                (!unreached.is_empty()).then(|| {
-                    (
-                        name.clone(),
-                        (unreached.join(", "), topic.replicate_to.join(", ")),
-                    )
-                })
-            })
-            .collect();
+        let unserved = |topic: &meridian_topology::Topic| {
+            let unreached = topology.unreached_from(topic, region);
+            (!unreached.is_empty()).then(|| (unreached.join(", "), topic.replicate_to.join(", ")))
+        };
         ServedTopics {
             region: region.to_owned(),
-            unserved,
+            unserved: topology
+                .topics
+                .iter()
+                .filter_map(|(name, topic)| Some((name.clone(), unserved(topic)?)))
+                .collect(),
+            dead_letters: unserved(&topology.dead_letter_topic()),
         }
     }
 
     /// `Ok` when a send of `topic` may be taken here.
     pub fn check(&self, topic: &str) -> Result<(), NodeError> {
-        match self.unserved.get(topic) {
+        let unserved = self.unserved.get(topic).or_else(|| {
+            meridian_topology::dead_letter_group(topic).and(self.dead_letters.as_ref())
+        });
+        match unserved {
             None => Ok(()),
             Some((unreached, serving)) => Err(NodeError::TopicNotServedHere {
                 topic: topic.to_owned(),

@@ -372,27 +372,30 @@ pub struct RecordFilter {
     /// Topic name → the origins whose records of the topic go to the peer
     /// from this region (empty when none do).
     topics: BTreeMap<String, BTreeSet<String>>,
+    /// The same for every dead-letter topic (`%DLQ%<group>`, one policy).
+    dead_letters: BTreeSet<String>,
     warned_topics: BTreeSet<String>,
 }
 
 impl RecordFilter {
     pub fn new(topology: &Topology, local_region: &str, peer: &str) -> Self {
+        let origins = |topic: &meridian_topology::Topic| -> BTreeSet<String> {
+            topology
+                .regions
+                .keys()
+                .filter(|origin| topology.forwards(topic, origin, local_region, peer))
+                .cloned()
+                .collect()
+        };
         let topics = topology
             .topics
             .iter()
-            .map(|(name, topic)| {
-                let origins = topology
-                    .regions
-                    .keys()
-                    .filter(|origin| topology.forwards(topic, origin, local_region, peer))
-                    .cloned()
-                    .collect();
-                (name.clone(), origins)
-            })
+            .map(|(name, topic)| (name.clone(), origins(topic)))
             .collect();
         Self {
             peer: peer.to_owned(),
             topics,
+            dead_letters: origins(&topology.dead_letter_topic()),
             warned_topics: BTreeSet::new(),
         }
     }
@@ -405,7 +408,11 @@ impl RecordFilter {
             (None, None, Some(start)) => &start.topic,
             (None, None, None) => return Verdict::NotAMessage,
         };
-        let Some(origins) = self.topics.get(topic) else {
+        let origins = self
+            .topics
+            .get(topic)
+            .or_else(|| meridian_topology::dead_letter_group(topic).map(|_| &self.dead_letters));
+        let Some(origins) = origins else {
             return Verdict::UnknownTopic {
                 first_time: self.warned_topics.insert(topic.clone()),
             };

@@ -149,6 +149,7 @@ fn random_topology(random: &mut StdRng, seed: u64) -> Topology {
             regions.insert(name, region);
         }
         let mut topology = Topology {
+            groups: Default::default(),
             regions,
             links: Vec::new(),
             topics: BTreeMap::new(),

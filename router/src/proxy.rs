@@ -15,8 +15,9 @@ use meridian_face::{Caller, Refusal, SendReceipt};
 use meridian_proto::GRPC_MAX_DECODE_BYTES;
 use meridian_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 use meridian_proto::rocketmq::v2::{
-    AckMessageRequest, ChangeInvisibleDurationRequest, Code, Message, ReceiveMessageRequest,
-    SendMessageRequest, Status, receive_message_response,
+    AckMessageRequest, ChangeInvisibleDurationRequest, Code,
+    ForwardMessageToDeadLetterQueueRequest, Message, ReceiveMessageRequest, SendMessageRequest,
+    Status, receive_message_response,
 };
 use meridian_report::Report;
 use parking_lot::Mutex;
@@ -224,18 +225,7 @@ impl Proxy {
         caller: &Caller,
         change: ChangeInvisibleDurationRequest,
     ) -> Result<String, Refusal> {
-        let invalid = || {
-            Refusal::new(
-                Code::InvalidReceiptHandle,
-                format!(
-                    "receipt handle `{}` names no known region",
-                    change.receipt_handle
-                ),
-            )
-        };
-        let region =
-            meridian_face::receipt_handle_region(&change.receipt_handle).ok_or_else(invalid)?;
-        let node = routes.node_of(region).ok_or_else(invalid)?;
+        let node = handle_node(routes, &change.receipt_handle)?;
         let answer = self
             .node(node)?
             .change_invisible_duration(request(caller, change))
@@ -247,6 +237,36 @@ impl Proxy {
             Some(refusal) => Err(refusal),
         }
     }
+
+    /// Moves a delivery to its group's dead-letter topic at the region that
+    /// issued the handle.
+    pub(crate) async fn forward_to_dead_letter(
+        &self,
+        routes: &Routes,
+        caller: &Caller,
+        forward: ForwardMessageToDeadLetterQueueRequest,
+    ) -> Result<(), Refusal> {
+        let node = handle_node(routes, &forward.receipt_handle)?;
+        let answer = self
+            .node(node)?
+            .forward_message_to_dead_letter_queue(request(caller, forward))
+            .await
+            .map_err(|status| unavailable(node, &status))?
+            .into_inner();
+        refusal(answer.status.as_ref()).map_or(Ok(()), Err)
+    }
+}
+
+/// The node of the region that issued `receipt_handle`.
+fn handle_node(routes: &Routes, receipt_handle: &str) -> Result<SocketAddr, Refusal> {
+    let invalid = || {
+        Refusal::new(
+            Code::InvalidReceiptHandle,
+            format!("receipt handle `{receipt_handle}` names no known region"),
+        )
+    };
+    let region = meridian_face::receipt_handle_region(receipt_handle).ok_or_else(invalid)?;
+    routes.node_of(region).ok_or_else(invalid)
 }
 
 /// A request to a node on behalf of `caller`.

@@ -41,6 +41,11 @@ impl Routes {
         }
     }
 
+    /// The deployment's topology.
+    pub(crate) fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
     /// The queues of `topic` that QueryRoute answers: on the region clients
     /// should use now (direct mode), or on this router (proxy mode), which
     /// then carries each call there.
@@ -105,7 +110,7 @@ impl Routes {
         Ok(Choice {
             region: region_name.to_owned(),
             node: region.node,
-            spec: spec.clone(),
+            spec: spec.into_owned(),
         })
     }
 

@@ -5,8 +5,9 @@
 //! NotifyClientTermination). In direct mode routes point at the nearest
 //! healthy region's node and every other call is refused with
 //! `NOT_IMPLEMENTED`, pointing clients at that node; in proxy mode routes
-//! point at the router, which carries Send, Receive, Ack and
-//! ChangeInvisibleDuration to the nodes (`proxy.rs`).
+//! point at the router, which carries Send, Receive, Ack,
+//! ChangeInvisibleDuration and ForwardMessageToDeadLetterQueue to the nodes
+//! (`proxy.rs`).
 //!
 //! Left out: EndTransaction and the other RPCs the nodes do not serve yet,
 //! and pushing orphaned-transaction checks on the Telemetry stream.
@@ -15,8 +16,8 @@ use crate::proxy::Proxy;
 use crate::route::Routes;
 use meridian_face::{Backend, Caller, Refusal, SendReceipt};
 use meridian_proto::rocketmq::v2::{
-    AckMessageRequest, ChangeInvisibleDurationRequest, Message, MessageQueue,
-    ReceiveMessageRequest, Resource,
+    AckMessageRequest, ChangeInvisibleDurationRequest, ForwardMessageToDeadLetterQueueRequest,
+    Message, MessageQueue, ReceiveMessageRequest, Resource,
 };
 use meridian_topology::RouterMode;
 
@@ -42,6 +43,10 @@ impl RouterBackend {
 impl Backend for RouterBackend {
     fn unserved_hint(&self) -> &'static str {
         "the router only serves routes; send it to the node endpoints returned by QueryRoute"
+    }
+
+    fn group_policy(&self, group: &str) -> meridian_topology::Group {
+        self.routes.topology().group(group).into_owned()
     }
 
     async fn route(
@@ -101,6 +106,21 @@ impl Backend for RouterBackend {
                     .await
             }
             None => Err(self.unserved("ChangeInvisibleDuration")),
+        }
+    }
+
+    async fn forward_to_dead_letter(
+        &self,
+        caller: &Caller,
+        request: ForwardMessageToDeadLetterQueueRequest,
+    ) -> Result<(), Refusal> {
+        match &self.proxy {
+            Some(proxy) => {
+                proxy
+                    .forward_to_dead_letter(&self.routes, caller, request)
+                    .await
+            }
+            None => Err(self.unserved("ForwardMessageToDeadLetterQueue")),
         }
     }
 }

@@ -5,7 +5,7 @@ use anyhow::Context as _;
 use meridian_proto::meridian::v1::node_service_client::NodeServiceClient;
 use meridian_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 use meridian_topology::{
-    ConsumeFrom, FlushMode, Link, MessageType, Region, RouterMode, Site, Topic, Topology,
+    ConsumeFrom, FlushMode, Group, Link, MessageType, Region, RouterMode, Site, Topic, Topology,
 };
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -49,6 +49,7 @@ pub struct TestClusterBuilder {
     ready_timeout: Duration,
     stop_timeout: Duration,
     extra_topics: BTreeMap<String, Topic>,
+    groups: BTreeMap<String, Group>,
     binary: Option<PathBuf>,
     router_mode: RouterMode,
     /// Where new consumer groups of [`TEST_TOPIC`] start.
@@ -65,6 +66,7 @@ impl Default for TestClusterBuilder {
             ready_timeout: READY_TIMEOUT,
             stop_timeout: STOP_TIMEOUT,
             extra_topics: BTreeMap::new(),
+            groups: BTreeMap::new(),
             binary: None,
             router_mode: RouterMode::Direct,
             consume_from: ConsumeFrom::Earliest,
@@ -126,6 +128,12 @@ impl TestClusterBuilder {
         self
     }
 
+    /// Configures consumer group `name` (`[groups.NAME]`).
+    pub fn group(mut self, name: impl Into<String>, group: Group) -> Self {
+        self.groups.insert(name.into(), group);
+        self
+    }
+
     /// Runs this binary instead of [`meridian_binary`]'s choice.
     pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
         self.binary = Some(path.into());
@@ -156,6 +164,7 @@ impl TestClusterBuilder {
             topic.consume_from = self.consume_from;
         }
         topology.topics.extend(self.extra_topics);
+        topology.groups.extend(self.groups);
 
         std::fs::create_dir_all(root.join("logs")).context("create the logs dir")?;
         for region in topology.regions.values() {
@@ -250,6 +259,7 @@ fn plan(
         geo_copies: 1,
     };
     let topology = Topology {
+        groups: Default::default(),
         regions: region_map,
         links,
         topics: BTreeMap::from([(TEST_TOPIC.to_owned(), topic)]),

@@ -60,6 +60,7 @@ impl Topology {
             geo_copies: 1,
         };
         Topology {
+            groups: Default::default(),
             regions,
             links: vec![
                 Link::new("eu-west", "us-east", 40),

@@ -7,7 +7,7 @@
 //! when it has no measured round-trip times yet. Links that name undefined
 //! regions are ignored here (validation refuses them).
 
-use crate::{Link, Region, Topic, Topology, TopologyError};
+use crate::{Link, Region, Topology, TopologyError};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
@@ -23,11 +23,6 @@ impl Topology {
                 name: name.to_owned(),
                 known: self.regions.keys().cloned().collect(),
             })
-    }
-
-    /// The topic called `name`, if the topology defines it.
-    pub fn topic(&self, name: &str) -> Option<&Topic> {
-        self.topics.get(name)
     }
 
     /// The link joining `a` and `b`, in either order, if the topology

@@ -51,6 +51,11 @@
 //! message_types = ["normal"]   # normal | fifo | delay | transaction
 //! replicate_to = ["eu-west", "us-east"]
 //! consume_from = "earliest"    # default earliest | latest
+//!
+//! [groups.billing]             # optional: consumer group policies
+//! max_attempts = 17            # default 17, 1..=1000: then to %DLQ%billing
+//! invisible_ms = 60000         # default 60000: receives that name none
+//! retry_backoff_ms = [1000, 5000, 10000]  # default RocketMQ's 1 s … 2 h
 //! ```
 //!
 //! An optional `[drill]` section scripts a failure scenario ([`Drill`]) that
@@ -114,6 +119,7 @@ mod drill;
 mod env;
 mod error;
 mod graph;
+mod group;
 mod load;
 mod model;
 mod routing;
@@ -126,6 +132,10 @@ pub use drill::{
     LinkChange, ProcessAction, ProcessRole, StepAction, StepCondition,
 };
 pub use error::TopologyError;
+pub use group::{
+    DEAD_LETTER_PREFIX, DEFAULT_INVISIBLE_MS, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_BACKOFF_MS,
+    GROUP_NAME_LENGTH_MAX, Group, dead_letter_group, dead_letter_topic_name,
+};
 pub use model::{
     ConsumeFrom, Durability, FlushMode, Link, MessageType, Region, RouterMode, Site, Topic,
     Topology,

@@ -53,7 +53,7 @@ fn unknown_top_level_key_is_refused() {
     assert!(
         error
             .to_string()
-            .contains("allowed keys: regions, links, topics, drill"),
+            .contains("allowed keys: regions, links, topics, groups, drill"),
         "{error}"
     );
 }

@@ -18,6 +18,11 @@ pub struct Topology {
     /// Topics by name (RocketMQ topic rules: `[A-Za-z0-9_-%|]`, 1..=127 characters).
     #[serde(default)]
     pub topics: BTreeMap<String, Topic>,
+    /// Consumer groups by name (RocketMQ group rules: `[%|a-zA-Z0-9_-]`,
+    /// 1..=255 characters) and their policies; a group not listed here is
+    /// created on first use with [`crate::Group::default`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub groups: BTreeMap<String, crate::Group>,
     /// A scripted failure scenario to play against this deployment
     /// (`meridian drill run`); absent in most files.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -81,6 +81,9 @@ impl Topology {
         for (name, topic) in &self.topics {
             self.check_topic(name, topic)?;
         }
+        for (name, group) in &self.groups {
+            check_group(name, group)?;
+        }
         if let Some(drill) = &self.drill {
             self.check_drill(drill)?;
         }
@@ -450,6 +453,72 @@ fn check_region_name(name: &str) -> Result<(), TopologyError> {
         "region names must match [a-z0-9][a-z0-9-]{0,31}: lower-case letters, digits and \
          dashes, 1 to 32 characters, not starting with a dash",
     ))
+}
+
+/// Fewest and most delivery attempts a group may allow.
+const GROUP_MAX_ATTEMPTS: std::ops::RangeInclusive<u32> = 1..=1000;
+/// Shortest and longest invisible time or retry delay, in ms (the RocketMQ
+/// proxy's bounds on invisible durations: 1 s to 12 h).
+const GROUP_INVISIBLE_MS: std::ops::RangeInclusive<u64> = 1_000..=43_200_000;
+/// Most entries of a retry back-off list.
+const GROUP_BACKOFF_ENTRIES_MAX: usize = 64;
+
+fn check_group(name: &str, group: &crate::Group) -> Result<(), TopologyError> {
+    let key = format!("groups.{}", key_segment(name));
+    let valid_chars = name
+        .bytes()
+        .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'%' | b'|' | b'_' | b'-'));
+    if name.is_empty() || name.len() > crate::GROUP_NAME_LENGTH_MAX || !valid_chars {
+        return Err(TopologyError::invalid(
+            key,
+            quoted(name),
+            "group names must match ^[%|a-zA-Z0-9_-]{1,255}$ (RocketMQ's rule)",
+        ));
+    }
+    if !GROUP_MAX_ATTEMPTS.contains(&group.max_attempts) {
+        return Err(TopologyError::invalid(
+            format!("{key}.max_attempts"),
+            group.max_attempts.to_string(),
+            format!(
+                "must be between {} and {} deliveries",
+                GROUP_MAX_ATTEMPTS.start(),
+                GROUP_MAX_ATTEMPTS.end()
+            ),
+        ));
+    }
+    let between = format!(
+        "must be between {} and {} ms (1 s to 12 h)",
+        GROUP_INVISIBLE_MS.start(),
+        GROUP_INVISIBLE_MS.end()
+    );
+    if !GROUP_INVISIBLE_MS.contains(&group.invisible_ms) {
+        return Err(TopologyError::invalid(
+            format!("{key}.invisible_ms"),
+            group.invisible_ms.to_string(),
+            between,
+        ));
+    }
+    if group.retry_backoff_ms.is_empty() || group.retry_backoff_ms.len() > GROUP_BACKOFF_ENTRIES_MAX
+    {
+        return Err(TopologyError::invalid(
+            format!("{key}.retry_backoff_ms"),
+            format!("a list of {} delays", group.retry_backoff_ms.len()),
+            format!("must list 1 to {GROUP_BACKOFF_ENTRIES_MAX} delays in ms"),
+        ));
+    }
+    if let Some((index, delay)) = group
+        .retry_backoff_ms
+        .iter()
+        .enumerate()
+        .find(|(_, delay)| !GROUP_INVISIBLE_MS.contains(delay))
+    {
+        return Err(TopologyError::invalid(
+            format!("{key}.retry_backoff_ms[{index}]"),
+            delay.to_string(),
+            between,
+        ));
+    }
+    Ok(())
 }
 
 fn check_topic_name(key: &str, name: &str) -> Result<(), TopologyError> {

@@ -371,3 +371,42 @@ fn geo_durability_needs_copies_in_other_regions() {
         "{error}"
     );
 }
+
+#[test]
+fn groups_are_checked_by_key() {
+    let mut topology = demo();
+    topology.groups.insert(
+        "billing".to_owned(),
+        crate::Group {
+            max_attempts: 0,
+            ..crate::Group::default()
+        },
+    );
+    let error = topology.validate().expect_err("max_attempts 0");
+    assert_eq!(error.key(), Some("groups.billing.max_attempts"));
+
+    let mut topology = demo();
+    topology.groups.insert(
+        "billing".to_owned(),
+        crate::Group {
+            retry_backoff_ms: vec![1_000, 10],
+            ..crate::Group::default()
+        },
+    );
+    let error = topology.validate().expect_err("a 10 ms delay");
+    assert_eq!(error.key(), Some("groups.billing.retry_backoff_ms[1]"));
+    assert!(error.to_string().contains("1 s to 12 h"), "{error}");
+
+    let mut topology = demo();
+    topology
+        .groups
+        .insert("bad name".to_owned(), crate::Group::default());
+    let error = topology.validate().expect_err("a space");
+    assert!(error.to_string().contains("group names must match"), "{error}");
+
+    let mut topology = demo();
+    topology
+        .groups
+        .insert("billing".to_owned(), crate::Group::default());
+    topology.validate().expect("defaults are valid");
+}

@@ -275,6 +275,7 @@ async fn start_own(
         }
     }
     let topology = Topology {
+        groups: Default::default(),
         regions: names
             .iter()
             .map(|name| ((*name).to_owned(), region(name)))

@@ -48,6 +48,12 @@ pub const MAX_GROUPS: usize = 10_000;
 /// Most queue entries read from storage at once while looking for messages.
 const READ_CHUNK: usize = 256;
 
+/// How long a message being moved to the dead-letter topic stays invisible,
+/// in ms: the move normally finishes within milliseconds; if it fails (the
+/// append, a crash), the message is due again after this and the move is
+/// tried again.
+pub const DEAD_LETTER_RETRY_MS: i64 = 30_000;
+
 /// Errors of consumer-group operations.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {
@@ -108,7 +114,22 @@ pub struct ReceiveRequest<'a> {
     /// least one message is always returned when one is visible).
     pub max_bytes: usize,
     pub invisible_ms: i64,
+    /// Deliveries of one message to the group at most; a message due again
+    /// after that many goes to [`Received::dead_letters`] instead.
+    pub max_attempts: u32,
     pub now_ms: i64,
+}
+
+/// A message the group gave up on: delivered `max_attempts` times and due
+/// again. It stays invisible for [`DEAD_LETTER_RETRY_MS`]; the caller
+/// copies it to the dead-letter topic, then acknowledges `handle`.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub record: Record,
+    /// The deliveries made.
+    pub attempts: u32,
+    /// Names the message's current (undelivered) invisibility, for the ack.
+    pub handle: ReceiptHandle,
 }
 
 /// What a receive found.
@@ -122,6 +143,8 @@ pub struct Received {
     pub next_deadline_ms: Option<i64>,
     /// The group queues this receive created: queue id and start offset.
     pub created: Vec<(i32, u64)>,
+    /// Messages to move to the group's dead-letter topic.
+    pub dead_letters: Vec<DeadLetter>,
 }
 
 impl Received {
@@ -376,6 +399,23 @@ impl<S: LogStore> ConsumerEngine<S> {
                 queue.insert(offset, OffsetState::Done);
                 continue;
             };
+            if attempt >= request.max_attempts {
+                let retry_at = now.saturating_add(DEAD_LETTER_RETRY_MS);
+                queue.insert(
+                    offset,
+                    OffsetState::InFlight {
+                        deadline_ms: retry_at,
+                        attempt,
+                    },
+                );
+                let delivery = self.delivery(&key, offset, attempt, retry_at, record);
+                received.dead_letters.push(DeadLetter {
+                    record: delivery.record,
+                    attempts: attempt,
+                    handle: delivery.handle,
+                });
+                continue;
+            }
             let attempt = attempt + 1;
             queue.insert(
                 offset,
@@ -636,6 +676,32 @@ impl<S: LogStore> ConsumerEngine<S> {
             index.queues.insert(key, Arc::new(Mutex::new(created)));
         }
         Ok(())
+    }
+
+    /// The message of the current delivery `handle` names (for a move to
+    /// the dead-letter topic); an error if the handle is not current.
+    pub fn delivered(
+        &self,
+        group: &str,
+        topic: &str,
+        handle: &ReceiptHandle,
+    ) -> Result<Record, ConsumerError> {
+        let key = GroupQueueKey::new(group, topic, handle.queue_id);
+        let queue = self
+            .queue(&key)
+            .ok_or_else(|| invalid(handle, NO_DELIVERY))?;
+        let guard = queue.lock();
+        let staged = Staged::over(key, &guard);
+        if handle.offset < staged.cursor().floor {
+            return Err(invalid(handle, Stale::Finished.reason()));
+        }
+        current(&staged, handle).map_err(|stale| invalid(handle, stale.reason()))?;
+        self.store
+            .read_queue(topic, handle.queue_id, handle.offset, 1)?
+            .into_iter()
+            .find(|(offset, _)| *offset == handle.offset)
+            .map(|(_, record)| record)
+            .ok_or_else(|| invalid(handle, "the message is no longer retained"))
     }
 
     /// Moves the invisibility deadline of a delivery to `now_ms + invisible_ms`

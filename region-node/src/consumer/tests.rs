@@ -29,6 +29,7 @@ fn request<'a>(filter: &'a TagFilter, now_ms: i64) -> ReceiveRequest<'a> {
         max_messages: 32,
         max_bytes: usize::MAX,
         invisible_ms: 10_000,
+        max_attempts: 17,
         now_ms,
     }
 }
@@ -518,4 +519,68 @@ fn a_finish_before_the_groups_start_changes_nothing() {
         received.deliveries.is_empty(),
         "a latest group starts after both"
     );
+}
+
+#[test]
+fn a_message_due_after_its_last_attempt_becomes_a_dead_letter_once() {
+    let (_, engine) = engine_with(vec![record(0, "a", None)]);
+    let with_attempts = |now| ReceiveRequest {
+        max_attempts: 2,
+        ..request(&TagFilter::All, now)
+    };
+    let first = engine.receive(&with_attempts(NOW)).expect("receive");
+    assert_eq!(first.deliveries[0].attempt, 1);
+    let second = engine
+        .receive(&with_attempts(NOW + 10_000))
+        .expect("receive");
+    assert_eq!(second.deliveries[0].attempt, 2);
+    assert!(second.dead_letters.is_empty());
+
+    let third = engine
+        .receive(&with_attempts(NOW + 20_000))
+        .expect("receive");
+    assert!(third.deliveries.is_empty(), "no third delivery");
+    assert_eq!(third.dead_letters.len(), 1);
+    let dead = &third.dead_letters[0];
+    assert_eq!(dead.attempts, 2);
+    assert_eq!(dead.handle.deadline_ms, NOW + 20_000 + DEAD_LETTER_RETRY_MS);
+    // While the move is under way the message is neither delivered nor
+    // moved a second time.
+    let meanwhile = engine
+        .receive(&with_attempts(NOW + 21_000))
+        .expect("receive");
+    assert!(meanwhile.deliveries.is_empty() && meanwhile.dead_letters.is_empty());
+
+    // Read through the handle, then finished by it, as the node does.
+    let original = engine
+        .delivered("group", "orders", &dead.handle)
+        .expect("the message");
+    assert_eq!(original.dedup_id, dead.record.dedup_id);
+    engine
+        .ack("group", "orders", &dead.handle)
+        .expect("ack the original");
+    let after = engine
+        .receive(&with_attempts(NOW + 100_000))
+        .expect("receive");
+    assert!(after.deliveries.is_empty() && after.dead_letters.is_empty());
+}
+
+#[test]
+fn a_dead_letter_not_finished_is_offered_again_after_the_retry_time() {
+    let (_, engine) = engine_with(vec![record(0, "a", None)]);
+    let with_attempts = |now| ReceiveRequest {
+        max_attempts: 1,
+        ..request(&TagFilter::All, now)
+    };
+    engine.receive(&with_attempts(NOW)).expect("receive");
+    let moved = engine
+        .receive(&with_attempts(NOW + 10_000))
+        .expect("receive");
+    assert_eq!(moved.dead_letters.len(), 1);
+    // The copy was never stored (a crash, a failed append): offered again.
+    let again = engine
+        .receive(&with_attempts(NOW + 10_000 + DEAD_LETTER_RETRY_MS))
+        .expect("receive");
+    assert_eq!(again.dead_letters.len(), 1);
+    assert_eq!(again.dead_letters[0].attempts, 1);
 }

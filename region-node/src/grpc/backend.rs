@@ -6,13 +6,13 @@
 
 use super::NodeContext;
 use super::convert::{self, duration_to_ms, now_ms};
-use crate::consumer::ReceiptHandle;
+use crate::consumer::{ConsumerError, DeadLetter, ReceiptHandle};
 use crate::error::NodeError;
 use crate::storage::LogStore;
 use meridian_face::{Backend, Caller, Refusal, SendReceipt};
 use meridian_proto::rocketmq::v2::{
-    AckMessageRequest, ChangeInvisibleDurationRequest, Message, MessageQueue,
-    ReceiveMessageRequest, Resource,
+    AckMessageRequest, ChangeInvisibleDurationRequest, ForwardMessageToDeadLetterQueueRequest,
+    Message, MessageQueue, ReceiveMessageRequest, Resource,
 };
 use meridian_topology::Topic;
 use std::sync::Arc;
@@ -47,7 +47,7 @@ impl<S: LogStore> NodeBackend<S> {
             .ok_or_else(|| NodeError::TopicNotFound {
                 topic: name.to_owned(),
             })?;
-        Ok((name.to_owned(), topic.clone()))
+        Ok((name.to_owned(), topic.into_owned()))
     }
 
     /// The consumer group a request names: not empty, at most 255
@@ -124,6 +124,22 @@ impl<S: LogStore> NodeBackend<S> {
         if handles.is_empty() {
             return Ok(outcomes);
         }
+        let acked = self.acknowledge(group, topic, handles).await?;
+        for (index, outcome) in handle_entries.into_iter().zip(acked) {
+            outcomes[index] = outcome.map_err(|error| NodeError::from(error).refusal());
+        }
+        Ok(outcomes)
+    }
+
+    /// Finishes the deliveries `handles` name for `group` (one storage
+    /// write), then appends the acknowledgement records that carry them to
+    /// the other regions of the topic. One outcome per handle, in order.
+    pub(super) async fn acknowledge(
+        &self,
+        group: String,
+        topic: String,
+        handles: Vec<ReceiptHandle>,
+    ) -> Result<Vec<Result<(), ConsumerError>>, NodeError> {
         let replicate =
             crate::acks::replicates_elsewhere(&self.context.topology, &topic, &self.context.region);
         let region = self.context.region.clone();
@@ -145,9 +161,6 @@ impl<S: LogStore> NodeBackend<S> {
                 Ok((acked, records))
             })
             .await?;
-        for (index, outcome) in handle_entries.into_iter().zip(acked) {
-            outcomes[index] = outcome.map_err(|error| NodeError::from(error).refusal());
-        }
         if !ack_records.is_empty() {
             // The acks are in effect here already; only their replication
             // depends on this append.
@@ -158,7 +171,63 @@ impl<S: LogStore> NodeBackend<S> {
                 );
             }
         }
-        Ok(outcomes)
+        Ok(acked)
+    }
+
+    /// Moves the messages a receive gave up on to the group's dead-letter
+    /// topic: appends the copies (durably), then acknowledges the
+    /// originals. A failure leaves the originals in flight, to be moved
+    /// again once due ([`crate::consumer::DEAD_LETTER_RETRY_MS`]).
+    pub(super) async fn move_to_dead_letters(
+        &self,
+        group: &str,
+        topic: &str,
+        dead_letters: Vec<DeadLetter>,
+    ) {
+        let now = now_ms();
+        let (copies, handles): (Vec<_>, Vec<_>) = dead_letters
+            .into_iter()
+            .filter_map(|dead| {
+                let copy = crate::dead_letter::dead_letter_record(
+                    &dead.record,
+                    group,
+                    dead.attempts,
+                    &self.context.region,
+                    now,
+                )?;
+                Some((copy, dead.handle))
+            })
+            .unzip();
+        if copies.is_empty() {
+            return;
+        }
+        let count = copies.len();
+        if let Err(error) = self.context.commit.append(copies).await {
+            tracing::warn!(
+                error = %meridian_report::Report(&error),
+                group,
+                topic,
+                "could not store dead letters; the messages will be moved again later"
+            );
+            return;
+        }
+        match self
+            .acknowledge(group.to_owned(), topic.to_owned(), handles)
+            .await
+        {
+            Ok(_) => tracing::info!(
+                group,
+                topic,
+                count,
+                "moved messages to the dead-letter topic after their last delivery attempt"
+            ),
+            Err(error) => tracing::warn!(
+                error = %meridian_report::Report(&error),
+                group,
+                topic,
+                "dead letters stored, but their originals are not acknowledged yet"
+            ),
+        }
     }
 
     async fn change_invisible(
@@ -190,10 +259,55 @@ impl<S: LogStore> NodeBackend<S> {
     }
 }
 
+impl<S: LogStore> NodeBackend<S> {
+    /// ForwardMessageToDeadLetterQueue: the delivery's copy goes to the
+    /// group's dead-letter topic (durably), then the delivery is
+    /// acknowledged. A retry after a failure between the two stores no
+    /// second copy (the copy's dedup id is derived from the original's).
+    async fn forward_to_dead_letter_queue(
+        &self,
+        request: ForwardMessageToDeadLetterQueueRequest,
+    ) -> Result<(), NodeError> {
+        let group = Self::group(request.group.as_ref())?;
+        let (topic, _) = self.topic(request.topic.as_ref())?;
+        let handle = self.parse_handle(&request.receipt_handle)?;
+        let (read_group, read_topic, read_handle) = (group.clone(), topic.clone(), handle.clone());
+        let original = self
+            .context
+            .blocking(move |_, consumers| {
+                Ok(consumers.delivered(&read_group, &read_topic, &read_handle)?)
+            })
+            .await?;
+        let attempts = u32::try_from(request.delivery_attempt)
+            .ok()
+            .filter(|attempts| *attempts > 0)
+            .unwrap_or(handle.attempt);
+        let copy = crate::dead_letter::dead_letter_record(
+            &original,
+            &group,
+            attempts,
+            &self.context.region,
+            now_ms(),
+        )
+        .ok_or_else(|| NodeError::InvalidRecord {
+            reason: "the delivered record carries no message".to_owned(),
+        })?;
+        self.context.commit.append(vec![copy]).await?;
+        match self.acknowledge(group, topic, vec![handle]).await?.pop() {
+            Some(Err(error)) => Err(error.into()),
+            Some(Ok(())) | None => Ok(()),
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl<S: LogStore> Backend for NodeBackend<S> {
     fn unserved_hint(&self) -> &'static str {
         "Meridian does not implement it yet"
+    }
+
+    fn group_policy(&self, group: &str) -> meridian_topology::Group {
+        self.context.topology.group(group).into_owned()
     }
 
     async fn route(
@@ -242,6 +356,16 @@ impl<S: LogStore> Backend for NodeBackend<S> {
         request: ChangeInvisibleDurationRequest,
     ) -> Result<String, Refusal> {
         self.change_invisible(request)
+            .await
+            .map_err(|error| error.refusal())
+    }
+
+    async fn forward_to_dead_letter(
+        &self,
+        _caller: &Caller,
+        request: ForwardMessageToDeadLetterQueueRequest,
+    ) -> Result<(), Refusal> {
+        self.forward_to_dead_letter_queue(request)
             .await
             .map_err(|error| error.refusal())
     }

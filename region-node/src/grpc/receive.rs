@@ -15,8 +15,6 @@ use std::time::Duration;
 const MAX_POLL_MS: i64 = 20_000;
 /// Time kept back from the caller's deadline to send the empty answer, in ms.
 const DEADLINE_MARGIN_MS: i64 = 1_000;
-/// Invisible duration used when a client asks for auto-renewal without one, in ms.
-const DEFAULT_INVISIBLE_MS: i64 = 60_000;
 /// Most messages one receive hands out, whatever the batch size asked.
 const MAX_BATCH: usize = 1024;
 /// Body bytes one receive hands out at most (beyond its first message), so a
@@ -35,6 +33,7 @@ impl<S: LogStore> NodeBackend<S> {
         let group = Self::group(request.group.as_ref())?;
         let queue = request.message_queue.unwrap_or_default();
         let (topic_name, topic) = self.topic(queue.topic.as_ref())?;
+        let policy = self.context.topology.group(&group).into_owned();
         let filter = match request.filter_expression {
             Some(expression) if expression.r#type() == FilterType::Sql => {
                 return Err(crate::consumer::FilterError::SqlUnsupported {
@@ -54,7 +53,8 @@ impl<S: LogStore> NodeBackend<S> {
                 });
             }
             Some(millis) => millis,
-            None => DEFAULT_INVISIBLE_MS,
+            // Push consumers name none: the group's default, never 0.
+            None => i64::try_from(policy.invisible_ms).unwrap_or(MAX_INVISIBLE_MS),
         };
         let batch = usize::try_from(request.batch_size)
             .ok()
@@ -87,19 +87,21 @@ impl<S: LogStore> NodeBackend<S> {
             wakers,
             &self.context.waiting_receives,
             |now| {
-                let (group, topic_name, filter) =
-                    (group.clone(), topic_name.clone(), filter.clone());
+                let (group, topic_name) = (&group, &topic_name);
+                let filter = filter.clone();
                 let context = Arc::clone(&self.context);
+                let (polled_group, polled_topic) = (group.clone(), topic_name.clone());
                 let tried = self.context.blocking(move |_, consumers| {
                     let request = ReceiveRequest {
-                        group: &group,
-                        topic: &topic_name,
+                        group: &polled_group,
+                        topic: &polled_topic,
                         queue_count: queues,
                         consume_from,
                         filter: &filter,
                         max_messages: batch,
                         max_bytes: MAX_RECEIVE_BYTES,
                         invisible_ms,
+                        max_attempts: policy.max_attempts,
                         now_ms: now,
                     };
                     let received = consumers.receive(&request)?;
@@ -107,18 +109,18 @@ impl<S: LogStore> NodeBackend<S> {
                         consumers,
                         &context.topology,
                         &context.region,
-                        &group,
-                        &topic_name,
+                        &polled_group,
+                        &polled_topic,
                         &received.created,
                     )?;
                     let tried = Try {
                         next_deadline_ms: received.next_deadline_ms,
                         found: (!received.deliveries.is_empty()).then_some(received.deliveries),
                     };
-                    Ok((tried, starts))
+                    Ok((tried, starts, received.dead_letters))
                 });
                 async move {
-                    let (tried, starts) = tried.await?;
+                    let (tried, starts, dead_letters) = tried.await?;
                     // A new group's start goes to the other regions before
                     // anything it acknowledges (log order).
                     if !starts.is_empty() {
@@ -127,6 +129,10 @@ impl<S: LogStore> NodeBackend<S> {
                             .append(starts)
                             .await
                             .map_err(NodeError::from)?;
+                    }
+                    if !dead_letters.is_empty() {
+                        self.move_to_dead_letters(group, topic_name, dead_letters)
+                            .await;
                     }
                     Ok::<_, NodeError>(tried)
                 }

@@ -93,6 +93,12 @@ impl<S: LogStore> NodeBackend<S> {
             let built = self
                 .topic(message.topic.as_ref())
                 .and_then(|(name, _)| {
+                    if let Some(group) = meridian_topology::dead_letter_group(&name) {
+                        return Err(NodeError::DeadLetterTopicReadOnly {
+                            group: group.to_owned(),
+                            topic: name,
+                        });
+                    }
                     self.context.served.check(&name)?;
                     convert::record_from_client(message, &name, &self.context.region, now)
                 })

@@ -101,6 +101,7 @@ impl TestNode {
             geo_copies: 1,
         };
         let topology = Topology {
+            groups: Default::default(),
             regions: BTreeMap::from([(REGION.to_owned(), region)]),
             links: Vec::new(),
             topics: BTreeMap::from([(TOPIC.to_owned(), topic)]),

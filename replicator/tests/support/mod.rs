@@ -338,6 +338,7 @@ impl TestRegion {
 /// A topology of `regions` with topics as (name, replicate_to).
 pub fn topology(regions: &[&TestRegion], topics: &[(&str, &[&str])]) -> Topology {
     Topology {
+        groups: Default::default(),
         regions: regions
             .iter()
             .map(|region| (region.name.clone(), region.region()))

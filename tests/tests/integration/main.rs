@@ -11,6 +11,7 @@
 mod bench;
 mod colliding_ids;
 mod conformance;
+mod dead_letters;
 mod drills;
 mod durability;
 mod geo_acks;
