@@ -18,7 +18,7 @@
 //! at least once). Applying an acknowledgement twice changes nothing.
 
 use crate::consumer::{ConsumerEngine, ConsumerError, Finish};
-use crate::storage::{Appended, LogStore, StorageError};
+use crate::storage::{Appended, Enqueued, LogStore, StorageError};
 use meridian_proto::meridian::v1::{GroupAck, GroupStart, Record, RecordKind};
 use meridian_topology::Topology;
 
@@ -110,14 +110,12 @@ pub fn apply_appended<S: LogStore>(
                 }
             },
             Arrival::Message { dedup_id } => {
-                let held = store.take_held_acks(dedup_id)?;
-                if held.is_empty() {
-                    continue;
-                }
+                // A message with a delivery time is in no queue yet: its
+                // held acknowledgements wait for `apply_enqueued`.
                 let Some((_, offset)) = store.find_message(dedup_id)? else {
                     continue;
                 };
-                for ack_sequence in held {
+                for ack_sequence in store.take_held_acks(dedup_id)? {
                     if let Some(ack) = store.get(ack_sequence)?.and_then(|record| record.ack) {
                         ready.push((ack, offset));
                     }
@@ -133,6 +131,17 @@ pub fn apply_appended<S: LogStore>(
             Arrival::Other => {}
         }
     }
+    applied.finished = finish_ready(consumers, topology, &ready)?;
+    Ok(applied)
+}
+
+/// Finishes each acknowledged message of `ready` (the acknowledgement, and
+/// the message's local queue offset) for its group, in one group-state write.
+fn finish_ready<S: LogStore>(
+    consumers: &ConsumerEngine<S>,
+    topology: &Topology,
+    ready: &[(GroupAck, u64)],
+) -> Result<usize, ConsumerError> {
     let finishes: Vec<Finish<'_>> = ready
         .iter()
         .map(|(ack, offset)| Finish {
@@ -146,9 +155,28 @@ pub fn apply_appended<S: LogStore>(
                 .unwrap_or_default(),
         })
         .collect();
-    // One group-state write for the whole batch.
-    applied.finished = consumers.finish_replicated(&finishes)?;
-    Ok(applied)
+    consumers.finish_replicated(&finishes)
+}
+
+/// Applies the acknowledgements held for messages that just left the timer
+/// index for their queues (an acknowledgement made in a region where the
+/// message was due earlier, by that region's clock). Returns how many
+/// messages were finished.
+pub fn apply_enqueued<S: LogStore>(
+    store: &S,
+    consumers: &ConsumerEngine<S>,
+    topology: &Topology,
+    enqueued: &[Enqueued],
+) -> Result<usize, ConsumerError> {
+    let mut ready: Vec<(GroupAck, u64)> = Vec::new();
+    for message in enqueued {
+        for ack_sequence in store.take_held_acks(&message.dedup_id)? {
+            if let Some(ack) = store.get(ack_sequence)?.and_then(|record| record.ack) {
+                ready.push((ack, message.offset));
+            }
+        }
+    }
+    finish_ready(consumers, topology, &ready)
 }
 
 /// The acknowledgement records of messages `group` finished here, for a

@@ -43,6 +43,8 @@ pub struct CommitLog {
     requests: mpsc::Sender<AppendRequest>,
     last_sequence: watch::Receiver<u64>,
     topics: TopicSignals,
+    /// Counts the batches that stored messages with a delivery time.
+    timers: watch::Receiver<u64>,
 }
 
 /// One watch channel per topic that someone waits on; its value counts the
@@ -81,6 +83,7 @@ impl CommitLog {
         let (requests, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let (sequence_sender, last_sequence) = watch::channel(store.last_sequence()?);
         let topics = TopicSignals::default();
+        let (timer_sender, timers) = watch::channel(0);
         tracker.spawn(writer(
             store,
             local_region,
@@ -88,6 +91,7 @@ impl CommitLog {
             Published {
                 last_sequence: sequence_sender,
                 topics: topics.clone(),
+                timers: timer_sender,
             },
             shutdown,
         ));
@@ -95,6 +99,7 @@ impl CommitLog {
             requests,
             last_sequence,
             topics,
+            timers,
         })
     }
 
@@ -122,6 +127,18 @@ impl CommitLog {
         self.topics.subscribe(topic)
     }
 
+    /// A receiver that changes after every batch that stored messages with
+    /// a delivery time (they wait in the timer index; see `timers`).
+    pub fn subscribe_timers(&self) -> watch::Receiver<u64> {
+        self.timers.clone()
+    }
+
+    /// Wakes the long polls of `topics`, as a commit of their messages
+    /// does (used when due timer messages join their queues).
+    pub fn signal_topics(&self, topics: &BTreeSet<String>) {
+        self.topics.signal(topics);
+    }
+
     /// The last committed sequence.
     pub fn last_sequence(&self) -> u64 {
         *self.last_sequence.borrow()
@@ -132,6 +149,7 @@ impl CommitLog {
 struct Published {
     last_sequence: watch::Sender<u64>,
     topics: TopicSignals,
+    timers: watch::Sender<u64>,
 }
 
 async fn writer<S: LogStore>(
@@ -176,6 +194,15 @@ async fn writer<S: LogStore>(
             replies.push(request.reply);
         }
         let topics = record_topics(&records);
+        let timed: Vec<bool> = records
+            .iter()
+            .map(|record| {
+                record
+                    .message
+                    .as_ref()
+                    .is_some_and(|message| message.delivery_timestamp_ms.is_some())
+            })
+            .collect();
         let writer_store = store.clone();
         let region = local_region.clone();
         let result = tokio::task::spawn_blocking(move || writer_store.append(records, &region))
@@ -204,13 +231,25 @@ async fn writer<S: LogStore>(
                         advanced
                     });
                 }
-                let stored_topics: BTreeSet<String> = appended
-                    .iter()
-                    .zip(topics)
-                    .filter(|(outcome, _)| matches!(outcome, Appended::Stored { .. }))
-                    .map(|(_, topic)| topic)
-                    .collect();
+                // Messages with a delivery time wait in the timer index:
+                // they wake the timer, not the topic's receivers.
+                let mut stored_topics = BTreeSet::new();
+                let mut stored_timers = false;
+                for ((outcome, topic), timed) in appended.iter().zip(topics).zip(timed) {
+                    if matches!(outcome, Appended::Stored { .. }) {
+                        if timed {
+                            stored_timers = true;
+                        } else {
+                            stored_topics.insert(topic);
+                        }
+                    }
+                }
                 published.topics.signal(&stored_topics);
+                if stored_timers {
+                    published
+                        .timers
+                        .send_modify(|batches| *batches = batches.wrapping_add(1));
+                }
                 let mut outcomes = appended.into_iter();
                 for (reply, size) in replies.into_iter().zip(sizes) {
                     let part: Vec<Appended> = outcomes.by_ref().take(size).collect();

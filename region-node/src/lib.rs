@@ -27,6 +27,7 @@ mod rules;
 mod storage;
 #[cfg(test)]
 mod test_records;
+mod timers;
 
 pub use error::StartError;
 
@@ -167,6 +168,7 @@ impl Node {
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
         });
+        tasks.spawn(timers::run(context.clone()));
         let messaging = MessagingServiceServer::new(meridian_face::Face::new(
             Arc::new(grpc::NodeBackend::new(context.clone())),
             tasks.clone(),

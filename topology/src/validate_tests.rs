@@ -402,7 +402,10 @@ fn groups_are_checked_by_key() {
         .groups
         .insert("bad name".to_owned(), crate::Group::default());
     let error = topology.validate().expect_err("a space");
-    assert!(error.to_string().contains("group names must match"), "{error}");
+    assert!(
+        error.to_string().contains("group names must match"),
+        "{error}"
+    );
 
     let mut topology = demo();
     topology

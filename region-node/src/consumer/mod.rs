@@ -14,9 +14,11 @@
 //! created on the spot at the queue's earliest retained offset, or at its end
 //! when the topic says `consume_from = "latest"`.
 //!
-//! Delay messages use the same machinery: an offset whose delivery time lies
-//! in the future is parked as in flight with attempt 0 and that time as its
-//! deadline, so it surfaces as attempt 1 once the time has come.
+//! Delay messages reach a queue only when due (storage's timer index and the
+//! node's `timers` task). Should one be read while its delivery time is
+//! still ahead by this receive's clock (the timer's clock ran a little
+//! ahead), its offset is parked as in flight with attempt 0 and that time
+//! as its deadline, so it surfaces as attempt 1 once the time has come.
 //!
 //! All methods block on storage; async callers use `spawn_blocking`.
 

@@ -143,16 +143,35 @@ fn latest_starts_after_existing_messages() {
 
 #[test]
 fn delayed_message_stays_hidden_until_its_time() {
-    let (_, engine) = engine_with(vec![record(0, "a", Some(NOW + 5_000))]);
+    let (store, engine) = engine_with(vec![record(0, "a", Some(NOW + 5_000))]);
     let early = engine
         .receive(&request(&TagFilter::All, NOW))
+        .expect("receive");
+    assert!(early.deliveries.is_empty(), "in the timer index, no queue");
+    assert_eq!(
+        store.enqueue_due(NOW + 5_000, 10).expect("enqueue").len(),
+        1
+    );
+    let due = engine
+        .receive(&request(&TagFilter::All, NOW + 5_000))
+        .expect("receive");
+    assert_eq!(due.deliveries.len(), 1);
+    assert_eq!(due.deliveries[0].attempt, 1);
+}
+
+#[test]
+fn a_queued_message_whose_time_has_not_come_by_this_clock_waits_for_it() {
+    // The timer moved it by a clock a little ahead of this receive's.
+    let (store, engine) = engine_with(vec![record(0, "a", Some(NOW + 5_000))]);
+    store.enqueue_due(NOW + 5_000, 10).expect("enqueue");
+    let early = engine
+        .receive(&request(&TagFilter::All, NOW + 4_990))
         .expect("receive");
     assert!(early.deliveries.is_empty());
     assert_eq!(early.next_deadline_ms, Some(NOW + 5_000));
     let due = engine
         .receive(&request(&TagFilter::All, NOW + 5_000))
         .expect("receive");
-    assert_eq!(due.deliveries.len(), 1);
     assert_eq!(due.deliveries[0].attempt, 1);
 }
 

@@ -28,11 +28,15 @@ pub fn record_from_client(
         return Err(NodeError::MessageIdMissing);
     }
     let delivery_ms = properties.delivery_timestamp.as_ref().map(timestamp_to_ms);
+    // A NORMAL message with a delivery time (older clients send that) is
+    // a delay message: held until due, and refused by topics that do not
+    // accept delay messages (MESSAGE_PROPERTY_CONFLICT_WITH_TYPE).
     let message_type = match (properties.message_type(), delivery_ms) {
-        (rocketmq::MessageType::Normal, _) | (rocketmq::MessageType::Unspecified, None) => {
+        (rocketmq::MessageType::Normal | rocketmq::MessageType::Unspecified, None) => {
             MessageType::Normal
         }
-        (rocketmq::MessageType::Delay, _) | (rocketmq::MessageType::Unspecified, Some(_)) => {
+        (rocketmq::MessageType::Delay, _)
+        | (rocketmq::MessageType::Normal | rocketmq::MessageType::Unspecified, Some(_)) => {
             MessageType::Delay
         }
         (rocketmq::MessageType::Fifo, _) => {

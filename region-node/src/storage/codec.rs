@@ -333,6 +333,34 @@ pub fn decode_dedup_value(key: &[u8], value: &[u8]) -> Result<DedupEntry, Storag
     }
 }
 
+// ---- timer index ------------------------------------------------------------
+
+/// `timer` key: `due_ms` (an `i64`, big-endian with the sign bit flipped, so
+/// byte order is time order) then `sequence: u64`.
+pub fn timer_key(due_ms: i64, sequence: u64) -> [u8; 16] {
+    let mut key = [0; 16];
+    key[..8].copy_from_slice(&((due_ms as u64) ^ 0x8000_0000_0000_0000).to_be_bytes());
+    key[8..].copy_from_slice(&sequence.to_be_bytes());
+    key
+}
+
+/// Reads a `timer` key: (due time in ms, sequence).
+pub fn decode_timer_key(key: &[u8]) -> Result<(i64, u64), StorageError> {
+    match (
+        key.get(..8).and_then(read_u64),
+        key.get(8..).and_then(read_u64),
+    ) {
+        (Some(due), Some(sequence)) if key.len() == 16 => {
+            Ok(((due ^ 0x8000_0000_0000_0000) as i64, sequence))
+        }
+        _ => Err(corrupt(
+            "timer key",
+            key,
+            format!("expected 16 bytes, found {}", key.len()),
+        )),
+    }
+}
+
 // ---- consumer groups ------------------------------------------------------
 
 /// A decoded `group` key.

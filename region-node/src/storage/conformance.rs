@@ -733,6 +733,87 @@ fn concurrent_appends_get_gap_free_sequences_and_offsets(store: &impl LogStore) 
     }
 }
 
+/// `record(n, topic, queue_id)` with a delivery time.
+fn timer_record(n: u64, topic: &str, queue_id: i32, due_ms: i64) -> Record {
+    let mut record = record(n, topic, queue_id);
+    if let Some(message) = record.message.as_mut() {
+        message.delivery_timestamp_ms = Some(due_ms);
+    }
+    record
+}
+
+fn timer_messages_join_their_queue_when_due_in_time_order(store: &impl LogStore) {
+    let appended = store
+        .append(
+            vec![
+                timer_record(1, "orders", 0, 3_000),
+                record(2, "orders", 0),
+                timer_record(3, "orders", 0, 1_000),
+                timer_record(4, "orders", 1, 2_000),
+            ],
+            LOCAL,
+        )
+        .expect("append");
+    assert_eq!(
+        appended[0],
+        Appended::Stored {
+            sequence: 1,
+            queue_offset: None,
+            reused_client_id: false
+        },
+        "a timer message joins no queue yet"
+    );
+    assert_eq!(appended[1], stored(2, 0));
+    assert_eq!(store.read_queue("orders", 0, 0, 10).expect("read").len(), 1);
+    assert_eq!(store.next_timer_due().expect("next"), Some(1_000));
+    assert!(store.find_message(&dedup_id(3)).expect("find").is_none());
+
+    assert!(store.enqueue_due(999, 10).expect("enqueue").is_empty());
+    let first = store.enqueue_due(2_000, 10).expect("enqueue");
+    let moved: Vec<(u64, i32, u64)> = first
+        .iter()
+        .map(|enqueued| (enqueued.sequence, enqueued.queue_id, enqueued.offset))
+        .collect();
+    assert_eq!(moved, vec![(3, 0, 1), (4, 1, 0)], "earliest first");
+    assert_eq!(first[0].dedup_id, dedup_id(3));
+    assert_eq!(first[0].topic, "orders");
+    assert_eq!(
+        store.find_message(&dedup_id(3)).expect("find"),
+        Some((3, 1))
+    );
+    let queue: Vec<u64> = store
+        .read_queue("orders", 0, 0, 10)
+        .expect("read")
+        .iter()
+        .map(|(_, record)| record.sequence)
+        .collect();
+    assert_eq!(queue, vec![2, 3]);
+    assert_eq!(store.next_timer_due().expect("next"), Some(3_000));
+
+    // A later message of the queue comes after the enqueued one.
+    assert_eq!(
+        store
+            .append(vec![record(5, "orders", 0)], LOCAL)
+            .expect("append")[0],
+        stored(5, 2)
+    );
+    let last = store.enqueue_due(i64::MAX, 1).expect("enqueue");
+    assert_eq!(last.len(), 1);
+    assert_eq!((last[0].sequence, last[0].offset), (1, 3));
+    assert_eq!(store.next_timer_due().expect("next"), None);
+    assert!(store.enqueue_due(i64::MAX, 10).expect("enqueue").is_empty());
+}
+
+fn enqueue_due_takes_at_most_max(store: &impl LogStore) {
+    let records = (1..=5)
+        .map(|n| timer_record(n, "orders", 0, i64::try_from(n).expect("small")))
+        .collect();
+    store.append(records, LOCAL).expect("append");
+    assert_eq!(store.enqueue_due(100, 2).expect("enqueue").len(), 2);
+    assert_eq!(store.next_timer_due().expect("next"), Some(3));
+    assert_eq!(store.enqueue_due(100, 10).expect("enqueue").len(), 3);
+}
+
 // ---- instantiation ----------------------------------------------------------
 
 macro_rules! cases_for {
@@ -777,6 +858,8 @@ conformance_suite!(
     meta_values_round_trip,
     large_bodies_round_trip,
     concurrent_appends_get_gap_free_sequences_and_offsets,
+    timer_messages_join_their_queue_when_due_in_time_order,
+    enqueue_due_takes_at_most_max,
 );
 
 mod dedup_property;

@@ -1,7 +1,8 @@
 //! A [`LogStore`] for tests whose writes fail on demand, over a [`MemoryStore`].
 
 use super::{
-    Appended, GroupQueueState, GroupWrite, LogStore, MemoryStore, QueueBounds, StorageError,
+    Appended, Enqueued, GroupQueueState, GroupWrite, LogStore, MemoryStore, QueueBounds,
+    StorageError,
 };
 use meridian_proto::meridian::v1::Record;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -50,6 +51,15 @@ impl LogStore for FailingStore {
     ) -> Result<Vec<Appended>, StorageError> {
         self.check("append records")?;
         self.inner.append(records, local_region)
+    }
+
+    fn next_timer_due(&self) -> Result<Option<i64>, StorageError> {
+        self.inner.next_timer_due()
+    }
+
+    fn enqueue_due(&self, now_ms: i64, max: usize) -> Result<Vec<Enqueued>, StorageError> {
+        self.check("enqueue due timers")?;
+        self.inner.enqueue_due(now_ms, max)
     }
 
     fn last_sequence(&self) -> Result<u64, StorageError> {

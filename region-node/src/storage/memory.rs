@@ -8,12 +8,15 @@
 //! simplicity matters more here than concurrency.
 
 use super::{
-    Appended, GroupCursor, GroupQueueKey, GroupQueueState, GroupWrite, LocalMessage, LogStore,
-    OffsetState, QueueBounds, StorageError, codec, validate_for_append,
+    Appended, Enqueued, GroupCursor, GroupQueueKey, GroupQueueState, GroupWrite, LocalMessage,
+    LogStore, OffsetState, QueueBounds, StorageError, codec, validate_for_append,
 };
 use meridian_proto::meridian::v1::Record;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Where a message is: sequence, queue offset (`None` while in the timer index).
+type Location = (u64, Option<u64>);
 
 /// An in-memory [`LogStore`]; see the module docs.
 #[derive(Debug, Default)]
@@ -32,8 +35,10 @@ struct Inner {
     /// (message dedup id, ack sequence) of held acknowledgements.
     held_acks: BTreeSet<(Vec<u8>, u64)>,
     /// (topic, client message id) of local-origin records → content digest
-    /// → (sequence, queue offset).
-    local_messages: HashMap<(String, String), HashMap<codec::ContentDigest, (u64, u64)>>,
+    /// → (sequence, queue offset; `None` while in the timer index).
+    local_messages: HashMap<(String, String), HashMap<codec::ContentDigest, Location>>,
+    /// (delivery time, sequence) of messages waiting to join their queue.
+    timers: BTreeSet<(i64, u64)>,
     groups: BTreeMap<GroupQueueKey, (GroupCursor, BTreeMap<u64, OffsetState>)>,
     meta: BTreeMap<String, Vec<u8>>,
 }
@@ -78,7 +83,7 @@ impl LogStore for MemoryStore {
             {
                 results.push(Appended::Duplicate {
                     sequence,
-                    queue_offset: Some(queue_offset),
+                    queue_offset,
                 });
                 continue;
             }
@@ -98,15 +103,24 @@ impl LogStore for MemoryStore {
                 });
                 continue;
             };
-            let queue = inner
-                .queues
-                .entry((message.topic.clone(), message.queue_id))
-                .or_default();
-            let queue_offset = queue.last_key_value().map_or(0, |(&last, _)| last + 1);
-            queue.insert(queue_offset, sequence);
+            let queue_offset = match message.delivery_timestamp_ms {
+                Some(due) => {
+                    inner.timers.insert((due, sequence));
+                    None
+                }
+                None => {
+                    let queue = inner
+                        .queues
+                        .entry((message.topic.clone(), message.queue_id))
+                        .or_default();
+                    let offset = queue.last_key_value().map_or(0, |(&last, _)| last + 1);
+                    queue.insert(offset, sequence);
+                    Some(offset)
+                }
+            };
             inner
                 .dedup_ids
-                .insert(record.dedup_id.clone(), (sequence, Some(queue_offset)));
+                .insert(record.dedup_id.clone(), (sequence, queue_offset));
             if let Some((id, digest)) = local {
                 inner
                     .local_messages
@@ -118,11 +132,59 @@ impl LogStore for MemoryStore {
             inner.log.insert(sequence, record);
             results.push(Appended::Stored {
                 sequence,
-                queue_offset: Some(queue_offset),
+                queue_offset,
                 reused_client_id,
             });
         }
         Ok(results)
+    }
+
+    fn next_timer_due(&self) -> Result<Option<i64>, StorageError> {
+        Ok(self.inner.lock().timers.first().map(|&(due, _)| due))
+    }
+
+    fn enqueue_due(&self, now_ms: i64, max: usize) -> Result<Vec<Enqueued>, StorageError> {
+        let mut inner = self.inner.lock();
+        let inner = &mut *inner;
+        let due: Vec<(i64, u64)> = inner
+            .timers
+            .iter()
+            .take_while(|(due, _)| *due <= now_ms)
+            .take(max)
+            .copied()
+            .collect();
+        let mut enqueued = Vec::with_capacity(due.len());
+        for timer in due {
+            inner.timers.remove(&timer);
+            let (_, sequence) = timer;
+            let Some(record) = inner.log.get(&sequence) else {
+                return Err(StorageError::Corrupt {
+                    what: "timer entry",
+                    key: format!("{}/{sequence}", timer.0),
+                    reason: format!("points at sequence {sequence}, which is not stored"),
+                });
+            };
+            let Some(message) = record.message.as_ref() else {
+                continue;
+            };
+            let queue = inner
+                .queues
+                .entry((message.topic.clone(), message.queue_id))
+                .or_default();
+            let offset = queue.last_key_value().map_or(0, |(&last, _)| last + 1);
+            queue.insert(offset, sequence);
+            inner
+                .dedup_ids
+                .insert(record.dedup_id.clone(), (sequence, Some(offset)));
+            enqueued.push(Enqueued {
+                topic: message.topic.clone(),
+                queue_id: message.queue_id,
+                offset,
+                sequence,
+                dedup_id: record.dedup_id.clone(),
+            });
+        }
+        Ok(enqueued)
     }
 
     fn last_sequence(&self) -> Result<u64, StorageError> {

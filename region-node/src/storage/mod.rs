@@ -9,6 +9,9 @@
 //! * the commit log: local sequence (1, 2, 3, … with no gaps) → record;
 //! * consume queues: (topic, queue id, queue offset) → sequence; offsets of each
 //!   queue start at 0 and have no gaps;
+//! * the timer index: (delivery time, sequence) of each message with a
+//!   delivery time that has not joined its queue yet (see
+//!   [`LogStore::enqueue_due`]);
 //! * the deduplication index: dedup id → sequence, and (topic, client message
 //!   id) → sequence for records that originated in this region;
 //! * consumer-group state: per (group, topic, queue) a cursor plus the state of
@@ -41,11 +44,22 @@ use std::collections::BTreeMap;
 /// Length of a dedup id (a UUIDv7).
 pub const DEDUP_ID_BYTES: usize = 16;
 
+/// A message that left the timer index for its queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueued {
+    pub topic: String,
+    pub queue_id: i32,
+    pub offset: u64,
+    pub sequence: u64,
+    pub dedup_id: Vec<u8>,
+}
+
 /// Result of appending one record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Appended {
     /// Stored at this local sequence and queue offset (`None` for records
-    /// that join no queue: acknowledgements). `reused_client_id`: a
+    /// that join no queue: acknowledgements; and for messages with a
+    /// delivery time, which join their queue when due). `reused_client_id`: a
     /// different message (other content) with the same topic and client
     /// message id was already stored, so the client's ids are not unique
     /// (both are kept).
@@ -172,6 +186,23 @@ pub trait LogStore: Send + Sync + 'static {
 
     /// The highest sequence stored, 0 when the log is empty.
     fn last_sequence(&self) -> Result<u64, StorageError>;
+
+    /// The earliest delivery time (ms since the Unix epoch) of a message
+    /// waiting in the timer index, if any waits.
+    ///
+    /// A message record with a `delivery_timestamp_ms` is appended to the
+    /// log and the dedup index like any other, but joins no queue: it waits
+    /// in the timer index, keyed by its delivery time, until
+    /// [`LogStore::enqueue_due`] moves it to its queue, where it takes the
+    /// next offset (a timer message belongs to its queue from its due time,
+    /// as in RocketMQ). Undue messages cost consumers nothing.
+    fn next_timer_due(&self) -> Result<Option<i64>, StorageError>;
+
+    /// Moves up to `max` messages whose delivery time is at or before
+    /// `now_ms` from the timer index to their queues, earliest first, in one
+    /// atomic write (durable like an append); their dedup entries get the
+    /// queue offset. Returns what moved.
+    fn enqueue_due(&self, now_ms: i64, max: usize) -> Result<Vec<Enqueued>, StorageError>;
 
     /// Records with sequence > `after`, in order, at most `max_records` and
     /// stopping once `max_bytes` of encoded records are reached (at least one

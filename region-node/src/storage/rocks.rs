@@ -17,6 +17,7 @@
 //! | `group` | `name(group) name(topic) qid 0x00` — the cursor | `floor: u64, next: u64` |
 //! | `group` | `name(group) name(topic) qid 0x01 offset: u64` — one offset's state | `0x01 deadline_ms: i64 attempt: u32` (in flight) or `0x02` (done) |
 //! | `meta`  | the key's UTF-8 bytes | the value's bytes |
+//! | `timer` | `due_ms: i64` (sign bit flipped) `sequence: u64` — a message waiting for its delivery time | empty |
 //!
 //! A group queue's cursor sorts just before its offsets, so start-up loads all
 //! group state in one forward scan.
@@ -45,7 +46,8 @@
 //! its last key the first time the queue is appended to. Reads take no lock.
 
 use super::{
-    Appended, GroupQueueState, GroupWrite, LocalMessage, LogStore, QueueBounds, StorageError,
+    Appended, Enqueued, GroupQueueState, GroupWrite, LocalMessage, LogStore, QueueBounds,
+    StorageError,
     codec::{self, GroupKey},
     validate_for_append,
 };
@@ -65,7 +67,8 @@ const QUEUE: &str = "queue";
 const DEDUP: &str = "dedup";
 const GROUP: &str = "group";
 const META: &str = "meta";
-const COLUMN_FAMILIES: [&str; 5] = [LOG, QUEUE, DEDUP, GROUP, META];
+const TIMER: &str = "timer";
+const COLUMN_FAMILIES: [&str; 6] = [LOG, QUEUE, DEDUP, GROUP, META, TIMER];
 
 /// Commit-log values at least this large are stored in blob files, so that
 /// compaction of the log does not rewrite large bodies.
@@ -388,10 +391,16 @@ impl LogStore for RocksStore {
                 local_key = Some(key);
             }
 
-            // A message takes the next offset of its queue; an
-            // acknowledgement is in the log and deduplicated, in no queue.
+            // A message takes the next offset of its queue, or waits in the
+            // timer index for its delivery time; an acknowledgement is in
+            // the log and deduplicated, in no queue.
             let queue_offset = match record.message.as_ref() {
                 None => None,
+                Some(message) if message.delivery_timestamp_ms.is_some() => {
+                    let due = message.delivery_timestamp_ms.unwrap_or_default();
+                    batch.put_cf(self.cf(TIMER), codec::timer_key(due, sequence + 1), []);
+                    None
+                }
                 Some(message) => {
                     let queue = (message.topic.clone(), message.queue_id);
                     let offset = match staged_offsets
@@ -452,6 +461,87 @@ impl LogStore for RocksStore {
 
     fn last_sequence(&self) -> Result<u64, StorageError> {
         Ok(self.last_sequence.load(Ordering::Acquire))
+    }
+
+    fn next_timer_due(&self) -> Result<Option<i64>, StorageError> {
+        match self
+            .db
+            .iterator_cf(self.cf(TIMER), IteratorMode::Start)
+            .next()
+        {
+            None => Ok(None),
+            Some(entry) => {
+                let (key, _) = entry.map_err(backend("read the first timer key"))?;
+                Ok(Some(codec::decode_timer_key(&key)?.0))
+            }
+        }
+    }
+
+    fn enqueue_due(&self, now_ms: i64, max: usize) -> Result<Vec<Enqueued>, StorageError> {
+        // Offsets are assigned under the append lock, as appends assign them.
+        let mut state = self.append_state.lock();
+        let mut due = Vec::new();
+        let mut iterator = self.db.raw_iterator_cf(self.cf(TIMER));
+        iterator.seek_to_first();
+        while due.len() < max {
+            let Some(key) = iterator.key() else { break };
+            let (due_ms, sequence) = codec::decode_timer_key(key)?;
+            if due_ms > now_ms {
+                break;
+            }
+            due.push((key.to_vec(), sequence));
+            iterator.next();
+        }
+        iterator.status().map_err(backend("scan the timer index"))?;
+        drop(iterator);
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut batch = WriteBatch::default();
+        let mut staged_offsets: HashMap<(String, i32), u64> = HashMap::new();
+        let mut enqueued = Vec::with_capacity(due.len());
+        for (key, sequence) in due {
+            batch.delete_cf(self.cf(TIMER), &key);
+            let record = self.get(sequence)?.ok_or_else(|| StorageError::Corrupt {
+                what: "timer entry",
+                key: hex::encode(&key),
+                reason: format!("points at sequence {sequence}, which is not stored"),
+            })?;
+            let Some(message) = record.message else {
+                continue;
+            };
+            let queue = (message.topic, message.queue_id);
+            let offset = match staged_offsets
+                .get(&queue)
+                .or_else(|| state.next_offsets.get(&queue))
+            {
+                Some(&offset) => offset,
+                None => self.read_next_offset(&queue.0, queue.1)?,
+            };
+            batch.put_cf(
+                self.cf(QUEUE),
+                codec::queue_key(&queue.0, queue.1, offset),
+                codec::sequence_value(sequence),
+            );
+            batch.put_cf(
+                self.cf(DEDUP),
+                codec::dedup_id_key(&record.dedup_id),
+                codec::dedup_value(sequence, offset),
+            );
+            staged_offsets.insert(queue.clone(), offset + 1);
+            enqueued.push(Enqueued {
+                topic: queue.0,
+                queue_id: queue.1,
+                offset,
+                sequence,
+                dedup_id: record.dedup_id,
+            });
+        }
+        self.db
+            .write_opt(batch, &self.write_options)
+            .map_err(backend("move due messages to their queues"))?;
+        state.next_offsets.extend(staged_offsets);
+        Ok(enqueued)
     }
 
     fn read_log(

@@ -12,6 +12,7 @@ mod bench;
 mod colliding_ids;
 mod conformance;
 mod dead_letters;
+mod delay;
 mod drills;
 mod durability;
 mod geo_acks;

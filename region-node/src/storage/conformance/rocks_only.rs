@@ -82,6 +82,32 @@ fn data_survives_close_and_reopen() {
 }
 
 #[test]
+fn waiting_timer_messages_survive_close_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = RocksStore::open(dir.path(), FlushMode::Sync).unwrap();
+        store
+            .append(
+                vec![
+                    timer_record(1, "t", 0, 5_000),
+                    timer_record(2, "t", 0, 9_000),
+                ],
+                LOCAL,
+            )
+            .unwrap();
+        assert_eq!(store.enqueue_due(5_000, 10).unwrap().len(), 1);
+    }
+    let store = RocksStore::open(dir.path(), FlushMode::Sync).unwrap();
+    assert_eq!(store.next_timer_due().unwrap(), Some(9_000));
+    assert_eq!(
+        store.queue_bounds("t", 0).unwrap(),
+        QueueBounds { min: 0, max: 1 }
+    );
+    let later = store.enqueue_due(9_000, 10).unwrap();
+    assert_eq!((later[0].sequence, later[0].offset), (2, 1));
+}
+
+#[test]
 fn corrupt_values_yield_corrupt_not_a_panic() {
     let (_dir, store) = open_rocks();
     store

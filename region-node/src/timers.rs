@@ -1,0 +1,69 @@
+//! The timer: messages with a delivery time (delay messages) join their
+//! queue when it comes.
+//!
+//! Storage keeps such messages in its timer index, ordered by delivery time
+//! ([`LogStore::enqueue_due`]), so that millions of undue messages cost
+//! sends and receives nothing. This task sleeps until the earliest delivery
+//! time (at most [`MAX_SLEEP`], so a wall clock that jumps is followed
+//! within a second), moves every due message to its queue in one write,
+//! applies acknowledgements held for them and wakes the long polls of their
+//! topics. A commit that stored a message with a delivery time wakes it to
+//! look again. The index survives restarts: a node that was down delivers
+//! what fell due meanwhile as soon as it starts.
+
+use crate::grpc::NodeContext;
+use crate::grpc::convert::now_ms;
+use crate::storage::LogStore;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest sleep between two looks at the timer index.
+const MAX_SLEEP: Duration = Duration::from_secs(1);
+/// Most messages moved to their queues in one write.
+const MAX_PER_WRITE: usize = 4096;
+
+/// Runs the timer until the node shuts down.
+pub async fn run<S: LogStore>(context: Arc<NodeContext<S>>) {
+    let mut stored = context.commit.subscribe_timers();
+    loop {
+        let now = now_ms();
+        let topology = Arc::clone(&context.topology);
+        let moved = context
+            .blocking(move |store, consumers| {
+                let Some(due) = store.next_timer_due()? else {
+                    return Ok(Err(None));
+                };
+                if due > now {
+                    return Ok(Err(Some(due)));
+                }
+                let enqueued = store.enqueue_due(now, MAX_PER_WRITE)?;
+                crate::acks::apply_enqueued(store, consumers, &topology, &enqueued)?;
+                Ok(Ok(enqueued))
+            })
+            .await;
+        let sleep = match moved {
+            Ok(Ok(enqueued)) => {
+                let topics: BTreeSet<String> =
+                    enqueued.into_iter().map(|message| message.topic).collect();
+                context.commit.signal_topics(&topics);
+                continue;
+            }
+            Ok(Err(next)) => next.map_or(MAX_SLEEP, |due| {
+                Duration::from_millis(u64::try_from(due - now).unwrap_or(0)).min(MAX_SLEEP)
+            }),
+            Err(error) => {
+                tracing::warn!(
+                    error = %meridian_report::Report(&error),
+                    "could not move due delay messages to their queues; trying again"
+                );
+                MAX_SLEEP
+            }
+        };
+        tokio::select! {
+            () = context.shutdown.cancelled() => break,
+            () = tokio::time::sleep(sleep) => {}
+            changed = stored.changed() => if changed.is_err() { break },
+        }
+    }
+}
