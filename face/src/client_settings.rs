@@ -91,9 +91,6 @@ pub fn merge(mut settings: Settings, group_policy: impl Fn(&str) -> Group) -> Se
             });
         }
         Some(PubSub::Subscription(subscription)) => {
-            if subscription.fifo.is_none() {
-                subscription.fifo = Some(false);
-            }
             subscription.receive_batch_size = Some(RECEIVE_BATCH_SIZE);
             subscription.long_polling_timeout = Some(seconds(LONG_POLLING_TIMEOUT_SECONDS));
             let group = subscription
@@ -102,6 +99,7 @@ pub fn merge(mut settings: Settings, group_policy: impl Fn(&str) -> Group) -> Se
                 .map(|group| group.name.trim())
                 .unwrap_or_default();
             let policy = group_policy(group);
+            subscription.fifo = Some(policy.fifo);
             let next = policy
                 .retry_backoff_ms
                 .iter()

@@ -345,6 +345,7 @@ mod tests {
                 max_bytes: usize::MAX,
                 invisible_ms: 10_000,
                 max_attempts: 17,
+                fifo: false,
                 now_ms: 1_700_000_000_000,
             })
             .expect("receive")

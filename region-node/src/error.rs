@@ -48,6 +48,10 @@ pub enum NodeError {
         topic: String,
         message_type: &'static str,
     },
+    #[error(
+        "a FIFO message needs a message group of 1 to {max} bytes (this one has {length}); messages of one group are delivered in order"
+    )]
+    IllegalMessageGroup { length: usize, max: usize },
     #[error("{message_type} messages are not supported yet")]
     MessageTypeUnsupported { message_type: &'static str },
     #[error("delivery time {delivery_ms} ms is invalid: {reason}")]
@@ -108,6 +112,7 @@ impl NodeError {
             Self::BodyTooLarge { .. } | Self::DeliveryTooLarge { .. } => Code::MessageBodyTooLarge,
             Self::MessageTypeNotAccepted { .. } => Code::MessagePropertyConflictWithType,
             Self::MessageTypeUnsupported { .. } => Code::Unsupported,
+            Self::IllegalMessageGroup { .. } => Code::IllegalMessageGroup,
             Self::IllegalDeliveryTime { .. } => Code::IllegalDeliveryTime,
             Self::IllegalQueue { .. } => Code::BadRequest,
             Self::IllegalInvisibleTime { .. } => Code::IllegalInvisibleTime,

@@ -30,6 +30,12 @@ pub const DEFAULT_RETRY_BACKOFF_MS: [u64; 18] = [
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Group {
+    /// Ordered consumption (RocketMQ's FIFO consumer group): within each
+    /// message group, a message is not delivered while an earlier one is
+    /// in flight, and an earlier one whose invisibility ended is delivered
+    /// again first. Clients learn it as `subscription.fifo` (default false).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub fifo: bool,
     /// Deliveries of a message to the group before it moves to the group's
     /// dead-letter topic `%DLQ%<group>` instead of being delivered again
     /// (1..=1000; default 17).
@@ -52,11 +58,16 @@ pub struct Group {
 impl Default for Group {
     fn default() -> Self {
         Group {
+            fifo: false,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             invisible_ms: DEFAULT_INVISIBLE_MS,
             retry_backoff_ms: DEFAULT_RETRY_BACKOFF_MS.to_vec(),
         }
     }
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 fn default_max_attempts() -> u32 {

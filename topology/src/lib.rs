@@ -53,6 +53,7 @@
 //! consume_from = "earliest"    # default earliest | latest
 //!
 //! [groups.billing]             # optional: consumer group policies
+//! fifo = false                 # default false: ordered per message group
 //! max_attempts = 17            # default 17, 1..=1000: then to %DLQ%billing
 //! invisible_ms = 60000         # default 60000: receives that name none
 //! retry_backoff_ms = [1000, 5000, 10000]  # default RocketMQ's 1 s … 2 h

@@ -50,6 +50,19 @@ pub const MAX_GROUPS: usize = 10_000;
 /// Most queue entries read from storage at once while looking for messages.
 const READ_CHUNK: usize = 256;
 
+/// Ordered consumption: most messages of a queue waiting behind an earlier
+/// message of their group (tracked, undelivered), beyond which a receive
+/// stops reading the queue further.
+const FIFO_LOOKAHEAD: usize = 1024;
+
+/// The state of a message that waits behind an earlier one of its message
+/// group (ordered consumption): "in flight" with attempt 0 and a deadline
+/// long past, so that it is due, and its next delivery is attempt 1.
+const WAITING: OffsetState = OffsetState::InFlight {
+    deadline_ms: 0,
+    attempt: 0,
+};
+
 /// How long a message being moved to the dead-letter topic stays invisible,
 /// in ms: the move normally finishes within milliseconds; if it fails (the
 /// append, a crash), the message is due again after this and the move is
@@ -119,6 +132,8 @@ pub struct ReceiveRequest<'a> {
     /// Deliveries of one message to the group at most; a message due again
     /// after that many goes to [`Received::dead_letters`] instead.
     pub max_attempts: u32,
+    /// Ordered consumption: see [`ConsumerEngine::fill_in_order`].
+    pub fifo: bool,
     pub now_ms: i64,
 }
 
@@ -312,7 +327,11 @@ impl<S: LogStore> ConsumerEngine<S> {
                     Staged::create(key, cursor)
                 }
             };
-            self.fill_from_queue(&mut staged, request, &mut received)?;
+            if request.fifo {
+                self.fill_in_order(&mut staged, request, &mut received)?;
+            } else {
+                self.fill_from_queue(&mut staged, request, &mut received)?;
+            }
             if staged.is_changed() {
                 staged_queues.push(staged);
             }
@@ -401,32 +420,7 @@ impl<S: LogStore> ConsumerEngine<S> {
                 queue.insert(offset, OffsetState::Done);
                 continue;
             };
-            if attempt >= request.max_attempts {
-                let retry_at = now.saturating_add(DEAD_LETTER_RETRY_MS);
-                queue.insert(
-                    offset,
-                    OffsetState::InFlight {
-                        deadline_ms: retry_at,
-                        attempt,
-                    },
-                );
-                let delivery = self.delivery(&key, offset, attempt, retry_at, record);
-                received.dead_letters.push(DeadLetter {
-                    record: delivery.record,
-                    attempts: attempt,
-                    handle: delivery.handle,
-                });
-                continue;
-            }
-            let attempt = attempt + 1;
-            queue.insert(
-                offset,
-                OffsetState::InFlight {
-                    deadline_ms: deadline,
-                    attempt,
-                },
-            );
-            received.push(self.delivery(&key, offset, attempt, deadline, record));
+            self.stage_redelivery(queue, request, received, offset, attempt, record);
         }
 
         // Messages never delivered to this group.
@@ -479,16 +473,149 @@ impl<S: LogStore> ConsumerEngine<S> {
             }
         }
 
-        queue.advance_floor();
-        for (_, state) in queue.offsets() {
-            if let OffsetState::InFlight { deadline_ms, .. } = state {
-                received.next_deadline_ms = Some(
-                    received
-                        .next_deadline_ms
-                        .map_or(deadline_ms, |next| next.min(deadline_ms)),
-                );
+        finish_fill(queue, received);
+        Ok(())
+    }
+
+    /// Stages the next delivery of a due in-flight `offset` whose last
+    /// delivery was `attempt` (0: never delivered), or, past the group's
+    /// max attempts, its move to the dead-letter topic.
+    fn stage_redelivery(
+        &self,
+        queue: &mut Staged<'_>,
+        request: &ReceiveRequest<'_>,
+        received: &mut Received,
+        offset: u64,
+        attempt: u32,
+        record: Record,
+    ) {
+        let key = queue.key().clone();
+        if attempt >= request.max_attempts {
+            let retry_at = request.now_ms.saturating_add(DEAD_LETTER_RETRY_MS);
+            queue.insert(
+                offset,
+                OffsetState::InFlight {
+                    deadline_ms: retry_at,
+                    attempt,
+                },
+            );
+            let delivery = self.delivery(&key, offset, attempt, retry_at, record);
+            received.dead_letters.push(DeadLetter {
+                record: delivery.record,
+                attempts: attempt,
+                handle: delivery.handle,
+            });
+            return;
+        }
+        let deadline = request.now_ms.saturating_add(request.invisible_ms);
+        let attempt = attempt + 1;
+        queue.insert(
+            offset,
+            OffsetState::InFlight {
+                deadline_ms: deadline,
+                attempt,
+            },
+        );
+        received.push(self.delivery(&key, offset, attempt, deadline, record));
+    }
+
+    /// Ordered consumption of one queue: offsets in order, and within each
+    /// message group nothing is handed out while an earlier message of the
+    /// group is invisible (in flight, or being moved to the dead-letter
+    /// topic). A message whose invisibility ended is delivered again before
+    /// anything later of its group; several consecutive messages of a group
+    /// may go in one receive, in order. A new message behind an earlier one
+    /// of its group is tracked as waiting ([`WAITING`]), at most
+    /// [`FIFO_LOOKAHEAD`] per queue. Messages without a message group are
+    /// not held back.
+    fn fill_in_order(
+        &self,
+        queue: &mut Staged<'_>,
+        request: &ReceiveRequest<'_>,
+        received: &mut Received,
+    ) -> Result<(), ConsumerError> {
+        let now = request.now_ms;
+        let key = queue.key().clone();
+        // Message groups with an earlier message still invisible.
+        let mut blocked: HashSet<String> = HashSet::new();
+        let mut tracked: Vec<(u64, OffsetState)> = queue.offsets().collect();
+        tracked.sort_unstable_by_key(|(offset, _)| *offset);
+        let mut waiting = 0;
+        for (offset, state) in tracked {
+            let OffsetState::InFlight {
+                deadline_ms,
+                attempt,
+            } = state
+            else {
+                continue;
+            };
+            let record = self
+                .store
+                .read_queue(&key.topic, key.queue_id, offset, 1)?
+                .into_iter()
+                .find(|(found, _)| *found == offset);
+            let Some((_, record)) = record else {
+                queue.insert(offset, OffsetState::Done);
+                continue;
+            };
+            let group = message_group(&record);
+            let held = group.is_some_and(|group| blocked.contains(group));
+            if deadline_ms > now || held || received.is_full(request) {
+                if let Some(group) = group {
+                    blocked.insert(group.to_owned());
+                }
+                if state == WAITING {
+                    waiting += 1;
+                }
+                continue;
+            }
+            let before = received.dead_letters.len();
+            let group = group.map(str::to_owned);
+            self.stage_redelivery(queue, request, received, offset, attempt, record);
+            if received.dead_letters.len() > before
+                && let Some(group) = group
+            {
+                // The next of the group waits until the move is done.
+                blocked.insert(group);
             }
         }
+
+        let end = self.store.queue_bounds(&key.topic, key.queue_id)?.max;
+        'read: while !received.is_full(request)
+            && waiting < FIFO_LOOKAHEAD
+            && queue.cursor().next < end
+        {
+            let entries =
+                self.store
+                    .read_queue(&key.topic, key.queue_id, queue.cursor().next, READ_CHUNK)?;
+            if entries.is_empty() {
+                break;
+            }
+            for (offset, record) in entries {
+                if offset < queue.cursor().next {
+                    continue;
+                }
+                if received.is_full(request) || waiting >= FIFO_LOOKAHEAD {
+                    break 'read;
+                }
+                queue.cursor_mut().next = offset + 1;
+                if queue.get(offset) == Some(OffsetState::Done) {
+                    continue;
+                }
+                let tag = record.message.as_ref().and_then(|m| m.tag.as_deref());
+                if !request.filter.matches(tag) {
+                    queue.insert(offset, OffsetState::Done);
+                    continue;
+                }
+                if message_group(&record).is_some_and(|group| blocked.contains(group)) {
+                    queue.insert(offset, WAITING);
+                    waiting += 1;
+                    continue;
+                }
+                self.stage_redelivery(queue, request, received, offset, 0, record);
+            }
+        }
+        finish_fill(queue, received);
         Ok(())
     }
 
@@ -565,12 +692,21 @@ impl<S: LogStore> ConsumerEngine<S> {
                 None => outcomes.push(Err(invalid(handle, NO_DELIVERY))),
             }
         }
+        // An ack may free messages waiting behind it in their message
+        // group (ordered consumption): waiting receives look again.
+        let frees_waiting = staged
+            .values()
+            .any(|queue| queue.is_changed() && queue.offsets().any(|(_, state)| state == WAITING));
         let changed = staged.into_values().filter(Staged::is_changed).collect();
         let changes = self.persist(changed)?;
         for change in changes {
             if let Some(guard) = guards.get_mut(&change.key.queue_id) {
                 change.install(guard);
             }
+        }
+        if frees_waiting {
+            self.invisibility_changes
+                .send_modify(|changes| *changes = changes.wrapping_add(1));
         }
         Ok(outcomes)
     }
@@ -741,6 +877,34 @@ impl<S: LogStore> ConsumerEngine<S> {
             deadline_ms,
             ..handle.clone()
         })
+    }
+}
+
+/// The message group of a message record, if it has a non-empty one.
+fn message_group(record: &Record) -> Option<&str> {
+    record
+        .message
+        .as_ref()
+        .and_then(|message| message.message_group.as_deref())
+        .filter(|group| !group.is_empty())
+}
+
+/// Ends a queue's fill: moves the floor, and notes the earliest deadline
+/// of what stays invisible (for long polling; a message waiting behind an
+/// earlier one of its group waits for that one's deadline or ack instead).
+fn finish_fill(queue: &mut Staged<'_>, received: &mut Received) {
+    queue.advance_floor();
+    for (_, state) in queue.offsets() {
+        if state == WAITING {
+            continue;
+        }
+        if let OffsetState::InFlight { deadline_ms, .. } = state {
+            received.next_deadline_ms = Some(
+                received
+                    .next_deadline_ms
+                    .map_or(deadline_ms, |next| next.min(deadline_ms)),
+            );
+        }
     }
 }
 

@@ -30,6 +30,7 @@ fn request<'a>(filter: &'a TagFilter, now_ms: i64) -> ReceiveRequest<'a> {
         max_bytes: usize::MAX,
         invisible_ms: 10_000,
         max_attempts: 17,
+        fifo: false,
         now_ms,
     }
 }
@@ -602,4 +603,149 @@ fn a_dead_letter_not_finished_is_offered_again_after_the_retry_time() {
         .expect("receive");
     assert_eq!(again.dead_letters.len(), 1);
     assert_eq!(again.dead_letters[0].attempts, 1);
+}
+
+/// A message of `group` (message group) on queue 0.
+fn grouped(group: &str, body: &str) -> Record {
+    let mut record = crate::test_records::message_record(0, body.as_bytes());
+    if let Some(message) = record.message.as_mut() {
+        message.message_group = Some(group.into());
+        message.tag = Some("a".into());
+    }
+    record
+}
+
+fn in_order(filter: &TagFilter, now_ms: i64, max_messages: usize) -> ReceiveRequest<'_> {
+    ReceiveRequest {
+        fifo: true,
+        queue_count: 1,
+        max_messages,
+        ..request(filter, now_ms)
+    }
+}
+
+fn bodies(received: &Received) -> Vec<String> {
+    received
+        .deliveries
+        .iter()
+        .map(|delivery| {
+            String::from_utf8(delivery.record.message.clone().expect("message").body)
+                .expect("utf-8")
+        })
+        .collect()
+}
+
+#[test]
+fn ordered_consumption_holds_a_message_group_while_an_earlier_message_is_in_flight() {
+    let (_, engine) = engine_with(vec![
+        grouped("g1", "g1-a"),
+        grouped("g2", "g2-a"),
+        grouped("g1", "g1-b"),
+        grouped("g2", "g2-b"),
+    ]);
+    let all = TagFilter::All;
+    // One message per receive: g1-a, then g2-a (g1-b waits behind g1-a).
+    let first = engine.receive(&in_order(&all, NOW, 1)).expect("receive");
+    assert_eq!(bodies(&first), ["g1-a"]);
+    let second = engine.receive(&in_order(&all, NOW, 1)).expect("receive");
+    assert_eq!(bodies(&second), ["g2-a"]);
+    let blocked = engine.receive(&in_order(&all, NOW, 32)).expect("receive");
+    assert!(
+        bodies(&blocked).is_empty(),
+        "both groups have one in flight"
+    );
+    assert_eq!(blocked.next_deadline_ms, Some(NOW + 10_000));
+
+    // g1-a acknowledged: g1-b comes; g2 still waits.
+    engine
+        .ack("group", "orders", &first.deliveries[0].handle)
+        .expect("ack");
+    let third = engine.receive(&in_order(&all, NOW, 32)).expect("receive");
+    assert_eq!(bodies(&third), ["g1-b"]);
+    assert_eq!(third.deliveries[0].attempt, 1);
+    engine
+        .ack("group", "orders", &third.deliveries[0].handle)
+        .expect("ack");
+
+    // g2-a's invisibility ends: it comes again, before g2-b.
+    let again = engine
+        .receive(&in_order(&all, NOW + 10_000, 1))
+        .expect("receive");
+    assert_eq!(bodies(&again), ["g2-a"]);
+    assert_eq!(again.deliveries[0].attempt, 2);
+    engine
+        .ack("group", "orders", &again.deliveries[0].handle)
+        .expect("ack");
+    let last = engine
+        .receive(&in_order(&all, NOW + 10_001, 32))
+        .expect("receive");
+    assert_eq!(bodies(&last), ["g2-b"]);
+}
+
+#[test]
+fn ordered_consumption_hands_out_consecutive_messages_of_a_group_in_one_receive() {
+    let (_, engine) = engine_with(vec![
+        grouped("g1", "1"),
+        grouped("g1", "2"),
+        grouped("g1", "3"),
+    ]);
+    let all = TagFilter::All;
+    let batch = engine.receive(&in_order(&all, NOW, 32)).expect("receive");
+    assert_eq!(bodies(&batch), ["1", "2", "3"]);
+    // The first is acknowledged, the others not: they come back in order.
+    engine
+        .ack("group", "orders", &batch.deliveries[0].handle)
+        .expect("ack");
+    let again = engine
+        .receive(&in_order(&all, NOW + 10_000, 32))
+        .expect("receive");
+    assert_eq!(bodies(&again), ["2", "3"]);
+    assert!(
+        again
+            .deliveries
+            .iter()
+            .all(|delivery| delivery.attempt == 2)
+    );
+}
+
+#[test]
+fn a_waiting_message_survives_a_reload_and_is_delivered_as_attempt_one() {
+    let (store, engine) = engine_with(vec![grouped("g1", "first"), grouped("g1", "second")]);
+    let all = TagFilter::All;
+    let first = engine.receive(&in_order(&all, NOW, 1)).expect("receive");
+    // The second is read and tracked as waiting behind the first.
+    assert!(
+        engine
+            .receive(&in_order(&all, NOW, 32))
+            .expect("receive")
+            .deliveries
+            .is_empty()
+    );
+    engine
+        .ack("group", "orders", &first.deliveries[0].handle)
+        .expect("ack");
+    drop(engine);
+    let reloaded = ConsumerEngine::load(store, "here".into()).expect("load");
+    let second = reloaded.receive(&in_order(&all, NOW, 32)).expect("receive");
+    assert_eq!(bodies(&second), ["second"]);
+    assert_eq!(second.deliveries[0].attempt, 1);
+}
+
+#[test]
+fn ordered_consumption_moves_a_message_past_its_attempts_then_frees_its_group() {
+    let (_, engine) = engine_with(vec![grouped("g1", "poison"), grouped("g1", "next")]);
+    let all = TagFilter::All;
+    let once = |now| ReceiveRequest {
+        max_attempts: 1,
+        ..in_order(&all, now, 1)
+    };
+    engine.receive(&once(NOW)).expect("receive");
+    let moved = engine.receive(&once(NOW + 10_000)).expect("receive");
+    assert!(moved.deliveries.is_empty(), "the group waits for the move");
+    assert_eq!(moved.dead_letters.len(), 1);
+    engine
+        .ack("group", "orders", &moved.dead_letters[0].handle)
+        .expect("finish the original");
+    let next = engine.receive(&once(NOW + 10_001)).expect("receive");
+    assert_eq!(bodies(&next), ["next"]);
 }

@@ -17,8 +17,11 @@ use meridian_proto::rocketmq::v2::{
 use meridian_topology::Topic;
 use std::sync::Arc;
 
-/// Shortest invisible duration a client may ask for (the proxy's minimum).
+/// Shortest invisible duration a receive may ask for (the proxy's minimum).
 pub(super) const MIN_INVISIBLE_MS: i64 = 1_000;
+/// Shortest invisible duration ChangeInvisibleDuration takes: 0 makes the
+/// message visible again at once (a consumer's "failed, retry now").
+const MIN_CHANGED_INVISIBLE_MS: i64 = 0;
 /// Longest invisible duration a client may ask for: 12 hours (the proxy's maximum).
 pub(super) const MAX_INVISIBLE_MS: i64 = 12 * 60 * 60 * 1000;
 
@@ -237,14 +240,15 @@ impl<S: LogStore> NodeBackend<S> {
         let group = Self::group(request.group.as_ref())?;
         let (topic, _) = self.topic(request.topic.as_ref())?;
         let handle = self.parse_handle(&request.receipt_handle)?;
+        // A missing duration is refused (as -1 ms), not read as "now".
         let millis = request
             .invisible_duration
             .as_ref()
-            .map_or(0, duration_to_ms);
-        if !(MIN_INVISIBLE_MS..=MAX_INVISIBLE_MS).contains(&millis) {
+            .map_or(-1, duration_to_ms);
+        if !(MIN_CHANGED_INVISIBLE_MS..=MAX_INVISIBLE_MS).contains(&millis) {
             return Err(NodeError::IllegalInvisibleTime {
                 millis,
-                min_ms: MIN_INVISIBLE_MS,
+                min_ms: MIN_CHANGED_INVISIBLE_MS,
                 max_ms: MAX_INVISIBLE_MS,
             });
         }

@@ -13,13 +13,28 @@ use meridian_topology::MessageType;
 /// The furthest ahead a delay message may be scheduled (40 days).
 pub const MAX_DELAY_MS: i64 = 40 * 24 * 60 * 60 * 1000;
 
+/// Longest message group, in bytes (the RocketMQ proxy's
+/// `maxMessageGroupSize`).
+pub const MAX_MESSAGE_GROUP_BYTES: usize = 64;
+
+/// The queue of a FIFO message group among `queue_count` queues: CRC32C of
+/// the group's UTF-8 bytes modulo the queue count, the same in every
+/// region and release.
+pub fn queue_of_message_group(group: &str, queue_count: u16) -> i32 {
+    let queues = u32::from(queue_count.max(1));
+    i32::try_from(crc32c::crc32c(group.as_bytes()) % queues).unwrap_or(0)
+}
+
 /// Builds the record for a message a client sent to this region: checks
 /// what only a client's send must satisfy (a message id, a supported message
-/// type, a delivery time at most 40 days ahead); the caller then applies
-/// [`crate::rules::check_record`], as to every record.
+/// type, a message group for FIFO messages, a delivery time at most 40 days
+/// ahead) and puts a FIFO message in its group's queue of the topic's
+/// `queue_count`; the caller then applies [`crate::rules::check_record`], as
+/// to every record.
 pub fn record_from_client(
     message: &rocketmq::Message,
     topic_name: &str,
+    queue_count: u16,
     local_region: &str,
     now_ms: i64,
 ) -> Result<Record, NodeError> {
@@ -39,11 +54,7 @@ pub fn record_from_client(
         | (rocketmq::MessageType::Normal | rocketmq::MessageType::Unspecified, Some(_)) => {
             MessageType::Delay
         }
-        (rocketmq::MessageType::Fifo, _) => {
-            return Err(NodeError::MessageTypeUnsupported {
-                message_type: "FIFO",
-            });
-        }
+        (rocketmq::MessageType::Fifo, _) => MessageType::Fifo,
         (rocketmq::MessageType::Transaction, _) => {
             return Err(NodeError::MessageTypeUnsupported {
                 message_type: "transactional",
@@ -69,7 +80,25 @@ pub fn record_from_client(
             });
         }
     }
-    let queue_id = properties.queue_id;
+    // The server orders a message group, whatever queue the client picked
+    // (each official client hashes groups to queues its own way).
+    let queue_id = match message_type {
+        MessageType::Fifo => {
+            let group = properties
+                .message_group
+                .as_deref()
+                .map(str::trim)
+                .unwrap_or_default();
+            if group.is_empty() || group.len() > MAX_MESSAGE_GROUP_BYTES {
+                return Err(NodeError::IllegalMessageGroup {
+                    length: group.len(),
+                    max: MAX_MESSAGE_GROUP_BYTES,
+                });
+            }
+            queue_of_message_group(group, queue_count)
+        }
+        _ => properties.queue_id,
+    };
     Ok(Record {
         sequence: 0,
         kind: RecordKind::Message as i32,

@@ -102,6 +102,7 @@ impl<S: LogStore> NodeBackend<S> {
                         max_bytes: MAX_RECEIVE_BYTES,
                         invisible_ms,
                         max_attempts: policy.max_attempts,
+                        fifo: policy.fifo,
                         now_ms: now,
                     };
                     let received = consumers.receive(&request)?;

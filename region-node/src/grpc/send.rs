@@ -92,7 +92,7 @@ impl<S: LogStore> NodeBackend<S> {
                 .unwrap_or_default();
             let built = self
                 .topic(message.topic.as_ref())
-                .and_then(|(name, _)| {
+                .and_then(|(name, spec)| {
                     if let Some(group) = meridian_topology::dead_letter_group(&name) {
                         return Err(NodeError::DeadLetterTopicReadOnly {
                             group: group.to_owned(),
@@ -100,7 +100,13 @@ impl<S: LogStore> NodeBackend<S> {
                         });
                     }
                     self.context.served.check(&name)?;
-                    convert::record_from_client(message, &name, &self.context.region, now)
+                    convert::record_from_client(
+                        message,
+                        &name,
+                        spec.queues,
+                        &self.context.region,
+                        now,
+                    )
                 })
                 .and_then(|record| {
                     rules::check_record(&record, &self.context.topology)?;

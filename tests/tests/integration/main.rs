@@ -15,6 +15,7 @@ mod dead_letters;
 mod delay;
 mod drills;
 mod durability;
+mod fifo;
 mod geo_acks;
 mod geo_durability;
 mod hybrid;

@@ -68,14 +68,17 @@ impl Python {
     }
 
     /// Scripts run by `interpreter` against `cluster`, with `HOME` in its temp dir.
-    fn for_cluster(interpreter: PathBuf, cluster: &TestCluster) -> anyhow::Result<Python> {
+    pub(crate) fn for_cluster(
+        interpreter: PathBuf,
+        cluster: &TestCluster,
+    ) -> anyhow::Result<Python> {
         let home = cluster.temp_dir().join("python-home");
         std::fs::create_dir_all(&home).with_context(|| format!("create {}", home.display()))?;
         Ok(Python { interpreter, home })
     }
 
     /// Runs `tests/python/<script>` with `args` (plus `--deadline`).
-    async fn run(&self, script: &str, args: &[String]) -> anyhow::Result<ScriptRun> {
+    pub(crate) async fn run(&self, script: &str, args: &[String]) -> anyhow::Result<ScriptRun> {
         let mut command = tokio::process::Command::new(&self.interpreter);
         command
             .arg(script_dir().join(script))
