@@ -3,7 +3,9 @@
 //! `examples/three-regions.toml` describes the same deployment as a file
 //! (with data directories relative to the file); a test keeps the two equal.
 
-use crate::{ConsumeFrom, FlushMode, Link, MessageType, Region, RouterMode, Site, Topic, Topology};
+use crate::{
+    ConsumeFrom, FlushMode, Group, Link, MessageType, Region, RouterMode, Site, Topic, Topology,
+};
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -19,7 +21,9 @@ impl Topology {
     /// `data_root/<region>`, sync flush, links eu-west—us-east 40 ms,
     /// eu-west—on-prem 8 ms and us-east—on-prem 45 ms, and one topic `demo`
     /// (8 queues, every message type, replicated to all three regions,
-    /// consumed from the earliest message), and no drill.
+    /// consumed from the earliest message), consumer groups `demo-fifo`
+    /// (ordered) and `demo-retry` (two delivery attempts, then its
+    /// dead-letter topic), and no drill.
     ///
     /// Pass an absolute `data_root` if the topology is written to a file for
     /// other processes: relative data directories are resolved against the
@@ -59,8 +63,24 @@ impl Topology {
             durability: Default::default(),
             geo_copies: 1,
         };
+        let groups = BTreeMap::from([
+            (
+                "demo-fifo".to_owned(),
+                Group {
+                    fifo: true,
+                    ..Group::default()
+                },
+            ),
+            (
+                "demo-retry".to_owned(),
+                Group {
+                    max_attempts: 2,
+                    ..Group::default()
+                },
+            ),
+        ]);
         Topology {
-            groups: Default::default(),
+            groups,
             regions,
             links: vec![
                 Link::new("eu-west", "us-east", 40),
