@@ -333,7 +333,7 @@ mod tests {
         consumers: &ConsumerEngine<MemoryStore>,
         consume_from: meridian_topology::ConsumeFrom,
     ) -> Vec<String> {
-        let filter = crate::consumer::TagFilter::All;
+        let filter = crate::consumer::Filter::All;
         consumers
             .receive(&crate::consumer::ReceiveRequest {
                 group: "g",

@@ -117,8 +117,9 @@ impl NodeError {
             Self::IllegalQueue { .. } => Code::BadRequest,
             Self::IllegalInvisibleTime { .. } => Code::IllegalInvisibleTime,
             Self::IllegalPollingTime { .. } => Code::IllegalPollingTime,
-            Self::Filter(FilterError::Invalid { .. }) => Code::IllegalFilterExpression,
-            Self::Filter(FilterError::SqlUnsupported { .. }) => Code::Unsupported,
+            Self::Filter(FilterError::Invalid { .. } | FilterError::InvalidSql { .. }) => {
+                Code::IllegalFilterExpression
+            }
             Self::MalformedHandle(_) | Self::ForeignHandle { .. } => Code::InvalidReceiptHandle,
             Self::Consumer(ConsumerError::InvalidReceiptHandle { .. }) => {
                 Code::InvalidReceiptHandle

@@ -18,6 +18,7 @@ import time
 
 import common
 from rocketmq import FilterExpression, SimpleConsumer
+from rocketmq.grpc_protocol import FilterType
 
 
 def parse_arguments():
@@ -26,6 +27,7 @@ def parse_arguments():
     parser.add_argument("--topic", required=True)
     parser.add_argument("--group", required=True)
     parser.add_argument("--filter", default="*", help="tag expression, e.g. 'a||b'")
+    parser.add_argument("--sql", help="SQL92 filter expression instead of --filter")
     parser.add_argument("--expect", type=int, required=True)
     parser.add_argument(
         "--timeout",
@@ -46,7 +48,11 @@ def main(arguments, log):
     consumer = SimpleConsumer(
         common.client_configuration(arguments.endpoints),
         arguments.group,
-        {arguments.topic: FilterExpression(arguments.filter)},
+        {
+            arguments.topic: FilterExpression(arguments.sql, FilterType.SQL)
+            if arguments.sql
+            else FilterExpression(arguments.filter)
+        },
         arguments.await_duration,
     )
     started = time.monotonic()

@@ -25,10 +25,11 @@
 mod filter;
 mod handle;
 mod poll;
+mod sql;
 mod start;
 mod state;
 
-pub use filter::{FilterError, TagFilter};
+pub use filter::{Filter, FilterError};
 pub use handle::{MalformedHandle, ReceiptHandle};
 pub use poll::{Clock, SystemClock, Try, WaitingReceives, Wakers, long_poll};
 
@@ -123,7 +124,7 @@ pub struct ReceiveRequest<'a> {
     pub topic: &'a str,
     pub queue_count: u16,
     pub consume_from: ConsumeFrom,
-    pub filter: &'a TagFilter,
+    pub filter: &'a Filter,
     pub max_messages: usize,
     /// Stop adding messages once their bodies reach this many bytes (at
     /// least one message is always returned when one is visible).
@@ -420,6 +421,11 @@ impl<S: LogStore> ConsumerEngine<S> {
                 queue.insert(offset, OffsetState::Done);
                 continue;
             };
+            if !request.filter.matches(record.message.as_ref()) {
+                // The group's subscription no longer takes it.
+                queue.insert(offset, OffsetState::Done);
+                continue;
+            }
             self.stage_redelivery(queue, request, received, offset, attempt, record);
         }
 
@@ -448,9 +454,8 @@ impl<S: LogStore> ConsumerEngine<S> {
                     continue;
                 }
                 let message = record.message.as_ref();
-                let tag = message.and_then(|message| message.tag.as_deref());
                 let delivery_time = message.and_then(|message| message.delivery_timestamp_ms);
-                if !request.filter.matches(tag) {
+                if !request.filter.matches(message) {
                     queue.insert(offset, OffsetState::Done);
                 } else if let Some(time) = delivery_time.filter(|time| *time > now) {
                     queue.insert(
@@ -558,6 +563,11 @@ impl<S: LogStore> ConsumerEngine<S> {
                 queue.insert(offset, OffsetState::Done);
                 continue;
             };
+            if deadline_ms <= now && !request.filter.matches(record.message.as_ref()) {
+                // Due, and the group's subscription no longer takes it.
+                queue.insert(offset, OffsetState::Done);
+                continue;
+            }
             let group = message_group(&record);
             let held = group.is_some_and(|group| blocked.contains(group));
             if deadline_ms > now || held || received.is_full(request) {
@@ -602,8 +612,7 @@ impl<S: LogStore> ConsumerEngine<S> {
                 if queue.get(offset) == Some(OffsetState::Done) {
                     continue;
                 }
-                let tag = record.message.as_ref().and_then(|m| m.tag.as_deref());
-                if !request.filter.matches(tag) {
+                if !request.filter.matches(record.message.as_ref()) {
                     queue.insert(offset, OffsetState::Done);
                     continue;
                 }

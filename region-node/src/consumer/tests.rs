@@ -19,7 +19,7 @@ fn engine_with(records: Vec<Record>) -> (Arc<MemoryStore>, ConsumerEngine<Memory
     (store, engine)
 }
 
-fn request<'a>(filter: &'a TagFilter, now_ms: i64) -> ReceiveRequest<'a> {
+fn request<'a>(filter: &'a Filter, now_ms: i64) -> ReceiveRequest<'a> {
     ReceiveRequest {
         group: "group",
         topic: "orders",
@@ -39,7 +39,7 @@ fn request<'a>(filter: &'a TagFilter, now_ms: i64) -> ReceiveRequest<'a> {
 fn delivers_each_message_once_until_its_deadline() {
     let (_, engine) = engine_with(vec![record(0, "a", None), record(1, "a", None)]);
     let first = engine
-        .receive(&request(&TagFilter::All, NOW))
+        .receive(&request(&Filter::All, NOW))
         .expect("receive");
     assert_eq!(first.deliveries.len(), 2);
     assert!(
@@ -50,7 +50,7 @@ fn delivers_each_message_once_until_its_deadline() {
     );
     assert_eq!(first.next_deadline_ms, Some(NOW + 10_000));
     let again = engine
-        .receive(&request(&TagFilter::All, NOW + 9_999))
+        .receive(&request(&Filter::All, NOW + 9_999))
         .expect("receive");
     assert!(again.deliveries.is_empty());
 }
@@ -59,11 +59,11 @@ fn delivers_each_message_once_until_its_deadline() {
 fn unacknowledged_message_returns_with_next_attempt_and_old_handle_is_refused() {
     let (_, engine) = engine_with(vec![record(0, "a", None)]);
     let first = engine
-        .receive(&request(&TagFilter::All, NOW))
+        .receive(&request(&Filter::All, NOW))
         .expect("receive");
     let old = first.deliveries[0].handle.clone();
     let second = engine
-        .receive(&request(&TagFilter::All, NOW + 10_000))
+        .receive(&request(&Filter::All, NOW + 10_000))
         .expect("receive");
     assert_eq!(second.deliveries.len(), 1);
     assert_eq!(second.deliveries[0].attempt, 2);
@@ -76,7 +76,7 @@ fn unacknowledged_message_returns_with_next_attempt_and_old_handle_is_refused() 
         .ack("group", "orders", &second.deliveries[0].handle)
         .expect("ack");
     let later = engine
-        .receive(&request(&TagFilter::All, NOW + 100_000))
+        .receive(&request(&Filter::All, NOW + 100_000))
         .expect("receive");
     assert!(later.deliveries.is_empty());
     assert_eq!(later.next_deadline_ms, None);
@@ -86,7 +86,7 @@ fn unacknowledged_message_returns_with_next_attempt_and_old_handle_is_refused() 
 fn acknowledged_state_survives_reload() {
     let (store, engine) = engine_with(vec![record(0, "a", None), record(0, "a", None)]);
     let received = engine
-        .receive(&request(&TagFilter::All, NOW))
+        .receive(&request(&Filter::All, NOW))
         .expect("receive");
     engine
         .ack("group", "orders", &received.deliveries[0].handle)
@@ -94,7 +94,7 @@ fn acknowledged_state_survives_reload() {
     drop(engine);
     let reloaded = ConsumerEngine::load(store, "here".into()).expect("load");
     let after = reloaded
-        .receive(&request(&TagFilter::All, NOW + 20_000))
+        .receive(&request(&Filter::All, NOW + 20_000))
         .expect("receive");
     assert_eq!(
         after.deliveries.len(),
@@ -108,7 +108,7 @@ fn acknowledged_state_survives_reload() {
 #[test]
 fn filtered_messages_are_skipped_for_the_group() {
     let (_, engine) = engine_with(vec![record(0, "a", None), record(0, "b", None)]);
-    let only_b = TagFilter::parse_tags("b").expect("valid");
+    let only_b = Filter::parse_tags("b").expect("valid");
     let received = engine.receive(&request(&only_b, NOW)).expect("receive");
     assert_eq!(received.deliveries.len(), 1);
     assert_eq!(
@@ -124,7 +124,7 @@ fn filtered_messages_are_skipped_for_the_group() {
 #[test]
 fn latest_starts_after_existing_messages() {
     let (store, engine) = engine_with(vec![record(0, "a", None)]);
-    let mut latest = request(&TagFilter::All, NOW);
+    let mut latest = request(&Filter::All, NOW);
     latest.consume_from = ConsumeFrom::Latest;
     assert!(
         engine
@@ -146,7 +146,7 @@ fn latest_starts_after_existing_messages() {
 fn delayed_message_stays_hidden_until_its_time() {
     let (store, engine) = engine_with(vec![record(0, "a", Some(NOW + 5_000))]);
     let early = engine
-        .receive(&request(&TagFilter::All, NOW))
+        .receive(&request(&Filter::All, NOW))
         .expect("receive");
     assert!(early.deliveries.is_empty(), "in the timer index, no queue");
     assert_eq!(
@@ -154,7 +154,7 @@ fn delayed_message_stays_hidden_until_its_time() {
         1
     );
     let due = engine
-        .receive(&request(&TagFilter::All, NOW + 5_000))
+        .receive(&request(&Filter::All, NOW + 5_000))
         .expect("receive");
     assert_eq!(due.deliveries.len(), 1);
     assert_eq!(due.deliveries[0].attempt, 1);
@@ -166,12 +166,12 @@ fn a_queued_message_whose_time_has_not_come_by_this_clock_waits_for_it() {
     let (store, engine) = engine_with(vec![record(0, "a", Some(NOW + 5_000))]);
     store.enqueue_due(NOW + 5_000, 10).expect("enqueue");
     let early = engine
-        .receive(&request(&TagFilter::All, NOW + 4_990))
+        .receive(&request(&Filter::All, NOW + 4_990))
         .expect("receive");
     assert!(early.deliveries.is_empty());
     assert_eq!(early.next_deadline_ms, Some(NOW + 5_000));
     let due = engine
-        .receive(&request(&TagFilter::All, NOW + 5_000))
+        .receive(&request(&Filter::All, NOW + 5_000))
         .expect("receive");
     assert_eq!(due.deliveries[0].attempt, 1);
 }
@@ -180,7 +180,7 @@ fn a_queued_message_whose_time_has_not_come_by_this_clock_waits_for_it() {
 fn change_invisible_issues_a_new_handle() {
     let (_, engine) = engine_with(vec![record(0, "a", None)]);
     let received = engine
-        .receive(&request(&TagFilter::All, NOW))
+        .receive(&request(&Filter::All, NOW))
         .expect("receive");
     let old = received.deliveries[0].handle.clone();
     let new = engine
@@ -200,13 +200,13 @@ fn a_receive_stops_at_its_byte_budget_but_returns_at_least_one_message() {
         record(0, "a", None),
         record(0, "a", None),
     ]);
-    let mut small = request(&TagFilter::All, NOW);
+    let mut small = request(&Filter::All, NOW);
     small.max_bytes = 1;
     let first = engine.receive(&small).expect("receive");
     assert_eq!(first.deliveries.len(), 1);
     assert_eq!(first.bytes, 4);
     let rest = engine
-        .receive(&request(&TagFilter::All, NOW))
+        .receive(&request(&Filter::All, NOW))
         .expect("receive");
     assert_eq!(
         rest.deliveries.len(),
@@ -226,7 +226,7 @@ fn failing_engine(records: Vec<Record>) -> (Arc<FailingStore>, ConsumerEngine<Fa
 /// The first delivery of a receive at `now_ms`.
 fn first_delivery<S: LogStore>(engine: &ConsumerEngine<S>, now_ms: i64) -> Delivery {
     engine
-        .receive(&request(&TagFilter::All, now_ms))
+        .receive(&request(&Filter::All, now_ms))
         .expect("receive")
         .deliveries
         .remove(0)
@@ -252,7 +252,7 @@ fn a_failed_ack_write_leaves_the_message_in_flight_and_the_retry_really_acks() {
     // installed, nothing would come back, in memory, until a restart did).
     store.fail_writes(false);
     let redelivered = engine
-        .receive(&request(&TagFilter::All, NOW + 10_000))
+        .receive(&request(&Filter::All, NOW + 10_000))
         .expect("receive");
     assert_eq!(redelivered.deliveries.len(), 1);
     assert_eq!(redelivered.deliveries[0].attempt, 2);
@@ -263,7 +263,7 @@ fn a_failed_ack_write_leaves_the_message_in_flight_and_the_retry_really_acks() {
     let reloaded = ConsumerEngine::load(store.clone(), "here".into()).expect("reload");
     assert!(
         reloaded
-            .receive(&request(&TagFilter::All, NOW + 100_000))
+            .receive(&request(&Filter::All, NOW + 100_000))
             .expect("receive")
             .deliveries
             .is_empty(),
@@ -276,13 +276,13 @@ fn a_receive_whose_state_cannot_be_written_hands_nothing_out() {
     let (store, engine) = failing_engine(vec![record(0, "a", None), record(1, "a", None)]);
     store.fail_writes(true);
     assert!(matches!(
-        engine.receive(&request(&TagFilter::All, NOW)),
+        engine.receive(&request(&Filter::All, NOW)),
         Err(ConsumerError::Storage(_))
     ));
     assert_memory_matches_store(&store, &engine);
     store.fail_writes(false);
     let received = engine
-        .receive(&request(&TagFilter::All, NOW))
+        .receive(&request(&Filter::All, NOW))
         .expect("receive");
     assert_eq!(received.deliveries.len(), 2);
     assert!(
@@ -315,7 +315,7 @@ fn acks_of_many_handles_are_one_write_with_one_outcome_each() {
     let (store, engine) =
         failing_engine((0..6).map(|index| record(index % 2, "a", None)).collect());
     let deliveries = engine
-        .receive(&request(&TagFilter::All, NOW))
+        .receive(&request(&Filter::All, NOW))
         .expect("receive")
         .deliveries;
     assert_eq!(deliveries.len(), 6);
@@ -345,7 +345,7 @@ fn acks_of_many_handles_are_one_write_with_one_outcome_each() {
     assert!(outcomes[7].is_ok(), "acking twice is harmless");
     assert_memory_matches_store(&store, &engine);
     let later = engine
-        .receive(&request(&TagFilter::All, NOW + 100_000))
+        .receive(&request(&Filter::All, NOW + 100_000))
         .expect("receive");
     assert!(later.deliveries.is_empty());
 }
@@ -355,7 +355,7 @@ fn a_new_group_beyond_the_cap_is_refused_and_known_groups_go_on() {
     let (_, mut engine) = engine_with(vec![record(0, "a", None)]);
     engine.max_groups = 2;
     let receive = |engine: &ConsumerEngine<MemoryStore>, group: &'static str| {
-        let filter = TagFilter::All;
+        let filter = Filter::All;
         let mut request = request(&filter, NOW);
         request.group = group;
         engine
@@ -384,7 +384,7 @@ fn concurrent_receives_of_one_group_never_hand_out_a_message_twice() {
                 scope.spawn(move || {
                     let mut mine = Vec::new();
                     for _ in 0..40 {
-                        let filter = TagFilter::All;
+                        let filter = Filter::All;
                         let mut request = request(&filter, NOW);
                         request.max_messages = 3;
                         let received = engine.receive(&request).expect("receive");
@@ -445,7 +445,7 @@ fn many_finishes_over_several_queues_are_one_write() {
     ];
     assert_eq!(engine.finish_replicated(&finishes).expect("finish"), 2);
     let received = engine
-        .receive(&request(&TagFilter::All, NOW))
+        .receive(&request(&Filter::All, NOW))
         .expect("receive");
     assert_eq!(offsets_of(&received), vec![(0, 1)]);
     let reloaded = ConsumerEngine::load(store, "here".into()).expect("reload");
@@ -484,7 +484,7 @@ fn a_message_finished_by_another_region_before_delivery_is_skipped() {
         "a second finish changes nothing"
     );
     let received = engine
-        .receive(&request(&TagFilter::All, NOW))
+        .receive(&request(&Filter::All, NOW))
         .expect("receive");
     assert_eq!(offsets_of(&received), vec![(0, 0), (0, 2)]);
     // What memory holds is what storage holds.
@@ -496,7 +496,7 @@ fn a_message_finished_by_another_region_before_delivery_is_skipped() {
 fn a_message_in_flight_here_finished_elsewhere_is_not_redelivered() {
     let (_, engine) = engine_with(vec![record(0, "a", None), record(0, "a", None)]);
     let first = engine
-        .receive(&request(&TagFilter::All, NOW))
+        .receive(&request(&Filter::All, NOW))
         .expect("receive");
     assert_eq!(offsets_of(&first), vec![(0, 0), (0, 1)]);
     assert_eq!(
@@ -514,7 +514,7 @@ fn a_message_in_flight_here_finished_elsewhere_is_not_redelivered() {
         .handle;
     engine.ack("group", "orders", handle).expect("ack");
     let later = engine
-        .receive(&request(&TagFilter::All, NOW + 20_000))
+        .receive(&request(&Filter::All, NOW + 20_000))
         .expect("receive after the deadline");
     assert_eq!(
         offsets_of(&later),
@@ -533,7 +533,7 @@ fn a_finish_before_the_groups_start_changes_nothing() {
         0
     );
     let received = engine
-        .receive(&request(&TagFilter::All, NOW))
+        .receive(&request(&Filter::All, NOW))
         .expect("receive");
     assert!(
         received.deliveries.is_empty(),
@@ -546,7 +546,7 @@ fn a_message_due_after_its_last_attempt_becomes_a_dead_letter_once() {
     let (_, engine) = engine_with(vec![record(0, "a", None)]);
     let with_attempts = |now| ReceiveRequest {
         max_attempts: 2,
-        ..request(&TagFilter::All, now)
+        ..request(&Filter::All, now)
     };
     let first = engine.receive(&with_attempts(NOW)).expect("receive");
     assert_eq!(first.deliveries[0].attempt, 1);
@@ -590,7 +590,7 @@ fn a_dead_letter_not_finished_is_offered_again_after_the_retry_time() {
     let (_, engine) = engine_with(vec![record(0, "a", None)]);
     let with_attempts = |now| ReceiveRequest {
         max_attempts: 1,
-        ..request(&TagFilter::All, now)
+        ..request(&Filter::All, now)
     };
     engine.receive(&with_attempts(NOW)).expect("receive");
     let moved = engine
@@ -615,7 +615,7 @@ fn grouped(group: &str, body: &str) -> Record {
     record
 }
 
-fn in_order(filter: &TagFilter, now_ms: i64, max_messages: usize) -> ReceiveRequest<'_> {
+fn in_order(filter: &Filter, now_ms: i64, max_messages: usize) -> ReceiveRequest<'_> {
     ReceiveRequest {
         fifo: true,
         queue_count: 1,
@@ -643,7 +643,7 @@ fn ordered_consumption_holds_a_message_group_while_an_earlier_message_is_in_flig
         grouped("g1", "g1-b"),
         grouped("g2", "g2-b"),
     ]);
-    let all = TagFilter::All;
+    let all = Filter::All;
     // One message per receive: g1-a, then g2-a (g1-b waits behind g1-a).
     let first = engine.receive(&in_order(&all, NOW, 1)).expect("receive");
     assert_eq!(bodies(&first), ["g1-a"]);
@@ -689,7 +689,7 @@ fn ordered_consumption_hands_out_consecutive_messages_of_a_group_in_one_receive(
         grouped("g1", "2"),
         grouped("g1", "3"),
     ]);
-    let all = TagFilter::All;
+    let all = Filter::All;
     let batch = engine.receive(&in_order(&all, NOW, 32)).expect("receive");
     assert_eq!(bodies(&batch), ["1", "2", "3"]);
     // The first is acknowledged, the others not: they come back in order.
@@ -711,7 +711,7 @@ fn ordered_consumption_hands_out_consecutive_messages_of_a_group_in_one_receive(
 #[test]
 fn a_waiting_message_survives_a_reload_and_is_delivered_as_attempt_one() {
     let (store, engine) = engine_with(vec![grouped("g1", "first"), grouped("g1", "second")]);
-    let all = TagFilter::All;
+    let all = Filter::All;
     let first = engine.receive(&in_order(&all, NOW, 1)).expect("receive");
     // The second is read and tracked as waiting behind the first.
     assert!(
@@ -734,7 +734,7 @@ fn a_waiting_message_survives_a_reload_and_is_delivered_as_attempt_one() {
 #[test]
 fn ordered_consumption_moves_a_message_past_its_attempts_then_frees_its_group() {
     let (_, engine) = engine_with(vec![grouped("g1", "poison"), grouped("g1", "next")]);
-    let all = TagFilter::All;
+    let all = Filter::All;
     let once = |now| ReceiveRequest {
         max_attempts: 1,
         ..in_order(&all, now, 1)
@@ -748,4 +748,25 @@ fn ordered_consumption_moves_a_message_past_its_attempts_then_frees_its_group() 
         .expect("finish the original");
     let next = engine.receive(&once(NOW + 10_001)).expect("receive");
     assert_eq!(bodies(&next), ["next"]);
+}
+
+#[test]
+fn a_redelivery_the_filter_no_longer_takes_is_finished_not_delivered() {
+    let (_, engine) = engine_with(vec![record(0, "a", None)]);
+    let first = engine
+        .receive(&request(&Filter::All, NOW))
+        .expect("receive");
+    assert_eq!(first.deliveries.len(), 1);
+    let only_b = Filter::parse_tags("b").expect("valid");
+    let again = engine
+        .receive(&request(&only_b, NOW + 10_000))
+        .expect("receive");
+    assert!(
+        again.deliveries.is_empty(),
+        "tag a is not for a `b` receive"
+    );
+    let later = engine
+        .receive(&request(&Filter::All, NOW + 100_000))
+        .expect("receive");
+    assert!(later.deliveries.is_empty(), "finished for the group");
 }

@@ -4,7 +4,7 @@
 
 use super::backend::{MAX_INVISIBLE_MS, MIN_INVISIBLE_MS, NodeBackend};
 use super::convert::{self, duration_to_ms};
-use crate::consumer::{ReceiveRequest, SystemClock, TagFilter, Try, Wakers, long_poll};
+use crate::consumer::{Filter, ReceiveRequest, SystemClock, Try, Wakers, long_poll};
 use crate::error::NodeError;
 use crate::storage::LogStore;
 use meridian_proto::rocketmq::v2::{FilterType, Message, ReceiveMessageRequest};
@@ -36,13 +36,10 @@ impl<S: LogStore> NodeBackend<S> {
         let policy = self.context.topology.group(&group).into_owned();
         let filter = match request.filter_expression {
             Some(expression) if expression.r#type() == FilterType::Sql => {
-                return Err(crate::consumer::FilterError::SqlUnsupported {
-                    expression: expression.expression,
-                }
-                .into());
+                Filter::parse_sql(&expression.expression)?
             }
-            Some(expression) => TagFilter::parse_tags(&expression.expression)?,
-            None => TagFilter::All,
+            Some(expression) => Filter::parse_tags(&expression.expression)?,
+            None => Filter::All,
         };
         let invisible_ms = match request.invisible_duration.as_ref().map(duration_to_ms) {
             Some(millis) if !(MIN_INVISIBLE_MS..=MAX_INVISIBLE_MS).contains(&millis) => {

@@ -16,6 +16,7 @@ mod delay;
 mod drills;
 mod durability;
 mod fifo;
+mod filters;
 mod geo_acks;
 mod geo_durability;
 mod hybrid;
