@@ -9,13 +9,14 @@ use meridian_proto::rocketmq::v2::{
     ChangeInvisibleDurationRequest, ChangeInvisibleDurationResponse, Code, EndTransactionRequest,
     EndTransactionResponse, ForwardMessageToDeadLetterQueueRequest,
     ForwardMessageToDeadLetterQueueResponse, GetOffsetRequest, GetOffsetResponse, HeartbeatRequest,
-    HeartbeatResponse, NotifyClientTerminationRequest, NotifyClientTerminationResponse,
-    PullMessageRequest, PullMessageResponse, QueryAssignmentRequest, QueryAssignmentResponse,
-    QueryOffsetRequest, QueryOffsetResponse, QueryRouteRequest, QueryRouteResponse,
-    RecallMessageRequest, RecallMessageResponse, ReceiveMessageRequest, ReceiveMessageResponse,
-    SendMessageRequest, SendMessageResponse, SendResultEntry, Status, SyncLiteSubscriptionRequest,
-    SyncLiteSubscriptionResponse, TelemetryCommand, UpdateOffsetRequest, UpdateOffsetResponse,
-    pull_message_response, receive_message_response, telemetry_command,
+    HeartbeatResponse, MessageQueue, NotifyClientTerminationRequest,
+    NotifyClientTerminationResponse, PullMessageRequest, PullMessageResponse,
+    QueryAssignmentRequest, QueryAssignmentResponse, QueryOffsetRequest, QueryOffsetResponse,
+    QueryRouteRequest, QueryRouteResponse, RecallMessageRequest, RecallMessageResponse,
+    ReceiveMessageRequest, ReceiveMessageResponse, SendMessageRequest, SendMessageResponse,
+    SendResultEntry, Status, SyncLiteSubscriptionRequest, SyncLiteSubscriptionResponse,
+    TelemetryCommand, UpdateOffsetRequest, UpdateOffsetResponse, pull_message_response,
+    receive_message_response, telemetry_command,
 };
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -59,6 +60,36 @@ impl<B: Backend> Face<B> {
     fn unserved<T>(&self, rpc: &str, request: &Request<T>) -> Status {
         answered(rpc, caller(request).and(Err(self.not_implemented(rpc))))
     }
+}
+
+/// What QueryAssignment answers, as the reference proxy does: for an
+/// ordered (FIFO) group every queue of the route, so a push consumer
+/// receives from each; otherwise one queue per broker with id -1 ("any
+/// queue": a receive pops from all of the broker's queues), so a push
+/// consumer runs one receive loop per broker, not one per queue.
+fn assignments(message_queues: Vec<MessageQueue>, fifo: bool) -> Vec<Assignment> {
+    let mut assignments: Vec<Assignment> = Vec::new();
+    for mut message_queue in message_queues {
+        if !fifo {
+            let broker = message_queue.broker.as_ref().map(|broker| &broker.name);
+            let known = assignments.iter().any(|assignment| {
+                assignment
+                    .message_queue
+                    .as_ref()
+                    .and_then(|queue| queue.broker.as_ref())
+                    .map(|known| &known.name)
+                    == broker
+            });
+            if known {
+                continue;
+            }
+            message_queue.id = -1;
+        }
+        assignments.push(Assignment {
+            message_queue: Some(message_queue),
+        });
+    }
+    assignments
 }
 
 fn status_frame(status: Status) -> ReceiveMessageResponse {
@@ -105,15 +136,16 @@ impl<B: Backend> MessagingService for Face<B> {
             }
             Err(refusal) => Err(refusal),
         };
+        let group = request
+            .get_ref()
+            .group
+            .as_ref()
+            .map(|group| group.name.trim())
+            .unwrap_or_default();
         Ok(Response::new(match routed {
             Ok(message_queues) => QueryAssignmentResponse {
                 status: Some(ok()),
-                assignments: message_queues
-                    .into_iter()
-                    .map(|message_queue| Assignment {
-                        message_queue: Some(message_queue),
-                    })
-                    .collect(),
+                assignments: assignments(message_queues, self.backend.group_policy(group).fifo),
             },
             Err(refusal) => QueryAssignmentResponse {
                 status: Some(answered("QueryAssignment", Err(refusal))),
@@ -255,9 +287,17 @@ impl<B: Backend> MessagingService for Face<B> {
                     "no new message",
                 ))]
             }
+            // Status, the messages, then when they were handed out: the
+            // Python PushConsumer computes its receive latency from that
+            // last frame and fails every batch without it.
             Ok(messages) => std::iter::once(status_frame(ok()))
                 .chain(messages.into_iter().map(|message| ReceiveMessageResponse {
                     content: Some(receive_message_response::Content::Message(message)),
+                }))
+                .chain(std::iter::once(ReceiveMessageResponse {
+                    content: Some(receive_message_response::Content::DeliveryTimestamp(
+                        meridian_proto::prost_types::Timestamp::from(std::time::SystemTime::now()),
+                    )),
                 }))
                 .collect(),
             Err(refusal) => vec![status_frame(answered("ReceiveMessage", Err(refusal)))],

@@ -165,10 +165,12 @@ impl Node {
             unconfirmed_at_start,
             checkpoints,
             served: rules::ServedTopics::new(&self.topology, &self.region),
+            receive_attempts: grpc::ReceiveAttempts::default(),
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
         });
         tasks.spawn(timers::run(context.clone()));
+        tasks.spawn(timers::sweep_dead_letters(context.clone()));
         let messaging = MessagingServiceServer::new(meridian_face::Face::new(
             Arc::new(grpc::NodeBackend::new(context.clone())),
             tasks.clone(),

@@ -10,6 +10,11 @@
 //! topics. A commit that stored a message with a delivery time wakes it to
 //! look again. The index survives restarts: a node that was down delivers
 //! what fell due meanwhile as soon as it starts.
+//!
+//! [`sweep_dead_letters`] runs beside it: once a second it moves messages
+//! whose last delivery attempt ended to their group's dead-letter topic,
+//! so they move even when the group stopped receiving (a receive moves
+//! them too, at once).
 
 use crate::grpc::NodeContext;
 use crate::grpc::convert::now_ms;
@@ -64,6 +69,42 @@ pub async fn run<S: LogStore>(context: Arc<NodeContext<S>>) {
             () = context.shutdown.cancelled() => break,
             () = tokio::time::sleep(sleep) => {}
             changed = stored.changed() => if changed.is_err() { break },
+        }
+    }
+}
+
+/// How often the dead-letter sweep looks at every group's in-flight messages.
+const DEAD_LETTER_SWEEP: Duration = Duration::from_secs(1);
+
+/// Moves messages whose last delivery attempt ended to their group's
+/// dead-letter topic, once a second, until the node shuts down. The sweep
+/// walks the in-memory state of every group queue (in-flight offsets only).
+pub async fn sweep_dead_letters<S: LogStore>(context: Arc<NodeContext<S>>) {
+    let backend = crate::grpc::NodeBackend::new(Arc::clone(&context));
+    loop {
+        tokio::select! {
+            () = context.shutdown.cancelled() => break,
+            () = tokio::time::sleep(DEAD_LETTER_SWEEP) => {}
+        }
+        let now = now_ms();
+        let topology = Arc::clone(&context.topology);
+        let swept =
+            context
+                .blocking(move |_, consumers| {
+                    Ok(consumers
+                        .sweep_dead_letters(now, |group| topology.group(group).max_attempts)?)
+                })
+                .await;
+        match swept {
+            Ok(swept) => {
+                for (group, topic, letters) in swept {
+                    backend.move_to_dead_letters(&group, &topic, letters).await;
+                }
+            }
+            Err(error) => tracing::warn!(
+                error = %meridian_report::Report(&error),
+                "could not look for messages past their last delivery attempt"
+            ),
         }
     }
 }

@@ -825,6 +825,81 @@ impl<S: LogStore> ConsumerEngine<S> {
         Ok(())
     }
 
+    /// Finds messages whose last delivery attempt ended (in flight, past
+    /// their deadline, delivered `max_attempts(group)` times or more) in
+    /// every group queue, and stages their move to the dead-letter topic as
+    /// a receive would: so a message moves even when its group stopped
+    /// receiving. Returns them per (group, topic).
+    pub fn sweep_dead_letters(
+        &self,
+        now_ms: i64,
+        max_attempts: impl Fn(&str) -> u32,
+    ) -> Result<Vec<(String, String, Vec<DeadLetter>)>, ConsumerError> {
+        let queues: Vec<(GroupQueueKey, Arc<Mutex<QueueState>>)> = self
+            .groups
+            .read()
+            .queues
+            .iter()
+            .map(|(key, queue)| (key.clone(), Arc::clone(queue)))
+            .collect();
+        let mut swept: Vec<(String, String, Vec<DeadLetter>)> = Vec::new();
+        for (key, queue) in queues {
+            let limit = max_attempts(&key.group);
+            let mut guard = queue.lock();
+            let due: Vec<(u64, u32)> = guard
+                .offsets
+                .iter()
+                .filter_map(|(offset, state)| match *state {
+                    OffsetState::InFlight {
+                        deadline_ms,
+                        attempt,
+                    } if deadline_ms <= now_ms && attempt >= limit && attempt > 0 => {
+                        Some((*offset, attempt))
+                    }
+                    _ => None,
+                })
+                .collect();
+            if due.is_empty() {
+                continue;
+            }
+            let mut staged = Staged::over(key.clone(), &guard);
+            let mut letters = Vec::new();
+            let retry_at = now_ms.saturating_add(DEAD_LETTER_RETRY_MS);
+            for (offset, attempt) in due {
+                let record = self
+                    .store
+                    .read_queue(&key.topic, key.queue_id, offset, 1)?
+                    .into_iter()
+                    .find(|(found, _)| *found == offset);
+                let Some((_, record)) = record else {
+                    staged.insert(offset, OffsetState::Done);
+                    continue;
+                };
+                staged.insert(
+                    offset,
+                    OffsetState::InFlight {
+                        deadline_ms: retry_at,
+                        attempt,
+                    },
+                );
+                let delivery = self.delivery(&key, offset, attempt, retry_at, record);
+                letters.push(DeadLetter {
+                    record: delivery.record,
+                    attempts: attempt,
+                    handle: delivery.handle,
+                });
+            }
+            staged.advance_floor();
+            for change in self.persist_relaxed(vec![staged])? {
+                change.install(&mut guard);
+            }
+            if !letters.is_empty() {
+                swept.push((key.group.clone(), key.topic.clone(), letters));
+            }
+        }
+        Ok(swept)
+    }
+
     /// The message of the current delivery `handle` names (for a move to
     /// the dead-letter topic); an error if the handle is not current.
     pub fn delivered(

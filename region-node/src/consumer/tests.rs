@@ -770,3 +770,46 @@ fn a_redelivery_the_filter_no_longer_takes_is_finished_not_delivered() {
         .expect("receive");
     assert!(later.deliveries.is_empty(), "finished for the group");
 }
+
+#[test]
+fn the_sweep_moves_a_message_past_its_attempts_without_a_receive() {
+    let (_, engine) = engine_with(vec![record(0, "a", None), record(0, "a", None)]);
+    let once = |now| ReceiveRequest {
+        max_attempts: 1,
+        ..request(&Filter::All, now)
+    };
+    let delivered = engine.receive(&once(NOW)).expect("receive");
+    assert_eq!(delivered.deliveries.len(), 2);
+    engine
+        .ack("group", "orders", &delivered.deliveries[1].handle)
+        .expect("ack");
+    assert!(
+        engine
+            .sweep_dead_letters(NOW + 9_999, |_| 1)
+            .expect("sweep")
+            .is_empty(),
+        "still invisible"
+    );
+    let swept = engine
+        .sweep_dead_letters(NOW + 10_000, |_| 1)
+        .expect("sweep");
+    assert_eq!(swept.len(), 1);
+    let (group, topic, letters) = &swept[0];
+    assert_eq!((group.as_str(), topic.as_str()), ("group", "orders"));
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].handle.offset, delivered.deliveries[0].offset);
+    // Being moved: neither swept nor delivered again meanwhile.
+    assert!(
+        engine
+            .sweep_dead_letters(NOW + 10_001, |_| 1)
+            .expect("sweep")
+            .is_empty()
+    );
+    assert!(
+        engine
+            .receive(&once(NOW + 10_001))
+            .expect("receive")
+            .deliveries
+            .is_empty()
+    );
+}

@@ -181,7 +181,7 @@ impl<S: LogStore> NodeBackend<S> {
     /// topic: appends the copies (durably), then acknowledges the
     /// originals. A failure leaves the originals in flight, to be moved
     /// again once due ([`crate::consumer::DEAD_LETTER_RETRY_MS`]).
-    pub(super) async fn move_to_dead_letters(
+    pub(crate) async fn move_to_dead_letters(
         &self,
         group: &str,
         topic: &str,

@@ -1,12 +1,14 @@
 //! The node's two gRPC faces: the RocketMQ 5 `MessagingService` for clients,
 //! and Meridian's internal `NodeService` for replicators, routers and operators.
 
+mod attempts;
 mod backend;
 pub mod convert;
 pub mod internal;
 mod receive;
 mod send;
 
+pub use attempts::ReceiveAttempts;
 pub use backend::NodeBackend;
 
 use crate::commit::CommitLog;
@@ -40,6 +42,8 @@ pub struct NodeContext<S> {
     /// Per peer, the sequence it confirmed (as the replicator persists it):
     /// geo-durable sends wait on it.
     pub checkpoints: tokio::sync::watch::Sender<std::collections::BTreeMap<String, u64>>,
+    /// Recent receive answers by attempt id (push consumers' retries).
+    pub receive_attempts: ReceiveAttempts,
     /// The topics this region refuses sends of (`rules::ServedTopics`).
     pub served: crate::rules::ServedTopics,
     pub shutdown: CancellationToken,

@@ -34,6 +34,24 @@ impl<S: LogStore> NodeBackend<S> {
         let queue = request.message_queue.unwrap_or_default();
         let (topic_name, topic) = self.topic(queue.topic.as_ref())?;
         let policy = self.context.topology.group(&group).into_owned();
+        let attempt_id = request
+            .attempt_id
+            .as_deref()
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned);
+        if let Some(answered) = attempt_id.as_deref().and_then(|attempt| {
+            self.context
+                .receive_attempts
+                .answered(&group, &topic_name, attempt)
+        }) {
+            tracing::debug!(
+                group,
+                topic = topic_name,
+                "a retried receive gets its earlier answer"
+            );
+            return Ok(answered);
+        }
         let filter = match request.filter_expression {
             Some(expression) if expression.r#type() == FilterType::Sql => {
                 Filter::parse_sql(&expression.expression)?
@@ -138,10 +156,20 @@ impl<S: LogStore> NodeBackend<S> {
         )
         .await?;
         let store_host = self.context.node_address.to_string();
-        Ok(found
+        let messages: Vec<Message> = found
             .unwrap_or_default()
             .into_iter()
             .map(|delivery| convert::message_for_delivery(delivery, &store_host, invisible_ms))
-            .collect())
+            .collect();
+        if let Some(attempt) = attempt_id {
+            self.context.receive_attempts.remember(
+                &group,
+                &topic_name,
+                &attempt,
+                &messages,
+                Duration::from_millis(u64::try_from(invisible_ms).unwrap_or(0)),
+            );
+        }
+        Ok(messages)
     }
 }

@@ -24,6 +24,7 @@ mod json;
 mod lifecycle;
 mod nodejs_client;
 mod proxy;
+mod push;
 mod python_client;
 mod replication;
 mod replication_frames;

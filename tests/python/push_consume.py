@@ -1,0 +1,107 @@
+"""Starts an official Python PushConsumer whose listener fails on purpose,
+and reports what it saw.
+
+The listener fails the first delivery of every message (FAILURE: the client
+nacks it with ChangeInvisibleDuration and the group's back-off), and every
+delivery of messages whose user property `poison` is set. It returns once
+--expect messages without `poison` succeeded and every poison message was
+delivered --poison-attempts times, or fails after --timeout.
+
+Output: {"ok", "succeeded": {message_id: attempt}, "attempts": {message_id:
+[attempt…]}, "poison": {message_id: [attempt…]}, "startup_ms",
+"shutdown_ms", "client_log"}.
+"""
+
+import threading
+import time
+
+import common
+from rocketmq import ConsumeResult, FilterExpression, MessageListener, PushConsumer
+
+
+def parse_arguments():
+    parser = common.argument_parser(__doc__.splitlines()[0])
+    parser.add_argument("--endpoints", required=True, type=common.endpoints_argument)
+    parser.add_argument("--topic", required=True)
+    parser.add_argument("--group", required=True)
+    parser.add_argument("--tag", default="*")
+    parser.add_argument("--expect", type=int, required=True)
+    parser.add_argument("--poison-attempts", type=int, default=0)
+    parser.add_argument("--timeout", type=float, default=60.0)
+    return parser.parse_args()
+
+
+class Listener(MessageListener):
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.attempts = {}
+        self.poison = {}
+        self.succeeded = {}
+        self.changed = threading.Condition(self.lock)
+
+    def consume(self, message):
+        with self.lock:
+            attempt = message.delivery_attempt
+            if message.properties.get("poison"):
+                self.poison.setdefault(message.message_id, []).append(attempt)
+                self.changed.notify_all()
+                return ConsumeResult.FAILURE
+            self.attempts.setdefault(message.message_id, []).append(attempt)
+            if attempt <= 1:
+                return ConsumeResult.FAILURE
+            self.succeeded[message.message_id] = attempt
+            self.changed.notify_all()
+            return ConsumeResult.SUCCESS
+
+
+def main(arguments, log):
+    listener = Listener()
+    consumer = PushConsumer(
+        common.client_configuration(arguments.endpoints),
+        arguments.group,
+        listener,
+        {arguments.topic: FilterExpression(arguments.tag)},
+    )
+    started = time.monotonic()
+    consumer.startup()
+    result = {"startup_ms": common.elapsed_ms(started)}
+
+    def done():
+        poisoned = all(
+            len(attempts) >= arguments.poison_attempts
+            for attempts in listener.poison.values()
+        )
+        return (
+            len(listener.succeeded) >= arguments.expect
+            and poisoned
+            and (arguments.poison_attempts == 0 or listener.poison)
+        )
+
+    try:
+        deadline = time.monotonic() + arguments.timeout
+        with listener.lock:
+            while not done():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise common.Failure(
+                        "the listener did not see everything in time",
+                        succeeded=listener.succeeded,
+                        attempts=listener.attempts,
+                        poison=listener.poison,
+                        **result,
+                    )
+                listener.changed.wait(left)
+            result.update(
+                succeeded=dict(listener.succeeded),
+                attempts=dict(listener.attempts),
+                poison=dict(listener.poison),
+            )
+    finally:
+        stopping = time.monotonic()
+        consumer.shutdown()
+        result["shutdown_ms"] = common.elapsed_ms(stopping)
+    return result
+
+
+if __name__ == "__main__":
+    common.run(main, parse_arguments())
