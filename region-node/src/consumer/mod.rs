@@ -345,6 +345,21 @@ impl<S: LogStore> ConsumerEngine<S> {
         Ok((received, changes))
     }
 
+    /// The record at `offset` of a group queue's consume queue; `None` when
+    /// it is no longer retained.
+    fn read_offset(
+        &self,
+        key: &GroupQueueKey,
+        offset: u64,
+    ) -> Result<Option<Record>, StorageError> {
+        Ok(self
+            .store
+            .read_queue(&key.topic, key.queue_id, offset, 1)?
+            .into_iter()
+            .find(|(found, _)| *found == offset)
+            .map(|(_, record)| record))
+    }
+
     /// The installed state of a queue, if it exists.
     fn queue(&self, key: &GroupQueueKey) -> Option<Arc<Mutex<QueueState>>> {
         self.groups.read().queues.get(key).cloned()
@@ -411,12 +426,7 @@ impl<S: LogStore> ConsumerEngine<S> {
             if received.is_full(request) {
                 break;
             }
-            let record = self
-                .store
-                .read_queue(&key.topic, key.queue_id, offset, 1)?
-                .into_iter()
-                .find(|(found, _)| *found == offset);
-            let Some((_, record)) = record else {
+            let Some(record) = self.read_offset(&key, offset)? else {
                 // No longer retained: nothing left to deliver.
                 queue.insert(offset, OffsetState::Done);
                 continue;
@@ -554,12 +564,7 @@ impl<S: LogStore> ConsumerEngine<S> {
             else {
                 continue;
             };
-            let record = self
-                .store
-                .read_queue(&key.topic, key.queue_id, offset, 1)?
-                .into_iter()
-                .find(|(found, _)| *found == offset);
-            let Some((_, record)) = record else {
+            let Some(record) = self.read_offset(&key, offset)? else {
                 queue.insert(offset, OffsetState::Done);
                 continue;
             };
@@ -866,12 +871,7 @@ impl<S: LogStore> ConsumerEngine<S> {
             let mut letters = Vec::new();
             let retry_at = now_ms.saturating_add(DEAD_LETTER_RETRY_MS);
             for (offset, attempt) in due {
-                let record = self
-                    .store
-                    .read_queue(&key.topic, key.queue_id, offset, 1)?
-                    .into_iter()
-                    .find(|(found, _)| *found == offset);
-                let Some((_, record)) = record else {
+                let Some(record) = self.read_offset(&key, offset)? else {
                     staged.insert(offset, OffsetState::Done);
                     continue;
                 };
@@ -918,11 +918,7 @@ impl<S: LogStore> ConsumerEngine<S> {
             return Err(invalid(handle, Stale::Finished.reason()));
         }
         current(&staged, handle).map_err(|stale| invalid(handle, stale.reason()))?;
-        self.store
-            .read_queue(topic, handle.queue_id, handle.offset, 1)?
-            .into_iter()
-            .find(|(offset, _)| *offset == handle.offset)
-            .map(|(_, record)| record)
+        self.read_offset(staged.key(), handle.offset)?
             .ok_or_else(|| invalid(handle, "the message is no longer retained"))
     }
 

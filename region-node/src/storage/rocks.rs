@@ -280,6 +280,34 @@ impl RocksStore {
         }
     }
 
+    /// Puts `sequence` at the next offset of `queue` in `batch`, and returns
+    /// that offset: the next one this batch left (`staged`), else the cached
+    /// one, else the one read from storage. The caller holds the append lock
+    /// and applies `staged` to the cache once the batch is written.
+    fn stage_queue_entry(
+        &self,
+        batch: &mut WriteBatch,
+        state: &AppendState,
+        staged: &mut HashMap<(String, i32), u64>,
+        queue: (String, i32),
+        sequence: u64,
+    ) -> Result<u64, StorageError> {
+        let offset = match staged
+            .get(&queue)
+            .or_else(|| state.next_offsets.get(&queue))
+        {
+            Some(&offset) => offset,
+            None => self.read_next_offset(&queue.0, queue.1)?,
+        };
+        batch.put_cf(
+            self.cf(QUEUE),
+            codec::queue_key(&queue.0, queue.1, offset),
+            codec::sequence_value(sequence),
+        );
+        staged.insert(queue, offset + 1);
+        Ok(offset)
+    }
+
     /// Looks a `dedup` key up, first among this batch's pending entries.
     fn find_dedup_key(
         &self,
@@ -401,23 +429,13 @@ impl LogStore for RocksStore {
                     batch.put_cf(self.cf(TIMER), codec::timer_key(due, sequence + 1), []);
                     None
                 }
-                Some(message) => {
-                    let queue = (message.topic.clone(), message.queue_id);
-                    let offset = match staged_offsets
-                        .get(&queue)
-                        .or_else(|| state.next_offsets.get(&queue))
-                    {
-                        Some(&offset) => offset,
-                        None => self.read_next_offset(&queue.0, queue.1)?,
-                    };
-                    batch.put_cf(
-                        self.cf(QUEUE),
-                        codec::queue_key(&queue.0, queue.1, offset),
-                        codec::sequence_value(sequence + 1),
-                    );
-                    staged_offsets.insert(queue, offset + 1);
-                    Some(offset)
-                }
+                Some(message) => Some(self.stage_queue_entry(
+                    &mut batch,
+                    &state,
+                    &mut staged_offsets,
+                    (message.topic.clone(), message.queue_id),
+                    sequence + 1,
+                )?),
             };
             sequence += 1;
 
@@ -511,24 +529,18 @@ impl LogStore for RocksStore {
                 continue;
             };
             let queue = (message.topic, message.queue_id);
-            let offset = match staged_offsets
-                .get(&queue)
-                .or_else(|| state.next_offsets.get(&queue))
-            {
-                Some(&offset) => offset,
-                None => self.read_next_offset(&queue.0, queue.1)?,
-            };
-            batch.put_cf(
-                self.cf(QUEUE),
-                codec::queue_key(&queue.0, queue.1, offset),
-                codec::sequence_value(sequence),
-            );
+            let offset = self.stage_queue_entry(
+                &mut batch,
+                &state,
+                &mut staged_offsets,
+                queue.clone(),
+                sequence,
+            )?;
             batch.put_cf(
                 self.cf(DEDUP),
                 codec::dedup_id_key(&record.dedup_id),
                 codec::dedup_value(sequence, offset),
             );
-            staged_offsets.insert(queue.clone(), offset + 1);
             enqueued.push(Enqueued {
                 topic: queue.0,
                 queue_id: queue.1,

@@ -420,14 +420,24 @@ impl Client {
         };
         let code = code(Some(&status));
         let mut messages = Vec::new();
+        let mut delivered_at = None;
         for frame in frames {
+            assert!(
+                delivered_at.is_none(),
+                "a frame after the delivery timestamp: {frame:?}"
+            );
             match frame {
                 receive_message_response::Content::Message(message) => messages.push(message),
+                receive_message_response::Content::DeliveryTimestamp(at) => delivered_at = Some(at),
                 other => panic!("unexpected frame after the status: {other:?}"),
             }
         }
         if code == Code::Ok {
             assert!(!messages.is_empty(), "OK without messages");
+            assert!(
+                delivered_at.is_some(),
+                "messages without a delivery timestamp frame last (the Python PushConsumer needs it)"
+            );
         } else {
             assert!(messages.is_empty(), "{code:?} followed by messages");
         }
