@@ -18,7 +18,7 @@
 
 use crate::grpc::NodeContext;
 use crate::grpc::convert::now_ms;
-use crate::storage::LogStore;
+use crate::storage::{Enqueued, LogStore};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +28,14 @@ const MAX_SLEEP: Duration = Duration::from_secs(1);
 /// Most messages moved to their queues in one write.
 const MAX_PER_WRITE: usize = 4096;
 
+/// What one look at the timer index found.
+enum Look {
+    /// These messages were due and joined their queues.
+    Moved(Vec<Enqueued>),
+    /// Nothing due; the earliest delivery time, if any message waits.
+    Next(Option<i64>),
+}
+
 /// Runs the timer until the node shuts down.
 pub async fn run<S: LogStore>(context: Arc<NodeContext<S>>) {
     let mut stored = context.commit.subscribe_timers();
@@ -35,26 +43,23 @@ pub async fn run<S: LogStore>(context: Arc<NodeContext<S>>) {
         let now = now_ms();
         let topology = Arc::clone(&context.topology);
         let moved = context
-            .blocking(move |store, consumers| {
-                let Some(due) = store.next_timer_due()? else {
-                    return Ok(Err(None));
-                };
-                if due > now {
-                    return Ok(Err(Some(due)));
+            .blocking(move |store, consumers| match store.next_timer_due()? {
+                Some(due) if due <= now => {
+                    let enqueued = store.enqueue_due(now, MAX_PER_WRITE)?;
+                    crate::acks::apply_enqueued(store, consumers, &topology, &enqueued)?;
+                    Ok(Look::Moved(enqueued))
                 }
-                let enqueued = store.enqueue_due(now, MAX_PER_WRITE)?;
-                crate::acks::apply_enqueued(store, consumers, &topology, &enqueued)?;
-                Ok(Ok(enqueued))
+                next => Ok(Look::Next(next)),
             })
             .await;
         let sleep = match moved {
-            Ok(Ok(enqueued)) => {
+            Ok(Look::Moved(enqueued)) => {
                 let topics: BTreeSet<String> =
                     enqueued.into_iter().map(|message| message.topic).collect();
                 context.commit.signal_topics(&topics);
                 continue;
             }
-            Ok(Err(next)) => next.map_or(MAX_SLEEP, |due| {
+            Ok(Look::Next(next)) => next.map_or(MAX_SLEEP, |due| {
                 Duration::from_millis(u64::try_from(due - now).unwrap_or(0)).min(MAX_SLEEP)
             }),
             Err(error) => {

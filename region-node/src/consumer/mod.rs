@@ -504,24 +504,12 @@ impl<S: LogStore> ConsumerEngine<S> {
         attempt: u32,
         record: Record,
     ) {
-        let key = queue.key().clone();
         if attempt >= request.max_attempts {
-            let retry_at = request.now_ms.saturating_add(DEAD_LETTER_RETRY_MS);
-            queue.insert(
-                offset,
-                OffsetState::InFlight {
-                    deadline_ms: retry_at,
-                    attempt,
-                },
-            );
-            let delivery = self.delivery(&key, offset, attempt, retry_at, record);
-            received.dead_letters.push(DeadLetter {
-                record: delivery.record,
-                attempts: attempt,
-                handle: delivery.handle,
-            });
+            let letter = self.stage_dead_letter(queue, request.now_ms, offset, attempt, record);
+            received.dead_letters.push(letter);
             return;
         }
+        let key = queue.key().clone();
         let deadline = request.now_ms.saturating_add(request.invisible_ms);
         let attempt = attempt + 1;
         queue.insert(
@@ -532,6 +520,33 @@ impl<S: LogStore> ConsumerEngine<S> {
             },
         );
         received.push(self.delivery(&key, offset, attempt, deadline, record));
+    }
+
+    /// Stages the move of `offset` (delivered `attempt` times) to the
+    /// dead-letter topic: it stays invisible for [`DEAD_LETTER_RETRY_MS`]
+    /// while the caller copies it and acknowledges the returned handle.
+    fn stage_dead_letter(
+        &self,
+        queue: &mut Staged<'_>,
+        now_ms: i64,
+        offset: u64,
+        attempt: u32,
+        record: Record,
+    ) -> DeadLetter {
+        let retry_at = now_ms.saturating_add(DEAD_LETTER_RETRY_MS);
+        queue.insert(
+            offset,
+            OffsetState::InFlight {
+                deadline_ms: retry_at,
+                attempt,
+            },
+        );
+        let delivery = self.delivery(queue.key(), offset, attempt, retry_at, record);
+        DeadLetter {
+            record: delivery.record,
+            attempts: attempt,
+            handle: delivery.handle,
+        }
     }
 
     /// Ordered consumption of one queue: offsets in order, and within each
@@ -840,18 +855,10 @@ impl<S: LogStore> ConsumerEngine<S> {
         now_ms: i64,
         max_attempts: impl Fn(&str) -> u32,
     ) -> Result<Vec<(String, String, Vec<DeadLetter>)>, ConsumerError> {
-        let queues: Vec<(GroupQueueKey, Arc<Mutex<QueueState>>)> = self
-            .groups
-            .read()
-            .queues
-            .iter()
-            .map(|(key, queue)| (key.clone(), Arc::clone(queue)))
-            .collect();
-        let mut swept: Vec<(String, String, Vec<DeadLetter>)> = Vec::new();
-        for (key, queue) in queues {
+        // The offsets of a queue whose last attempt ended.
+        let past_last_attempt = |key: &GroupQueueKey, queue: &QueueState| -> Vec<(u64, u32)> {
             let limit = max_attempts(&key.group);
-            let mut guard = queue.lock();
-            let due: Vec<(u64, u32)> = guard
+            queue
                 .offsets
                 .iter()
                 .filter_map(|(offset, state)| match *state {
@@ -863,31 +870,38 @@ impl<S: LogStore> ConsumerEngine<S> {
                     }
                     _ => None,
                 })
-                .collect();
+                .collect()
+        };
+        // Only queues with something to move are taken out of the index.
+        let queues: Vec<(GroupQueueKey, Arc<Mutex<QueueState>>)> = self
+            .groups
+            .read()
+            .queues
+            .iter()
+            .filter(|(key, queue)| !past_last_attempt(key, &queue.lock()).is_empty())
+            .map(|(key, queue)| (key.clone(), Arc::clone(queue)))
+            .collect();
+        let mut swept: Vec<(String, String, Vec<DeadLetter>)> = Vec::new();
+        for (key, queue) in queues {
+            let mut guard = queue.lock();
+            // Looked at again under the lock: a receive may have moved them.
+            let due = past_last_attempt(&key, &guard);
             if due.is_empty() {
                 continue;
             }
             let mut staged = Staged::over(key.clone(), &guard);
             let mut letters = Vec::new();
-            let retry_at = now_ms.saturating_add(DEAD_LETTER_RETRY_MS);
             for (offset, attempt) in due {
-                let Some(record) = self.read_offset(&key, offset)? else {
-                    staged.insert(offset, OffsetState::Done);
-                    continue;
-                };
-                staged.insert(
-                    offset,
-                    OffsetState::InFlight {
-                        deadline_ms: retry_at,
+                match self.read_offset(&key, offset)? {
+                    Some(record) => letters.push(self.stage_dead_letter(
+                        &mut staged,
+                        now_ms,
+                        offset,
                         attempt,
-                    },
-                );
-                let delivery = self.delivery(&key, offset, attempt, retry_at, record);
-                letters.push(DeadLetter {
-                    record: delivery.record,
-                    attempts: attempt,
-                    handle: delivery.handle,
-                });
+                        record,
+                    )),
+                    None => staged.insert(offset, OffsetState::Done),
+                }
             }
             staged.advance_floor();
             for change in self.persist_relaxed(vec![staged])? {

@@ -33,7 +33,10 @@ impl<S: LogStore> NodeBackend<S> {
         let group = Self::group(request.group.as_ref())?;
         let queue = request.message_queue.unwrap_or_default();
         let (topic_name, topic) = self.topic(queue.topic.as_ref())?;
-        let policy = self.context.topology.group(&group).into_owned();
+        let (max_attempts, fifo, default_invisible_ms) = {
+            let policy = self.context.topology.group(&group);
+            (policy.max_attempts, policy.fifo, policy.invisible_ms)
+        };
         let attempt_id = request
             .attempt_id
             .as_deref()
@@ -69,7 +72,7 @@ impl<S: LogStore> NodeBackend<S> {
             }
             Some(millis) => millis,
             // Push consumers name none: the group's default, never 0.
-            None => i64::try_from(policy.invisible_ms).unwrap_or(MAX_INVISIBLE_MS),
+            None => i64::try_from(default_invisible_ms).unwrap_or(MAX_INVISIBLE_MS),
         };
         let batch = usize::try_from(request.batch_size)
             .ok()
@@ -116,8 +119,8 @@ impl<S: LogStore> NodeBackend<S> {
                         max_messages: batch,
                         max_bytes: MAX_RECEIVE_BYTES,
                         invisible_ms,
-                        max_attempts: policy.max_attempts,
-                        fifo: policy.fifo,
+                        max_attempts,
+                        fifo,
                         now_ms: now,
                     };
                     let received = consumers.receive(&request)?;
