@@ -65,6 +65,13 @@ impl Topology {
         };
         let groups = BTreeMap::from([
             (
+                "demo-broadcast".to_owned(),
+                Group {
+                    broadcast: true,
+                    ..Group::default()
+                },
+            ),
+            (
                 "demo-fifo".to_owned(),
                 Group {
                     fifo: true,

@@ -30,6 +30,14 @@ pub const DEFAULT_RETRY_BACKOFF_MS: [u64; 18] = [
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Group {
+    /// Broadcast consumption: every consumer instance (client id) gets
+    /// every message, each with its own progress, acknowledgements, retries
+    /// and invisibility, instead of the instances sharing the messages
+    /// (clustering, the default). An instance's progress is kept under the
+    /// name `<group>@<client id>` ([`broadcast_instance`]); a new instance
+    /// starts where the topic's `consume_from` says.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub broadcast: bool,
     /// Ordered consumption (RocketMQ's FIFO consumer group): within each
     /// message group, a message is not delivered while an earlier one is
     /// in flight, and an earlier one whose invisibility ended is delivered
@@ -58,6 +66,7 @@ pub struct Group {
 impl Default for Group {
     fn default() -> Self {
         Group {
+            broadcast: false,
             fifo: false,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             invisible_ms: DEFAULT_INVISIBLE_MS,
@@ -95,9 +104,29 @@ impl Group {
     }
 }
 
-/// The dead-letter topic of `group`: `%DLQ%<group>`.
+/// Separates a broadcast group's name from a consumer instance's client id
+/// in the name its progress is kept under (`<group>@<client id>`). Group
+/// names never contain it: the topology's follow RocketMQ's
+/// `^[%|a-zA-Z0-9_-]+$`, and the node refuses it in the names clients send.
+pub const BROADCAST_INSTANCE_SEPARATOR: char = '@';
+
+/// The name under which consumer instance `client_id` of broadcast group
+/// `group` keeps its progress: `<group>@<client id>`.
+pub fn broadcast_instance(group: &str, client_id: &str) -> String {
+    format!("{group}{BROADCAST_INSTANCE_SEPARATOR}{client_id}")
+}
+
+/// The configured group a consumer state belongs to: `group` for
+/// `group@client-id` (a broadcast instance), else `name` itself.
+pub fn configured_group(name: &str) -> &str {
+    name.split_once(BROADCAST_INSTANCE_SEPARATOR)
+        .map_or(name, |(group, _)| group)
+}
+
+/// The dead-letter topic of `group`: `%DLQ%<group>`; a broadcast
+/// instance's (`group@client-id`) is its group's.
 pub fn dead_letter_topic_name(group: &str) -> String {
-    format!("{DEAD_LETTER_PREFIX}{group}")
+    format!("{DEAD_LETTER_PREFIX}{}", configured_group(group))
 }
 
 /// The group whose dead-letter topic `topic` is, if it is one.
@@ -113,9 +142,10 @@ pub const GROUP_NAME_LENGTH_MAX: usize = 255;
 
 impl Topology {
     /// The policies of consumer group `name`: its `[groups.NAME]` entry, or
-    /// [`Group::default`].
+    /// [`Group::default`]; a broadcast instance (`group@client-id`) has
+    /// its group's.
     pub fn group(&self, name: &str) -> Cow<'_, Group> {
-        match self.groups.get(name) {
+        match self.groups.get(configured_group(name)) {
             Some(group) => Cow::Borrowed(group),
             None => Cow::Owned(Group::default()),
         }
@@ -161,6 +191,23 @@ mod tests {
         assert_eq!(group.retry_delay_ms(2), 5_000);
         assert_eq!(group.retry_delay_ms(9), 5_000);
         assert_eq!(group.retry_delay_ms(0), 1_000);
+    }
+
+    #[test]
+    fn broadcast_instances_have_their_groups_policies_and_dead_letter_topic() {
+        let mut topology = Topology::demo(std::path::Path::new("/tmp/meridian-demo"));
+        let group = Group {
+            broadcast: true,
+            max_attempts: 3,
+            ..Group::default()
+        };
+        topology.groups.insert("fan-out".to_owned(), group.clone());
+        let instance = broadcast_instance("fan-out", "host@4242#1#17");
+        assert_eq!(instance, "fan-out@host@4242#1#17");
+        assert_eq!(configured_group(&instance), "fan-out");
+        assert_eq!(configured_group("fan-out"), "fan-out");
+        assert_eq!(*topology.group(&instance), group);
+        assert_eq!(dead_letter_topic_name(&instance), "%DLQ%fan-out");
     }
 
     #[test]

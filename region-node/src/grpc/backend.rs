@@ -54,7 +54,8 @@ impl<S: LogStore> NodeBackend<S> {
     }
 
     /// The consumer group a request names: not empty, at most 255
-    /// characters, no control characters.
+    /// characters, no control characters and no `@` (it separates a
+    /// broadcast group from an instance's client id).
     pub(super) fn group(resource: Option<&Resource>) -> Result<String, NodeError> {
         let name = resource.map(|group| group.name.trim()).unwrap_or_default();
         if name.is_empty() {
@@ -63,13 +64,40 @@ impl<S: LogStore> NodeBackend<S> {
                 reason: "empty",
             });
         }
-        if name.len() > 255 || name.contains(char::is_control) {
+        if name.len() > meridian_topology::GROUP_NAME_LENGTH_MAX
+            || name.contains(char::is_control)
+        {
             return Err(NodeError::IllegalConsumerGroup {
                 group: name.chars().take(64).collect(),
                 reason: "longer than 255 characters or contains control characters",
             });
         }
+        if name.contains(meridian_topology::BROADCAST_INSTANCE_SEPARATOR) {
+            return Err(NodeError::IllegalConsumerGroup {
+                group: name.chars().take(64).collect(),
+                reason: "contains `@`, which is reserved (it names broadcast consumer instances)",
+            });
+        }
         Ok(name.to_owned())
+    }
+
+    /// The name a request's consumer state is kept under: the group it
+    /// names, or for a broadcast group the caller's instance of it
+    /// (`<group>@<client id>`, see [`meridian_topology::broadcast_instance`]).
+    pub(super) fn consuming_group(
+        &self,
+        caller: &Caller,
+        resource: Option<&Resource>,
+    ) -> Result<String, NodeError> {
+        let group = Self::group(resource)?;
+        if self.context.topology.group(&group).broadcast {
+            Ok(meridian_topology::broadcast_instance(
+                &group,
+                &caller.client_id,
+            ))
+        } else {
+            Ok(group)
+        }
     }
 
     /// A receipt handle this node issued.
@@ -105,9 +133,10 @@ impl<S: LogStore> NodeBackend<S> {
 
     async fn ack_entries(
         &self,
+        caller: &Caller,
         request: AckMessageRequest,
     ) -> Result<Vec<Result<(), Refusal>>, NodeError> {
-        let group = Self::group(request.group.as_ref())?;
+        let group = self.consuming_group(caller, request.group.as_ref())?;
         let (topic, _) = self.topic(request.topic.as_ref())?;
         // Each entry's outcome; the parsed handles are acknowledged together,
         // in one storage write.
@@ -235,9 +264,10 @@ impl<S: LogStore> NodeBackend<S> {
 
     async fn change_invisible(
         &self,
+        caller: &Caller,
         request: ChangeInvisibleDurationRequest,
     ) -> Result<String, NodeError> {
-        let group = Self::group(request.group.as_ref())?;
+        let group = self.consuming_group(caller, request.group.as_ref())?;
         let (topic, _) = self.topic(request.topic.as_ref())?;
         let handle = self.parse_handle(&request.receipt_handle)?;
         // A missing duration is refused (as -1 ms), not read as "now".
@@ -270,9 +300,10 @@ impl<S: LogStore> NodeBackend<S> {
     /// second copy (the copy's dedup id is derived from the original's).
     async fn forward_to_dead_letter_queue(
         &self,
+        caller: &Caller,
         request: ForwardMessageToDeadLetterQueueRequest,
     ) -> Result<(), NodeError> {
-        let group = Self::group(request.group.as_ref())?;
+        let group = self.consuming_group(caller, request.group.as_ref())?;
         let (topic, _) = self.topic(request.topic.as_ref())?;
         let handle = self.parse_handle(&request.receipt_handle)?;
         let (read_group, read_topic, read_handle) = (group.clone(), topic.clone(), handle.clone());
@@ -336,7 +367,7 @@ impl<S: LogStore> Backend for NodeBackend<S> {
         caller: &Caller,
         request: ReceiveMessageRequest,
     ) -> Result<Vec<Message>, Refusal> {
-        self.receive_messages(request, caller.remaining)
+        self.receive_messages(caller, request)
             .await
             .map_err(|error| {
                 tracing::debug!(error = %error, "receive refused");
@@ -346,30 +377,30 @@ impl<S: LogStore> Backend for NodeBackend<S> {
 
     async fn ack(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         request: AckMessageRequest,
     ) -> Result<Vec<Result<(), Refusal>>, Refusal> {
-        self.ack_entries(request)
+        self.ack_entries(caller, request)
             .await
             .map_err(|error| error.refusal())
     }
 
     async fn change_invisible_duration(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         request: ChangeInvisibleDurationRequest,
     ) -> Result<String, Refusal> {
-        self.change_invisible(request)
+        self.change_invisible(caller, request)
             .await
             .map_err(|error| error.refusal())
     }
 
     async fn forward_to_dead_letter(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         request: ForwardMessageToDeadLetterQueueRequest,
     ) -> Result<(), Refusal> {
-        self.forward_to_dead_letter_queue(request)
+        self.forward_to_dead_letter_queue(caller, request)
             .await
             .map_err(|error| error.refusal())
     }

@@ -7,6 +7,7 @@ use super::convert::{self, duration_to_ms};
 use crate::consumer::{Filter, ReceiveRequest, SystemClock, Try, Wakers, long_poll};
 use crate::error::NodeError;
 use crate::storage::LogStore;
+use meridian_face::Caller;
 use meridian_proto::rocketmq::v2::{FilterType, Message, ReceiveMessageRequest};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,10 +28,11 @@ impl<S: LogStore> NodeBackend<S> {
     /// The messages for one receive; empty when none became visible in time.
     pub(super) async fn receive_messages(
         &self,
+        caller: &Caller,
         request: ReceiveMessageRequest,
-        remaining: Option<Duration>,
     ) -> Result<Vec<Message>, NodeError> {
-        let group = Self::group(request.group.as_ref())?;
+        let remaining = caller.remaining;
+        let group = self.consuming_group(caller, request.group.as_ref())?;
         let queue = request.message_queue.unwrap_or_default();
         let (topic_name, topic) = self.topic(queue.topic.as_ref())?;
         let (max_attempts, fifo, default_invisible_ms) = {

@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod bench;
+mod broadcast;
 mod colliding_ids;
 mod conformance;
 mod dead_letters;
