@@ -26,6 +26,7 @@ mod lifecycle;
 mod nodejs_client;
 mod proxy;
 mod push;
+mod push_nodejs;
 mod python_client;
 mod replication;
 mod replication_frames;

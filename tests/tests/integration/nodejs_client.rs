@@ -66,7 +66,7 @@ impl NodeJs {
     }
 
     /// Scripts run with `modules` against `cluster`, with `HOME` in its temp dir.
-    fn for_cluster(modules: PathBuf, cluster: &TestCluster) -> anyhow::Result<NodeJs> {
+    pub(crate) fn for_cluster(modules: PathBuf, cluster: &TestCluster) -> anyhow::Result<NodeJs> {
         let home = cluster.temp_dir().join("nodejs-home");
         std::fs::create_dir_all(&home).with_context(|| format!("create {}", home.display()))?;
         Ok(NodeJs {
@@ -77,7 +77,7 @@ impl NodeJs {
     }
 
     /// Runs `tests/nodejs/<script>` with `args` (plus `--deadline` and `--log-file`).
-    async fn run(&self, script: &str, args: &[String]) -> anyhow::Result<ScriptRun> {
+    pub(crate) async fn run(&self, script: &str, args: &[String]) -> anyhow::Result<ScriptRun> {
         let run = self.runs.fetch_add(1, Ordering::Relaxed);
         let log_file = self
             .home
@@ -104,7 +104,7 @@ fn script_dir() -> PathBuf {
 
 /// A run's JSON result, once it is known to have succeeded and its client
 /// to have received the server's settings reply.
-fn succeeded(run: &ScriptRun) -> anyhow::Result<&Value> {
+pub(crate) fn succeeded(run: &ScriptRun) -> anyhow::Result<&Value> {
     run.succeeded(|output| {
         anyhow::ensure!(
             output.field("settings_received")?.bool()?,
