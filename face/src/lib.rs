@@ -30,10 +30,12 @@ pub mod incoming;
 pub mod route;
 
 mod refusal;
+mod renewal;
 mod request;
 mod service;
 
 pub use refusal::Refusal;
+pub use renewal::{CLIENT_IDLE, MAX_LEASES, MAX_RENEWAL};
 pub use service::Face;
 
 use meridian_proto::rocketmq::v2::{

@@ -1,15 +1,16 @@
 //! [`Face`]: `MessagingService` over a [`Backend`].
 
 use crate::client_settings::{self, ok, status};
+use crate::renewal::{self, Handed, Renewals};
 use crate::request::{aggregate, answered, at_least_one, caller};
-use crate::{Backend, Refusal};
+use crate::{Backend, Caller, Refusal};
 use meridian_proto::rocketmq::v2::messaging_service_server::MessagingService;
 use meridian_proto::rocketmq::v2::{
     AckMessageRequest, AckMessageResponse, AckMessageResultEntry, Assignment,
     ChangeInvisibleDurationRequest, ChangeInvisibleDurationResponse, Code, EndTransactionRequest,
     EndTransactionResponse, ForwardMessageToDeadLetterQueueRequest,
     ForwardMessageToDeadLetterQueueResponse, GetOffsetRequest, GetOffsetResponse, HeartbeatRequest,
-    HeartbeatResponse, MessageQueue, NotifyClientTerminationRequest,
+    HeartbeatResponse, Message, MessageQueue, NotifyClientTerminationRequest,
     NotifyClientTerminationResponse, PullMessageRequest, PullMessageResponse,
     QueryAssignmentRequest, QueryAssignmentResponse, QueryOffsetRequest, QueryOffsetResponse,
     QueryRouteRequest, QueryRouteResponse, RecallMessageRequest, RecallMessageResponse,
@@ -19,6 +20,7 @@ use meridian_proto::rocketmq::v2::{
     receive_message_response, telemetry_command,
 };
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +38,8 @@ type Frames<T> = tokio_stream::Iter<std::vec::IntoIter<Result<T, tonic::Status>>
 /// rules here, the business in `B`.
 pub struct Face<B> {
     backend: Arc<B>,
+    /// Messages handed out with `auto_renew`, renewed while their client lives.
+    renewals: Arc<Renewals>,
     /// Owns the per-stream Telemetry tasks.
     tasks: TaskTracker,
     /// Ends Telemetry streams when the server stops.
@@ -43,13 +47,53 @@ pub struct Face<B> {
 }
 
 impl<B: Backend> Face<B> {
-    /// A face whose Telemetry tasks belong to `tasks` and end on `stop`.
+    /// A face whose Telemetry and renewal tasks belong to `tasks` and end
+    /// on `stop`. Call within a Tokio runtime.
     pub fn new(backend: Arc<B>, tasks: TaskTracker, stop: CancellationToken) -> Self {
+        let renewals = Arc::new(Renewals::default());
+        tasks.spawn(renewal::run(
+            Arc::clone(&renewals),
+            Arc::clone(&backend),
+            stop.clone(),
+        ));
         Face {
             backend,
+            renewals,
             tasks,
             stop,
         }
+    }
+
+    /// Starts renewing what a receive with `auto_renew` handed out, for
+    /// the receive's invisible time, or the group's default.
+    fn lease(&self, caller: &Caller, request: &ReceiveMessageRequest, messages: &[Message]) {
+        let group = request.group.clone().unwrap_or_default();
+        let topic = request
+            .message_queue
+            .as_ref()
+            .and_then(|queue| queue.topic.clone())
+            .unwrap_or_default();
+        let invisible = match request.invisible_duration.as_ref() {
+            Some(duration) => std_duration(duration),
+            None => {
+                Duration::from_millis(self.backend.group_policy(group.name.trim()).invisible_ms)
+            }
+        };
+        let handed: Vec<Handed<'_>> = messages
+            .iter()
+            .filter_map(|message| message.system_properties.as_ref())
+            .map(|properties| Handed {
+                group: &group,
+                topic: &topic,
+                message_id: &properties.message_id,
+                receipt_handle: properties.receipt_handle.as_deref().unwrap_or_default(),
+                attempt: u32::try_from(properties.delivery_attempt.unwrap_or(1)).unwrap_or(1),
+                invisible,
+            })
+            .filter(|handed| !handed.receipt_handle.is_empty())
+            .collect();
+        self.renewals
+            .lease(&caller.client_id, &handed, tokio::time::Instant::now());
     }
 
     fn not_implemented(&self, rpc: &str) -> Refusal {
@@ -90,6 +134,27 @@ fn assignments(message_queues: Vec<MessageQueue>, fifo: bool) -> Vec<Assignment>
         });
     }
     assignments
+}
+
+/// `duration` as a protobuf Duration.
+pub(crate) fn proto_duration(duration: Duration) -> meridian_proto::prost_types::Duration {
+    meridian_proto::prost_types::Duration {
+        seconds: i64::try_from(duration.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(duration.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// A protobuf Duration as a std one; negative parts count as 0.
+fn std_duration(duration: &meridian_proto::prost_types::Duration) -> Duration {
+    Duration::new(
+        u64::try_from(duration.seconds).unwrap_or(0),
+        u32::try_from(duration.nanos).unwrap_or(0),
+    )
+}
+
+/// An outcome's status code, for [`renewal::Held::settle`].
+fn outcome_code<T>(outcome: &Result<T, Refusal>) -> Result<(), Code> {
+    outcome.as_ref().map(drop).map_err(|refusal| refusal.code)
 }
 
 fn status_frame(status: Status) -> ReceiveMessageResponse {
@@ -155,8 +220,13 @@ impl<B: Backend> MessagingService for Face<B> {
     }
 
     async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> GrpcResult<HeartbeatResponse> {
+        let checked = caller(&request);
+        if let Ok(caller) = &checked {
+            self.renewals
+                .seen(&caller.client_id, tokio::time::Instant::now());
+        }
         Ok(Response::new(HeartbeatResponse {
-            status: Some(answered("Heartbeat", caller(&request).map(drop))),
+            status: Some(answered("Heartbeat", checked.map(drop))),
         }))
     }
 
@@ -164,11 +234,12 @@ impl<B: Backend> MessagingService for Face<B> {
         &self,
         request: Request<NotifyClientTerminationRequest>,
     ) -> GrpcResult<NotifyClientTerminationResponse> {
+        let checked = caller(&request);
+        if let Ok(caller) = &checked {
+            self.renewals.forget_client(&caller.client_id);
+        }
         Ok(Response::new(NotifyClientTerminationResponse {
-            status: Some(answered(
-                "NotifyClientTermination",
-                caller(&request).map(drop),
-            )),
+            status: Some(answered("NotifyClientTermination", checked.map(drop))),
         }))
     }
 
@@ -277,7 +348,17 @@ impl<B: Backend> MessagingService for Face<B> {
         request: Request<ReceiveMessageRequest>,
     ) -> GrpcResult<Self::ReceiveMessageStream> {
         let received = match caller(&request) {
-            Ok(caller) => self.backend.receive(&caller, request.into_inner()).await,
+            Ok(caller) => {
+                self.renewals
+                    .seen(&caller.client_id, tokio::time::Instant::now());
+                let request = request.into_inner();
+                let auto_renew = request.auto_renew.then(|| request.clone());
+                let received = self.backend.receive(&caller, request).await;
+                if let (Some(request), Ok(messages)) = (auto_renew, &received) {
+                    self.lease(&caller, &request, messages);
+                }
+                received
+            }
             Err(refusal) => Err(refusal),
         };
         let frames = match received {
@@ -312,7 +393,7 @@ impl<B: Backend> MessagingService for Face<B> {
         request: Request<AckMessageRequest>,
     ) -> GrpcResult<AckMessageResponse> {
         let checked = caller(&request);
-        let request = request.into_inner();
+        let mut request = request.into_inner();
         let handles: Vec<(String, String)> = request
             .entries
             .iter()
@@ -325,7 +406,24 @@ impl<B: Backend> MessagingService for Face<B> {
                 Code::BadRequest,
                 "AckMessage carries no entries",
             )),
-            Ok(caller) => self.backend.ack(&caller, request).await,
+            Ok(caller) => {
+                let mut renewed: Vec<&mut String> = request
+                    .entries
+                    .iter_mut()
+                    .map(|entry| &mut entry.receipt_handle)
+                    .collect();
+                let held = self.renewals.hold(&mut renewed).await;
+                let outcomes = self.backend.ack(&caller, request).await;
+                let codes: Vec<Result<(), Code>> = match &outcomes {
+                    Ok(outcomes) => outcomes
+                        .iter()
+                        .map(|outcome| outcome.as_ref().map(drop).map_err(|refusal| refusal.code))
+                        .collect(),
+                    Err(refusal) => vec![Err(refusal.code); count],
+                };
+                held.settle(&self.renewals, &codes);
+                outcomes
+            }
         };
         let (overall, mut outcomes) = match outcomes {
             Ok(outcomes) => (None, outcomes),
@@ -369,13 +467,36 @@ impl<B: Backend> MessagingService for Face<B> {
         request: Request<ChangeInvisibleDurationRequest>,
     ) -> GrpcResult<ChangeInvisibleDurationResponse> {
         let checked = caller(&request);
-        let request = request.into_inner();
+        let mut request = request.into_inner();
         let old_handle = request.receipt_handle.clone();
         let changed = match checked {
             Ok(caller) => {
-                self.backend
+                let held = self.renewals.hold(&mut [&mut request.receipt_handle]).await;
+                if let Some(attempt) = held.attempt(0) {
+                    // A push consumer's nack: the message comes back no
+                    // sooner than the group's back-off says (the Node.js
+                    // client 1.0.8 ignores the back-off in its settings
+                    // and nacks with 0 s).
+                    let group = request.group.as_ref().map(|group| group.name.trim());
+                    let backoff = Duration::from_millis(
+                        self.backend
+                            .group_policy(group.unwrap_or_default())
+                            .retry_delay_ms(attempt),
+                    );
+                    let asked = request
+                        .invisible_duration
+                        .as_ref()
+                        .map_or(Duration::ZERO, std_duration);
+                    if asked < backoff {
+                        request.invisible_duration = Some(proto_duration(backoff));
+                    }
+                }
+                let changed = self
+                    .backend
                     .change_invisible_duration(&caller, request)
-                    .await
+                    .await;
+                held.settle(&self.renewals, &[outcome_code(&changed)]);
+                changed
             }
             Err(refusal) => Err(refusal),
         };
@@ -421,9 +542,11 @@ impl<B: Backend> MessagingService for Face<B> {
     ) -> GrpcResult<ForwardMessageToDeadLetterQueueResponse> {
         let forwarded = match caller(&request) {
             Ok(caller) => {
-                self.backend
-                    .forward_to_dead_letter(&caller, request.into_inner())
-                    .await
+                let mut request = request.into_inner();
+                let held = self.renewals.hold(&mut [&mut request.receipt_handle]).await;
+                let forwarded = self.backend.forward_to_dead_letter(&caller, request).await;
+                held.settle(&self.renewals, &[outcome_code(&forwarded)]);
+                forwarded
             }
             Err(refusal) => Err(refusal),
         };

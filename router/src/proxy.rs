@@ -104,8 +104,12 @@ impl Proxy {
         &self,
         routes: &Routes,
         caller: &Caller,
-        receive: ReceiveMessageRequest,
+        mut receive: ReceiveMessageRequest,
     ) -> Result<Vec<Message>, Refusal> {
+        // The router's face renews what it hands out with auto_renew (the
+        // client's heartbeats reach the router, not the node): the node
+        // must not renew the same deliveries too.
+        receive.auto_renew = false;
         let topic = receive
             .message_queue
             .as_ref()

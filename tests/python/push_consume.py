@@ -2,8 +2,11 @@
 and reports what it saw.
 
 The listener fails the first delivery of every message (FAILURE: the client
-nacks it with ChangeInvisibleDuration and the group's back-off), and every
-delivery of messages whose user property `poison` is set. It returns once
+nacks it with ChangeInvisibleDuration and the group's back-off; not with
+--succeed-first), and every delivery of messages whose user property
+`poison` is set. With --work-ms it takes that long over each delivery (a
+listener slower than the group's invisible time, which the server must
+renew). It returns once
 --expect messages without `poison` succeeded and every poison message was
 delivered --poison-attempts times, or fails after --timeout.
 
@@ -28,11 +31,15 @@ def parse_arguments():
     parser.add_argument("--expect", type=int, required=True)
     parser.add_argument("--poison-attempts", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--succeed-first", action="store_true")
+    parser.add_argument("--work-ms", type=int, default=0)
     return parser.parse_args()
 
 
 class Listener(MessageListener):
-    def __init__(self):
+    def __init__(self, arguments):
+        self.fail_first = not arguments.succeed_first
+        self.work_s = arguments.work_ms / 1000.0
         self.lock = threading.Lock()
         self.attempts = {}
         self.poison = {}
@@ -40,6 +47,8 @@ class Listener(MessageListener):
         self.changed = threading.Condition(self.lock)
 
     def consume(self, message):
+        if self.work_s:
+            time.sleep(self.work_s)
         with self.lock:
             attempt = message.delivery_attempt
             if message.properties.get("poison"):
@@ -47,7 +56,7 @@ class Listener(MessageListener):
                 self.changed.notify_all()
                 return ConsumeResult.FAILURE
             self.attempts.setdefault(message.message_id, []).append(attempt)
-            if attempt <= 1:
+            if attempt <= 1 and self.fail_first:
                 return ConsumeResult.FAILURE
             self.succeeded[message.message_id] = attempt
             self.changed.notify_all()
@@ -55,7 +64,7 @@ class Listener(MessageListener):
 
 
 def main(arguments, log):
-    listener = Listener()
+    listener = Listener(arguments)
     consumer = PushConsumer(
         common.client_configuration(arguments.endpoints),
         arguments.group,

@@ -965,8 +965,12 @@ impl<S: LogStore> ConsumerEngine<S> {
         for change in self.persist_relaxed(vec![staged])? {
             change.install(&mut guard);
         }
-        self.invisibility_changes
-            .send_modify(|changes| *changes = changes.wrapping_add(1));
+        // Waiting receives look again only if the message may come back
+        // sooner than they planned for (a nack); a renewal pushes it later.
+        if deadline_ms < handle.deadline_ms {
+            self.invisibility_changes
+                .send_modify(|changes| *changes = changes.wrapping_add(1));
+        }
         Ok(ReceiptHandle {
             deadline_ms,
             ..handle.clone()
