@@ -134,8 +134,8 @@ pub use drill::{
 };
 pub use error::TopologyError;
 pub use group::{
-    DEAD_LETTER_PREFIX, DEFAULT_INVISIBLE_MS, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_BACKOFF_MS,
-    BROADCAST_INSTANCE_SEPARATOR, GROUP_NAME_LENGTH_MAX, Group, broadcast_instance, configured_group,
+    BROADCAST_INSTANCE_SEPARATOR, DEAD_LETTER_PREFIX, DEFAULT_INVISIBLE_MS, DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_RETRY_BACKOFF_MS, GROUP_NAME_LENGTH_MAX, Group, broadcast_instance, configured_group,
     dead_letter_group, dead_letter_topic_name,
 };
 pub use model::{

@@ -64,8 +64,7 @@ impl<S: LogStore> NodeBackend<S> {
                 reason: "empty",
             });
         }
-        if name.len() > meridian_topology::GROUP_NAME_LENGTH_MAX
-            || name.contains(char::is_control)
+        if name.len() > meridian_topology::GROUP_NAME_LENGTH_MAX || name.contains(char::is_control)
         {
             return Err(NodeError::IllegalConsumerGroup {
                 group: name.chars().take(64).collect(),

@@ -96,17 +96,25 @@ async fn every_broadcast_instance_gets_every_message_across_a_node_crash() -> an
     }
     cluster.kill9("a", Role::Node)?;
     cluster.start("a", Role::Node).await?;
-    within(Duration::from_secs(120), "every instance gets every message", async {
-        for (consumer, progress) in &mut instances {
-            while progress.acked.len() < MESSAGES {
-                progress.receive_and_ack(consumer, true).await?;
+    within(
+        Duration::from_secs(120),
+        "every instance gets every message",
+        async {
+            for (consumer, progress) in &mut instances {
+                while progress.acked.len() < MESSAGES {
+                    progress.receive_and_ack(consumer, true).await?;
+                }
             }
-        }
-        anyhow::Ok(())
-    })
+            anyhow::Ok(())
+        },
+    )
     .await??;
     for (index, (_, progress)) in instances.iter().enumerate() {
-        anyhow::ensure!(progress.acked == expected, "instance {index} acked {:?}", progress.acked);
+        anyhow::ensure!(
+            progress.acked == expected,
+            "instance {index} acked {:?}",
+            progress.acked
+        );
     }
 
     // A clustering group on the same topic shares the messages: two
@@ -116,14 +124,18 @@ async fn every_broadcast_instance_gets_every_message_across_a_node_crash() -> an
         start_consumer(&endpoint, SHARED_GROUP).await?,
     ];
     let mut together = Progress::default();
-    within(Duration::from_secs(60), "the shared group's messages", async {
-        while together.acked.len() < MESSAGES {
-            for consumer in &shared {
-                together.receive_and_ack(consumer, false).await?;
+    within(
+        Duration::from_secs(60),
+        "the shared group's messages",
+        async {
+            while together.acked.len() < MESSAGES {
+                for consumer in &shared {
+                    together.receive_and_ack(consumer, false).await?;
+                }
             }
-        }
-        anyhow::Ok(())
-    })
+            anyhow::Ok(())
+        },
+    )
     .await??;
     anyhow::ensure!(together.acked == expected);
     cluster.finish();
