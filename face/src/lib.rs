@@ -26,6 +26,7 @@
 //! on it.
 
 pub mod client_settings;
+pub mod delivery;
 pub mod incoming;
 pub mod route;
 
@@ -46,6 +47,8 @@ use std::time::Duration;
 
 /// The metadata header naming the client (every official client sends it).
 pub const CLIENT_ID_HEADER: &str = "x-mq-client-id";
+/// The metadata header naming the client's language.
+pub const LANGUAGE_HEADER: &str = "x-mq-language";
 
 /// The region that issued a receipt handle: the routing part of the
 /// node's handle format `v1.<region>.<queue>.<offset>.<attempt>.<deadline_ms>`
@@ -64,6 +67,10 @@ pub fn receipt_handle_region(handle: &str) -> Option<&str> {
 pub struct Caller {
     /// The non-blank `x-mq-client-id` header, trimmed.
     pub client_id: String,
+    /// The `x-mq-language` header (`RUST`, `PYTHON`, `HTTP` for Node.js,
+    /// `JAVA`, …), empty when missing: what deliveries must fit (see
+    /// [`delivery`]).
+    pub language: String,
     /// Time left before the caller's `grpc-timeout` (the gRPC-over-HTTP/2
     /// spec's "Timeout" header), if it sent one.
     pub remaining: Option<Duration>,

@@ -311,6 +311,7 @@ async fn renew<B: Backend>(
     };
     let caller = Caller {
         client_id,
+        language: String::new(),
         remaining: None,
     };
     match backend.change_invisible_duration(&caller, request).await {

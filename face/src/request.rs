@@ -3,7 +3,7 @@
 //! combine.
 
 use crate::client_settings::{ok, status};
-use crate::{CLIENT_ID_HEADER, Caller, Refusal};
+use crate::{CLIENT_ID_HEADER, Caller, LANGUAGE_HEADER, Refusal};
 use meridian_proto::rocketmq::v2::{Code, Status};
 use std::time::Duration;
 use tonic::Request;
@@ -18,8 +18,15 @@ pub(crate) fn caller<T>(request: &Request<T>) -> Result<Caller, Refusal> {
         .map(str::trim)
         .filter(|id| !id.is_empty())
         .ok_or_else(Refusal::client_id_required)?;
+    let language = request
+        .metadata()
+        .get(LANGUAGE_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+        .unwrap_or_default();
     Ok(Caller {
         client_id: client_id.to_owned(),
+        language: language.to_owned(),
         remaining: remaining(request),
     })
 }

@@ -1,6 +1,7 @@
 //! [`Face`]: `MessagingService` over a [`Backend`].
 
 use crate::client_settings::{self, ok, status};
+use crate::delivery::{self, Shaped};
 use crate::renewal::{self, Handed, Renewals};
 use crate::request::{aggregate, answered, at_least_one, caller};
 use crate::{Backend, Caller, Refusal};
@@ -14,10 +15,10 @@ use meridian_proto::rocketmq::v2::{
     NotifyClientTerminationResponse, PullMessageRequest, PullMessageResponse,
     QueryAssignmentRequest, QueryAssignmentResponse, QueryOffsetRequest, QueryOffsetResponse,
     QueryRouteRequest, QueryRouteResponse, RecallMessageRequest, RecallMessageResponse,
-    ReceiveMessageRequest, ReceiveMessageResponse, SendMessageRequest, SendMessageResponse,
-    SendResultEntry, Status, SyncLiteSubscriptionRequest, SyncLiteSubscriptionResponse,
-    TelemetryCommand, UpdateOffsetRequest, UpdateOffsetResponse, pull_message_response,
-    receive_message_response, telemetry_command,
+    ReceiveMessageRequest, ReceiveMessageResponse, Resource, SendMessageRequest,
+    SendMessageResponse, SendResultEntry, Status, SyncLiteSubscriptionRequest,
+    SyncLiteSubscriptionResponse, TelemetryCommand, UpdateOffsetRequest, UpdateOffsetResponse,
+    pull_message_response, receive_message_response, telemetry_command,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +27,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Streaming};
-use tracing::{debug, trace};
+use tracing::{debug, trace, warn};
 
 /// Telemetry replies buffered per stream before the server waits for the client.
 const TELEMETRY_QUEUE: usize = 8;
@@ -62,6 +63,63 @@ impl<B: Backend> Face<B> {
             tasks,
             stop,
         }
+    }
+
+    /// The messages of a receive in the shape their client can decode
+    /// ([`delivery::shape`]). One that fits no shape is not sent (the
+    /// client would fail the whole receive): it is made visible again at
+    /// once, for the group's other consumers, and as every delivery counts
+    /// as an attempt, it reaches the dead-letter topic after the group's
+    /// max attempts if no consumer can take it.
+    async fn deliverable(
+        &self,
+        caller: &Caller,
+        group: Option<Resource>,
+        topic: Option<Resource>,
+        messages: Vec<Message>,
+    ) -> Vec<Message> {
+        let mut deliverable = Vec::with_capacity(messages.len());
+        for mut message in messages {
+            let properties = message.system_properties.clone().unwrap_or_default();
+            match delivery::shape(&mut message, &caller.language) {
+                Shaped::AsIs => deliverable.push(message),
+                Shaped::Compressed => {
+                    debug!(
+                        message_id = properties.message_id,
+                        language = caller.language,
+                        "large body sent GZIP-compressed"
+                    );
+                    deliverable.push(message);
+                }
+                Shaped::TooLarge { frame_bytes } => {
+                    warn!(
+                        message_id = properties.message_id,
+                        client_id = caller.client_id,
+                        language = caller.language,
+                        frame_bytes,
+                        limit = delivery::CLIENT_INBOUND_FRAME_MAX,
+                        "delivery larger than this client accepts, and its body does not \
+                         compress enough: not sent to it, visible again for other consumers"
+                    );
+                    let release = ChangeInvisibleDurationRequest {
+                        group: group.clone(),
+                        topic: topic.clone(),
+                        receipt_handle: properties.receipt_handle.unwrap_or_default(),
+                        invisible_duration: Some(proto_duration(Duration::ZERO)),
+                        message_id: properties.message_id,
+                        ..ChangeInvisibleDurationRequest::default()
+                    };
+                    if let Err(refusal) = self
+                        .backend
+                        .change_invisible_duration(caller, release)
+                        .await
+                    {
+                        debug!(%refusal, "an undeliverable message could not be released");
+                    }
+                }
+            }
+        }
+        deliverable
     }
 
     /// Starts renewing what a receive with `auto_renew` handed out, for
@@ -353,11 +411,23 @@ impl<B: Backend> MessagingService for Face<B> {
                     .seen(&caller.client_id, tokio::time::Instant::now());
                 let request = request.into_inner();
                 let auto_renew = request.auto_renew.then(|| request.clone());
-                let received = self.backend.receive(&caller, request).await;
-                if let (Some(request), Ok(messages)) = (auto_renew, &received) {
-                    self.lease(&caller, &request, messages);
+                let (group, topic) = (
+                    request.group.clone(),
+                    request
+                        .message_queue
+                        .as_ref()
+                        .and_then(|queue| queue.topic.clone()),
+                );
+                match self.backend.receive(&caller, request).await {
+                    Ok(messages) => {
+                        let messages = self.deliverable(&caller, group, topic, messages).await;
+                        if let Some(request) = auto_renew {
+                            self.lease(&caller, &request, &messages);
+                        }
+                        Ok(messages)
+                    }
+                    Err(refusal) => Err(refusal),
                 }
-                received
             }
             Err(refusal) => Err(refusal),
         };

@@ -35,14 +35,6 @@ pub enum NodeError {
     MessageIdMissing,
     #[error("message body of {size} bytes exceeds the limit of {limit} bytes")]
     BodyTooLarge { size: usize, limit: usize },
-    #[error(
-        "message with a body of {body} bytes would be delivered in a gRPC message of about {size} bytes, over the {limit}-byte limit of RocketMQ clients; send a smaller body or fewer properties"
-    )]
-    DeliveryTooLarge {
-        size: usize,
-        body: usize,
-        limit: usize,
-    },
     #[error("topic `{topic}` does not accept {message_type} messages")]
     MessageTypeNotAccepted {
         topic: String,
@@ -109,7 +101,7 @@ impl NodeError {
             Self::TopicMissing => Code::IllegalTopic,
             Self::IllegalConsumerGroup { .. } => Code::IllegalConsumerGroup,
             Self::MessageIdMissing => Code::IllegalMessageId,
-            Self::BodyTooLarge { .. } | Self::DeliveryTooLarge { .. } => Code::MessageBodyTooLarge,
+            Self::BodyTooLarge { .. } => Code::MessageBodyTooLarge,
             Self::MessageTypeNotAccepted { .. } => Code::MessagePropertyConflictWithType,
             Self::MessageTypeUnsupported { .. } => Code::Unsupported,
             Self::IllegalMessageGroup { .. } => Code::IllegalMessageGroup,

@@ -14,20 +14,10 @@ use meridian_proto::meridian::v1::{MessageType as RecordType, Record, RecordKind
 use meridian_topology::{MessageType, Topology};
 use std::collections::BTreeMap;
 
-/// The largest gRPC message the official clients accept (tonic 0.9 in the
-/// Rust client, grpc-js): every delivered message must fit in one.
-pub const CLIENT_FRAME_BYTES_MAX: usize = 4 * 1024 * 1024;
-
-/// Room a delivery adds to the stored message: receipt handle, store host,
-/// queue offset, attempt, digest, invisible duration, frame tags.
-pub const DELIVERY_OVERHEAD_BYTES: usize = 1024;
-
 /// Checks `record` against the rules and the topology: record kind, dedup id
 /// length, origin, topic, queue range, message type accepted by the topic,
-/// body size (at most [`meridian_proto::MAX_BODY_BYTES`]) and the size of its
-/// delivery (at most [`CLIENT_FRAME_BYTES_MAX`], so that every stored message
-/// can be received: one that could not would come back on every receive and
-/// fail every time).
+/// and body size (at most [`meridian_proto::MAX_BODY_BYTES`]: how a body of
+/// that size reaches each client is `meridian_face::delivery`'s business).
 pub fn check_record(record: &Record, topology: &Topology) -> Result<(), NodeError> {
     let invalid = |reason: String| NodeError::InvalidRecord { reason };
     if record.kind == RecordKind::Ack as i32 {
@@ -85,14 +75,6 @@ pub fn check_record(record: &Record, topology: &Topology) -> Result<(), NodeErro
         return Err(NodeError::BodyTooLarge {
             size: message.body.len(),
             limit: meridian_proto::MAX_BODY_BYTES,
-        });
-    }
-    let delivered_bytes = prost::Message::encoded_len(message) + DELIVERY_OVERHEAD_BYTES;
-    if delivered_bytes > CLIENT_FRAME_BYTES_MAX {
-        return Err(NodeError::DeliveryTooLarge {
-            size: delivered_bytes,
-            body: message.body.len(),
-            limit: CLIENT_FRAME_BYTES_MAX,
         });
     }
     Ok(())
@@ -302,13 +284,6 @@ mod tests {
                     vec![0; meridian_proto::MAX_BODY_BYTES + 1]
             }),
             NodeError::BodyTooLarge { .. }
-        ));
-        assert!(matches!(
-            refused(|record| {
-                record.message.as_mut().expect("message").body =
-                    vec![0; meridian_proto::MAX_BODY_BYTES]
-            }),
-            NodeError::DeliveryTooLarge { .. }
         ));
     }
 }

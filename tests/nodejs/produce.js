@@ -3,13 +3,13 @@
 // shuts down.
 //
 //   node produce.js --endpoints 127.0.0.1:8081 --topic T [--tag X] [--key K]...
-//     [--property K=V]... [--sizes 1024,300] [--deadline S] [--log-file F]
+//     [--property K=V]... [--sizes 1024,300] [--compressible] [--deadline S] [--log-file F]
 //
 // The client's startup() resolves only once the server's settings reply
 // arrived on the telemetry stream; the script also reports that reply (as the
 // client logged it) and what the client took from it: max_body_size and the
 // exponential backoff (the client asserts the reply carries one). Bodies are
-// random bytes (binary, not UTF-8). Every message carries --tag, the --key
+// random bytes (binary, not UTF-8), or repeated text with --compressible. Every message carries --tag, the --key
 // values and the --property pairs, plus the property `index`.
 //
 // Output: {"ok", "client_id", "startup_ms", "settings_received",
@@ -29,6 +29,8 @@ const spec = {
   key: { type: 'string', multiple: true, default: [] },
   property: { type: 'string', multiple: true, default: [] },
   sizes: { type: 'string', default: '1024' },
+  // Bodies of repeated text instead of random bytes (they compress well).
+  compressible: { type: 'boolean', default: false },
   // Generate common.collidingMessageId's ids, as a producer whose host, pid
   // and clock coincide with another's would.
   'colliding-message-ids': { type: 'boolean', default: false },
@@ -66,7 +68,7 @@ async function main(args, log, result) {
       throw new common.Failure(`the settings reply left max_body_size at ${result.max_body_size}`);
     }
     for (const [ index, size ] of sizes.entries()) {
-      const body = crypto.randomBytes(size);
+      const body = args.compressible ? Buffer.alloc(size, 'meridian ') : crypto.randomBytes(size);
       const properties = new Map(userProperties);
       properties.set('index', String(index));
       const message = { topic, body, keys: [ ...args.key ], properties };

@@ -22,6 +22,7 @@ mod geo_acks;
 mod geo_durability;
 mod hybrid;
 mod json;
+mod large_bodies;
 mod lifecycle;
 mod nodejs_client;
 mod proxy;
