@@ -23,6 +23,7 @@ mod consumer;
 mod dead_letter;
 mod error;
 mod grpc;
+mod retention;
 mod rules;
 mod storage;
 #[cfg(test)]
@@ -171,6 +172,7 @@ impl Node {
         });
         tasks.spawn(timers::run(context.clone()));
         tasks.spawn(timers::sweep_dead_letters(context.clone()));
+        tasks.spawn(retention::run(context.clone()));
         let messaging = MessagingServiceServer::new(meridian_face::Face::new(
             Arc::new(grpc::NodeBackend::new(context.clone())),
             tasks.clone(),

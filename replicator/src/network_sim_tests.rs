@@ -195,6 +195,8 @@ fn random_topology(random: &mut StdRng, seed: u64) -> Topology {
             consume_from: ConsumeFrom::Earliest,
             durability: Durability::Local,
             geo_copies: 1,
+            retention_ms: meridian_topology::DEFAULT_RETENTION_MS,
+            retention_bytes: None,
         };
         topology
             .topics

@@ -186,6 +186,8 @@ mod tests {
             consume_from: ConsumeFrom::Earliest,
             durability: Default::default(),
             geo_copies: 1,
+            retention_ms: meridian_topology::DEFAULT_RETENTION_MS,
+            retention_bytes: None,
         }
     }
 

@@ -257,6 +257,8 @@ fn plan(
         consume_from: ConsumeFrom::Earliest,
         durability: Default::default(),
         geo_copies: 1,
+        retention_ms: meridian_topology::DEFAULT_RETENTION_MS,
+        retention_bytes: None,
     };
     let topology = Topology {
         groups: Default::default(),

@@ -62,6 +62,8 @@ impl Topology {
             consume_from: ConsumeFrom::Earliest,
             durability: Default::default(),
             geo_copies: 1,
+            retention_ms: crate::DEFAULT_RETENTION_MS,
+            retention_bytes: None,
         };
         let groups = BTreeMap::from([
             (

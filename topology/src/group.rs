@@ -173,6 +173,8 @@ impl Topology {
             consume_from: ConsumeFrom::Earliest,
             durability: Durability::Local,
             geo_copies: 1,
+            retention_ms: crate::DEFAULT_RETENTION_MS,
+            retention_bytes: None,
         }
     }
 }

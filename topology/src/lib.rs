@@ -139,6 +139,6 @@ pub use group::{
     dead_letter_group, dead_letter_topic_name,
 };
 pub use model::{
-    ConsumeFrom, Durability, FlushMode, Link, MessageType, Region, RouterMode, Site, Topic,
-    Topology,
+    ConsumeFrom, DEFAULT_RETENTION_MS, Durability, FlushMode, Link, MessageType, Region,
+    RouterMode, Site, Topic, Topology,
 };

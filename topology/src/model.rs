@@ -203,6 +203,33 @@ pub struct Topic {
     /// default 1).
     #[serde(default = "one_copy", skip_serializing_if = "is_one_copy")]
     pub geo_copies: u8,
+    /// How long each region keeps a message after it joined its queue (a
+    /// delay message: after its due time), in ms (1000..=31536000000, one
+    /// year; default 259200000: 72 h, RocketMQ's `fileReservedTime`).
+    /// Expired messages are removed with their queue and dedup entries,
+    /// once every region they go to confirmed them; a consumer group behind
+    /// resumes at the earliest message left.
+    #[serde(
+        default = "default_retention_ms",
+        skip_serializing_if = "is_default_retention_ms"
+    )]
+    pub retention_ms: u64,
+    /// Most bytes (encoded records) each region keeps of the topic, oldest
+    /// messages removed first; split evenly over the queues, and a queue's
+    /// newest message is always kept. Default: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_bytes: Option<u64>,
+}
+
+/// Default [`Topic::retention_ms`]: 72 hours.
+pub const DEFAULT_RETENTION_MS: u64 = 72 * 60 * 60 * 1000;
+
+fn default_retention_ms() -> u64 {
+    DEFAULT_RETENTION_MS
+}
+
+fn is_default_retention_ms(retention_ms: &u64) -> bool {
+    *retention_ms == DEFAULT_RETENTION_MS
 }
 
 /// When a send to a topic is acknowledged (see [`Topic::durability`]).

@@ -218,6 +218,24 @@ impl Topology {
                 ),
             ));
         }
+        if !TOPIC_RETENTION_MS.contains(&topic.retention_ms) {
+            return Err(TopologyError::invalid(
+                format!("{key}.retention_ms"),
+                topic.retention_ms.to_string(),
+                format!(
+                    "must be between {} and {} ms (1 s to one year)",
+                    TOPIC_RETENTION_MS.start(),
+                    TOPIC_RETENTION_MS.end()
+                ),
+            ));
+        }
+        if topic.retention_bytes == Some(0) {
+            return Err(TopologyError::invalid(
+                format!("{key}.retention_bytes"),
+                "0",
+                "must be at least 1 byte (leave it out for no limit)",
+            ));
+        }
         if topic.durability == crate::Durability::Geo && others == 0 {
             return Err(TopologyError::invalid(
                 format!("{key}.durability"),
@@ -462,6 +480,9 @@ const GROUP_MAX_ATTEMPTS: std::ops::RangeInclusive<u32> = 1..=1000;
 const GROUP_INVISIBLE_MS: std::ops::RangeInclusive<u64> = 1_000..=43_200_000;
 /// Most entries of a retry back-off list.
 const GROUP_BACKOFF_ENTRIES_MAX: usize = 64;
+
+/// Accepted [`crate::Topic::retention_ms`]: 1 s to one year.
+const TOPIC_RETENTION_MS: std::ops::RangeInclusive<u64> = 1_000..=365 * 24 * 60 * 60 * 1000;
 
 fn check_group(name: &str, group: &crate::Group) -> Result<(), TopologyError> {
     let key = format!("groups.{}", key_segment(name));

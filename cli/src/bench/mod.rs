@@ -263,6 +263,8 @@ async fn start_own(
         consume_from: ConsumeFrom::Earliest,
         durability: Default::default(),
         geo_copies: 1,
+        retention_ms: meridian_topology::DEFAULT_RETENTION_MS,
+        retention_bytes: None,
     };
     let mut links = Vec::new();
     for (index, first) in names.iter().enumerate() {

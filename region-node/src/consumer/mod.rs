@@ -220,8 +220,13 @@ impl<S: LogStore> ConsumerEngine<S> {
         })
     }
 
+    /// The names of every consumer group this node tracks.
+    pub fn group_names(&self) -> Vec<String> {
+        self.groups.read().names.iter().cloned().collect()
+    }
+
     /// A receiver that sees a change whenever [`Self::change_invisible`]
-    /// has moved a deadline.
+    /// may have made a message visible sooner.
     pub fn subscribe_invisibility_changes(&self) -> watch::Receiver<u64> {
         self.invisibility_changes.subscribe()
     }

@@ -167,6 +167,75 @@ pub fn queue_key_offset(key: &[u8]) -> Result<u64, StorageError> {
         .ok_or_else(|| corrupt("queue key", key, "shorter than an offset".to_owned()))
 }
 
+/// A consume-queue entry: where its message is in the log, when it joined
+/// the queue and how many bytes the queue had taken in up to and including
+/// it (what retention by time and size reads without touching the log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueEntry {
+    pub sequence: u64,
+    /// When the message joined the queue, ms since the Unix epoch: its
+    /// store time, or for a delay message its due time. `None` for entries
+    /// written before this was recorded.
+    pub queued_at_ms: Option<i64>,
+    /// Encoded record bytes of every message the queue ever took, this one
+    /// included (`None` for older entries).
+    pub cumulative_bytes: Option<u64>,
+}
+
+/// When a message was stored (its origin's store time, else its birth):
+/// when it joins its queue unless it waits for a delivery time.
+pub fn stored_at_ms(message: &Message) -> i64 {
+    if message.store_timestamp_ms != 0 {
+        message.store_timestamp_ms
+    } else {
+        message.born_timestamp_ms
+    }
+}
+
+/// Bytes of a `queue` value: `sequence u64 | queued_at_ms i64 | cumulative_bytes u64`.
+pub const QUEUE_VALUE_BYTES: usize = 24;
+
+/// `queue` value of an entry with its time and cumulative bytes.
+pub fn queue_value(
+    sequence: u64,
+    queued_at_ms: i64,
+    cumulative_bytes: u64,
+) -> [u8; QUEUE_VALUE_BYTES] {
+    let mut value = [0; QUEUE_VALUE_BYTES];
+    value[..8].copy_from_slice(&sequence.to_be_bytes());
+    value[8..16].copy_from_slice(&queued_at_ms.to_be_bytes());
+    value[16..].copy_from_slice(&cumulative_bytes.to_be_bytes());
+    value
+}
+
+/// Reads a `queue` value (24 bytes, or the 8-byte sequence of older entries).
+pub fn decode_queue_value(key: &[u8], value: &[u8]) -> Result<QueueEntry, StorageError> {
+    match value.len() {
+        8 => Ok(QueueEntry {
+            sequence: decode_sequence_value("queue entry", key, value)?,
+            queued_at_ms: None,
+            cumulative_bytes: None,
+        }),
+        QUEUE_VALUE_BYTES => Ok(QueueEntry {
+            sequence: read_u64(&value[..8]).unwrap_or_default(),
+            queued_at_ms: value[8..16].try_into().ok().map(i64::from_be_bytes),
+            cumulative_bytes: read_u64(&value[16..]),
+        }),
+        length => Err(corrupt(
+            "queue entry",
+            key,
+            format!("expected {QUEUE_VALUE_BYTES} bytes (or 8), found {length}"),
+        )),
+    }
+}
+
+/// `meta` key holding a queue's retention floor: the offset below which
+/// every entry was removed (so offsets never restart, even when retention
+/// emptied the queue).
+pub fn queue_floor_meta_key(topic: &str, queue_id: i32) -> String {
+    format!("queue-floor/{}/{queue_id}", hex::encode(topic))
+}
+
 /// A sequence as stored in `queue` and `dedup` values.
 pub fn sequence_value(sequence: u64) -> [u8; 8] {
     sequence.to_be_bytes()

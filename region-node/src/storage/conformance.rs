@@ -816,6 +816,144 @@ fn enqueue_due_takes_at_most_max(store: &impl LogStore) {
 
 // ---- instantiation ----------------------------------------------------------
 
+/// A message numbered `n` of `topic` queue 0 stored at `stored_at_ms` with
+/// a body of `body_len` bytes.
+fn stored_at(n: u64, topic: &str, stored_at_ms: i64, body_len: usize) -> Record {
+    let mut record = record(n, topic, 0);
+    let message = record.message.as_mut().expect("a message");
+    message.store_timestamp_ms = stored_at_ms;
+    message.body = noise(body_len, n);
+    record
+}
+
+const T0: i64 = 1_700_000_000_000;
+
+fn retention_by_age_removes_the_oldest_messages_and_their_dedup_entries(store: &impl LogStore) {
+    let records = vec![
+        stored_at(1, "orders", T0, 10),
+        stored_at(2, "orders", T0 + 1_000, 10),
+        stored_at(3, "orders", T0 + 10_000, 10),
+    ];
+    store.append(records.clone(), LOCAL).expect("append");
+    let retention = super::Retention {
+        max_age_ms: 5_000,
+        max_bytes: None,
+    };
+    let trimmed = store
+        .trim_queue("orders", 0, &retention, T0 + 6_000, u64::MAX, 100)
+        .expect("trim");
+    assert_eq!(trimmed.removed, 2);
+    assert_eq!(trimmed.min_offset, 2);
+    assert_eq!(
+        store.queue_bounds("orders", 0).expect("bounds"),
+        QueueBounds { min: 2, max: 3 }
+    );
+    let left: Vec<u64> = store
+        .read_queue("orders", 0, 0, 10)
+        .expect("read")
+        .iter()
+        .map(|(offset, _)| *offset)
+        .collect();
+    assert_eq!(left, [2]);
+    assert_eq!(store.get(1).expect("get"), None, "the log record is gone");
+    assert_eq!(store.find_dedup(&dedup_id(1)).expect("dedup"), None);
+    // Its dedup window is over: a resend is stored again, at the next offset.
+    assert_eq!(
+        store
+            .append(vec![records[0].clone()], LOCAL)
+            .expect("append"),
+        [stored(4, 3)]
+    );
+    // Nothing more is old enough.
+    let again = store
+        .trim_queue("orders", 0, &retention, T0 + 6_000, u64::MAX, 100)
+        .expect("trim");
+    assert_eq!(again.removed, 0);
+}
+
+fn retention_by_size_keeps_the_newest_bytes_and_always_the_last_message(store: &impl LogStore) {
+    let records: Vec<Record> = (1..=4).map(|n| stored_at(n, "orders", T0, 1_000)).collect();
+    let size = u64::try_from(codec::record_size(&records[0])).expect("size");
+    store.append(records, LOCAL).expect("append");
+    let keep_two = super::Retention {
+        max_age_ms: i64::MAX,
+        max_bytes: Some(2 * size + 10),
+    };
+    let trimmed = store
+        .trim_queue("orders", 0, &keep_two, T0, u64::MAX, 100)
+        .expect("trim");
+    assert_eq!((trimmed.removed, trimmed.min_offset), (2, 2));
+    let keep_none = super::Retention {
+        max_age_ms: i64::MAX,
+        max_bytes: Some(1),
+    };
+    let trimmed = store
+        .trim_queue("orders", 0, &keep_none, T0, u64::MAX, 100)
+        .expect("trim");
+    assert_eq!(
+        (trimmed.removed, trimmed.min_offset),
+        (1, 3),
+        "the last one stays"
+    );
+}
+
+fn retention_keeps_the_last_record_of_the_log(store: &impl LogStore) {
+    let records: Vec<Record> = (1..=5).map(|n| stored_at(n, "orders", T0, 10)).collect();
+    store.append(records, LOCAL).expect("append");
+    let retention = super::Retention {
+        max_age_ms: 1,
+        max_bytes: None,
+    };
+    let now = T0 + 10_000;
+    // The log's last record stays, whatever its age.
+    let trimmed = store
+        .trim_queue("orders", 0, &retention, now, u64::MAX, 100)
+        .expect("trim");
+    assert_eq!((trimmed.removed, trimmed.min_offset), (4, 4));
+    store
+        .append(vec![stored_at(6, "other", now, 10)], LOCAL)
+        .expect("append");
+    let trimmed = store
+        .trim_queue("orders", 0, &retention, now, u64::MAX, 100)
+        .expect("trim");
+    assert_eq!((trimmed.removed, trimmed.min_offset), (1, 5));
+}
+
+fn retention_waits_for_replication_and_takes_at_most_max(store: &impl LogStore) {
+    let mut records: Vec<Record> = (1..=5).map(|n| stored_at(n, "orders", T0, 10)).collect();
+    records.push(stored_at(6, "other", T0, 10));
+    store.append(records, LOCAL).expect("append");
+    let retention = super::Retention {
+        max_age_ms: 1,
+        max_bytes: None,
+    };
+    let now = T0 + 10_000;
+    let trimmed = store
+        .trim_queue("orders", 0, &retention, now, u64::MAX, 1)
+        .expect("trim");
+    assert_eq!((trimmed.removed, trimmed.min_offset), (1, 1));
+    // Sequence 4 and later are not confirmed by every peer yet.
+    let trimmed = store
+        .trim_queue("orders", 0, &retention, now, 3, 100)
+        .expect("trim");
+    assert_eq!((trimmed.removed, trimmed.min_offset), (2, 3));
+    let trimmed = store
+        .trim_queue("orders", 0, &retention, now, 5, 100)
+        .expect("trim");
+    assert_eq!((trimmed.removed, trimmed.min_offset), (2, 5));
+    // Emptied, the queue keeps its offsets.
+    assert_eq!(
+        store.queue_bounds("orders", 0).expect("bounds"),
+        QueueBounds { min: 5, max: 5 }
+    );
+    assert_eq!(
+        store
+            .append(vec![stored_at(7, "orders", now, 10)], LOCAL)
+            .expect("append"),
+        [stored(7, 5)]
+    );
+}
+
 macro_rules! cases_for {
     ($open:path; $($case:ident),+ $(,)?) => {
         $(
@@ -860,6 +998,10 @@ conformance_suite!(
     concurrent_appends_get_gap_free_sequences_and_offsets,
     timer_messages_join_their_queue_when_due_in_time_order,
     enqueue_due_takes_at_most_max,
+    retention_by_age_removes_the_oldest_messages_and_their_dedup_entries,
+    retention_by_size_keeps_the_newest_bytes_and_always_the_last_message,
+    retention_waits_for_replication_and_takes_at_most_max,
+    retention_keeps_the_last_record_of_the_log,
 );
 
 mod dedup_property;

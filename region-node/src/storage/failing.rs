@@ -93,6 +93,19 @@ impl LogStore for FailingStore {
         self.inner.queue_bounds(topic, queue_id)
     }
 
+    fn trim_queue(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        retention: &super::Retention,
+        now_ms: i64,
+        replicated_through: u64,
+        max: usize,
+    ) -> Result<super::Trimmed, StorageError> {
+        self.inner
+            .trim_queue(topic, queue_id, retention, now_ms, replicated_through, max)
+    }
+
     #[cfg(test)]
     fn find_dedup(&self, dedup_id: &[u8]) -> Result<Option<u64>, StorageError> {
         self.inner.find_dedup(dedup_id)

@@ -9,7 +9,8 @@
 
 use super::{
     Appended, Enqueued, GroupCursor, GroupQueueKey, GroupQueueState, GroupWrite, LocalMessage,
-    LogStore, OffsetState, QueueBounds, StorageError, codec, validate_for_append,
+    LogStore, OffsetState, QueueBounds, Retention, StorageError, Trimmed, codec,
+    validate_for_append,
 };
 use meridian_proto::meridian::v1::Record;
 use parking_lot::Mutex;
@@ -28,8 +29,10 @@ pub struct MemoryStore {
 struct Inner {
     /// Sequence → record, `sequence` set.
     log: BTreeMap<u64, Record>,
-    /// (topic, queue id) → offset → sequence.
-    queues: BTreeMap<(String, i32), BTreeMap<u64, u64>>,
+    /// The highest sequence ever assigned (retention may have removed it).
+    last_sequence: u64,
+    /// (topic, queue id) → its entries.
+    queues: BTreeMap<(String, i32), MemoryQueue>,
     /// Dedup id → (sequence, queue offset; `None` for acknowledgements).
     dedup_ids: HashMap<Vec<u8>, (u64, Option<u64>)>,
     /// (message dedup id, ack sequence) of held acknowledgements.
@@ -41,6 +44,36 @@ struct Inner {
     timers: BTreeSet<(i64, u64)>,
     groups: BTreeMap<GroupQueueKey, (GroupCursor, BTreeMap<u64, OffsetState>)>,
     meta: BTreeMap<String, Vec<u8>>,
+}
+
+/// One consume queue.
+#[derive(Debug, Default)]
+struct MemoryQueue {
+    /// Offset → entry.
+    entries: BTreeMap<u64, codec::QueueEntry>,
+    /// The offset below which retention removed everything.
+    floor: u64,
+}
+
+impl MemoryQueue {
+    /// Appends a message's entry; returns its offset.
+    fn push(&mut self, sequence: u64, queued_at_ms: i64, bytes: usize) -> u64 {
+        let (offset, cumulative) = match self.entries.last_key_value() {
+            Some((&last, entry)) => (last + 1, entry.cumulative_bytes.unwrap_or(0)),
+            None => (self.floor, 0),
+        };
+        self.entries.insert(
+            offset,
+            codec::QueueEntry {
+                sequence,
+                queued_at_ms: Some(queued_at_ms),
+                cumulative_bytes: Some(
+                    cumulative.saturating_add(u64::try_from(bytes).unwrap_or(u64::MAX)),
+                ),
+            },
+        );
+        offset
+    }
 }
 
 impl MemoryStore {
@@ -88,7 +121,8 @@ impl LogStore for MemoryStore {
                 continue;
             }
             let reused_client_id = same_id.is_some_and(|digests| !digests.is_empty());
-            let sequence = inner.log.last_key_value().map_or(0, |(&last, _)| last) + 1;
+            inner.last_sequence += 1;
+            let sequence = inner.last_sequence;
             let Some(message) = record.message.as_ref() else {
                 // An acknowledgement: in the log and deduplicated, in no queue.
                 inner
@@ -109,13 +143,12 @@ impl LogStore for MemoryStore {
                     None
                 }
                 None => {
+                    let bytes = codec::record_size(&record);
                     let queue = inner
                         .queues
                         .entry((message.topic.clone(), message.queue_id))
                         .or_default();
-                    let offset = queue.last_key_value().map_or(0, |(&last, _)| last + 1);
-                    queue.insert(offset, sequence);
-                    Some(offset)
+                    Some(queue.push(sequence, codec::stored_at_ms(message), bytes))
                 }
             };
             inner
@@ -171,8 +204,7 @@ impl LogStore for MemoryStore {
                 .queues
                 .entry((message.topic.clone(), message.queue_id))
                 .or_default();
-            let offset = queue.last_key_value().map_or(0, |(&last, _)| last + 1);
-            queue.insert(offset, sequence);
+            let offset = queue.push(sequence, timer.0, codec::record_size(record));
             inner
                 .dedup_ids
                 .insert(record.dedup_id.clone(), (sequence, Some(offset)));
@@ -188,12 +220,7 @@ impl LogStore for MemoryStore {
     }
 
     fn last_sequence(&self) -> Result<u64, StorageError> {
-        Ok(self
-            .inner
-            .lock()
-            .log
-            .last_key_value()
-            .map_or(0, |(&sequence, _)| sequence))
+        Ok(self.inner.lock().last_sequence)
     }
 
     fn read_log(
@@ -237,14 +264,15 @@ impl LogStore for MemoryStore {
             return Ok(Vec::new());
         };
         queue
+            .entries
             .range(from_offset..)
             .take(max)
-            .map(|(&offset, sequence)| match inner.log.get(sequence) {
+            .map(|(&offset, entry)| match inner.log.get(&entry.sequence) {
                 Some(record) => Ok((offset, record.clone())),
                 None => Err(StorageError::Corrupt {
                     what: "queue entry",
                     key: format!("{topic}/{queue_id}/{offset}"),
-                    reason: format!("points at sequence {sequence}, which is not stored"),
+                    reason: format!("points at sequence {}, which is not stored", entry.sequence),
                 }),
             })
             .collect()
@@ -252,16 +280,83 @@ impl LogStore for MemoryStore {
 
     fn queue_bounds(&self, topic: &str, queue_id: i32) -> Result<QueueBounds, StorageError> {
         let inner = self.inner.lock();
-        let queue = inner.queues.get(&(topic.to_owned(), queue_id));
-        let first = queue
-            .and_then(|q| q.first_key_value())
-            .map(|(&offset, _)| offset);
-        let last = queue
-            .and_then(|q| q.last_key_value())
-            .map(|(&offset, _)| offset);
-        Ok(match (first, last) {
-            (Some(min), Some(last)) => QueueBounds { min, max: last + 1 },
-            _ => QueueBounds::default(),
+        let Some(queue) = inner.queues.get(&(topic.to_owned(), queue_id)) else {
+            return Ok(QueueBounds::default());
+        };
+        let max = queue
+            .entries
+            .last_key_value()
+            .map_or(queue.floor, |(&last, _)| last + 1);
+        let min = queue
+            .entries
+            .first_key_value()
+            .map_or(max, |(&first, _)| first);
+        Ok(QueueBounds { min, max })
+    }
+
+    fn trim_queue(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        retention: &Retention,
+        now_ms: i64,
+        replicated_through: u64,
+        max: usize,
+    ) -> Result<Trimmed, StorageError> {
+        let mut inner = self.inner.lock();
+        let inner = &mut *inner;
+        let Some(queue) = inner.queues.get_mut(&(topic.to_owned(), queue_id)) else {
+            return Ok(Trimmed::default());
+        };
+        let Some((&last_offset, last)) = queue.entries.last_key_value() else {
+            return Ok(Trimmed {
+                removed: 0,
+                min_offset: queue.floor,
+            });
+        };
+        let last_cumulative = last.cumulative_bytes;
+        let mut removed = 0;
+        while removed < max {
+            let Some((&offset, &entry)) = queue.entries.first_key_value() else {
+                break;
+            };
+            let record = inner.log.get(&entry.sequence);
+            if entry.sequence > replicated_through
+                || entry.sequence >= inner.last_sequence
+                || super::retention_keeps(
+                    retention,
+                    now_ms,
+                    &entry,
+                    record,
+                    offset == last_offset,
+                    last_cumulative,
+                )
+            {
+                break;
+            }
+            queue.entries.remove(&offset);
+            queue.floor = offset + 1;
+            if let Some(record) = inner.log.remove(&entry.sequence) {
+                inner.dedup_ids.remove(&record.dedup_id);
+                if let Some(message) = record.message.as_ref() {
+                    let id = (message.topic.clone(), message.client_message_id.clone());
+                    if let Some(digests) = inner.local_messages.get_mut(&id) {
+                        digests.remove(&codec::content_digest(message));
+                        if digests.is_empty() {
+                            inner.local_messages.remove(&id);
+                        }
+                    }
+                }
+            }
+            removed += 1;
+        }
+        let min_offset = queue
+            .entries
+            .first_key_value()
+            .map_or(queue.floor, |(&first, _)| first);
+        Ok(Trimmed {
+            removed,
+            min_offset,
         })
     }
 

@@ -6,9 +6,12 @@
 //! conformance suite (`conformance.rs`) runs against both.
 //!
 //! What is stored:
-//! * the commit log: local sequence (1, 2, 3, … with no gaps) → record;
-//! * consume queues: (topic, queue id, queue offset) → sequence; offsets of each
-//!   queue start at 0 and have no gaps;
+//! * the commit log: local sequence (1, 2, 3, … with no gaps, until
+//!   retention removes messages) → record;
+//! * consume queues: (topic, queue id, queue offset) → sequence, the time the
+//!   message joined the queue and the queue's cumulative bytes; offsets of
+//!   each queue start at 0 and have no gaps, except that retention
+//!   ([`LogStore::trim_queue`]) removes entries from the head;
 //! * the timer index: (delivery time, sequence) of each message with a
 //!   delivery time that has not joined its queue yet (see
 //!   [`LogStore::enqueue_due`]);
@@ -143,6 +146,25 @@ pub struct QueueBounds {
     pub max: u64,
 }
 
+/// What a consume queue keeps (see [`LogStore::trim_queue`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Messages are removed once they joined their queue this long ago (ms).
+    pub max_age_ms: i64,
+    /// Oldest messages first are removed while the queue holds more than
+    /// this many bytes of encoded records; the newest one always stays.
+    pub max_bytes: Option<u64>,
+}
+
+/// What one [`LogStore::trim_queue`] call removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Trimmed {
+    /// Messages removed.
+    pub removed: usize,
+    /// The queue's first offset after the call.
+    pub min_offset: u64,
+}
+
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -231,8 +253,31 @@ pub trait LogStore: Send + Sync + 'static {
         max: usize,
     ) -> Result<Vec<(u64, Record)>, StorageError>;
 
-    /// Offsets of a consume queue; `0..0` for a queue never written.
+    /// Offsets of a consume queue; `0..0` for a queue never written. Once
+    /// retention removed entries, `min` is the first one left (`min ==
+    /// max` when none is): offsets never restart.
     fn queue_bounds(&self, topic: &str, queue_id: i32) -> Result<QueueBounds, StorageError>;
+
+    /// Removes from the head of a consume queue, oldest first and at most
+    /// `max`, the messages `retention` no longer keeps at `now_ms`: their
+    /// queue entries, log records and dedup entries, in one atomic write.
+    /// It stops at the first message kept, and never removes a message
+    /// whose sequence is above `replicated_through` (not yet confirmed by
+    /// every region it goes to), nor the log's last record (sequences
+    /// continue from it after a restart). A message's age counts from when it joined
+    /// its queue (a delay message: its due time; older entries that lack
+    /// that time: their store time). A later copy of a removed message (a
+    /// replication resend) is stored again: the dedup window is the
+    /// retention.
+    fn trim_queue(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        retention: &Retention,
+        now_ms: i64,
+        replicated_through: u64,
+        max: usize,
+    ) -> Result<Trimmed, StorageError>;
 
     /// The sequence of the record with this dedup id, if stored (for tests:
     /// the node finds duplicates inside `append`).
@@ -281,6 +326,40 @@ pub trait LogStore: Send + Sync + 'static {
 
     /// Writes a metadata value.
     fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StorageError>;
+}
+
+/// Whether `retention` keeps a queue entry at `now_ms` ([`LogStore::trim_queue`]):
+/// `record` is its message (`None`: gone from the log, never kept), `is_last`
+/// whether it is the queue's newest entry (always kept by size), and
+/// `last_cumulative` the newest entry's cumulative bytes.
+fn retention_keeps(
+    retention: &Retention,
+    now_ms: i64,
+    entry: &codec::QueueEntry,
+    record: Option<&Record>,
+    is_last: bool,
+    last_cumulative: Option<u64>,
+) -> bool {
+    let Some(record) = record else {
+        return false;
+    };
+    let queued_at = entry.queued_at_ms.or_else(|| {
+        record
+            .message
+            .as_ref()
+            .map(codec::stored_at_ms)
+    });
+    if queued_at.is_some_and(|at| now_ms.saturating_sub(at) >= retention.max_age_ms) {
+        return false;
+    }
+    match (retention.max_bytes, entry.cumulative_bytes, last_cumulative) {
+        (Some(limit), Some(cumulative), Some(last)) if !is_last => {
+            // Bytes from this entry to the newest, this one included.
+            let size = u64::try_from(codec::record_size(record)).unwrap_or(u64::MAX);
+            last.saturating_sub(cumulative).saturating_add(size) <= limit
+        }
+        _ => true,
+    }
 }
 
 /// Checks what [`LogStore::append`] requires of every record of a batch,

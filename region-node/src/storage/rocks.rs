@@ -11,12 +11,12 @@
 //! | column family | key | value |
 //! |---|---|---|
 //! | `log`   | `sequence: u64` | `0x01` (format version), CRC32C of the payload (`u32`), protobuf `Record` without `sequence`; values ≥ 64 KiB go to blob files |
-//! | `queue` | `name(topic) qid offset: u64` | `sequence: u64` |
+//! | `queue` | `name(topic) qid offset: u64` | `sequence: u64, queued_at_ms: i64, cumulative_bytes: u64` (older entries: `sequence` alone) |
 //! | `dedup` | `0x01 dedup_id` (16 bytes) | `sequence: u64, queue_offset: u64` (older entries: `sequence` alone) |
 //! | `dedup` | `0x03 name(topic) name(client_message_id) digest` (SHA-256 of the content, 32 bytes) — local-origin records only | `sequence: u64, queue_offset: u64` |
 //! | `group` | `name(group) name(topic) qid 0x00` — the cursor | `floor: u64, next: u64` |
 //! | `group` | `name(group) name(topic) qid 0x01 offset: u64` — one offset's state | `0x01 deadline_ms: i64 attempt: u32` (in flight) or `0x02` (done) |
-//! | `meta`  | the key's UTF-8 bytes | the value's bytes |
+//! | `meta`  | the key's UTF-8 bytes (`queue-floor/<hex topic>/<queue id>`: a queue's retention floor) | the value's bytes |
 //! | `timer` | `due_ms: i64` (sign bit flipped) `sequence: u64` — a message waiting for its delivery time | empty |
 //!
 //! A group queue's cursor sorts just before its offsets, so start-up loads all
@@ -47,7 +47,7 @@
 
 use super::{
     Appended, Enqueued, GroupQueueState, GroupWrite, LocalMessage, LogStore, QueueBounds,
-    StorageError,
+    Retention, StorageError, Trimmed,
     codec::{self, GroupKey},
     validate_for_append,
 };
@@ -95,8 +95,27 @@ pub struct RocksStore {
 
 struct AppendState {
     last_sequence: u64,
-    /// Next offset of each queue appended to since open.
-    next_offsets: HashMap<(String, i32), u64>,
+    /// The tail of each queue appended to since open.
+    tails: HashMap<(String, i32), QueueTail>,
+}
+
+/// A message joining a queue.
+#[derive(Debug, Clone, Copy)]
+struct NewEntry {
+    sequence: u64,
+    /// When it joins (its store time, or its due time).
+    queued_at_ms: i64,
+    /// Its encoded record size.
+    bytes: usize,
+}
+
+/// Where a queue's next entry goes.
+#[derive(Debug, Clone, Copy, Default)]
+struct QueueTail {
+    /// The next offset.
+    next: u64,
+    /// The cumulative bytes of the last entry (0 for a queue without one).
+    cumulative_bytes: u64,
 }
 
 impl std::fmt::Debug for RocksStore {
@@ -191,7 +210,7 @@ impl RocksStore {
             relaxed_write_options: WriteOptions::default(),
             append_state: Mutex::new(AppendState {
                 last_sequence: 0,
-                next_offsets: HashMap::new(),
+                tails: HashMap::new(),
             }),
             last_sequence: AtomicU64::new(0),
             held_acks: AtomicU64::new(0),
@@ -239,24 +258,37 @@ impl RocksStore {
         }
     }
 
-    /// The next offset of a queue, read from the last key of its prefix.
-    fn read_next_offset(&self, topic: &str, queue_id: i32) -> Result<u64, StorageError> {
+    /// The tail of a queue, read from the last key of its prefix (or its
+    /// retention floor when retention emptied it).
+    fn read_tail(&self, topic: &str, queue_id: i32) -> Result<QueueTail, StorageError> {
         let prefix = codec::queue_prefix(topic, queue_id);
         let last = codec::queue_key(topic, queue_id, u64::MAX);
         let mut entries = self.db.iterator_cf(
             self.cf(QUEUE),
             IteratorMode::From(&last, Direction::Reverse),
         );
-        match entries.next() {
-            Some(entry) => {
-                let (key, _) = entry.map_err(backend("read the last queue key"))?;
-                if key.starts_with(&prefix) {
-                    Ok(codec::queue_key_offset(&key)?.saturating_add(1))
-                } else {
-                    Ok(0)
-                }
+        if let Some(entry) = entries.next() {
+            let (key, value) = entry.map_err(backend("read the last queue key"))?;
+            if key.starts_with(&prefix) {
+                let entry = codec::decode_queue_value(&key, &value)?;
+                return Ok(QueueTail {
+                    next: codec::queue_key_offset(&key)?.saturating_add(1),
+                    cumulative_bytes: entry.cumulative_bytes.unwrap_or(0),
+                });
             }
+        }
+        Ok(QueueTail {
+            next: self.read_floor(topic, queue_id)?,
+            cumulative_bytes: 0,
+        })
+    }
+
+    /// The offset below which retention removed every entry of a queue.
+    fn read_floor(&self, topic: &str, queue_id: i32) -> Result<u64, StorageError> {
+        let key = codec::queue_floor_meta_key(topic, queue_id);
+        match self.get_meta(&key)? {
             None => Ok(0),
+            Some(value) => codec::decode_sequence_value("queue floor", key.as_bytes(), &value),
         }
     }
 
@@ -280,32 +312,39 @@ impl RocksStore {
         }
     }
 
-    /// Puts `sequence` at the next offset of `queue` in `batch`, and returns
-    /// that offset: the next one this batch left (`staged`), else the cached
-    /// one, else the one read from storage. The caller holds the append lock
-    /// and applies `staged` to the cache once the batch is written.
+    /// Puts `entry` at the next offset of `queue` in `batch`, and returns
+    /// that offset: the next one this batch left (`staged`),
+    /// else the cached one, else the one read from storage. The caller
+    /// holds the append lock and applies `staged` to the cache once the
+    /// batch is written.
     fn stage_queue_entry(
         &self,
         batch: &mut WriteBatch,
         state: &AppendState,
-        staged: &mut HashMap<(String, i32), u64>,
+        staged: &mut HashMap<(String, i32), QueueTail>,
         queue: (String, i32),
-        sequence: u64,
+        entry: NewEntry,
     ) -> Result<u64, StorageError> {
-        let offset = match staged
-            .get(&queue)
-            .or_else(|| state.next_offsets.get(&queue))
-        {
-            Some(&offset) => offset,
-            None => self.read_next_offset(&queue.0, queue.1)?,
+        let tail = match staged.get(&queue).or_else(|| state.tails.get(&queue)) {
+            Some(&tail) => tail,
+            None => self.read_tail(&queue.0, queue.1)?,
         };
+        let cumulative_bytes = tail
+            .cumulative_bytes
+            .saturating_add(u64::try_from(entry.bytes).unwrap_or(u64::MAX));
         batch.put_cf(
             self.cf(QUEUE),
-            codec::queue_key(&queue.0, queue.1, offset),
-            codec::sequence_value(sequence),
+            codec::queue_key(&queue.0, queue.1, tail.next),
+            codec::queue_value(entry.sequence, entry.queued_at_ms, cumulative_bytes),
         );
-        staged.insert(queue, offset + 1);
-        Ok(offset)
+        staged.insert(
+            queue,
+            QueueTail {
+                next: tail.next + 1,
+                cumulative_bytes,
+            },
+        );
+        Ok(tail.next)
     }
 
     /// Looks a `dedup` key up, first among this batch's pending entries.
@@ -389,8 +428,8 @@ impl LogStore for RocksStore {
         let mut results = Vec::with_capacity(records.len());
         // `dedup` keys written by this batch, so duplicates within it are caught.
         let mut pending_dedup = HashMap::new();
-        // Next offsets as this batch leaves them; applied to the cache after the write.
-        let mut staged_offsets: HashMap<(String, i32), u64> = HashMap::new();
+        // Queue tails as this batch leaves them; applied to the cache after the write.
+        let mut staged_offsets: HashMap<(String, i32), QueueTail> = HashMap::new();
         let mut sequence = state.last_sequence;
         for record in &mut records {
             let id_key = codec::dedup_id_key(&record.dedup_id);
@@ -434,7 +473,11 @@ impl LogStore for RocksStore {
                     &state,
                     &mut staged_offsets,
                     (message.topic.clone(), message.queue_id),
-                    sequence + 1,
+                    NewEntry {
+                        sequence: sequence + 1,
+                        queued_at_ms: codec::stored_at_ms(message),
+                        bytes: codec::record_size(record),
+                    },
                 )?),
             };
             sequence += 1;
@@ -471,7 +514,7 @@ impl LogStore for RocksStore {
                 .write_opt(batch, &self.write_options)
                 .map_err(backend("append records"))?;
             state.last_sequence = sequence;
-            state.next_offsets.extend(staged_offsets);
+            state.tails.extend(staged_offsets);
             self.last_sequence.store(sequence, Ordering::Release);
         }
         Ok(results)
@@ -507,7 +550,7 @@ impl LogStore for RocksStore {
             if due_ms > now_ms {
                 break;
             }
-            due.push((key.to_vec(), sequence));
+            due.push((key.to_vec(), due_ms, sequence));
             iterator.next();
         }
         iterator.status().map_err(backend("scan the timer index"))?;
@@ -516,15 +559,16 @@ impl LogStore for RocksStore {
             return Ok(Vec::new());
         }
         let mut batch = WriteBatch::default();
-        let mut staged_offsets: HashMap<(String, i32), u64> = HashMap::new();
+        let mut staged_offsets: HashMap<(String, i32), QueueTail> = HashMap::new();
         let mut enqueued = Vec::with_capacity(due.len());
-        for (key, sequence) in due {
+        for (key, due_ms, sequence) in due {
             batch.delete_cf(self.cf(TIMER), &key);
             let record = self.get(sequence)?.ok_or_else(|| StorageError::Corrupt {
                 what: "timer entry",
                 key: hex::encode(&key),
                 reason: format!("points at sequence {sequence}, which is not stored"),
             })?;
+            let bytes = codec::record_size(&record);
             let Some(message) = record.message else {
                 continue;
             };
@@ -534,7 +578,11 @@ impl LogStore for RocksStore {
                 &state,
                 &mut staged_offsets,
                 queue.clone(),
-                sequence,
+                NewEntry {
+                    sequence,
+                    queued_at_ms: due_ms,
+                    bytes,
+                },
             )?;
             batch.put_cf(
                 self.cf(DEDUP),
@@ -552,7 +600,7 @@ impl LogStore for RocksStore {
         self.db
             .write_opt(batch, &self.write_options)
             .map_err(backend("move due messages to their queues"))?;
-        state.next_offsets.extend(staged_offsets);
+        state.tails.extend(staged_offsets);
         Ok(enqueued)
     }
 
@@ -617,7 +665,7 @@ impl LogStore for RocksStore {
                 break;
             }
             let offset = codec::queue_key_offset(&key)?;
-            let sequence = codec::decode_sequence_value("queue entry", &key, &value)?;
+            let sequence = codec::decode_queue_value(&key, &value)?.sequence;
             let record = self.get(sequence)?.ok_or_else(|| StorageError::Corrupt {
                 what: "queue entry",
                 key: hex::encode(&key),
@@ -629,13 +677,118 @@ impl LogStore for RocksStore {
     }
 
     fn queue_bounds(&self, topic: &str, queue_id: i32) -> Result<QueueBounds, StorageError> {
-        match self.read_first_offset(topic, queue_id)? {
-            None => Ok(QueueBounds::default()),
-            Some(min) => Ok(QueueBounds {
-                min,
-                max: self.read_next_offset(topic, queue_id)?,
-            }),
+        let max = self.read_tail(topic, queue_id)?.next;
+        Ok(QueueBounds {
+            min: self.read_first_offset(topic, queue_id)?.unwrap_or(max),
+            max,
+        })
+    }
+
+    fn trim_queue(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        retention: &Retention,
+        now_ms: i64,
+        replicated_through: u64,
+        max: usize,
+    ) -> Result<Trimmed, StorageError> {
+        // Under the append lock: the tail and the floor must not move meanwhile.
+        let state = self.append_state.lock();
+        let prefix = codec::queue_prefix(topic, queue_id);
+        let tail_cumulative = {
+            let mut last = self.db.iterator_cf(
+                self.cf(QUEUE),
+                IteratorMode::From(
+                    &codec::queue_key(topic, queue_id, u64::MAX),
+                    Direction::Reverse,
+                ),
+            );
+            match last.next() {
+                Some(entry) => {
+                    let (key, value) = entry.map_err(backend("read the last queue key"))?;
+                    if !key.starts_with(&prefix) {
+                        return Ok(Trimmed::default());
+                    }
+                    (
+                        codec::queue_key_offset(&key)?,
+                        codec::decode_queue_value(&key, &value)?,
+                    )
+                }
+                None => return Ok(Trimmed::default()),
+            }
+        };
+        let (last_offset, last_entry) = tail_cumulative;
+        let mut batch = WriteBatch::default();
+        let mut removed = 0;
+        let mut min_offset = None;
+        let entries = self.db.iterator_cf(
+            self.cf(QUEUE),
+            IteratorMode::From(&prefix, Direction::Forward),
+        );
+        for entry in entries {
+            let (key, value) = entry.map_err(backend("read a consume queue"))?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            let offset = codec::queue_key_offset(&key)?;
+            let queued = codec::decode_queue_value(&key, &value)?;
+            // The log's last record stays: the next sequence is read from it at open.
+            if removed >= max
+                || queued.sequence > replicated_through
+                || queued.sequence >= state.last_sequence
+            {
+                min_offset = Some(offset);
+                break;
+            }
+            let record = self.get(queued.sequence)?;
+            let kept = super::retention_keeps(
+                retention,
+                now_ms,
+                &queued,
+                record.as_ref(),
+                offset == last_offset,
+                last_entry.cumulative_bytes,
+            );
+            if kept {
+                min_offset = Some(offset);
+                break;
+            }
+            batch.delete_cf(self.cf(QUEUE), &key);
+            batch.delete_cf(self.cf(LOG), codec::log_key(queued.sequence));
+            if let Some(record) = &record {
+                batch.delete_cf(self.cf(DEDUP), codec::dedup_id_key(&record.dedup_id));
+                if let Some(message) = record.message.as_ref()
+                    && !message.client_message_id.is_empty()
+                {
+                    batch.delete_cf(
+                        self.cf(DEDUP),
+                        codec::local_message_key(
+                            &message.topic,
+                            &message.client_message_id,
+                            &codec::content_digest(message),
+                        ),
+                    );
+                }
+            }
+            removed += 1;
+            min_offset = Some(offset + 1);
         }
+        let min_offset = min_offset.unwrap_or(last_offset + 1);
+        if removed > 0 {
+            batch.put_cf(
+                self.cf(META),
+                codec::queue_floor_meta_key(topic, queue_id).as_bytes(),
+                codec::sequence_value(min_offset),
+            );
+            self.db
+                .write_opt(batch, &self.write_options)
+                .map_err(backend("remove expired messages"))?;
+        }
+        Ok(Trimmed {
+            removed,
+            min_offset,
+        })
     }
 
     #[cfg(test)]

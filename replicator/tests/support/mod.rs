@@ -357,6 +357,8 @@ pub fn topology(regions: &[&TestRegion], topics: &[(&str, &[&str])]) -> Topology
                     consume_from: Default::default(),
                     durability: Default::default(),
                     geo_copies: 1,
+                    retention_ms: meridian_topology::DEFAULT_RETENTION_MS,
+                    retention_bytes: None,
                 };
                 (name.to_string(), topic)
             })

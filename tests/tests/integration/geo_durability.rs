@@ -21,6 +21,8 @@ async fn geo_cluster() -> TestCluster {
         consume_from: ConsumeFrom::Earliest,
         durability: Durability::Geo,
         geo_copies: 1,
+        retention_ms: meridian_topology::DEFAULT_RETENTION_MS,
+        retention_bytes: None,
     };
     TestCluster::builder()
         .regions(2)

@@ -31,6 +31,7 @@ mod push_nodejs;
 mod python_client;
 mod replication;
 mod replication_frames;
+mod retention;
 mod round_trip;
 mod routing;
 mod rust_side;

@@ -318,6 +318,8 @@ async fn python_simple_consumer_on_an_empty_topic_gets_an_empty_list_after_the_a
         consume_from: ConsumeFrom::Earliest,
         durability: Default::default(),
         geo_copies: 1,
+        retention_ms: meridian_topology::DEFAULT_RETENTION_MS,
+        retention_bytes: None,
     };
     let interpreter = Python::from_env()?;
     let cluster = script::two_region_cluster()

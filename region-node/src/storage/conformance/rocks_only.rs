@@ -108,6 +108,36 @@ fn waiting_timer_messages_survive_close_and_reopen() {
 }
 
 #[test]
+fn a_queue_emptied_by_retention_keeps_its_offsets_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let retention = crate::storage::Retention {
+        max_age_ms: 1,
+        max_bytes: None,
+    };
+    {
+        let store = RocksStore::open(dir.path(), FlushMode::Sync).unwrap();
+        let mut records: Vec<Record> = (1..=3).map(|n| stored_at(n, "orders", T0, 10)).collect();
+        records.push(stored_at(4, "other", T0, 10));
+        store.append(records, LOCAL).unwrap();
+        let trimmed = store
+            .trim_queue("orders", 0, &retention, T0 + 1_000, u64::MAX, 100)
+            .unwrap();
+        assert_eq!((trimmed.removed, trimmed.min_offset), (3, 3));
+    }
+    let store = RocksStore::open(dir.path(), FlushMode::Sync).unwrap();
+    assert_eq!(
+        store.queue_bounds("orders", 0).unwrap(),
+        QueueBounds { min: 3, max: 3 }
+    );
+    assert_eq!(
+        store
+            .append(vec![stored_at(5, "orders", T0, 10)], LOCAL)
+            .unwrap(),
+        [stored(5, 3)]
+    );
+}
+
+#[test]
 fn corrupt_values_yield_corrupt_not_a_panic() {
     let (_dir, store) = open_rocks();
     store
