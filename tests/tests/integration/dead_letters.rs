@@ -12,7 +12,7 @@ use meridian_proto::rocketmq::v2::{
     ForwardMessageToDeadLetterQueueRequest, MessageQueue, ReceiveMessageRequest, Resource,
     receive_message_response,
 };
-use meridian_tests::{TEST_TOPIC, TestCluster};
+use meridian_tests::{Role, TEST_TOPIC, TestCluster};
 use meridian_topology::Group;
 use rocketmq::SimpleConsumer;
 use rocketmq::model::common::{FilterExpression, FilterType};
@@ -38,13 +38,21 @@ async fn receive_until(
             Instant::now() < deadline,
             "{wanted} did not arrive from {topic} within 60 s"
         );
-        let messages = within(
+        let messages = match within(
             LONG_POLLING + CLIENT_CALL_TIMEOUT,
             "receive",
             consumer.receive_with(topic, &filter, 32, invisible),
         )
         .await?
-        .map_err(|error| anyhow::anyhow!("receive from {topic}: {error:?}"))?;
+        {
+            Ok(messages) => messages,
+            // A node that just restarted: the client reconnects on the next call.
+            Err(error) if Instant::now() + Duration::from_secs(50) < deadline => {
+                note_retried_receive(topic, &error);
+                continue;
+            }
+            Err(error) => anyhow::bail!("receive from {topic}: {error:?}"),
+        };
         if let Some(message) = messages
             .into_iter()
             .find(|message| message.message_id() == wanted)
@@ -54,10 +62,15 @@ async fn receive_until(
     }
 }
 
+/// Notes a failed receive that is retried.
+fn note_retried_receive(topic: &str, error: &impl std::fmt::Debug) {
+    eprintln!("receive from {topic} failed, trying again: {error:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_message_past_its_groups_max_attempts_moves_to_the_dead_letter_topic()
 -> anyhow::Result<()> {
-    let cluster = TestCluster::builder()
+    let mut cluster = TestCluster::builder()
         .regions(2)
         .group(
             GROUP,
@@ -80,6 +93,11 @@ async fn a_message_past_its_groups_max_attempts_moves_to_the_dead_letter_topic()
             "delivery {attempt} says attempt {}",
             message.delivery_attempt()
         );
+        if attempt == 1 {
+            // The attempt count survives a crash of the node.
+            cluster.kill9("a", Role::Node)?;
+            cluster.start("a", Role::Node).await?;
+        }
     }
     // The group's next receive after the second invisibility ends moves
     // the message instead of delivering it a third time.

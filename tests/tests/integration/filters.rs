@@ -1,18 +1,18 @@
 //! SQL92 filters through the official Python client: a SimpleConsumer with
 //! an SQL expression over user properties gets exactly the messages it
 //! selects; a malformed expression is refused with ILLEGAL_FILTER_EXPRESSION
-//! naming the problem.
+//! naming the problem. The node crashes between the sends and the receive.
 
 use crate::json::Access as _;
 use crate::python_client::Python;
 use crate::script;
-use meridian_tests::{TEST_TOPIC, TestCluster};
+use meridian_tests::{Role, TEST_TOPIC, TestCluster};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn python_sql92_filter_selects_by_user_properties_and_refuses_bad_expressions()
 -> anyhow::Result<()> {
     let interpreter = Python::from_env()?;
-    let cluster = TestCluster::builder().regions(1).build().await?;
+    let mut cluster = TestCluster::builder().regions(1).build().await?;
     let python = Python::for_cluster(interpreter, &cluster)?;
     let endpoint = cluster.router_endpoint("a");
     // Four messages; produce.py gives each the property `index` (0..=3).
@@ -33,6 +33,9 @@ async fn python_sql92_filter_selects_by_user_properties_and_refuses_bad_expressi
         )
         .await?;
     produced.succeeded(|_| Ok(()))?;
+    // A crash between the sends and the filtered receive loses nothing.
+    cluster.kill9("a", Role::Node)?;
+    cluster.start("a", Role::Node).await?;
 
     let consumed = python
         .run(
