@@ -14,7 +14,12 @@
 //! the deployment has two regions joined by an emulated link of
 //! `--link-latency-ms` one way: messages are sent in `near` and consumed in
 //! `far`, so the figure includes replication.
+//!
+//! With `--scheduled N` (one region only for latency) the topic first
+//! receives N scheduled messages due in 30 days (`super::scheduled`);
+//! consumers count any of them delivered (none should be).
 
+use super::scheduled::{self, Scheduled};
 use super::{Flush, Latency, Target, histogram, latency_of, micros};
 use crate::drill::client::Client;
 use anyhow::Context as _;
@@ -48,6 +53,10 @@ pub struct ConsumeArgs {
     /// The flush mode of bench's deployment.
     #[arg(long, value_enum, default_value = "sync")]
     pub flush: Flush,
+    /// Scheduled messages to load into the topic first: 64 B bodies, DELAY
+    /// messages due in 30 days, in batched sends.
+    #[arg(long, default_value_t = 0)]
+    pub scheduled: u64,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -80,6 +89,10 @@ pub struct LatencyArgs {
     /// The flush mode of bench's deployment.
     #[arg(long, value_enum, default_value = "sync")]
     pub flush: Flush,
+    /// Scheduled messages to load into the topic first: 64 B bodies, DELAY
+    /// messages due in 30 days, in batched sends.
+    #[arg(long, default_value_t = 0)]
+    pub scheduled: u64,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -99,6 +112,11 @@ pub struct ConsumeReport {
     pub round_ms: Latency,
     pub client_cpu_us_per_message: f64,
     pub node_cpu_us_per_message: Option<f64>,
+    /// Scheduled messages loaded before the fill (`--scheduled`).
+    pub scheduled_messages: u64,
+    /// Their preload, and where they were after the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduled: Option<Scheduled>,
 }
 
 /// What `meridian bench latency` measured.
@@ -113,6 +131,11 @@ pub struct LatencyReport {
     pub delivered: u64,
     /// From the start of the send to the delivery, ms.
     pub latency_ms: Latency,
+    /// Scheduled messages loaded before the warm-up (`--scheduled`).
+    pub scheduled_messages: u64,
+    /// Their preload, and where they were after the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduled: Option<Scheduled>,
 }
 
 /// Runs `meridian bench consume` against bench's own one-region deployment.
@@ -126,15 +149,34 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
     let mut deployment = super::start_own(directory.path(), args.flush, &["bench"], 0).await?;
     let router = deployment.topology().region("bench")?.router;
     let node_pid = deployment.pid("bench", "node");
-    let measured = run_consume(&args, router, node_pid).await;
+    let db = directory.path().join("bench").join("node").join("db");
+    let measured = async {
+        let preloaded = preload(args.scheduled, router, node_pid, &db).await?;
+        let (mut report, scheduled_seen) = run_consume(&args, router, node_pid).await?;
+        if let Some(mut preloaded) = preloaded {
+            preloaded.delivered = Some(scheduled_seen);
+            let queued = scheduled::queued(router, super::BENCH_TOPIC, super::BENCH_QUEUES).await?;
+            preloaded.set_queued(queued, args.messages);
+            report.scheduled_messages = preloaded.messages;
+            report.scheduled = Some(preloaded);
+        }
+        anyhow::Ok(report)
+    }
+    .await;
     deployment.shut_down().await;
     let report = measured?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "consume: {} messages of {} B stored, {} consumer(s), batches of {BATCH}",
-            report.messages, report.size_bytes, report.concurrency
+            "consume: {} messages of {} B stored, {} consumer(s), batches of {BATCH}{}",
+            report.messages,
+            report.size_bytes,
+            report.concurrency,
+            match report.scheduled_messages {
+                0 => String::new(),
+                scheduled => format!(", after {scheduled} scheduled messages"),
+            }
         );
         println!(
             "  {} consumed in {:.2} s: {:.0} msgs/s",
@@ -151,15 +193,40 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
                 report.client_cpu_us_per_message
             );
         }
+        if let Some(scheduled) = &report.scheduled {
+            println!("{}", scheduled.describe());
+        }
     }
     Ok(())
 }
 
+/// `--scheduled count` into bench's topic through `router`, if any.
+async fn preload(
+    count: u64,
+    router: SocketAddr,
+    pid: Option<u32>,
+    db: &std::path::Path,
+) -> anyhow::Result<Option<Scheduled>> {
+    if count == 0 {
+        return Ok(None);
+    }
+    let preloaded = scheduled::preload(
+        router,
+        super::BENCH_TOPIC,
+        count,
+        super::BENCH_QUEUES,
+        Some(scheduled::OwnNode { pid, db }),
+    )
+    .await?;
+    Ok(Some(preloaded))
+}
+
+/// The report and the scheduled messages the consumers received.
 async fn run_consume(
     args: &ConsumeArgs,
     router: SocketAddr,
     node_pid: Option<u32>,
-) -> anyhow::Result<ConsumeReport> {
+) -> anyhow::Result<(ConsumeReport, u64)> {
     // Fill the topic first (not measured).
     let target = Target::Meridian {
         access_point: router,
@@ -197,6 +264,8 @@ async fn run_consume(
     }
 
     let consumed = Arc::new(AtomicU64::new(0));
+    // Scheduled messages delivered (none should be: they are due in 30 days).
+    let scheduled_seen = Arc::new(AtomicU64::new(0));
     let (client_before, node_before) = (
         super::cpu_ticks(None),
         node_pid.and_then(|pid| super::cpu_ticks(Some(pid))),
@@ -205,7 +274,11 @@ async fn run_consume(
     let deadline = started + Duration::from_secs(120);
     let mut consumers = tokio::task::JoinSet::new();
     for index in 0..args.concurrency {
-        let (consumed, total) = (Arc::clone(&consumed), args.messages);
+        let (consumed, scheduled_seen, total) = (
+            Arc::clone(&consumed),
+            Arc::clone(&scheduled_seen),
+            args.messages,
+        );
         consumers.spawn(async move {
             let mut client = Client::new(
                 router,
@@ -222,14 +295,17 @@ async fn run_consume(
                 if deliveries.is_empty() {
                     continue;
                 }
-                let acked = client
-                    .ack(GROUP, &deliveries)
-                    .await
-                    .into_iter()
-                    .filter(Result::is_ok)
-                    .count();
+                let outcomes = client.ack(GROUP, &deliveries).await;
                 rounds.saturating_record(micros(began.elapsed()));
-                consumed.fetch_add(acked as u64, Ordering::Relaxed);
+                let mut acked = 0;
+                for (delivery, outcome) in deliveries.iter().zip(outcomes) {
+                    if scheduled::is_scheduled(&delivery.message_id) {
+                        scheduled_seen.fetch_add(1, Ordering::Relaxed);
+                    } else if outcome.is_ok() {
+                        acked += 1;
+                    }
+                }
+                consumed.fetch_add(acked, Ordering::Relaxed);
             }
             rounds
         });
@@ -246,7 +322,7 @@ async fn run_consume(
         super::cpu_ticks(None),
         node_pid.and_then(|pid| super::cpu_ticks(Some(pid))),
     );
-    Ok(ConsumeReport {
+    let report = ConsumeReport {
         scenario: "consume",
         size_bytes: args.size,
         concurrency: args.concurrency,
@@ -258,13 +334,21 @@ async fn run_consume(
         client_cpu_us_per_message: super::per_message(client_before, client_after, consumed)
             .unwrap_or(0.0),
         node_cpu_us_per_message: super::per_message(node_before, node_after, consumed),
-    })
+        scheduled_messages: 0,
+        scheduled: None,
+    };
+    Ok((report, scheduled_seen.load(Ordering::Relaxed)))
 }
 
 /// Runs `meridian bench latency` against bench's own deployment.
 pub async fn latency(args: LatencyArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.rate >= 1, "--rate must be at least 1");
     anyhow::ensure!(args.consumers >= 1, "--consumers must be at least 1");
+    anyhow::ensure!(
+        args.scheduled == 0 || !args.cross_region,
+        "--scheduled is for one region: with --cross-region the backlog's replication \
+         would overlap the measured part"
+    );
     let directory = tempfile::Builder::new()
         .prefix("meridian-bench-")
         .tempdir()
@@ -281,7 +365,22 @@ pub async fn latency(args: LatencyArgs) -> anyhow::Result<()> {
         .topology()
         .region(regions[regions.len() - 1])?
         .router;
-    let measured = run_latency(&args, send_to, consume_at).await;
+    let db = directory.path().join("near").join("node").join("db");
+    let node_pid = deployment.pid("near", "node");
+    let measured = async {
+        let preloaded = preload(args.scheduled, send_to, node_pid, &db).await?;
+        let (mut report, stored, scheduled_seen) = run_latency(&args, send_to, consume_at).await?;
+        if let Some(mut preloaded) = preloaded {
+            preloaded.delivered = Some(scheduled_seen);
+            let queued =
+                scheduled::queued(send_to, super::BENCH_TOPIC, super::BENCH_QUEUES).await?;
+            preloaded.set_queued(queued, stored);
+            report.scheduled_messages = preloaded.messages;
+            report.scheduled = Some(preloaded);
+        }
+        anyhow::Ok(report)
+    }
+    .await;
     deployment.shut_down().await;
     let report = measured?;
     if args.json {
@@ -297,25 +396,36 @@ pub async fn latency(args: LatencyArgs) -> anyhow::Result<()> {
             "  send to delivery ms: p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
             latency.p50, latency.p99, latency.p999, latency.max
         );
+        if let Some(scheduled) = &report.scheduled {
+            println!("{}", scheduled.describe());
+        }
     }
     Ok(())
 }
 
+/// The report, every message the producer stored (warm-up included) and
+/// the scheduled messages the consumers received.
 async fn run_latency(
     args: &LatencyArgs,
     send_to: SocketAddr,
     consume_at: SocketAddr,
-) -> anyhow::Result<LatencyReport> {
+) -> anyhow::Result<(LatencyReport, u64, u64)> {
     let base = Instant::now();
     let measure_from = base + Duration::from_secs(args.warmup_s);
     let end = measure_from + Duration::from_secs(args.duration_s);
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
     let delivered = Arc::new(AtomicU64::new(0));
+    let scheduled_seen = Arc::new(AtomicU64::new(0));
+    let mut stored = 0_u64;
 
     let mut consumers = tokio::task::JoinSet::new();
     for index in 0..args.consumers {
-        let (stop, delivered) = (Arc::clone(&stop), Arc::clone(&delivered));
+        let (stop, delivered, scheduled_seen) = (
+            Arc::clone(&stop),
+            Arc::clone(&delivered),
+            Arc::clone(&scheduled_seen),
+        );
         consumers.spawn(async move {
             let mut client = Client::new(
                 consume_at,
@@ -330,6 +440,9 @@ async fn run_latency(
                 };
                 let now = base.elapsed();
                 for delivery in &deliveries {
+                    if scheduled::is_scheduled(&delivery.message_id) {
+                        scheduled_seen.fetch_add(1, Ordering::Relaxed);
+                    }
                     // `lat-<µs since base>-<sequence>`, measured ones only.
                     let sent_at = delivery
                         .message_id
@@ -366,12 +479,14 @@ async fn run_latency(
         } else {
             format!("warm-{sequence}")
         };
-        if producer
+        let stored_one = producer
             .send(message_id, "bench", body.clone())
             .await
-            .is_ok()
-            && began >= measure_from
-        {
+            .is_ok();
+        if stored_one {
+            stored += 1;
+        }
+        if stored_one && began >= measure_from {
             sent.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -388,7 +503,7 @@ async fn run_latency(
             .add(joined.context("a consumer failed")?)
             .context("merge histograms")?;
     }
-    Ok(LatencyReport {
+    let report = LatencyReport {
         scenario: "latency",
         path: if args.cross_region {
             format!(
@@ -403,5 +518,8 @@ async fn run_latency(
         sent: sent.load(Ordering::Relaxed),
         delivered: delivered.load(Ordering::Relaxed),
         latency_ms: latency_of(&latencies),
-    })
+        scheduled_messages: 0,
+        scheduled: None,
+    };
+    Ok((report, stored, scheduled_seen.load(Ordering::Relaxed)))
 }

@@ -18,10 +18,16 @@
 //! stime in USER_HZ = 100 ticks per second). `--json` prints the report as
 //! one JSON object on stdout; a progress bar (indicatif) shows on stderr
 //! when it is a terminal.
+//!
+//! With `--scheduled N` (produce, consume, one-region latency) bench first
+//! sends N scheduled messages due in 30 days to the same topic (see
+//! [`scheduled`]), then runs exactly as without it, and checks afterwards
+//! that none of them reached a queue or a consumer.
 
 mod consume;
 mod disk;
 mod nats;
+mod scheduled;
 
 pub use consume::{ConsumeArgs, LatencyArgs, consume, latency};
 
@@ -85,6 +91,11 @@ pub struct ProduceArgs {
     /// `"$(dirname "$(scripts/python-env.sh)")/nats-server"`).
     #[arg(long)]
     pub nats_server: Option<std::path::PathBuf>,
+    /// Scheduled messages to load into the topic before the warm-up: 64 B
+    /// bodies, DELAY messages due in 30 days, in batched sends; the
+    /// measured part is then the same as without them.
+    #[arg(long, default_value_t = 0)]
+    pub scheduled: u64,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -122,9 +133,18 @@ pub struct ProduceReport {
     pub compared: Vec<Comparison>,
     /// Messages the server acknowledged, the warm-up's included.
     pub stored_total: u64,
+    /// Scheduled messages loaded before the warm-up (`--scheduled`).
+    pub scheduled_messages: u64,
+    /// Their preload, and where they were after the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduled: Option<scheduled::Scheduled>,
+    /// Bytes of the node's RocksDB directory after the node stopped (own
+    /// deployment only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_bytes: Option<u64>,
     /// Bytes of the node's RocksDB directory (write-ahead log, tables,
-    /// manifest) per stored message, after the node stopped (own deployment
-    /// only).
+    /// manifest) per stored message (scheduled ones included), after the
+    /// node stopped (own deployment only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disk_bytes_per_message: Option<f64>,
     /// The disk's synced 4 KiB write latency, measured in the same run
@@ -158,6 +178,10 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         (1..=SIZE_MAX_BYTES).contains(&args.size),
         "--size must be between 1 and {SIZE_MAX_BYTES} bytes (RocketMQ's 4 MiB body limit)"
     );
+    anyhow::ensure!(
+        args.scheduled == 0 || args.nats_server.is_none(),
+        "--scheduled loads Meridian only: run it without --nats-server"
+    );
     let mut report = match args.access_point {
         Some(access_point) => {
             let description = format!("{access_point}, topic {}", args.topic);
@@ -165,7 +189,16 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
                 access_point,
                 topic: args.topic.clone(),
             };
-            run_producers(&args, target, description, None).await?
+            // The deployment's topic and queue count are unknown: queue 0,
+            // and no check of the queues afterwards.
+            let preloaded = match args.scheduled {
+                0 => None,
+                count => Some(scheduled::preload(access_point, &args.topic, count, 1, None).await?),
+            };
+            let mut measured = run_producers(&args, target, description, None).await?;
+            measured.scheduled_messages = preloaded.as_ref().map_or(0, |load| load.messages);
+            measured.scheduled = preloaded;
+            measured
         }
         None => {
             let directory = tempfile::Builder::new()
@@ -187,13 +220,41 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
                 access_point: router,
                 topic: BENCH_TOPIC.to_owned(),
             };
-            let measured = run_producers(&args, target, description, node_pid).await;
+            // The node's RocksDB (not the processes' logs).
+            let db = directory.path().join("bench").join("node").join("db");
+            let measured = async {
+                let preloaded = match args.scheduled {
+                    0 => None,
+                    count => Some(
+                        scheduled::preload(
+                            router,
+                            BENCH_TOPIC,
+                            count,
+                            BENCH_QUEUES,
+                            Some(scheduled::OwnNode {
+                                pid: node_pid,
+                                db: &db,
+                            }),
+                        )
+                        .await?,
+                    ),
+                };
+                let mut measured = run_producers(&args, target, description, node_pid).await?;
+                if let Some(mut preloaded) = preloaded {
+                    let queued = scheduled::queued(router, BENCH_TOPIC, BENCH_QUEUES).await?;
+                    preloaded.set_queued(queued, measured.stored_total);
+                    measured.scheduled_messages = preloaded.messages;
+                    measured.scheduled = Some(preloaded);
+                }
+                anyhow::Ok(measured)
+            }
+            .await;
             deployment.shut_down().await;
             let mut measured = measured?;
-            // The node's RocksDB (not the processes' logs).
-            let bytes = directory_bytes(&directory.path().join("bench").join("node").join("db"));
-            measured.disk_bytes_per_message =
-                (measured.stored_total > 0).then(|| bytes as f64 / measured.stored_total as f64);
+            let bytes = directory_bytes(&db);
+            let stored = measured.stored_total + measured.scheduled_messages;
+            measured.disk_bytes = Some(bytes);
+            measured.disk_bytes_per_message = (stored > 0).then(|| bytes as f64 / stored as f64);
             measured
         }
     };
@@ -258,7 +319,8 @@ async fn start_own(
     };
     let topic = Topic {
         queues: BENCH_QUEUES,
-        message_types: vec![MessageType::Normal],
+        // Delay for `--scheduled`.
+        message_types: vec![MessageType::Normal, MessageType::Delay],
         replicate_to: names.iter().map(|name| (*name).to_owned()).collect(),
         consume_from: ConsumeFrom::Earliest,
         durability: Default::default(),
@@ -466,12 +528,15 @@ async fn run_producers(
         compared: Vec::new(),
         disk_fsync: None,
         stored_total: stored.load(Ordering::Relaxed),
+        scheduled_messages: 0,
+        scheduled: None,
+        disk_bytes: None,
         disk_bytes_per_message: None,
     })
 }
 
 /// The total size of the files under `path`, bytes (0 where unreadable).
-fn directory_bytes(path: &Path) -> u64 {
+pub(super) fn directory_bytes(path: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(path) else {
         return 0;
     };
@@ -550,12 +615,21 @@ fn print_report(report: &ProduceReport) {
             comparison.meridian_ratio
         );
     }
-    if let Some(bytes) = report.disk_bytes_per_message {
-        println!(
+    if let Some(scheduled) = &report.scheduled {
+        println!("{}", scheduled.describe());
+    }
+    match (report.disk_bytes_per_message, report.scheduled_messages) {
+        (Some(bytes), 0) => println!(
             "disk: {bytes:.0} bytes per stored message ({:.2}x the body), {} stored",
             bytes / report.size_bytes as f64,
             report.stored_total
-        );
+        ),
+        (Some(bytes), scheduled) => println!(
+            "disk: {:.1} MB, {bytes:.0} bytes per stored message ({} sent, {scheduled} scheduled)",
+            report.disk_bytes.unwrap_or(0) as f64 / 1e6,
+            report.stored_total
+        ),
+        (None, _) => {}
     }
     if let Some(fsync) = &report.disk_fsync {
         println!(
@@ -567,8 +641,15 @@ fn print_report(report: &ProduceReport) {
 
 fn print_run(report: &ProduceReport) {
     println!(
-        "produce: {} B messages, {} producer(s), {:.0} s against {}",
-        report.size_bytes, report.concurrency, report.duration_s, report.target
+        "produce: {} B messages, {} producer(s), {:.0} s against {}{}",
+        report.size_bytes,
+        report.concurrency,
+        report.duration_s,
+        report.target,
+        match report.scheduled_messages {
+            0 => String::new(),
+            scheduled => format!(", after {scheduled} scheduled messages"),
+        }
     );
     println!(
         "  {} messages ({} failed): {:.0} msgs/s, {:.2} MB/s",
