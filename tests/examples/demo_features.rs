@@ -1,7 +1,9 @@
-//! Delay messages, ordered (FIFO) consumption and dead letters, with the
-//! official RocketMQ Rust client (5.0.0, unmodified) against the built-in
-//! demo (`meridian up`), whose topology configures the consumer groups
-//! `demo-fifo` (`fifo = true`) and `demo-retry` (`max_attempts = 2`).
+//! Delay messages, ordered (FIFO) consumption, dead letters, broadcast
+//! consumption, SQL92 filters and the largest bodies, with the official
+//! RocketMQ Rust client (5.0.0, unmodified) against the built-in demo
+//! (`meridian up`), whose topology configures the consumer groups
+//! `demo-fifo` (`fifo = true`), `demo-retry` (`max_attempts = 2`) and
+//! `demo-broadcast` (`broadcast = true`).
 //!
 //! ```sh
 //! "$CARGO_TARGET_DIR/debug/examples/demo_features"              # via 127.0.0.1:8081
@@ -16,6 +18,12 @@
 //!    comes again.
 //! 3. A message `demo-retry` receives twice without acknowledging moves to
 //!    `%DLQ%demo-retry`, where another group reads it.
+//! 4. Two consumer instances of `demo-broadcast` each get the same message.
+//! 5. A consumer whose SQL92 filter says `amount > 10` gets 2 of 3 messages.
+//! 6. A body of exactly 4 MiB is taken and one byte more is refused with
+//!    MESSAGE_BODY_TOO_LARGE; a body of 4 MiB less 1 KiB (the most the Rust
+//!    client can receive: its inbound limit is 4 MiB for the whole delivery)
+//!    comes back intact.
 //!
 //! Each run tags each step's messages uniquely and filters on that tag, so
 //! other steps' and earlier runs' messages are left alone. Exits non-zero if a step fails (60 s each).
@@ -219,6 +227,119 @@ async fn dead_letter_step(access_url: &str, producer: &Producer, tag: &str) -> a
     Ok(())
 }
 
+async fn broadcast_step(access_url: &str, producer: &Producer, tag: &str) -> anyhow::Result<()> {
+    let id = send(
+        producer,
+        MessageBuilder::builder()
+            .set_topic(TOPIC)
+            .set_tag(tag)
+            .set_body(b"for everyone".to_vec()),
+    )
+    .await?;
+    // Two clients: two client ids, two instances of the broadcast group.
+    let instances = [
+        consumer(access_url, "demo-broadcast", TOPIC).await?,
+        consumer(access_url, "demo-broadcast", TOPIC).await?,
+    ];
+    for (index, instance) in instances.iter().enumerate() {
+        let started = Instant::now();
+        loop {
+            anyhow::ensure!(
+                started.elapsed() < STEP_TIMEOUT,
+                "instance {index} did not get the message"
+            );
+            let messages = receive(instance, TOPIC, tag, Duration::from_secs(30)).await?;
+            if let Some(message) = messages.iter().find(|message| message.message_id() == id) {
+                ack(instance, message).await?;
+                break;
+            }
+        }
+    }
+    println!("broadcast: both instances of demo-broadcast got message {id}");
+    for instance in instances {
+        let _ = instance.shutdown().await;
+    }
+    Ok(())
+}
+
+async fn sql_step(access_url: &str, producer: &Producer, tag: &str) -> anyhow::Result<()> {
+    for amount in [5, 50, 500] {
+        send(
+            producer,
+            MessageBuilder::builder()
+                .set_topic(TOPIC)
+                .set_tag(tag)
+                .set_body(format!("amount {amount}").into_bytes())
+                .set_properties(std::collections::HashMap::from([(
+                    "amount",
+                    amount.to_string(),
+                )])),
+        )
+        .await?;
+    }
+    let consumer = consumer(access_url, &format!("demo-sql-{tag}"), TOPIC).await?;
+    let filter = FilterExpression::new(FilterType::Sql, format!("amount > 10 AND TAGS = '{tag}'"));
+    let mut bodies = Vec::new();
+    let started = Instant::now();
+    while bodies.len() < 2 {
+        anyhow::ensure!(started.elapsed() < STEP_TIMEOUT, "got only {bodies:?}");
+        let messages = consumer
+            .receive_with(TOPIC, &filter, 16, Duration::from_secs(30))
+            .await
+            .map_err(|error| anyhow::anyhow!("receive: {error:?}"))?;
+        for message in messages {
+            bodies.push(String::from_utf8_lossy(message.body()).into_owned());
+            ack(&consumer, &message).await?;
+        }
+    }
+    bodies.sort();
+    anyhow::ensure!(bodies == ["amount 50", "amount 500"], "got {bodies:?}");
+    println!("sql92: `amount > 10` selected {bodies:?} of amounts 5, 50, 500");
+    let _ = consumer.shutdown().await;
+    Ok(())
+}
+
+async fn large_step(access_url: &str, producer: &Producer, tag: &str) -> anyhow::Result<()> {
+    const MAX_BODY: usize = 4 * 1024 * 1024;
+    let message = |len: usize| {
+        MessageBuilder::builder()
+            .set_topic(TOPIC)
+            .set_tag(format!("{tag}-{len}"))
+            .set_body(vec![b'm'; len])
+    };
+    send(producer, message(MAX_BODY)).await?;
+    let refused = send(producer, message(MAX_BODY + 1)).await;
+    anyhow::ensure!(refused.is_err(), "a body of 4 MiB + 1 byte was taken");
+    let largest = MAX_BODY - 1024;
+    let id = send(producer, message(largest)).await?;
+    let consumer = consumer(access_url, &format!("demo-large-{tag}"), TOPIC).await?;
+    let started = Instant::now();
+    loop {
+        anyhow::ensure!(
+            started.elapsed() < STEP_TIMEOUT,
+            "the large message did not arrive"
+        );
+        let messages = receive(
+            &consumer,
+            TOPIC,
+            &format!("{tag}-{largest}"),
+            Duration::from_secs(30),
+        )
+        .await?;
+        if let Some(message) = messages.iter().find(|message| message.message_id() == id) {
+            anyhow::ensure!(message.body().len() == largest, "the body changed");
+            ack(&consumer, message).await?;
+            break;
+        }
+    }
+    println!(
+        "large bodies: {MAX_BODY} bytes taken, {} refused, {largest} received intact",
+        MAX_BODY + 1
+    );
+    let _ = consumer.shutdown().await;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     if std::env::args().any(|arg| arg == "--help" || arg == "-h") {
@@ -243,6 +364,9 @@ async fn main() -> anyhow::Result<()> {
     delay_step(&access_url, &producer, &format!("{tag}-delay")).await?;
     fifo_step(&access_url, &producer, &format!("{tag}-fifo")).await?;
     dead_letter_step(&access_url, &producer, &format!("{tag}-dead")).await?;
+    broadcast_step(&access_url, &producer, &format!("{tag}-broadcast")).await?;
+    sql_step(&access_url, &producer, &format!("{tag}-sql")).await?;
+    large_step(&access_url, &producer, &format!("{tag}-large")).await?;
     let _ = producer.shutdown().await;
     Ok(())
 }

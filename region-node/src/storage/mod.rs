@@ -343,12 +343,9 @@ fn retention_keeps(
     let Some(record) = record else {
         return false;
     };
-    let queued_at = entry.queued_at_ms.or_else(|| {
-        record
-            .message
-            .as_ref()
-            .map(codec::stored_at_ms)
-    });
+    let queued_at = entry
+        .queued_at_ms
+        .or_else(|| record.message.as_ref().map(codec::stored_at_ms));
     if queued_at.is_some_and(|at| now_ms.saturating_sub(at) >= retention.max_age_ms) {
         return false;
     }
