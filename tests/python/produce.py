@@ -32,6 +32,7 @@ def parse_arguments():
         help="comma-separated body sizes in bytes, one message each",
     )
     parser.add_argument("--tag")
+    parser.add_argument("--message-group", help="send FIFO messages of this message group")
     parser.add_argument("--key", action="append", default=[], dest="keys")
     parser.add_argument(
         "--property",
@@ -91,6 +92,8 @@ def main(arguments, log):
             message.body = body
             if arguments.tag:
                 message.tag = arguments.tag
+            if arguments.message_group:
+                message.message_group = arguments.message_group
             for key in arguments.keys:
                 # The setter adds one key per assignment.
                 message.keys = key

@@ -10,9 +10,12 @@ renew). It returns once
 --expect messages without `poison` succeeded and every poison message was
 delivered --poison-attempts times, or fails after --timeout.
 
-Output: {"ok", "succeeded": {message_id: attempt}, "attempts": {message_id:
-[attempt…]}, "poison": {message_id: [attempt…]}, "startup_ms",
-"shutdown_ms", "client_log"}.
+Output: {"ok", "succeeded": {message_id: attempt}, "order": [message_id…]
+(successes in processing order), "attempts": {message_id: [attempt…]},
+"poison": {message_id: [attempt…]}, "startup_ms", "shutdown_ms",
+"client_log"}. In a FIFO group the client retries a failed message itself
+(same delivery attempt each time) and then forwards it to the dead-letter
+topic, so a poison message's list then has one entry per local try.
 """
 
 import threading
@@ -44,6 +47,7 @@ class Listener(MessageListener):
         self.attempts = {}
         self.poison = {}
         self.succeeded = {}
+        self.order = []
         self.changed = threading.Condition(self.lock)
 
     def consume(self, message):
@@ -59,6 +63,7 @@ class Listener(MessageListener):
             if attempt <= 1 and self.fail_first:
                 return ConsumeResult.FAILURE
             self.succeeded[message.message_id] = attempt
+            self.order.append(message.message_id)
             self.changed.notify_all()
             return ConsumeResult.SUCCESS
 
@@ -102,6 +107,7 @@ def main(arguments, log):
                 listener.changed.wait(left)
             result.update(
                 succeeded=dict(listener.succeeded),
+                order=list(listener.order),
                 attempts=dict(listener.attempts),
                 poison=dict(listener.poison),
             )

@@ -269,3 +269,126 @@ async fn the_node_renews_a_slow_push_listeners_messages() -> anyhow::Result<()> 
 async fn a_proxying_router_renews_a_slow_push_listeners_messages() -> anyhow::Result<()> {
     slow_listener_keeps_its_messages(RouterMode::Proxy).await
 }
+
+const FIFO_PUSH_GROUP: &str = "fifo-pusher";
+
+/// The Python PushConsumer in a FIFO group (conformance item 21): a message
+/// its listener always fails is retried by the client itself up to the
+/// group's max attempts, then forwarded with ForwardMessageToDeadLetterQueue
+/// (copied to `%DLQ%<group>`, the original acknowledged), and the rest of
+/// its message group follows in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn python_fifo_push_consumer_forwards_a_poison_message_and_keeps_group_order()
+-> anyhow::Result<()> {
+    let interpreter = Python::from_env()?;
+    let cluster = TestCluster::builder()
+        .regions(1)
+        .group(
+            FIFO_PUSH_GROUP,
+            Group {
+                fifo: true,
+                max_attempts: 3,
+                retry_backoff_ms: vec![1_000],
+                ..Group::default()
+            },
+        )
+        .build()
+        .await?;
+    let python = Python::for_cluster(interpreter, &cluster)?;
+    let endpoint = cluster.router_endpoint("a");
+    let mut order = Vec::new();
+    let mut poison_id = String::new();
+    for poison in [false, true, false, false] {
+        let mut args = script::args([
+            "--endpoints",
+            &endpoint,
+            "--topic",
+            TEST_TOPIC,
+            "--tag",
+            "fifo-push",
+            "--message-group",
+            "orders-42",
+            "--sizes=64",
+        ]);
+        if poison {
+            args.extend(script::args(["--property", "poison=1"]));
+        }
+        let sent = python.run("produce.py", &args).await?;
+        let id = sent
+            .succeeded(|_| Ok(()))?
+            .field("sent")?
+            .array()?
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("nothing sent"))?
+            .field("message_id")?
+            .str()?
+            .to_owned();
+        if poison {
+            poison_id = id;
+        } else {
+            order.push(id);
+        }
+    }
+    let pushed = python
+        .run(
+            "push_consume.py",
+            &script::args([
+                "--endpoints",
+                &endpoint,
+                "--topic",
+                TEST_TOPIC,
+                "--group",
+                FIFO_PUSH_GROUP,
+                "--tag",
+                "fifo-push",
+                "--expect",
+                "3",
+                "--succeed-first",
+                "--poison-attempts",
+                "3",
+            ]),
+        )
+        .await?;
+    pushed.completed()?;
+    pushed.check(|output| {
+        only_known_client_errors(output)?;
+        let processed: Vec<&str> = output
+            .field("order")?
+            .array()?
+            .iter()
+            .map(|id| id.str())
+            .collect::<anyhow::Result<_>>()?;
+        anyhow::ensure!(
+            processed == order,
+            "processed {processed:?}, sent {order:?}"
+        );
+        let tries = output.field("poison")?.field(&poison_id)?.array()?.len();
+        anyhow::ensure!(tries == 3, "the poison message was tried {tries} times");
+        Ok(())
+    })?;
+    let dead_letters = format!("%DLQ%{FIFO_PUSH_GROUP}");
+    python
+        .run(
+            "consume.py",
+            &script::args([
+                "--endpoints",
+                &endpoint,
+                "--topic",
+                &dead_letters,
+                "--group",
+                "dlq-reader",
+                "--expect",
+                "1",
+                "--then-empty",
+            ]),
+        )
+        .await?
+        .succeeded(|output| {
+            let received = output.field("received")?.array()?;
+            anyhow::ensure!(received.len() == 1, "{} dead letters", received.len());
+            anyhow::ensure!(received[0].field("message_id")?.str()? == poison_id);
+            Ok(())
+        })?;
+    cluster.finish();
+    Ok(())
+}
