@@ -5,7 +5,10 @@
 //! and removes what the topic's `retention_ms` and `retention_bytes` no
 //! longer keep, with their queue and dedup entries ([`LogStore::trim_queue`]):
 //! the cost is one seek per queue plus the removed entries, never a scan of
-//! what stays. A message is removed only once every replication neighbour
+//! what stays. Acknowledgement and group-start records (in the log, in no
+//! queue) leave once older than their topic's `retention_ms`
+//! ([`LogStore::trim_control_records`], a walk that resumes where it
+//! stopped, so each record is visited once). A message is removed only once every replication neighbour
 //! of this region that holds its topic confirmed it (its checkpoint), so a
 //! region that was offline still gets everything when it comes back; a
 //! long outage therefore holds retention back. Consumer groups behind the
@@ -57,8 +60,22 @@ pub async fn run<S: LogStore>(context: Arc<NodeContext<S>>) {
                     if !topic.replicate_to.contains(&region) {
                         continue;
                     }
-                    let through = replicated_through(store, &topology, &region, topic)?;
+                    let through = replicated_through(store, &topology, &region, Some(topic))?;
                     removed += trim_topic(store, name, topic, now, through)?;
+                }
+                let through = replicated_through(store, &topology, &region, None)?;
+                let max_age_ms = |topic: &str| {
+                    topology
+                        .topic(topic)
+                        .map(|topic| i64::try_from(topic.retention_ms).unwrap_or(i64::MAX))
+                };
+                loop {
+                    let trimmed =
+                        store.trim_control_records(now, &max_age_ms, through, MAX_PER_WRITE)?;
+                    removed += trimmed.removed;
+                    if trimmed.walked < MAX_PER_WRITE {
+                        break;
+                    }
                 }
                 Ok(removed)
             })
@@ -75,16 +92,16 @@ pub async fn run<S: LogStore>(context: Arc<NodeContext<S>>) {
 }
 
 /// The highest local sequence every replication neighbour holding `topic`
-/// confirmed (`u64::MAX` when none holds it).
+/// (every neighbour, for `None`) confirmed (`u64::MAX` when there is none).
 fn replicated_through<S: LogStore>(
     store: &S,
     topology: &Topology,
     region: &str,
-    topic: &Topic,
+    topic: Option<&Topic>,
 ) -> Result<u64, crate::error::NodeError> {
     let mut through = u64::MAX;
     for neighbour in topology.replication_neighbours(region) {
-        if topic.replicate_to.iter().any(|held| held == neighbour) {
+        if topic.is_none_or(|topic| topic.replicate_to.iter().any(|held| held == neighbour)) {
             through = through.min(store.checkpoint(neighbour)?);
         }
     }

@@ -954,6 +954,46 @@ fn retention_waits_for_replication_and_takes_at_most_max(store: &impl LogStore) 
     );
 }
 
+fn expired_acknowledgements_leave_the_log_and_held_ones_stay(store: &impl LogStore) {
+    let acked_at = |mut record: Record, at_ms: i64| {
+        record.ack.as_mut().expect("an ack").acked_at_ms = at_ms;
+        record
+    };
+    store
+        .append(
+            vec![
+                stored_at(1, "orders", T0, 10),
+                acked_at(ack_record(2, 1), T0),
+                // Waits for a message that is not there (yet).
+                acked_at(ack_record(3, 99), T0),
+                acked_at(ack_record(4, 1), T0 + 9_000),
+                stored_at(5, "orders", T0, 10),
+            ],
+            LOCAL,
+        )
+        .expect("append");
+    store.hold_ack(&dedup_id(99), 3).expect("hold");
+    let five_seconds = |_: &str| Some(5_000);
+    let trimmed = store
+        .trim_control_records(T0 + 10_000, &five_seconds, u64::MAX, 100)
+        .expect("trim");
+    // The message stays (queue retention's), the old ack goes, the held
+    // one stays, the young one stops the walk.
+    assert_eq!((trimmed.removed, trimmed.walked), (1, 3));
+    assert!(store.get(1).expect("get").is_some());
+    assert_eq!(store.get(2).expect("get"), None);
+    assert_eq!(store.find_dedup(&dedup_id(2)).expect("dedup"), None);
+    assert!(store.get(3).expect("get").is_some());
+    assert!(store.get(4).expect("get").is_some());
+    // Later, the young one is old too; the log's last record stays.
+    let trimmed = store
+        .trim_control_records(T0 + 20_000, &five_seconds, u64::MAX, 100)
+        .expect("trim");
+    assert_eq!((trimmed.removed, trimmed.walked), (1, 1));
+    assert_eq!(store.get(4).expect("get"), None);
+    assert_eq!(store.take_held_acks(&dedup_id(99)).expect("take"), [3]);
+}
+
 macro_rules! cases_for {
     ($open:path; $($case:ident),+ $(,)?) => {
         $(
@@ -1002,6 +1042,7 @@ conformance_suite!(
     retention_by_size_keeps_the_newest_bytes_and_always_the_last_message,
     retention_waits_for_replication_and_takes_at_most_max,
     retention_keeps_the_last_record_of_the_log,
+    expired_acknowledgements_leave_the_log_and_held_ones_stay,
 );
 
 mod dedup_property;

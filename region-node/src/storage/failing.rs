@@ -106,6 +106,17 @@ impl LogStore for FailingStore {
             .trim_queue(topic, queue_id, retention, now_ms, replicated_through, max)
     }
 
+    fn trim_control_records(
+        &self,
+        now_ms: i64,
+        max_age_ms: &dyn Fn(&str) -> Option<i64>,
+        replicated_through: u64,
+        max: usize,
+    ) -> Result<super::ControlTrimmed, StorageError> {
+        self.inner
+            .trim_control_records(now_ms, max_age_ms, replicated_through, max)
+    }
+
     #[cfg(test)]
     fn find_dedup(&self, dedup_id: &[u8]) -> Result<Option<u64>, StorageError> {
         self.inner.find_dedup(dedup_id)

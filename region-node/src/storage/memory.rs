@@ -31,6 +31,8 @@ struct Inner {
     log: BTreeMap<u64, Record>,
     /// The highest sequence ever assigned (retention may have removed it).
     last_sequence: u64,
+    /// [`LogStore::trim_control_records`]'s cursor.
+    control_floor: u64,
     /// (topic, queue id) → its entries.
     queues: BTreeMap<(String, i32), MemoryQueue>,
     /// Dedup id → (sequence, queue offset; `None` for acknowledgements).
@@ -358,6 +360,50 @@ impl LogStore for MemoryStore {
             removed,
             min_offset,
         })
+    }
+
+    fn trim_control_records(
+        &self,
+        now_ms: i64,
+        max_age_ms: &dyn Fn(&str) -> Option<i64>,
+        replicated_through: u64,
+        max: usize,
+    ) -> Result<super::ControlTrimmed, StorageError> {
+        let mut inner = self.inner.lock();
+        let inner = &mut *inner;
+        let walk: Vec<u64> = inner
+            .log
+            .range(inner.control_floor.saturating_add(1)..)
+            .take(max)
+            .map(|(&sequence, _)| sequence)
+            .collect();
+        let (mut removed, mut walked) = (0, 0);
+        for sequence in walk {
+            if sequence > replicated_through || sequence >= inner.last_sequence {
+                break;
+            }
+            let Some(record) = inner.log.get(&sequence) else {
+                continue;
+            };
+            let held = |message_dedup_id: &[u8]| {
+                Ok(inner
+                    .held_acks
+                    .contains(&(message_dedup_id.to_vec(), sequence)))
+            };
+            match super::control_step(record, now_ms, max_age_ms, held)? {
+                super::ControlStep::Stop => break,
+                super::ControlStep::Skip => {}
+                super::ControlStep::Remove => {
+                    if let Some(record) = inner.log.remove(&sequence) {
+                        inner.dedup_ids.remove(&record.dedup_id);
+                    }
+                    removed += 1;
+                }
+            }
+            inner.control_floor = sequence;
+            walked += 1;
+        }
+        Ok(super::ControlTrimmed { removed, walked })
     }
 
     fn find_message(&self, dedup_id: &[u8]) -> Result<Option<(u64, u64)>, StorageError> {

@@ -165,6 +165,15 @@ pub struct Trimmed {
     pub min_offset: u64,
 }
 
+/// What one [`LogStore::trim_control_records`] call did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ControlTrimmed {
+    /// Records removed.
+    pub removed: usize,
+    /// Records walked past or removed (less than `max`: the walk stopped).
+    pub walked: usize,
+}
+
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -321,6 +330,23 @@ pub trait LogStore: Send + Sync + 'static {
     /// backwards, also under concurrent calls (a late, smaller ack is a no-op).
     fn advance_checkpoint(&self, peer: &str, sequence: u64) -> Result<u64, StorageError>;
 
+    /// Removes acknowledgement and group-start records (in the log but in
+    /// no queue) older than their topic's retention, with their dedup
+    /// entries: walks the log from where the previous call stopped (a
+    /// cursor in metadata), visiting at most `max` records and walking past
+    /// messages (queue retention removes those) and acknowledgements that
+    /// still wait for their message (kept), and stops at the first record
+    /// still young enough to keep, or at a sequence above
+    /// `replicated_through` or the log's last. `max_age_ms` gives a topic's
+    /// retention (`None`: the topic is unknown, the record goes).
+    fn trim_control_records(
+        &self,
+        now_ms: i64,
+        max_age_ms: &dyn Fn(&str) -> Option<i64>,
+        replicated_through: u64,
+        max: usize,
+    ) -> Result<ControlTrimmed, StorageError>;
+
     /// Reads a metadata value.
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
 
@@ -356,6 +382,45 @@ fn retention_keeps(
             last.saturating_sub(cumulative).saturating_add(size) <= limit
         }
         _ => true,
+    }
+}
+
+/// `meta` key of [`LogStore::trim_control_records`]'s cursor: the last
+/// sequence it walked past.
+const CONTROL_FLOOR_META_KEY: &str = "control-floor";
+
+/// What [`LogStore::trim_control_records`] does with one log record.
+enum ControlStep {
+    /// A message (or nothing the walk handles): walk past it.
+    Skip,
+    /// Remove it (with its dedup entry) and walk on.
+    Remove,
+    /// Keep it and stop the walk here.
+    Stop,
+}
+
+/// Decides [`ControlStep`] for `record`; `held` says whether an
+/// acknowledgement still waits for its message.
+fn control_step(
+    record: &Record,
+    now_ms: i64,
+    max_age_ms: &dyn Fn(&str) -> Option<i64>,
+    held: impl FnOnce(&[u8]) -> Result<bool, StorageError>,
+) -> Result<ControlStep, StorageError> {
+    let (topic, at_ms) = if let Some(ack) = record.ack.as_ref() {
+        if held(&ack.message_dedup_id)? {
+            // Applied when its message comes: kept.
+            return Ok(ControlStep::Skip);
+        }
+        (ack.topic.as_str(), ack.acked_at_ms)
+    } else if let Some(start) = record.group_start.as_ref() {
+        (start.topic.as_str(), start.created_at_ms)
+    } else {
+        return Ok(ControlStep::Skip);
+    };
+    match max_age_ms(topic) {
+        Some(age) if now_ms.saturating_sub(at_ms) < age => Ok(ControlStep::Stop),
+        _ => Ok(ControlStep::Remove),
     }
 }
 

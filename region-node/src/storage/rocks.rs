@@ -791,6 +791,68 @@ impl LogStore for RocksStore {
         })
     }
 
+    fn trim_control_records(
+        &self,
+        now_ms: i64,
+        max_age_ms: &dyn Fn(&str) -> Option<i64>,
+        replicated_through: u64,
+        max: usize,
+    ) -> Result<super::ControlTrimmed, StorageError> {
+        let last_sequence = self.last_sequence.load(Ordering::Acquire);
+        let mut cursor = match self.get_meta(super::CONTROL_FLOOR_META_KEY)? {
+            None => 0,
+            Some(value) => codec::decode_sequence_value(
+                "control floor",
+                super::CONTROL_FLOOR_META_KEY.as_bytes(),
+                &value,
+            )?,
+        };
+        let start = codec::log_key(cursor.saturating_add(1));
+        let entries = self
+            .db
+            .iterator_cf(self.cf(LOG), IteratorMode::From(&start, Direction::Forward));
+        let mut batch = WriteBatch::default();
+        let (mut removed, mut walked) = (0, 0);
+        for entry in entries.take(max) {
+            let (key, value) = entry.map_err(backend("read the log"))?;
+            let sequence = codec::decode_log_key(&key)?;
+            if sequence > replicated_through || sequence >= last_sequence {
+                break;
+            }
+            let record = codec::decode_log_value(sequence, &value)?;
+            let held = |message_dedup_id: &[u8]| {
+                Ok(self
+                    .db
+                    .get_pinned_cf(
+                        self.cf(DEDUP),
+                        codec::held_ack_key(message_dedup_id, sequence),
+                    )
+                    .map_err(backend("read a held acknowledgement"))?
+                    .is_some())
+            };
+            match super::control_step(&record, now_ms, max_age_ms, held)? {
+                super::ControlStep::Stop => break,
+                super::ControlStep::Skip => {}
+                super::ControlStep::Remove => {
+                    batch.delete_cf(self.cf(LOG), &key);
+                    batch.delete_cf(self.cf(DEDUP), codec::dedup_id_key(&record.dedup_id));
+                    removed += 1;
+                }
+            }
+            cursor = sequence;
+            walked += 1;
+        }
+        batch.put_cf(
+            self.cf(META),
+            super::CONTROL_FLOOR_META_KEY.as_bytes(),
+            codec::sequence_value(cursor),
+        );
+        self.db
+            .write_opt(batch, &self.write_options)
+            .map_err(backend("remove expired acknowledgements"))?;
+        Ok(super::ControlTrimmed { removed, walked })
+    }
+
     #[cfg(test)]
     fn find_dedup(&self, dedup_id: &[u8]) -> Result<Option<u64>, StorageError> {
         Ok(self
