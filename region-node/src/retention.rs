@@ -8,13 +8,15 @@
 //! what stays. Acknowledgement and group-start records (in the log, in no
 //! queue) leave once older than their topic's `retention_ms`
 //! ([`LogStore::trim_control_records`], a walk that resumes where it
-//! stopped, so each record is visited once). A message is removed only once every replication neighbour
+//! stopped, so each record is visited once). Broadcast consumer instances
+//! that have not received for a day are forgotten here too. A message is removed only once every replication neighbour
 //! of this region that holds its topic confirmed it (its checkpoint), so a
 //! region that was offline still gets everything when it comes back; a
 //! long outage therefore holds retention back. Consumer groups behind the
 //! retention point resume at the earliest message left (their next read of
 //! the queue starts there).
 
+use crate::consumer::BROADCAST_INSTANCE_IDLE_MS;
 use crate::grpc::NodeContext;
 use crate::grpc::convert::now_ms;
 use crate::storage::{LogStore, Retention};
@@ -76,6 +78,12 @@ pub async fn run<S: LogStore>(context: Arc<NodeContext<S>>) {
                     if trimmed.walked < MAX_PER_WRITE {
                         break;
                     }
+                }
+                for instance in consumers.forget_idle_instances(now, BROADCAST_INSTANCE_IDLE_MS)? {
+                    tracing::info!(
+                        instance,
+                        "forgot a broadcast consumer instance that has not received for a day"
+                    );
                 }
                 Ok(removed)
             })

@@ -70,6 +70,12 @@ const WAITING: OffsetState = OffsetState::InFlight {
 /// tried again.
 pub const DEAD_LETTER_RETRY_MS: i64 = 30_000;
 
+/// Broadcast consumer instances (`<group>@<client id>`) that have not
+/// received for this long are forgotten, in ms: their state is removed, so
+/// the instances of clients that are gone (a restarted client has a new
+/// client id) do not pile up towards [`MAX_GROUPS`].
+pub const BROADCAST_INSTANCE_IDLE_MS: i64 = 24 * 60 * 60 * 1000;
+
 /// Errors of consumer-group operations.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {
@@ -196,6 +202,9 @@ pub struct ConsumerEngine<S> {
     /// shortened invisibility (a push consumer's nack) must not wait for
     /// the end of a long poll that started before it.
     invisibility_changes: watch::Sender<u64>,
+    /// When each broadcast instance last received (ms); instances loaded
+    /// at start count from the first sweep that sees them.
+    instance_activity: Mutex<HashMap<String, i64>>,
 }
 
 impl<S: LogStore> ConsumerEngine<S> {
@@ -217,7 +226,56 @@ impl<S: LogStore> ConsumerEngine<S> {
             max_groups: MAX_GROUPS,
             rotation: AtomicUsize::new(0),
             invisibility_changes: watch::Sender::new(0),
+            instance_activity: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Forgets the broadcast instances that have not received for
+    /// `idle_ms`: removes their state from storage, then from memory.
+    /// Returns their names.
+    pub fn forget_idle_instances(
+        &self,
+        now_ms: i64,
+        idle_ms: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        let instances: Vec<String> = self
+            .groups
+            .read()
+            .names
+            .iter()
+            .filter(|name| name.contains(meridian_topology::BROADCAST_INSTANCE_SEPARATOR))
+            .cloned()
+            .collect();
+        let idle = |name: &str| {
+            let mut activity = self.instance_activity.lock();
+            let last = *activity.entry(name.to_owned()).or_insert(now_ms);
+            now_ms.saturating_sub(last) >= idle_ms
+        };
+        let mut forgotten = Vec::new();
+        for name in instances {
+            if !idle(&name) {
+                continue;
+            }
+            let mut index = self.groups.write();
+            // Wait for operations already holding a queue of the instance,
+            // then look again: a receive may just have come.
+            let queues: Vec<Arc<Mutex<QueueState>>> = index
+                .queues
+                .iter()
+                .filter(|(key, _)| key.group == name)
+                .map(|(_, queue)| Arc::clone(queue))
+                .collect();
+            let _guards: Vec<_> = queues.iter().map(|queue| queue.lock()).collect();
+            if !idle(&name) {
+                continue;
+            }
+            self.store.remove_group(&name)?;
+            index.queues.retain(|key, _| key.group != name);
+            index.names.remove(&name);
+            self.instance_activity.lock().remove(&name);
+            forgotten.push(name);
+        }
+        Ok(forgotten)
     }
 
     /// The names of every consumer group this node tracks.
@@ -234,6 +292,14 @@ impl<S: LogStore> ConsumerEngine<S> {
     /// Takes up to `max_messages` visible messages from the topic's queues.
     /// On a storage error nothing is handed out and nothing changes.
     pub fn receive(&self, request: &ReceiveRequest<'_>) -> Result<Received, ConsumerError> {
+        if request
+            .group
+            .contains(meridian_topology::BROADCAST_INSTANCE_SEPARATOR)
+        {
+            self.instance_activity
+                .lock()
+                .insert(request.group.to_owned(), request.now_ms);
+        }
         let queue_count = usize::from(request.queue_count.max(1));
         let start = self.rotation.fetch_add(1, Ordering::Relaxed) % queue_count;
         // Keys by queue id (the locking order); visited from `start` round.

@@ -813,3 +813,46 @@ fn the_sweep_moves_a_message_past_its_attempts_without_a_receive() {
             .is_empty()
     );
 }
+
+#[test]
+fn idle_broadcast_instances_are_forgotten_in_memory_and_storage() {
+    let (store, engine) = engine_with(vec![record(0, "a", None)]);
+    for group in ["fan@client-1", "fan@client-2", "plain"] {
+        let request = ReceiveRequest {
+            group,
+            ..request(&Filter::All, NOW)
+        };
+        engine.receive(&request).expect("receive");
+    }
+    let idle = BROADCAST_INSTANCE_IDLE_MS;
+    assert!(
+        engine
+            .forget_idle_instances(NOW + idle - 1, idle)
+            .expect("sweep")
+            .is_empty()
+    );
+    let active = ReceiveRequest {
+        group: "fan@client-2",
+        ..request(&Filter::All, NOW + idle / 2)
+    };
+    engine.receive(&active).expect("receive");
+    assert_eq!(
+        engine
+            .forget_idle_instances(NOW + idle, idle)
+            .expect("sweep"),
+        ["fan@client-1"]
+    );
+    let mut names = engine.group_names();
+    names.sort();
+    assert_eq!(names, ["fan@client-2", "plain"]);
+    let stored: BTreeSet<String> = store
+        .load_groups()
+        .expect("load")
+        .into_iter()
+        .map(|state| state.key.group)
+        .collect();
+    assert_eq!(
+        stored,
+        BTreeSet::from(["fan@client-2".to_owned(), "plain".to_owned()])
+    );
+}

@@ -450,6 +450,13 @@ fn group_queue_prefix(key: &GroupQueueKey, extra: usize) -> Vec<u8> {
     bytes
 }
 
+/// The prefix of every `group` key of one consumer group.
+pub fn group_prefix(group: &str) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(varint_len(group.len()) + group.len());
+    put_name(&mut bytes, group);
+    bytes
+}
+
 /// `group` key of a cursor: `varint len | group | varint len | topic | queue id | 0x00`.
 pub fn group_cursor_key(key: &GroupQueueKey) -> Vec<u8> {
     let mut bytes = group_queue_prefix(key, 1);

@@ -141,6 +141,10 @@ impl LogStore for FailingStore {
         self.inner.write_groups(writes)
     }
 
+    fn remove_group(&self, group: &str) -> Result<(), StorageError> {
+        self.inner.remove_group(group)
+    }
+
     fn load_groups(&self) -> Result<Vec<GroupQueueState>, StorageError> {
         self.inner.load_groups()
     }

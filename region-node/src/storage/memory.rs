@@ -458,6 +458,11 @@ impl LogStore for MemoryStore {
         Ok(())
     }
 
+    fn remove_group(&self, group: &str) -> Result<(), StorageError> {
+        self.inner.lock().groups.retain(|key, _| key.group != group);
+        Ok(())
+    }
+
     fn load_groups(&self) -> Result<Vec<GroupQueueState>, StorageError> {
         Ok(self
             .inner

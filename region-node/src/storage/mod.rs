@@ -318,6 +318,10 @@ pub trait LogStore: Send + Sync + 'static {
         self.write_groups(writes)
     }
 
+    /// Removes every stored state of consumer group `group` (all its
+    /// queues), in one write.
+    fn remove_group(&self, group: &str) -> Result<(), StorageError>;
+
     /// Every stored group queue state, ordered by [`GroupQueueKey`].
     fn load_groups(&self) -> Result<Vec<GroupQueueState>, StorageError>;
 

@@ -923,6 +923,22 @@ impl LogStore for RocksStore {
         self.write_group_batch(writes, &self.relaxed_write_options)
     }
 
+    fn remove_group(&self, group: &str) -> Result<(), StorageError> {
+        let prefix = codec::group_prefix(group);
+        let mut batch = WriteBatch::default();
+        let mut iterator = self.db.raw_iterator_cf(self.cf(GROUP));
+        iterator.seek(&prefix);
+        while let Some(key) = iterator.key().filter(|key| key.starts_with(&prefix)) {
+            batch.delete_cf(self.cf(GROUP), key);
+            iterator.next();
+        }
+        iterator.status().map_err(backend("scan a group's state"))?;
+        drop(iterator);
+        self.db
+            .write_opt(batch, &self.write_options)
+            .map_err(backend("remove a group's state"))
+    }
+
     fn load_groups(&self) -> Result<Vec<GroupQueueState>, StorageError> {
         let mut states: Vec<GroupQueueState> = Vec::new();
         for entry in self.db.iterator_cf(self.cf(GROUP), IteratorMode::Start) {
