@@ -12,63 +12,82 @@ use meridian_topology::{Group, RouterMode};
 
 const GROUP: &str = "pusher";
 
+/// A one-region cluster with consumer group `name` configured, and the
+/// Python client scripts pointed at its router.
+struct Rig {
+    cluster: TestCluster,
+    python: Python,
+    endpoint: String,
+}
+
+impl Rig {
+    async fn start(name: &str, group: Group, mode: RouterMode) -> anyhow::Result<Rig> {
+        let interpreter = Python::from_env()?;
+        let cluster = TestCluster::builder()
+            .regions(1)
+            .router_mode(mode)
+            .group(name, group)
+            .build()
+            .await?;
+        let python = Python::for_cluster(interpreter, &cluster)?;
+        let endpoint = cluster.router_endpoint("a");
+        Ok(Rig {
+            cluster,
+            python,
+            endpoint,
+        })
+    }
+
+    /// `--endpoints` and `--topic` (the test topic), then `extra`.
+    fn args(&self, extra: &[&str]) -> Vec<String> {
+        self.args_of(TEST_TOPIC, extra)
+    }
+
+    /// `--endpoints` and `--topic topic`, then `extra`.
+    fn args_of(&self, topic: &str, extra: &[&str]) -> Vec<String> {
+        let mut args = script::args(["--endpoints", &self.endpoint, "--topic", topic]);
+        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+        args
+    }
+
+    /// Runs produce.py with `extra`; the message ids it sent, in order.
+    async fn produce(&self, extra: &[&str]) -> anyhow::Result<Vec<String>> {
+        let sent = self.python.run("produce.py", &self.args(extra)).await?;
+        sent.succeeded(|_| Ok(()))?
+            .field("sent")?
+            .array()?
+            .iter()
+            .map(|sent| Ok(sent.field("message_id")?.str()?.to_owned()))
+            .collect()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn python_push_consumer_retries_failures_and_dead_letters_a_poison_message()
 -> anyhow::Result<()> {
-    let interpreter = Python::from_env()?;
-    let cluster = TestCluster::builder()
-        .regions(1)
-        .group(
-            GROUP,
-            Group {
-                max_attempts: 3,
-                retry_backoff_ms: vec![1_000],
-                ..Group::default()
-            },
-        )
-        .build()
+    let rig = Rig::start(
+        GROUP,
+        Group {
+            max_attempts: 3,
+            retry_backoff_ms: vec![1_000],
+            ..Group::default()
+        },
+        RouterMode::Direct,
+    )
+    .await?;
+    rig.produce(&["--tag", "push", "--sizes=64,64,64,64,64"])
         .await?;
-    let python = Python::for_cluster(interpreter, &cluster)?;
-    let endpoint = cluster.router_endpoint("a");
-    let produce = |extra: &[&str]| {
-        let mut args = script::args(["--endpoints", &endpoint, "--topic", TEST_TOPIC]);
-        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
-        args
-    };
-    let normal = python
-        .run(
-            "produce.py",
-            &produce(&["--tag", "push", "--sizes=64,64,64,64,64"]),
-        )
-        .await?;
-    normal.succeeded(|_| Ok(()))?;
-    let poison = python
-        .run(
-            "produce.py",
-            &produce(&["--tag", "push", "--property", "poison=1", "--sizes=64"]),
-        )
-        .await?;
-    let poison_id = poison
-        .succeeded(|_| Ok(()))?
-        .field("sent")?
-        .array()?
-        .first()
-        .map(|sent| {
-            sent.field("message_id")
-                .and_then(|id| id.str())
-                .map(str::to_owned)
-        })
-        .transpose()?
+    let poison_id = rig
+        .produce(&["--tag", "push", "--property", "poison=1", "--sizes=64"])
+        .await?
+        .pop()
         .ok_or_else(|| anyhow::anyhow!("the poison message was sent"))?;
 
-    let pushed = python
+    let pushed = rig
+        .python
         .run(
             "push_consume.py",
-            &script::args([
-                "--endpoints",
-                &endpoint,
-                "--topic",
-                TEST_TOPIC,
+            &rig.args(&[
                 "--group",
                 GROUP,
                 "--tag",
@@ -97,19 +116,11 @@ async fn python_push_consumer_retries_failures_and_dead_letters_a_poison_message
     })?;
 
     // The poison message is in the group's dead-letter topic.
-    let dead = python
+    let dead = rig
+        .python
         .run(
             "consume.py",
-            &script::args([
-                "--endpoints",
-                &endpoint,
-                "--topic",
-                "%DLQ%pusher",
-                "--group",
-                "dlq-reader",
-                "--expect",
-                "1",
-            ]),
+            &rig.args_of("%DLQ%pusher", &["--group", "dlq-reader", "--expect", "1"]),
         )
         .await?;
     dead.succeeded(|output| {
@@ -128,7 +139,7 @@ async fn python_push_consumer_retries_failures_and_dead_letters_a_poison_message
         );
         Ok(())
     })?;
-    cluster.finish();
+    rig.cluster.finish();
     Ok(())
 }
 
@@ -139,44 +150,21 @@ async fn python_push_consumer_retries_failures_and_dead_letters_a_poison_message
 /// the node (the node's face renews), once through a router in proxy mode
 /// (the router's face renews through the node).
 async fn slow_listener_keeps_its_messages(mode: RouterMode) -> anyhow::Result<()> {
-    let interpreter = Python::from_env()?;
-    let cluster = TestCluster::builder()
-        .regions(1)
-        .router_mode(mode)
-        .group(
-            SLOW_GROUP,
-            Group {
-                invisible_ms: 2_000,
-                ..Group::default()
-            },
-        )
-        .build()
-        .await?;
-    let python = Python::for_cluster(interpreter, &cluster)?;
-    let endpoint = cluster.router_endpoint("a");
-    python
-        .run(
-            "produce.py",
-            &script::args([
-                "--endpoints",
-                &endpoint,
-                "--topic",
-                TEST_TOPIC,
-                "--tag",
-                "slow",
-                "--sizes=64,64,64",
-            ]),
-        )
-        .await?
-        .succeeded(|_| Ok(()))?;
-    let pushed = python
+    let rig = Rig::start(
+        SLOW_GROUP,
+        Group {
+            invisible_ms: 2_000,
+            ..Group::default()
+        },
+        mode,
+    )
+    .await?;
+    rig.produce(&["--tag", "slow", "--sizes=64,64,64"]).await?;
+    let pushed = rig
+        .python
         .run(
             "push_consume.py",
-            &script::args([
-                "--endpoints",
-                &endpoint,
-                "--topic",
-                TEST_TOPIC,
+            &rig.args(&[
                 "--group",
                 SLOW_GROUP,
                 "--tag",
@@ -206,14 +194,10 @@ async fn slow_listener_keeps_its_messages(mode: RouterMode) -> anyhow::Result<()
         Ok(())
     })?;
     // Acknowledged: nothing comes back to the group.
-    python
+    rig.python
         .run(
             "consume.py",
-            &script::args([
-                "--endpoints",
-                &endpoint,
-                "--topic",
-                TEST_TOPIC,
+            &rig.args(&[
                 "--group",
                 SLOW_GROUP,
                 "--filter",
@@ -226,7 +210,7 @@ async fn slow_listener_keeps_its_messages(mode: RouterMode) -> anyhow::Result<()
         )
         .await?
         .succeeded(|_| Ok(()))?;
-    cluster.finish();
+    rig.cluster.finish();
     Ok(())
 }
 
@@ -280,63 +264,46 @@ const FIFO_PUSH_GROUP: &str = "fifo-pusher";
 #[tokio::test(flavor = "multi_thread")]
 async fn python_fifo_push_consumer_forwards_a_poison_message_and_keeps_group_order()
 -> anyhow::Result<()> {
-    let interpreter = Python::from_env()?;
-    let cluster = TestCluster::builder()
-        .regions(1)
-        .group(
-            FIFO_PUSH_GROUP,
-            Group {
-                fifo: true,
-                max_attempts: 3,
-                retry_backoff_ms: vec![1_000],
-                ..Group::default()
-            },
-        )
-        .build()
-        .await?;
-    let python = Python::for_cluster(interpreter, &cluster)?;
-    let endpoint = cluster.router_endpoint("a");
+    let rig = Rig::start(
+        FIFO_PUSH_GROUP,
+        Group {
+            fifo: true,
+            max_attempts: 3,
+            retry_backoff_ms: vec![1_000],
+            ..Group::default()
+        },
+        RouterMode::Direct,
+    )
+    .await?;
     let mut order = Vec::new();
     let mut poison_id = String::new();
     for poison in [false, true, false, false] {
-        let mut args = script::args([
-            "--endpoints",
-            &endpoint,
-            "--topic",
-            TEST_TOPIC,
+        let mut extra = vec![
             "--tag",
             "fifo-push",
             "--message-group",
             "orders-42",
             "--sizes=64",
-        ]);
+        ];
         if poison {
-            args.extend(script::args(["--property", "poison=1"]));
+            extra.extend(["--property", "poison=1"]);
         }
-        let sent = python.run("produce.py", &args).await?;
-        let id = sent
-            .succeeded(|_| Ok(()))?
-            .field("sent")?
-            .array()?
-            .first()
-            .ok_or_else(|| anyhow::anyhow!("nothing sent"))?
-            .field("message_id")?
-            .str()?
-            .to_owned();
+        let id = rig
+            .produce(&extra)
+            .await?
+            .pop()
+            .ok_or_else(|| anyhow::anyhow!("nothing sent"))?;
         if poison {
             poison_id = id;
         } else {
             order.push(id);
         }
     }
-    let pushed = python
+    let pushed = rig
+        .python
         .run(
             "push_consume.py",
-            &script::args([
-                "--endpoints",
-                &endpoint,
-                "--topic",
-                TEST_TOPIC,
+            &rig.args(&[
                 "--group",
                 FIFO_PUSH_GROUP,
                 "--tag",
@@ -367,20 +334,13 @@ async fn python_fifo_push_consumer_forwards_a_poison_message_and_keeps_group_ord
         Ok(())
     })?;
     let dead_letters = format!("%DLQ%{FIFO_PUSH_GROUP}");
-    python
+    rig.python
         .run(
             "consume.py",
-            &script::args([
-                "--endpoints",
-                &endpoint,
-                "--topic",
+            &rig.args_of(
                 &dead_letters,
-                "--group",
-                "dlq-reader",
-                "--expect",
-                "1",
-                "--then-empty",
-            ]),
+                &["--group", "dlq-reader", "--expect", "1", "--then-empty"],
+            ),
         )
         .await?
         .succeeded(|output| {
@@ -389,6 +349,6 @@ async fn python_fifo_push_consumer_forwards_a_poison_message_and_keeps_group_ord
             anyhow::ensure!(received[0].field("message_id")?.str()? == poison_id);
             Ok(())
         })?;
-    cluster.finish();
+    rig.cluster.finish();
     Ok(())
 }
