@@ -1047,3 +1047,4 @@ conformance_suite!(
 
 mod dedup_property;
 mod rocks_only;
+mod timer_property;
