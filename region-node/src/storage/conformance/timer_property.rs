@@ -7,9 +7,11 @@
 use super::*;
 use proptest::prelude::*;
 
-/// Messages: (queue id, delivery time offset from 0 in ms; `None`: no
-/// delivery time), then the clock steps of the timer and its `max`.
-fn scenario() -> impl Strategy<Value = (Vec<(i32, Option<i64>)>, Vec<i64>, usize)> {
+/// Messages: (queue id, delivery time in ms; `None`: no delivery time).
+type Messages = Vec<(i32, Option<i64>)>;
+
+/// Messages, then the clock steps of the timer (ms) and its `max`.
+fn scenario() -> impl Strategy<Value = (Messages, Vec<i64>, usize)> {
     (
         prop::collection::vec((0i32..3, prop::option::weighted(0.8, 0i64..5_000)), 1..40),
         prop::collection::vec(0i64..2_000, 1..12),
@@ -19,7 +21,7 @@ fn scenario() -> impl Strategy<Value = (Vec<(i32, Option<i64>)>, Vec<i64>, usize
 
 fn check(
     store: &impl LogStore,
-    messages: Vec<(i32, Option<i64>)>,
+    messages: Messages,
     steps: Vec<i64>,
     max: usize,
 ) -> Result<(), TestCaseError> {
