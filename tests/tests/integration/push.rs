@@ -7,7 +7,7 @@
 use crate::json::Access as _;
 use crate::python_client::Python;
 use crate::script;
-use meridian_tests::{TEST_TOPIC, TestCluster};
+use meridian_tests::{Role, TEST_TOPIC, TestCluster};
 use meridian_topology::{Group, RouterMode};
 
 const GROUP: &str = "pusher";
@@ -38,6 +38,12 @@ impl Rig {
         })
     }
 
+    /// Kills the node with SIGKILL and starts it again.
+    async fn crash_node(&mut self) -> anyhow::Result<()> {
+        self.cluster.kill9("a", Role::Node)?;
+        self.cluster.start("a", Role::Node).await
+    }
+
     /// `--endpoints` and `--topic` (the test topic), then `extra`.
     fn args(&self, extra: &[&str]) -> Vec<String> {
         self.args_of(TEST_TOPIC, extra)
@@ -65,7 +71,7 @@ impl Rig {
 #[tokio::test(flavor = "multi_thread")]
 async fn python_push_consumer_retries_failures_and_dead_letters_a_poison_message()
 -> anyhow::Result<()> {
-    let rig = Rig::start(
+    let mut rig = Rig::start(
         GROUP,
         Group {
             max_attempts: 3,
@@ -82,6 +88,8 @@ async fn python_push_consumer_retries_failures_and_dead_letters_a_poison_message
         .await?
         .pop()
         .ok_or_else(|| anyhow::anyhow!("the poison message was sent"))?;
+    // A crash between the sends and the push consumer loses nothing.
+    rig.crash_node().await?;
 
     let pushed = rig
         .python

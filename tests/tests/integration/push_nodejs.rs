@@ -9,7 +9,7 @@
 use crate::json::{Access as _, Value};
 use crate::nodejs_client::{NodeJs, succeeded};
 use crate::script;
-use meridian_tests::{TEST_TOPIC, TestCluster};
+use meridian_tests::{Role, TEST_TOPIC, TestCluster};
 use meridian_topology::Group;
 use std::collections::BTreeMap;
 
@@ -42,7 +42,7 @@ fn attempts(value: &Value) -> anyhow::Result<Vec<u64>> {
 async fn nodejs_push_consumer_retries_failures_and_dead_letters_a_poison_message()
 -> anyhow::Result<()> {
     let modules = NodeJs::from_env()?;
-    let cluster = TestCluster::builder()
+    let mut cluster = TestCluster::builder()
         .regions(1)
         .group(
             GROUP,
@@ -80,6 +80,9 @@ async fn nodejs_push_consumer_retries_failures_and_dead_letters_a_poison_message
         .iter()
         .next()
         .ok_or_else(|| anyhow::anyhow!("the poison message was sent\n{poison_run}"))?;
+    // A crash between the sends and the push consumer loses nothing.
+    cluster.kill9("a", Role::Node)?;
+    cluster.start("a", Role::Node).await?;
 
     let pushed = node
         .run(
