@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/apache/rocketmq/v2/service.proto",
         "proto/meridian/v1/record.proto",
         "proto/meridian/v1/node.proto",
+        "proto/meridian/v1/admin.proto",
         "proto/meridian/v1/replication.proto",
     ];
     for file in &files {

@@ -5,6 +5,7 @@
 //! library crate that does the work. `meridian up` runs a whole deployment on
 //! this machine as child processes of this same binary.
 
+mod admin;
 mod bench;
 mod control;
 mod deployment;
@@ -91,6 +92,21 @@ enum Command {
     Check {
         #[arg(long)]
         topology: PathBuf,
+    },
+    /// A region's topics and consumer groups (offsets, consumer progress,
+    /// backlog), from its node's admin address.
+    Admin {
+        /// Topology file of the deployment.
+        #[arg(long, default_value = "meridian-data/demo-topology.toml")]
+        topology: PathBuf,
+        /// Region whose node to ask (default: the topology's first).
+        #[arg(long)]
+        region: Option<String>,
+        /// JSON instead of tables.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: admin::AdminCommand,
     },
 }
 
@@ -359,6 +375,33 @@ async fn run(command: Command, inherited: Inherited) -> ExitCode {
                     report.regions_down.join(", ")
                 );
                 ExitCode::FAILURE
+            }
+        }
+        Command::Admin {
+            topology,
+            region,
+            json,
+            command,
+        } => {
+            let topology = match load(&topology, region.as_deref()) {
+                Ok(topology) => topology,
+                Err(code) => return code,
+            };
+            let region = region.or_else(|| topology.regions.keys().next().cloned());
+            let Some(admin) = region
+                .as_deref()
+                .and_then(|region| topology.regions.get(region))
+                .map(|region| region.admin)
+            else {
+                eprintln!("error: the topology has no region");
+                return ExitCode::from(EXIT_INVALID_TOPOLOGY);
+            };
+            match admin::run(admin, &command, json).await {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => report(Err(error)),
             }
         }
         Command::Check { topology } => match load(&topology, None) {

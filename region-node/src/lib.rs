@@ -37,6 +37,7 @@ use consumer::ConsumerEngine;
 use grpc::NodeContext;
 use meridian_face::incoming::{Limits, incoming};
 use meridian_proto::GRPC_MAX_DECODE_BYTES;
+use meridian_proto::meridian::v1::admin_service_server::AdminServiceServer;
 use meridian_proto::meridian::v1::node_service_server::NodeServiceServer;
 use meridian_proto::rocketmq::v2::messaging_service_server::MessagingServiceServer;
 use meridian_topology::Topology;
@@ -194,6 +195,9 @@ impl Node {
         let admin_server = tonic::transport::Server::builder()
             .max_concurrent_streams(Some(limits.streams_per_connection))
             .add_service(internal)
+            .add_service(AdminServiceServer::new(grpc::admin::Admin::new(
+                context.clone(),
+            )))
             .serve_with_incoming_shutdown(
                 incoming(admin_listener, limits),
                 shutdown.clone().cancelled_owned(),

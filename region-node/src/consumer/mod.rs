@@ -101,6 +101,21 @@ struct GroupIndex {
     names: HashSet<String>,
 }
 
+/// A group's progress on one queue (see [`ConsumerEngine::progress`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueProgress {
+    pub topic: String,
+    pub queue_id: i32,
+    /// Every offset below is finished (acknowledged or skipped).
+    pub floor: u64,
+    /// The next offset never delivered to the group.
+    pub next: u64,
+    /// Delivered and neither acknowledged nor given up.
+    pub in_flight: u64,
+    /// Held back (ordered consumption) or not due yet, undelivered.
+    pub waiting: u64,
+}
+
 /// One message handed to a consumer.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -276,6 +291,37 @@ impl<S: LogStore> ConsumerEngine<S> {
             forgotten.push(name);
         }
         Ok(forgotten)
+    }
+
+    /// A group's progress on every queue it consumed here, in key order.
+    pub fn progress(&self, group: &str) -> Vec<QueueProgress> {
+        let index = self.groups.read();
+        let mut progress: Vec<QueueProgress> = index
+            .queues
+            .iter()
+            .filter(|(key, _)| key.group == group)
+            .map(|(key, queue)| {
+                let queue = queue.lock();
+                let (mut in_flight, mut waiting) = (0, 0);
+                for state in queue.offsets.values() {
+                    match state {
+                        OffsetState::InFlight { attempt: 0, .. } => waiting += 1,
+                        OffsetState::InFlight { .. } => in_flight += 1,
+                        OffsetState::Done => {}
+                    }
+                }
+                QueueProgress {
+                    topic: key.topic.clone(),
+                    queue_id: key.queue_id,
+                    floor: queue.cursor.floor,
+                    next: queue.cursor.next,
+                    in_flight,
+                    waiting,
+                }
+            })
+            .collect();
+        progress.sort_by(|a, b| (&a.topic, a.queue_id).cmp(&(&b.topic, b.queue_id)));
+        progress
     }
 
     /// The names of every consumer group this node tracks.

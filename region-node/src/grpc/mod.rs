@@ -1,6 +1,7 @@
 //! The node's two gRPC faces: the RocketMQ 5 `MessagingService` for clients,
 //! and Meridian's internal `NodeService` for replicators, routers and operators.
 
+pub mod admin;
 mod attempts;
 mod backend;
 pub mod convert;

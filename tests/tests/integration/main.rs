@@ -8,6 +8,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod admin;
 mod bench;
 mod broadcast;
 mod colliding_ids;

@@ -1,0 +1,351 @@
+//! `meridian admin`: a region's topics and consumer groups, read from its
+//! node's `meridian.v1.AdminService` on the admin address. Tables for
+//! people, `--json` for scripts (one JSON document on stdout).
+
+use anyhow::Context as _;
+use meridian_proto::meridian::v1::admin_service_client::AdminServiceClient;
+use meridian_proto::meridian::v1::{
+    DescribeGroupRequest, DescribeTopicRequest, GroupDescription, GroupSummary, ListGroupsRequest,
+    ListTopicsRequest, TopicDescription, TopicSummary,
+};
+use serde_json::{Value, json};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How long the node may take to answer.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What `meridian admin` asks.
+#[derive(clap::Subcommand)]
+pub enum AdminCommand {
+    /// Topics of the region: `list`, or `describe NAME` (per queue offsets).
+    #[command(subcommand)]
+    Topics(ItemCommand),
+    /// Consumer groups: `list`, or `describe NAME` (per queue: consumed
+    /// offset, in flight, backlog, age of the oldest unacknowledged message).
+    #[command(subcommand)]
+    Groups(ItemCommand),
+}
+
+#[derive(clap::Subcommand)]
+pub enum ItemCommand {
+    /// Every one, a line each.
+    List,
+    /// One, in detail.
+    Describe { name: String },
+}
+
+/// Runs `command` against the node whose admin address is `admin`; the
+/// text to print.
+pub async fn run(
+    admin: SocketAddr,
+    command: &AdminCommand,
+    as_json: bool,
+) -> anyhow::Result<String> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{admin}"))?
+        .connect_timeout(TIMEOUT)
+        .timeout(TIMEOUT)
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to the node's admin address {admin}"))?;
+    let mut client = AdminServiceClient::new(channel);
+    let answer = |status: tonic::Status| anyhow::anyhow!("{}", status.message());
+    Ok(match command {
+        AdminCommand::Topics(ItemCommand::List) => {
+            let topics = client
+                .list_topics(ListTopicsRequest {})
+                .await
+                .map_err(answer)?
+                .into_inner()
+                .topics;
+            if as_json {
+                to_text(&Value::Array(topics.iter().map(topic_json).collect()))
+            } else {
+                topics_table(&topics)
+            }
+        }
+        AdminCommand::Topics(ItemCommand::Describe { name }) => {
+            let topic = client
+                .describe_topic(DescribeTopicRequest {
+                    topic: name.clone(),
+                })
+                .await
+                .map_err(answer)?
+                .into_inner();
+            if as_json {
+                to_text(&topic_description_json(&topic))
+            } else {
+                topic_text(&topic)
+            }
+        }
+        AdminCommand::Groups(ItemCommand::List) => {
+            let groups = client
+                .list_groups(ListGroupsRequest {})
+                .await
+                .map_err(answer)?
+                .into_inner()
+                .groups;
+            if as_json {
+                to_text(&Value::Array(groups.iter().map(group_json).collect()))
+            } else {
+                groups_table(&groups)
+            }
+        }
+        AdminCommand::Groups(ItemCommand::Describe { name }) => {
+            let group = client
+                .describe_group(DescribeGroupRequest {
+                    group: name.clone(),
+                })
+                .await
+                .map_err(answer)?
+                .into_inner();
+            if as_json {
+                to_text(&group_description_json(&group))
+            } else {
+                group_text(&group)
+            }
+        }
+    })
+}
+
+fn to_text(value: &Value) -> String {
+    format!("{value:#}\n")
+}
+
+fn topic_json(topic: &TopicSummary) -> Value {
+    json!({
+        "name": topic.name,
+        "queues": topic.queues,
+        "message_types": topic.message_types,
+        "replicate_to": topic.replicate_to,
+        "retention_ms": topic.retention_ms,
+        "retention_bytes": topic.retention_bytes,
+        "messages": topic.messages,
+    })
+}
+
+fn topic_description_json(topic: &TopicDescription) -> Value {
+    let mut value = topic.topic.as_ref().map(topic_json).unwrap_or_default();
+    value["queue_offsets"] = topic
+        .queues
+        .iter()
+        .map(|queue| {
+            json!({
+                "queue_id": queue.queue_id,
+                "min_offset": queue.min_offset,
+                "max_offset": queue.max_offset,
+            })
+        })
+        .collect();
+    value
+}
+
+fn group_json(group: &GroupSummary) -> Value {
+    json!({
+        "name": group.name,
+        "configured": group.configured,
+        "fifo": group.fifo,
+        "broadcast": group.broadcast,
+        "max_attempts": group.max_attempts,
+        "invisible_ms": group.invisible_ms,
+        "topics": group.topics,
+    })
+}
+
+fn group_description_json(group: &GroupDescription) -> Value {
+    let mut value = group.group.as_ref().map(group_json).unwrap_or_default();
+    value["queues"] = group
+        .queues
+        .iter()
+        .map(|queue| {
+            json!({
+                "topic": queue.topic,
+                "queue_id": queue.queue_id,
+                "consumed_offset": queue.consumed_offset,
+                "next_offset": queue.next_offset,
+                "max_offset": queue.max_offset,
+                "in_flight": queue.in_flight,
+                "backlog": queue.backlog,
+                "oldest_unconsumed_age_ms": queue.oldest_unconsumed_age_ms,
+            })
+        })
+        .collect();
+    value
+}
+
+/// Rows under a header, each column as wide as its widest cell.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|cell| cell.len()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut text = String::new();
+    let header: Vec<String> = header.iter().map(|cell| (*cell).to_owned()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        let _ = writeln!(text, "{}", cells.join("  ").trim_end());
+    }
+    text
+}
+
+fn topics_table(topics: &[TopicSummary]) -> String {
+    let rows: Vec<Vec<String>> = topics
+        .iter()
+        .map(|topic| {
+            vec![
+                topic.name.clone(),
+                topic.queues.to_string(),
+                topic.messages.to_string(),
+                topic.message_types.join(","),
+                topic.replicate_to.join(","),
+                retention(topic),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "TOPIC",
+            "QUEUES",
+            "MESSAGES",
+            "TYPES",
+            "REPLICATE TO",
+            "RETENTION",
+        ],
+        &rows,
+    )
+}
+
+fn retention(topic: &TopicSummary) -> String {
+    let age = format!("{} s", topic.retention_ms / 1000);
+    match topic.retention_bytes {
+        Some(bytes) => format!("{age}, {bytes} bytes"),
+        None => age,
+    }
+}
+
+fn topic_text(topic: &TopicDescription) -> String {
+    let mut text = topic
+        .topic
+        .as_ref()
+        .map(|summary| topics_table(std::slice::from_ref(summary)))
+        .unwrap_or_default();
+    text.push('\n');
+    let rows: Vec<Vec<String>> = topic
+        .queues
+        .iter()
+        .map(|queue| {
+            vec![
+                queue.queue_id.to_string(),
+                queue.min_offset.to_string(),
+                queue.max_offset.to_string(),
+                queue
+                    .max_offset
+                    .saturating_sub(queue.min_offset)
+                    .to_string(),
+            ]
+        })
+        .collect();
+    text.push_str(&table(
+        &["QUEUE", "MIN OFFSET", "MAX OFFSET", "MESSAGES"],
+        &rows,
+    ));
+    text
+}
+
+fn groups_table(groups: &[GroupSummary]) -> String {
+    let rows: Vec<Vec<String>> = groups.iter().map(group_row).collect();
+    table(
+        &[
+            "GROUP",
+            "CONFIGURED",
+            "MODE",
+            "MAX ATTEMPTS",
+            "INVISIBLE",
+            "TOPICS",
+        ],
+        &rows,
+    )
+}
+
+fn group_row(group: &GroupSummary) -> Vec<String> {
+    let mode = match (group.broadcast, group.fifo) {
+        (true, true) => "broadcast, fifo",
+        (true, false) => "broadcast",
+        (false, true) => "clustering, fifo",
+        (false, false) => "clustering",
+    };
+    vec![
+        group.name.clone(),
+        if group.configured {
+            "yes"
+        } else {
+            "no (defaults)"
+        }
+        .to_owned(),
+        mode.to_owned(),
+        group.max_attempts.to_string(),
+        format!("{} s", group.invisible_ms / 1000),
+        group.topics.join(","),
+    ]
+}
+
+fn group_text(group: &GroupDescription) -> String {
+    let mut text = group
+        .group
+        .as_ref()
+        .map(|summary| groups_table(std::slice::from_ref(summary)))
+        .unwrap_or_default();
+    text.push('\n');
+    let rows: Vec<Vec<String>> = group
+        .queues
+        .iter()
+        .map(|queue| {
+            vec![
+                queue.topic.clone(),
+                queue.queue_id.to_string(),
+                queue.consumed_offset.to_string(),
+                queue.max_offset.to_string(),
+                queue.in_flight.to_string(),
+                queue.backlog.to_string(),
+                queue.oldest_unconsumed_age_ms.map_or_else(
+                    || "-".to_owned(),
+                    |age| format!("{:.1} s", age as f64 / 1000.0),
+                ),
+            ]
+        })
+        .collect();
+    text.push_str(&table(
+        &[
+            "TOPIC",
+            "QUEUE",
+            "CONSUMED",
+            "MAX OFFSET",
+            "IN FLIGHT",
+            "BACKLOG",
+            "OLDEST",
+        ],
+        &rows,
+    ));
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns_to_the_widest_cell() {
+        let text = table(
+            &["A", "LONG HEADER"],
+            &[vec!["wide cell".to_owned(), "x".to_owned()]],
+        );
+        assert_eq!(text, "A          LONG HEADER\nwide cell  x\n");
+    }
+}

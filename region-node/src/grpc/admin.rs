@@ -1,0 +1,218 @@
+//! `meridian.v1.AdminService`: the operators' read-only view of the node
+//! (topics, consumer groups and their progress), served on the admin
+//! address; `meridian admin` prints it.
+
+use super::NodeContext;
+use super::convert::now_ms;
+use crate::consumer::QueueProgress;
+use crate::error::NodeError;
+use crate::storage::LogStore;
+use meridian_proto::meridian::v1::admin_service_server::AdminService;
+use meridian_proto::meridian::v1::{
+    DescribeGroupRequest, DescribeTopicRequest, GroupDescription, GroupQueueProgress, GroupSummary,
+    ListGroupsRequest, ListGroupsResponse, ListTopicsRequest, ListTopicsResponse, QueueOffsets,
+    TopicDescription, TopicSummary,
+};
+use meridian_topology::Topic;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub struct Admin<S> {
+    context: Arc<NodeContext<S>>,
+}
+
+impl<S> Admin<S> {
+    pub fn new(context: Arc<NodeContext<S>>) -> Self {
+        Self { context }
+    }
+}
+
+/// A topic's summary, with `messages` in its queues.
+fn topic_summary(name: &str, topic: &Topic, messages: u64) -> TopicSummary {
+    TopicSummary {
+        name: name.to_owned(),
+        queues: u32::from(topic.queues),
+        message_types: topic
+            .message_types
+            .iter()
+            .map(|kind| kind.as_str().to_owned())
+            .collect(),
+        replicate_to: topic.replicate_to.clone(),
+        retention_ms: topic.retention_ms,
+        retention_bytes: topic.retention_bytes,
+        messages,
+    }
+}
+
+impl<S: LogStore> Admin<S> {
+    /// Every queue's offsets of a topic.
+    async fn queue_offsets(&self, name: &str, queues: u16) -> Result<Vec<QueueOffsets>, Status> {
+        let name = name.to_owned();
+        self.context
+            .blocking(move |store, _| {
+                (0..i32::from(queues))
+                    .map(|queue_id| {
+                        let bounds = store.queue_bounds(&name, queue_id)?;
+                        Ok(QueueOffsets {
+                            queue_id,
+                            min_offset: bounds.min,
+                            max_offset: bounds.max,
+                        })
+                    })
+                    .collect()
+            })
+            .await
+            .map_err(|error| error.to_grpc())
+    }
+
+    fn group_summary(&self, name: &str, topics: Vec<String>) -> GroupSummary {
+        let policy = self.context.topology.group(name);
+        GroupSummary {
+            name: name.to_owned(),
+            fifo: policy.fifo,
+            broadcast: policy.broadcast,
+            max_attempts: policy.max_attempts,
+            invisible_ms: policy.invisible_ms,
+            configured: self
+                .context
+                .topology
+                .groups
+                .contains_key(meridian_topology::configured_group(name)),
+            topics,
+        }
+    }
+}
+
+fn messages(queues: &[QueueOffsets]) -> u64 {
+    queues
+        .iter()
+        .map(|queue| queue.max_offset.saturating_sub(queue.min_offset))
+        .sum()
+}
+
+#[tonic::async_trait]
+impl<S: LogStore> AdminService for Admin<S> {
+    async fn list_topics(
+        &self,
+        _request: Request<ListTopicsRequest>,
+    ) -> Result<Response<ListTopicsResponse>, Status> {
+        let mut topics = Vec::new();
+        for (name, topic) in &self.context.topology.topics {
+            if !topic.replicate_to.contains(&self.context.region) {
+                continue;
+            }
+            let queues = self.queue_offsets(name, topic.queues).await?;
+            topics.push(topic_summary(name, topic, messages(&queues)));
+        }
+        Ok(Response::new(ListTopicsResponse { topics }))
+    }
+
+    async fn describe_topic(
+        &self,
+        request: Request<DescribeTopicRequest>,
+    ) -> Result<Response<TopicDescription>, Status> {
+        let name = request.into_inner().topic;
+        let topic = self
+            .context
+            .topology
+            .topic(&name)
+            .ok_or_else(|| {
+                NodeError::TopicNotFound {
+                    topic: name.clone(),
+                }
+                .to_grpc()
+            })?
+            .into_owned();
+        let queues = self.queue_offsets(&name, topic.queues).await?;
+        Ok(Response::new(TopicDescription {
+            topic: Some(topic_summary(&name, &topic, messages(&queues))),
+            queues,
+        }))
+    }
+
+    async fn list_groups(
+        &self,
+        _request: Request<ListGroupsRequest>,
+    ) -> Result<Response<ListGroupsResponse>, Status> {
+        let mut names: BTreeSet<String> = self.context.topology.groups.keys().cloned().collect();
+        names.extend(self.context.consumers.group_names());
+        let groups = names
+            .iter()
+            .map(|name| {
+                let topics: BTreeSet<String> = self
+                    .context
+                    .consumers
+                    .progress(name)
+                    .into_iter()
+                    .map(|queue| queue.topic)
+                    .collect();
+                self.group_summary(name, topics.into_iter().collect())
+            })
+            .collect();
+        Ok(Response::new(ListGroupsResponse { groups }))
+    }
+
+    async fn describe_group(
+        &self,
+        request: Request<DescribeGroupRequest>,
+    ) -> Result<Response<GroupDescription>, Status> {
+        let name = request.into_inner().group;
+        let progress = self.context.consumers.progress(&name);
+        if progress.is_empty() && !self.context.topology.groups.contains_key(&name) {
+            return Err(Status::not_found(format!(
+                "consumer group `{name}` is neither in the topology nor tracked by this node"
+            )));
+        }
+        let now = now_ms();
+        let queues = self
+            .context
+            .blocking(move |store, _| {
+                progress
+                    .into_iter()
+                    .map(|queue| describe_queue(store, queue, now))
+                    .collect::<Result<Vec<_>, NodeError>>()
+            })
+            .await
+            .map_err(|error| error.to_grpc())?;
+        let topics: BTreeSet<String> = queues.iter().map(|queue| queue.topic.clone()).collect();
+        Ok(Response::new(GroupDescription {
+            group: Some(self.group_summary(&name, topics.into_iter().collect())),
+            queues,
+        }))
+    }
+}
+
+/// One queue's progress, with the queue's end and the age of the oldest
+/// message not acknowledged.
+fn describe_queue<S: LogStore>(
+    store: &S,
+    progress: QueueProgress,
+    now_ms: i64,
+) -> Result<GroupQueueProgress, NodeError> {
+    let bounds = store.queue_bounds(&progress.topic, progress.queue_id)?;
+    // Offsets before the queue's first are gone (retention): not counted.
+    let floor = progress.floor.max(bounds.min);
+    let next = progress.next.max(floor);
+    let never_delivered = bounds.max.saturating_sub(next);
+    let backlog = progress.in_flight + progress.waiting + never_delivered;
+    let oldest_unconsumed_age_ms = if backlog == 0 {
+        None
+    } else {
+        store
+            .read_queue(&progress.topic, progress.queue_id, floor, 1)?
+            .first()
+            .and_then(|(_, record)| record.message.as_ref())
+            .map(|message| now_ms.saturating_sub(message.store_timestamp_ms).max(0))
+    };
+    Ok(GroupQueueProgress {
+        topic: progress.topic,
+        queue_id: progress.queue_id,
+        consumed_offset: floor,
+        next_offset: next,
+        max_offset: bounds.max,
+        in_flight: progress.in_flight,
+        backlog,
+        oldest_unconsumed_age_ms,
+    })
+}
