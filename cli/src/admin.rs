@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use meridian_proto::meridian::v1::admin_service_client::AdminServiceClient;
 use meridian_proto::meridian::v1::{
     DescribeGroupRequest, DescribeTopicRequest, GroupDescription, GroupSummary, ListGroupsRequest,
-    ListTopicsRequest, TopicDescription, TopicSummary,
+    ListTopicsRequest, ResetGroupRequest, TopicDescription, TopicSummary, reset_group_request,
 };
 use serde_json::{Value, json};
 use std::fmt::Write as _;
@@ -22,10 +22,63 @@ pub enum AdminCommand {
     /// Topics of the region: `list`, or `describe NAME` (per queue offsets).
     #[command(subcommand)]
     Topics(ItemCommand),
-    /// Consumer groups: `list`, or `describe NAME` (per queue: consumed
-    /// offset, in flight, backlog, age of the oldest unacknowledged message).
+    /// Consumer groups: `list`, `describe NAME` (per queue: consumed
+    /// offset, in flight, backlog, age of the oldest unacknowledged
+    /// message), or `reset NAME --topic T --to WHEN`.
     #[command(subcommand)]
-    Groups(ItemCommand),
+    Groups(GroupCommand),
+}
+
+#[derive(clap::Subcommand)]
+pub enum GroupCommand {
+    /// Every one, a line each.
+    List,
+    /// One, in detail.
+    Describe { name: String },
+    /// Moves the group's progress on every queue of a topic: consumers get
+    /// messages again from there (or skip to it), at once. Deliveries in
+    /// flight are forgotten. This region only.
+    Reset {
+        name: String,
+        #[arg(long)]
+        topic: String,
+        /// `earliest` (the oldest message kept), `latest` (only new
+        /// messages), an RFC 3339 time (`2026-11-30T10:00:00Z`: the first
+        /// message stored at or after it) or ms since the Unix epoch.
+        #[arg(long, value_parser = parse_position)]
+        to: ResetTo,
+    },
+}
+
+/// Where `groups reset` moves a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetTo {
+    Earliest,
+    Latest,
+    /// ms since the Unix epoch.
+    Time(i64),
+}
+
+/// Reads `--to`.
+fn parse_position(text: &str) -> Result<ResetTo, String> {
+    match text {
+        "earliest" => return Ok(ResetTo::Earliest),
+        "latest" => return Ok(ResetTo::Latest),
+        _ => {}
+    }
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ResetTo::Time(ms));
+    }
+    let time = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|error| {
+            format!(
+                "`{text}` is neither earliest, latest, an RFC 3339 time \
+                 (2026-11-30T10:00:00Z) nor ms since the Unix epoch: {error}"
+            )
+        })?;
+    i64::try_from(time.unix_timestamp_nanos() / 1_000_000)
+        .map(ResetTo::Time)
+        .map_err(|_| format!("`{text}` is out of range"))
 }
 
 #[derive(clap::Subcommand)]
@@ -79,7 +132,43 @@ pub async fn run(
                 topic_text(&topic)
             }
         }
-        AdminCommand::Groups(ItemCommand::List) => {
+        AdminCommand::Groups(GroupCommand::Reset { name, topic, to }) => {
+            let to = match *to {
+                ResetTo::Earliest => reset_group_request::To::Earliest(true),
+                ResetTo::Latest => reset_group_request::To::Latest(true),
+                ResetTo::Time(ms) => reset_group_request::To::TimestampMs(ms),
+            };
+            let queues = client
+                .reset_group(ResetGroupRequest {
+                    group: name.clone(),
+                    topic: topic.clone(),
+                    to: Some(to),
+                })
+                .await
+                .map_err(answer)?
+                .into_inner()
+                .queues;
+            if as_json {
+                to_text(&json!({
+                    "group": name,
+                    "topic": topic,
+                    "queues": queues
+                        .iter()
+                        .map(|queue| json!({"queue_id": queue.queue_id, "offset": queue.offset}))
+                        .collect::<Vec<_>>(),
+                }))
+            } else {
+                let rows: Vec<Vec<String>> = queues
+                    .iter()
+                    .map(|queue| vec![queue.queue_id.to_string(), queue.offset.to_string()])
+                    .collect();
+                format!(
+                    "group {name} on topic {topic} now consumes from:\n{}",
+                    table(&["QUEUE", "NEXT OFFSET"], &rows)
+                )
+            }
+        }
+        AdminCommand::Groups(GroupCommand::List) => {
             let groups = client
                 .list_groups(ListGroupsRequest {})
                 .await
@@ -92,7 +181,7 @@ pub async fn run(
                 groups_table(&groups)
             }
         }
-        AdminCommand::Groups(ItemCommand::Describe { name }) => {
+        AdminCommand::Groups(GroupCommand::Describe { name }) => {
             let group = client
                 .describe_group(DescribeGroupRequest {
                     group: name.clone(),
@@ -339,6 +428,22 @@ fn group_text(group: &GroupDescription) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reset_positions_read_words_times_and_milliseconds() {
+        assert_eq!(parse_position("earliest"), Ok(ResetTo::Earliest));
+        assert_eq!(parse_position("latest"), Ok(ResetTo::Latest));
+        assert_eq!(
+            parse_position("1700000000000"),
+            Ok(ResetTo::Time(1_700_000_000_000))
+        );
+        assert_eq!(
+            parse_position("2023-11-14T22:13:20Z"),
+            Ok(ResetTo::Time(1_700_000_000_000))
+        );
+        let error = parse_position("yesterday").expect_err("refused");
+        assert!(error.contains("yesterday"), "{error}");
+    }
 
     #[test]
     fn tables_align_columns_to_the_widest_cell() {

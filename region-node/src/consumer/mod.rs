@@ -293,6 +293,70 @@ impl<S: LogStore> ConsumerEngine<S> {
         Ok(forgotten)
     }
 
+    /// Resets `group`'s progress on queues of `topic`: each (queue id,
+    /// offset) of `positions` becomes the queue's next offset to deliver,
+    /// with nothing in flight (in-flight handles become invalid). Queues the
+    /// group never consumed are created there. Effective at once for
+    /// running consumers; written durably before it is installed.
+    pub fn reset(
+        &self,
+        group: &str,
+        topic: &str,
+        positions: &[(i32, u64)],
+    ) -> Result<(), StorageError> {
+        let mut index = self.groups.write();
+        let queues: Vec<Option<Arc<Mutex<QueueState>>>> = positions
+            .iter()
+            .map(|(queue_id, _)| {
+                index
+                    .queues
+                    .get(&GroupQueueKey::new(group, topic, *queue_id))
+                    .cloned()
+            })
+            .collect();
+        let mut guards: Vec<_> = queues
+            .iter()
+            .map(|queue| queue.as_ref().map(|queue| queue.lock()))
+            .collect();
+        let staged: Vec<Staged<'_>> = positions
+            .iter()
+            .zip(&guards)
+            .map(|((queue_id, position), guard)| {
+                let key = GroupQueueKey::new(group, topic, *queue_id);
+                let cursor = GroupCursor {
+                    floor: *position,
+                    next: *position,
+                };
+                match guard {
+                    Some(installed) => {
+                        let mut staged = Staged::over(key, installed);
+                        staged.reset(*position);
+                        staged
+                    }
+                    None => Staged::create(key, cursor),
+                }
+            })
+            .collect();
+        let changes = self.persist(staged)?;
+        for (change, guard) in changes.into_iter().zip(guards.iter_mut()) {
+            match guard {
+                Some(guard) => change.install(guard),
+                None => {
+                    let key = change.key.clone();
+                    let mut created = QueueState::default();
+                    change.install(&mut created);
+                    index.names.insert(key.group.clone());
+                    index.queues.insert(key, Arc::new(Mutex::new(created)));
+                }
+            }
+        }
+        drop(guards);
+        // Receives waiting for messages look again.
+        self.invisibility_changes
+            .send_modify(|changes| *changes = changes.wrapping_add(1));
+        Ok(())
+    }
+
     /// A group's progress on every queue it consumed here, in key order.
     pub fn progress(&self, group: &str) -> Vec<QueueProgress> {
         let index = self.groups.read();

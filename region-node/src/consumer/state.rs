@@ -108,6 +108,20 @@ impl<'a> Staged<'a> {
         installed.chain(self.set.iter().map(|(offset, state)| (*offset, *state)))
     }
 
+    /// Moves the queue's cursor to `position`, forgetting every offset's
+    /// state (a reset of the group's progress).
+    pub fn reset(&mut self, position: u64) {
+        let tracked: Vec<u64> = self.offsets().map(|(offset, _)| offset).collect();
+        for offset in tracked {
+            self.remove(offset);
+        }
+        self.cursor = GroupCursor {
+            floor: position,
+            next: position,
+        };
+        self.created = true;
+    }
+
     /// Moves the floor over finished offsets, dropping their state.
     pub fn advance_floor(&mut self) {
         while self.cursor.floor < self.cursor.next {

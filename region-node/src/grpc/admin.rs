@@ -1,6 +1,6 @@
-//! `meridian.v1.AdminService`: the operators' read-only view of the node
-//! (topics, consumer groups and their progress), served on the admin
-//! address; `meridian admin` prints it.
+//! `meridian.v1.AdminService`: the operators' view of the node (topics,
+//! consumer groups and their progress) and resetting a group's progress,
+//! served on the admin address; `meridian admin` uses it.
 
 use super::NodeContext;
 use super::convert::now_ms;
@@ -11,7 +11,8 @@ use meridian_proto::meridian::v1::admin_service_server::AdminService;
 use meridian_proto::meridian::v1::{
     DescribeGroupRequest, DescribeTopicRequest, GroupDescription, GroupQueueProgress, GroupSummary,
     ListGroupsRequest, ListGroupsResponse, ListTopicsRequest, ListTopicsResponse, QueueOffsets,
-    TopicDescription, TopicSummary,
+    QueuePosition, ResetGroupRequest, ResetGroupResponse, TopicDescription, TopicSummary,
+    reset_group_request,
 };
 use meridian_topology::Topic;
 use std::collections::BTreeSet;
@@ -151,6 +152,66 @@ impl<S: LogStore> AdminService for Admin<S> {
             })
             .collect();
         Ok(Response::new(ListGroupsResponse { groups }))
+    }
+
+    async fn reset_group(
+        &self,
+        request: Request<ResetGroupRequest>,
+    ) -> Result<Response<ResetGroupResponse>, Status> {
+        let request = request.into_inner();
+        let group = request.group.trim().to_owned();
+        if group.is_empty() || group.len() > meridian_topology::GROUP_NAME_LENGTH_MAX {
+            return Err(Status::invalid_argument(
+                "group: must be 1 to 255 bytes (a broadcast instance as <group>@<client id>)",
+            ));
+        }
+        let Some(to) = request.to else {
+            return Err(Status::invalid_argument(
+                "to: say earliest, latest or timestamp_ms",
+            ));
+        };
+        let topic_name = request.topic;
+        let topic = self
+            .context
+            .topology
+            .topic(&topic_name)
+            .ok_or_else(|| {
+                NodeError::TopicNotFound {
+                    topic: topic_name.clone(),
+                }
+                .to_grpc()
+            })?
+            .into_owned();
+        let queues = self
+            .context
+            .blocking(move |store, consumers| {
+                let mut positions = Vec::new();
+                for queue_id in 0..i32::from(topic.queues) {
+                    let bounds = store.queue_bounds(&topic_name, queue_id)?;
+                    let position = match to {
+                        reset_group_request::To::Earliest(_) => bounds.min,
+                        reset_group_request::To::Latest(_) => bounds.max,
+                        reset_group_request::To::TimestampMs(time) => {
+                            store.offset_at_time(&topic_name, queue_id, time)?
+                        }
+                    };
+                    positions.push((queue_id, position));
+                }
+                consumers.reset(&group, &topic_name, &positions)?;
+                tracing::info!(
+                    group,
+                    topic = topic_name,
+                    ?positions,
+                    "group progress reset"
+                );
+                Ok(positions
+                    .into_iter()
+                    .map(|(queue_id, offset)| QueuePosition { queue_id, offset })
+                    .collect())
+            })
+            .await
+            .map_err(|error| error.to_grpc())?;
+        Ok(Response::new(ResetGroupResponse { queues }))
     }
 
     async fn describe_group(

@@ -994,6 +994,27 @@ fn expired_acknowledgements_leave_the_log_and_held_ones_stay(store: &impl LogSto
     assert_eq!(store.take_held_acks(&dedup_id(99)).expect("take"), [3]);
 }
 
+fn offset_at_time_finds_the_first_message_at_or_after_a_time(store: &impl LogStore) {
+    let records: Vec<Record> = (1..=5)
+        .map(|n| {
+            stored_at(
+                n,
+                "orders",
+                T0 + i64::try_from(n).expect("small") * 1_000,
+                10,
+            )
+        })
+        .collect();
+    store.append(records, LOCAL).expect("append");
+    let at = |time| store.offset_at_time("orders", 0, time).expect("lookup");
+    assert_eq!(at(T0), 0);
+    assert_eq!(at(T0 + 1_000), 0);
+    assert_eq!(at(T0 + 2_500), 2);
+    assert_eq!(at(T0 + 5_000), 4);
+    assert_eq!(at(T0 + 9_000), 5, "after the last: the queue's end");
+    assert_eq!(store.offset_at_time("none", 0, T0).expect("lookup"), 0);
+}
+
 macro_rules! cases_for {
     ($open:path; $($case:ident),+ $(,)?) => {
         $(
@@ -1043,6 +1064,7 @@ conformance_suite!(
     retention_waits_for_replication_and_takes_at_most_max,
     retention_keeps_the_last_record_of_the_log,
     expired_acknowledgements_leave_the_log_and_held_ones_stay,
+    offset_at_time_finds_the_first_message_at_or_after_a_time,
 );
 
 mod dedup_property;

@@ -93,6 +93,15 @@ impl LogStore for FailingStore {
         self.inner.queue_bounds(topic, queue_id)
     }
 
+    fn offset_at_time(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        time_ms: i64,
+    ) -> Result<u64, StorageError> {
+        self.inner.offset_at_time(topic, queue_id, time_ms)
+    }
+
     fn trim_queue(
         &self,
         topic: &str,

@@ -296,6 +296,27 @@ impl LogStore for MemoryStore {
         Ok(QueueBounds { min, max })
     }
 
+    fn offset_at_time(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        time_ms: i64,
+    ) -> Result<u64, StorageError> {
+        let inner = self.inner.lock();
+        let Some(queue) = inner.queues.get(&(topic.to_owned(), queue_id)) else {
+            return Ok(0);
+        };
+        let end = queue
+            .entries
+            .last_key_value()
+            .map_or(queue.floor, |(&last, _)| last + 1);
+        Ok(queue
+            .entries
+            .iter()
+            .find(|(_, entry)| entry.queued_at_ms.unwrap_or(i64::MIN) >= time_ms)
+            .map_or(end, |(&offset, _)| offset))
+    }
+
     fn trim_queue(
         &self,
         topic: &str,

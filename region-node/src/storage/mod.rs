@@ -267,6 +267,14 @@ pub trait LogStore: Send + Sync + 'static {
     /// max` when none is): offsets never restart.
     fn queue_bounds(&self, topic: &str, queue_id: i32) -> Result<QueueBounds, StorageError>;
 
+    /// The first offset of a consume queue whose message joined it at or
+    /// after `time_ms` (its queue's next offset when none did), found by a
+    /// binary search over the entries' times: messages join queues in time
+    /// order (up to clock steps), so this is where a consumer resetting to
+    /// that time starts.
+    fn offset_at_time(&self, topic: &str, queue_id: i32, time_ms: i64)
+    -> Result<u64, StorageError>;
+
     /// Removes from the head of a consume queue, oldest first and at most
     /// `max`, the messages `retention` no longer keeps at `now_ms`: their
     /// queue entries, log records and dedup entries, in one atomic write.

@@ -684,6 +684,46 @@ impl LogStore for RocksStore {
         })
     }
 
+    fn offset_at_time(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        time_ms: i64,
+    ) -> Result<u64, StorageError> {
+        let bounds = self.queue_bounds(topic, queue_id)?;
+        let (mut low, mut high) = (bounds.min, bounds.max);
+        // Invariant: every entry below `low` joined before `time_ms`, every
+        // one at or after `high` at or after it.
+        while low < high {
+            let middle = low + (high - low) / 2;
+            let key = codec::queue_key(topic, queue_id, middle);
+            let value = self
+                .db
+                .get_pinned_cf(self.cf(QUEUE), &key)
+                .map_err(backend("read a queue entry"))?;
+            let joined = match value {
+                Some(value) => {
+                    let entry = codec::decode_queue_value(&key, &value)?;
+                    match entry.queued_at_ms {
+                        Some(at) => at,
+                        None => self
+                            .get(entry.sequence)?
+                            .and_then(|record| record.message)
+                            .map_or(i64::MIN, |message| codec::stored_at_ms(&message)),
+                    }
+                }
+                // Removed by retention meanwhile: older than anything left.
+                None => i64::MIN,
+            };
+            if joined < time_ms {
+                low = middle + 1;
+            } else {
+                high = middle;
+            }
+        }
+        Ok(low)
+    }
+
     fn trim_queue(
         &self,
         topic: &str,

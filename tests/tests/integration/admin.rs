@@ -136,3 +136,114 @@ async fn admin_shows_topics_and_a_groups_progress() -> anyhow::Result<()> {
     cluster.finish();
     Ok(())
 }
+
+fn now_ms() -> anyhow::Result<i64> {
+    Ok(i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis(),
+    )?)
+}
+
+/// Receives and acknowledges until `count` messages came; their bodies, sorted.
+async fn take(consumer: &rocketmq::SimpleConsumer, count: usize) -> anyhow::Result<Vec<String>> {
+    let filter = FilterExpression::new(FilterType::Tag, "*");
+    let mut bodies = Vec::new();
+    within(Duration::from_secs(60), "receive", async {
+        while bodies.len() < count {
+            let messages = within(
+                LONG_POLLING + CLIENT_CALL_TIMEOUT,
+                "receive",
+                consumer.receive_with(TEST_TOPIC, &filter, 16, Duration::from_secs(30)),
+            )
+            .await?
+            .map_err(|error| anyhow::anyhow!("receive: {error:?}"))?;
+            for message in messages {
+                bodies.push(String::from_utf8(message.body().to_vec())?);
+                ack(consumer, &message).await?;
+            }
+        }
+        anyhow::Ok(())
+    })
+    .await??;
+    bodies.sort();
+    Ok(bodies)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resetting_a_group_redelivers_from_earliest_or_a_time_to_a_running_consumer()
+-> anyhow::Result<()> {
+    let cluster = TestCluster::builder().regions(1).build().await?;
+    let endpoint = cluster.router_endpoint("a");
+    let producer = start_producer(&endpoint).await?;
+    for index in 0..4 {
+        send(&producer, format!("early {index}").into_bytes()).await?;
+    }
+    let consumer = start_consumer(&endpoint, GROUP).await?;
+    let early: Vec<String> = (0..4).map(|index| format!("early {index}")).collect();
+    anyhow::ensure!(take(&consumer, 4).await? == early);
+    // Messages stored from `cut` on are the late ones.
+    let cut = now_ms()? + 1;
+    while now_ms()? <= cut {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    for index in 0..3 {
+        send(&producer, format!("late {index}").into_bytes()).await?;
+    }
+    let late: Vec<String> = (0..3).map(|index| format!("late {index}")).collect();
+    anyhow::ensure!(take(&consumer, 3).await? == late);
+
+    // Back to the start: the same consumer gets everything again.
+    let reset = admin_json(
+        &cluster,
+        &[
+            "groups", "reset", GROUP, "--topic", TEST_TOPIC, "--to", "earliest",
+        ],
+    )
+    .await?;
+    anyhow::ensure!(
+        reset["queues"].as_array().is_some_and(|q| !q.is_empty()),
+        "{reset}"
+    );
+    let mut everything = early.clone();
+    everything.extend(late.iter().cloned());
+    everything.sort();
+    anyhow::ensure!(take(&consumer, 7).await? == everything);
+
+    // To a time: only what was stored from then on.
+    admin_json(
+        &cluster,
+        &[
+            "groups",
+            "reset",
+            GROUP,
+            "--topic",
+            TEST_TOPIC,
+            "--to",
+            &cut.to_string(),
+        ],
+    )
+    .await?;
+    anyhow::ensure!(take(&consumer, 3).await? == late);
+    // To the end: nothing is left.
+    admin_json(
+        &cluster,
+        &[
+            "groups", "reset", GROUP, "--topic", TEST_TOPIC, "--to", "latest",
+        ],
+    )
+    .await?;
+    let group = admin_json(&cluster, &["groups", "describe", GROUP]).await?;
+    let backlog: u64 = group["queues"]
+        .as_array()
+        .map(|queues| {
+            queues
+                .iter()
+                .filter_map(|queue| queue["backlog"].as_u64())
+                .sum()
+        })
+        .unwrap_or(u64::MAX);
+    anyhow::ensure!(backlog == 0, "{group}");
+    cluster.finish();
+    Ok(())
+}
