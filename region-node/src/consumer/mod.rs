@@ -116,6 +116,17 @@ pub struct QueueProgress {
     pub waiting: u64,
 }
 
+impl GroupIndex {
+    /// Adds a group queue that did not exist, as `change` (written) makes it.
+    fn insert_created(&mut self, change: QueueChange) {
+        let key = change.key.clone();
+        let mut created = QueueState::default();
+        change.install(&mut created);
+        self.names.insert(key.group.clone());
+        self.queues.insert(key, Arc::new(Mutex::new(created)));
+    }
+}
+
 /// One message handed to a consumer.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -341,13 +352,7 @@ impl<S: LogStore> ConsumerEngine<S> {
         for (change, guard) in changes.into_iter().zip(guards.iter_mut()) {
             match guard {
                 Some(guard) => change.install(guard),
-                None => {
-                    let key = change.key.clone();
-                    let mut created = QueueState::default();
-                    change.install(&mut created);
-                    index.names.insert(key.group.clone());
-                    index.queues.insert(key, Arc::new(Mutex::new(created)));
-                }
+                None => index.insert_created(change),
             }
         }
         drop(guards);
@@ -468,13 +473,7 @@ impl<S: LogStore> ConsumerEngine<S> {
             let slot = usize::try_from(change.key.queue_id).unwrap_or(0);
             match guards.get_mut(slot).and_then(Option::as_mut) {
                 Some(guard) => change.install(guard),
-                None => {
-                    let key = change.key.clone();
-                    let mut created = QueueState::default();
-                    change.install(&mut created);
-                    index.names.insert(key.group.clone());
-                    index.queues.insert(key, Arc::new(Mutex::new(created)));
-                }
+                None => index.insert_created(change),
             }
         }
         Ok(received)
@@ -1017,11 +1016,7 @@ impl<S: LogStore> ConsumerEngine<S> {
             ));
         }
         for change in self.persist(staged)? {
-            let key = change.key.clone();
-            let mut created = QueueState::default();
-            change.install(&mut created);
-            index.names.insert(key.group.clone());
-            index.queues.insert(key, Arc::new(Mutex::new(created)));
+            index.insert_created(change);
         }
         Ok(())
     }
