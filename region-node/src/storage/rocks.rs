@@ -733,8 +733,12 @@ impl LogStore for RocksStore {
         replicated_through: u64,
         max: usize,
     ) -> Result<Trimmed, StorageError> {
-        // Under the append lock: the tail and the floor must not move meanwhile.
-        let state = self.append_state.lock();
+        // No lock: appends only add at a queue's tail (a stale, smaller
+        // tail counter only keeps more), only retention removes at its
+        // head, and the removal and the new floor land in one atomic batch,
+        // so a tail read sees either the entries or the floor. Reading the
+        // records (bodies included) never holds up appends.
+        let last_sequence = self.last_sequence.load(Ordering::Acquire);
         let prefix = codec::queue_prefix(topic, queue_id);
         let tail_cumulative = {
             let mut last = self.db.iterator_cf(
@@ -776,7 +780,7 @@ impl LogStore for RocksStore {
             // The log's last record stays: the next sequence is read from it at open.
             if removed >= max
                 || queued.sequence > replicated_through
-                || queued.sequence >= state.last_sequence
+                || queued.sequence >= last_sequence
             {
                 min_offset = Some(offset);
                 break;
