@@ -16,7 +16,10 @@
 //! invisibility ends, once the client acknowledges or changes the message
 //! itself, sends NotifyClientTermination, has not been heard from for
 //! [`CLIENT_IDLE`] (every official client sends Heartbeat every 10 s), or
-//! has held the message for [`MAX_RENEWAL`]. Leases live in memory: after a
+//! has held the message for [`MAX_RENEWAL`], or once the backend refuses a
+//! renewal for good (the message was redelivered or finished elsewhere); a
+//! renewal that times out or meets a busy or unreachable node is tried
+//! again at the next look. Leases live in memory: after a
 //! restart of the process holding them, a renewed message's original handle
 //! no longer matches and the message is delivered again once its last
 //! renewal runs out (at-least-once, never lost).
@@ -45,6 +48,8 @@ pub const MAX_LEASES: usize = 100_000;
 const TICK: Duration = Duration::from_millis(250);
 /// Renewals in flight at once.
 const CONCURRENT_RENEWALS: usize = 16;
+/// How long one renewal may take before it is tried again later.
+const RENEWAL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One message handed out with `auto_renew`.
 #[derive(Debug)]
@@ -314,8 +319,13 @@ async fn renew<B: Backend>(
         language: String::new(),
         remaining: None,
     };
-    match backend.change_invisible_duration(&caller, request).await {
-        Ok(handle) => {
+    let renewed = tokio::time::timeout(
+        RENEWAL_TIMEOUT,
+        backend.change_invisible_duration(&caller, request),
+    )
+    .await;
+    match renewed {
+        Ok(Ok(handle)) => {
             debug!(
                 message_id = guard.message_id,
                 "message invisibility renewed"
@@ -323,7 +333,7 @@ async fn renew<B: Backend>(
             guard.current = handle;
             renewals.reschedule(&original, now + guard.slice / 2);
         }
-        Err(refusal) => {
+        Ok(Err(refusal)) if !is_transient(refusal.code) => {
             debug!(
                 message_id = guard.message_id,
                 %refusal,
@@ -332,7 +342,30 @@ async fn renew<B: Backend>(
             guard.finished = true;
             renewals.remove(&original);
         }
+        // The node did not answer in time or is briefly unavailable: try
+        // again at the next look (if the invisibility runs out meanwhile,
+        // the next try is refused and the lease ends).
+        Ok(Err(_)) | Err(_) => {
+            debug!(
+                message_id = guard.message_id,
+                "renewal failed for now; trying again"
+            );
+            renewals.reschedule(&original, Instant::now() + TICK);
+        }
     }
+}
+
+/// Whether a refused renewal may work when tried again (the node is busy,
+/// down or restarting), as opposed to a message that is gone or changed.
+fn is_transient(code: Code) -> bool {
+    matches!(
+        code,
+        Code::RequestTimeout
+            | Code::TooManyRequests
+            | Code::InternalError
+            | Code::InternalServerError
+            | Code::ProxyTimeout
+    )
 }
 
 #[cfg(test)]
@@ -406,6 +439,14 @@ mod tests {
         held.settle(&renewals, &[Ok(()), Ok(())]);
         assert!(renewals.state.lock().leases.is_empty());
         assert!(lease.lock().await.finished);
+    }
+
+    #[test]
+    fn only_busy_or_unreachable_answers_are_retried() {
+        assert!(is_transient(Code::ProxyTimeout));
+        assert!(is_transient(Code::InternalError));
+        assert!(!is_transient(Code::InvalidReceiptHandle));
+        assert!(!is_transient(Code::IllegalInvisibleTime));
     }
 
     #[tokio::test]
