@@ -80,18 +80,18 @@ impl<B: Backend> Face<B> {
     ) -> Vec<Message> {
         let mut deliverable = Vec::with_capacity(messages.len());
         for mut message in messages {
-            let properties = message.system_properties.clone().unwrap_or_default();
             match delivery::shape(&mut message, &caller.language) {
                 Shaped::AsIs => deliverable.push(message),
                 Shaped::Compressed => {
                     debug!(
-                        message_id = properties.message_id,
+                        message_id = message_id(&message),
                         language = caller.language,
                         "large body sent GZIP-compressed"
                     );
                     deliverable.push(message);
                 }
                 Shaped::TooLarge { frame_bytes } => {
+                    let properties = message.system_properties.unwrap_or_default();
                     warn!(
                         message_id = properties.message_id,
                         client_id = caller.client_id,
@@ -192,6 +192,14 @@ fn assignments(message_queues: Vec<MessageQueue>, fifo: bool) -> Vec<Assignment>
         });
     }
     assignments
+}
+
+/// A message's id, empty when it has no system properties.
+fn message_id(message: &Message) -> &str {
+    message
+        .system_properties
+        .as_ref()
+        .map_or("", |properties| properties.message_id.as_str())
 }
 
 /// `duration` as a protobuf Duration.
@@ -343,13 +351,7 @@ impl<B: Backend> MessagingService for Face<B> {
         let messages = request.into_inner().messages;
         let message_ids: Vec<String> = messages
             .iter()
-            .map(|message| {
-                message
-                    .system_properties
-                    .as_ref()
-                    .map(|properties| properties.message_id.clone())
-                    .unwrap_or_default()
-            })
+            .map(|message| message_id(message).to_owned())
             .collect();
         let outcomes = match checked {
             Err(refusal) => vec![Err(refusal); messages.len().max(1)],

@@ -56,6 +56,24 @@ impl Rig {
         args
     }
 
+    /// Runs push_consume.py with `extra`; it must complete with none but
+    /// the client's known ERROR lines, then pass `checks`.
+    async fn push_consume(
+        &self,
+        extra: &[&str],
+        checks: impl FnOnce(&crate::json::Value) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let pushed = self
+            .python
+            .run("push_consume.py", &self.args(extra))
+            .await?;
+        pushed.completed()?;
+        pushed.check(|output| {
+            only_known_client_errors(output)?;
+            checks(output)
+        })
+    }
+
     /// Runs produce.py with `extra`; the message ids it sent, in order.
     async fn produce(&self, extra: &[&str]) -> anyhow::Result<Vec<String>> {
         let sent = self.python.run("produce.py", &self.args(extra)).await?;
@@ -91,37 +109,32 @@ async fn python_push_consumer_retries_failures_and_dead_letters_a_poison_message
     // A crash between the sends and the push consumer loses nothing.
     rig.crash_node().await?;
 
-    let pushed = rig
-        .python
-        .run(
-            "push_consume.py",
-            &rig.args(&[
-                "--group",
-                GROUP,
-                "--tag",
-                "push",
-                "--expect",
-                "5",
-                "--poison-attempts",
-                "3",
-            ]),
-        )
-        .await?;
-    pushed.completed()?;
-    pushed.check(|output| {
-        only_known_client_errors(output)?;
-        for (id, attempt) in output.field("succeeded")?.object()? {
-            anyhow::ensure!(attempt.u64()? == 2, "{id} succeeded at attempt {attempt}");
-        }
-        anyhow::ensure!(output.field("succeeded")?.object()?.len() == 5);
-        let poison = output.field("poison")?.field(&poison_id)?.array()?;
-        let attempts: Vec<u64> = poison
-            .iter()
-            .map(|a| a.u64())
-            .collect::<anyhow::Result<_>>()?;
-        anyhow::ensure!(attempts == [1, 2, 3], "poison attempts {attempts:?}");
-        Ok(())
-    })?;
+    rig.push_consume(
+        &[
+            "--group",
+            GROUP,
+            "--tag",
+            "push",
+            "--expect",
+            "5",
+            "--poison-attempts",
+            "3",
+        ],
+        |output| {
+            for (id, attempt) in output.field("succeeded")?.object()? {
+                anyhow::ensure!(attempt.u64()? == 2, "{id} succeeded at attempt {attempt}");
+            }
+            anyhow::ensure!(output.field("succeeded")?.object()?.len() == 5);
+            let poison = output.field("poison")?.field(&poison_id)?.array()?;
+            let attempts: Vec<u64> = poison
+                .iter()
+                .map(|a| a.u64())
+                .collect::<anyhow::Result<_>>()?;
+            anyhow::ensure!(attempts == [1, 2, 3], "poison attempts {attempts:?}");
+            Ok(())
+        },
+    )
+    .await?;
 
     // The poison message is in the group's dead-letter topic.
     let dead = rig
@@ -168,39 +181,34 @@ async fn slow_listener_keeps_its_messages(mode: RouterMode) -> anyhow::Result<()
     )
     .await?;
     rig.produce(&["--tag", "slow", "--sizes=64,64,64"]).await?;
-    let pushed = rig
-        .python
-        .run(
-            "push_consume.py",
-            &rig.args(&[
-                "--group",
-                SLOW_GROUP,
-                "--tag",
-                "slow",
-                "--expect",
-                "3",
-                "--succeed-first",
-                // Three times the invisible time.
-                "--work-ms",
-                "6000",
-            ]),
-        )
-        .await?;
-    pushed.completed()?;
-    pushed.check(|output| {
-        only_known_client_errors(output)?;
-        let attempts = output.field("attempts")?.object()?;
-        anyhow::ensure!(attempts.len() == 3, "{attempts:?}");
-        for (id, seen) in attempts {
-            let seen: Vec<u64> = seen
-                .array()?
-                .iter()
-                .map(|attempt| attempt.u64())
-                .collect::<anyhow::Result<_>>()?;
-            anyhow::ensure!(seen == [1], "{id} was delivered at attempts {seen:?}");
-        }
-        Ok(())
-    })?;
+    rig.push_consume(
+        &[
+            "--group",
+            SLOW_GROUP,
+            "--tag",
+            "slow",
+            "--expect",
+            "3",
+            "--succeed-first",
+            // Three times the invisible time.
+            "--work-ms",
+            "6000",
+        ],
+        |output| {
+            let attempts = output.field("attempts")?.object()?;
+            anyhow::ensure!(attempts.len() == 3, "{attempts:?}");
+            for (id, seen) in attempts {
+                let seen: Vec<u64> = seen
+                    .array()?
+                    .iter()
+                    .map(|attempt| attempt.u64())
+                    .collect::<anyhow::Result<_>>()?;
+                anyhow::ensure!(seen == [1], "{id} was delivered at attempts {seen:?}");
+            }
+            Ok(())
+        },
+    )
+    .await?;
     // Acknowledged: nothing comes back to the group.
     rig.python
         .run(
@@ -307,40 +315,35 @@ async fn python_fifo_push_consumer_forwards_a_poison_message_and_keeps_group_ord
             order.push(id);
         }
     }
-    let pushed = rig
-        .python
-        .run(
-            "push_consume.py",
-            &rig.args(&[
-                "--group",
-                FIFO_PUSH_GROUP,
-                "--tag",
-                "fifo-push",
-                "--expect",
-                "3",
-                "--succeed-first",
-                "--poison-attempts",
-                "3",
-            ]),
-        )
-        .await?;
-    pushed.completed()?;
-    pushed.check(|output| {
-        only_known_client_errors(output)?;
-        let processed: Vec<&str> = output
-            .field("order")?
-            .array()?
-            .iter()
-            .map(|id| id.str())
-            .collect::<anyhow::Result<_>>()?;
-        anyhow::ensure!(
-            processed == order,
-            "processed {processed:?}, sent {order:?}"
-        );
-        let tries = output.field("poison")?.field(&poison_id)?.array()?.len();
-        anyhow::ensure!(tries == 3, "the poison message was tried {tries} times");
-        Ok(())
-    })?;
+    rig.push_consume(
+        &[
+            "--group",
+            FIFO_PUSH_GROUP,
+            "--tag",
+            "fifo-push",
+            "--expect",
+            "3",
+            "--succeed-first",
+            "--poison-attempts",
+            "3",
+        ],
+        |output| {
+            let processed: Vec<&str> = output
+                .field("order")?
+                .array()?
+                .iter()
+                .map(|id| id.str())
+                .collect::<anyhow::Result<_>>()?;
+            anyhow::ensure!(
+                processed == order,
+                "processed {processed:?}, sent {order:?}"
+            );
+            let tries = output.field("poison")?.field(&poison_id)?.array()?.len();
+            anyhow::ensure!(tries == 3, "the poison message was tried {tries} times");
+            Ok(())
+        },
+    )
+    .await?;
     let dead_letters = format!("%DLQ%{FIFO_PUSH_GROUP}");
     rig.python
         .run(
