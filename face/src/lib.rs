@@ -30,18 +30,20 @@ pub mod delivery;
 pub mod incoming;
 pub mod route;
 
+mod producers;
 mod refusal;
 mod renewal;
 mod request;
 mod service;
 
+pub use producers::Producers;
 pub use refusal::Refusal;
 pub use renewal::{CLIENT_IDLE, MAX_LEASES, MAX_RENEWAL};
 pub use service::Face;
 
 use meridian_proto::rocketmq::v2::{
-    AckMessageRequest, ChangeInvisibleDurationRequest, ForwardMessageToDeadLetterQueueRequest,
-    Message, MessageQueue, ReceiveMessageRequest, Resource,
+    AckMessageRequest, ChangeInvisibleDurationRequest, EndTransactionRequest,
+    ForwardMessageToDeadLetterQueueRequest, Message, MessageQueue, ReceiveMessageRequest, Resource,
 };
 use std::time::Duration;
 
@@ -57,6 +59,18 @@ pub const LANGUAGE_HEADER: &str = "x-mq-language";
 pub fn receipt_handle_region(handle: &str) -> Option<&str> {
     let mut parts = handle.split('.');
     (parts.next() == Some("v1"))
+        .then(|| parts.next())
+        .flatten()
+        .filter(|region| !region.is_empty())
+}
+
+/// The region that took a transaction's half message: the routing part of
+/// the node's transaction id format `t1.<region>.<dedup id in hex>`. A router
+/// sends EndTransaction to that region's node while it is up. `None` for any
+/// other text.
+pub fn transaction_id_region(transaction_id: &str) -> Option<&str> {
+    let mut parts = transaction_id.trim().split('.');
+    (parts.next() == Some("t1"))
         .then(|| parts.next())
         .flatten()
         .filter(|region| !region.is_empty())
@@ -83,6 +97,8 @@ pub struct SendReceipt {
     pub message_id: String,
     /// The message's offset in its queue.
     pub offset: i64,
+    /// For a transactional message (a half message): what the producer
+    /// names in EndTransaction; empty otherwise.
     pub transaction_id: String,
 }
 
@@ -148,6 +164,19 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<String, Refusal> {
         Err(Refusal::not_implemented(
             "ChangeInvisibleDuration",
+            self.unserved_hint(),
+        ))
+    }
+
+    /// Commits or rolls back the transaction of a half message
+    /// (EndTransaction, from the producer or answering a check-back).
+    async fn end_transaction(
+        &self,
+        _caller: &Caller,
+        _request: EndTransactionRequest,
+    ) -> Result<(), Refusal> {
+        Err(Refusal::not_implemented(
+            "EndTransaction",
             self.unserved_hint(),
         ))
     }

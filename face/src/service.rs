@@ -2,6 +2,7 @@
 
 use crate::client_settings::{self, ok, status};
 use crate::delivery::{self, Shaped};
+use crate::producers::{Producers, StreamId};
 use crate::renewal::{self, Handed, Renewals};
 use crate::request::{aggregate, answered, at_least_one, caller};
 use crate::{Backend, Caller, Refusal};
@@ -18,7 +19,7 @@ use meridian_proto::rocketmq::v2::{
     ReceiveMessageRequest, ReceiveMessageResponse, Resource, SendMessageRequest,
     SendMessageResponse, SendResultEntry, Status, SyncLiteSubscriptionRequest,
     SyncLiteSubscriptionResponse, TelemetryCommand, UpdateOffsetRequest, UpdateOffsetResponse,
-    pull_message_response, receive_message_response, telemetry_command,
+    pull_message_response, receive_message_response, settings, telemetry_command,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +42,8 @@ pub struct Face<B> {
     backend: Arc<B>,
     /// Messages handed out with `auto_renew`, renewed while their client lives.
     renewals: Arc<Renewals>,
+    /// Producers with a live Telemetry stream, for transaction check-backs.
+    producers: Arc<Producers>,
     /// Owns the per-stream Telemetry tasks.
     tasks: TaskTracker,
     /// Ends Telemetry streams when the server stops.
@@ -60,9 +63,16 @@ impl<B: Backend> Face<B> {
         Face {
             backend,
             renewals,
+            producers: Arc::new(Producers::default()),
             tasks,
             stop,
         }
+    }
+
+    /// The producers connected to this face by Telemetry, to which the
+    /// server pushes transaction check-backs.
+    pub fn producers(&self) -> Arc<Producers> {
+        Arc::clone(&self.producers)
     }
 
     /// The messages of a receive in the shape their client can decode
@@ -321,6 +331,7 @@ impl<B: Backend> MessagingService for Face<B> {
                 let commands = request.into_inner();
                 self.tasks.spawn(answer_telemetry(
                     Arc::clone(&self.backend),
+                    Arc::clone(&self.producers),
                     caller.client_id,
                     commands,
                     replies,
@@ -361,6 +372,12 @@ impl<B: Backend> MessagingService for Face<B> {
             ))],
             Ok(caller) => {
                 let count = messages.len();
+                // A producer whose settings did not list this topic still
+                // gets its check-backs (the Rust client lists only the
+                // topics its options name).
+                for topic in messages.iter().filter_map(|message| message.topic.as_ref()) {
+                    self.producers.sent(&caller.client_id, topic.name.trim());
+                }
                 let mut outcomes = self.backend.send(&caller, messages).await;
                 // A backend that answers for fewer messages than it got has a
                 // bug; the client still gets one entry per message.
@@ -603,8 +620,23 @@ impl<B: Backend> MessagingService for Face<B> {
         &self,
         request: Request<EndTransactionRequest>,
     ) -> GrpcResult<EndTransactionResponse> {
+        let ended = match caller(&request) {
+            Ok(caller) => {
+                let request = request.into_inner();
+                if request.transaction_id.trim().is_empty() {
+                    Err(Refusal::new(
+                        Code::InvalidTransactionId,
+                        "EndTransaction carries no transaction_id (the one SendMessage \
+                         answered for the half message)",
+                    ))
+                } else {
+                    self.backend.end_transaction(&caller, request).await
+                }
+            }
+            Err(refusal) => Err(refusal),
+        };
         Ok(Response::new(EndTransactionResponse {
-            status: Some(self.unserved("EndTransaction", &request)),
+            status: Some(answered("EndTransaction", ended)),
         }))
     }
 
@@ -683,11 +715,13 @@ impl<B: Backend> MessagingService for Face<B> {
 /// broker endpoints right after first use), so no client state is touched.
 async fn answer_telemetry<B: Backend>(
     backend: Arc<B>,
+    producers: Arc<Producers>,
     client_id: String,
     mut commands: Streaming<TelemetryCommand>,
     replies: mpsc::Sender<Result<TelemetryCommand, tonic::Status>>,
     stop: CancellationToken,
 ) {
+    let mut producer: Option<StreamId> = None;
     loop {
         let next = tokio::select! {
             biased;
@@ -714,11 +748,21 @@ async fn answer_telemetry<B: Backend>(
             continue;
         };
         debug!(client_id, "answering client settings");
+        if let Some(settings::PubSub::Publishing(publishing)) = &settings.pub_sub {
+            let topics = publishing
+                .topics
+                .iter()
+                .map(|topic| topic.name.trim().to_owned());
+            producer = Some(producers.publish(producer, &client_id, topics, &replies));
+        }
         let reply = client_settings::reply(settings, |group| backend.group_policy(group));
         tokio::select! {
             biased;
             () = stop.cancelled() => break,
             sent = replies.send(Ok(reply)) => if sent.is_err() { break },
         }
+    }
+    if let Some(producer) = producer {
+        producers.forget(producer);
     }
 }

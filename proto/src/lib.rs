@@ -20,6 +20,14 @@ pub mod rocketmq {
     }
 }
 
+/// The path generated code uses for `apache.rocketmq.v2` types named in
+/// Meridian's protos (`meridian.v1.TransactionCheck` carries a RocketMQ
+/// message): the same module as [`rocketmq`].
+#[doc(hidden)]
+pub mod apache {
+    pub use crate::rocketmq;
+}
+
 /// Meridian's internal protos.
 pub mod meridian {
     pub mod v1 {

@@ -19,8 +19,9 @@
 
 use crate::consumer::{ConsumerEngine, ConsumerError, Finish};
 use crate::storage::{Appended, Enqueued, LogStore, StorageError};
-use meridian_proto::meridian::v1::{GroupAck, GroupStart, Record, RecordKind};
+use meridian_proto::meridian::v1::{GroupAck, GroupStart, Record, RecordKind, TransactionEnd};
 use meridian_topology::Topology;
+use std::collections::BTreeSet;
 
 /// What an append brought that concerns acknowledgements: taken from the
 /// records before they are handed to the commit log.
@@ -32,6 +33,9 @@ pub enum Arrival {
     Ack(GroupAck),
     /// A consumer group's start in another region.
     GroupStart(GroupStart),
+    /// A transaction's outcome (from another region: applied here to this
+    /// region's copy of its half message).
+    TransactionEnd(TransactionEnd),
     /// Anything else (messages sent here: nothing can wait for them).
     Other,
 }
@@ -41,6 +45,12 @@ impl Arrival {
     pub fn of(record: &Record, local_region: &str) -> Arrival {
         if record.kind == RecordKind::Ack as i32 {
             return record.ack.clone().map_or(Arrival::Other, Arrival::Ack);
+        }
+        if record.kind == RecordKind::TransactionEnd as i32 {
+            return record
+                .transaction_end
+                .clone()
+                .map_or(Arrival::Other, Arrival::TransactionEnd);
         }
         if record.kind == RecordKind::GroupStart as i32 {
             return match &record.group_start {
@@ -59,8 +69,8 @@ impl Arrival {
     }
 }
 
-/// What applying acknowledgements did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// What applying acknowledgements (and transaction outcomes) did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Applied {
     /// Messages finished for a group.
     pub finished: usize,
@@ -68,6 +78,9 @@ pub struct Applied {
     pub held: usize,
     /// Group queues created by group starts from other regions.
     pub started: usize,
+    /// Topics whose queues committed transactions' messages joined (their
+    /// long polls are to be woken).
+    pub committed: BTreeSet<String>,
 }
 
 /// Applies the acknowledgements an append stored, and those held for the
@@ -127,6 +140,15 @@ pub fn apply_appended<S: LogStore>(
                 if consumers.start_replicated(start)? {
                     applied.started += 1;
                 }
+            }
+            Arrival::TransactionEnd(end) => {
+                applied.committed.extend(crate::transactions::apply_end(
+                    store,
+                    consumers,
+                    topology,
+                    end,
+                    crate::grpc::convert::now_ms(),
+                )?);
             }
             Arrival::Other => {}
         }
@@ -215,6 +237,7 @@ pub fn records_for_local_acks<S: LogStore>(
                 acked_at_ms,
             }),
             group_start: None,
+            transaction_end: None,
         });
     }
     Ok(records)
@@ -476,7 +499,8 @@ mod tests {
             Applied {
                 finished: 1,
                 held: 0,
-                started: 0
+                started: 0,
+                ..Applied::default()
             }
         );
         assert_eq!(
@@ -497,7 +521,8 @@ mod tests {
             Applied {
                 finished: 0,
                 held: 1,
-                started: 0
+                started: 0,
+                ..Applied::default()
             }
         );
         let applied = append(&store, &consumers, vec![early, message("us-east")]);
@@ -506,7 +531,8 @@ mod tests {
             Applied {
                 finished: 1,
                 held: 0,
-                started: 0
+                started: 0,
+                ..Applied::default()
             }
         );
         assert_eq!(receive_all(&consumers), 1);

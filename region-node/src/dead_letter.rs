@@ -14,7 +14,6 @@
 
 use meridian_proto::meridian::v1::{self as internal, Record, RecordKind};
 use meridian_topology::dead_letter_topic_name;
-use sha2::{Digest as _, Sha256};
 
 /// User property naming the topic a dead letter came from (RocketMQ's
 /// `MessageConst.PROPERTY_DLQ_ORIGIN_TOPIC`).
@@ -55,6 +54,7 @@ pub fn dead_letter_record(
         path: vec![region.to_owned()],
         ack: None,
         group_start: None,
+        transaction_end: None,
         message: Some(internal::Message {
             topic: dead_letter_topic_name(group),
             queue_id: 0,
@@ -71,15 +71,7 @@ pub fn dead_letter_record(
 /// dedup id is `original`: the first 16 bytes of SHA-256 over both, marked
 /// as a UUID of version 8 (custom). The same in every region.
 fn dead_letter_dedup_id(original: &[u8], group: &str) -> Vec<u8> {
-    let mut hasher = Sha256::new();
-    hasher.update(b"meridian dead letter\0");
-    hasher.update(original);
-    hasher.update(group.as_bytes());
-    let digest = hasher.finalize();
-    let mut id = digest[..16].to_vec();
-    id[6] = (id[6] & 0x0f) | 0x80;
-    id[8] = (id[8] & 0x3f) | 0x80;
-    id
+    crate::rules::derived_dedup_id(b"meridian dead letter\0", &[original, group.as_bytes()])
 }
 
 #[cfg(test)]

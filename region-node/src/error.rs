@@ -81,6 +81,19 @@ pub enum NodeError {
         copies: u8,
         waited_ms: u64,
     },
+    #[error("transaction id `{transaction_id}` is invalid: {reason}")]
+    InvalidTransactionId {
+        transaction_id: String,
+        reason: String,
+    },
+    #[error(
+        "transaction `{transaction_id}` was already {ended}; a {asked} is refused (the first outcome stored wins in every region)"
+    )]
+    TransactionAlreadyEnded {
+        transaction_id: String,
+        ended: &'static str,
+        asked: &'static str,
+    },
     #[error(transparent)]
     Consumer(#[from] ConsumerError),
     #[error(transparent)]
@@ -113,6 +126,9 @@ impl NodeError {
                 Code::IllegalFilterExpression
             }
             Self::MalformedHandle(_) | Self::ForeignHandle { .. } => Code::InvalidReceiptHandle,
+            Self::InvalidTransactionId { .. } | Self::TransactionAlreadyEnded { .. } => {
+                Code::InvalidTransactionId
+            }
             Self::Consumer(ConsumerError::InvalidReceiptHandle { .. }) => {
                 Code::InvalidReceiptHandle
             }

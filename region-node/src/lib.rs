@@ -29,6 +29,7 @@ mod storage;
 #[cfg(test)]
 mod test_records;
 mod timers;
+mod transactions;
 
 pub use error::StartError;
 
@@ -168,19 +169,23 @@ impl Node {
             checkpoints,
             served: rules::ServedTopics::new(&self.topology, &self.region),
             receive_attempts: grpc::ReceiveAttempts::default(),
+            transactions: transactions::Transactions::default(),
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
         });
         tasks.spawn(timers::run(context.clone()));
         tasks.spawn(timers::sweep_dead_letters(context.clone()));
         tasks.spawn(retention::run(context.clone()));
-        let messaging = MessagingServiceServer::new(meridian_face::Face::new(
+        tasks.spawn(transactions::run(context.clone()));
+        let face = meridian_face::Face::new(
             Arc::new(grpc::NodeBackend::new(context.clone())),
             tasks.clone(),
             shutdown.clone(),
-        ))
-        .max_decoding_message_size(GRPC_MAX_DECODE_BYTES)
-        .max_encoding_message_size(GRPC_MAX_DECODE_BYTES);
+        );
+        context.transactions.set_producers(face.producers());
+        let messaging = MessagingServiceServer::new(face)
+            .max_decoding_message_size(GRPC_MAX_DECODE_BYTES)
+            .max_encoding_message_size(GRPC_MAX_DECODE_BYTES);
         let internal = NodeServiceServer::new(grpc::internal::Internal::new(context.clone()))
             .max_decoding_message_size(64 * 1024 * 1024)
             .max_encoding_message_size(64 * 1024 * 1024);

@@ -26,6 +26,9 @@ pub fn check_record(record: &Record, topology: &Topology) -> Result<(), NodeErro
     if record.kind == RecordKind::GroupStart as i32 {
         return check_group_start(record, topology);
     }
+    if record.kind == RecordKind::TransactionEnd as i32 {
+        return check_transaction_end(record, topology);
+    }
     if record.kind != RecordKind::Message as i32 {
         return Err(invalid(format!("unknown record kind {}", record.kind)));
     }
@@ -162,6 +165,57 @@ fn check_ack(record: &Record, topology: &Topology) -> Result<(), NodeError> {
         });
     }
     Ok(())
+}
+
+/// The rules of a transaction outcome: dedup id, origin, a known topic, a
+/// 16-byte half-message dedup id, and no message or ack.
+fn check_transaction_end(record: &Record, topology: &Topology) -> Result<(), NodeError> {
+    let invalid = |reason: String| NodeError::InvalidRecord { reason };
+    if record.dedup_id.len() != DEDUP_ID_BYTES || record.origin_region.is_empty() {
+        return Err(invalid(
+            "transaction outcome without a 16-byte dedup id or an origin".into(),
+        ));
+    }
+    let Some(end) = record.transaction_end.as_ref() else {
+        return Err(invalid(
+            "transaction outcome record without its transaction".into(),
+        ));
+    };
+    if record.message.is_some() || record.ack.is_some() || record.group_start.is_some() {
+        return Err(invalid(
+            "transaction outcome record with a message, an ack or a group start".into(),
+        ));
+    }
+    if end.message_dedup_id.len() != DEDUP_ID_BYTES {
+        return Err(invalid(
+            "transaction outcome without a 16-byte half-message dedup id".into(),
+        ));
+    }
+    if topology.topic(&end.topic).is_none() {
+        return Err(NodeError::TopicNotFound {
+            topic: end.topic.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// A dedup id derived from others, the same in every region: the first 16
+/// bytes of SHA-256 over `label` and `parts`, marked as a UUID of version 8
+/// (custom). Records that stand for one event wherever they are made (a
+/// dead-letter move, a transaction's outcome) get one, so two regions making
+/// the same record store it once.
+pub fn derived_dedup_id(label: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(label);
+    for part in parts {
+        hasher.update(part);
+    }
+    let digest = hasher.finalize();
+    let mut id = digest[..DEDUP_ID_BYTES].to_vec();
+    id[6] = (id[6] & 0x0f) | 0x80;
+    id[8] = (id[8] & 0x3f) | 0x80;
+    id
 }
 
 fn check_group_start(record: &Record, topology: &Topology) -> Result<(), NodeError> {

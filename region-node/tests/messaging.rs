@@ -240,9 +240,21 @@ async fn send_refuses_invalid_messages_with_their_codes() {
     let mut unknown = message("unknown-topic", "x");
     unknown.topic = resource("no-such-topic");
     assert_eq!(refusal(&mut client, unknown).await, Code::TopicNotFound);
-    let mut transactional = message("transaction", "x");
-    properties(&mut transactional).message_type = MessageType::Transaction as i32;
-    assert_eq!(refusal(&mut client, transactional).await, Code::Unsupported);
+    let mut lite = message("lite", "x");
+    properties(&mut lite).message_type = MessageType::Lite as i32;
+    assert_eq!(refusal(&mut client, lite).await, Code::Unsupported);
+    // A half message joins its queue at commit; it cannot wait for a time too.
+    let mut delayed_transaction = message("delayed-transaction", "x");
+    properties(&mut delayed_transaction).message_type = MessageType::Transaction as i32;
+    properties(&mut delayed_transaction).delivery_timestamp =
+        Some(meridian_proto::prost_types::Timestamp {
+            seconds: 4_000_000_000,
+            nanos: 0,
+        });
+    assert_eq!(
+        refusal(&mut client, delayed_transaction).await,
+        Code::IllegalDeliveryTime
+    );
     let mut no_group = message("fifo-without-group", "x");
     properties(&mut no_group).message_type = MessageType::Fifo as i32;
     assert_eq!(

@@ -401,12 +401,18 @@ impl RecordFilter {
     }
 
     pub fn verdict(&mut self, record: &Record) -> Verdict {
-        // Messages, acknowledgements and group starts follow their topic's policy.
-        let topic = match (&record.message, &record.ack, &record.group_start) {
-            (Some(message), _, _) => &message.topic,
-            (None, Some(ack), _) => &ack.topic,
-            (None, None, Some(start)) => &start.topic,
-            (None, None, None) => return Verdict::NotAMessage,
+        // Messages, acknowledgements, group starts and transaction outcomes
+        // follow their topic's policy.
+        let topic = if let Some(message) = &record.message {
+            &message.topic
+        } else if let Some(ack) = &record.ack {
+            &ack.topic
+        } else if let Some(start) = &record.group_start {
+            &start.topic
+        } else if let Some(end) = &record.transaction_end {
+            &end.topic
+        } else {
+            return Verdict::NotAMessage;
         };
         let origins = self
             .topics

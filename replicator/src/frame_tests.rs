@@ -36,6 +36,7 @@ fn random_record(random: &mut StdRng, sequence: u64) -> Record {
         }),
         ack: None,
         group_start: None,
+        transaction_end: None,
     }
 }
 

@@ -197,6 +197,7 @@ fn random_topology(random: &mut StdRng, seed: u64) -> Topology {
             geo_copies: 1,
             retention_ms: meridian_topology::DEFAULT_RETENTION_MS,
             retention_bytes: None,
+            transaction_checks: Default::default(),
         };
         topology
             .topics
@@ -627,6 +628,7 @@ impl Sim {
             }),
             ack: None,
             group_start: None,
+            transaction_end: None,
         };
         node.append(record);
         self.produced.push(Produced {
@@ -696,6 +698,7 @@ impl Sim {
                 acked_at_ms: 0,
             }),
             group_start: None,
+            transaction_end: None,
         };
         node.append(record);
         self.produced.push(Produced {

@@ -254,6 +254,7 @@ fn record(sequence: u64) -> Record {
         }),
         ack: None,
         group_start: None,
+        transaction_end: None,
     }
 }
 

@@ -371,6 +371,15 @@ impl HealthView {
         change
     }
 
+    /// Whether `region` answers its probes now (no waiting for a first probe).
+    pub(crate) fn is_up(&self, region: &str) -> bool {
+        self.inner
+            .regions
+            .read()
+            .get(region)
+            .is_some_and(Entry::is_up)
+    }
+
     /// [`choose_region`] over this view. Right after start, waits (at most
     /// [`FIRST_ROUND_WAIT`]) until first probes can no longer change the answer.
     pub(crate) async fn choose<'a>(

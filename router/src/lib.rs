@@ -17,6 +17,7 @@
 //! times and replication lag in the choice, routers sharing their views,
 //! epochs and FIFO home regions.
 
+mod checks;
 mod error;
 mod health;
 mod probe;
@@ -68,13 +69,17 @@ pub async fn run(
         .get(&region)
         .map(|own| own.router_mode)
         .unwrap_or_default();
-    let routes = route::Routes::new(topology, region, view);
-    let service = MessagingServiceServer::new(meridian_face::Face::new(
-        std::sync::Arc::new(service::RouterBackend::new(routes, mode)),
+    let face = meridian_face::Face::new(
+        std::sync::Arc::new(service::RouterBackend::new(
+            route::Routes::new(topology.clone(), region, view),
+            mode,
+        )),
         tasks.clone(),
         stop.clone(),
-    ))
-    .max_decoding_message_size(GRPC_MAX_DECODE_BYTES);
+    );
+    checks::spawn_watchers(&topology, &face.producers(), &tasks, &stop);
+    let service =
+        MessagingServiceServer::new(face).max_decoding_message_size(GRPC_MAX_DECODE_BYTES);
     let limits = Limits::default();
     let served = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(limits.streams_per_connection))

@@ -5,7 +5,10 @@
 //! region died keeps its access point and loses at most the calls in flight.
 //! Ack and ChangeInvisibleDuration go to the region that issued the receipt
 //! handle ([`meridian_face::receipt_handle_region`]), the one that holds the
-//! delivery. A node that cannot be reached answers `HA_NOT_AVAILABLE`.
+//! delivery. EndTransaction (which the router carries in direct mode too:
+//! the Rust client sends it to its access point) goes to the region that
+//! took the half message ([`meridian_face::transaction_id_region`]) while it
+//! is up. A node that cannot be reached answers `HA_NOT_AVAILABLE`.
 //!
 //! The client's id travels in `x-mq-client-id`, its remaining time in
 //! `grpc-timeout` (so a long poll ends before the client gives up).
@@ -15,7 +18,7 @@ use meridian_face::{Caller, Refusal, SendReceipt};
 use meridian_proto::GRPC_MAX_DECODE_BYTES;
 use meridian_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 use meridian_proto::rocketmq::v2::{
-    AckMessageRequest, ChangeInvisibleDurationRequest, Code,
+    AckMessageRequest, ChangeInvisibleDurationRequest, Code, EndTransactionRequest,
     ForwardMessageToDeadLetterQueueRequest, Message, ReceiveMessageRequest, SendMessageRequest,
     Status, receive_message_response,
 };
@@ -254,6 +257,42 @@ impl Proxy {
         let answer = self
             .node(node)?
             .forward_message_to_dead_letter_queue(request(caller, forward))
+            .await
+            .map_err(|status| unavailable(node, &status))?
+            .into_inner();
+        refusal(answer.status.as_ref()).map_or(Ok(()), Err)
+    }
+
+    /// Ends a transaction at the region that took its half message while
+    /// that region is up, else at the region chosen for its topic now (any
+    /// region holding a replica of the half message can end it).
+    pub(crate) async fn end_transaction(
+        &self,
+        routes: &Routes,
+        caller: &Caller,
+        end: EndTransactionRequest,
+    ) -> Result<(), Refusal> {
+        let region = meridian_face::transaction_id_region(&end.transaction_id)
+            .filter(|region| routes.is_up(region))
+            .and_then(|region| routes.node_of(region));
+        let node = match region {
+            Some(node) => node,
+            None => {
+                let topic = end
+                    .topic
+                    .as_ref()
+                    .map(|topic| topic.name.clone())
+                    .unwrap_or_default();
+                routes
+                    .choose("EndTransaction", &topic)
+                    .await
+                    .map_err(|error| error.refusal())?
+                    .node
+            }
+        };
+        let answer = self
+            .node(node)?
+            .end_transaction(request(caller, end))
             .await
             .map_err(|status| unavailable(node, &status))?
             .into_inner();

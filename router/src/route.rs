@@ -114,6 +114,11 @@ impl Routes {
         })
     }
 
+    /// Whether `region`'s node answers its probes now.
+    pub(crate) fn is_up(&self, region: &str) -> bool {
+        self.health.is_up(region)
+    }
+
     /// The node of `region`, if the topology has it.
     pub(crate) fn node_of(&self, region: &str) -> Option<SocketAddr> {
         self.topology.regions.get(region).map(|region| region.node)
@@ -188,6 +193,7 @@ mod tests {
             geo_copies: 1,
             retention_ms: meridian_topology::DEFAULT_RETENTION_MS,
             retention_bytes: None,
+            transaction_checks: Default::default(),
         }
     }
 

@@ -9,29 +9,41 @@
 //! ChangeInvisibleDuration and ForwardMessageToDeadLetterQueue to the nodes
 //! (`proxy.rs`).
 //!
-//! Left out: EndTransaction and the other RPCs the nodes do not serve yet,
-//! and pushing orphaned-transaction checks on the Telemetry stream.
+//! In both modes the router carries EndTransaction to the node (the Rust
+//! client sends it to its access point) and pushes orphaned-transaction
+//! check-backs the nodes send it (`checks.rs`) on its producers' Telemetry
+//! streams.
 
 use crate::proxy::Proxy;
 use crate::route::Routes;
 use meridian_face::{Backend, Caller, Refusal, SendReceipt};
 use meridian_proto::rocketmq::v2::{
-    AckMessageRequest, ChangeInvisibleDurationRequest, ForwardMessageToDeadLetterQueueRequest,
-    Message, MessageQueue, ReceiveMessageRequest, Resource,
+    AckMessageRequest, ChangeInvisibleDurationRequest, EndTransactionRequest,
+    ForwardMessageToDeadLetterQueueRequest, Message, MessageQueue, ReceiveMessageRequest, Resource,
 };
 use meridian_topology::RouterMode;
 
 /// The router's business: routes, and in proxy mode the calls themselves.
 pub(crate) struct RouterBackend {
     routes: Routes,
-    /// Set in proxy mode.
-    proxy: Option<Proxy>,
+    /// Clients of the nodes: for every call in proxy mode, for
+    /// EndTransaction in both.
+    nodes: Proxy,
+    mode: RouterMode,
 }
 
 impl RouterBackend {
     pub(crate) fn new(routes: Routes, mode: RouterMode) -> Self {
-        let proxy = (mode == RouterMode::Proxy).then(Proxy::default);
-        RouterBackend { routes, proxy }
+        RouterBackend {
+            routes,
+            nodes: Proxy::default(),
+            mode,
+        }
+    }
+
+    /// The node clients, in proxy mode.
+    fn proxy(&self) -> Option<&Proxy> {
+        (self.mode == RouterMode::Proxy).then_some(&self.nodes)
     }
 
     fn unserved(&self, rpc: &str) -> Refusal {
@@ -66,7 +78,7 @@ impl Backend for RouterBackend {
         caller: &Caller,
         messages: Vec<Message>,
     ) -> Vec<Result<SendReceipt, Refusal>> {
-        match &self.proxy {
+        match self.proxy() {
             Some(proxy) => proxy.send(&self.routes, caller, messages).await,
             None => vec![Err(self.unserved("SendMessage")); messages.len()],
         }
@@ -77,7 +89,7 @@ impl Backend for RouterBackend {
         caller: &Caller,
         request: ReceiveMessageRequest,
     ) -> Result<Vec<Message>, Refusal> {
-        match &self.proxy {
+        match self.proxy() {
             Some(proxy) => proxy.receive(&self.routes, caller, request).await,
             None => Err(self.unserved("ReceiveMessage")),
         }
@@ -88,7 +100,7 @@ impl Backend for RouterBackend {
         caller: &Caller,
         request: AckMessageRequest,
     ) -> Result<Vec<Result<(), Refusal>>, Refusal> {
-        match &self.proxy {
+        match self.proxy() {
             Some(proxy) => proxy.ack(&self.routes, caller, request).await,
             None => Err(self.unserved("AckMessage")),
         }
@@ -99,7 +111,7 @@ impl Backend for RouterBackend {
         caller: &Caller,
         request: ChangeInvisibleDurationRequest,
     ) -> Result<String, Refusal> {
-        match &self.proxy {
+        match self.proxy() {
             Some(proxy) => {
                 proxy
                     .change_invisible_duration(&self.routes, caller, request)
@@ -114,7 +126,7 @@ impl Backend for RouterBackend {
         caller: &Caller,
         request: ForwardMessageToDeadLetterQueueRequest,
     ) -> Result<(), Refusal> {
-        match &self.proxy {
+        match self.proxy() {
             Some(proxy) => {
                 proxy
                     .forward_to_dead_letter(&self.routes, caller, request)
@@ -122,5 +134,15 @@ impl Backend for RouterBackend {
             }
             None => Err(self.unserved("ForwardMessageToDeadLetterQueue")),
         }
+    }
+
+    async fn end_transaction(
+        &self,
+        caller: &Caller,
+        request: EndTransactionRequest,
+    ) -> Result<(), Refusal> {
+        self.nodes
+            .end_transaction(&self.routes, caller, request)
+            .await
     }
 }

@@ -259,6 +259,7 @@ fn plan(
         geo_copies: 1,
         retention_ms: meridian_topology::DEFAULT_RETENTION_MS,
         retention_bytes: None,
+        transaction_checks: Default::default(),
     };
     let topology = Topology {
         groups: Default::default(),

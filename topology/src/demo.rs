@@ -64,6 +64,7 @@ impl Topology {
             geo_copies: 1,
             retention_ms: crate::DEFAULT_RETENTION_MS,
             retention_bytes: None,
+            transaction_checks: Default::default(),
         };
         let groups = BTreeMap::from([
             (

@@ -140,5 +140,5 @@ pub use group::{
 };
 pub use model::{
     ConsumeFrom, DEFAULT_RETENTION_MS, Durability, FlushMode, Link, MessageType, Region,
-    RouterMode, Site, Topic, Topology,
+    RouterMode, Site, Topic, Topology, TransactionChecks,
 };

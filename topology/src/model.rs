@@ -219,6 +219,48 @@ pub struct Topic {
     /// newest message is always kept. Default: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_bytes: Option<u64>,
+    /// When the node asks producers about transactions left open (topics
+    /// that accept `transaction` messages).
+    #[serde(default, skip_serializing_if = "TransactionChecks::is_default")]
+    pub transaction_checks: TransactionChecks,
+}
+
+/// How a region checks back on open transactions of a topic
+/// (`[topics.NAME.transaction_checks]`): the region that took a half
+/// message asks a producer of the topic (RocketMQ's
+/// `RecoverOrphanedTransactionCommand` on its Telemetry stream) first
+/// `first_after_ms` after the send, then every `interval_ms`; after `max`
+/// check-backs without an outcome the transaction is rolled back. Defaults
+/// are RocketMQ's broker defaults (`transactionTimeOut` 6 s,
+/// `transactionCheckInterval` 60 s, `transactionCheckMax` 15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransactionChecks {
+    /// Delay before the first check-back, in ms after the half message was
+    /// stored (100..=86400000).
+    pub first_after_ms: u64,
+    /// Delay between check-backs, in ms (100..=86400000).
+    pub interval_ms: u64,
+    /// Check-backs sent to producers before the node rolls the transaction
+    /// back (1..=1000). Rounds in which no producer of the topic was
+    /// connected do not count.
+    pub max: u32,
+}
+
+impl Default for TransactionChecks {
+    fn default() -> Self {
+        TransactionChecks {
+            first_after_ms: 6_000,
+            interval_ms: 60_000,
+            max: 15,
+        }
+    }
+}
+
+impl TransactionChecks {
+    fn is_default(&self) -> bool {
+        *self == TransactionChecks::default()
+    }
 }
 
 /// Default [`Topic::retention_ms`]: 72 hours.

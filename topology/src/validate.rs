@@ -229,6 +229,26 @@ impl Topology {
                 ),
             ));
         }
+        let checks = &topic.transaction_checks;
+        for (field, value) in [
+            ("first_after_ms", checks.first_after_ms),
+            ("interval_ms", checks.interval_ms),
+        ] {
+            if !(100..=86_400_000).contains(&value) {
+                return Err(TopologyError::invalid(
+                    format!("{key}.transaction_checks.{field}"),
+                    value.to_string(),
+                    "must be between 100 and 86400000 ms (one day)",
+                ));
+            }
+        }
+        if !(1..=1000).contains(&checks.max) {
+            return Err(TopologyError::invalid(
+                format!("{key}.transaction_checks.max"),
+                checks.max.to_string(),
+                "must be between 1 and 1000 check-backs",
+            ));
+        }
         if topic.retention_bytes == Some(0) {
             return Err(TopologyError::invalid(
                 format!("{key}.retention_bytes"),

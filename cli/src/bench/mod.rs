@@ -327,6 +327,7 @@ async fn start_own(
         geo_copies: 1,
         retention_ms: meridian_topology::DEFAULT_RETENTION_MS,
         retention_bytes: None,
+        transaction_checks: Default::default(),
     };
     let mut links = Vec::new();
     for (index, first) in names.iter().enumerate() {

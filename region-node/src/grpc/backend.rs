@@ -11,8 +11,8 @@ use crate::error::NodeError;
 use crate::storage::LogStore;
 use meridian_face::{Backend, Caller, Refusal, SendReceipt};
 use meridian_proto::rocketmq::v2::{
-    AckMessageRequest, ChangeInvisibleDurationRequest, ForwardMessageToDeadLetterQueueRequest,
-    Message, MessageQueue, ReceiveMessageRequest, Resource,
+    AckMessageRequest, ChangeInvisibleDurationRequest, EndTransactionRequest,
+    ForwardMessageToDeadLetterQueueRequest, Message, MessageQueue, ReceiveMessageRequest, Resource,
 };
 use meridian_topology::Topic;
 use std::sync::Arc;
@@ -402,5 +402,18 @@ impl<S: LogStore> Backend for NodeBackend<S> {
         self.forward_to_dead_letter_queue(caller, request)
             .await
             .map_err(|error| error.refusal())
+    }
+
+    async fn end_transaction(
+        &self,
+        caller: &Caller,
+        request: EndTransactionRequest,
+    ) -> Result<(), Refusal> {
+        self.end_transaction_request(caller, request)
+            .await
+            .map_err(|error| {
+                tracing::debug!(error = %error, "EndTransaction refused");
+                error.refusal()
+            })
     }
 }

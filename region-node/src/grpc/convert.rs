@@ -55,9 +55,13 @@ pub fn record_from_client(
             MessageType::Delay
         }
         (rocketmq::MessageType::Fifo, _) => MessageType::Fifo,
-        (rocketmq::MessageType::Transaction, _) => {
-            return Err(NodeError::MessageTypeUnsupported {
-                message_type: "transactional",
+        (rocketmq::MessageType::Transaction, None) => MessageType::Transaction,
+        // A half message joins its queue when its transaction commits; it
+        // cannot also wait for a time (RocketMQ refuses this too).
+        (rocketmq::MessageType::Transaction, Some(delivery_ms)) => {
+            return Err(NodeError::IllegalDeliveryTime {
+                delivery_ms,
+                reason: "a transactional message cannot have a delivery time",
             });
         }
         (rocketmq::MessageType::Lite | rocketmq::MessageType::Priority, _) => {
@@ -108,6 +112,7 @@ pub fn record_from_client(
         path: vec![local_region.to_owned()],
         ack: None,
         group_start: None,
+        transaction_end: None,
         message: Some(internal::Message {
             client_message_id: properties.message_id,
             topic: topic_name.to_owned(),
@@ -136,7 +141,25 @@ pub fn message_for_delivery(
     store_host: &str,
     invisible_ms: i64,
 ) -> rocketmq::Message {
-    let message = delivery.record.message.unwrap_or_default();
+    let mut message = rocketmq_message(delivery.record.message.unwrap_or_default(), store_host);
+    if let Some(properties) = message.system_properties.as_mut() {
+        properties.receipt_handle = Some(delivery.handle.to_string());
+        properties.queue_id = delivery.queue_id;
+        properties.queue_offset = i64::try_from(delivery.offset).ok();
+        properties.invisible_duration = Some(Duration {
+            seconds: invisible_ms / 1000,
+            nanos: i32::try_from((invisible_ms % 1000) * 1_000_000).unwrap_or(0),
+        });
+        properties.delivery_attempt = Some(i32::try_from(delivery.attempt).unwrap_or(i32::MAX));
+    }
+    message
+}
+
+/// A stored message as RocketMQ carries it, without what only a delivery
+/// has (receipt handle, offset, invisible time, attempt): a transaction
+/// check-back's message. The body digest is the MD5 the clients check
+/// (the Node.js client refuses a message without one).
+pub fn rocketmq_message(message: internal::Message, store_host: &str) -> rocketmq::Message {
     let message_type = match internal::MessageType::try_from(message.message_type) {
         Ok(internal::MessageType::Fifo) => rocketmq::MessageType::Fifo,
         Ok(internal::MessageType::Delay) => rocketmq::MessageType::Delay,
@@ -159,14 +182,7 @@ pub fn message_for_delivery(
         store_timestamp: Some(ms_to_timestamp(message.store_timestamp_ms)),
         store_host: store_host.to_owned(),
         delivery_timestamp: message.delivery_timestamp_ms.map(ms_to_timestamp),
-        receipt_handle: Some(delivery.handle.to_string()),
-        queue_id: delivery.queue_id,
-        queue_offset: i64::try_from(delivery.offset).ok(),
-        invisible_duration: Some(Duration {
-            seconds: invisible_ms / 1000,
-            nanos: i32::try_from((invisible_ms % 1000) * 1_000_000).unwrap_or(0),
-        }),
-        delivery_attempt: Some(i32::try_from(delivery.attempt).unwrap_or(i32::MAX)),
+        queue_id: message.queue_id,
         message_group: message.message_group,
         trace_context: message.trace_context,
         ..SystemProperties::default()

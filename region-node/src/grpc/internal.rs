@@ -12,7 +12,7 @@ use meridian_proto::meridian::v1::node_service_server::NodeService;
 use meridian_proto::meridian::v1::{
     ApplyRequest, ApplyResponse, Checkpoint, GetCheckpointRequest, HealthRequest, HealthResponse,
     PeerCheckpoint, PutCheckpointResponse, QueueStats, Record, TailBatch, TailRequest,
-    TopicStatsRequest, TopicStatsResponse,
+    TopicStatsRequest, TopicStatsResponse, TransactionCheck, TransactionCheckInterest,
 };
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -22,6 +22,9 @@ use tonic::{Request, Response};
 /// Caps of one tail batch, whatever the caller asks for.
 const TAIL_MAX_RECORDS: usize = 1024;
 const TAIL_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// Check-backs buffered per watching router; beyond, a check waits for the
+/// next round.
+const CHECKS_QUEUE: usize = 64;
 /// Most records one Apply may carry.
 const APPLY_MAX_RECORDS: usize = 4096;
 
@@ -96,6 +99,38 @@ impl<S: LogStore> NodeService for Internal<S> {
             waiting_receives: self.context.waiting_receives.count(),
             unconfirmed_at_start: self.context.unconfirmed_at_start.clone(),
         }))
+    }
+
+    type WatchTransactionChecksStream = ReceiverStream<Result<TransactionCheck, tonic::Status>>;
+
+    /// Registers the caller (a router) as a watcher of check-backs for the
+    /// topics it sends, until either side ends the stream or the node stops.
+    async fn watch_transaction_checks(
+        &self,
+        request: Request<tonic::Streaming<TransactionCheckInterest>>,
+    ) -> Result<Response<Self::WatchTransactionChecksStream>, tonic::Status> {
+        let mut interests = request.into_inner();
+        let (sender, receiver) = mpsc::channel(CHECKS_QUEUE);
+        let context = Arc::clone(&self.context);
+        let id = context.transactions.watchers.add(sender.clone());
+        self.context.tasks.spawn(async move {
+            loop {
+                let interest = tokio::select! {
+                    () = context.shutdown.cancelled() => break,
+                    () = sender.closed() => break,
+                    interest = interests.message() => interest,
+                };
+                match interest {
+                    Ok(Some(interest)) => context
+                        .transactions
+                        .watchers
+                        .set_topics(id, interest.topics.into_iter().collect()),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            context.transactions.watchers.remove(id);
+        });
+        Ok(Response::new(ReceiverStream::new(receiver)))
     }
 
     type TailStream = ReceiverStream<Result<TailBatch, tonic::Status>>;
@@ -202,7 +237,8 @@ impl<S: LogStore> NodeService for Internal<S> {
         let applied_outcomes = outcomes.clone();
         // Before the answer: once the sender hears "applied", the
         // acknowledgements it carried are in effect here.
-        self.context
+        let applied = self
+            .context
             .blocking(move |store, consumers| {
                 Ok(apply_appended(
                     store,
@@ -214,6 +250,9 @@ impl<S: LogStore> NodeService for Internal<S> {
             })
             .await
             .map_err(|error| error.to_grpc())?;
+        if !applied.committed.is_empty() {
+            self.context.commit.signal_topics(&applied.committed);
+        }
         let stored = outcomes
             .iter()
             .filter(|outcome| matches!(outcome, Appended::Stored { .. }))

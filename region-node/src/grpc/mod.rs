@@ -8,6 +8,7 @@ pub mod convert;
 pub mod internal;
 mod receive;
 mod send;
+mod transaction;
 
 pub use attempts::ReceiveAttempts;
 pub use backend::NodeBackend;
@@ -47,6 +48,8 @@ pub struct NodeContext<S> {
     pub receive_attempts: ReceiveAttempts,
     /// The topics this region refuses sends of (`rules::ServedTopics`).
     pub served: crate::rules::ServedTopics,
+    /// Who can be asked about open transactions.
+    pub transactions: crate::transactions::Transactions,
     pub shutdown: CancellationToken,
     /// Owner of the tasks spawned by streaming calls.
     pub tasks: TaskTracker,

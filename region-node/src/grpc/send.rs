@@ -14,6 +14,13 @@ use meridian_topology::Durability;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+/// Whether `record` is a half message (a transactional message).
+fn is_half_message(record: &meridian_proto::meridian::v1::Record) -> bool {
+    record.message.as_ref().is_some_and(|message| {
+        message.message_type == meridian_proto::meridian::v1::MessageType::Transaction as i32
+    })
+}
+
 /// Longest a geo-durable send waits for other regions to apply it: below
 /// the official clients' 3 s request timeout, so they get this node's answer
 /// (`SLAVE_PERSISTENCE_TIMEOUT`) rather than a deadline error.
@@ -74,6 +81,61 @@ impl<S: LogStore> NodeBackend<S> {
         }
     }
 
+    /// Gives the answer of each stored half message its transaction id:
+    /// this region and the dedup id of the stored copy (a producer's retry
+    /// gets the id of the copy stored first).
+    async fn name_transactions(
+        &self,
+        outcomes: &mut [Result<SendReceipt, Refusal>],
+        record_message: &[usize],
+        half_messages: &[bool],
+        appended: &[Appended],
+    ) {
+        let sequences: Vec<(usize, u64)> = record_message
+            .iter()
+            .zip(half_messages)
+            .zip(appended)
+            .filter(|((_, half), _)| **half)
+            .map(|((index, _), outcome)| match outcome {
+                Appended::Stored { sequence, .. } | Appended::Duplicate { sequence, .. } => {
+                    (*index, *sequence)
+                }
+            })
+            .collect();
+        if sequences.is_empty() {
+            return;
+        }
+        let read = self
+            .context
+            .blocking(move |store, _| {
+                let mut named = Vec::with_capacity(sequences.len());
+                for (index, sequence) in sequences {
+                    if let Some(record) = store.get(sequence)? {
+                        named.push((index, record.dedup_id));
+                    }
+                }
+                Ok(named)
+            })
+            .await;
+        match read {
+            Ok(named) => {
+                for (index, dedup_id) in named {
+                    if let Ok(receipt) = &mut outcomes[index] {
+                        receipt.transaction_id =
+                            crate::transactions::transaction_id(&self.context.region, &dedup_id);
+                    }
+                }
+            }
+            Err(error) => {
+                for index in record_message {
+                    if half_messages.get(*index).copied().unwrap_or(false) {
+                        outcomes[*index] = Err(error.refusal());
+                    }
+                }
+            }
+        }
+    }
+
     /// One outcome per message, in order.
     pub(super) async fn send_messages(
         &self,
@@ -84,6 +146,9 @@ impl<S: LogStore> NodeBackend<S> {
         let mut records = Vec::new();
         // For each record, the index of its message.
         let mut record_message = Vec::new();
+        // For each record, whether it is a half message (its answer carries
+        // a transaction id).
+        let mut half_messages = Vec::new();
         for message in &messages {
             let message_id = message
                 .system_properties
@@ -114,6 +179,7 @@ impl<S: LogStore> NodeBackend<S> {
                 });
             match built {
                 Ok(record) => {
+                    half_messages.push(is_half_message(&record));
                     record_message.push(outcomes.len());
                     records.push(record);
                     outcomes.push(Ok(SendReceipt {
@@ -149,6 +215,8 @@ impl<S: LogStore> NodeBackend<S> {
                         outcomes[index] = Err(error.refusal());
                     }
                 }
+                self.name_transactions(&mut outcomes, &record_message, &half_messages, &appended)
+                    .await;
                 for (index, outcome) in record_message.into_iter().zip(appended) {
                     let Ok(receipt) = &mut outcomes[index] else {
                         continue;

@@ -21,7 +21,7 @@
 //! naming what was being read, the key and the reason. The full key layout per
 //! column family is documented in [`super::rocks`].
 
-use super::{GroupCursor, GroupQueueKey, OffsetState, StorageError};
+use super::{GroupCursor, GroupQueueKey, OffsetState, OpenTransaction, StorageError};
 use meridian_proto::meridian::v1::{Message, Record};
 use prost::Message as _;
 use sha2::Digest as _;
@@ -426,6 +426,47 @@ pub fn decode_timer_key(key: &[u8]) -> Result<(i64, u64), StorageError> {
             "timer key",
             key,
             format!("expected 16 bytes, found {}", key.len()),
+        )),
+    }
+}
+
+// ---- open transactions ---------------------------------------------------
+
+/// `txn` key: the half message's `sequence: u64` (as [`log_key`]).
+pub fn transaction_key(sequence: u64) -> [u8; 8] {
+    log_key(sequence)
+}
+
+/// `txn` value: `checks: u32, last_check_ms: i64`.
+pub fn transaction_value(checks: u32, last_check_ms: i64) -> [u8; 12] {
+    let mut value = [0; 12];
+    value[..4].copy_from_slice(&checks.to_be_bytes());
+    value[4..].copy_from_slice(&last_check_ms.to_be_bytes());
+    value
+}
+
+/// Reads a `txn` entry.
+pub fn decode_transaction(key: &[u8], value: &[u8]) -> Result<OpenTransaction, StorageError> {
+    let sequence = key.try_into().map(u64::from_be_bytes).map_err(|_| {
+        corrupt(
+            "transaction key",
+            key,
+            format!("expected 8 bytes, found {}", key.len()),
+        )
+    })?;
+    match (
+        value.get(..4).and_then(read_u32),
+        value.get(4..).and_then(read_u64),
+    ) {
+        (Some(checks), Some(last_check_ms)) if value.len() == 12 => Ok(OpenTransaction {
+            sequence,
+            checks,
+            last_check_ms: last_check_ms as i64,
+        }),
+        _ => Err(corrupt(
+            "transaction value",
+            key,
+            format!("expected 12 bytes, found {}", value.len()),
         )),
     }
 }

@@ -55,6 +55,7 @@ fn record(n: u64, topic: &str, queue_id: i32) -> Record {
         }),
         ack: None,
         group_start: None,
+        transaction_end: None,
     }
 }
 
@@ -496,6 +497,7 @@ fn acknowledgements_join_the_log_but_no_queue(store: &impl LogStore) {
     let invalid = Record {
         ack: None,
         group_start: None,
+        transaction_end: None,
         ..ack_record(3, 1)
     };
     assert!(matches!(
@@ -1015,6 +1017,193 @@ fn offset_at_time_finds_the_first_message_at_or_after_a_time(store: &impl LogSto
     assert_eq!(store.offset_at_time("none", 0, T0).expect("lookup"), 0);
 }
 
+/// A local-origin half message numbered `n` (type TRANSACTION) of "orders" queue 0.
+fn half_message(n: u64) -> Record {
+    let mut half = record(n, "orders", 0);
+    if let Some(message) = half.message.as_mut() {
+        message.message_type = meridian_proto::meridian::v1::MessageType::Transaction as i32;
+    }
+    half
+}
+
+/// A transaction outcome record numbered `n` for the half message `of`.
+fn transaction_end(n: u64, of: u64, commit: bool, ended_at_ms: i64) -> Record {
+    Record {
+        kind: RecordKind::TransactionEnd as i32,
+        dedup_id: dedup_id(n),
+        origin_region: LOCAL.to_owned(),
+        path: vec![LOCAL.to_owned()],
+        transaction_end: Some(meridian_proto::meridian::v1::TransactionEnd {
+            topic: "orders".to_owned(),
+            message_dedup_id: dedup_id(of),
+            commit,
+            ended_at_ms,
+            ..Default::default()
+        }),
+        ..Record::default()
+    }
+}
+
+fn half_messages_wait_in_no_queue_until_their_transaction_ends(store: &impl LogStore) {
+    let appended = store
+        .append(
+            vec![half_message(1), record(2, "orders", 0), half_message(3)],
+            LOCAL,
+        )
+        .expect("append");
+    assert_eq!(
+        appended,
+        [
+            Appended::Stored {
+                sequence: 1,
+                queue_offset: None,
+                reused_client_id: false
+            },
+            stored(2, 0),
+            Appended::Stored {
+                sequence: 3,
+                queue_offset: None,
+                reused_client_id: false
+            },
+        ]
+    );
+    let open: Vec<u64> = store
+        .open_transactions()
+        .expect("open")
+        .iter()
+        .map(|open| open.sequence)
+        .collect();
+    assert_eq!(open, [1, 3]);
+    assert_eq!(
+        sequences(
+            &store
+                .read_queue("orders", 0, 0, 10)
+                .expect("read")
+                .into_iter()
+                .map(|(_, r)| r)
+                .collect::<Vec<_>>()
+        ),
+        [2]
+    );
+
+    // Commit: the half message joins its queue at the next offset.
+    match store
+        .end_transaction(&dedup_id(3), true, T0 + 5_000)
+        .expect("commit")
+    {
+        super::TransactionEnded::Committed(enqueued) => {
+            assert_eq!((enqueued.sequence, enqueued.offset), (3, 1));
+            assert_eq!(enqueued.dedup_id, dedup_id(3));
+        }
+        other => panic!("expected a commit, got {other:?}"),
+    }
+    assert_eq!(
+        store.find_message(&dedup_id(3)).expect("find"),
+        Some((3, 1))
+    );
+    // It joined at its commit time.
+    assert_eq!(store.offset_at_time("orders", 0, T0 + 1).expect("time"), 1);
+    // Rollback: never in a queue.
+    assert_eq!(
+        store
+            .end_transaction(&dedup_id(1), false, T0)
+            .expect("rollback"),
+        super::TransactionEnded::RolledBack { sequence: 1 }
+    );
+    assert_eq!(store.find_message(&dedup_id(1)).expect("find"), None);
+    assert!(store.open_transactions().expect("open").is_empty());
+    // Ending again changes nothing and says how it ended.
+    assert_eq!(
+        store
+            .end_transaction(&dedup_id(3), false, T0)
+            .expect("again"),
+        super::TransactionEnded::NotOpen {
+            sequence: 3,
+            committed: true
+        }
+    );
+    assert_eq!(
+        store
+            .end_transaction(&dedup_id(1), true, T0)
+            .expect("again"),
+        super::TransactionEnded::NotOpen {
+            sequence: 1,
+            committed: false
+        }
+    );
+    assert_eq!(
+        store
+            .end_transaction(&dedup_id(2), true, T0)
+            .expect("not a half message"),
+        super::TransactionEnded::NotOpen {
+            sequence: 2,
+            committed: true
+        }
+    );
+    assert_eq!(
+        store
+            .end_transaction(&dedup_id(9), true, T0)
+            .expect("unknown"),
+        super::TransactionEnded::NotStored
+    );
+    assert_eq!(store.queue_bounds("orders", 0).expect("bounds").max, 2);
+}
+
+fn transaction_checks_are_counted_while_open(store: &impl LogStore) {
+    store.append(vec![half_message(1)], LOCAL).expect("append");
+    assert!(store.note_transaction_check(1, 1, T0).expect("note"));
+    assert_eq!(
+        store.open_transactions().expect("open"),
+        [super::OpenTransaction {
+            sequence: 1,
+            checks: 1,
+            last_check_ms: T0
+        }]
+    );
+    store
+        .end_transaction(&dedup_id(1), true, T0)
+        .expect("commit");
+    assert!(!store.note_transaction_check(1, 2, T0).expect("note"));
+    assert!(store.open_transactions().expect("open").is_empty());
+}
+
+fn expired_rollbacks_leave_with_their_half_message(store: &impl LogStore) {
+    store
+        .append(
+            vec![
+                half_message(1),
+                half_message(2),
+                transaction_end(3, 1, false, T0),
+                transaction_end(4, 2, true, T0),
+                record(5, "orders", 0),
+            ],
+            LOCAL,
+        )
+        .expect("append");
+    store
+        .end_transaction(&dedup_id(1), false, T0)
+        .expect("rollback");
+    store
+        .end_transaction(&dedup_id(2), true, T0)
+        .expect("commit");
+    let five_seconds = |_: &str| Some(5_000);
+    let trimmed = store
+        .trim_control_records(T0 + 1_000, &five_seconds, u64::MAX, 100)
+        .expect("trim");
+    assert_eq!(trimmed.removed, 0, "young outcomes stay");
+    let trimmed = store
+        .trim_control_records(T0 + 10_000, &five_seconds, u64::MAX, 100)
+        .expect("trim");
+    // Both outcomes go; the rolled-back half message with its rollback;
+    // the committed one stays (its queue's retention decides).
+    assert_eq!(trimmed.removed, 3);
+    assert_eq!(store.get(1).expect("get"), None);
+    assert_eq!(store.find_dedup(&dedup_id(1)).expect("dedup"), None);
+    assert!(store.get(2).expect("get").is_some());
+    assert_eq!(store.get(3).expect("get"), None);
+    assert_eq!(store.get(4).expect("get"), None);
+}
+
 macro_rules! cases_for {
     ($open:path; $($case:ident),+ $(,)?) => {
         $(
@@ -1065,6 +1254,9 @@ conformance_suite!(
     retention_keeps_the_last_record_of_the_log,
     expired_acknowledgements_leave_the_log_and_held_ones_stay,
     offset_at_time_finds_the_first_message_at_or_after_a_time,
+    half_messages_wait_in_no_queue_until_their_transaction_ends,
+    transaction_checks_are_counted_while_open,
+    expired_rollbacks_leave_with_their_half_message,
 );
 
 mod dedup_property;

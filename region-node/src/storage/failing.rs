@@ -1,8 +1,8 @@
 //! A [`LogStore`] for tests whose writes fail on demand, over a [`MemoryStore`].
 
 use super::{
-    Appended, Enqueued, GroupQueueState, GroupWrite, LogStore, MemoryStore, QueueBounds,
-    StorageError,
+    Appended, Enqueued, GroupQueueState, GroupWrite, LogStore, MemoryStore, OpenTransaction,
+    QueueBounds, StorageError, TransactionEnded,
 };
 use meridian_proto::meridian::v1::Record;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -126,7 +126,30 @@ impl LogStore for FailingStore {
             .trim_control_records(now_ms, max_age_ms, replicated_through, max)
     }
 
-    #[cfg(test)]
+    fn end_transaction(
+        &self,
+        message_dedup_id: &[u8],
+        commit: bool,
+        at_ms: i64,
+    ) -> Result<TransactionEnded, StorageError> {
+        self.check("end a transaction")?;
+        self.inner.end_transaction(message_dedup_id, commit, at_ms)
+    }
+
+    fn open_transactions(&self) -> Result<Vec<OpenTransaction>, StorageError> {
+        self.inner.open_transactions()
+    }
+
+    fn note_transaction_check(
+        &self,
+        sequence: u64,
+        checks: u32,
+        at_ms: i64,
+    ) -> Result<bool, StorageError> {
+        self.check("count a transaction check-back")?;
+        self.inner.note_transaction_check(sequence, checks, at_ms)
+    }
+
     fn find_dedup(&self, dedup_id: &[u8]) -> Result<Option<u64>, StorageError> {
         self.inner.find_dedup(dedup_id)
     }

@@ -9,8 +9,8 @@
 
 use super::{
     Appended, Enqueued, GroupCursor, GroupQueueKey, GroupQueueState, GroupWrite, LocalMessage,
-    LogStore, OffsetState, QueueBounds, Retention, StorageError, Trimmed, codec,
-    validate_for_append,
+    LogStore, OffsetState, OpenTransaction, QueueBounds, Retention, StorageError, TransactionEnded,
+    Trimmed, codec, validate_for_append,
 };
 use meridian_proto::meridian::v1::Record;
 use parking_lot::Mutex;
@@ -44,6 +44,8 @@ struct Inner {
     local_messages: HashMap<(String, String), HashMap<codec::ContentDigest, Location>>,
     /// (delivery time, sequence) of messages waiting to join their queue.
     timers: BTreeSet<(i64, u64)>,
+    /// Sequence of an open transaction's half message → (checks, last check ms).
+    transactions: BTreeMap<u64, (u32, i64)>,
     groups: BTreeMap<GroupQueueKey, (GroupCursor, BTreeMap<u64, OffsetState>)>,
     meta: BTreeMap<String, Vec<u8>>,
 }
@@ -140,6 +142,10 @@ impl LogStore for MemoryStore {
                 continue;
             };
             let queue_offset = match message.delivery_timestamp_ms {
+                _ if super::is_half_message(message) => {
+                    inner.transactions.insert(sequence, (0, 0));
+                    None
+                }
                 Some(due) => {
                     inner.timers.insert((due, sequence));
                     None
@@ -420,11 +426,111 @@ impl LogStore for MemoryStore {
                     }
                     removed += 1;
                 }
+                super::ControlStep::RemoveRollback { message_dedup_id } => {
+                    if let Some(record) = inner.log.remove(&sequence) {
+                        inner.dedup_ids.remove(&record.dedup_id);
+                    }
+                    removed += 1;
+                    if let Some(&(half, None)) = inner.dedup_ids.get(&message_dedup_id)
+                        && !inner.transactions.contains_key(&half)
+                        && half < inner.last_sequence
+                    {
+                        inner.dedup_ids.remove(&message_dedup_id);
+                        if let Some(record) = inner.log.remove(&half)
+                            && let Some(message) = record.message.as_ref()
+                        {
+                            let id = (message.topic.clone(), message.client_message_id.clone());
+                            if let Some(digests) = inner.local_messages.get_mut(&id) {
+                                digests.remove(&codec::content_digest(message));
+                            }
+                        }
+                        removed += 1;
+                    }
+                }
             }
             inner.control_floor = sequence;
             walked += 1;
         }
         Ok(super::ControlTrimmed { removed, walked })
+    }
+
+    fn end_transaction(
+        &self,
+        message_dedup_id: &[u8],
+        commit: bool,
+        at_ms: i64,
+    ) -> Result<TransactionEnded, StorageError> {
+        let mut inner = self.inner.lock();
+        let inner = &mut *inner;
+        let Some(&(sequence, queue_offset)) = inner.dedup_ids.get(message_dedup_id) else {
+            return Ok(TransactionEnded::NotStored);
+        };
+        if inner.transactions.remove(&sequence).is_none() {
+            return Ok(TransactionEnded::NotOpen {
+                sequence,
+                committed: queue_offset.is_some(),
+            });
+        }
+        if !commit {
+            return Ok(TransactionEnded::RolledBack { sequence });
+        }
+        let Some(message) = inner
+            .log
+            .get(&sequence)
+            .and_then(|record| record.message.as_ref())
+        else {
+            return Err(StorageError::Corrupt {
+                what: "open transaction",
+                key: sequence.to_string(),
+                reason: "its half message is not in the log".into(),
+            });
+        };
+        let bytes = inner.log.get(&sequence).map_or(0, codec::record_size);
+        let queue = (message.topic.clone(), message.queue_id);
+        let offset = inner
+            .queues
+            .entry(queue.clone())
+            .or_default()
+            .push(sequence, at_ms, bytes);
+        inner
+            .dedup_ids
+            .insert(message_dedup_id.to_vec(), (sequence, Some(offset)));
+        Ok(TransactionEnded::Committed(Enqueued {
+            topic: queue.0,
+            queue_id: queue.1,
+            offset,
+            sequence,
+            dedup_id: message_dedup_id.to_vec(),
+        }))
+    }
+
+    fn open_transactions(&self) -> Result<Vec<OpenTransaction>, StorageError> {
+        Ok(self
+            .inner
+            .lock()
+            .transactions
+            .iter()
+            .map(|(&sequence, &(checks, last_check_ms))| OpenTransaction {
+                sequence,
+                checks,
+                last_check_ms,
+            })
+            .collect())
+    }
+
+    fn note_transaction_check(
+        &self,
+        sequence: u64,
+        checks: u32,
+        at_ms: i64,
+    ) -> Result<bool, StorageError> {
+        Ok(match self.inner.lock().transactions.get_mut(&sequence) {
+            Some(entry) => {
+                *entry = (checks, at_ms);
+                true
+            }
+            None => false,
+        })
     }
 
     fn find_message(&self, dedup_id: &[u8]) -> Result<Option<(u64, u64)>, StorageError> {

@@ -15,6 +15,10 @@
 //! * the timer index: (delivery time, sequence) of each message with a
 //!   delivery time that has not joined its queue yet (see
 //!   [`LogStore::enqueue_due`]);
+//! * open transactions: the sequence of each half message (a message of
+//!   type TRANSACTION, in the log and the dedup index but in no queue) whose
+//!   outcome is not known yet, with its check-back count (see
+//!   [`LogStore::end_transaction`]);
 //! * the deduplication index: dedup id → sequence, and (topic, client message
 //!   id) → sequence for records that originated in this region;
 //! * consumer-group state: per (group, topic, queue) a cursor plus the state of
@@ -55,6 +59,31 @@ pub struct Enqueued {
     pub offset: u64,
     pub sequence: u64,
     pub dedup_id: Vec<u8>,
+}
+
+/// A half message whose transaction has no outcome yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenTransaction {
+    /// The half message's local sequence.
+    pub sequence: u64,
+    /// Check-backs sent to producers so far.
+    pub checks: u32,
+    /// When the last check-back was sent (ms since the Unix epoch), 0 before the first.
+    pub last_check_ms: i64,
+}
+
+/// What [`LogStore::end_transaction`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransactionEnded {
+    /// The half message joined its queue.
+    Committed(Enqueued),
+    /// The half message will never be delivered.
+    RolledBack { sequence: u64 },
+    /// The transaction had ended before (`committed`: its message is in a
+    /// queue), or the message is not a half message.
+    NotOpen { sequence: u64, committed: bool },
+    /// No message with this dedup id is stored.
+    NotStored,
 }
 
 /// Result of appending one record.
@@ -296,9 +325,42 @@ pub trait LogStore: Send + Sync + 'static {
         max: usize,
     ) -> Result<Trimmed, StorageError>;
 
-    /// The sequence of the record with this dedup id, if stored (for tests:
-    /// the node finds duplicates inside `append`).
-    #[cfg(test)]
+    /// Ends the transaction of the half message with `message_dedup_id`, in
+    /// one atomic write (durable like an append): a commit moves it to its
+    /// queue at the next offset (joining at `at_ms`, as far as retention and
+    /// resets are concerned) and gives its dedup entry that offset; a
+    /// rollback only closes it (the half message stays in the log, never
+    /// delivered, until [`LogStore::trim_control_records`] removes it with
+    /// its rollback record). Ending a transaction that is not open changes
+    /// nothing.
+    ///
+    /// A message record of type TRANSACTION without a delivery time is a
+    /// half message: [`LogStore::append`] stores it in the log and the dedup
+    /// index, in no queue, and opens its transaction.
+    fn end_transaction(
+        &self,
+        message_dedup_id: &[u8],
+        commit: bool,
+        at_ms: i64,
+    ) -> Result<TransactionEnded, StorageError>;
+
+    /// Every open transaction, by sequence.
+    fn open_transactions(&self) -> Result<Vec<OpenTransaction>, StorageError>;
+
+    /// Records that check-back number `checks` of the open transaction at
+    /// `sequence` was sent at `at_ms`. Returns `false` (and writes nothing)
+    /// when the transaction is no longer open. Written without waiting for
+    /// the disk: a lost count only means one more check-back.
+    fn note_transaction_check(
+        &self,
+        sequence: u64,
+        checks: u32,
+        at_ms: i64,
+    ) -> Result<bool, StorageError>;
+
+    /// The sequence of the record with this dedup id, if stored (the node
+    /// finds duplicates inside `append`; this finds a record whose dedup id
+    /// is derived, such as a transaction's outcome).
     fn find_dedup(&self, dedup_id: &[u8]) -> Result<Option<u64>, StorageError>;
 
     /// Where the message with this dedup id is stored: (sequence, queue
@@ -342,9 +404,9 @@ pub trait LogStore: Send + Sync + 'static {
     /// backwards, also under concurrent calls (a late, smaller ack is a no-op).
     fn advance_checkpoint(&self, peer: &str, sequence: u64) -> Result<u64, StorageError>;
 
-    /// Removes acknowledgement and group-start records (in the log but in
-    /// no queue) older than their topic's retention, with their dedup
-    /// entries: walks the log from where the previous call stopped (a
+    /// Removes acknowledgement, group-start and transaction-outcome records
+    /// (in the log but in no queue) older than their topic's retention, with
+    /// their dedup entries, and with a rollback its half message: walks the log from where the previous call stopped (a
     /// cursor in metadata), visiting at most `max` records and walking past
     /// messages (queue retention removes those) and acknowledgements that
     /// still wait for their message (kept), and stops at the first record
@@ -407,6 +469,10 @@ enum ControlStep {
     Skip,
     /// Remove it (with its dedup entry) and walk on.
     Remove,
+    /// Remove this rollback record and its half message (the message with
+    /// this dedup id, if it is still a closed half message: in no queue,
+    /// not open), and walk on.
+    RemoveRollback { message_dedup_id: Vec<u8> },
     /// Keep it and stop the walk here.
     Stop,
 }
@@ -427,12 +493,19 @@ fn control_step(
         (ack.topic.as_str(), ack.acked_at_ms)
     } else if let Some(start) = record.group_start.as_ref() {
         (start.topic.as_str(), start.created_at_ms)
+    } else if let Some(end) = record.transaction_end.as_ref() {
+        (end.topic.as_str(), end.ended_at_ms)
     } else {
         return Ok(ControlStep::Skip);
     };
     match max_age_ms(topic) {
         Some(age) if now_ms.saturating_sub(at_ms) < age => Ok(ControlStep::Stop),
-        _ => Ok(ControlStep::Remove),
+        _ => Ok(match record.transaction_end.as_ref() {
+            Some(end) if !end.commit => ControlStep::RemoveRollback {
+                message_dedup_id: end.message_dedup_id.clone(),
+            },
+            _ => ControlStep::Remove,
+        }),
     }
 }
 
@@ -471,6 +544,26 @@ fn validate_for_append(records: &[Record]) -> Result<(), StorageError> {
             }
             continue;
         }
+        if record.kind == RecordKind::TransactionEnd as i32 {
+            match &record.transaction_end {
+                None => return Err(invalid("is a transaction outcome without its transaction")),
+                Some(end) if end.topic.is_empty() => {
+                    return Err(invalid("has a transaction outcome without a topic"));
+                }
+                Some(end) if end.message_dedup_id.len() != DEDUP_ID_BYTES => {
+                    return Err(invalid(&format!(
+                        "ends the transaction of a {}-byte message dedup id, expected \
+                         {DEDUP_ID_BYTES}",
+                        end.message_dedup_id.len()
+                    )));
+                }
+                Some(_) if record.message.is_some() || record.ack.is_some() => {
+                    return Err(invalid("is a transaction outcome with a message or an ack"));
+                }
+                Some(_) => {}
+            }
+            continue;
+        }
         if record.kind == RecordKind::GroupStart as i32 {
             match &record.group_start {
                 None => return Err(invalid("is a group start without its group")),
@@ -493,6 +586,13 @@ fn validate_for_append(records: &[Record]) -> Result<(), StorageError> {
         }
     }
     Ok(())
+}
+
+/// Whether `message` is a half message: of type TRANSACTION, without a
+/// delivery time (it joins its queue when its transaction commits).
+fn is_half_message(message: &meridian_proto::meridian::v1::Message) -> bool {
+    message.message_type == meridian_proto::meridian::v1::MessageType::Transaction as i32
+        && message.delivery_timestamp_ms.is_none()
 }
 
 /// What a record that originated in this region is deduplicated by besides

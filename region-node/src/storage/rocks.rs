@@ -46,8 +46,8 @@
 //! its last key the first time the queue is appended to. Reads take no lock.
 
 use super::{
-    Appended, Enqueued, GroupQueueState, GroupWrite, LocalMessage, LogStore, QueueBounds,
-    Retention, StorageError, Trimmed,
+    Appended, Enqueued, GroupQueueState, GroupWrite, LocalMessage, LogStore, OpenTransaction,
+    QueueBounds, Retention, StorageError, TransactionEnded, Trimmed,
     codec::{self, GroupKey},
     validate_for_append,
 };
@@ -68,7 +68,8 @@ const DEDUP: &str = "dedup";
 const GROUP: &str = "group";
 const META: &str = "meta";
 const TIMER: &str = "timer";
-const COLUMN_FAMILIES: [&str; 6] = [LOG, QUEUE, DEDUP, GROUP, META, TIMER];
+const TXN: &str = "txn";
+const COLUMN_FAMILIES: [&str; 7] = [LOG, QUEUE, DEDUP, GROUP, META, TIMER, TXN];
 
 /// Commit-log values at least this large are stored in blob files, so that
 /// compaction of the log does not rewrite large bodies.
@@ -383,6 +384,46 @@ impl RocksStore {
         Ok(found)
     }
 
+    /// Stages the removal of a rolled-back half message (log record, dedup
+    /// entries) in `batch`: only while it is a closed half message (in no
+    /// queue, its transaction not open) and below `last_sequence` (the
+    /// log's last record stays: sequences continue from it). Returns
+    /// whether it was staged.
+    fn stage_half_message_removal(
+        &self,
+        batch: &mut WriteBatch,
+        message_dedup_id: &[u8],
+        last_sequence: u64,
+    ) -> Result<bool, StorageError> {
+        let id_key = codec::dedup_id_key(message_dedup_id);
+        let Some(entry) = self.find_dedup_key(&HashMap::new(), &id_key)? else {
+            return Ok(false);
+        };
+        if entry.sequence >= last_sequence {
+            return Ok(false);
+        }
+        let open = self
+            .db
+            .get_pinned_cf(self.cf(TXN), codec::transaction_key(entry.sequence))
+            .map_err(backend("read an open transaction"))?
+            .is_some();
+        if entry.queue_offset.is_some() || open {
+            return Ok(false);
+        }
+        let Some(record) = self.get(entry.sequence)? else {
+            return Ok(false);
+        };
+        batch.delete_cf(self.cf(LOG), codec::log_key(entry.sequence));
+        batch.delete_cf(self.cf(DEDUP), &id_key);
+        if let Some(local) = LocalMessage::of(&record, &record.origin_region) {
+            batch.delete_cf(
+                self.cf(DEDUP),
+                codec::local_message_key(local.topic, local.client_message_id, &local.digest),
+            );
+        }
+        Ok(true)
+    }
+
     /// Writes raw bytes as the commit-log value of `sequence`, bypassing the codec.
     #[cfg(test)]
     pub(crate) fn put_raw_log_value(
@@ -458,11 +499,20 @@ impl LogStore for RocksStore {
                 local_key = Some(key);
             }
 
-            // A message takes the next offset of its queue, or waits in the
-            // timer index for its delivery time; an acknowledgement is in
-            // the log and deduplicated, in no queue.
+            // A message takes the next offset of its queue, or waits for its
+            // transaction's outcome (a half message), or waits in the timer
+            // index for its delivery time; an acknowledgement is in the log
+            // and deduplicated, in no queue.
             let queue_offset = match record.message.as_ref() {
                 None => None,
+                Some(message) if super::is_half_message(message) => {
+                    batch.put_cf(
+                        self.cf(TXN),
+                        codec::transaction_key(sequence + 1),
+                        codec::transaction_value(0, 0),
+                    );
+                    None
+                }
                 Some(message) if message.delivery_timestamp_ms.is_some() => {
                     let due = message.delivery_timestamp_ms.unwrap_or_default();
                     batch.put_cf(self.cf(TIMER), codec::timer_key(due, sequence + 1), []);
@@ -882,6 +932,18 @@ impl LogStore for RocksStore {
                     batch.delete_cf(self.cf(DEDUP), codec::dedup_id_key(&record.dedup_id));
                     removed += 1;
                 }
+                super::ControlStep::RemoveRollback { message_dedup_id } => {
+                    batch.delete_cf(self.cf(LOG), &key);
+                    batch.delete_cf(self.cf(DEDUP), codec::dedup_id_key(&record.dedup_id));
+                    removed += 1;
+                    if self.stage_half_message_removal(
+                        &mut batch,
+                        &message_dedup_id,
+                        last_sequence,
+                    )? {
+                        removed += 1;
+                    }
+                }
             }
             cursor = sequence;
             walked += 1;
@@ -900,7 +962,119 @@ impl LogStore for RocksStore {
         Ok(super::ControlTrimmed { removed, walked })
     }
 
-    #[cfg(test)]
+    fn end_transaction(
+        &self,
+        message_dedup_id: &[u8],
+        commit: bool,
+        at_ms: i64,
+    ) -> Result<TransactionEnded, StorageError> {
+        // Offsets are assigned under the append lock, as appends assign them.
+        let mut state = self.append_state.lock();
+        let id_key = codec::dedup_id_key(message_dedup_id);
+        let Some(entry) = self.find_dedup_key(&HashMap::new(), &id_key)? else {
+            return Ok(TransactionEnded::NotStored);
+        };
+        let sequence = entry.sequence;
+        let open = self
+            .db
+            .get_pinned_cf(self.cf(TXN), codec::transaction_key(sequence))
+            .map_err(backend("read an open transaction"))?
+            .is_some();
+        if !open {
+            return Ok(TransactionEnded::NotOpen {
+                sequence,
+                committed: entry.queue_offset.is_some(),
+            });
+        }
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.cf(TXN), codec::transaction_key(sequence));
+        if !commit {
+            self.db
+                .write_opt(batch, &self.write_options)
+                .map_err(backend("roll a transaction back"))?;
+            return Ok(TransactionEnded::RolledBack { sequence });
+        }
+        let record = self.get(sequence)?.ok_or_else(|| StorageError::Corrupt {
+            what: "open transaction",
+            key: sequence.to_string(),
+            reason: "its half message is not in the log".into(),
+        })?;
+        let bytes = codec::record_size(&record);
+        let Some(message) = record.message else {
+            return Err(StorageError::Corrupt {
+                what: "open transaction",
+                key: sequence.to_string(),
+                reason: "its record is not a message".into(),
+            });
+        };
+        let mut staged_offsets: HashMap<(String, i32), QueueTail> = HashMap::new();
+        let queue = (message.topic, message.queue_id);
+        let offset = self.stage_queue_entry(
+            &mut batch,
+            &state,
+            &mut staged_offsets,
+            queue.clone(),
+            NewEntry {
+                sequence,
+                queued_at_ms: at_ms,
+                bytes,
+            },
+        )?;
+        batch.put_cf(
+            self.cf(DEDUP),
+            &id_key,
+            codec::dedup_value(sequence, offset),
+        );
+        self.db
+            .write_opt(batch, &self.write_options)
+            .map_err(backend("commit a transaction"))?;
+        state.tails.extend(staged_offsets);
+        Ok(TransactionEnded::Committed(Enqueued {
+            topic: queue.0,
+            queue_id: queue.1,
+            offset,
+            sequence,
+            dedup_id: record.dedup_id,
+        }))
+    }
+
+    fn open_transactions(&self) -> Result<Vec<OpenTransaction>, StorageError> {
+        let mut open = Vec::new();
+        for entry in self.db.iterator_cf(self.cf(TXN), IteratorMode::Start) {
+            let (key, value) = entry.map_err(backend("scan the open transactions"))?;
+            open.push(codec::decode_transaction(&key, &value)?);
+        }
+        Ok(open)
+    }
+
+    fn note_transaction_check(
+        &self,
+        sequence: u64,
+        checks: u32,
+        at_ms: i64,
+    ) -> Result<bool, StorageError> {
+        // Under the append lock, so an end_transaction cannot slip in
+        // between the look and the write and leave the entry open again.
+        let _state = self.append_state.lock();
+        let key = codec::transaction_key(sequence);
+        let open = self
+            .db
+            .get_pinned_cf(self.cf(TXN), key)
+            .map_err(backend("read an open transaction"))?
+            .is_some();
+        if open {
+            self.db
+                .put_cf_opt(
+                    self.cf(TXN),
+                    key,
+                    codec::transaction_value(checks, at_ms),
+                    &self.relaxed_write_options,
+                )
+                .map_err(backend("count a transaction check-back"))?;
+        }
+        Ok(open)
+    }
+
     fn find_dedup(&self, dedup_id: &[u8]) -> Result<Option<u64>, StorageError> {
         Ok(self
             .find_dedup_key(&HashMap::new(), &codec::dedup_id_key(dedup_id))?

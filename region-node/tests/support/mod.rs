@@ -101,6 +101,7 @@ impl TestNode {
             geo_copies: 1,
             retention_ms: meridian_topology::DEFAULT_RETENTION_MS,
             retention_bytes: None,
+            transaction_checks: Default::default(),
         };
         let topology = Topology {
             groups: Default::default(),

@@ -96,6 +96,7 @@ impl FakeNode {
             }),
             ack: None,
             group_start: None,
+            transaction_end: None,
         });
         drop(state);
         self.last_sequence.send_replace(sequence);
@@ -260,6 +261,16 @@ impl NodeService for FakeNode {
     ) -> Result<Response<TopicStatsResponse>, Status> {
         Err(Status::unimplemented("not needed by the replicator"))
     }
+
+    type WatchTransactionChecksStream =
+        tokio_stream::Empty<Result<meridian_proto::meridian::v1::TransactionCheck, Status>>;
+
+    async fn watch_transaction_checks(
+        &self,
+        _: Request<tonic::Streaming<meridian_proto::meridian::v1::TransactionCheckInterest>>,
+    ) -> Result<Response<Self::WatchTransactionChecksStream>, Status> {
+        Err(Status::unimplemented("not needed by the replicator"))
+    }
 }
 
 /// One region of a test deployment: its fake node and where its replicator listens.
@@ -359,6 +370,7 @@ pub fn topology(regions: &[&TestRegion], topics: &[(&str, &[&str])]) -> Topology
                     geo_copies: 1,
                     retention_ms: meridian_topology::DEFAULT_RETENTION_MS,
                     retention_bytes: None,
+                    transaction_checks: Default::default(),
                 };
                 (name.to_string(), topic)
             })

@@ -77,6 +77,16 @@ impl NodeService for FakeNode {
     ) -> Result<Response<TopicStatsResponse>, Status> {
         Err(Status::unimplemented("fake node"))
     }
+
+    type WatchTransactionChecksStream =
+        tokio_stream::Empty<Result<meridian_proto::meridian::v1::TransactionCheck, Status>>;
+
+    async fn watch_transaction_checks(
+        &self,
+        _: Request<tonic::Streaming<meridian_proto::meridian::v1::TransactionCheckInterest>>,
+    ) -> Result<Response<Self::WatchTransactionChecksStream>, Status> {
+        Err(Status::unimplemented("fake node"))
+    }
 }
 
 /// A running fake node; [`RunningNode::kill`] stops it.

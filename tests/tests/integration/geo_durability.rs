@@ -23,6 +23,7 @@ async fn geo_cluster() -> TestCluster {
         geo_copies: 1,
         retention_ms: meridian_topology::DEFAULT_RETENTION_MS,
         retention_bytes: None,
+        transaction_checks: Default::default(),
     };
     TestCluster::builder()
         .regions(2)

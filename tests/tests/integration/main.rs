@@ -41,4 +41,5 @@ mod setup_script;
 mod status;
 mod support;
 mod topology_files;
+mod transactions;
 mod up;

@@ -320,6 +320,7 @@ async fn python_simple_consumer_on_an_empty_topic_gets_an_empty_list_after_the_a
         geo_copies: 1,
         retention_ms: meridian_topology::DEFAULT_RETENTION_MS,
         retention_bytes: None,
+        transaction_checks: Default::default(),
     };
     let interpreter = Python::from_env()?;
     let cluster = script::two_region_cluster()

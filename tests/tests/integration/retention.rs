@@ -28,6 +28,7 @@ fn short_lived(regions: &[&str]) -> Topic {
         geo_copies: 1,
         retention_ms: RETENTION_MS,
         retention_bytes: None,
+        transaction_checks: Default::default(),
     }
 }
 

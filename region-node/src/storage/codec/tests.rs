@@ -21,6 +21,7 @@ fn record() -> Record {
         }),
         ack: None,
         group_start: None,
+        transaction_end: None,
     }
 }
 
