@@ -22,10 +22,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A topic of transactional messages.
-const TOPIC: &str = "payments";
+pub(crate) const TOPIC: &str = "payments";
 
 /// Open transactions checked back after 1 s, then every 500 ms, at most 3 times.
-const FAST_CHECKS: TransactionChecks = TransactionChecks {
+pub(crate) const FAST_CHECKS: TransactionChecks = TransactionChecks {
     first_after_ms: 1_000,
     interval_ms: 500,
     max: 3,
@@ -52,7 +52,7 @@ fn transactional_topic(regions: &[&str], checks: TransactionChecks) -> Topic {
     }
 }
 
-async fn cluster(
+pub(crate) async fn cluster(
     regions: usize,
     mode: RouterMode,
     checks: TransactionChecks,
@@ -421,4 +421,60 @@ async fn a_proxying_router_carries_outcomes_and_check_backs() -> anyhow::Result<
     );
     cluster.finish();
     Ok(())
+}
+
+/// Runs `tests/python/transaction.py` (commit, rollback and a check-back
+/// with the official Python client 5.1.2) against region a's router.
+async fn python_transactions(mode: RouterMode) -> anyhow::Result<()> {
+    use crate::json::Access as _;
+    let interpreter = crate::python_client::Python::from_env()?;
+    let cluster = cluster(1, mode, FAST_CHECKS).await?;
+    let python = crate::python_client::Python::for_cluster(interpreter, &cluster)?;
+    let run = python
+        .run(
+            "transaction.py",
+            &crate::script::args([
+                "--endpoints",
+                &cluster.router_endpoint("a"),
+                "--topic",
+                TOPIC,
+                "--group",
+                "python-billing",
+            ]),
+        )
+        .await?;
+    run.succeeded(|_| Ok(()))?;
+    run.check(|output| {
+        let sent = output.field("sent")?;
+        let orphan = sent.field("orphan")?.field("message_id")?.str()?.to_owned();
+        let checked: Vec<String> = output
+            .field("checked")?
+            .array()?
+            .iter()
+            .map(|check| Ok(check.field("message_id")?.str()?.to_owned()))
+            .collect::<anyhow::Result<_>>()?;
+        anyhow::ensure!(
+            checked == [orphan.clone()],
+            "check-backs {checked:?}, expected only the open transaction {orphan}"
+        );
+        let errors = output.field("client_log")?.field("errors")?.array()?;
+        anyhow::ensure!(errors.is_empty(), "the client logged errors: {errors:?}");
+        for name in ["commit", "rollback", "orphan"] {
+            let id = sent.field(name)?.field("transaction_id")?.str()?;
+            anyhow::ensure!(id.starts_with("t1.a."), "{name}: transaction id {id}");
+        }
+        Ok(())
+    })?;
+    cluster.finish();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_commits_rolls_back_and_answers_check_backs() -> anyhow::Result<()> {
+    python_transactions(RouterMode::Direct).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_transactions_through_a_proxying_router() -> anyhow::Result<()> {
+    python_transactions(RouterMode::Proxy).await
 }
