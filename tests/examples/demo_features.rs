@@ -24,6 +24,10 @@
 //!    MESSAGE_BODY_TOO_LARGE; a body of 4 MiB less 1 KiB (the most the Rust
 //!    client can receive: its inbound limit is 4 MiB for the whole delivery)
 //!    comes back intact.
+//! 7. Three transactional (half) messages: the committed one is delivered,
+//!    the rolled-back one never, and the one left open is checked back by
+//!    the node (after the topic's 6 s) through the producer's checker, which
+//!    commits it.
 //!
 //! Each run tags each step's messages uniquely and filters on that tag, so
 //! other steps' and earlier runs' messages are left alone. Exits non-zero if a step fails (60 s each).
@@ -32,6 +36,7 @@ use anyhow::Context as _;
 use rocketmq::conf::{ClientOption, ProducerOption, SimpleConsumerOption};
 use rocketmq::model::common::{FilterExpression, FilterType};
 use rocketmq::model::message::{MessageBuilder, MessageView};
+use rocketmq::model::transaction::{Transaction, TransactionResolution};
 use rocketmq::{Producer, SimpleConsumer};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -340,6 +345,91 @@ async fn large_step(access_url: &str, producer: &Producer, tag: &str) -> anyhow:
     Ok(())
 }
 
+async fn transaction_step(access_url: &str, tag: &str) -> anyhow::Result<()> {
+    let mut option = ProducerOption::default();
+    option.set_topics(vec![TOPIC]);
+    // The checker the node asks about open transactions: it commits the
+    // bodies that say so.
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&asked);
+    let checker = Box::new(move |_transaction_id: String, message: MessageView| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if message.body().starts_with(b"commit") {
+            TransactionResolution::COMMIT
+        } else {
+            TransactionResolution::ROLLBACK
+        }
+    });
+    let mut producer =
+        Producer::new_transaction_producer(option, client_option(access_url), checker)
+            .map_err(|error| anyhow::anyhow!("create a transaction producer: {error:?}"))?;
+    producer
+        .start()
+        .await
+        .map_err(|error| anyhow::anyhow!("start a transaction producer: {error:?}"))?;
+    let half = |body: &str| {
+        MessageBuilder::transaction_message_builder(TOPIC, body.as_bytes().to_vec())
+            .set_tag(tag)
+            .build()
+            .map_err(|error| anyhow::anyhow!("build a half message: {error:?}"))
+    };
+    let sent = Instant::now();
+    let committed = producer
+        .send_transaction_message(half("commit now")?)
+        .await
+        .map_err(|error| anyhow::anyhow!("send a half message: {error:?}"))?;
+    let rolled_back = producer
+        .send_transaction_message(half("rollback now")?)
+        .await
+        .map_err(|error| anyhow::anyhow!("send a half message: {error:?}"))?;
+    let open = producer
+        .send_transaction_message(half("commit when asked")?)
+        .await
+        .map_err(|error| anyhow::anyhow!("send a half message: {error:?}"))?;
+    let expected = [
+        committed.message_id().to_owned(),
+        open.message_id().to_owned(),
+    ];
+    let rolled_back_id = rolled_back.message_id().to_owned();
+    committed
+        .commit()
+        .await
+        .map_err(|error| anyhow::anyhow!("commit: {error:?}"))?;
+    rolled_back
+        .rollback()
+        .await
+        .map_err(|error| anyhow::anyhow!("rollback: {error:?}"))?;
+    let consumer = consumer(access_url, &format!("demo-transaction-{tag}"), TOPIC).await?;
+    let mut received = Vec::new();
+    while !expected.iter().all(|id| received.contains(id)) {
+        anyhow::ensure!(
+            sent.elapsed() < STEP_TIMEOUT,
+            "got only {received:?} of {expected:?}"
+        );
+        for message in receive(&consumer, TOPIC, tag, Duration::from_secs(30)).await? {
+            received.push(message.message_id().to_owned());
+            ack(&consumer, &message).await?;
+        }
+    }
+    let checked_after = sent.elapsed();
+    for message in receive(&consumer, TOPIC, tag, Duration::from_secs(30)).await? {
+        received.push(message.message_id().to_owned());
+    }
+    anyhow::ensure!(
+        !received.contains(&rolled_back_id) && received.len() == 2,
+        "delivered {received:?}; expected {expected:?} once each"
+    );
+    println!(
+        "transactions: committed one delivered, rolled-back one not, open one checked back \
+         ({} check) and committed by the checker {} ms after the send",
+        asked.load(std::sync::atomic::Ordering::SeqCst),
+        checked_after.as_millis()
+    );
+    let _ = consumer.shutdown().await;
+    let _ = producer.shutdown().await;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     if std::env::args().any(|arg| arg == "--help" || arg == "-h") {
@@ -368,5 +458,6 @@ async fn main() -> anyhow::Result<()> {
     sql_step(&access_url, &producer, &format!("{tag}-sql")).await?;
     large_step(&access_url, &producer, &format!("{tag}-large")).await?;
     let _ = producer.shutdown().await;
+    transaction_step(&access_url, &format!("{tag}-transaction")).await?;
     Ok(())
 }
