@@ -8,14 +8,16 @@ with Transaction.commit()), "rollback now" (Transaction.rollback()) and
 RecoverOrphanedTransactionCommand reaches the checker, which commits bodies
 starting with "commit" and rolls back the rest). The consumer receives until
 both committed messages arrived (acking them), then receives once more: the
-rolled-back message must never come.
+rolled-back message must never come. The messages carry a tag unique to the
+run, and the consumer takes only that tag.
 
-Output: {"ok", "client_id", "settings_received", "sent": {"commit",
+Output: {"ok", "client_id", "settings_received", "tag", "sent": {"commit",
 "rollback", "orphan"} each {"message_id", "transaction_id"}, "checked":
 [{"message_id", "body"}], "received": [message…], "startup_ms",
 "client_log": {"errors", "warnings"}}.
 """
 
+import os
 import threading
 import time
 
@@ -60,11 +62,11 @@ class BodyChecker(TransactionChecker):
             return list(self.checked)
 
 
-def half_message(topic, body):
+def half_message(topic, tag, body):
     message = Message()
     message.topic = topic
     message.body = body.encode()
-    message.tag = "transaction"
+    message.tag = tag
     return message
 
 
@@ -80,6 +82,8 @@ def main(arguments, log):
         "startup_ms": common.elapsed_ms(started),
         "sent": {},
         "received": [],
+        # This run's messages only: the consumer filters on it.
+        "tag": f"transaction-{os.getpid()}-{time.time_ns()}",
     }
     consumer = None
     try:
@@ -93,7 +97,9 @@ def main(arguments, log):
             ("orphan", "commit on check"),
         ):
             transaction = producer.begin_transaction()
-            receipt = producer.send(half_message(arguments.topic, body), transaction)
+            receipt = producer.send(
+                half_message(arguments.topic, result["tag"], body), transaction
+            )
             if not receipt.transaction_id:
                 raise common.Failure(f"no transaction id for {name}", **result)
             result["sent"][name] = {
@@ -107,7 +113,7 @@ def main(arguments, log):
         consumer = SimpleConsumer(
             common.client_configuration(arguments.endpoints),
             arguments.group,
-            {arguments.topic: FilterExpression("*")},
+            {arguments.topic: FilterExpression(result["tag"])},
             arguments.await_duration,
         )
         consumer.startup()

@@ -42,4 +42,5 @@ mod status;
 mod support;
 mod topology_files;
 mod transactions;
+mod transactions_nodejs;
 mod up;
