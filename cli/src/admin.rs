@@ -27,6 +27,10 @@ pub enum AdminCommand {
     /// message), or `reset NAME --topic T --to WHEN`.
     #[command(subcommand)]
     Groups(GroupCommand),
+    /// Messages: `query --topic T [--key K | --tag X] [--from T1] [--to T2]`
+    /// (a page at a time), or `show ID` (the message and its trace).
+    #[command(subcommand)]
+    Messages(crate::messages::MessageCommand),
 }
 
 #[derive(clap::Subcommand)]
@@ -105,6 +109,9 @@ pub async fn run(
     let mut client = AdminServiceClient::new(channel);
     let answer = |status: tonic::Status| anyhow::anyhow!("{}", status.message());
     Ok(match command {
+        AdminCommand::Messages(command) => {
+            crate::messages::run(&mut client, command, as_json).await?
+        }
         AdminCommand::Topics(ItemCommand::List) => {
             let topics = client
                 .list_topics(ListTopicsRequest {})
@@ -198,7 +205,7 @@ pub async fn run(
     })
 }
 
-fn to_text(value: &Value) -> String {
+pub(crate) fn to_text(value: &Value) -> String {
     format!("{value:#}\n")
 }
 
@@ -264,7 +271,7 @@ fn group_description_json(group: &GroupDescription) -> Value {
 }
 
 /// Rows under a header, each column as wide as its widest cell.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|cell| cell.len()).collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {

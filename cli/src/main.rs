@@ -11,6 +11,7 @@ mod control;
 mod deployment;
 mod drill;
 mod emulation;
+mod messages;
 mod process;
 mod status;
 mod supervisor;

@@ -126,8 +126,9 @@ impl Producers {
 
     /// Pushes a check-back of the transaction `transaction_id` (its half
     /// message `message`, of `topic`) on the newest live stream of a
-    /// producer of `topic` that has room; `false` when none took it.
-    pub fn offer(&self, topic: &str, message: &Message, transaction_id: &str) -> bool {
+    /// producer of `topic` that has room; returns the client id of the
+    /// producer that took it, `None` when none did.
+    pub fn offer(&self, topic: &str, message: &Message, transaction_id: &str) -> Option<String> {
         let command = TelemetryCommand {
             status: None,
             command: Some(
@@ -141,7 +142,7 @@ impl Producers {
         };
         let mut streams = self.streams.lock();
         let mut closed = false;
-        let mut taken = false;
+        let mut taken = None;
         for stream in streams
             .live
             .iter()
@@ -154,7 +155,7 @@ impl Producers {
                         client_id = stream.client_id,
                         topic, transaction_id, "asked a producer about an open transaction"
                     );
-                    taken = true;
+                    taken = Some(stream.client_id.clone());
                     break;
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => closed = true,
@@ -212,11 +213,14 @@ mod tests {
         producers.publish(None, "a", ["orders".to_owned()], &old);
         producers.publish(None, "b", ["orders".to_owned()], &new);
         producers.publish(None, "c", ["audit".to_owned()], &other);
-        assert!(producers.offer("orders", &message(), "t1"));
+        assert_eq!(
+            producers.offer("orders", &message(), "t1").as_deref(),
+            Some("b")
+        );
         assert_eq!(check_of(&mut new_receiver).as_deref(), Some("t1"));
         assert_eq!(check_of(&mut old_receiver), None);
         assert_eq!(check_of(&mut other_receiver), None);
-        assert!(!producers.offer("payments", &message(), "t2"));
+        assert_eq!(producers.offer("payments", &message(), "t2"), None);
     }
 
     #[test]
@@ -229,7 +233,7 @@ mod tests {
         producers.sent("a", "orders");
         assert!(producers.publishes("orders"));
         drop(receiver);
-        assert!(!producers.offer("orders", &message(), "t1"));
+        assert_eq!(producers.offer("orders", &message(), "t1"), None);
         assert!(!producers.publishes("orders"), "a closed stream is dropped");
         producers.forget(id);
         assert!(topics.borrow().is_empty());

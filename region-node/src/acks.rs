@@ -238,6 +238,7 @@ pub fn records_for_local_acks<S: LogStore>(
             }),
             group_start: None,
             transaction_end: None,
+            trace: None,
         });
     }
     Ok(records)

@@ -55,6 +55,7 @@ pub fn dead_letter_record(
         ack: None,
         group_start: None,
         transaction_end: None,
+        trace: None,
         message: Some(internal::Message {
             topic: dead_letter_topic_name(group),
             queue_id: 0,

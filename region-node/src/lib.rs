@@ -29,6 +29,7 @@ mod storage;
 #[cfg(test)]
 mod test_records;
 mod timers;
+mod trace;
 mod transactions;
 
 pub use error::StartError;
@@ -155,6 +156,7 @@ impl Node {
                 .map(|entry| (entry.peer_region.clone(), entry.acked_through_sequence))
                 .collect(),
         );
+        let (tracer, trace_events) = trace::Tracer::new(&self.region);
         let context = Arc::new(NodeContext {
             region: self.region.clone(),
             topology: self.topology.clone(),
@@ -170,6 +172,7 @@ impl Node {
             served: rules::ServedTopics::new(&self.topology, &self.region),
             receive_attempts: grpc::ReceiveAttempts::default(),
             transactions: transactions::Transactions::default(),
+            tracer,
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
         });
@@ -177,6 +180,7 @@ impl Node {
         tasks.spawn(timers::sweep_dead_letters(context.clone()));
         tasks.spawn(retention::run(context.clone()));
         tasks.spawn(transactions::run(context.clone()));
+        tasks.spawn(trace::run(context.clone(), trace_events));
         let face = meridian_face::Face::new(
             Arc::new(grpc::NodeBackend::new(context.clone())),
             tasks.clone(),

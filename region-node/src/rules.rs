@@ -29,6 +29,9 @@ pub fn check_record(record: &Record, topology: &Topology) -> Result<(), NodeErro
     if record.kind == RecordKind::TransactionEnd as i32 {
         return check_transaction_end(record, topology);
     }
+    if record.kind == RecordKind::Trace as i32 {
+        return check_trace(record, topology);
+    }
     if record.kind != RecordKind::Message as i32 {
         return Err(invalid(format!("unknown record kind {}", record.kind)));
     }
@@ -194,6 +197,40 @@ fn check_transaction_end(record: &Record, topology: &Topology) -> Result<(), Nod
     if topology.topic(&end.topic).is_none() {
         return Err(NodeError::TopicNotFound {
             topic: end.topic.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// The rules of a trace record: dedup id, origin, a known topic, events
+/// about 16-byte message dedup ids, and nothing else.
+fn check_trace(record: &Record, topology: &Topology) -> Result<(), NodeError> {
+    let invalid = |reason: String| NodeError::InvalidRecord { reason };
+    if record.dedup_id.len() != DEDUP_ID_BYTES || record.origin_region.is_empty() {
+        return Err(invalid(
+            "trace record without a 16-byte dedup id or an origin".into(),
+        ));
+    }
+    let Some(trace) = record.trace.as_ref() else {
+        return Err(invalid("trace record without events".into()));
+    };
+    if record.message.is_some() || record.ack.is_some() || record.transaction_end.is_some() {
+        return Err(invalid(
+            "trace record with a message, an ack or a transaction outcome".into(),
+        ));
+    }
+    if trace
+        .events
+        .iter()
+        .any(|event| event.message_dedup_id.len() != DEDUP_ID_BYTES)
+    {
+        return Err(invalid(
+            "trace event without a 16-byte message dedup id".into(),
+        ));
+    }
+    if topology.topic(&trace.topic).is_none() {
+        return Err(NodeError::TopicNotFound {
+            topic: trace.topic.clone(),
         });
     }
     Ok(())

@@ -34,7 +34,7 @@ use crate::grpc::convert::{now_ms, rocketmq_message};
 use crate::storage::{Appended, LogStore, TransactionEnded};
 use meridian_face::Producers;
 use meridian_proto::meridian::v1::{
-    Record, RecordKind, TransactionCheck, TransactionEnd, TransactionEndSource,
+    Record, RecordKind, TraceEventKind, TransactionCheck, TransactionEnd, TransactionEndSource,
 };
 use meridian_topology::Topology;
 use parking_lot::Mutex;
@@ -263,16 +263,18 @@ impl Transactions {
     }
 
     /// Offers a check-back to the node's own producers of its topic, else
-    /// to a watching router; `true` when one took it.
-    fn offer(&self, check: &TransactionCheck) -> bool {
-        let Some(message) = check.message.as_ref() else {
-            return false;
-        };
+    /// to a watching router; names who took it (`None`: nobody).
+    fn offer(&self, check: &TransactionCheck) -> Option<String> {
+        let message = check.message.as_ref()?;
         let own = self
             .producers
             .get()
-            .is_some_and(|producers| producers.offer(&check.topic, message, &check.transaction_id));
-        own || self.watchers.offer(check)
+            .and_then(|producers| producers.offer(&check.topic, message, &check.transaction_id));
+        own.or_else(|| {
+            self.watchers
+                .offer(check)
+                .then(|| "a producer connected to a router".to_owned())
+        })
     }
 }
 
@@ -436,10 +438,18 @@ async fn look<S: LogStore>(
                         &transaction.half.record.dedup_id,
                     ),
                 };
-                if !context.transactions.offer(&check) {
+                let Some(producer) = context.transactions.offer(&check) else {
                     continue;
-                }
+                };
                 let (sequence, checks) = (*sequence, transaction.checks + 1);
+                context.tracer.note(
+                    &check.topic,
+                    &transaction.half.record.dedup_id,
+                    TraceEventKind::TransactionChecked,
+                    "",
+                    &producer,
+                    checks,
+                );
                 let still_open = context
                     .blocking(move |store, _| {
                         Ok(store.note_transaction_check(sequence, checks, now)?)

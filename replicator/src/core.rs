@@ -401,8 +401,8 @@ impl RecordFilter {
     }
 
     pub fn verdict(&mut self, record: &Record) -> Verdict {
-        // Messages, acknowledgements, group starts and transaction outcomes
-        // follow their topic's policy.
+        // Messages, acknowledgements, group starts, transaction outcomes and
+        // trace events follow their topic's policy.
         let topic = if let Some(message) = &record.message {
             &message.topic
         } else if let Some(ack) = &record.ack {
@@ -411,6 +411,8 @@ impl RecordFilter {
             &start.topic
         } else if let Some(end) = &record.transaction_end {
             &end.topic
+        } else if let Some(trace) = &record.trace {
+            &trace.topic
         } else {
             return Verdict::NotAMessage;
         };

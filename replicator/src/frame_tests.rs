@@ -37,6 +37,7 @@ fn random_record(random: &mut StdRng, sequence: u64) -> Record {
         ack: None,
         group_start: None,
         transaction_end: None,
+        trace: None,
     }
 }
 

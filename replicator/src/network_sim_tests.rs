@@ -629,6 +629,7 @@ impl Sim {
             ack: None,
             group_start: None,
             transaction_end: None,
+            trace: None,
         };
         node.append(record);
         self.produced.push(Produced {
@@ -699,6 +700,7 @@ impl Sim {
             }),
             group_start: None,
             transaction_end: None,
+            trace: None,
         };
         node.append(record);
         self.produced.push(Produced {

@@ -255,6 +255,7 @@ fn record(sequence: u64) -> Record {
         ack: None,
         group_start: None,
         transaction_end: None,
+        trace: None,
     }
 }
 

@@ -98,7 +98,7 @@ async fn watch_once(admin: SocketAddr, producers: &Producers) -> Result<(), toni
         debug!(
             topic = check.topic,
             transaction_id = check.transaction_id,
-            taken,
+            producer = taken.as_deref().unwrap_or("none connected"),
             "check-back from a node"
         );
     }

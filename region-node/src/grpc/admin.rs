@@ -1,6 +1,7 @@
 //! `meridian.v1.AdminService`: the operators' view of the node (topics,
-//! consumer groups and their progress) and resetting a group's progress,
-//! served on the admin address; `meridian admin` uses it.
+//! consumer groups and their progress, messages and their traces) and
+//! resetting a group's progress, served on the admin address; `meridian
+//! admin` uses it.
 
 use super::NodeContext;
 use super::convert::now_ms;
@@ -9,10 +10,11 @@ use crate::error::NodeError;
 use crate::storage::LogStore;
 use meridian_proto::meridian::v1::admin_service_server::AdminService;
 use meridian_proto::meridian::v1::{
-    DescribeGroupRequest, DescribeTopicRequest, GroupDescription, GroupQueueProgress, GroupSummary,
-    ListGroupsRequest, ListGroupsResponse, ListTopicsRequest, ListTopicsResponse, QueueOffsets,
-    QueuePosition, ResetGroupRequest, ResetGroupResponse, TopicDescription, TopicSummary,
-    reset_group_request,
+    DescribeGroupRequest, DescribeTopicRequest, GetMessageRequest, GetMessageResponse,
+    GroupDescription, GroupQueueProgress, GroupSummary, ListGroupsRequest, ListGroupsResponse,
+    ListTopicsRequest, ListTopicsResponse, QueryMessagesRequest, QueryMessagesResponse,
+    QueueOffsets, QueuePosition, ResetGroupRequest, ResetGroupResponse, TopicDescription,
+    TopicSummary, reset_group_request,
 };
 use meridian_topology::Topic;
 use std::collections::BTreeSet;
@@ -241,6 +243,24 @@ impl<S: LogStore> AdminService for Admin<S> {
             group: Some(self.group_summary(&name, topics.into_iter().collect())),
             queues,
         }))
+    }
+
+    async fn query_messages(
+        &self,
+        request: Request<QueryMessagesRequest>,
+    ) -> Result<Response<QueryMessagesResponse>, Status> {
+        super::messages::query(&self.context, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_message(
+        &self,
+        request: Request<GetMessageRequest>,
+    ) -> Result<Response<GetMessageResponse>, Status> {
+        super::messages::get(&self.context, request.into_inner())
+            .await
+            .map(Response::new)
     }
 }
 

@@ -10,6 +10,7 @@ use crate::consumer::{ConsumerError, DeadLetter, ReceiptHandle};
 use crate::error::NodeError;
 use crate::storage::LogStore;
 use meridian_face::{Backend, Caller, Refusal, SendReceipt};
+use meridian_proto::meridian::v1::TraceEventKind;
 use meridian_proto::rocketmq::v2::{
     AckMessageRequest, ChangeInvisibleDurationRequest, EndTransactionRequest,
     ForwardMessageToDeadLetterQueueRequest, Message, MessageQueue, ReceiveMessageRequest, Resource,
@@ -155,7 +156,9 @@ impl<S: LogStore> NodeBackend<S> {
         if handles.is_empty() {
             return Ok(outcomes);
         }
-        let acked = self.acknowledge(group, topic, handles).await?;
+        let acked = self
+            .acknowledge(group, topic, handles, &caller.client_id)
+            .await?;
         for (index, outcome) in handle_entries.into_iter().zip(acked) {
             outcomes[index] = outcome.map_err(|error| NodeError::from(error).refusal());
         }
@@ -165,34 +168,50 @@ impl<S: LogStore> NodeBackend<S> {
     /// Finishes the deliveries `handles` name for `group` (one storage
     /// write), then appends the acknowledgement records that carry them to
     /// the other regions of the topic. One outcome per handle, in order.
+    /// `client_id` is who acknowledged (empty for the node itself), for the
+    /// messages' traces.
     pub(super) async fn acknowledge(
         &self,
         group: String,
         topic: String,
         handles: Vec<ReceiptHandle>,
+        client_id: &str,
     ) -> Result<Vec<Result<(), ConsumerError>>, NodeError> {
         let replicate =
             crate::acks::replicates_elsewhere(&self.context.topology, &topic, &self.context.region);
         let region = self.context.region.clone();
+        let (traced_group, traced_topic) = (group.clone(), topic.clone());
         let (acked, ack_records) = self
             .context
             .blocking(move |store, consumers| {
                 let acked = consumers.ack_many(&group, &topic, &handles)?;
-                if !replicate {
-                    return Ok((acked, Vec::new()));
-                }
                 let finished: Vec<(i32, u64)> = handles
                     .iter()
                     .zip(&acked)
                     .filter(|(_, outcome)| outcome.is_ok())
                     .map(|(handle, _)| (handle.queue_id, handle.offset))
                     .collect();
+                // The records name the acknowledged messages (their dedup
+                // ids), for the traces and, when the topic replicates, for
+                // the other regions.
                 let records =
                     crate::acks::records_for_local_acks(store, &region, &group, &topic, &finished)?;
                 Ok((acked, records))
             })
             .await?;
-        if !ack_records.is_empty() {
+        for record in &ack_records {
+            if let Some(ack) = record.ack.as_ref() {
+                self.context.tracer.note(
+                    &traced_topic,
+                    &ack.message_dedup_id,
+                    TraceEventKind::Acknowledged,
+                    &traced_group,
+                    client_id,
+                    0,
+                );
+            }
+        }
+        if replicate && !ack_records.is_empty() {
             // The acks are in effect here already; only their replication
             // depends on this append.
             if let Err(error) = self.context.commit.append(ack_records).await {
@@ -219,6 +238,14 @@ impl<S: LogStore> NodeBackend<S> {
         let (copies, handles): (Vec<_>, Vec<_>) = dead_letters
             .into_iter()
             .filter_map(|dead| {
+                self.context.tracer.note(
+                    topic,
+                    &dead.record.dedup_id,
+                    TraceEventKind::DeadLettered,
+                    group,
+                    "",
+                    dead.attempts,
+                );
                 let copy = crate::dead_letter::dead_letter_record(
                     &dead.record,
                     group,
@@ -243,7 +270,7 @@ impl<S: LogStore> NodeBackend<S> {
             return;
         }
         match self
-            .acknowledge(group.to_owned(), topic.to_owned(), handles)
+            .acknowledge(group.to_owned(), topic.to_owned(), handles, "")
             .await
         {
             Ok(_) => tracing::info!(
@@ -327,7 +354,19 @@ impl<S: LogStore> NodeBackend<S> {
             reason: "the delivered record carries no message".to_owned(),
         })?;
         self.context.commit.append(vec![copy]).await?;
-        match self.acknowledge(group, topic, vec![handle]).await?.pop() {
+        self.context.tracer.note(
+            &topic,
+            &original.dedup_id,
+            TraceEventKind::DeadLettered,
+            &group,
+            &caller.client_id,
+            attempts,
+        );
+        match self
+            .acknowledge(group, topic, vec![handle], &caller.client_id)
+            .await?
+            .pop()
+        {
             Some(Err(error)) => Err(error.into()),
             Some(Ok(())) | None => Ok(()),
         }
@@ -355,10 +394,10 @@ impl<S: LogStore> Backend for NodeBackend<S> {
 
     async fn send(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         messages: Vec<Message>,
     ) -> Vec<Result<SendReceipt, Refusal>> {
-        self.send_messages(messages).await
+        self.send_messages(&caller.client_id, messages).await
     }
 
     async fn receive(

@@ -113,6 +113,7 @@ pub fn record_from_client(
         ack: None,
         group_start: None,
         transaction_end: None,
+        trace: None,
         message: Some(internal::Message {
             client_message_id: properties.message_id,
             topic: topic_name.to_owned(),
@@ -131,6 +132,7 @@ pub fn record_from_client(
             store_timestamp_ms: now_ms,
             body: message.body.clone(),
             trace_context: properties.trace_context,
+            producer_client_id: String::new(),
         }),
     })
 }

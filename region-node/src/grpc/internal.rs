@@ -223,6 +223,14 @@ impl<S: LogStore> NodeService for Internal<S> {
             }));
         }
         let region = self.context.region.clone();
+        // The messages among them, for the trace of their arrival here.
+        let messages: Vec<Option<(String, Vec<u8>)>> = records
+            .iter()
+            .map(|record| {
+                let message = record.message.as_ref()?;
+                Some((message.topic.clone(), record.dedup_id.clone()))
+            })
+            .collect();
         let arrivals: Vec<Arrival> = records
             .iter()
             .map(|record| Arrival::of(record, &region))
@@ -252,6 +260,13 @@ impl<S: LogStore> NodeService for Internal<S> {
             .map_err(|error| error.to_grpc())?;
         if !applied.committed.is_empty() {
             self.context.commit.signal_topics(&applied.committed);
+        }
+        for (message, outcome) in messages.iter().zip(&outcomes) {
+            if let (Some((topic, dedup_id)), Appended::Stored { .. }) = (message, outcome) {
+                self.context
+                    .tracer
+                    .note_arrival(topic, dedup_id, &request.from_region);
+            }
         }
         let stored = outcomes
             .iter()

@@ -6,6 +6,7 @@ mod attempts;
 mod backend;
 pub mod convert;
 pub mod internal;
+mod messages;
 mod receive;
 mod send;
 mod transaction;
@@ -50,6 +51,8 @@ pub struct NodeContext<S> {
     pub served: crate::rules::ServedTopics,
     /// Who can be asked about open transactions.
     pub transactions: crate::transactions::Transactions,
+    /// Notes trace events (deliveries, acknowledgements, arrivals, …).
+    pub tracer: crate::trace::Tracer,
     pub shutdown: CancellationToken,
     /// Owner of the tasks spawned by streaming calls.
     pub tasks: TaskTracker,

@@ -8,6 +8,7 @@ use crate::consumer::{Filter, ReceiveRequest, SystemClock, Try, Wakers, long_pol
 use crate::error::NodeError;
 use crate::storage::LogStore;
 use meridian_face::Caller;
+use meridian_proto::meridian::v1::TraceEventKind;
 use meridian_proto::rocketmq::v2::{FilterType, Message, ReceiveMessageRequest};
 use std::sync::Arc;
 use std::time::Duration;
@@ -164,7 +165,17 @@ impl<S: LogStore> NodeBackend<S> {
         let messages: Vec<Message> = found
             .unwrap_or_default()
             .into_iter()
-            .map(|delivery| convert::message_for_delivery(delivery, &store_host, invisible_ms))
+            .map(|delivery| {
+                self.context.tracer.note(
+                    &topic_name,
+                    &delivery.record.dedup_id,
+                    TraceEventKind::Delivered,
+                    &group,
+                    &caller.client_id,
+                    delivery.attempt,
+                );
+                convert::message_for_delivery(delivery, &store_host, invisible_ms)
+            })
             .collect();
         if let Some(attempt) = attempt_id {
             self.context.receive_attempts.remember(

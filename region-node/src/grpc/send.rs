@@ -136,9 +136,10 @@ impl<S: LogStore> NodeBackend<S> {
         }
     }
 
-    /// One outcome per message, in order.
+    /// One outcome per message, in order; `client_id` is the producer's.
     pub(super) async fn send_messages(
         &self,
+        client_id: &str,
         messages: Vec<Message>,
     ) -> Vec<Result<SendReceipt, Refusal>> {
         let now = now_ms();
@@ -173,7 +174,10 @@ impl<S: LogStore> NodeBackend<S> {
                         now,
                     )
                 })
-                .and_then(|record| {
+                .and_then(|mut record| {
+                    if let Some(message) = record.message.as_mut() {
+                        message.producer_client_id = client_id.to_owned();
+                    }
                     rules::check_record(&record, &self.context.topology)?;
                     Ok(record)
                 });

@@ -607,6 +607,150 @@ pub fn decode_offset_state(key: &[u8], value: &[u8]) -> Result<OffsetState, Stor
     }
 }
 
+// ---- message and trace indexes ---------------------------------------------
+
+/// `index` key kinds. Time-ordered kinds end with `stored_ms` (an `i64` with
+/// the sign bit flipped, big-endian) and the message's `sequence: u64`.
+const INDEX_BY_KEY: u8 = 0x01;
+const INDEX_BY_TAG: u8 = 0x02;
+const INDEX_BY_TIME: u8 = 0x03;
+/// `0x04 name(client message id) sequence`.
+const INDEX_BY_ID: u8 = 0x04;
+/// `0x05 message dedup id (16 bytes) trace record sequence`.
+const INDEX_TRACE: u8 = 0x05;
+
+/// Which index a message query reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageIndex<'a> {
+    /// Messages with this key (RocketMQ's message keys).
+    Key(&'a str),
+    /// Messages with this tag.
+    Tag(&'a str),
+    /// Every message of the topic.
+    Time,
+}
+
+/// The prefix of one topic's entries in one index; time-ordered entries
+/// follow it.
+pub fn message_index_prefix(topic: &str, index: MessageIndex<'_>) -> Vec<u8> {
+    let mut key = Vec::with_capacity(2 + topic.len() + 32);
+    match index {
+        MessageIndex::Key(name) => {
+            key.push(INDEX_BY_KEY);
+            put_name(&mut key, topic);
+            put_name(&mut key, name);
+        }
+        MessageIndex::Tag(name) => {
+            key.push(INDEX_BY_TAG);
+            put_name(&mut key, topic);
+            put_name(&mut key, name);
+        }
+        MessageIndex::Time => {
+            key.push(INDEX_BY_TIME);
+            put_name(&mut key, topic);
+        }
+    }
+    key
+}
+
+/// `prefix` followed by a time-ordered position.
+pub fn at_position(prefix: &[u8], stored_ms: i64, sequence: u64) -> Vec<u8> {
+    let mut key = prefix.to_vec();
+    key.extend_from_slice(&((stored_ms as u64) ^ 0x8000_0000_0000_0000).to_be_bytes());
+    key.extend_from_slice(&sequence.to_be_bytes());
+    key
+}
+
+/// The (stored ms, sequence) a time-ordered index key ends with.
+pub fn decode_position(key: &[u8]) -> Result<(i64, u64), StorageError> {
+    let tail = key.len().checked_sub(16).map(|start| &key[start..]);
+    match tail.map(|tail| (read_u64(&tail[..8]), read_u64(&tail[8..]))) {
+        Some((Some(stored), Some(sequence))) => {
+            Ok(((stored ^ 0x8000_0000_0000_0000) as i64, sequence))
+        }
+        _ => Err(corrupt(
+            "index key",
+            key,
+            "shorter than a position".to_owned(),
+        )),
+    }
+}
+
+/// The prefix of the messages with a client message id.
+pub fn message_id_prefix(client_message_id: &str) -> Vec<u8> {
+    let mut key = vec![INDEX_BY_ID];
+    put_name(&mut key, client_message_id);
+    key
+}
+
+/// The prefix of the trace records of the message with `message_dedup_id`.
+pub fn trace_prefix(message_dedup_id: &[u8]) -> Vec<u8> {
+    let mut key = vec![INDEX_TRACE];
+    key.extend_from_slice(message_dedup_id);
+    key
+}
+
+/// The sequence an id or trace index key ends with.
+pub fn indexed_sequence(key: &[u8]) -> Result<u64, StorageError> {
+    key.len()
+        .checked_sub(8)
+        .and_then(|start| read_u64(&key[start..]))
+        .ok_or_else(|| corrupt("index key", key, "shorter than a sequence".to_owned()))
+}
+
+/// Every `index` key of the record stored at `sequence`: for a message, one
+/// per key, its tag, its time and its client message id; for trace events,
+/// one per message they mention.
+pub fn index_keys(record: &Record, sequence: u64) -> Vec<Vec<u8>> {
+    let mut keys = Vec::new();
+    if let Some(message) = record.message.as_ref() {
+        let stored = stored_at_ms(message);
+        let topic = message.topic.as_str();
+        let mut names: Vec<&str> = message.keys.iter().map(String::as_str).collect();
+        names.sort_unstable();
+        names.dedup();
+        for name in names.into_iter().filter(|name| !name.is_empty()) {
+            keys.push(at_position(
+                &message_index_prefix(topic, MessageIndex::Key(name)),
+                stored,
+                sequence,
+            ));
+        }
+        if let Some(tag) = message.tag.as_deref().filter(|tag| !tag.is_empty()) {
+            keys.push(at_position(
+                &message_index_prefix(topic, MessageIndex::Tag(tag)),
+                stored,
+                sequence,
+            ));
+        }
+        keys.push(at_position(
+            &message_index_prefix(topic, MessageIndex::Time),
+            stored,
+            sequence,
+        ));
+        if !message.client_message_id.is_empty() {
+            let mut key = message_id_prefix(&message.client_message_id);
+            key.extend_from_slice(&sequence.to_be_bytes());
+            keys.push(key);
+        }
+    }
+    if let Some(trace) = record.trace.as_ref() {
+        let mut mentioned: Vec<&[u8]> = trace
+            .events
+            .iter()
+            .map(|event| event.message_dedup_id.as_slice())
+            .collect();
+        mentioned.sort_unstable();
+        mentioned.dedup();
+        for dedup_id in mentioned {
+            let mut key = trace_prefix(dedup_id);
+            key.extend_from_slice(&sequence.to_be_bytes());
+            keys.push(key);
+        }
+    }
+    keys
+}
+
 // ---- replication checkpoints ---------------------------------------------
 
 /// `meta` key of a peer's replication checkpoint.

@@ -8,7 +8,7 @@
 
 use super::{
     Appended, GroupCursor, GroupQueueKey, GroupQueueState, GroupWrite, LogStore, MemoryStore,
-    OffsetState, QueueBounds, RocksStore, StorageError, codec,
+    OffsetState, QueueBounds, Retention, RocksStore, StorageError, codec,
 };
 use meridian_proto::meridian::v1::{Message, Record, RecordKind};
 use meridian_topology::FlushMode;
@@ -56,6 +56,7 @@ fn record(n: u64, topic: &str, queue_id: i32) -> Record {
         ack: None,
         group_start: None,
         transaction_end: None,
+        trace: None,
     }
 }
 
@@ -498,6 +499,7 @@ fn acknowledgements_join_the_log_but_no_queue(store: &impl LogStore) {
         ack: None,
         group_start: None,
         transaction_end: None,
+        trace: None,
         ..ack_record(3, 1)
     };
     assert!(matches!(
@@ -1204,6 +1206,153 @@ fn expired_rollbacks_leave_with_their_half_message(store: &impl LogStore) {
     assert_eq!(store.get(4).expect("get"), None);
 }
 
+fn messages_are_found_by_key_tag_time_and_id(store: &impl LogStore) {
+    use super::{IndexLookup, MessageIndex, QueryPosition};
+    // Five messages a second apart; even ones tagged "paid", all keyed
+    // "key-<n>", message 3 also "vip".
+    let records: Vec<Record> = (1..=5)
+        .map(|n| {
+            let mut record = stored_at(
+                n,
+                "orders",
+                T0 + i64::try_from(n).expect("small") * 1_000,
+                8,
+            );
+            let message = record.message.as_mut().expect("a message");
+            if n % 2 == 0 {
+                message.tag = Some("paid".to_owned());
+            }
+            if n == 3 {
+                message.keys.push("vip".to_owned());
+            }
+            record
+        })
+        .chain([stored_at(6, "audit", T0 + 3_000, 8)])
+        .collect();
+    store.append(records, LOCAL).expect("append");
+    let found = |index, range: std::ops::Range<i64>, after, limit| -> Vec<u64> {
+        store
+            .query_messages("orders", index, range, after, limit)
+            .expect("query")
+            .into_iter()
+            .map(|(position, record)| {
+                assert_eq!(position.sequence, record.sequence);
+                position.sequence
+            })
+            .collect()
+    };
+    let all = i64::MIN..i64::MAX;
+    assert_eq!(
+        found(MessageIndex::Time, all.clone(), None, 10),
+        [1, 2, 3, 4, 5]
+    );
+    assert_eq!(
+        found(MessageIndex::Tag("paid"), all.clone(), None, 10),
+        [2, 4]
+    );
+    assert_eq!(found(MessageIndex::Key("vip"), all.clone(), None, 10), [3]);
+    assert_eq!(
+        found(MessageIndex::Key("key-4"), all.clone(), None, 10),
+        [4]
+    );
+    assert!(found(MessageIndex::Key("none"), all.clone(), None, 10).is_empty());
+    // A range is [start, end) of store times.
+    assert_eq!(
+        found(MessageIndex::Time, T0 + 2_000..T0 + 4_000, None, 10),
+        [2, 3]
+    );
+    // Pages continue after the last position returned.
+    assert_eq!(found(MessageIndex::Time, all.clone(), None, 2), [1, 2]);
+    let after = QueryPosition {
+        stored_ms: T0 + 2_000,
+        sequence: 2,
+    };
+    assert_eq!(
+        found(MessageIndex::Time, all.clone(), Some(after), 2),
+        [3, 4]
+    );
+    // By client message id, any topic.
+    let by_id = store
+        .indexed_records(IndexLookup::MessageId("client-6"), 10)
+        .expect("by id");
+    assert_eq!(sequences(&by_id), [6]);
+    let location = store
+        .locate_message(&dedup_id(4))
+        .expect("locate")
+        .expect("stored");
+    assert_eq!((location.sequence, location.queue_offset), (4, Some(3)));
+    assert!(!location.open_transaction);
+    // Retention removes the index entries with the messages.
+    let retention = Retention {
+        max_age_ms: 10_000,
+        max_bytes: None,
+    };
+    store
+        .trim_queue("orders", 0, &retention, T0 + 13_500, u64::MAX, 100)
+        .expect("trim");
+    assert_eq!(found(MessageIndex::Time, all.clone(), None, 10), [4, 5]);
+    assert!(
+        store
+            .indexed_records(IndexLookup::MessageId("client-1"), 10)
+            .expect("by id")
+            .is_empty()
+    );
+}
+
+fn trace_records_are_found_per_message_and_expire_with_their_topic(store: &impl LogStore) {
+    use super::IndexLookup;
+    use meridian_proto::meridian::v1::{TraceEvent, TraceEvents};
+    let trace = |n: u64, about: &[u64], written_at_ms: i64| Record {
+        kind: RecordKind::Trace as i32,
+        dedup_id: dedup_id(n),
+        origin_region: LOCAL.to_owned(),
+        path: vec![LOCAL.to_owned()],
+        trace: Some(TraceEvents {
+            topic: "orders".to_owned(),
+            written_at_ms,
+            events: about
+                .iter()
+                .map(|message| TraceEvent {
+                    message_dedup_id: dedup_id(*message),
+                    at_ms: written_at_ms,
+                    ..TraceEvent::default()
+                })
+                .collect(),
+        }),
+        ..Record::default()
+    };
+    store
+        .append(
+            vec![
+                stored_at(1, "orders", T0, 8),
+                trace(2, &[1, 1, 9], T0),
+                trace(3, &[1], T0 + 9_000),
+                record(4, "orders", 0),
+            ],
+            LOCAL,
+        )
+        .expect("append");
+    let of = |message: u64| {
+        sequences(
+            &store
+                .indexed_records(IndexLookup::Trace(&dedup_id(message)), 10)
+                .expect("trace"),
+        )
+    };
+    assert_eq!(of(1), [2, 3]);
+    assert_eq!(of(9), [2]);
+    let five_seconds = |_: &str| Some(5_000);
+    store
+        .trim_control_records(T0 + 10_000, &five_seconds, u64::MAX, 100)
+        .expect("trim");
+    assert_eq!(
+        of(1),
+        [3],
+        "the old trace record left with its index entries"
+    );
+    assert!(of(9).is_empty());
+}
+
 macro_rules! cases_for {
     ($open:path; $($case:ident),+ $(,)?) => {
         $(
@@ -1257,6 +1406,8 @@ conformance_suite!(
     half_messages_wait_in_no_queue_until_their_transaction_ends,
     transaction_checks_are_counted_while_open,
     expired_rollbacks_leave_with_their_half_message,
+    messages_are_found_by_key_tag_time_and_id,
+    trace_records_are_found_per_message_and_expire_with_their_topic,
 );
 
 mod dedup_property;

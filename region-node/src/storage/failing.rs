@@ -1,8 +1,9 @@
 //! A [`LogStore`] for tests whose writes fail on demand, over a [`MemoryStore`].
 
 use super::{
-    Appended, Enqueued, GroupQueueState, GroupWrite, LogStore, MemoryStore, OpenTransaction,
-    QueueBounds, StorageError, TransactionEnded,
+    Appended, Enqueued, GroupQueueState, GroupWrite, IndexLookup, LogStore, MemoryStore,
+    MessageIndex, MessageLocation, OpenTransaction, QueryPosition, QueueBounds, StorageError,
+    TransactionEnded,
 };
 use meridian_proto::meridian::v1::Record;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -124,6 +125,29 @@ impl LogStore for FailingStore {
     ) -> Result<super::ControlTrimmed, StorageError> {
         self.inner
             .trim_control_records(now_ms, max_age_ms, replicated_through, max)
+    }
+
+    fn query_messages(
+        &self,
+        topic: &str,
+        index: MessageIndex<'_>,
+        range: std::ops::Range<i64>,
+        after: Option<QueryPosition>,
+        limit: usize,
+    ) -> Result<Vec<(QueryPosition, Record)>, StorageError> {
+        self.inner.query_messages(topic, index, range, after, limit)
+    }
+
+    fn indexed_records(
+        &self,
+        lookup: IndexLookup<'_>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StorageError> {
+        self.inner.indexed_records(lookup, limit)
+    }
+
+    fn locate_message(&self, dedup_id: &[u8]) -> Result<Option<MessageLocation>, StorageError> {
+        self.inner.locate_message(dedup_id)
     }
 
     fn end_transaction(

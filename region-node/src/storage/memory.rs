@@ -8,9 +8,10 @@
 //! simplicity matters more here than concurrency.
 
 use super::{
-    Appended, Enqueued, GroupCursor, GroupQueueKey, GroupQueueState, GroupWrite, LocalMessage,
-    LogStore, OffsetState, OpenTransaction, QueueBounds, Retention, StorageError, TransactionEnded,
-    Trimmed, codec, validate_for_append,
+    Appended, Enqueued, GroupCursor, GroupQueueKey, GroupQueueState, GroupWrite, IndexLookup,
+    LocalMessage, LogStore, MessageIndex, MessageLocation, OffsetState, OpenTransaction,
+    QueryPosition, QueueBounds, Retention, StorageError, TransactionEnded, Trimmed, codec,
+    validate_for_append,
 };
 use meridian_proto::meridian::v1::Record;
 use parking_lot::Mutex;
@@ -46,6 +47,8 @@ struct Inner {
     timers: BTreeSet<(i64, u64)>,
     /// Sequence of an open transaction's half message → (checks, last check ms).
     transactions: BTreeMap<u64, (u32, i64)>,
+    /// The `index` keys of the RocksDB layout (`codec::index_keys`).
+    index: BTreeSet<Vec<u8>>,
     groups: BTreeMap<GroupQueueKey, (GroupCursor, BTreeMap<u64, OffsetState>)>,
     meta: BTreeMap<String, Vec<u8>>,
 }
@@ -127,6 +130,7 @@ impl LogStore for MemoryStore {
             let reused_client_id = same_id.is_some_and(|digests| !digests.is_empty());
             inner.last_sequence += 1;
             let sequence = inner.last_sequence;
+            inner.index.extend(codec::index_keys(&record, sequence));
             let Some(message) = record.message.as_ref() else {
                 // An acknowledgement: in the log and deduplicated, in no queue.
                 inner
@@ -366,6 +370,9 @@ impl LogStore for MemoryStore {
             queue.entries.remove(&offset);
             queue.floor = offset + 1;
             if let Some(record) = inner.log.remove(&entry.sequence) {
+                for key in codec::index_keys(&record, entry.sequence) {
+                    inner.index.remove(&key);
+                }
                 inner.dedup_ids.remove(&record.dedup_id);
                 if let Some(message) = record.message.as_ref() {
                     let id = (message.topic.clone(), message.client_message_id.clone());
@@ -423,6 +430,9 @@ impl LogStore for MemoryStore {
                 super::ControlStep::Remove => {
                     if let Some(record) = inner.log.remove(&sequence) {
                         inner.dedup_ids.remove(&record.dedup_id);
+                        for key in codec::index_keys(&record, sequence) {
+                            inner.index.remove(&key);
+                        }
                     }
                     removed += 1;
                 }
@@ -436,12 +446,15 @@ impl LogStore for MemoryStore {
                         && half < inner.last_sequence
                     {
                         inner.dedup_ids.remove(&message_dedup_id);
-                        if let Some(record) = inner.log.remove(&half)
-                            && let Some(message) = record.message.as_ref()
-                        {
-                            let id = (message.topic.clone(), message.client_message_id.clone());
-                            if let Some(digests) = inner.local_messages.get_mut(&id) {
-                                digests.remove(&codec::content_digest(message));
+                        if let Some(record) = inner.log.remove(&half) {
+                            for key in codec::index_keys(&record, half) {
+                                inner.index.remove(&key);
+                            }
+                            if let Some(message) = record.message.as_ref() {
+                                let id = (message.topic.clone(), message.client_message_id.clone());
+                                if let Some(digests) = inner.local_messages.get_mut(&id) {
+                                    digests.remove(&codec::content_digest(message));
+                                }
                             }
                         }
                         removed += 1;
@@ -452,6 +465,71 @@ impl LogStore for MemoryStore {
             walked += 1;
         }
         Ok(super::ControlTrimmed { removed, walked })
+    }
+
+    fn query_messages(
+        &self,
+        topic: &str,
+        index: MessageIndex<'_>,
+        range: std::ops::Range<i64>,
+        after: Option<QueryPosition>,
+        limit: usize,
+    ) -> Result<Vec<(QueryPosition, Record)>, StorageError> {
+        let inner = self.inner.lock();
+        let prefix = codec::message_index_prefix(topic, index);
+        let (start, end) = super::query_bounds(&prefix, &range, after);
+        let mut found = Vec::new();
+        for key in inner.index.range(start..end) {
+            if found.len() >= limit {
+                break;
+            }
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            let (stored_ms, sequence) = codec::decode_position(key)?;
+            if let Some(record) = inner.log.get(&sequence) {
+                found.push((
+                    QueryPosition {
+                        stored_ms,
+                        sequence,
+                    },
+                    record.clone(),
+                ));
+            }
+        }
+        Ok(found)
+    }
+
+    fn indexed_records(
+        &self,
+        lookup: IndexLookup<'_>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StorageError> {
+        let inner = self.inner.lock();
+        let prefix = lookup.prefix();
+        let mut records = Vec::new();
+        for key in inner
+            .index
+            .range(prefix.clone()..)
+            .take_while(|key| key.starts_with(&prefix))
+            .take(limit)
+        {
+            let sequence = codec::indexed_sequence(key)?;
+            records.extend(inner.log.get(&sequence).cloned());
+        }
+        Ok(records)
+    }
+
+    fn locate_message(&self, dedup_id: &[u8]) -> Result<Option<MessageLocation>, StorageError> {
+        let inner = self.inner.lock();
+        Ok(inner
+            .dedup_ids
+            .get(dedup_id)
+            .map(|&(sequence, queue_offset)| MessageLocation {
+                sequence,
+                queue_offset,
+                open_transaction: inner.transactions.contains_key(&sequence),
+            }))
     }
 
     fn end_transaction(

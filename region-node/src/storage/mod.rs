@@ -21,6 +21,9 @@
 //!   [`LogStore::end_transaction`]);
 //! * the deduplication index: dedup id → sequence, and (topic, client message
 //!   id) → sequence for records that originated in this region;
+//! * message indexes: per topic by key, by tag and by time (the time its
+//!   origin stored it), and by client message id; and per message the trace
+//!   records that mention it (see [`LogStore::query_messages`]);
 //! * consumer-group state: per (group, topic, queue) a cursor plus the state of
 //!   each offset between the cursor's floor and its next offset;
 //! * small metadata values (replication checkpoints, settings).
@@ -47,6 +50,66 @@ pub use rocks::RocksStore;
 
 use meridian_proto::meridian::v1::{Record, RecordKind};
 use std::collections::BTreeMap;
+
+pub use codec::MessageIndex;
+
+/// A position in a message query's order: the time the message's origin
+/// stored it (ms since the Unix epoch), then its local sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct QueryPosition {
+    pub stored_ms: i64,
+    pub sequence: u64,
+}
+
+/// Records found by an exact index (see [`LogStore::indexed_records`]).
+#[derive(Debug, Clone, Copy)]
+pub enum IndexLookup<'a> {
+    /// Messages with this client message id (RocketMQ's message_id).
+    MessageId(&'a str),
+    /// Trace records that mention the message with this dedup id.
+    Trace(&'a [u8]),
+}
+
+impl IndexLookup<'_> {
+    fn prefix(&self) -> Vec<u8> {
+        match self {
+            IndexLookup::MessageId(id) => codec::message_id_prefix(id),
+            IndexLookup::Trace(dedup_id) => codec::trace_prefix(dedup_id),
+        }
+    }
+}
+
+/// Where the message with a dedup id is stored, and whether it waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageLocation {
+    pub sequence: u64,
+    /// Its queue offset; `None` while it waits for its delivery time or its
+    /// transaction's commit, and for a rolled-back half message.
+    pub queue_offset: Option<u64>,
+    /// Whether it is a half message whose transaction is open.
+    pub open_transaction: bool,
+}
+
+/// The first and the end (exclusive) keys of a time-ordered index scan of
+/// `prefix` over `range` after `after`.
+fn query_bounds(
+    prefix: &[u8],
+    range: &std::ops::Range<i64>,
+    after: Option<QueryPosition>,
+) -> (Vec<u8>, Vec<u8>) {
+    let from = codec::at_position(prefix, range.start, 0);
+    let start = match after {
+        Some(after) => {
+            let next = match after.sequence.checked_add(1) {
+                Some(sequence) => codec::at_position(prefix, after.stored_ms, sequence),
+                None => codec::at_position(prefix, after.stored_ms.saturating_add(1), 0),
+            };
+            next.max(from)
+        }
+        None => from,
+    };
+    (start, codec::at_position(prefix, range.end, 0))
+}
 
 /// Length of a dedup id (a UUIDv7).
 pub const DEDUP_ID_BYTES: usize = 16;
@@ -325,6 +388,29 @@ pub trait LogStore: Send + Sync + 'static {
         max: usize,
     ) -> Result<Trimmed, StorageError>;
 
+    /// Messages of `topic` in `index` whose origin stored them within
+    /// `range` (ms since the Unix epoch), in (stored time, sequence) order,
+    /// after the position `after`, at most `limit`: read through the index,
+    /// never by scanning the log.
+    fn query_messages(
+        &self,
+        topic: &str,
+        index: MessageIndex<'_>,
+        range: std::ops::Range<i64>,
+        after: Option<QueryPosition>,
+        limit: usize,
+    ) -> Result<Vec<(QueryPosition, Record)>, StorageError>;
+
+    /// At most `limit` records an exact index names, in sequence order.
+    fn indexed_records(
+        &self,
+        lookup: IndexLookup<'_>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StorageError>;
+
+    /// Where the message with `dedup_id` is stored; `None` when no message has it.
+    fn locate_message(&self, dedup_id: &[u8]) -> Result<Option<MessageLocation>, StorageError>;
+
     /// Ends the transaction of the half message with `message_dedup_id`, in
     /// one atomic write (durable like an append): a commit moves it to its
     /// queue at the next offset (joining at `at_ms`, as far as retention and
@@ -404,9 +490,10 @@ pub trait LogStore: Send + Sync + 'static {
     /// backwards, also under concurrent calls (a late, smaller ack is a no-op).
     fn advance_checkpoint(&self, peer: &str, sequence: u64) -> Result<u64, StorageError>;
 
-    /// Removes acknowledgement, group-start and transaction-outcome records
-    /// (in the log but in no queue) older than their topic's retention, with
-    /// their dedup entries, and with a rollback its half message: walks the log from where the previous call stopped (a
+    /// Removes acknowledgement, group-start, transaction-outcome and trace
+    /// records (in the log but in no queue) older than their topic's
+    /// retention, with their dedup and index entries, and with a rollback its
+    /// half message: walks the log from where the previous call stopped (a
     /// cursor in metadata), visiting at most `max` records and walking past
     /// messages (queue retention removes those) and acknowledgements that
     /// still wait for their message (kept), and stops at the first record
@@ -495,6 +582,8 @@ fn control_step(
         (start.topic.as_str(), start.created_at_ms)
     } else if let Some(end) = record.transaction_end.as_ref() {
         (end.topic.as_str(), end.ended_at_ms)
+    } else if let Some(trace) = record.trace.as_ref() {
+        (trace.topic.as_str(), trace.written_at_ms)
     } else {
         return Ok(ControlStep::Skip);
     };
@@ -559,6 +648,19 @@ fn validate_for_append(records: &[Record]) -> Result<(), StorageError> {
                 }
                 Some(_) if record.message.is_some() || record.ack.is_some() => {
                     return Err(invalid("is a transaction outcome with a message or an ack"));
+                }
+                Some(_) => {}
+            }
+            continue;
+        }
+        if record.kind == RecordKind::Trace as i32 {
+            match &record.trace {
+                None => return Err(invalid("is a trace record without events")),
+                Some(trace) if trace.topic.is_empty() => {
+                    return Err(invalid("has trace events without a topic"));
+                }
+                Some(_) if record.message.is_some() || record.ack.is_some() => {
+                    return Err(invalid("is a trace record with a message or an ack"));
                 }
                 Some(_) => {}
             }

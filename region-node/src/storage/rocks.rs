@@ -46,8 +46,9 @@
 //! its last key the first time the queue is appended to. Reads take no lock.
 
 use super::{
-    Appended, Enqueued, GroupQueueState, GroupWrite, LocalMessage, LogStore, OpenTransaction,
-    QueueBounds, Retention, StorageError, TransactionEnded, Trimmed,
+    Appended, Enqueued, GroupQueueState, GroupWrite, IndexLookup, LocalMessage, LogStore,
+    MessageIndex, MessageLocation, OpenTransaction, QueryPosition, QueueBounds, Retention,
+    StorageError, TransactionEnded, Trimmed,
     codec::{self, GroupKey},
     validate_for_append,
 };
@@ -69,7 +70,8 @@ const GROUP: &str = "group";
 const META: &str = "meta";
 const TIMER: &str = "timer";
 const TXN: &str = "txn";
-const COLUMN_FAMILIES: [&str; 7] = [LOG, QUEUE, DEDUP, GROUP, META, TIMER, TXN];
+const INDEX: &str = "index";
+const COLUMN_FAMILIES: [&str; 8] = [LOG, QUEUE, DEDUP, GROUP, META, TIMER, TXN, INDEX];
 
 /// Commit-log values at least this large are stored in blob files, so that
 /// compaction of the log does not rewrite large bodies.
@@ -415,6 +417,9 @@ impl RocksStore {
         };
         batch.delete_cf(self.cf(LOG), codec::log_key(entry.sequence));
         batch.delete_cf(self.cf(DEDUP), &id_key);
+        for index_key in codec::index_keys(&record, entry.sequence) {
+            batch.delete_cf(self.cf(INDEX), index_key);
+        }
         if let Some(local) = LocalMessage::of(&record, &record.origin_region) {
             batch.delete_cf(
                 self.cf(DEDUP),
@@ -547,6 +552,9 @@ impl LogStore for RocksStore {
                 pending_dedup.insert(key, entry);
             }
 
+            for key in codec::index_keys(record, sequence) {
+                batch.put_cf(self.cf(INDEX), key, []);
+            }
             record.sequence = 0;
             batch.put_cf(
                 self.cf(LOG),
@@ -851,6 +859,9 @@ impl LogStore for RocksStore {
             batch.delete_cf(self.cf(QUEUE), &key);
             batch.delete_cf(self.cf(LOG), codec::log_key(queued.sequence));
             if let Some(record) = &record {
+                for index_key in codec::index_keys(record, queued.sequence) {
+                    batch.delete_cf(self.cf(INDEX), index_key);
+                }
                 batch.delete_cf(self.cf(DEDUP), codec::dedup_id_key(&record.dedup_id));
                 if let Some(message) = record.message.as_ref()
                     && !message.client_message_id.is_empty()
@@ -930,6 +941,9 @@ impl LogStore for RocksStore {
                 super::ControlStep::Remove => {
                     batch.delete_cf(self.cf(LOG), &key);
                     batch.delete_cf(self.cf(DEDUP), codec::dedup_id_key(&record.dedup_id));
+                    for index_key in codec::index_keys(&record, sequence) {
+                        batch.delete_cf(self.cf(INDEX), index_key);
+                    }
                     removed += 1;
                 }
                 super::ControlStep::RemoveRollback { message_dedup_id } => {
@@ -960,6 +974,83 @@ impl LogStore for RocksStore {
                 .map_err(backend("remove expired acknowledgements"))?;
         }
         Ok(super::ControlTrimmed { removed, walked })
+    }
+
+    fn query_messages(
+        &self,
+        topic: &str,
+        index: MessageIndex<'_>,
+        range: std::ops::Range<i64>,
+        after: Option<QueryPosition>,
+        limit: usize,
+    ) -> Result<Vec<(QueryPosition, Record)>, StorageError> {
+        let prefix = codec::message_index_prefix(topic, index);
+        let (start, end) = super::query_bounds(&prefix, &range, after);
+        let mut found = Vec::new();
+        let mut iterator = self.db.raw_iterator_cf(self.cf(INDEX));
+        iterator.seek(&start);
+        while found.len() < limit {
+            let Some(key) = iterator.key() else { break };
+            if !key.starts_with(&prefix) || key >= end.as_slice() {
+                break;
+            }
+            let (stored_ms, sequence) = codec::decode_position(key)?;
+            // An entry whose record retention just removed is skipped.
+            if let Some(record) = self.get(sequence)? {
+                found.push((
+                    QueryPosition {
+                        stored_ms,
+                        sequence,
+                    },
+                    record,
+                ));
+            }
+            iterator.next();
+        }
+        iterator.status().map_err(backend("scan a message index"))?;
+        Ok(found)
+    }
+
+    fn indexed_records(
+        &self,
+        lookup: IndexLookup<'_>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StorageError> {
+        let prefix = lookup.prefix();
+        let mut sequences = Vec::new();
+        let mut iterator = self.db.raw_iterator_cf(self.cf(INDEX));
+        iterator.seek(&prefix);
+        while sequences.len() < limit {
+            let Some(key) = iterator.key().filter(|key| key.starts_with(&prefix)) else {
+                break;
+            };
+            sequences.push(codec::indexed_sequence(key)?);
+            iterator.next();
+        }
+        iterator.status().map_err(backend("scan an index"))?;
+        drop(iterator);
+        let mut records = Vec::with_capacity(sequences.len());
+        for sequence in sequences {
+            records.extend(self.get(sequence)?);
+        }
+        Ok(records)
+    }
+
+    fn locate_message(&self, dedup_id: &[u8]) -> Result<Option<MessageLocation>, StorageError> {
+        let Some(entry) = self.find_dedup_key(&HashMap::new(), &codec::dedup_id_key(dedup_id))?
+        else {
+            return Ok(None);
+        };
+        let open_transaction = self
+            .db
+            .get_pinned_cf(self.cf(TXN), codec::transaction_key(entry.sequence))
+            .map_err(backend("read an open transaction"))?
+            .is_some();
+        Ok(Some(MessageLocation {
+            sequence: entry.sequence,
+            queue_offset: entry.queue_offset,
+            open_transaction,
+        }))
     }
 
     fn end_transaction(

@@ -97,6 +97,7 @@ impl FakeNode {
             ack: None,
             group_start: None,
             transaction_end: None,
+            trace: None,
         });
         drop(state);
         self.last_sequence.send_replace(sequence);

@@ -19,8 +19,18 @@ async fn admin_json(cluster: &TestCluster, args: &[&str]) -> anyhow::Result<Valu
 }
 
 async fn admin(cluster: &TestCluster, args: &[&str], json: bool) -> anyhow::Result<String> {
+    admin_in(cluster, "a", args, json).await
+}
+
+/// Runs `meridian admin` against `region`'s node.
+async fn admin_in(
+    cluster: &TestCluster,
+    region: &str,
+    args: &[&str],
+    json: bool,
+) -> anyhow::Result<String> {
     let topology = cluster.topology_path().display().to_string();
-    let mut all = vec!["admin", "--topology", &topology, "--region", "a"];
+    let mut all = vec!["admin", "--topology", &topology, "--region", region];
     all.extend_from_slice(args);
     if json {
         all.push("--json");
@@ -244,6 +254,205 @@ async fn resetting_a_group_redelivers_from_earliest_or_a_time_to_a_running_consu
         })
         .unwrap_or(u64::MAX);
     anyhow::ensure!(backlog == 0, "{group}");
+    cluster.finish();
+    Ok(())
+}
+
+/// The trace of `id` as `region` shows it: (event, region, attempt) per step.
+async fn trace_in(
+    cluster: &TestCluster,
+    region: &str,
+    id: &str,
+) -> anyhow::Result<(Value, Vec<(String, String, u64)>)> {
+    let shown: Value =
+        serde_json::from_str(&admin_in(cluster, region, &["messages", "show", id], true).await?)?;
+    let steps = shown[0]["trace"]
+        .as_array()
+        .map(|steps| {
+            steps
+                .iter()
+                .map(|step| {
+                    (
+                        step["event"].as_str().unwrap_or_default().to_owned(),
+                        step["region"].as_str().unwrap_or_default().to_owned(),
+                        step["attempt"].as_u64().unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((shown, steps))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_are_found_by_id_key_tag_and_time_and_traced_in_every_region() -> anyhow::Result<()>
+{
+    let cluster = TestCluster::builder().regions(2).build().await?;
+    let producer = start_producer(&cluster.router_endpoint("a")).await?;
+    let started = now_ms()?;
+    let mut ids = Vec::new();
+    for (index, key) in ["order-41", "order-42", "order-43"].into_iter().enumerate() {
+        let message = rocketmq::model::message::MessageBuilder::builder()
+            .set_topic(TEST_TOPIC)
+            .set_tag(if index == 1 { "paid" } else { "new" })
+            .set_keys(vec![key])
+            .set_body(format!("order {index}").into_bytes())
+            .build()
+            .map_err(|error| anyhow::anyhow!("build: {error:?}"))?;
+        let receipt = within(CLIENT_CALL_TIMEOUT, "send", producer.send(message))
+            .await?
+            .map_err(|error| anyhow::anyhow!("send: {error:?}"))?;
+        ids.push(receipt.message_id().to_owned());
+    }
+    let traced = ids[1].clone();
+    // Region b delivers it twice (the first delivery is let go), then acks.
+    let consumer = start_consumer(&cluster.router_endpoint("b"), GROUP).await?;
+    let filter = FilterExpression::new(FilterType::Tag, "paid");
+    let mut attempts = Vec::new();
+    within(Duration::from_secs(60), "two deliveries", async {
+        while attempts.len() < 2 {
+            let messages = within(
+                LONG_POLLING + CLIENT_CALL_TIMEOUT,
+                "receive",
+                consumer.receive_with(TEST_TOPIC, &filter, 16, Duration::from_secs(1)),
+            )
+            .await?
+            .map_err(|error| anyhow::anyhow!("receive: {error:?}"))?;
+            for message in messages {
+                attempts.push(message.delivery_attempt());
+                if attempts.len() == 2 {
+                    ack(&consumer, &message).await?;
+                }
+            }
+        }
+        anyhow::Ok(())
+    })
+    .await??;
+    anyhow::ensure!(attempts == [1, 2], "attempts {attempts:?}");
+
+    // Query: by key, by tag, by time (paged), in both regions.
+    for region in ["a", "b"] {
+        let by_key: Value = serde_json::from_str(
+            &admin_in(
+                &cluster,
+                region,
+                &[
+                    "messages", "query", "--topic", TEST_TOPIC, "--key", "order-42",
+                ],
+                true,
+            )
+            .await?,
+        )?;
+        let found: Vec<&str> = by_key["messages"]
+            .as_array()
+            .map(|messages| {
+                messages
+                    .iter()
+                    .filter_map(|m| m["message_id"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        anyhow::ensure!(found == [traced.as_str()], "{region} by key: {by_key}");
+        let by_tag: Value = serde_json::from_str(
+            &admin_in(
+                &cluster,
+                region,
+                &["messages", "query", "--topic", TEST_TOPIC, "--tag", "new"],
+                true,
+            )
+            .await?,
+        )?;
+        anyhow::ensure!(
+            by_tag["messages"].as_array().map(Vec::len) == Some(2),
+            "{region} by tag: {by_tag}"
+        );
+    }
+    let from = started.to_string();
+    let first_page: Value = serde_json::from_str(
+        &admin(
+            &cluster,
+            &[
+                "messages", "query", "--topic", TEST_TOPIC, "--from", &from, "--limit", "2",
+            ],
+            true,
+        )
+        .await?,
+    )?;
+    let token = first_page["next_page_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    anyhow::ensure!(
+        first_page["messages"].as_array().map(Vec::len) == Some(2) && !token.is_empty(),
+        "first page: {first_page}"
+    );
+    let second_page: Value = serde_json::from_str(
+        &admin(
+            &cluster,
+            &[
+                "messages", "query", "--topic", TEST_TOPIC, "--from", &from, "--limit", "2",
+                "--page", &token,
+            ],
+            true,
+        )
+        .await?,
+    )?;
+    anyhow::ensure!(
+        second_page["messages"][0]["message_id"] == ids[2].as_str()
+            && second_page["next_page_token"] == "",
+        "second page: {second_page}"
+    );
+
+    // The trace: sent and stored in a, arrived in b, delivered twice and
+    // acknowledged in b, in that order, as both regions show it.
+    let expected: Vec<(String, String, u64)> = [
+        ("sent", "a", 0),
+        ("stored", "a", 0),
+        ("arrived", "b", 0),
+        ("delivered", "b", 1),
+        ("delivered", "b", 2),
+        ("acknowledged", "b", 0),
+    ]
+    .into_iter()
+    .map(|(event, region, attempt)| (event.to_owned(), region.to_owned(), attempt))
+    .collect();
+    for region in ["b", "a"] {
+        let (shown, steps) = within(Duration::from_secs(30), "the whole trace", async {
+            loop {
+                let (shown, steps) = trace_in(&cluster, region, &traced).await?;
+                if steps.len() >= expected.len() {
+                    return anyhow::Ok((shown, steps));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await??;
+        anyhow::ensure!(steps == expected, "trace in {region}: {steps:?}\n{shown}");
+    }
+    // People get a table; an unknown id is an error naming it.
+    let table = admin(&cluster, &["messages", "show", &traced], false).await?;
+    anyhow::ensure!(
+        table.contains("acknowledged") && table.contains(GROUP),
+        "{table}"
+    );
+    let topology = cluster.topology_path().display().to_string();
+    let unknown = cluster
+        .run_meridian(
+            [
+                "admin",
+                "--topology",
+                &topology,
+                "messages",
+                "show",
+                "no-such-id",
+            ],
+            Duration::from_secs(30),
+        )
+        .await?;
+    anyhow::ensure!(
+        unknown.code() != Some(0) && unknown.stderr.contains("no-such-id"),
+        "{unknown:?}"
+    );
     cluster.finish();
     Ok(())
 }

@@ -22,6 +22,7 @@ fn record() -> Record {
         ack: None,
         group_start: None,
         transaction_end: None,
+        trace: None,
     }
 }
 
