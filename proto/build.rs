@@ -1,6 +1,32 @@
 //! Compiles the .proto files with protox (a pure-Rust protobuf compiler), so the
 //! build needs no system `protoc`.
 
+/// The messages of `admin.proto`, but ResetGroupRequest (an attribute for it
+/// would reach its `oneof` too; the HTTP API takes its own body for resets).
+const ADMIN_MESSAGES: [&str; 21] = [
+    "ListTopicsRequest",
+    "TopicSummary",
+    "ListTopicsResponse",
+    "DescribeTopicRequest",
+    "QueueOffsets",
+    "TopicDescription",
+    "ListGroupsRequest",
+    "GroupSummary",
+    "ListGroupsResponse",
+    "DescribeGroupRequest",
+    "GroupQueueProgress",
+    "GroupDescription",
+    "QueuePosition",
+    "ResetGroupResponse",
+    "QueryMessagesRequest",
+    "MessageSummary",
+    "QueryMessagesResponse",
+    "GetMessageRequest",
+    "TracedMessage",
+    "TraceStep",
+    "GetMessageResponse",
+];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/apache/rocketmq/v2/definition.proto",
@@ -14,9 +40,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={file}");
     }
     let descriptors = protox::compile(files, ["proto"])?;
-    tonic_prost_build::configure()
+    let mut config = tonic_prost_build::configure()
         .build_client(true)
-        .build_server(true)
-        .compile_fds(descriptors)?;
+        .build_server(true);
+    // The admin API is also JSON over HTTP: its messages are (de)serialized
+    // with serde, field for field, and described in the node's OpenAPI
+    // document by utoipa.
+    for message in ADMIN_MESSAGES {
+        config = config.type_attribute(
+            format!(".meridian.v1.{message}"),
+            "#[derive(serde::Serialize, serde::Deserialize, utoipa::ToSchema)] #[serde(default)]",
+        );
+    }
+    config = config.field_attribute(
+        ".meridian.v1.TracedMessage.body",
+        "#[serde(with = \"crate::json_bytes\")] #[schema(value_type = Option<String>, \
+             format = Byte)]",
+    );
+    config.compile_fds(descriptors)?;
     Ok(())
 }

@@ -36,6 +36,32 @@ pub mod meridian {
     }
 }
 
+/// `bytes` fields of the admin API in JSON: standard base64 (as protobuf's
+/// JSON mapping writes bytes), `null` when absent.
+#[doc(hidden)]
+pub mod json_bytes {
+    pub fn serialize<S: serde::Serializer>(
+        bytes: &Option<Vec<u8>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(bytes) => serializer.serialize_str(&base64(bytes)),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        _deserializer: D,
+    ) -> Result<Option<Vec<u8>>, D::Error> {
+        Err(serde::de::Error::custom("bodies are never read from JSON"))
+    }
+
+    fn base64(bytes: &[u8]) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+}
+
 pub use prost;
 pub use prost_types;
 pub use tonic;

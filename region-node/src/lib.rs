@@ -23,6 +23,7 @@ mod consumer;
 mod dead_letter;
 mod error;
 mod grpc;
+mod http_admin;
 mod retention;
 mod rules;
 mod storage;
@@ -201,12 +202,16 @@ impl Node {
                 incoming(node_listener, limits),
                 shutdown.clone().cancelled_owned(),
             );
+        // gRPC (HTTP/2) and the JSON admin API (HTTP/1.1 or 2) on one port.
+        let admin = Arc::new(grpc::admin::Admin::new(context.clone()));
         let admin_server = tonic::transport::Server::builder()
             .max_concurrent_streams(Some(limits.streams_per_connection))
-            .add_service(internal)
-            .add_service(AdminServiceServer::new(grpc::admin::Admin::new(
-                context.clone(),
+            .accept_http1(true)
+            .add_routes(tonic::service::Routes::from(http_admin::router(
+                admin.clone(),
             )))
+            .add_service(internal)
+            .add_service(AdminServiceServer::from_arc(admin))
             .serve_with_incoming_shutdown(
                 incoming(admin_listener, limits),
                 shutdown.clone().cancelled_owned(),

@@ -87,6 +87,16 @@ impl<S: LogStore> Admin<S> {
     }
 }
 
+/// NOT_FOUND for an admin call naming an unknown topic.
+fn topic_not_found(topic: &str) -> Status {
+    Status::not_found(
+        NodeError::TopicNotFound {
+            topic: topic.to_owned(),
+        }
+        .to_string(),
+    )
+}
+
 fn messages(queues: &[QueueOffsets]) -> u64 {
     queues
         .iter()
@@ -120,12 +130,7 @@ impl<S: LogStore> AdminService for Admin<S> {
             .context
             .topology
             .topic(&name)
-            .ok_or_else(|| {
-                NodeError::TopicNotFound {
-                    topic: name.clone(),
-                }
-                .to_grpc()
-            })?
+            .ok_or_else(|| topic_not_found(&name))?
             .into_owned();
         let queues = self.queue_offsets(&name, topic.queues).await?;
         Ok(Response::new(TopicDescription {
@@ -177,12 +182,7 @@ impl<S: LogStore> AdminService for Admin<S> {
             .context
             .topology
             .topic(&topic_name)
-            .ok_or_else(|| {
-                NodeError::TopicNotFound {
-                    topic: topic_name.clone(),
-                }
-                .to_grpc()
-            })?
+            .ok_or_else(|| topic_not_found(&topic_name))?
             .into_owned();
         let queues = self
             .context

@@ -456,3 +456,36 @@ async fn messages_are_found_by_id_key_tag_and_time_and_traced_in_every_region() 
     cluster.finish();
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_json_admin_api_matches_its_openapi_document() -> anyhow::Result<()> {
+    let interpreter = crate::python_client::Python::from_env()?;
+    let cluster = TestCluster::builder().regions(1).build().await?;
+    let producer = start_producer(&cluster.router_endpoint("a")).await?;
+    let mut ids = Vec::new();
+    for index in 0..3 {
+        ids.push(send(&producer, format!("json {index}").into_bytes()).await?);
+    }
+    let consumer = start_consumer(&cluster.router_endpoint("a"), GROUP).await?;
+    anyhow::ensure!(take(&consumer, 3).await?.len() == 3);
+    let python = crate::python_client::Python::for_cluster(interpreter, &cluster)?;
+    let base_url = format!("http://{}", cluster.admin_endpoint("a"));
+    let run = python
+        .run(
+            "admin_http.py",
+            &crate::script::args([
+                "--base-url",
+                &base_url,
+                "--topic",
+                TEST_TOPIC,
+                "--group",
+                GROUP,
+                "--message-id",
+                &ids[0],
+            ]),
+        )
+        .await?;
+    run.succeeded(|_| Ok(()))?;
+    cluster.finish();
+    Ok(())
+}

@@ -1,0 +1,356 @@
+//! The admin API as JSON over HTTP, served on the region's admin address
+//! next to its gRPC services (the same port answers HTTP/1.1 and HTTP/2),
+//! for scripts and curl, with its OpenAPI 3 document at `/openapi.json`,
+//! generated from these handlers and the API's messages (utoipa).
+//!
+//! Each endpoint calls the gRPC `AdminService` method of the same name, so
+//! the two never disagree: the JSON bodies are the protobuf messages of
+//! `admin.proto`, field for field (absent optional fields are `null`).
+//! Errors are `{"error": "...", "code": "..."}` with 400 for a bad request
+//! (`code` names the gRPC code, `error` the field and what is wrong), 404
+//! for an unknown topic, group or message, 503 while the node stops and 500
+//! otherwise.
+
+use crate::grpc::admin::Admin;
+use crate::storage::LogStore;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use meridian_proto::meridian::v1::admin_service_server::AdminService;
+use meridian_proto::meridian::v1::{
+    DescribeGroupRequest, DescribeTopicRequest, GetMessageRequest, GetMessageResponse,
+    GroupDescription, GroupQueueProgress, GroupSummary, ListGroupsRequest, ListGroupsResponse,
+    ListTopicsRequest, ListTopicsResponse, MessageSummary, QueryMessagesRequest,
+    QueryMessagesResponse, QueueOffsets, QueuePosition, ResetGroupRequest, ResetGroupResponse,
+    TopicDescription, TopicSummary, TraceStep, TracedMessage, reset_group_request,
+};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+/// The routes of the JSON admin API, over `admin`.
+pub fn router<S: LogStore>(admin: Arc<Admin<S>>) -> axum::Router {
+    axum::Router::new()
+        .route("/openapi.json", get(openapi))
+        .route("/v1/topics", get(list_topics::<S>))
+        .route("/v1/topics/{topic}", get(describe_topic::<S>))
+        .route("/v1/topics/{topic}/messages", get(query_messages::<S>))
+        .route("/v1/groups", get(list_groups::<S>))
+        .route("/v1/groups/{group}", get(describe_group::<S>))
+        .route("/v1/groups/{group}/reset", post(reset_group::<S>))
+        .route("/v1/messages/{id}", get(get_message::<S>))
+        .with_state(admin)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Meridian admin API",
+        description = "A region node's topics, consumer groups (progress, reset) and messages \
+                       (query, trace). The same API is served over gRPC as \
+                       meridian.v1.AdminService (proto/proto/meridian/v1/admin.proto)."
+    ),
+    paths(
+        list_topics,
+        describe_topic,
+        query_messages,
+        list_groups,
+        describe_group,
+        reset_group,
+        get_message
+    ),
+    components(schemas(
+        ListTopicsResponse,
+        TopicSummary,
+        TopicDescription,
+        QueueOffsets,
+        ListGroupsResponse,
+        GroupSummary,
+        GroupDescription,
+        GroupQueueProgress,
+        ResetBody,
+        ResetGroupResponse,
+        QueuePosition,
+        QueryMessagesResponse,
+        MessageSummary,
+        GetMessageResponse,
+        TracedMessage,
+        TraceStep,
+        ErrorBody
+    ))
+)]
+struct ApiDoc;
+
+/// The OpenAPI 3 document of this API.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi_document())
+}
+
+/// An error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What was wrong, naming the field for a bad request.
+    error: String,
+    /// The gRPC status code of the same answer (`INVALID_ARGUMENT`, `NOT_FOUND`, …).
+    code: String,
+}
+
+/// A gRPC status as an HTTP answer.
+struct ApiError(tonic::Status);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match self.0.code() {
+            tonic::Code::InvalidArgument | tonic::Code::OutOfRange => StatusCode::BAD_REQUEST,
+            tonic::Code::NotFound => StatusCode::NOT_FOUND,
+            tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            tonic::Code::FailedPrecondition => StatusCode::CONFLICT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let code = format!("{:?}", self.0.code());
+        let body = ErrorBody {
+            error: self.0.message().to_owned(),
+            code: screaming_snake(&code),
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// `InvalidArgument` → `INVALID_ARGUMENT`.
+fn screaming_snake(camel: &str) -> String {
+    let mut text = String::with_capacity(camel.len() + 4);
+    for (index, character) in camel.chars().enumerate() {
+        if character.is_uppercase() && index > 0 {
+            text.push('_');
+        }
+        text.push(character.to_ascii_uppercase());
+    }
+    text
+}
+
+type Answer<T> = Result<Json<T>, ApiError>;
+
+fn answer<T>(result: Result<tonic::Response<T>, tonic::Status>) -> Answer<T> {
+    result
+        .map(|response| Json(response.into_inner()))
+        .map_err(ApiError)
+}
+
+/// Every topic this region holds, with its message count.
+#[utoipa::path(get, path = "/v1/topics", tag = "topics",
+    responses((status = 200, body = ListTopicsResponse)))]
+async fn list_topics<S: LogStore>(
+    State(admin): State<Arc<Admin<S>>>,
+) -> Answer<ListTopicsResponse> {
+    answer(
+        admin
+            .list_topics(tonic::Request::new(ListTopicsRequest {}))
+            .await,
+    )
+}
+
+/// One topic and, per queue, its first and next offset.
+#[utoipa::path(get, path = "/v1/topics/{topic}", tag = "topics",
+    params(("topic" = String, Path, description = "The topic's name")),
+    responses((status = 200, body = TopicDescription), (status = 404, body = ErrorBody)))]
+async fn describe_topic<S: LogStore>(
+    State(admin): State<Arc<Admin<S>>>,
+    Path(topic): Path<String>,
+) -> Answer<TopicDescription> {
+    answer(
+        admin
+            .describe_topic(tonic::Request::new(DescribeTopicRequest { topic }))
+            .await,
+    )
+}
+
+/// Which messages [`query_messages`] returns.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct MessageQuery {
+    /// Only messages with this key (at most one of key and tag).
+    key: Option<String>,
+    /// Only messages with this tag.
+    tag: Option<String>,
+    /// Stored at or after, ms since the Unix epoch.
+    start_ms: Option<i64>,
+    /// Stored before, ms since the Unix epoch.
+    end_ms: Option<i64>,
+    /// Messages per page, 1..=1000 (default 100).
+    limit: Option<u32>,
+    /// The previous page's `next_page_token`.
+    page_token: Option<String>,
+}
+
+/// Messages of a topic stored in this region, oldest first, a page at a time.
+#[utoipa::path(get, path = "/v1/topics/{topic}/messages", tag = "messages",
+    params(("topic" = String, Path, description = "The topic's name"), MessageQuery),
+    responses((status = 200, body = QueryMessagesResponse), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn query_messages<S: LogStore>(
+    State(admin): State<Arc<Admin<S>>>,
+    Path(topic): Path<String>,
+    Query(query): Query<MessageQuery>,
+) -> Answer<QueryMessagesResponse> {
+    answer(
+        admin
+            .query_messages(tonic::Request::new(QueryMessagesRequest {
+                topic,
+                key: query.key,
+                tag: query.tag,
+                start_ms: query.start_ms,
+                end_ms: query.end_ms,
+                limit: query.limit.unwrap_or_default(),
+                page_token: query.page_token.unwrap_or_default(),
+            }))
+            .await,
+    )
+}
+
+/// Every consumer group the topology configures or the node tracks.
+#[utoipa::path(get, path = "/v1/groups", tag = "groups",
+    responses((status = 200, body = ListGroupsResponse)))]
+async fn list_groups<S: LogStore>(
+    State(admin): State<Arc<Admin<S>>>,
+) -> Answer<ListGroupsResponse> {
+    answer(
+        admin
+            .list_groups(tonic::Request::new(ListGroupsRequest {}))
+            .await,
+    )
+}
+
+/// One consumer group's progress on every queue it consumed here.
+#[utoipa::path(get, path = "/v1/groups/{group}", tag = "groups",
+    params(("group" = String, Path, description = "The group's name")),
+    responses((status = 200, body = GroupDescription), (status = 404, body = ErrorBody)))]
+async fn describe_group<S: LogStore>(
+    State(admin): State<Arc<Admin<S>>>,
+    Path(group): Path<String>,
+) -> Answer<GroupDescription> {
+    answer(
+        admin
+            .describe_group(tonic::Request::new(DescribeGroupRequest { group }))
+            .await,
+    )
+}
+
+/// Where a reset moves a group: `to` is `earliest` or `latest`, or
+/// `timestamp_ms` names a time (the first message stored at or after it).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetBody {
+    /// The topic whose queues are reset.
+    topic: String,
+    /// `earliest` or `latest`.
+    to: Option<String>,
+    /// ms since the Unix epoch.
+    timestamp_ms: Option<i64>,
+}
+
+/// Moves a group's progress on every queue of a topic, effective at once
+/// for running consumers (this region only).
+#[utoipa::path(post, path = "/v1/groups/{group}/reset", tag = "groups",
+    params(("group" = String, Path, description = "The group's name")),
+    request_body = ResetBody,
+    responses((status = 200, body = ResetGroupResponse), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn reset_group<S: LogStore>(
+    State(admin): State<Arc<Admin<S>>>,
+    Path(group): Path<String>,
+    body: Result<Json<ResetBody>, axum::extract::rejection::JsonRejection>,
+) -> Answer<ResetGroupResponse> {
+    let Json(body) = body.map_err(|rejection| {
+        ApiError(tonic::Status::invalid_argument(format!(
+            "body: {}",
+            rejection.body_text()
+        )))
+    })?;
+    let to = match (body.to.as_deref(), body.timestamp_ms) {
+        (Some("earliest"), None) => reset_group_request::To::Earliest(true),
+        (Some("latest"), None) => reset_group_request::To::Latest(true),
+        (None, Some(ms)) => reset_group_request::To::TimestampMs(ms),
+        (Some(other), None) => {
+            return Err(ApiError(tonic::Status::invalid_argument(format!(
+                "to: `{other}` is neither `earliest` nor `latest` (give a time as timestamp_ms)"
+            ))));
+        }
+        _ => {
+            return Err(ApiError(tonic::Status::invalid_argument(
+                "to: give exactly one of `to` (earliest, latest) and `timestamp_ms`",
+            )));
+        }
+    };
+    answer(
+        admin
+            .reset_group(tonic::Request::new(ResetGroupRequest {
+                group,
+                topic: body.topic,
+                to: Some(to),
+            }))
+            .await,
+    )
+}
+
+/// Options of [`get_message`].
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct MessageOptions {
+    /// Include the bodies (base64).
+    with_body: Option<bool>,
+}
+
+/// The messages with an id (the producer's, or the 32-hex-digit dedup id),
+/// with their traces.
+#[utoipa::path(get, path = "/v1/messages/{id}", tag = "messages",
+    params(("id" = String, Path, description = "Message id or dedup id"), MessageOptions),
+    responses((status = 200, body = GetMessageResponse), (status = 404, body = ErrorBody)))]
+async fn get_message<S: LogStore>(
+    State(admin): State<Arc<Admin<S>>>,
+    Path(id): Path<String>,
+    Query(options): Query<MessageOptions>,
+) -> Answer<GetMessageResponse> {
+    answer(
+        admin
+            .get_message(tonic::Request::new(GetMessageRequest {
+                message_id: id,
+                with_body: options.with_body.unwrap_or(false),
+            }))
+            .await,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_names_every_route_and_schema() {
+        let document = serde_json::to_value(openapi_document()).expect("JSON");
+        assert_eq!(document["openapi"], "3.1.0");
+        for path in [
+            "/v1/topics",
+            "/v1/topics/{topic}",
+            "/v1/topics/{topic}/messages",
+            "/v1/groups",
+            "/v1/groups/{group}",
+            "/v1/groups/{group}/reset",
+            "/v1/messages/{id}",
+        ] {
+            assert!(document["paths"][path].is_object(), "{path} missing");
+        }
+        assert!(document["components"]["schemas"]["TracedMessage"].is_object());
+    }
+
+    #[test]
+    fn status_codes_are_named_as_grpc_names_them() {
+        assert_eq!(screaming_snake("InvalidArgument"), "INVALID_ARGUMENT");
+        assert_eq!(screaming_snake("NotFound"), "NOT_FOUND");
+    }
+}

@@ -1,0 +1,139 @@
+"""Checks the node's JSON admin API over HTTP: fetches its OpenAPI document
+from /openapi.json, validates it (openapi-spec-validator: OpenAPI 3.1), calls
+every read endpoint and a reset, and validates each answer against the
+document's schema for it (JSON Schema 2020-12, which OpenAPI 3.1 schemas
+are); bad requests must get 400 and unknown names 404 with an error body
+naming what was wrong.
+
+Output: {"ok", "openapi", "paths", "checked": [{"method", "path", "status"}]}.
+"""
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import common
+import jsonschema
+from openapi_spec_validator import validate
+
+
+def parse_arguments():
+    parser = common.argument_parser(__doc__.splitlines()[0])
+    parser.add_argument("--base-url", required=True, help="http://host:port of the admin address")
+    parser.add_argument("--topic", required=True, help="a topic with messages")
+    parser.add_argument("--group", required=True, help="a group that consumed the topic")
+    parser.add_argument("--message-id", required=True, help="a stored message's id")
+    return parser.parse_args()
+
+
+def call(base_url, method, path, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(base_url + path, data=data, method=method)
+    if data is not None:
+        request.add_header("content-type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+def main(arguments, log):
+    status, document = call(arguments.base_url, "GET", "/openapi.json")
+    if status != 200:
+        raise common.Failure(f"/openapi.json answered {status}")
+    validate(document)
+    result = {
+        "openapi": document["openapi"],
+        "paths": sorted(document["paths"]),
+        "checked": [],
+    }
+
+    def schema_of(path, method, status):
+        operation = document["paths"][path][method.lower()]
+        content = operation["responses"][str(status)]["content"]["application/json"]
+        return {**content["schema"], "components": document["components"]}
+
+    def check(method, template, path, expected, body=None):
+        status, answer = call(arguments.base_url, method, path, body)
+        result["checked"].append({"method": method, "path": path, "status": status})
+        if status != expected:
+            raise common.Failure(f"{method} {path} answered {status}: {answer}", **result)
+        try:
+            jsonschema.validate(
+                answer,
+                schema_of(template, method, expected),
+                cls=jsonschema.Draft202012Validator,
+            )
+        except jsonschema.ValidationError as error:
+            raise common.Failure(
+                f"{method} {path}: the answer does not match the document: {error.message}",
+                **result,
+            ) from error
+        return answer
+
+    topic = urllib.parse.quote(arguments.topic, safe="")
+    group = urllib.parse.quote(arguments.group, safe="")
+    message_id = urllib.parse.quote(arguments.message_id, safe="")
+    topics = check("GET", "/v1/topics", "/v1/topics", 200)
+    if arguments.topic not in [listed["name"] for listed in topics["topics"]]:
+        raise common.Failure(f"{arguments.topic} not listed: {topics}", **result)
+    check("GET", "/v1/topics/{topic}", f"/v1/topics/{topic}", 200)
+    found = check(
+        "GET",
+        "/v1/topics/{topic}/messages",
+        f"/v1/topics/{topic}/messages?limit=1",
+        200,
+    )
+    if len(found["messages"]) != 1 or not found["next_page_token"]:
+        raise common.Failure(f"one message and a next page expected: {found}", **result)
+    check("GET", "/v1/groups", "/v1/groups", 200)
+    check("GET", "/v1/groups/{group}", f"/v1/groups/{group}", 200)
+    traced = check("GET", "/v1/messages/{id}", f"/v1/messages/{message_id}?with_body=true", 200)
+    if not traced["messages"][0]["trace"] or traced["messages"][0]["body"] is None:
+        raise common.Failure(f"no trace or body: {traced}", **result)
+    check(
+        "POST",
+        "/v1/groups/{group}/reset",
+        f"/v1/groups/{group}/reset",
+        200,
+        {"topic": arguments.topic, "to": "latest"},
+    )
+    # Bad input: 4xx naming what was wrong.
+    for method, template, path, expected, body, names in [
+        ("GET", "/v1/topics/{topic}", "/v1/topics/no-such-topic", 404, None, "no-such-topic"),
+        (
+            "GET",
+            "/v1/topics/{topic}/messages",
+            f"/v1/topics/{topic}/messages?limit=5000",
+            400,
+            None,
+            "limit",
+        ),
+        (
+            "GET",
+            "/v1/topics/{topic}/messages",
+            f"/v1/topics/{topic}/messages?page_token=garbage",
+            400,
+            None,
+            "page_token",
+        ),
+        ("GET", "/v1/messages/{id}", "/v1/messages/no-such-id", 404, None, "no-such-id"),
+        (
+            "POST",
+            "/v1/groups/{group}/reset",
+            f"/v1/groups/{group}/reset",
+            400,
+            {"topic": arguments.topic, "to": "yesterday"},
+            "to",
+        ),
+    ]:
+        answer = check(method, template, path, expected, body)
+        if names not in answer["error"]:
+            raise common.Failure(f"{method} {path}: the error does not name {names}: {answer}")
+    return result
+
+
+if __name__ == "__main__":
+    common.run(main, parse_arguments())
