@@ -3,7 +3,7 @@
 
 /// The messages of `admin.proto`, but ResetGroupRequest (an attribute for it
 /// would reach its `oneof` too; the HTTP API takes its own body for resets).
-const ADMIN_MESSAGES: [&str; 21] = [
+const ADMIN_MESSAGES: [&str; 28] = [
     "ListTopicsRequest",
     "TopicSummary",
     "ListTopicsResponse",
@@ -25,6 +25,13 @@ const ADMIN_MESSAGES: [&str; 21] = [
     "TracedMessage",
     "TraceStep",
     "GetMessageResponse",
+    "TopicDefinition",
+    "DeleteTopicRequest",
+    "DeleteTopicResponse",
+    "GroupDefinition",
+    "DeleteGroupRequest",
+    "DeleteGroupResponse",
+    "ExportTopologyResponse",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

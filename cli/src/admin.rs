@@ -5,8 +5,10 @@
 use anyhow::Context as _;
 use meridian_proto::meridian::v1::admin_service_client::AdminServiceClient;
 use meridian_proto::meridian::v1::{
-    DescribeGroupRequest, DescribeTopicRequest, GroupDescription, GroupSummary, ListGroupsRequest,
-    ListTopicsRequest, ResetGroupRequest, TopicDescription, TopicSummary, reset_group_request,
+    DeleteGroupRequest, DeleteTopicRequest, DescribeGroupRequest, DescribeTopicRequest,
+    ExportTopologyRequest, GroupDefinition, GroupDescription, GroupSummary, ListGroupsRequest,
+    ListTopicsRequest, ResetGroupRequest, TopicDefinition, TopicDescription, TopicSummary,
+    reset_group_request,
 };
 use serde_json::{Value, json};
 use std::fmt::Write as _;
@@ -19,9 +21,10 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// What `meridian admin` asks.
 #[derive(clap::Subcommand)]
 pub enum AdminCommand {
-    /// Topics of the region: `list`, or `describe NAME` (per queue offsets).
+    /// Topics of the region: `list`, `describe NAME` (per queue offsets),
+    /// `create NAME …`, `update NAME …`, `delete NAME`.
     #[command(subcommand)]
-    Topics(ItemCommand),
+    Topics(TopicCommand),
     /// Consumer groups: `list`, `describe NAME` (per queue: consumed
     /// offset, in flight, backlog, age of the oldest unacknowledged
     /// message), or `reset NAME --topic T --to WHEN`.
@@ -31,6 +34,88 @@ pub enum AdminCommand {
     /// (a page at a time), or `show ID` (the message and its trace).
     #[command(subcommand)]
     Messages(crate::messages::MessageCommand),
+    /// The topology as the region has it now (the file's, with the topics
+    /// and groups the admin API changed), as a topology file: TOML on
+    /// stdout, or into --output.
+    Export {
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum TopicCommand {
+    /// Every one, a line each.
+    List,
+    /// One, in detail.
+    Describe { name: String },
+    /// A new topic, stored by the node and replicated to every region.
+    /// Unset options: 8 queues, normal messages, this region only, consumed
+    /// from the earliest message, local durability, 72 h retention.
+    Create {
+        name: String,
+        #[command(flatten)]
+        fields: TopicFields,
+    },
+    /// Changes the options given; queues may grow, never shrink.
+    Update {
+        name: String,
+        #[command(flatten)]
+        fields: TopicFields,
+    },
+    /// Deletes a topic: sends and receives of it are refused from then on.
+    Delete { name: String },
+}
+
+/// A topic's options, each left as it is (update) or at its default
+/// (create) when not given.
+#[derive(clap::Args)]
+pub struct TopicFields {
+    /// Number of queues (1..=1024).
+    #[arg(long)]
+    queues: Option<u32>,
+    /// Message types: normal, fifo, delay, transaction (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    types: Vec<String>,
+    /// Regions that hold the topic (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    replicate_to: Vec<String>,
+    /// Where a new consumer group starts: earliest or latest.
+    #[arg(long)]
+    consume_from: Option<String>,
+    /// local, or geo (acknowledged once other regions applied it).
+    #[arg(long)]
+    durability: Option<String>,
+    /// With geo durability: how many other regions.
+    #[arg(long)]
+    geo_copies: Option<u32>,
+    /// How long messages are kept, in ms.
+    #[arg(long)]
+    retention_ms: Option<u64>,
+    /// Most bytes kept per region (0: no limit).
+    #[arg(long)]
+    retention_bytes: Option<u64>,
+}
+
+/// A consumer group's options, each left as it is (update) or at its
+/// default (create) when not given.
+#[derive(clap::Args)]
+pub struct GroupFields {
+    /// true: every consumer instance gets every message.
+    #[arg(long)]
+    broadcast: Option<bool>,
+    /// true: ordered per message group.
+    #[arg(long)]
+    fifo: Option<bool>,
+    /// Deliveries before a message moves to the group's dead-letter topic.
+    #[arg(long)]
+    max_attempts: Option<u32>,
+    /// Invisible time of receives that name none (push consumers), in ms.
+    #[arg(long)]
+    invisible_ms: Option<u64>,
+    /// Back-off before each retry, in ms (comma-separated; the last repeats).
+    #[arg(long, value_delimiter = ',')]
+    retry_backoff_ms: Vec<u64>,
 }
 
 #[derive(clap::Subcommand)]
@@ -39,6 +124,21 @@ pub enum GroupCommand {
     List,
     /// One, in detail.
     Describe { name: String },
+    /// Configures a group, stored by the node and replicated to every region.
+    Create {
+        name: String,
+        #[command(flatten)]
+        fields: GroupFields,
+    },
+    /// Changes the options given of a configured group.
+    Update {
+        name: String,
+        #[command(flatten)]
+        fields: GroupFields,
+    },
+    /// Removes a group's configuration everywhere and its progress in this
+    /// region.
+    Delete { name: String },
     /// Moves the group's progress on every queue of a topic: consumers get
     /// messages again from there (or skip to it), at once. Deliveries in
     /// flight are forgotten. This region only.
@@ -85,12 +185,33 @@ fn parse_position(text: &str) -> Result<ResetTo, String> {
         .map_err(|_| format!("`{text}` is out of range"))
 }
 
-#[derive(clap::Subcommand)]
-pub enum ItemCommand {
-    /// Every one, a line each.
-    List,
-    /// One, in detail.
-    Describe { name: String },
+impl TopicFields {
+    fn definition(&self, name: &str) -> TopicDefinition {
+        TopicDefinition {
+            name: name.to_owned(),
+            queues: self.queues,
+            message_types: self.types.clone(),
+            replicate_to: self.replicate_to.clone(),
+            consume_from: self.consume_from.clone(),
+            durability: self.durability.clone(),
+            geo_copies: self.geo_copies,
+            retention_ms: self.retention_ms,
+            retention_bytes: self.retention_bytes,
+        }
+    }
+}
+
+impl GroupFields {
+    fn definition(&self, name: &str) -> GroupDefinition {
+        GroupDefinition {
+            name: name.to_owned(),
+            broadcast: self.broadcast,
+            fifo: self.fifo,
+            max_attempts: self.max_attempts,
+            invisible_ms: self.invisible_ms,
+            retry_backoff_ms: self.retry_backoff_ms.clone(),
+        }
+    }
 }
 
 /// Runs `command` against the node whose admin address is `admin`; the
@@ -112,7 +233,81 @@ pub async fn run(
         AdminCommand::Messages(command) => {
             crate::messages::run(&mut client, command, as_json).await?
         }
-        AdminCommand::Topics(ItemCommand::List) => {
+        AdminCommand::Export { output } => {
+            let toml = client
+                .export_topology(ExportTopologyRequest {})
+                .await
+                .map_err(answer)?
+                .into_inner()
+                .toml;
+            match output {
+                Some(path) => {
+                    std::fs::write(path, &toml)
+                        .with_context(|| format!("write {}", path.display()))?;
+                    format!("wrote the topology to {}\n", path.display())
+                }
+                None => toml,
+            }
+        }
+        AdminCommand::Topics(TopicCommand::Create { name, fields })
+        | AdminCommand::Topics(TopicCommand::Update { name, fields }) => {
+            let definition = fields.definition(name);
+            let summary = if matches!(command, AdminCommand::Topics(TopicCommand::Create { .. })) {
+                client.create_topic(definition).await
+            } else {
+                client.update_topic(definition).await
+            }
+            .map_err(answer)?
+            .into_inner();
+            if as_json {
+                to_text(&topic_json(&summary))
+            } else {
+                topics_table(std::slice::from_ref(&summary))
+            }
+        }
+        AdminCommand::Topics(TopicCommand::Delete { name }) => {
+            client
+                .delete_topic(DeleteTopicRequest {
+                    topic: name.clone(),
+                })
+                .await
+                .map_err(answer)?;
+            if as_json {
+                to_text(&json!({ "deleted": name }))
+            } else {
+                format!("topic {name} deleted\n")
+            }
+        }
+        AdminCommand::Groups(GroupCommand::Create { name, fields })
+        | AdminCommand::Groups(GroupCommand::Update { name, fields }) => {
+            let definition = fields.definition(name);
+            let summary = if matches!(command, AdminCommand::Groups(GroupCommand::Create { .. })) {
+                client.create_group(definition).await
+            } else {
+                client.update_group(definition).await
+            }
+            .map_err(answer)?
+            .into_inner();
+            if as_json {
+                to_text(&group_json(&summary))
+            } else {
+                groups_table(std::slice::from_ref(&summary))
+            }
+        }
+        AdminCommand::Groups(GroupCommand::Delete { name }) => {
+            client
+                .delete_group(DeleteGroupRequest {
+                    group: name.clone(),
+                })
+                .await
+                .map_err(answer)?;
+            if as_json {
+                to_text(&json!({ "deleted": name }))
+            } else {
+                format!("consumer group {name} deleted\n")
+            }
+        }
+        AdminCommand::Topics(TopicCommand::List) => {
             let topics = client
                 .list_topics(ListTopicsRequest {})
                 .await
@@ -125,7 +320,7 @@ pub async fn run(
                 topics_table(&topics)
             }
         }
-        AdminCommand::Topics(ItemCommand::Describe { name }) => {
+        AdminCommand::Topics(TopicCommand::Describe { name }) => {
             let topic = client
                 .describe_topic(DescribeTopicRequest {
                     topic: name.clone(),

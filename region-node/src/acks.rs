@@ -239,6 +239,7 @@ pub fn records_for_local_acks<S: LogStore>(
             group_start: None,
             transaction_end: None,
             trace: None,
+            catalog: None,
         });
     }
     Ok(records)

@@ -56,6 +56,7 @@ pub fn dead_letter_record(
         group_start: None,
         transaction_end: None,
         trace: None,
+        catalog: None,
         message: Some(internal::Message {
             topic: dead_letter_topic_name(group),
             queue_id: 0,

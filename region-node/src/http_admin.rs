@@ -20,11 +20,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use meridian_proto::meridian::v1::admin_service_server::AdminService;
 use meridian_proto::meridian::v1::{
-    DescribeGroupRequest, DescribeTopicRequest, GetMessageRequest, GetMessageResponse,
-    GroupDescription, GroupQueueProgress, GroupSummary, ListGroupsRequest, ListGroupsResponse,
-    ListTopicsRequest, ListTopicsResponse, MessageSummary, QueryMessagesRequest,
-    QueryMessagesResponse, QueueOffsets, QueuePosition, ResetGroupRequest, ResetGroupResponse,
-    TopicDescription, TopicSummary, TraceStep, TracedMessage, reset_group_request,
+    DeleteGroupRequest, DeleteGroupResponse, DeleteTopicRequest, DeleteTopicResponse,
+    DescribeGroupRequest, DescribeTopicRequest, ExportTopologyRequest, ExportTopologyResponse,
+    GetMessageRequest, GetMessageResponse, GroupDefinition, GroupDescription, GroupQueueProgress,
+    GroupSummary, ListGroupsRequest, ListGroupsResponse, ListTopicsRequest, ListTopicsResponse,
+    MessageSummary, QueryMessagesRequest, QueryMessagesResponse, QueueOffsets, QueuePosition,
+    ResetGroupRequest, ResetGroupResponse, TopicDefinition, TopicDescription, TopicSummary,
+    TraceStep, TracedMessage, reset_group_request,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -34,11 +36,22 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 pub fn router<S: LogStore>(admin: Arc<Admin<S>>) -> axum::Router {
     axum::Router::new()
         .route("/openapi.json", get(openapi))
-        .route("/v1/topics", get(list_topics::<S>))
-        .route("/v1/topics/{topic}", get(describe_topic::<S>))
+        .route("/v1/topics", get(list_topics::<S>).post(create_topic::<S>))
+        .route(
+            "/v1/topics/{topic}",
+            get(describe_topic::<S>)
+                .put(update_topic::<S>)
+                .delete(delete_topic::<S>),
+        )
         .route("/v1/topics/{topic}/messages", get(query_messages::<S>))
-        .route("/v1/groups", get(list_groups::<S>))
-        .route("/v1/groups/{group}", get(describe_group::<S>))
+        .route("/v1/groups", get(list_groups::<S>).post(create_group::<S>))
+        .route(
+            "/v1/groups/{group}",
+            get(describe_group::<S>)
+                .put(update_group::<S>)
+                .delete(delete_group::<S>),
+        )
+        .route("/v1/export", get(export::<S>))
         .route("/v1/groups/{group}/reset", post(reset_group::<S>))
         .route("/v1/messages/{id}", get(get_message::<S>))
         .with_state(admin)
@@ -54,6 +67,13 @@ pub fn router<S: LogStore>(admin: Arc<Admin<S>>) -> axum::Router {
     ),
     paths(
         list_topics,
+        create_topic,
+        update_topic,
+        delete_topic,
+        create_group,
+        update_group,
+        delete_group,
+        export,
         describe_topic,
         query_messages,
         list_groups,
@@ -78,6 +98,11 @@ pub fn router<S: LogStore>(admin: Arc<Admin<S>>) -> axum::Router {
         GetMessageResponse,
         TracedMessage,
         TraceStep,
+        TopicDefinition,
+        GroupDefinition,
+        DeleteTopicResponse,
+        DeleteGroupResponse,
+        ExportTopologyResponse,
         ErrorBody
     ))
 )]
@@ -110,7 +135,7 @@ impl IntoResponse for ApiError {
             tonic::Code::InvalidArgument | tonic::Code::OutOfRange => StatusCode::BAD_REQUEST,
             tonic::Code::NotFound => StatusCode::NOT_FOUND,
             tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            tonic::Code::FailedPrecondition => StatusCode::CONFLICT,
+            tonic::Code::FailedPrecondition | tonic::Code::AlreadyExists => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let code = format!("{:?}", self.0.code());
@@ -266,12 +291,7 @@ async fn reset_group<S: LogStore>(
     Path(group): Path<String>,
     body: Result<Json<ResetBody>, axum::extract::rejection::JsonRejection>,
 ) -> Answer<ResetGroupResponse> {
-    let Json(body) = body.map_err(|rejection| {
-        ApiError(tonic::Status::invalid_argument(format!(
-            "body: {}",
-            rejection.body_text()
-        )))
-    })?;
+    let body = self::body(body)?;
     let to = match (body.to.as_deref(), body.timestamp_ms) {
         (Some("earliest"), None) => reset_group_request::To::Earliest(true),
         (Some("latest"), None) => reset_group_request::To::Latest(true),
@@ -294,6 +314,115 @@ async fn reset_group<S: LogStore>(
                 topic: body.topic,
                 to: Some(to),
             }))
+            .await,
+    )
+}
+
+/// A JSON body, or 400 naming what is wrong with it.
+fn body<T>(body: Result<Json<T>, axum::extract::rejection::JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(body)| body).map_err(|rejection| {
+        ApiError(tonic::Status::invalid_argument(format!(
+            "body: {}",
+            rejection.body_text()
+        )))
+    })
+}
+
+/// Creates a topic; stored by the node and replicated to every region.
+#[utoipa::path(post, path = "/v1/topics", tag = "topics", request_body = TopicDefinition,
+    responses((status = 200, body = TopicSummary), (status = 400, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+async fn create_topic<S: LogStore>(
+    State(admin): State<Arc<Admin<S>>>,
+    definition: Result<Json<TopicDefinition>, axum::extract::rejection::JsonRejection>,
+) -> Answer<TopicSummary> {
+    let definition = body(definition)?;
+    answer(admin.create_topic(tonic::Request::new(definition)).await)
+}
+
+/// Changes the fields given of a topic (queues may grow, never shrink).
+#[utoipa::path(put, path = "/v1/topics/{topic}", tag = "topics", request_body = TopicDefinition,
+    params(("topic" = String, Path, description = "The topic's name")),
+    responses((status = 200, body = TopicSummary), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn update_topic<S: LogStore>(
+    State(admin): State<Arc<Admin<S>>>,
+    Path(topic): Path<String>,
+    definition: Result<Json<TopicDefinition>, axum::extract::rejection::JsonRejection>,
+) -> Answer<TopicSummary> {
+    let definition = TopicDefinition {
+        name: topic,
+        ..body(definition)?
+    };
+    answer(admin.update_topic(tonic::Request::new(definition)).await)
+}
+
+/// Deletes a topic.
+#[utoipa::path(delete, path = "/v1/topics/{topic}", tag = "topics",
+    params(("topic" = String, Path, description = "The topic's name")),
+    responses((status = 200, body = DeleteTopicResponse), (status = 404, body = ErrorBody)))]
+async fn delete_topic<S: LogStore>(
+    State(admin): State<Arc<Admin<S>>>,
+    Path(topic): Path<String>,
+) -> Answer<DeleteTopicResponse> {
+    answer(
+        admin
+            .delete_topic(tonic::Request::new(DeleteTopicRequest { topic }))
+            .await,
+    )
+}
+
+/// Configures a consumer group.
+#[utoipa::path(post, path = "/v1/groups", tag = "groups", request_body = GroupDefinition,
+    responses((status = 200, body = GroupSummary), (status = 400, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+async fn create_group<S: LogStore>(
+    State(admin): State<Arc<Admin<S>>>,
+    definition: Result<Json<GroupDefinition>, axum::extract::rejection::JsonRejection>,
+) -> Answer<GroupSummary> {
+    let definition = body(definition)?;
+    answer(admin.create_group(tonic::Request::new(definition)).await)
+}
+
+/// Changes the fields given of a configured consumer group.
+#[utoipa::path(put, path = "/v1/groups/{group}", tag = "groups", request_body = GroupDefinition,
+    params(("group" = String, Path, description = "The group's name")),
+    responses((status = 200, body = GroupSummary), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn update_group<S: LogStore>(
+    State(admin): State<Arc<Admin<S>>>,
+    Path(group): Path<String>,
+    definition: Result<Json<GroupDefinition>, axum::extract::rejection::JsonRejection>,
+) -> Answer<GroupSummary> {
+    let definition = GroupDefinition {
+        name: group,
+        ..body(definition)?
+    };
+    answer(admin.update_group(tonic::Request::new(definition)).await)
+}
+
+/// Removes a group's configuration everywhere and its progress in this region.
+#[utoipa::path(delete, path = "/v1/groups/{group}", tag = "groups",
+    params(("group" = String, Path, description = "The group's name")),
+    responses((status = 200, body = DeleteGroupResponse), (status = 404, body = ErrorBody)))]
+async fn delete_group<S: LogStore>(
+    State(admin): State<Arc<Admin<S>>>,
+    Path(group): Path<String>,
+) -> Answer<DeleteGroupResponse> {
+    answer(
+        admin
+            .delete_group(tonic::Request::new(DeleteGroupRequest { group }))
+            .await,
+    )
+}
+
+/// The region's topology now, as a topology file (TOML).
+#[utoipa::path(get, path = "/v1/export", tag = "topology",
+    responses((status = 200, body = ExportTopologyResponse)))]
+async fn export<S: LogStore>(State(admin): State<Arc<Admin<S>>>) -> Answer<ExportTopologyResponse> {
+    answer(
+        admin
+            .export_topology(tonic::Request::new(ExportTopologyRequest {}))
             .await,
     )
 }
@@ -342,6 +471,7 @@ mod tests {
             "/v1/groups/{group}",
             "/v1/groups/{group}/reset",
             "/v1/messages/{id}",
+            "/v1/export",
         ] {
             assert!(document["paths"][path].is_object(), "{path} missing");
         }

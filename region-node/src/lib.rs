@@ -18,6 +18,7 @@
 //! to the node only through the `meridian.v1.NodeService` API.
 
 mod acks;
+mod catalog;
 mod commit;
 mod consumer;
 mod dead_letter;
@@ -160,7 +161,11 @@ impl Node {
         let (tracer, trace_events) = trace::Tracer::new(&self.region);
         let context = Arc::new(NodeContext {
             region: self.region.clone(),
-            topology: self.topology.clone(),
+            topology: catalog::LiveTopology::new(
+                (*self.topology).clone(),
+                &self.region,
+                &storage::LogStore::catalog(self.store.as_ref())?,
+            ),
             store: self.store.clone(),
             commit,
             consumers,
@@ -170,7 +175,6 @@ impl Node {
             waiting_receives: consumer::WaitingReceives::default(),
             unconfirmed_at_start,
             checkpoints,
-            served: rules::ServedTopics::new(&self.topology, &self.region),
             receive_attempts: grpc::ReceiveAttempts::default(),
             transactions: transactions::Transactions::default(),
             tracer,

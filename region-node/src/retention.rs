@@ -38,7 +38,7 @@ pub async fn run<S: LogStore>(context: Arc<NodeContext<S>>) {
             () = tokio::time::sleep(INTERVAL) => {}
         }
         let now = now_ms();
-        let topology = Arc::clone(&context.topology);
+        let topology = Arc::clone(&context.topology.get());
         let region = context.region.clone();
         let trimmed = context
             .blocking(move |store, consumers| {

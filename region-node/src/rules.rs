@@ -32,6 +32,9 @@ pub fn check_record(record: &Record, topology: &Topology) -> Result<(), NodeErro
     if record.kind == RecordKind::Trace as i32 {
         return check_trace(record, topology);
     }
+    if record.kind == RecordKind::Catalog as i32 {
+        return check_catalog(record);
+    }
     if record.kind != RecordKind::Message as i32 {
         return Err(invalid(format!("unknown record kind {}", record.kind)));
     }
@@ -200,6 +203,26 @@ fn check_transaction_end(record: &Record, topology: &Topology) -> Result<(), Nod
         });
     }
     Ok(())
+}
+
+/// The rules of a catalog record: dedup id, origin, and a change of a named
+/// topic or group (its definition is checked when it is laid over the
+/// topology, see `crate::catalog`).
+fn check_catalog(record: &Record) -> Result<(), NodeError> {
+    let invalid = |reason: String| NodeError::InvalidRecord { reason };
+    if record.dedup_id.len() != DEDUP_ID_BYTES || record.origin_region.is_empty() {
+        return Err(invalid(
+            "catalog record without a 16-byte dedup id or an origin".into(),
+        ));
+    }
+    match record.catalog.as_ref() {
+        Some(change) if !change.name.is_empty() && crate::catalog::entry_of(change).is_some() => {
+            Ok(())
+        }
+        _ => Err(invalid(
+            "catalog record without a change of a named topic or group".into(),
+        )),
+    }
 }
 
 /// The rules of a trace record: dedup id, origin, a known topic, events

@@ -41,7 +41,7 @@ pub async fn run<S: LogStore>(context: Arc<NodeContext<S>>) {
     let mut stored = context.commit.subscribe_timers();
     loop {
         let now = now_ms();
-        let topology = Arc::clone(&context.topology);
+        let topology = Arc::clone(&context.topology.get());
         let moved = context
             .blocking(move |store, consumers| match store.next_timer_due()? {
                 Some(due) if due <= now => {
@@ -92,7 +92,7 @@ pub async fn sweep_dead_letters<S: LogStore>(context: Arc<NodeContext<S>>) {
             () = tokio::time::sleep(DEAD_LETTER_SWEEP) => {}
         }
         let now = now_ms();
-        let topology = Arc::clone(&context.topology);
+        let topology = Arc::clone(&context.topology.get());
         let swept =
             context
                 .blocking(move |_, consumers| {

@@ -152,7 +152,7 @@ async fn write<S: LogStore>(context: &NodeContext<S>, events: Vec<(String, Trace
     let written_at_ms = now_ms();
     let records: Vec<Record> = by_topic
         .into_iter()
-        .filter(|(topic, _)| context.topology.topic(topic).is_some())
+        .filter(|(topic, _)| context.topology.get().topic(topic).is_some())
         .map(|(topic, events)| Record {
             kind: RecordKind::Trace as i32,
             dedup_id: uuid::Uuid::now_v7().as_bytes().to_vec(),

@@ -199,7 +199,7 @@ pub async fn end<S: LogStore>(
         transaction_end: Some(end.clone()),
         ..Record::default()
     };
-    crate::rules::check_record(&record, &context.topology)?;
+    crate::rules::check_record(&record, &context.topology.get())?;
     let appended = context.commit.append(vec![record]).await?;
     let ending = match appended.first() {
         Some(Appended::Stored { .. }) => Ending::Ended,
@@ -226,7 +226,7 @@ pub async fn end<S: LogStore>(
             ..end
         },
     };
-    let topology = Arc::clone(&context.topology);
+    let topology = Arc::clone(&context.topology.get());
     let woken = context
         .blocking(move |store, consumers| {
             Ok(apply_end(store, consumers, &topology, &applied_end, now)?)
@@ -361,7 +361,7 @@ async fn look<S: LogStore>(
     followed: &mut BTreeMap<u64, Followed>,
 ) -> Result<(), NodeError> {
     let known: BTreeSet<u64> = followed.keys().copied().collect();
-    let topology = Arc::clone(&context.topology);
+    let topology = Arc::clone(&context.topology.get());
     let now = now_ms();
     // Open transactions, new ones read (and applied at once when their
     // outcome is already stored).
@@ -472,7 +472,8 @@ async fn look<S: LogStore>(
 /// What to do now about one open transaction.
 fn step<S: LogStore>(context: &NodeContext<S>, transaction: &Followed, now: i64) -> Step {
     let message = transaction.half.message();
-    let Some(topic) = context.topology.topic(&message.topic) else {
+    let topology = context.topology.get();
+    let Some(topic) = topology.topic(&message.topic) else {
         return Step::RollBack("its topic is no longer in the topology");
     };
     // When the half message was stored (by its origin), else its birth.

@@ -359,6 +359,19 @@ pub enum Verdict {
     NotAMessage,
 }
 
+/// A catalog change as the topology crate models it.
+pub fn catalog_entry(
+    change: &meridian_proto::meridian::v1::CatalogChange,
+) -> Option<meridian_topology::CatalogEntry> {
+    Some(meridian_topology::CatalogEntry {
+        kind: meridian_topology::CatalogKind::from_wire(change.kind)?,
+        name: change.name.clone(),
+        definition: change.definition_toml.clone(),
+        changed_at_ms: change.changed_at_ms,
+        region: change.region.clone(),
+    })
+}
+
 /// The replication policy of one link, `local → peer`: which records of the
 /// local commit log (born here or forwarded from elsewhere) go to the peer.
 ///
@@ -366,9 +379,20 @@ pub enum Verdict {
 /// region is the peer's parent for the record's origin
 /// ([`Topology::forwarding_parent`]), and the peer is neither the origin nor
 /// on the record's `path` (so nothing ever loops, whatever the topology).
+///
+/// Topics and groups created, changed or deleted through the admin API
+/// (`CATALOG` records) go to every region, like dead-letter topics; the
+/// filter lays each one it sees (and the node's catalog at the start of a
+/// session, [`RecordFilter::apply_catalog`]) over the topology file, so the
+/// messages of a topic created at run time, which follow its creation in
+/// the log, go where its `replicate_to` says.
 #[derive(Debug, Clone)]
 pub struct RecordFilter {
     peer: String,
+    local_region: String,
+    /// The topology file's topology, and the admin API's changes over it.
+    base: Topology,
+    catalog: meridian_topology::Catalog,
     /// Topic name → the origins whose records of the topic go to the peer
     /// from this region (empty when none do).
     topics: BTreeMap<String, BTreeSet<String>>,
@@ -379,6 +403,22 @@ pub struct RecordFilter {
 
 impl RecordFilter {
     pub fn new(topology: &Topology, local_region: &str, peer: &str) -> Self {
+        let mut filter = Self {
+            peer: peer.to_owned(),
+            local_region: local_region.to_owned(),
+            base: topology.clone(),
+            catalog: meridian_topology::Catalog::default(),
+            topics: BTreeMap::new(),
+            dead_letters: BTreeSet::new(),
+            warned_topics: BTreeSet::new(),
+        };
+        filter.rebuild(topology);
+        filter
+    }
+
+    /// The policies of `topology`'s topics.
+    fn rebuild(&mut self, topology: &Topology) {
+        let (local_region, peer) = (self.local_region.as_str(), self.peer.as_str());
         let origins = |topic: &meridian_topology::Topic| -> BTreeSet<String> {
             topology
                 .regions
@@ -387,20 +427,50 @@ impl RecordFilter {
                 .cloned()
                 .collect()
         };
-        let topics = topology
+        self.topics = topology
             .topics
             .iter()
             .map(|(name, topic)| (name.clone(), origins(topic)))
             .collect();
-        Self {
-            peer: peer.to_owned(),
-            topics,
-            dead_letters: origins(&topology.dead_letter_topic()),
-            warned_topics: BTreeSet::new(),
+        self.dead_letters = origins(&topology.dead_letter_topic());
+    }
+
+    /// Keeps the newest of `entries` per item and, if that changed the
+    /// catalog, recomputes the topics' policies. A catalog that does not make
+    /// a valid topology with the file leaves the policies as they were.
+    pub fn apply_catalog(
+        &mut self,
+        entries: impl IntoIterator<Item = meridian_topology::CatalogEntry>,
+    ) {
+        let mut changed = false;
+        for entry in entries {
+            changed |= self.catalog.insert(entry);
+        }
+        if !changed {
+            return;
+        }
+        match self.catalog.apply_to(&self.base) {
+            Ok(topology) => self.rebuild(&topology),
+            Err(error) => tracing::error!(
+                peer = self.peer,
+                error = %error,
+                "topic and group changes do not fit this replicator's topology file"
+            ),
         }
     }
 
     pub fn verdict(&mut self, record: &Record) -> Verdict {
+        if let Some(change) = record.catalog.as_ref() {
+            self.apply_catalog(catalog_entry(change));
+            if record.origin_region == self.peer || record.path.contains(&self.peer) {
+                return Verdict::AlreadyThere;
+            }
+            return if self.dead_letters.contains(&record.origin_region) {
+                Verdict::Send
+            } else {
+                Verdict::NotForPeer
+            };
+        }
         // Messages, acknowledgements, group starts, transaction outcomes and
         // trace events follow their topic's policy.
         let topic = if let Some(message) = &record.message {

@@ -38,6 +38,7 @@ fn random_record(random: &mut StdRng, sequence: u64) -> Record {
         group_start: None,
         transaction_end: None,
         trace: None,
+        catalog: None,
     }
 }
 

@@ -630,6 +630,7 @@ impl Sim {
             group_start: None,
             transaction_end: None,
             trace: None,
+            catalog: None,
         };
         node.append(record);
         self.produced.push(Produced {
@@ -701,6 +702,7 @@ impl Sim {
             group_start: None,
             transaction_end: None,
             trace: None,
+            catalog: None,
         };
         node.append(record);
         self.produced.push(Produced {

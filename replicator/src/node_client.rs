@@ -82,6 +82,25 @@ impl NodeClient {
             .await
     }
 
+    /// The topic and group changes the node keeps (its catalog).
+    pub(crate) async fn get_catalog(
+        &self,
+    ) -> Result<Vec<meridian_topology::CatalogEntry>, ReplicatorError> {
+        let mut client = self.client.clone();
+        let catalog = self
+            .call(
+                "GetCatalog",
+                CALL_TIMEOUT,
+                client.get_catalog(meridian_proto::meridian::v1::GetCatalogRequest {}),
+            )
+            .await?;
+        Ok(catalog
+            .changes
+            .iter()
+            .filter_map(crate::core::catalog_entry)
+            .collect())
+    }
+
     /// The checkpoint persisted for the outgoing link to `peer`.
     pub(crate) async fn get_checkpoint(&self, peer: &str) -> Result<u64, ReplicatorError> {
         let mut client = self.client.clone();

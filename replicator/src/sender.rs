@@ -234,6 +234,10 @@ async fn run_session(
     // Only this link moves the checkpoint, so reading it before a (possibly
     // long) wait for the connection is as good as after.
     let checkpoint = link.node.get_checkpoint(&peer).await?;
+    // Topics created or changed through the admin API since the topology
+    // file was written.
+    let catalog = link.node.get_catalog().await?;
+    link.filter.apply_catalog(catalog);
     let resume_after = core.resume(checkpoint);
     link.status
         .acked_through

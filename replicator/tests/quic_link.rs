@@ -256,6 +256,7 @@ fn record(sequence: u64) -> Record {
         group_start: None,
         transaction_end: None,
         trace: None,
+        catalog: None,
     }
 }
 

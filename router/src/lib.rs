@@ -17,6 +17,7 @@
 //! times and replication lag in the choice, routers sharing their views,
 //! epochs and FIFO home regions.
 
+mod catalog;
 mod checks;
 mod error;
 mod health;
@@ -69,11 +70,13 @@ pub async fn run(
         .get(&region)
         .map(|own| own.router_mode)
         .unwrap_or_default();
+    let routes = std::sync::Arc::new(route::Routes::new(topology.clone(), region.clone(), view));
+    {
+        let (topology, routes, stop) = (topology.clone(), routes.clone(), stop.clone());
+        tasks.spawn(async move { catalog::poll(&topology, &region, routes, stop).await });
+    }
     let face = meridian_face::Face::new(
-        std::sync::Arc::new(service::RouterBackend::new(
-            route::Routes::new(topology.clone(), region, view),
-            mode,
-        )),
+        std::sync::Arc::new(service::RouterBackend::new(routes, mode)),
         tasks.clone(),
         stop.clone(),
     );

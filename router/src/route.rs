@@ -10,15 +10,21 @@
 use crate::error::RouterError;
 use crate::health::HealthView;
 use meridian_proto::rocketmq::v2::{MessageQueue, MessageType, Resource};
-use meridian_topology::{self as topology, RouterMode, Topic, Topology};
+use meridian_topology::{self as topology, Catalog, CatalogEntry, RouterMode, Topic, Topology};
+use parking_lot::RwLock;
 use std::net::SocketAddr;
-use tracing::debug;
+use std::sync::Arc;
+use tracing::{debug, info, warn};
 
 /// The router's routing state: the topology, its own region and the regions
 /// it may send clients to, nearest first.
 #[derive(Debug)]
 pub(crate) struct Routes {
-    topology: Topology,
+    /// The topology file's topology.
+    base: Topology,
+    /// The file's with the admin API's changes laid over it (the catalog
+    /// the nodes keep, polled by `catalog.rs`), and that catalog.
+    now: RwLock<(Arc<Topology>, Catalog)>,
     own: String,
     /// Regions reachable from `own` by links, with their distance in ms.
     candidates: Vec<(String, u32)>,
@@ -34,7 +40,8 @@ impl Routes {
             .map(|(name, distance)| (name.to_owned(), distance))
             .collect();
         Routes {
-            topology,
+            now: RwLock::new((Arc::new(topology.clone()), Catalog::default())),
+            base: topology,
             own,
             candidates,
             health,
@@ -42,8 +49,32 @@ impl Routes {
     }
 
     /// The deployment's topology.
-    pub(crate) fn topology(&self) -> &Topology {
-        &self.topology
+    pub(crate) fn topology(&self) -> Arc<Topology> {
+        Arc::clone(&self.now.read().0)
+    }
+
+    /// Lays the nodes' catalog (`entries`, the newest change of each topic
+    /// and group) over the topology file. A catalog that does not make a
+    /// valid topology with the file is logged and leaves routes as they were.
+    pub(crate) fn apply_catalog(&self, entries: Vec<CatalogEntry>) {
+        let mut catalog = self.now.read().1.clone();
+        let mut changed = false;
+        for entry in entries {
+            changed |= catalog.insert(entry);
+        }
+        if !changed {
+            return;
+        }
+        match catalog.apply_to(&self.base) {
+            Ok(topology) => {
+                info!(topics = topology.topics.len(), "topics and groups changed");
+                *self.now.write() = (Arc::new(topology), catalog);
+            }
+            Err(error) => warn!(
+                error = %error,
+                "the nodes' topic and group changes do not fit this router's topology file"
+            ),
+        }
     }
 
     /// The queues of `topic` that QueryRoute answers: on the region clients
@@ -56,7 +87,8 @@ impl Routes {
     ) -> Result<Vec<MessageQueue>, RouterError> {
         let topic = requested_topic(rpc, topic)?;
         let choice = self.choose(rpc, &topic.name).await?;
-        let own = &self.topology.regions[&self.own];
+        let topology = self.topology();
+        let own = &topology.regions[&self.own];
         Ok(match own.router_mode {
             RouterMode::Direct => message_queues(topic, &choice.spec, &choice.region, choice.node),
             RouterMode::Proxy => message_queues(topic, &choice.spec, &self.own, own.router),
@@ -70,8 +102,8 @@ impl Routes {
         rpc: &'static str,
         topic: &str,
     ) -> Result<Choice, RouterError> {
-        let spec = self
-            .topology
+        let topology = self.topology();
+        let spec = topology
             .topic(topic)
             .ok_or_else(|| RouterError::TopicNotFound {
                 rpc,
@@ -94,8 +126,7 @@ impl Routes {
                     .map(|(name, _)| name.clone())
                     .collect(),
             })?;
-        let region = self
-            .topology
+        let region = topology
             .regions
             .get(region_name)
             .expect("chosen regions come from the topology");
@@ -121,7 +152,7 @@ impl Routes {
 
     /// The node of `region`, if the topology has it.
     pub(crate) fn node_of(&self, region: &str) -> Option<SocketAddr> {
-        self.topology.regions.get(region).map(|region| region.node)
+        self.base.regions.get(region).map(|region| region.node)
     }
 }
 

@@ -25,7 +25,7 @@ use meridian_topology::RouterMode;
 
 /// The router's business: routes, and in proxy mode the calls themselves.
 pub(crate) struct RouterBackend {
-    routes: Routes,
+    routes: std::sync::Arc<Routes>,
     /// Clients of the nodes: for every call in proxy mode, for
     /// EndTransaction in both.
     nodes: Proxy,
@@ -33,7 +33,7 @@ pub(crate) struct RouterBackend {
 }
 
 impl RouterBackend {
-    pub(crate) fn new(routes: Routes, mode: RouterMode) -> Self {
+    pub(crate) fn new(routes: std::sync::Arc<Routes>, mode: RouterMode) -> Self {
         RouterBackend {
             routes,
             nodes: Proxy::default(),

@@ -1,6 +1,7 @@
 """Checks the node's JSON admin API over HTTP: fetches its OpenAPI document
 from /openapi.json, validates it (openapi-spec-validator: OpenAPI 3.1), calls
-every read endpoint and a reset, and validates each answer against the
+every read endpoint, a reset, and creates, changes, exports and deletes a
+topic and a group, and validates each answer against the
 document's schema for it (JSON Schema 2020-12, which OpenAPI 3.1 schemas
 are); bad requests must get 400 and unknown names 404 with an error body
 naming what was wrong.
@@ -100,6 +101,22 @@ def main(arguments, log):
         200,
         {"topic": arguments.topic, "to": "latest"},
     )
+    # Topics and groups made, changed and deleted over HTTP.
+    made = check("POST", "/v1/topics", "/v1/topics", 200, {"name": "http-made", "queues": 2})
+    if made["queues"] != 2:
+        raise common.Failure(f"created: {made}", **result)
+    changed = check(
+        "PUT", "/v1/topics/{topic}", "/v1/topics/http-made", 200, {"retention_ms": 60000}
+    )
+    if changed["retention_ms"] != 60000 or changed["queues"] != 2:
+        raise common.Failure(f"updated: {changed}", **result)
+    check("POST", "/v1/groups", "/v1/groups", 200, {"name": "http-group", "max_attempts": 4})
+    check("PUT", "/v1/groups/{group}", "/v1/groups/http-group", 200, {"fifo": True})
+    exported = check("GET", "/v1/export", "/v1/export", 200)
+    if "[topics.http-made]" not in exported["toml"] or "[groups.http-group]" not in exported["toml"]:
+        raise common.Failure(f"export lacks the changes: {exported['toml']}", **result)
+    check("DELETE", "/v1/groups/{group}", "/v1/groups/http-group", 200)
+    check("DELETE", "/v1/topics/{topic}", "/v1/topics/http-made", 200)
     # Bad input: 4xx naming what was wrong.
     for method, template, path, expected, body, names in [
         ("GET", "/v1/topics/{topic}", "/v1/topics/no-such-topic", 404, None, "no-such-topic"),
@@ -128,6 +145,17 @@ def main(arguments, log):
             {"topic": arguments.topic, "to": "yesterday"},
             "to",
         ),
+        ("POST", "/v1/topics", "/v1/topics", 409, {"name": arguments.topic}, "exists"),
+        (
+            "POST",
+            "/v1/topics",
+            "/v1/topics",
+            400,
+            {"name": "elsewhere", "replicate_to": ["mars"]},
+            "mars",
+        ),
+        ("POST", "/v1/topics", "/v1/topics", 400, {"name": "x", "queues": "many"}, "body"),
+        ("PUT", "/v1/topics/{topic}", "/v1/topics/http-made", 404, {"queues": 4}, "http-made"),
     ]:
         answer = check(method, template, path, expected, body)
         if names not in answer["error"]:

@@ -115,6 +115,7 @@
 //! max_recovery_ms = 2000       # default: report only
 //! ```
 
+mod catalog;
 mod demo;
 mod drill;
 mod env;
@@ -127,6 +128,7 @@ mod routing;
 mod validate;
 mod validate_drill;
 
+pub use catalog::{Catalog, CatalogEntry, CatalogKind};
 pub use demo::DEMO_TOPIC;
 pub use drill::{
     CLIENT_PLACEHOLDERS, ClientKind, Drill, DrillClient, DrillExpect, DrillLoad, DrillStep,

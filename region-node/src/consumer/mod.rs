@@ -304,6 +304,35 @@ impl<S: LogStore> ConsumerEngine<S> {
         Ok(forgotten)
     }
 
+    /// Forgets consumer group `group` here, with its broadcast instances
+    /// (`<group>@…`): removes their state from storage (one write per
+    /// group), then from memory; in-flight handles become invalid. Returns
+    /// how many groups (instances included) were forgotten.
+    pub fn forget_group(&self, group: &str) -> Result<usize, StorageError> {
+        let mut index = self.groups.write();
+        let instance_prefix = format!("{group}{}", meridian_topology::BROADCAST_INSTANCE_SEPARATOR);
+        let names: Vec<String> = index
+            .names
+            .iter()
+            .filter(|name| *name == group || name.starts_with(&instance_prefix))
+            .cloned()
+            .collect();
+        let queues: Vec<Arc<Mutex<QueueState>>> = index
+            .queues
+            .iter()
+            .filter(|(key, _)| names.contains(&key.group))
+            .map(|(_, queue)| Arc::clone(queue))
+            .collect();
+        let _guards: Vec<_> = queues.iter().map(|queue| queue.lock()).collect();
+        for name in &names {
+            self.store.remove_group(name)?;
+            index.queues.retain(|key, _| key.group != *name);
+            index.names.remove(name);
+            self.instance_activity.lock().remove(name);
+        }
+        Ok(names.len())
+    }
+
     /// Resets `group`'s progress on queues of `topic`: each (queue id,
     /// offset) of `positions` becomes the queue's next offset to deliver,
     /// with nothing in flight (in-flight handles become invalid). Queues the

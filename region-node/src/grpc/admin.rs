@@ -4,17 +4,19 @@
 //! admin` uses it.
 
 use super::NodeContext;
+use super::catalog_admin::Change;
 use super::convert::now_ms;
 use crate::consumer::QueueProgress;
 use crate::error::NodeError;
 use crate::storage::LogStore;
 use meridian_proto::meridian::v1::admin_service_server::AdminService;
 use meridian_proto::meridian::v1::{
-    DescribeGroupRequest, DescribeTopicRequest, GetMessageRequest, GetMessageResponse,
-    GroupDescription, GroupQueueProgress, GroupSummary, ListGroupsRequest, ListGroupsResponse,
-    ListTopicsRequest, ListTopicsResponse, QueryMessagesRequest, QueryMessagesResponse,
-    QueueOffsets, QueuePosition, ResetGroupRequest, ResetGroupResponse, TopicDescription,
-    TopicSummary, reset_group_request,
+    DeleteGroupRequest, DeleteGroupResponse, DeleteTopicRequest, DeleteTopicResponse,
+    DescribeGroupRequest, DescribeTopicRequest, ExportTopologyRequest, ExportTopologyResponse,
+    GetMessageRequest, GetMessageResponse, GroupDefinition, GroupDescription, GroupQueueProgress,
+    GroupSummary, ListGroupsRequest, ListGroupsResponse, ListTopicsRequest, ListTopicsResponse,
+    QueryMessagesRequest, QueryMessagesResponse, QueueOffsets, QueuePosition, ResetGroupRequest,
+    ResetGroupResponse, TopicDefinition, TopicDescription, TopicSummary, reset_group_request,
 };
 use meridian_topology::Topic;
 use std::collections::BTreeSet;
@@ -22,7 +24,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 pub struct Admin<S> {
-    context: Arc<NodeContext<S>>,
+    pub(super) context: Arc<NodeContext<S>>,
 }
 
 impl<S> Admin<S> {
@@ -32,7 +34,7 @@ impl<S> Admin<S> {
 }
 
 /// A topic's summary, with `messages` in its queues.
-fn topic_summary(name: &str, topic: &Topic, messages: u64) -> TopicSummary {
+pub(super) fn topic_summary(name: &str, topic: &Topic, messages: u64) -> TopicSummary {
     TopicSummary {
         name: name.to_owned(),
         queues: u32::from(topic.queues),
@@ -50,7 +52,11 @@ fn topic_summary(name: &str, topic: &Topic, messages: u64) -> TopicSummary {
 
 impl<S: LogStore> Admin<S> {
     /// Every queue's offsets of a topic.
-    async fn queue_offsets(&self, name: &str, queues: u16) -> Result<Vec<QueueOffsets>, Status> {
+    pub(super) async fn queue_offsets(
+        &self,
+        name: &str,
+        queues: u16,
+    ) -> Result<Vec<QueueOffsets>, Status> {
         let name = name.to_owned();
         self.context
             .blocking(move |store, _| {
@@ -69,8 +75,9 @@ impl<S: LogStore> Admin<S> {
             .map_err(|error| error.to_grpc())
     }
 
-    fn group_summary(&self, name: &str, topics: Vec<String>) -> GroupSummary {
-        let policy = self.context.topology.group(name);
+    pub(super) fn group_summary(&self, name: &str, topics: Vec<String>) -> GroupSummary {
+        let topology = self.context.topology.get();
+        let policy = topology.group(name);
         GroupSummary {
             name: name.to_owned(),
             fifo: policy.fifo,
@@ -80,6 +87,7 @@ impl<S: LogStore> Admin<S> {
             configured: self
                 .context
                 .topology
+                .get()
                 .groups
                 .contains_key(meridian_topology::configured_group(name)),
             topics,
@@ -97,7 +105,7 @@ fn topic_not_found(topic: &str) -> Status {
     )
 }
 
-fn messages(queues: &[QueueOffsets]) -> u64 {
+pub(super) fn messages(queues: &[QueueOffsets]) -> u64 {
     queues
         .iter()
         .map(|queue| queue.max_offset.saturating_sub(queue.min_offset))
@@ -111,7 +119,7 @@ impl<S: LogStore> AdminService for Admin<S> {
         _request: Request<ListTopicsRequest>,
     ) -> Result<Response<ListTopicsResponse>, Status> {
         let mut topics = Vec::new();
-        for (name, topic) in &self.context.topology.topics {
+        for (name, topic) in &self.context.topology.get().topics {
             if !topic.replicate_to.contains(&self.context.region) {
                 continue;
             }
@@ -129,6 +137,7 @@ impl<S: LogStore> AdminService for Admin<S> {
         let topic = self
             .context
             .topology
+            .get()
             .topic(&name)
             .ok_or_else(|| topic_not_found(&name))?
             .into_owned();
@@ -143,7 +152,8 @@ impl<S: LogStore> AdminService for Admin<S> {
         &self,
         _request: Request<ListGroupsRequest>,
     ) -> Result<Response<ListGroupsResponse>, Status> {
-        let mut names: BTreeSet<String> = self.context.topology.groups.keys().cloned().collect();
+        let mut names: BTreeSet<String> =
+            self.context.topology.get().groups.keys().cloned().collect();
         names.extend(self.context.consumers.group_names());
         let groups = names
             .iter()
@@ -181,6 +191,7 @@ impl<S: LogStore> AdminService for Admin<S> {
         let topic = self
             .context
             .topology
+            .get()
             .topic(&topic_name)
             .ok_or_else(|| topic_not_found(&topic_name))?
             .into_owned();
@@ -222,7 +233,7 @@ impl<S: LogStore> AdminService for Admin<S> {
     ) -> Result<Response<GroupDescription>, Status> {
         let name = request.into_inner().group;
         let progress = self.context.consumers.progress(&name);
-        if progress.is_empty() && !self.context.topology.groups.contains_key(&name) {
+        if progress.is_empty() && !self.context.topology.get().groups.contains_key(&name) {
             return Err(Status::not_found(format!(
                 "consumer group `{name}` is neither in the topology nor tracked by this node"
             )));
@@ -261,6 +272,67 @@ impl<S: LogStore> AdminService for Admin<S> {
         super::messages::get(&self.context, request.into_inner())
             .await
             .map(Response::new)
+    }
+
+    async fn create_topic(
+        &self,
+        request: Request<TopicDefinition>,
+    ) -> Result<Response<TopicSummary>, Status> {
+        self.define_topic(request.into_inner(), Change::Create)
+            .await
+            .map(Response::new)
+    }
+
+    async fn update_topic(
+        &self,
+        request: Request<TopicDefinition>,
+    ) -> Result<Response<TopicSummary>, Status> {
+        self.define_topic(request.into_inner(), Change::Update)
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_topic(
+        &self,
+        request: Request<DeleteTopicRequest>,
+    ) -> Result<Response<DeleteTopicResponse>, Status> {
+        self.delete_topic_named(&request.into_inner().topic)
+            .await
+            .map(Response::new)
+    }
+
+    async fn create_group(
+        &self,
+        request: Request<GroupDefinition>,
+    ) -> Result<Response<GroupSummary>, Status> {
+        self.define_group(request.into_inner(), Change::Create)
+            .await
+            .map(Response::new)
+    }
+
+    async fn update_group(
+        &self,
+        request: Request<GroupDefinition>,
+    ) -> Result<Response<GroupSummary>, Status> {
+        self.define_group(request.into_inner(), Change::Update)
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_group(
+        &self,
+        request: Request<DeleteGroupRequest>,
+    ) -> Result<Response<DeleteGroupResponse>, Status> {
+        self.delete_group_named(&request.into_inner().group)
+            .await
+            .map(Response::new)
+    }
+
+    async fn export_topology(
+        &self,
+        _request: Request<ExportTopologyRequest>,
+    ) -> Result<Response<ExportTopologyResponse>, Status> {
+        Ok(Response::new(self.export()))
     }
 }
 

@@ -44,9 +44,8 @@ impl<S: LogStore> NodeBackend<S> {
         if name.is_empty() {
             return Err(NodeError::TopicMissing);
         }
-        let topic = self
-            .context
-            .topology
+        let topology = self.context.topology.get();
+        let topic = topology
             .topic(name)
             .ok_or_else(|| NodeError::TopicNotFound {
                 topic: name.to_owned(),
@@ -90,7 +89,7 @@ impl<S: LogStore> NodeBackend<S> {
         resource: Option<&Resource>,
     ) -> Result<String, NodeError> {
         let group = Self::group(resource)?;
-        if self.context.topology.group(&group).broadcast {
+        if self.context.topology.get().group(&group).broadcast {
             Ok(meridian_topology::broadcast_instance(
                 &group,
                 &caller.client_id,
@@ -177,8 +176,11 @@ impl<S: LogStore> NodeBackend<S> {
         handles: Vec<ReceiptHandle>,
         client_id: &str,
     ) -> Result<Vec<Result<(), ConsumerError>>, NodeError> {
-        let replicate =
-            crate::acks::replicates_elsewhere(&self.context.topology, &topic, &self.context.region);
+        let replicate = crate::acks::replicates_elsewhere(
+            &self.context.topology.get(),
+            &topic,
+            &self.context.region,
+        );
         let region = self.context.region.clone();
         let (traced_group, traced_topic) = (group.clone(), topic.clone());
         let (acked, ack_records) = self
@@ -380,7 +382,7 @@ impl<S: LogStore> Backend for NodeBackend<S> {
     }
 
     fn group_policy(&self, group: &str) -> meridian_topology::Group {
-        self.context.topology.group(group).into_owned()
+        self.context.topology.get().group(group).into_owned()
     }
 
     async fn route(

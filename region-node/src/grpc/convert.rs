@@ -114,6 +114,7 @@ pub fn record_from_client(
         group_start: None,
         transaction_end: None,
         trace: None,
+        catalog: None,
         message: Some(internal::Message {
             client_message_id: properties.message_id,
             topic: topic_name.to_owned(),

@@ -10,9 +10,10 @@ use crate::error::NodeError;
 use crate::storage::{Appended, LogStore};
 use meridian_proto::meridian::v1::node_service_server::NodeService;
 use meridian_proto::meridian::v1::{
-    ApplyRequest, ApplyResponse, Checkpoint, GetCheckpointRequest, HealthRequest, HealthResponse,
-    PeerCheckpoint, PutCheckpointResponse, QueueStats, Record, TailBatch, TailRequest,
-    TopicStatsRequest, TopicStatsResponse, TransactionCheck, TransactionCheckInterest,
+    ApplyRequest, ApplyResponse, Checkpoint, GetCatalogRequest, GetCatalogResponse,
+    GetCheckpointRequest, HealthRequest, HealthResponse, PeerCheckpoint, PutCheckpointResponse,
+    QueueStats, Record, TailBatch, TailRequest, TopicStatsRequest, TopicStatsResponse,
+    TransactionCheck, TransactionCheckInterest,
 };
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -39,9 +40,16 @@ impl<S> Internal<S> {
 }
 
 impl<S: LogStore> Internal<S> {
-    /// Checks a replicated record before it may enter the commit log.
-    fn check_replicated(&self, record: &mut Record, from_region: &str) -> Result<(), NodeError> {
-        crate::rules::check_record(record, &self.context.topology)?;
+    /// Checks a replicated record before it may enter the commit log,
+    /// against `topology` (the topology with the batch's earlier catalog
+    /// changes: a topic created on another region comes before its messages).
+    fn check_replicated(
+        &self,
+        record: &mut Record,
+        from_region: &str,
+        topology: &meridian_topology::Topology,
+    ) -> Result<(), NodeError> {
+        crate::rules::check_record(record, topology)?;
         if record.origin_region == self.context.region {
             return Err(NodeError::InvalidRecord {
                 reason: format!(
@@ -68,6 +76,7 @@ impl<S: LogStore> NodeService for Internal<S> {
         let peers: Vec<String> = self
             .context
             .topology
+            .get()
             .replication_neighbours(&self.context.region)
             .into_iter()
             .map(str::to_owned)
@@ -131,6 +140,20 @@ impl<S: LogStore> NodeService for Internal<S> {
             context.transactions.watchers.remove(id);
         });
         Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+
+    async fn get_catalog(
+        &self,
+        _request: Request<GetCatalogRequest>,
+    ) -> Result<Response<GetCatalogResponse>, tonic::Status> {
+        let changes = self
+            .context
+            .topology
+            .catalog()
+            .entries()
+            .map(crate::catalog::change_of)
+            .collect();
+        Ok(Response::new(GetCatalogResponse { changes }))
     }
 
     type TailStream = ReceiverStream<Result<TailBatch, tonic::Status>>;
@@ -210,8 +233,23 @@ impl<S: LogStore> NodeService for Internal<S> {
             )));
         }
         let mut records = request.records;
+        let mut topology = self.context.topology.get();
+        let mut changes = Vec::new();
         for record in &mut records {
-            if let Err(error) = self.check_replicated(record, &request.from_region) {
+            if let Some(entry) = record.catalog.as_ref().and_then(crate::catalog::entry_of) {
+                changes.push(entry);
+                match self.context.topology.with(&changes) {
+                    Ok(changed) => topology = Arc::new(changed),
+                    // Stored all the same (every region keeps the newest
+                    // change); this region's topology stays as it is.
+                    Err(error) => tracing::error!(
+                        from = %request.from_region,
+                        error = %error,
+                        "a replicated topic or group change does not fit this region's topology"
+                    ),
+                }
+            }
+            if let Err(error) = self.check_replicated(record, &request.from_region, &topology) {
                 tracing::warn!(from = %request.from_region, error = %error, "refused replicated batch");
                 return Err(error.to_grpc());
             }
@@ -241,7 +279,7 @@ impl<S: LogStore> NodeService for Internal<S> {
             .append(records)
             .await
             .map_err(|error| NodeError::from(error).to_grpc())?;
-        let topology = self.context.topology.clone();
+        let topology = self.context.topology.get().clone();
         let applied_outcomes = outcomes.clone();
         // Before the answer: once the sender hears "applied", the
         // acknowledgements it carried are in effect here.
@@ -260,6 +298,13 @@ impl<S: LogStore> NodeService for Internal<S> {
             .map_err(|error| error.to_grpc())?;
         if !applied.committed.is_empty() {
             self.context.commit.signal_topics(&applied.committed);
+        }
+        if !changes.is_empty() {
+            let context = Arc::clone(&self.context);
+            self.context
+                .blocking(move |store, _| Ok(context.topology.reload(store)?))
+                .await
+                .map_err(|error| error.to_grpc())?;
         }
         for (message, outcome) in messages.iter().zip(&outcomes) {
             if let (Some((topic, dedup_id)), Appended::Stored { .. }) = (message, outcome) {
@@ -306,6 +351,7 @@ impl<S: LogStore> NodeService for Internal<S> {
         if !self
             .context
             .topology
+            .get()
             .regions
             .contains_key(&checkpoint.peer_region)
         {
@@ -342,7 +388,8 @@ impl<S: LogStore> NodeService for Internal<S> {
         request: Request<TopicStatsRequest>,
     ) -> Result<Response<TopicStatsResponse>, tonic::Status> {
         let topic_name = request.into_inner().topic;
-        let Some(topic) = self.context.topology.topic(&topic_name) else {
+        let topology = self.context.topology.get();
+        let Some(topic) = topology.topic(&topic_name) else {
             return Err(NodeError::TopicNotFound { topic: topic_name }.to_grpc());
         };
         let queue_count = topic.queues;

@@ -52,7 +52,7 @@ pub async fn query<S: LogStore>(
     if topic.is_empty() {
         return Err(invalid("topic", "empty"));
     }
-    if context.topology.topic(&topic).is_none() {
+    if context.topology.get().topic(&topic).is_none() {
         return Err(Status::not_found(format!("topic `{topic}` does not exist")));
     }
     let limit = match request.limit {

@@ -4,6 +4,7 @@
 pub mod admin;
 mod attempts;
 mod backend;
+mod catalog_admin;
 pub mod convert;
 pub mod internal;
 mod messages;
@@ -17,7 +18,6 @@ pub use backend::NodeBackend;
 use crate::commit::CommitLog;
 use crate::consumer::ConsumerEngine;
 use crate::storage::LogStore;
-use meridian_topology::Topology;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -26,7 +26,8 @@ use tokio_util::task::TaskTracker;
 /// Everything a request handler needs; shared by both services.
 pub struct NodeContext<S> {
     pub region: String,
-    pub topology: Arc<Topology>,
+    /// The topology now: the file's with the admin API's changes.
+    pub topology: crate::catalog::LiveTopology,
     pub store: Arc<S>,
     pub commit: CommitLog,
     pub consumers: Arc<ConsumerEngine<S>>,
@@ -47,8 +48,6 @@ pub struct NodeContext<S> {
     pub checkpoints: tokio::sync::watch::Sender<std::collections::BTreeMap<String, u64>>,
     /// Recent receive answers by attempt id (push consumers' retries).
     pub receive_attempts: ReceiveAttempts,
-    /// The topics this region refuses sends of (`rules::ServedTopics`).
-    pub served: crate::rules::ServedTopics,
     /// Who can be asked about open transactions.
     pub transactions: crate::transactions::Transactions,
     /// Notes trace events (deliveries, acknowledgements, arrivals, …).

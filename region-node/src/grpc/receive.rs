@@ -37,7 +37,8 @@ impl<S: LogStore> NodeBackend<S> {
         let queue = request.message_queue.unwrap_or_default();
         let (topic_name, topic) = self.topic(queue.topic.as_ref())?;
         let (max_attempts, fifo, default_invisible_ms) = {
-            let policy = self.context.topology.group(&group);
+            let topology = self.context.topology.get();
+            let policy = topology.group(&group);
             (policy.max_attempts, policy.fifo, policy.invisible_ms)
         };
         let attempt_id = request
@@ -129,7 +130,7 @@ impl<S: LogStore> NodeBackend<S> {
                     let received = consumers.receive(&request)?;
                     let starts = crate::acks::records_for_group_starts(
                         consumers,
-                        &context.topology,
+                        &context.topology.get(),
                         &context.region,
                         &polled_group,
                         &polled_topic,

@@ -34,7 +34,8 @@ impl<S: LogStore> NodeBackend<S> {
     /// Concurrent sends wait on the same checkpoint moves, so the cost is
     /// about one replication round trip, not one per message.
     async fn wait_geo(&self, topic: &str, sequence: u64) -> Result<(), NodeError> {
-        let Some(spec) = self.context.topology.topic(topic) else {
+        let topology = self.context.topology.get();
+        let Some(spec) = topology.topic(topic) else {
             return Ok(());
         };
         if spec.durability != Durability::Geo {
@@ -50,6 +51,7 @@ impl<S: LogStore> NodeBackend<S> {
             .filter(|peer| {
                 self.context
                     .topology
+                    .get()
                     .replication_neighbours_are(region, peer)
             })
             .collect();
@@ -165,7 +167,7 @@ impl<S: LogStore> NodeBackend<S> {
                             topic: name,
                         });
                     }
-                    self.context.served.check(&name)?;
+                    self.context.topology.served().check(&name)?;
                     convert::record_from_client(
                         message,
                         &name,
@@ -178,7 +180,7 @@ impl<S: LogStore> NodeBackend<S> {
                     if let Some(message) = record.message.as_mut() {
                         message.producer_client_id = client_id.to_owned();
                     }
-                    rules::check_record(&record, &self.context.topology)?;
+                    rules::check_record(&record, &self.context.topology.get())?;
                     Ok(record)
                 });
             match built {

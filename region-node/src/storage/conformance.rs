@@ -57,6 +57,7 @@ fn record(n: u64, topic: &str, queue_id: i32) -> Record {
         group_start: None,
         transaction_end: None,
         trace: None,
+        catalog: None,
     }
 }
 
@@ -500,6 +501,7 @@ fn acknowledgements_join_the_log_but_no_queue(store: &impl LogStore) {
         group_start: None,
         transaction_end: None,
         trace: None,
+        catalog: None,
         ..ack_record(3, 1)
     };
     assert!(matches!(
@@ -1353,6 +1355,50 @@ fn trace_records_are_found_per_message_and_expire_with_their_topic(store: &impl 
     assert!(of(9).is_empty());
 }
 
+fn the_newest_catalog_change_of_each_item_is_kept(store: &impl LogStore) {
+    use meridian_proto::meridian::v1::{CatalogChange, CatalogKind};
+    let change = |n: u64, name: &str, at: i64, region: &str| Record {
+        kind: RecordKind::Catalog as i32,
+        dedup_id: dedup_id(n),
+        origin_region: region.to_owned(),
+        path: vec![region.to_owned()],
+        catalog: Some(CatalogChange {
+            kind: CatalogKind::Topic as i32,
+            name: name.to_owned(),
+            definition_toml: Some(format!("# {n}")),
+            changed_at_ms: at,
+            region: region.to_owned(),
+        }),
+        ..Record::default()
+    };
+    // Older after newer, in one batch and across batches.
+    store
+        .append(
+            vec![change(1, "orders", 20, "b"), change(2, "orders", 10, "a")],
+            LOCAL,
+        )
+        .expect("append");
+    store
+        .append(
+            vec![change(3, "orders", 20, "a"), change(4, "audit", 5, "a")],
+            LOCAL,
+        )
+        .expect("append");
+    let kept: Vec<(String, Option<String>)> = store
+        .catalog()
+        .expect("catalog")
+        .into_iter()
+        .map(|change| (change.name, change.definition_toml))
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            ("audit".to_owned(), Some("# 4".to_owned())),
+            ("orders".to_owned(), Some("# 1".to_owned())),
+        ]
+    );
+}
+
 macro_rules! cases_for {
     ($open:path; $($case:ident),+ $(,)?) => {
         $(
@@ -1408,6 +1454,7 @@ conformance_suite!(
     expired_rollbacks_leave_with_their_half_message,
     messages_are_found_by_key_tag_time_and_id,
     trace_records_are_found_per_message_and_expire_with_their_topic,
+    the_newest_catalog_change_of_each_item_is_kept,
 );
 
 mod dedup_property;

@@ -214,6 +214,10 @@ impl LogStore for FailingStore {
         self.inner.advance_checkpoint(peer, sequence)
     }
 
+    fn catalog(&self) -> Result<Vec<meridian_proto::meridian::v1::CatalogChange>, StorageError> {
+        self.inner.catalog()
+    }
+
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
         self.inner.get_meta(key)
     }

@@ -13,8 +13,9 @@ use super::{
     QueryPosition, QueueBounds, Retention, StorageError, TransactionEnded, Trimmed, codec,
     validate_for_append,
 };
-use meridian_proto::meridian::v1::Record;
+use meridian_proto::meridian::v1::{CatalogChange, Record};
 use parking_lot::Mutex;
+use prost::Message as _;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Where a message is: sequence, queue offset (`None` while in the timer index).
@@ -131,6 +132,16 @@ impl LogStore for MemoryStore {
             inner.last_sequence += 1;
             let sequence = inner.last_sequence;
             inner.index.extend(codec::index_keys(&record, sequence));
+            if let Some(change) = record.catalog.as_ref() {
+                let key = super::catalog_meta_key(change);
+                let kept = inner
+                    .meta
+                    .get(&key)
+                    .and_then(|value| CatalogChange::decode(value.as_slice()).ok());
+                if super::newer_catalog_change(change, kept.as_ref()) {
+                    inner.meta.insert(key, change.encode_to_vec());
+                }
+            }
             let Some(message) = record.message.as_ref() else {
                 // An acknowledgement: in the log and deduplicated, in no queue.
                 inner
@@ -705,6 +716,16 @@ impl LogStore for MemoryStore {
             .meta
             .insert(key, codec::checkpoint_value(sequence).to_vec());
         Ok(sequence)
+    }
+
+    fn catalog(&self) -> Result<Vec<CatalogChange>, StorageError> {
+        let inner = self.inner.lock();
+        Ok(inner
+            .meta
+            .range(super::CATALOG_META_PREFIX.to_owned()..)
+            .take_while(|(key, _)| key.starts_with(super::CATALOG_META_PREFIX))
+            .filter_map(|(_, value)| CatalogChange::decode(value.as_slice()).ok())
+            .collect())
     }
 
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {

@@ -26,7 +26,9 @@
 //!   records that mention it (see [`LogStore::query_messages`]);
 //! * consumer-group state: per (group, topic, queue) a cursor plus the state of
 //!   each offset between the cursor's floor and its next offset;
-//! * small metadata values (replication checkpoints, settings).
+//! * small metadata values (replication checkpoints, settings), among them
+//!   the newest change of each topic and consumer group the admin API made
+//!   (see [`LogStore::catalog`]).
 //!
 //! Durability: every write call returns after the data is written; whether it
 //! was also fsynced depends on the store's [`FlushMode`](meridian_topology::FlushMode)
@@ -48,7 +50,7 @@ pub use failing::FailingStore;
 pub use memory::MemoryStore;
 pub use rocks::RocksStore;
 
-use meridian_proto::meridian::v1::{Record, RecordKind};
+use meridian_proto::meridian::v1::{CatalogChange, Record, RecordKind};
 use std::collections::BTreeMap;
 
 pub use codec::MessageIndex;
@@ -508,6 +510,13 @@ pub trait LogStore: Send + Sync + 'static {
         max: usize,
     ) -> Result<ControlTrimmed, StorageError>;
 
+    /// The newest change of every topic and consumer group made through the
+    /// admin API. [`LogStore::append`] keeps, in the same write as the
+    /// record, a `CATALOG` record's change when it is newer (by changed
+    /// time, then region) than the change kept for its item, so every
+    /// region that stored the same changes keeps the same ones.
+    fn catalog(&self) -> Result<Vec<CatalogChange>, StorageError>;
+
     /// Reads a metadata value.
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
 
@@ -653,6 +662,19 @@ fn validate_for_append(records: &[Record]) -> Result<(), StorageError> {
             }
             continue;
         }
+        if record.kind == RecordKind::Catalog as i32 {
+            match &record.catalog {
+                None => return Err(invalid("is a catalog record without its change")),
+                Some(change) if change.name.is_empty() => {
+                    return Err(invalid("changes a catalog item without a name"));
+                }
+                Some(_) if record.message.is_some() || record.ack.is_some() => {
+                    return Err(invalid("is a catalog record with a message or an ack"));
+                }
+                Some(_) => {}
+            }
+            continue;
+        }
         if record.kind == RecordKind::Trace as i32 {
             match &record.trace {
                 None => return Err(invalid("is a trace record without events")),
@@ -688,6 +710,21 @@ fn validate_for_append(records: &[Record]) -> Result<(), StorageError> {
         }
     }
     Ok(())
+}
+
+/// `meta` key prefix of the kept catalog changes.
+const CATALOG_META_PREFIX: &str = "catalog/";
+
+/// `meta` key of the kept change of a catalog item.
+fn catalog_meta_key(change: &CatalogChange) -> String {
+    format!("{CATALOG_META_PREFIX}{}/{}", change.kind, change.name)
+}
+
+/// Whether `candidate` is newer than `kept` (by changed time, then region).
+fn newer_catalog_change(candidate: &CatalogChange, kept: Option<&CatalogChange>) -> bool {
+    kept.is_none_or(|kept| {
+        (candidate.changed_at_ms, &candidate.region) > (kept.changed_at_ms, &kept.region)
+    })
 }
 
 /// Whether `message` is a half message: of type TRANSACTION, without a

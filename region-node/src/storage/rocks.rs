@@ -52,9 +52,10 @@ use super::{
     codec::{self, GroupKey},
     validate_for_append,
 };
-use meridian_proto::meridian::v1::Record;
+use meridian_proto::meridian::v1::{CatalogChange, Record};
 use meridian_topology::FlushMode;
 use parking_lot::Mutex;
+use prost::Message as _;
 use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options,
     WriteBatch, WriteOptions,
@@ -429,6 +430,19 @@ impl RocksStore {
         Ok(true)
     }
 
+    /// The catalog change kept under `key`.
+    fn read_catalog_change(&self, key: &str) -> Result<Option<CatalogChange>, StorageError> {
+        self.get_meta(key)?
+            .map(|value| {
+                CatalogChange::decode(value.as_slice()).map_err(|error| StorageError::Corrupt {
+                    what: "catalog change",
+                    key: key.to_owned(),
+                    reason: error.to_string(),
+                })
+            })
+            .transpose()
+    }
+
     /// Writes raw bytes as the commit-log value of `sequence`, bypassing the codec.
     #[cfg(test)]
     pub(crate) fn put_raw_log_value(
@@ -476,6 +490,8 @@ impl LogStore for RocksStore {
         let mut pending_dedup = HashMap::new();
         // Queue tails as this batch leaves them; applied to the cache after the write.
         let mut staged_offsets: HashMap<(String, i32), QueueTail> = HashMap::new();
+        // Catalog changes this batch keeps, by meta key.
+        let mut pending_catalog: HashMap<String, CatalogChange> = HashMap::new();
         let mut sequence = state.last_sequence;
         for record in &mut records {
             let id_key = codec::dedup_id_key(&record.dedup_id);
@@ -554,6 +570,17 @@ impl LogStore for RocksStore {
 
             for key in codec::index_keys(record, sequence) {
                 batch.put_cf(self.cf(INDEX), key, []);
+            }
+            if let Some(change) = record.catalog.as_ref() {
+                let key = super::catalog_meta_key(change);
+                let kept = match pending_catalog.get(&key) {
+                    Some(kept) => Some(Clone::clone(kept)),
+                    None => self.read_catalog_change(&key)?,
+                };
+                if super::newer_catalog_change(change, kept.as_ref()) {
+                    batch.put_cf(self.cf(META), key.as_bytes(), change.encode_to_vec());
+                    pending_catalog.insert(key, change.clone());
+                }
             }
             record.sequence = 0;
             batch.put_cf(
@@ -1299,6 +1326,24 @@ impl LogStore for RocksStore {
             &codec::checkpoint_value(sequence),
         )?;
         Ok(sequence)
+    }
+
+    fn catalog(&self) -> Result<Vec<CatalogChange>, StorageError> {
+        let prefix = super::CATALOG_META_PREFIX.as_bytes();
+        let mut keys = Vec::new();
+        let mut iterator = self.db.raw_iterator_cf(self.cf(META));
+        iterator.seek(prefix);
+        while let Some(key) = iterator.key().filter(|key| key.starts_with(prefix)) {
+            keys.push(String::from_utf8_lossy(key).into_owned());
+            iterator.next();
+        }
+        iterator.status().map_err(backend("scan the catalog"))?;
+        drop(iterator);
+        let mut changes = Vec::with_capacity(keys.len());
+        for key in keys {
+            changes.extend(self.read_catalog_change(&key)?);
+        }
+        Ok(changes)
     }
 
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {

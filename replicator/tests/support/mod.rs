@@ -98,6 +98,7 @@ impl FakeNode {
             group_start: None,
             transaction_end: None,
             trace: None,
+            catalog: None,
         });
         drop(state);
         self.last_sequence.send_replace(sequence);
@@ -261,6 +262,15 @@ impl NodeService for FakeNode {
         _: Request<TopicStatsRequest>,
     ) -> Result<Response<TopicStatsResponse>, Status> {
         Err(Status::unimplemented("not needed by the replicator"))
+    }
+
+    async fn get_catalog(
+        &self,
+        _: Request<meridian_proto::meridian::v1::GetCatalogRequest>,
+    ) -> Result<Response<meridian_proto::meridian::v1::GetCatalogResponse>, Status> {
+        Ok(Response::new(
+            meridian_proto::meridian::v1::GetCatalogResponse::default(),
+        ))
     }
 
     type WatchTransactionChecksStream =

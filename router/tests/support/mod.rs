@@ -78,6 +78,15 @@ impl NodeService for FakeNode {
         Err(Status::unimplemented("fake node"))
     }
 
+    async fn get_catalog(
+        &self,
+        _: Request<meridian_proto::meridian::v1::GetCatalogRequest>,
+    ) -> Result<Response<meridian_proto::meridian::v1::GetCatalogResponse>, Status> {
+        Ok(Response::new(
+            meridian_proto::meridian::v1::GetCatalogResponse::default(),
+        ))
+    }
+
     type WatchTransactionChecksStream =
         tokio_stream::Empty<Result<meridian_proto::meridian::v1::TransactionCheck, Status>>;
 

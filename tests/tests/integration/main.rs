@@ -11,6 +11,7 @@
 mod admin;
 mod bench;
 mod broadcast;
+mod catalog;
 mod colliding_ids;
 mod conformance;
 mod dead_letters;

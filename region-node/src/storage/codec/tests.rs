@@ -23,6 +23,7 @@ fn record() -> Record {
         group_start: None,
         transaction_end: None,
         trace: None,
+        catalog: None,
     }
 }
 
