@@ -37,6 +37,7 @@ pub fn entry_of(change: &CatalogChange) -> Option<CatalogEntry> {
         kind: CatalogKind::from_wire(change.kind)?,
         name: change.name.clone(),
         definition: change.definition_toml.clone(),
+        deleted: change.deleted,
         changed_at_ms: change.changed_at_ms,
         region: change.region.clone(),
     })
@@ -48,6 +49,7 @@ pub fn change_of(entry: &CatalogEntry) -> CatalogChange {
         kind: entry.kind.to_wire(),
         name: entry.name.clone(),
         definition_toml: entry.definition.clone(),
+        deleted: entry.deleted,
         changed_at_ms: entry.changed_at_ms,
         region: entry.region.clone(),
     }

@@ -39,6 +39,15 @@ pub async fn run<S: LogStore>(context: Arc<NodeContext<S>>) {
         }
         let now = now_ms();
         let topology = Arc::clone(&context.topology.get());
+        // Topics deleted through the admin API: their stored messages leave
+        // as their last definition's retention says.
+        let deleted: Vec<(String, Topic)> = context
+            .topology
+            .catalog()
+            .deleted_topics()
+            .into_iter()
+            .filter(|(name, _)| !topology.topics.contains_key(name))
+            .collect();
         let region = context.region.clone();
         let trimmed = context
             .blocking(move |store, consumers| {
@@ -56,7 +65,8 @@ pub async fn run<S: LogStore>(context: Arc<NodeContext<S>>) {
                         dead_letter_topics
                             .iter()
                             .map(|name| (name.as_str(), &dead_letter_policy)),
-                    );
+                    )
+                    .chain(deleted.iter().map(|(name, topic)| (name.as_str(), topic)));
                 let mut removed = 0;
                 for (name, topic) in topics {
                     if !topic.replicate_to.contains(&region) {

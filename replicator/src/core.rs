@@ -367,6 +367,7 @@ pub fn catalog_entry(
         kind: meridian_topology::CatalogKind::from_wire(change.kind)?,
         name: change.name.clone(),
         definition: change.definition_toml.clone(),
+        deleted: change.deleted,
         changed_at_ms: change.changed_at_ms,
         region: change.region.clone(),
     })

@@ -76,6 +76,7 @@ async fn ask(admin: SocketAddr) -> Result<Vec<CatalogEntry>, tonic::Status> {
                 kind: CatalogKind::from_wire(change.kind)?,
                 name: change.name,
                 definition: change.definition_toml,
+                deleted: change.deleted,
                 changed_at_ms: change.changed_at_ms,
                 region: change.region,
             })

@@ -54,8 +54,11 @@ impl CatalogKind {
 pub struct CatalogEntry {
     pub kind: CatalogKind,
     pub name: String,
-    /// The definition as TOML; `None`: the item was deleted.
+    /// The definition as TOML (for a deletion: the item's last one, if
+    /// known, so that what it stored can still be retired).
     pub definition: Option<String>,
+    /// The item was deleted.
+    pub deleted: bool,
     /// When the change was made, ms since the Unix epoch (its region's clock).
     pub changed_at_ms: i64,
     /// The region whose admin API made it.
@@ -74,8 +77,22 @@ impl CatalogEntry {
             kind: CatalogKind::Topic,
             name: name.to_owned(),
             definition: Some(toml::to_string(topic).unwrap_or_default()),
+            deleted: false,
             changed_at_ms,
             region: region.to_owned(),
+        }
+    }
+
+    /// An entry deleting topic `name`, whose last definition was `topic`.
+    pub fn topic_deletion(
+        name: &str,
+        topic: &Topic,
+        changed_at_ms: i64,
+        region: &str,
+    ) -> CatalogEntry {
+        CatalogEntry {
+            deleted: true,
+            ..CatalogEntry::topic(name, topic, changed_at_ms, region)
         }
     }
 
@@ -85,17 +102,19 @@ impl CatalogEntry {
             kind: CatalogKind::Group,
             name: name.to_owned(),
             definition: Some(toml::to_string(group).unwrap_or_default()),
+            deleted: false,
             changed_at_ms,
             region: region.to_owned(),
         }
     }
 
-    /// An entry deleting an item.
+    /// An entry deleting an item whose last definition is not kept.
     pub fn deletion(kind: CatalogKind, name: &str, changed_at_ms: i64, region: &str) -> Self {
         CatalogEntry {
             kind,
             name: name.to_owned(),
             definition: None,
+            deleted: true,
             changed_at_ms,
             region: region.to_owned(),
         }
@@ -132,6 +151,19 @@ impl Catalog {
         self.entries.get(&(kind, name.to_owned()))
     }
 
+    /// Deleted topics with their last definitions (where an entry kept it):
+    /// what their stored messages are retired by.
+    pub fn deleted_topics(&self) -> Vec<(String, Topic)> {
+        self.entries
+            .values()
+            .filter(|entry| entry.kind == CatalogKind::Topic && entry.deleted)
+            .filter_map(|entry| {
+                let topic = toml::from_str(entry.definition.as_deref()?).ok()?;
+                Some((entry.name.clone(), topic))
+            })
+            .collect()
+    }
+
     /// `base` (a topology file's) with every kept entry laid over it:
     /// definitions replace or add items, deletions remove them; then
     /// validated as a file would be. An error names the item's key
@@ -153,20 +185,27 @@ impl Catalog {
                     ),
                 )
             };
-            match (entry.kind, entry.definition.as_deref()) {
-                (CatalogKind::Topic, Some(text)) => {
+            match (entry.kind, entry.deleted, entry.definition.as_deref()) {
+                (CatalogKind::Topic, true, _) => {
+                    topology.topics.remove(&entry.name);
+                }
+                (CatalogKind::Group, true, _) => {
+                    topology.groups.remove(&entry.name);
+                }
+                (CatalogKind::Topic, false, Some(text)) => {
                     let topic: Topic = toml::from_str(text).map_err(parse_error)?;
                     topology.topics.insert(entry.name.clone(), topic);
                 }
-                (CatalogKind::Group, Some(text)) => {
+                (CatalogKind::Group, false, Some(text)) => {
                     let group: Group = toml::from_str(text).map_err(parse_error)?;
                     topology.groups.insert(entry.name.clone(), group);
                 }
-                (CatalogKind::Topic, None) => {
-                    topology.topics.remove(&entry.name);
-                }
-                (CatalogKind::Group, None) => {
-                    topology.groups.remove(&entry.name);
+                (_, false, None) => {
+                    return Err(TopologyError::invalid(
+                        key,
+                        "…",
+                        "the catalog's change has no definition",
+                    ));
                 }
             }
         }
@@ -235,6 +274,19 @@ mod tests {
         assert_eq!(topology.topics["orders"].queues, 4);
         assert!(!topology.topics.contains_key("demo"));
         assert_eq!(topology.groups["billing"].max_attempts, 3);
+    }
+
+    #[test]
+    fn a_deleted_topic_keeps_its_last_definition_for_retirement() {
+        let mut catalog = Catalog::default();
+        catalog.insert(CatalogEntry::topic("orders", &topic(4), 1, "eu-west"));
+        catalog.insert(CatalogEntry::topic_deletion("orders", &topic(4), 2, "eu-west"));
+        catalog.insert(CatalogEntry::deletion(CatalogKind::Topic, "demo", 3, "eu-west"));
+        let topology = catalog.apply_to(&base()).expect("valid");
+        assert!(!topology.topics.contains_key("orders"));
+        let deleted = catalog.deleted_topics();
+        assert_eq!(deleted.len(), 1, "demo's last definition is unknown");
+        assert_eq!((deleted[0].0.as_str(), deleted[0].1.queues), ("orders", 4));
     }
 
     #[test]

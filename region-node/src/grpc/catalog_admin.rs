@@ -56,7 +56,7 @@ impl<S: LogStore> Admin<S> {
         tracing::info!(
             kind = entry.kind.as_str(),
             name = entry.name,
-            deleted = entry.definition.is_none(),
+            deleted = entry.deleted,
             "topic or group changed through the admin API"
         );
         Ok(())
@@ -179,12 +179,14 @@ impl<S: LogStore> Admin<S> {
         name: &str,
     ) -> Result<DeleteTopicResponse, Status> {
         let name = name.trim();
-        if !self.context.topology.get().topics.contains_key(name) {
+        let topology = self.context.topology.get();
+        let Some(topic) = topology.topics.get(name) else {
             return Err(Status::not_found(format!("topic `{name}` does not exist")));
-        }
-        self.change(CatalogEntry::deletion(
-            CatalogKind::Topic,
+        };
+        // With its last definition: retention still retires what it stored.
+        self.change(CatalogEntry::topic_deletion(
             name,
+            topic,
             now_ms(),
             &self.context.region,
         ))

@@ -1368,6 +1368,7 @@ fn the_newest_catalog_change_of_each_item_is_kept(store: &impl LogStore) {
             definition_toml: Some(format!("# {n}")),
             changed_at_ms: at,
             region: region.to_owned(),
+            deleted: false,
         }),
         ..Record::default()
     };
