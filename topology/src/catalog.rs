@@ -280,8 +280,18 @@ mod tests {
     fn a_deleted_topic_keeps_its_last_definition_for_retirement() {
         let mut catalog = Catalog::default();
         catalog.insert(CatalogEntry::topic("orders", &topic(4), 1, "eu-west"));
-        catalog.insert(CatalogEntry::topic_deletion("orders", &topic(4), 2, "eu-west"));
-        catalog.insert(CatalogEntry::deletion(CatalogKind::Topic, "demo", 3, "eu-west"));
+        catalog.insert(CatalogEntry::topic_deletion(
+            "orders",
+            &topic(4),
+            2,
+            "eu-west",
+        ));
+        catalog.insert(CatalogEntry::deletion(
+            CatalogKind::Topic,
+            "demo",
+            3,
+            "eu-west",
+        ));
         let topology = catalog.apply_to(&base()).expect("valid");
         assert!(!topology.topics.contains_key("orders"));
         let deleted = catalog.deleted_topics();

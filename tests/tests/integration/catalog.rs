@@ -166,6 +166,17 @@ async fn topics_and_groups_change_at_run_time_in_every_region_and_survive_a_cras
     })
     .await?;
 
+    admin_json(
+        &cluster,
+        "a",
+        &["groups", "update", "billing", "--fifo", "true"],
+    )
+    .await?;
+    until_admin(&cluster, "b", &["groups", "describe", "billing"], |group| {
+        group["fifo"] == true && group["max_attempts"] == 3
+    })
+    .await?;
+
     // Stored: a crash loses nothing.
     cluster.kill9("a", Role::Node)?;
     cluster.start("a", Role::Node).await?;
@@ -213,6 +224,17 @@ async fn topics_and_groups_change_at_run_time_in_every_region_and_survive_a_cras
         let (ok, _, stderr) = admin(&cluster, "a", &args).await?;
         anyhow::ensure!(!ok && stderr.contains(names), "{args:?}: {stderr}");
     }
+
+    // A deleted group is configured nowhere and forgotten where deleted.
+    admin_json(&cluster, "b", &["groups", "delete", "billing"]).await?;
+    until_admin(&cluster, "a", &["groups", "list"], |groups| {
+        groups.as_array().is_some_and(|groups| {
+            groups
+                .iter()
+                .all(|group| group["name"] != "billing" || group["configured"] == false)
+        })
+    })
+    .await?;
 
     // A deleted topic is no longer routed, in either region.
     admin_json(&cluster, "b", &["topics", "delete", TOPIC]).await?;
