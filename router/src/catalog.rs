@@ -43,14 +43,20 @@ pub(crate) async fn poll(
             () = stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        for admin in &nodes {
-            match ask(*admin).await {
-                Ok(entries) => {
-                    routes.apply_catalog(entries);
-                    break;
+        let asked = async {
+            for admin in &nodes {
+                match ask(*admin).await {
+                    Ok(entries) => {
+                        routes.apply_catalog(entries);
+                        break;
+                    }
+                    Err(error) => trace!(%admin, %error, "catalog not available"),
                 }
-                Err(error) => trace!(%admin, %error, "catalog not available"),
             }
+        };
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = asked => {}
         }
     }
 }

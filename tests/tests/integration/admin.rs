@@ -259,7 +259,7 @@ async fn resetting_a_group_redelivers_from_earliest_or_a_time_to_a_running_consu
 }
 
 /// The trace of `id` as `region` shows it: (event, region, attempt) per step.
-async fn trace_in(
+pub(crate) async fn trace_in(
     cluster: &TestCluster,
     region: &str,
     id: &str,

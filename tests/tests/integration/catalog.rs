@@ -4,10 +4,10 @@
 //! replicated by the replicators like topics of the file, exported as a
 //! topology file; bad definitions refused naming what is wrong.
 
-use crate::support::{receive_exactly, send_to, start_consumer_of, start_producer_of, within};
-use meridian_tests::meridian_proto::rocketmq::v2::{
-    Address, AddressScheme, Code, Endpoints, QueryRouteRequest, Resource,
+use crate::support::{
+    query_route_of, receive_exactly, send_to, start_consumer_of, start_producer_of, within,
 };
+use meridian_tests::meridian_proto::rocketmq::v2::Code;
 use meridian_tests::{Role, TestCluster};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -39,28 +39,8 @@ async fn admin_json(cluster: &TestCluster, region: &str, args: &[&str]) -> anyho
 
 /// The status code a router's QueryRoute answers for `topic`.
 async fn route_code(endpoint: &str, topic: &str) -> anyhow::Result<Code> {
-    let mut client = TestCluster::messaging_client(endpoint).await?;
-    let (host, port) = endpoint.rsplit_once(':').unwrap_or_default();
-    let mut request = tonic::Request::new(QueryRouteRequest {
-        topic: Some(Resource {
-            resource_namespace: String::new(),
-            name: topic.to_owned(),
-        }),
-        endpoints: Some(Endpoints {
-            scheme: AddressScheme::IPv4 as i32,
-            addresses: vec![Address {
-                host: host.to_owned(),
-                port: port.parse()?,
-            }],
-        }),
-    });
-    request
-        .metadata_mut()
-        .insert("x-mq-client-id", "meridian-tests-catalog".parse()?);
-    let status = client
-        .query_route(request)
+    let status = query_route_of(endpoint, topic)
         .await?
-        .into_inner()
         .status
         .unwrap_or_default();
     Ok(Code::try_from(status.code).unwrap_or(Code::Unspecified))

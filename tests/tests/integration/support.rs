@@ -301,9 +301,11 @@ pub fn client_message_ids(records: &[Record]) -> Vec<String> {
         .collect()
 }
 
-/// Asks `endpoint` (a router or node) for the route of [`TEST_TOPIC`] and
-/// returns the distinct broker endpoints (`host:port`) of its queues.
-pub async fn query_route(endpoint: &str) -> anyhow::Result<BTreeSet<String>> {
+/// QueryRoute of `topic` to `endpoint` (a router or node), as a client asks.
+pub async fn query_route_of(
+    endpoint: &str,
+    topic: &str,
+) -> anyhow::Result<meridian_tests::meridian_proto::rocketmq::v2::QueryRouteResponse> {
     let mut client = TestCluster::messaging_client(endpoint).await?;
     let (host, port) = endpoint
         .rsplit_once(':')
@@ -311,7 +313,7 @@ pub async fn query_route(endpoint: &str) -> anyhow::Result<BTreeSet<String>> {
     let mut request = tonic::Request::new(QueryRouteRequest {
         topic: Some(Resource {
             resource_namespace: String::new(),
-            name: TEST_TOPIC.to_owned(),
+            name: topic.to_owned(),
         }),
         endpoints: Some(Endpoints {
             scheme: AddressScheme::IPv4 as i32,
@@ -328,14 +330,20 @@ pub async fn query_route(endpoint: &str) -> anyhow::Result<BTreeSet<String>> {
             .context("a metadata value")?,
     );
     request.set_timeout(Duration::from_secs(3));
-    let response = within(
+    Ok(within(
         CLIENT_CALL_TIMEOUT,
         "QueryRoute",
         client.query_route(request),
     )
     .await?
     .with_context(|| format!("QueryRoute via {endpoint}"))?
-    .into_inner();
+    .into_inner())
+}
+
+/// Asks `endpoint` (a router or node) for the route of [`TEST_TOPIC`] and
+/// returns the distinct broker endpoints (`host:port`) of its queues.
+pub async fn query_route(endpoint: &str) -> anyhow::Result<BTreeSet<String>> {
+    let response = query_route_of(endpoint, TEST_TOPIC).await?;
     let status = response
         .status
         .context("QueryRoute answered without a status")?;

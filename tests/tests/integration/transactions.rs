@@ -338,36 +338,13 @@ async fn orphaned_transactions_are_checked_back_through_the_router() -> anyhow::
     );
     receive_exactly(&consumer, TOPIC, &BTreeSet::new(), "nothing else").await?;
     // The committed orphan's trace shows its check-back and its commit.
-    let topology = cluster.topology_path().display().to_string();
-    let shown = cluster
-        .run_meridian(
-            [
-                "admin",
-                "--topology",
-                &topology,
-                "messages",
-                "show",
-                &commit_id,
-                "--json",
-            ],
-            Duration::from_secs(30),
-        )
-        .await?;
-    let events: Vec<String> = serde_json::from_str::<serde_json::Value>(&shown.stdout)?[0]["trace"]
-        .as_array()
-        .map(|steps| {
-            steps
-                .iter()
-                .filter_map(|step| step["event"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
+    let (shown, steps) = crate::admin::trace_in(&cluster, "a", &commit_id).await?;
+    let events: Vec<String> = steps.into_iter().map(|(event, _, _)| event).collect();
     anyhow::ensure!(
         events.iter().any(|event| event == "transaction checked")
             && events.iter().any(|event| event == "transaction committed")
             && events.iter().any(|event| event == "delivered"),
-        "trace events {events:?}: {}",
-        shown.stdout
+        "trace events {events:?}: {shown}"
     );
     cluster.finish();
     Ok(())
