@@ -59,6 +59,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "#[derive(serde::Serialize, serde::Deserialize, utoipa::ToSchema)] #[serde(default)]",
         );
     }
+    // Request bodies a person types: a misspelt field is refused, not ignored.
+    for message in ["TopicDefinition", "GroupDefinition"] {
+        config = config.type_attribute(
+            format!(".meridian.v1.{message}"),
+            "#[serde(deny_unknown_fields)]",
+        );
+    }
     config = config.field_attribute(
         ".meridian.v1.TracedMessage.body",
         "#[serde(with = \"crate::json_bytes\")] #[schema(value_type = Option<String>, \

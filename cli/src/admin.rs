@@ -27,15 +27,17 @@ pub enum AdminCommand {
     Topics(TopicCommand),
     /// Consumer groups: `list`, `describe NAME` (per queue: consumed
     /// offset, in flight, backlog, age of the oldest unacknowledged
-    /// message), or `reset NAME --topic T --to WHEN`.
+    /// message), `create|update NAME …`, `delete NAME`, or `reset NAME
+    /// --topic T --to WHEN`.
     #[command(subcommand)]
     Groups(GroupCommand),
     /// Messages: `query --topic T [--key K | --tag X] [--from T1] [--to T2]`
     /// (a page at a time), or `show ID` (the message and its trace).
     #[command(subcommand)]
     Messages(crate::messages::MessageCommand),
-    /// The topology as the region has it now (the file's, with the topics
-    /// and groups the admin API changed), as a topology file: TOML on
+    /// The topology as the region has it now, as a topology file: the
+    /// regions and links of the --topology file with the topics and groups
+    /// the node has (the file's, with the admin API's changes); TOML on
     /// stdout, or into --output.
     Export {
         #[arg(long)]
@@ -163,6 +165,15 @@ pub enum ResetTo {
     Time(i64),
 }
 
+/// Now, in ms since the Unix epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}
+
 /// Reads `--to`.
 fn parse_position(text: &str) -> Result<ResetTo, String> {
     match text {
@@ -218,6 +229,7 @@ impl GroupFields {
 /// text to print.
 pub async fn run(
     admin: SocketAddr,
+    file: &meridian_topology::Topology,
     command: &AdminCommand,
     as_json: bool,
 ) -> anyhow::Result<String> {
@@ -234,12 +246,24 @@ pub async fn run(
             crate::messages::run(&mut client, command, as_json).await?
         }
         AdminCommand::Export { output } => {
-            let toml = client
+            let node_view = client
                 .export_topology(ExportTopologyRequest {})
                 .await
                 .map_err(answer)?
                 .into_inner()
                 .toml;
+            // The node's view has its addresses as it sees them (under
+            // `meridian up`, other regions' are the link emulator's): keep
+            // the file's regions, links and drill, take its topics and groups.
+            let now = meridian_topology::Topology::from_toml_str(
+                &node_view,
+                std::path::Path::new("the node's topology"),
+            )
+            .map_err(|error| anyhow::anyhow!("the node's topology does not parse: {error}"))?;
+            let mut exported = file.clone();
+            exported.topics = now.topics;
+            exported.groups = now.groups;
+            let toml = exported.to_toml_string();
             match output {
                 Some(path) => {
                     std::fs::write(path, &toml)
@@ -335,6 +359,7 @@ pub async fn run(
             }
         }
         AdminCommand::Groups(GroupCommand::Reset { name, topic, to }) => {
+            let asked = *to;
             let to = match *to {
                 ResetTo::Earliest => reset_group_request::To::Earliest(true),
                 ResetTo::Latest => reset_group_request::To::Latest(true),
@@ -364,8 +389,15 @@ pub async fn run(
                     .iter()
                     .map(|queue| vec![queue.queue_id.to_string(), queue.offset.to_string()])
                     .collect();
+                let future = match asked {
+                    ResetTo::Time(ms) if ms > now_ms() => format!(
+                        "note: {ms} ms is in the future: no message was stored at or after it \
+                         yet, so every queue moved to its end (as `--to latest`)\n"
+                    ),
+                    _ => String::new(),
+                };
                 format!(
-                    "group {name} on topic {topic} now consumes from:\n{}",
+                    "{future}group {name} on topic {topic} now consumes from:\n{}",
                     table(&["QUEUE", "NEXT OFFSET"], &rows)
                 )
             }
@@ -413,6 +445,9 @@ fn topic_json(topic: &TopicSummary) -> Value {
         "retention_ms": topic.retention_ms,
         "retention_bytes": topic.retention_bytes,
         "messages": topic.messages,
+        "consume_from": topic.consume_from,
+        "durability": topic.durability,
+        "geo_copies": topic.geo_copies,
     })
 }
 
@@ -497,6 +532,11 @@ fn topics_table(topics: &[TopicSummary]) -> String {
                 topic.message_types.join(","),
                 topic.replicate_to.join(","),
                 retention(topic),
+                topic.consume_from.clone(),
+                match topic.durability.as_str() {
+                    "geo" => format!("geo ({} copies)", topic.geo_copies),
+                    other => other.to_owned(),
+                },
             ]
         })
         .collect();
@@ -508,6 +548,8 @@ fn topics_table(topics: &[TopicSummary]) -> String {
             "TYPES",
             "REPLICATE TO",
             "RETENTION",
+            "CONSUME FROM",
+            "DURABILITY",
         ],
         &rows,
     )
@@ -544,7 +586,7 @@ fn topic_text(topic: &TopicDescription) -> String {
         })
         .collect();
     text.push_str(&table(
-        &["QUEUE", "MIN OFFSET", "MAX OFFSET", "MESSAGES"],
+        &["QUEUE", "FIRST OFFSET", "NEXT OFFSET", "MESSAGES"],
         &rows,
     ));
     text

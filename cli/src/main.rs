@@ -94,8 +94,9 @@ enum Command {
         #[arg(long)]
         topology: PathBuf,
     },
-    /// A region's topics and consumer groups (offsets, consumer progress,
-    /// backlog), from its node's admin address.
+    /// A region's topics, consumer groups and messages: list, describe,
+    /// create, update, delete, reset progress, query and trace messages,
+    /// export the topology; through its node's admin address.
     Admin {
         /// Topology file of the deployment.
         #[arg(long, default_value = "meridian-data/demo-topology.toml")]
@@ -397,7 +398,7 @@ async fn run(command: Command, inherited: Inherited) -> ExitCode {
                 eprintln!("error: the topology has no region");
                 return ExitCode::from(EXIT_INVALID_TOPOLOGY);
             };
-            match admin::run(admin, &command, json).await {
+            match admin::run(admin, &topology, &command, json).await {
                 Ok(text) => {
                     print!("{text}");
                     ExitCode::SUCCESS

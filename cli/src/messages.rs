@@ -32,7 +32,7 @@ pub enum MessageCommand {
         #[arg(long, value_parser = parse_time)]
         to: Option<i64>,
         /// Messages per page (1..=1000, default 100).
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
         limit: u32,
         /// The page after the one that printed this token.
         #[arg(long, default_value = "")]
@@ -65,14 +65,16 @@ fn parse_time(text: &str) -> Result<i64, String> {
         .map_err(|_| format!("`{text}` is out of range"))
 }
 
-/// `ms` since the Unix epoch as an RFC 3339 time (UTC, ms).
+/// `ms` since the Unix epoch as an RFC 3339 time, UTC, always with three
+/// decimals (so columns line up).
 fn time_text(ms: i64) -> String {
+    let format = time::format_description::parse_borrowed::<2>(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z",
+    );
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
-        .and_then(|time| {
-            time.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
+        .zip(format.ok())
+        .and_then(|(time, format)| time.format(&format).ok())
         .unwrap_or_else(|| ms.to_string())
 }
 
@@ -291,4 +293,25 @@ fn traced_text(traced: &TracedMessage) -> String {
         &rows,
     ));
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_always_have_three_decimals() {
+        assert_eq!(time_text(1_796_020_752_960), "2026-11-30T06:39:12.960Z");
+        assert_eq!(time_text(1_796_020_752_000), "2026-11-30T06:39:12.000Z");
+    }
+
+    #[test]
+    fn times_are_rfc_3339_or_ms() {
+        assert_eq!(parse_time("1796020752960"), Ok(1_796_020_752_960));
+        assert_eq!(
+            parse_time("2026-11-30T06:39:12.960Z"),
+            Ok(1_796_020_752_960)
+        );
+        assert!(parse_time("yesterday").is_err());
+    }
 }

@@ -12,7 +12,7 @@ use meridian_proto::rocketmq::v2::{
     ChangeInvisibleDurationRequest, ChangeInvisibleDurationResponse, Code, EndTransactionRequest,
     EndTransactionResponse, ForwardMessageToDeadLetterQueueRequest,
     ForwardMessageToDeadLetterQueueResponse, GetOffsetRequest, GetOffsetResponse, HeartbeatRequest,
-    HeartbeatResponse, Message, MessageQueue, NotifyClientTerminationRequest,
+    HeartbeatResponse, Message, MessageQueue, MessageType, NotifyClientTerminationRequest,
     NotifyClientTerminationResponse, PullMessageRequest, PullMessageResponse,
     QueryAssignmentRequest, QueryAssignmentResponse, QueryOffsetRequest, QueryOffsetResponse,
     QueryRouteRequest, QueryRouteResponse, RecallMessageRequest, RecallMessageResponse,
@@ -374,9 +374,19 @@ impl<B: Backend> MessagingService for Face<B> {
                 let count = messages.len();
                 // A producer whose settings did not list this topic still
                 // gets its check-backs (the Rust client lists only the
-                // topics its options name).
-                for topic in messages.iter().filter_map(|message| message.topic.as_ref()) {
-                    self.producers.sent(&caller.client_id, topic.name.trim());
+                // topics its options name). Only transactional sends need
+                // it, so other sends take no lock here.
+                for message in &messages {
+                    let transactional =
+                        message
+                            .system_properties
+                            .as_ref()
+                            .is_some_and(|properties| {
+                                properties.message_type == MessageType::Transaction as i32
+                            });
+                    if let (true, Some(topic)) = (transactional, message.topic.as_ref()) {
+                        self.producers.sent(&caller.client_id, topic.name.trim());
+                    }
                 }
                 let mut outcomes = self.backend.send(&caller, messages).await;
                 // A backend that answers for fewer messages than it got has a

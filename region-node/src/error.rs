@@ -81,6 +81,10 @@ pub enum NodeError {
         copies: u8,
         waited_ms: u64,
     },
+    #[error(
+        "consumer group `{group}` is neither configured nor tracked by this node (create it first to place a new group)"
+    )]
+    UnknownGroup { group: String },
     #[error("transaction id `{transaction_id}` is invalid: {reason}")]
     InvalidTransactionId {
         transaction_id: String,
@@ -129,6 +133,7 @@ impl NodeError {
             Self::InvalidTransactionId { .. } | Self::TransactionAlreadyEnded { .. } => {
                 Code::InvalidTransactionId
             }
+            Self::UnknownGroup { .. } => Code::IllegalConsumerGroup,
             Self::Consumer(ConsumerError::InvalidReceiptHandle { .. }) => {
                 Code::InvalidReceiptHandle
             }
@@ -151,6 +156,7 @@ impl NodeError {
             Self::Commit(CommitError::Stopped) => {
                 tonic::Status::unavailable(meridian_report::chain(self))
             }
+            Self::UnknownGroup { .. } => tonic::Status::not_found(meridian_report::chain(self)),
             _ => tonic::Status::internal(meridian_report::chain(self)),
         }
     }

@@ -7,9 +7,11 @@
 //! the two never disagree: the JSON bodies are the protobuf messages of
 //! `admin.proto`, field for field (absent optional fields are `null`).
 //! Errors are `{"error": "...", "code": "..."}` with 400 for a bad request
-//! (`code` names the gRPC code, `error` the field and what is wrong), 404
-//! for an unknown topic, group or message, 503 while the node stops and 500
-//! otherwise.
+//! (`code` names the gRPC code, `error` the field and what is wrong; request
+//! bodies with unknown fields included), 404 for an unknown topic, group,
+//! message or path, 405 for a method a path does not take, 409 for a topic
+//! or group that exists or a change a rule forbids (shrinking queues), 503
+//! while the node stops and 500 otherwise.
 
 use crate::grpc::admin::Admin;
 use crate::storage::LogStore;
@@ -54,6 +56,8 @@ pub fn router<S: LogStore>(admin: Arc<Admin<S>>) -> axum::Router {
         .route("/v1/export", get(export::<S>))
         .route("/v1/groups/{group}/reset", post(reset_group::<S>))
         .route("/v1/messages/{id}", get(get_message::<S>))
+        .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(admin)
 }
 
@@ -221,8 +225,9 @@ struct MessageQuery {
 async fn query_messages<S: LogStore>(
     State(admin): State<Arc<Admin<S>>>,
     Path(topic): Path<String>,
-    Query(query): Query<MessageQuery>,
+    parameters: Result<Query<MessageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Answer<QueryMessagesResponse> {
+    let query = self::query(parameters)?;
     answer(
         admin
             .query_messages(tonic::Request::new(QueryMessagesRequest {
@@ -318,6 +323,61 @@ async fn reset_group<S: LogStore>(
     )
 }
 
+/// Any other path: JSON 404 for people and scripts, gRPC UNIMPLEMENTED for
+/// gRPC clients (the same port serves the gRPC services).
+async fn fallback(request: axum::extract::Request) -> Response {
+    let grpc = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/grpc"));
+    if grpc {
+        return tonic::Status::unimplemented(format!("no service at {}", request.uri().path()))
+            .into_http();
+    }
+    ApiError(tonic::Status::not_found(format!(
+        "no such path: {} (see /openapi.json)",
+        request.uri().path()
+    )))
+    .into_response()
+}
+
+/// A known path with a method it does not take.
+async fn method_not_allowed(request: axum::extract::Request) -> Response {
+    let body = ErrorBody {
+        error: format!(
+            "{} does not take {} (see /openapi.json)",
+            request.uri().path(),
+            request.method()
+        ),
+        code: "UNIMPLEMENTED".to_owned(),
+    };
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
+}
+
+/// Query parameters, or 400 naming what is wrong with them.
+fn query<T>(
+    query: Result<Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ApiError> {
+    query.map(|Query(query)| query).map_err(|rejection| {
+        ApiError(tonic::Status::invalid_argument(format!(
+            "query: {}",
+            rejection.body_text()
+        )))
+    })
+}
+
+/// The name a body gives, if any, must be the path's.
+fn same_name(path: &str, body: &str) -> Result<(), ApiError> {
+    if body.is_empty() || body == path {
+        Ok(())
+    } else {
+        Err(ApiError(tonic::Status::invalid_argument(format!(
+            "name: the body names `{body}`, the path `{path}` (renaming is not supported)"
+        ))))
+    }
+}
+
 /// A JSON body, or 400 naming what is wrong with it.
 fn body<T>(body: Result<Json<T>, axum::extract::rejection::JsonRejection>) -> Result<T, ApiError> {
     body.map(|Json(body)| body).map_err(|rejection| {
@@ -350,9 +410,11 @@ async fn update_topic<S: LogStore>(
     Path(topic): Path<String>,
     definition: Result<Json<TopicDefinition>, axum::extract::rejection::JsonRejection>,
 ) -> Answer<TopicSummary> {
+    let definition = body(definition)?;
+    same_name(&topic, &definition.name)?;
     let definition = TopicDefinition {
         name: topic,
-        ..body(definition)?
+        ..definition
     };
     answer(admin.update_topic(tonic::Request::new(definition)).await)
 }
@@ -394,9 +456,11 @@ async fn update_group<S: LogStore>(
     Path(group): Path<String>,
     definition: Result<Json<GroupDefinition>, axum::extract::rejection::JsonRejection>,
 ) -> Answer<GroupSummary> {
+    let definition = body(definition)?;
+    same_name(&group, &definition.name)?;
     let definition = GroupDefinition {
         name: group,
-        ..body(definition)?
+        ..definition
     };
     answer(admin.update_group(tonic::Request::new(definition)).await)
 }
@@ -443,8 +507,9 @@ struct MessageOptions {
 async fn get_message<S: LogStore>(
     State(admin): State<Arc<Admin<S>>>,
     Path(id): Path<String>,
-    Query(options): Query<MessageOptions>,
+    parameters: Result<Query<MessageOptions>, axum::extract::rejection::QueryRejection>,
 ) -> Answer<GetMessageResponse> {
+    let options = query(parameters)?;
     answer(
         admin
             .get_message(tonic::Request::new(GetMessageRequest {

@@ -118,6 +118,10 @@ def main(arguments, log):
     check("DELETE", "/v1/groups/{group}", "/v1/groups/http-group", 200)
     check("DELETE", "/v1/topics/{topic}", "/v1/topics/http-made", 200)
     # Bad input: 4xx naming what was wrong.
+    # A path the API does not have: 404 with a JSON error too.
+    status, answer = call(arguments.base_url, "GET", "/v1/nothing-here")
+    if status != 404 or "nothing-here" not in (answer or {}).get("error", ""):
+        raise common.Failure(f"an unknown path answered {status}: {answer}", **result)
     for method, template, path, expected, body, names in [
         ("GET", "/v1/topics/{topic}", "/v1/topics/no-such-topic", 404, None, "no-such-topic"),
         (
@@ -156,6 +160,31 @@ def main(arguments, log):
         ),
         ("POST", "/v1/topics", "/v1/topics", 400, {"name": "x", "queues": "many"}, "body"),
         ("PUT", "/v1/topics/{topic}", "/v1/topics/http-made", 404, {"queues": 4}, "http-made"),
+        ("POST", "/v1/topics", "/v1/topics", 400, {"name": "typo", "qeues": 4}, "qeues"),
+        (
+            "PUT",
+            "/v1/topics/{topic}",
+            f"/v1/topics/{topic}",
+            400,
+            {"name": "other", "queues": 99},
+            "other",
+        ),
+        (
+            "GET",
+            "/v1/topics/{topic}/messages",
+            f"/v1/topics/{topic}/messages?limit=abc",
+            400,
+            None,
+            "limit",
+        ),
+        (
+            "POST",
+            "/v1/groups/{group}/reset",
+            "/v1/groups/no-such-group/reset",
+            404,
+            {"topic": arguments.topic, "to": "latest"},
+            "no-such-group",
+        ),
     ]:
         answer = check(method, template, path, expected, body)
         if names not in answer["error"]:

@@ -47,6 +47,17 @@ pub(super) fn topic_summary(name: &str, topic: &Topic, messages: u64) -> TopicSu
         retention_ms: topic.retention_ms,
         retention_bytes: topic.retention_bytes,
         messages,
+        consume_from: match topic.consume_from {
+            meridian_topology::ConsumeFrom::Earliest => "earliest",
+            meridian_topology::ConsumeFrom::Latest => "latest",
+        }
+        .to_owned(),
+        durability: match topic.durability {
+            meridian_topology::Durability::Local => "local",
+            meridian_topology::Durability::Geo => "geo",
+        }
+        .to_owned(),
+        geo_copies: u32::from(topic.geo_copies),
     }
 }
 
@@ -188,16 +199,21 @@ impl<S: LogStore> AdminService for Admin<S> {
             ));
         };
         let topic_name = request.topic;
-        let topic = self
-            .context
-            .topology
-            .get()
+        let topology = self.context.topology.get();
+        let topic = topology
             .topic(&topic_name)
             .ok_or_else(|| topic_not_found(&topic_name))?
             .into_owned();
+        let configured = topology
+            .groups
+            .contains_key(meridian_topology::configured_group(&group));
         let queues = self
             .context
             .blocking(move |store, consumers| {
+                // A typo must not quietly start a new group.
+                if !configured && !consumers.group_names().contains(&group) {
+                    return Err(NodeError::UnknownGroup { group });
+                }
                 let mut positions = Vec::new();
                 for queue_id in 0..i32::from(topic.queues) {
                     let bounds = store.queue_bounds(&topic_name, queue_id)?;

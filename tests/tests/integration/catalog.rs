@@ -174,7 +174,8 @@ async fn topics_and_groups_change_at_run_time_in_every_region_and_survive_a_cras
     let exported =
         meridian_tests::meridian_topology::Topology::load(&export).map_err(anyhow::Error::msg)?;
     anyhow::ensure!(
-        exported.topics.get(TOPIC).map(|topic| topic.queues) == Some(4)
+        exported.regions == cluster.topology().regions
+            && exported.topics.get(TOPIC).map(|topic| topic.queues) == Some(4)
             && exported
                 .groups
                 .get("billing")
@@ -198,6 +199,12 @@ async fn topics_and_groups_change_at_run_time_in_every_region_and_survive_a_cras
         (vec!["topics", "create", "typed", "--types", "lite"], "lite"),
         (
             vec!["groups", "update", "nobody", "--fifo", "true"],
+            "nobody",
+        ),
+        (
+            vec![
+                "groups", "reset", "nobody", "--topic", TOPIC, "--to", "earliest",
+            ],
             "nobody",
         ),
     ] {
