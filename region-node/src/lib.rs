@@ -18,6 +18,8 @@
 //! to the node only through the `meridian.v1.NodeService` API.
 
 mod acks;
+#[doc(hidden)]
+pub mod bench_support;
 mod catalog;
 mod commit;
 mod consumer;

@@ -55,6 +55,19 @@ use std::collections::BTreeMap;
 
 pub use codec::MessageIndex;
 
+/// The log value codec, for the micro-benchmarks (`crate::bench_support`).
+pub mod codec_for_bench {
+    use meridian_proto::meridian::v1::Record;
+
+    pub fn encode(record: &Record) -> Vec<u8> {
+        super::codec::encode_log_value(record)
+    }
+
+    pub fn decode(value: &[u8]) -> Option<Record> {
+        super::codec::decode_log_value(1, value).ok()
+    }
+}
+
 /// A position in a message query's order: the time the message's origin
 /// stored it (ms since the Unix epoch), then its local sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -101,6 +101,12 @@ struct AppendState {
     last_sequence: u64,
     /// The tail of each queue appended to since open.
     tails: HashMap<(String, i32), QueueTail>,
+    /// No `timer` key below this one is live: where reads of the timer
+    /// index start, instead of the column family's first key, so they do
+    /// not walk the tombstones of every message already moved to its queue
+    /// (a million moved made each look walk a million tombstones until
+    /// compaction). `None`: not known yet (start at the first key).
+    timer_floor: Option<Vec<u8>>,
 }
 
 /// A message joining a queue.
@@ -215,6 +221,7 @@ impl RocksStore {
             append_state: Mutex::new(AppendState {
                 last_sequence: 0,
                 tails: HashMap::new(),
+                timer_floor: None,
             }),
             last_sequence: AtomicU64::new(0),
             held_acks: AtomicU64::new(0),
@@ -536,7 +543,13 @@ impl LogStore for RocksStore {
                 }
                 Some(message) if message.delivery_timestamp_ms.is_some() => {
                     let due = message.delivery_timestamp_ms.unwrap_or_default();
-                    batch.put_cf(self.cf(TIMER), codec::timer_key(due, sequence + 1), []);
+                    let key = codec::timer_key(due, sequence + 1);
+                    if let Some(floor) = state.timer_floor.as_mut()
+                        && key.as_slice() < floor.as_slice()
+                    {
+                        *floor = key.to_vec();
+                    }
+                    batch.put_cf(self.cf(TIMER), key, []);
                     None
                 }
                 Some(message) => Some(self.stage_queue_entry(
@@ -610,17 +623,20 @@ impl LogStore for RocksStore {
     }
 
     fn next_timer_due(&self) -> Result<Option<i64>, StorageError> {
-        match self
-            .db
-            .iterator_cf(self.cf(TIMER), IteratorMode::Start)
-            .next()
-        {
-            None => Ok(None),
-            Some(entry) => {
-                let (key, _) = entry.map_err(backend("read the first timer key"))?;
-                Ok(Some(codec::decode_timer_key(&key)?.0))
-            }
+        let floor = self.append_state.lock().timer_floor.clone();
+        let mut iterator = self.db.raw_iterator_cf(self.cf(TIMER));
+        match &floor {
+            Some(floor) => iterator.seek(floor),
+            None => iterator.seek_to_first(),
         }
+        let due = iterator
+            .key()
+            .map(|key| codec::decode_timer_key(key).map(|(due, _)| due))
+            .transpose()?;
+        iterator
+            .status()
+            .map_err(backend("read the first timer key"))?;
+        Ok(due)
     }
 
     fn enqueue_due(&self, now_ms: i64, max: usize) -> Result<Vec<Enqueued>, StorageError> {
@@ -628,7 +644,12 @@ impl LogStore for RocksStore {
         let mut state = self.append_state.lock();
         let mut due = Vec::new();
         let mut iterator = self.db.raw_iterator_cf(self.cf(TIMER));
-        iterator.seek_to_first();
+        match &state.timer_floor {
+            Some(floor) => iterator.seek(floor),
+            None => iterator.seek_to_first(),
+        }
+        // The smallest live key: a later look starts there.
+        let first_live = iterator.key().map(<[u8]>::to_vec);
         while due.len() < max {
             let Some(key) = iterator.key() else { break };
             let (due_ms, sequence) = codec::decode_timer_key(key)?;
@@ -640,9 +661,13 @@ impl LogStore for RocksStore {
         }
         iterator.status().map_err(backend("scan the timer index"))?;
         drop(iterator);
-        if due.is_empty() {
+        let Some((last_key, _, _)) = due.last() else {
+            if first_live.is_some() {
+                state.timer_floor = first_live;
+            }
             return Ok(Vec::new());
-        }
+        };
+        let last_key = last_key.clone();
         let mut batch = WriteBatch::default();
         let mut staged_offsets: HashMap<(String, i32), QueueTail> = HashMap::new();
         let mut enqueued = Vec::with_capacity(due.len());
@@ -686,6 +711,9 @@ impl LogStore for RocksStore {
             .write_opt(batch, &self.write_options)
             .map_err(backend("move due messages to their queues"))?;
         state.tails.extend(staged_offsets);
+        // Every live key is above the last one moved (keys move in order,
+        // and appends lower the floor for earlier ones).
+        state.timer_floor = Some(last_key);
         Ok(enqueued)
     }
 
