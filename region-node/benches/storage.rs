@@ -33,6 +33,16 @@ fn append_and_read(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = BenchStore::open(dir.path(), false).expect("open");
     let mut n = 0_u64;
+    // Messages to read even when only the read benchmark runs.
+    for _ in 0..100 {
+        let records = (0..BATCH)
+            .map(|index| {
+                n += 1;
+                message_record(n, "orders", (index % 8) as i32, BODY, None)
+            })
+            .collect();
+        store.append(records).expect("append");
+    }
     let mut group = c.benchmark_group("storage");
     group.throughput(Throughput::Elements(BATCH as u64));
     group.bench_function("append 64 × 1 KiB messages, one batch", |b| {

@@ -84,14 +84,21 @@ impl Tracer {
         );
     }
 
-    /// Notes that a copy of the message arrived here from `from_region`.
-    pub fn note_arrival(&self, topic: &str, message_dedup_id: &[u8], from_region: &str) {
+    /// Notes that a copy of the message arrived here from `from_region` at
+    /// `at_ms` (taken before it was stored, so before any delivery of it).
+    pub fn note_arrival(
+        &self,
+        topic: &str,
+        message_dedup_id: &[u8],
+        from_region: &str,
+        at_ms: i64,
+    ) {
         self.send(
             topic,
             TraceEvent {
                 message_dedup_id: message_dedup_id.to_vec(),
                 kind: TraceEventKind::Arrived as i32,
-                at_ms: now_ms(),
+                at_ms,
                 region: self.region.clone(),
                 from_region: from_region.to_owned(),
                 ..TraceEvent::default()

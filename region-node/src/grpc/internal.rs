@@ -273,6 +273,9 @@ impl<S: LogStore> NodeService for Internal<S> {
             .iter()
             .map(|record| Arrival::of(record, &region))
             .collect();
+        // Before the append: consumers may get the messages before this
+        // handler goes on.
+        let arrived_at = crate::grpc::convert::now_ms();
         let outcomes = self
             .context
             .commit
@@ -310,7 +313,7 @@ impl<S: LogStore> NodeService for Internal<S> {
             if let (Some((topic, dedup_id)), Appended::Stored { .. }) = (message, outcome) {
                 self.context
                     .tracer
-                    .note_arrival(topic, dedup_id, &request.from_region);
+                    .note_arrival(topic, dedup_id, &request.from_region, arrived_at);
             }
         }
         let stored = outcomes

@@ -145,6 +145,21 @@ pub async fn get<S: LogStore>(
     Ok(GetMessageResponse { messages })
 }
 
+/// Where a step comes among steps of the same millisecond.
+fn step_rank(event: &str) -> u8 {
+    match event {
+        "sent" => 0,
+        "stored" => 1,
+        "transaction checked" => 2,
+        "transaction committed" | "transaction rolled back" => 3,
+        "arrived" => 4,
+        "delivered" => 5,
+        "acknowledged" => 6,
+        "dead-lettered" => 7,
+        _ => 8,
+    }
+}
+
 fn type_name(message_type: i32) -> &'static str {
     match MessageType::try_from(message_type) {
         Ok(MessageType::Fifo) => "fifo",
@@ -277,8 +292,8 @@ fn traced<S: LogStore>(
             ..TraceStep::default()
         });
     }
-    // Stable: steps at the same ms keep the order above (sent, stored, …).
-    trace.sort_by_key(|step| step.at_ms);
+    // Steps of the same ms in the order they can happen in.
+    trace.sort_by_key(|step| (step.at_ms, step_rank(&step.event)));
     Ok(TracedMessage {
         message: Some(summary),
         body: with_body.then(|| {

@@ -768,9 +768,11 @@ impl LogStore for RocksStore {
             self.cf(QUEUE),
             IteratorMode::From(&start, Direction::Forward),
         );
-        let mut found = Vec::new();
+        // The entries first, then their records in one batched lookup
+        // (sequences ascend with offsets: sorted input).
+        let mut entries_found = Vec::new();
         for entry in entries {
-            if found.len() >= max {
+            if entries_found.len() >= max {
                 break;
             }
             let (key, value) = entry.map_err(backend("read a consume queue"))?;
@@ -779,11 +781,24 @@ impl LogStore for RocksStore {
             }
             let offset = codec::queue_key_offset(&key)?;
             let sequence = codec::decode_queue_value(&key, &value)?.sequence;
-            let record = self.get(sequence)?.ok_or_else(|| StorageError::Corrupt {
-                what: "queue entry",
-                key: hex::encode(&key),
-                reason: format!("points at sequence {sequence}, which is not stored"),
-            })?;
+            entries_found.push((key, offset, sequence));
+        }
+        let log_keys: Vec<[u8; 8]> = entries_found
+            .iter()
+            .map(|(_, _, sequence)| codec::log_key(*sequence))
+            .collect();
+        let values = self.db.batched_multi_get_cf(self.cf(LOG), &log_keys, true);
+        let mut found = Vec::with_capacity(entries_found.len());
+        for ((key, offset, sequence), value) in entries_found.into_iter().zip(values) {
+            let value = value.map_err(backend("read log records"))?;
+            let record = value
+                .map(|value| codec::decode_log_value(sequence, &value))
+                .transpose()?
+                .ok_or_else(|| StorageError::Corrupt {
+                    what: "queue entry",
+                    key: hex::encode(&key),
+                    reason: format!("points at sequence {sequence}, which is not stored"),
+                })?;
             found.push((offset, record));
         }
         Ok(found)
