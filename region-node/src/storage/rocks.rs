@@ -405,36 +405,43 @@ impl RocksStore {
         message_dedup_id: &[u8],
         last_sequence: u64,
     ) -> Result<bool, StorageError> {
-        let id_key = codec::dedup_id_key(message_dedup_id);
-        let Some(entry) = self.find_dedup_key(&HashMap::new(), &id_key)? else {
+        let Some(location) = self.locate_message(message_dedup_id)? else {
             return Ok(false);
         };
-        if entry.sequence >= last_sequence {
+        if location.sequence >= last_sequence
+            || location.queue_offset.is_some()
+            || location.open_transaction
+        {
             return Ok(false);
         }
-        let open = self
-            .db
-            .get_pinned_cf(self.cf(TXN), codec::transaction_key(entry.sequence))
-            .map_err(backend("read an open transaction"))?
-            .is_some();
-        if entry.queue_offset.is_some() || open {
-            return Ok(false);
-        }
-        let Some(record) = self.get(entry.sequence)? else {
+        let Some(record) = self.get(location.sequence)? else {
             return Ok(false);
         };
-        batch.delete_cf(self.cf(LOG), codec::log_key(entry.sequence));
-        batch.delete_cf(self.cf(DEDUP), &id_key);
-        for index_key in codec::index_keys(&record, entry.sequence) {
+        batch.delete_cf(self.cf(LOG), codec::log_key(location.sequence));
+        self.stage_entries_removal(batch, &record, location.sequence);
+        Ok(true)
+    }
+
+    /// Stages the removal of what refers to `record` (stored at
+    /// `sequence`) besides its log entry: its dedup entries (the client
+    /// message id's too, for a message) and its index entries.
+    fn stage_entries_removal(&self, batch: &mut WriteBatch, record: &Record, sequence: u64) {
+        batch.delete_cf(self.cf(DEDUP), codec::dedup_id_key(&record.dedup_id));
+        for index_key in codec::index_keys(record, sequence) {
             batch.delete_cf(self.cf(INDEX), index_key);
         }
-        if let Some(local) = LocalMessage::of(&record, &record.origin_region) {
+        if let Some(message) = record.message.as_ref()
+            && !message.client_message_id.is_empty()
+        {
             batch.delete_cf(
                 self.cf(DEDUP),
-                codec::local_message_key(local.topic, local.client_message_id, &local.digest),
+                codec::local_message_key(
+                    &message.topic,
+                    &message.client_message_id,
+                    &codec::content_digest(message),
+                ),
             );
         }
-        Ok(true)
     }
 
     /// The catalog change kept under `key`.
@@ -929,22 +936,7 @@ impl LogStore for RocksStore {
             batch.delete_cf(self.cf(QUEUE), &key);
             batch.delete_cf(self.cf(LOG), codec::log_key(queued.sequence));
             if let Some(record) = &record {
-                for index_key in codec::index_keys(record, queued.sequence) {
-                    batch.delete_cf(self.cf(INDEX), index_key);
-                }
-                batch.delete_cf(self.cf(DEDUP), codec::dedup_id_key(&record.dedup_id));
-                if let Some(message) = record.message.as_ref()
-                    && !message.client_message_id.is_empty()
-                {
-                    batch.delete_cf(
-                        self.cf(DEDUP),
-                        codec::local_message_key(
-                            &message.topic,
-                            &message.client_message_id,
-                            &codec::content_digest(message),
-                        ),
-                    );
-                }
+                self.stage_entries_removal(&mut batch, record, queued.sequence);
             }
             removed += 1;
             min_offset = Some(offset + 1);
@@ -1010,15 +1002,12 @@ impl LogStore for RocksStore {
                 super::ControlStep::Skip => {}
                 super::ControlStep::Remove => {
                     batch.delete_cf(self.cf(LOG), &key);
-                    batch.delete_cf(self.cf(DEDUP), codec::dedup_id_key(&record.dedup_id));
-                    for index_key in codec::index_keys(&record, sequence) {
-                        batch.delete_cf(self.cf(INDEX), index_key);
-                    }
+                    self.stage_entries_removal(&mut batch, &record, sequence);
                     removed += 1;
                 }
                 super::ControlStep::RemoveRollback { message_dedup_id } => {
                     batch.delete_cf(self.cf(LOG), &key);
-                    batch.delete_cf(self.cf(DEDUP), codec::dedup_id_key(&record.dedup_id));
+                    self.stage_entries_removal(&mut batch, &record, sequence);
                     removed += 1;
                     if self.stage_half_message_removal(
                         &mut batch,
