@@ -292,6 +292,8 @@ pub fn bind_ephemeral(mut topology: Topology) -> anyhow::Result<(Topology, Socke
                     Some("admin") => region.admin = address,
                     Some("replicator") => region.replicator = Some(address),
                     Some("router") => region.router = address,
+                    Some("http") => region.http = Some(address),
+                    Some("stomp") => region.stomp = Some(address),
                     _ => anyhow::bail!("unexpected socket {}", spec.name),
                 }
                 handover.push(socket);

@@ -77,8 +77,9 @@ enum Command {
         #[command(subcommand)]
         command: DrillCommand,
     },
-    /// Run one region's node (storage + RocketMQ gRPC + internal API).
-    Node(RoleArgs),
+    /// Run one region's node (storage + RocketMQ gRPC + internal API +
+    /// HTTP and STOMP when the topology or the flags give their addresses).
+    Node(NodeArgs),
     /// Run one region's replicator (QUIC commit-log shipping to peers).
     Replicator(RoleArgs),
     /// Run one region's router (QueryRoute to the nearest healthy region).
@@ -266,6 +267,37 @@ struct RoleArgs {
     stop_on_stdin_eof: bool,
 }
 
+#[derive(clap::Args)]
+struct NodeArgs {
+    #[command(flatten)]
+    role: RoleArgs,
+    /// Serve the HTTP faces (the Aliyun MQ HTTP API and the JSON REST API)
+    /// on this address instead of the topology's `http`; `off` serves none.
+    #[arg(long, value_name = "ADDRESS|off")]
+    http: Option<ListenFlag>,
+    /// Serve STOMP 1.2 on this address instead of the topology's `stomp`;
+    /// `off` serves none.
+    #[arg(long, value_name = "ADDRESS|off")]
+    stomp: Option<ListenFlag>,
+}
+
+/// A `--http` / `--stomp` value: an address, or `off`.
+#[derive(Debug, Clone, Copy)]
+struct ListenFlag(Option<std::net::SocketAddr>);
+
+impl std::str::FromStr for ListenFlag {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.eq_ignore_ascii_case("off") {
+            return Ok(ListenFlag(None));
+        }
+        text.parse()
+            .map(|address| ListenFlag(Some(address)))
+            .map_err(|_| format!("`{text}` is neither an address like 127.0.0.1:8080 nor `off`"))
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
@@ -414,11 +446,31 @@ async fn run(command: Command, inherited: Inherited) -> ExitCode {
             Err(code) => code,
         },
         Command::Node(args) => {
-            let topology = match load(&args.topology, Some(&args.region)) {
+            let mut topology = match load(&args.role.topology, Some(&args.role.region)) {
                 Ok(topology) => topology,
                 Err(code) => return code,
             };
-            report(run_node(topology, &args.region, args.stop_on_stdin_eof, inherited).await)
+            if let Some(region) = topology.regions.get_mut(&args.role.region) {
+                if let Some(ListenFlag(http)) = args.http {
+                    region.http = http;
+                }
+                if let Some(ListenFlag(stomp)) = args.stomp {
+                    region.stomp = stomp;
+                }
+            }
+            if let Err(error) = topology.validate() {
+                eprintln!("error: with the --http / --stomp flags: {error}");
+                return ExitCode::from(2);
+            }
+            report(
+                run_node(
+                    topology,
+                    &args.role.region,
+                    args.role.stop_on_stdin_eof,
+                    inherited,
+                )
+                .await,
+            )
         }
         Command::Replicator(args) => {
             let topology = match load(&args.topology, Some(&args.region)) {
@@ -604,17 +656,23 @@ async fn run_node(
         move || meridian_region_node::Node::open(topology, &region)
     })
     .await??;
-    let [node_socket, admin_socket]: [_; 2] =
-        role_sockets(&topology, region, Role::Node, inherited)?
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("a node listens on two sockets"))?;
+    // node, admin, then http and stomp when served (`role_sockets`' order).
+    let config = topology.region(region)?;
+    let mut sockets = role_sockets(&topology, region, Role::Node, inherited)?.into_iter();
+    let mut next = |what: &str| {
+        sockets
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("the node's {what} socket is missing"))
+            .and_then(tcp_listener)
+    };
+    let listeners = meridian_region_node::Listeners {
+        node: next("node")?,
+        admin: next("admin")?,
+        http: config.http.map(|_| next("http")).transpose()?,
+        stomp: config.stomp.map(|_| next("stomp")).transpose()?,
+    };
     announce_ready("node", region);
-    node.serve(
-        tcp_listener(node_socket)?,
-        tcp_listener(admin_socket)?,
-        shutdown,
-    )
-    .await?;
+    node.serve(listeners, shutdown).await?;
     Ok(())
 }
 

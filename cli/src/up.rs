@@ -121,6 +121,36 @@ pub fn endpoint_table(topology: &Topology) -> String {
             region.data_dir.display()
         );
     }
+    let other_faces: Vec<String> = topology
+        .regions
+        .iter()
+        .filter(|(_, region)| region.http.is_some() || region.stomp.is_some())
+        .map(|(name, region)| {
+            let show = |address: Option<std::net::SocketAddr>| {
+                address.map_or_else(|| "off".to_owned(), |address| address.to_string())
+            };
+            format!(
+                "{:<12} HTTP (Aliyun MQ API, JSON API under /v1/) {:<22} STOMP 1.2 {}",
+                name,
+                show(region.http),
+                show(region.stomp)
+            )
+        })
+        .collect();
+    for line in other_faces {
+        let _ = writeln!(table, "{line}");
+    }
+    let _ = writeln!(
+        table,
+        "access: {}",
+        match &topology.access {
+            None => "development mode: HTTP and STOMP accept anonymous clients".to_owned(),
+            Some(access) => format!(
+                "HTTP and STOMP clients need an access key from {}",
+                access.keys_file.display()
+            ),
+        }
+    );
     for (name, topic) in &topology.topics {
         let durability = match topic.durability {
             meridian_topology::Durability::Local => String::new(),

@@ -25,6 +25,7 @@
 //! The crate never depends on a Meridian service crate; both services depend
 //! on it.
 
+pub mod access;
 pub mod client_settings;
 pub mod delivery;
 pub mod incoming;
@@ -88,6 +89,46 @@ pub struct Caller {
     /// Time left before the caller's `grpc-timeout` (the gRPC-over-HTTP/2
     /// spec's "Timeout" header), if it sent one.
     pub remaining: Option<Duration>,
+    /// A consumer of its own rather than a member of its group: a STOMP
+    /// `/topic/` subscription. Its consumer state is kept under
+    /// `<group>@<subscription>` (as a broadcast group's instance, see
+    /// [`meridian_topology::broadcast_instance`]), starts at the topic's
+    /// end, and is dropped by [`Backend::end_subscription`] (or after a day
+    /// without receives). `None` for every RocketMQ client.
+    pub subscription: Option<String>,
+}
+
+impl Caller {
+    /// A caller that is not a RocketMQ client (an HTTP or STOMP face's
+    /// client): `client_id` names it in traces, `language` is empty (no
+    /// RocketMQ delivery limits apply), no deadline, no own subscription.
+    pub fn other(client_id: impl Into<String>) -> Self {
+        Caller {
+            client_id: client_id.into(),
+            language: String::new(),
+            remaining: None,
+            subscription: None,
+        }
+    }
+}
+
+/// What a receive from a face other than RocketMQ's may ask beyond a
+/// `ReceiveMessageRequest`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReceiveOptions {
+    /// Deliver in order whatever the group's policy (a message group's next
+    /// message waits until the one before is acknowledged): the Aliyun MQ
+    /// HTTP API's `trans=order`.
+    pub ordered: bool,
+}
+
+/// A transaction check-back taken by a polling producer (the Aliyun MQ
+/// HTTP API's `trans=pop`): the half message, and the transaction id that
+/// ends it (through [`Backend::end_transaction`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckBack {
+    pub transaction_id: String,
+    pub message: Message,
 }
 
 /// What SendMessage answers for one stored message.
@@ -177,6 +218,56 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<(), Refusal> {
         Err(Refusal::not_implemented(
             "EndTransaction",
+            self.unserved_hint(),
+        ))
+    }
+
+    /// A receive with [`ReceiveOptions`]; the default options are a plain
+    /// [`Backend::receive`].
+    async fn receive_with(
+        &self,
+        caller: &Caller,
+        request: ReceiveMessageRequest,
+        options: ReceiveOptions,
+    ) -> Result<Vec<Message>, Refusal> {
+        if options == ReceiveOptions::default() {
+            self.receive(caller, request).await
+        } else {
+            Err(Refusal::not_implemented(
+                "ordered receive",
+                self.unserved_hint(),
+            ))
+        }
+    }
+
+    /// Drops the consumer state of `caller`'s own subscription
+    /// ([`Caller::subscription`]) to `topic` in `group`: its undelivered
+    /// and unacknowledged messages are not delivered to it again.
+    async fn end_subscription(
+        &self,
+        _caller: &Caller,
+        _group: &Resource,
+        _topic: &Resource,
+    ) -> Result<(), Refusal> {
+        Err(Refusal::not_implemented(
+            "ending a subscription",
+            self.unserved_hint(),
+        ))
+    }
+
+    /// Up to `max` check-backs of `topic`'s open transactions that are due,
+    /// waiting up to `wait` for one: what a producer that polls for them
+    /// gets (each counts as one check-back of its transaction). Polling
+    /// also tells the node that such a producer exists.
+    async fn take_check_backs(
+        &self,
+        _caller: &Caller,
+        _topic: &Resource,
+        _max: usize,
+        _wait: Duration,
+    ) -> Result<Vec<CheckBack>, Refusal> {
+        Err(Refusal::not_implemented(
+            "polling for transaction check-backs",
             self.unserved_hint(),
         ))
     }

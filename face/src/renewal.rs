@@ -318,6 +318,7 @@ async fn renew<B: Backend>(
         client_id,
         language: String::new(),
         remaining: None,
+        subscription: None,
     };
     let renewed = tokio::time::timeout(
         RENEWAL_TIMEOUT,

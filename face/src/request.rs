@@ -28,6 +28,7 @@ pub(crate) fn caller<T>(request: &Request<T>) -> Result<Caller, Refusal> {
         client_id: client_id.to_owned(),
         language: language.to_owned(),
         remaining: remaining(request),
+        subscription: None,
     })
 }
 

@@ -191,4 +191,10 @@ pub enum StartError {
         #[source]
         source: tonic::transport::Error,
     },
+    #[error("the {what} listener failed")]
+    Face {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }

@@ -59,7 +59,21 @@ pub struct Node {
     topology: Arc<Topology>,
     region: String,
     store: Arc<RocksStore>,
+    /// Who may use the HTTP and STOMP faces (the topology's `[access]`).
+    authentication: meridian_face::access::Authentication,
     _lock: File,
+}
+
+/// The sockets a node serves on, bound by the caller.
+pub struct Listeners {
+    /// RocketMQ 5 gRPC for clients (the topology's `node`).
+    pub node: TcpListener,
+    /// `NodeService`, `AdminService` and the JSON admin API (`admin`).
+    pub admin: TcpListener,
+    /// The Aliyun MQ HTTP API and the JSON REST API (`http`), if served.
+    pub http: Option<TcpListener>,
+    /// STOMP 1.2 (`stomp`), if served.
+    pub stomp: Option<TcpListener>,
 }
 
 impl Node {
@@ -96,25 +110,39 @@ impl Node {
                 });
             }
         }
+        let authentication = match topology.access.as_ref() {
+            None => meridian_face::access::Authentication::Development,
+            Some(access) => meridian_face::access::Authentication::Keys(Arc::new(
+                meridian_face::access::AccessKeys::new(meridian_topology::load_access_keys(
+                    access,
+                )?),
+            )),
+        };
         let store = Arc::new(RocksStore::open(&directory.join("db"), config.flush)?);
         tracing::info!(region, data_dir = %config.data_dir.display(), flush = ?config.flush, "node storage open");
         Ok(Self {
             topology: Arc::new(topology),
             region: region.to_owned(),
             store,
+            authentication,
             _lock: lock,
         })
     }
 
-    /// Serves clients on `node_listener` (RocketMQ 5 gRPC) and Meridian's
-    /// processes on `admin_listener` until `shutdown` fires; then stops taking
-    /// requests, finishes queued writes and returns.
+    /// Serves clients on `listeners.node` (RocketMQ 5 gRPC), `http` and
+    /// `stomp`, and Meridian's processes on `admin` until `shutdown` fires;
+    /// then stops taking requests, finishes queued writes and returns.
     pub async fn serve(
         self,
-        node_listener: TcpListener,
-        admin_listener: TcpListener,
+        listeners: Listeners,
         shutdown: CancellationToken,
     ) -> Result<(), StartError> {
+        let Listeners {
+            node: node_listener,
+            admin: admin_listener,
+            http: http_listener,
+            stomp: stomp_listener,
+        } = listeners;
         let node_address = node_listener
             .local_addr()
             .map_err(|source| StartError::Listener {
@@ -188,11 +216,25 @@ impl Node {
         tasks.spawn(retention::run(context.clone()));
         tasks.spawn(transactions::run(context.clone()));
         tasks.spawn(trace::run(context.clone(), trace_events));
-        let face = meridian_face::Face::new(
-            Arc::new(grpc::NodeBackend::new(context.clone())),
-            tasks.clone(),
-            shutdown.clone(),
-        );
+        let backend = Arc::new(grpc::NodeBackend::new(context.clone()));
+        let face = meridian_face::Face::new(backend.clone(), tasks.clone(), shutdown.clone());
+        // The HTTP and STOMP faces use the same backend as RocketMQ's.
+        let http_server = http_listener.map(|listener| {
+            let config = meridian_http::Config {
+                region: self.region.clone(),
+                authentication: self.authentication.clone(),
+                limits: meridian_http::Limits::default(),
+            };
+            meridian_http::serve(listener, backend.clone(), config, shutdown.clone())
+        });
+        let stomp_server = stomp_listener.map(|listener| {
+            let config = meridian_stomp::Config {
+                region: self.region.clone(),
+                authentication: self.authentication.clone(),
+                limits: meridian_stomp::Limits::default(),
+            };
+            meridian_stomp::serve(listener, backend.clone(), config, shutdown.clone())
+        });
         context.transactions.set_producers(face.producers());
         let messaging = MessagingServiceServer::new(face)
             .max_decoding_message_size(GRPC_MAX_DECODE_BYTES)
@@ -223,7 +265,31 @@ impl Node {
                 shutdown.clone().cancelled_owned(),
             );
         tracing::info!(region = %self.region, node = %node_address, admin = %admin_address, "node serving");
-        let (client_result, admin_result) = tokio::join!(client_server, admin_server);
+        let other_faces = async {
+            let (http, stomp) = tokio::join!(
+                async {
+                    match http_server {
+                        Some(server) => server.await.map_err(|source| StartError::Face {
+                            what: "HTTP",
+                            source,
+                        }),
+                        None => Ok(()),
+                    }
+                },
+                async {
+                    match stomp_server {
+                        Some(server) => server.await.map_err(|source| StartError::Face {
+                            what: "STOMP",
+                            source,
+                        }),
+                        None => Ok(()),
+                    }
+                }
+            );
+            http.and(stomp)
+        };
+        let (client_result, admin_result, faces_result) =
+            tokio::join!(client_server, admin_server, other_faces);
         drop(context);
         writer_shutdown.cancel();
         tasks.close();
@@ -237,6 +303,6 @@ impl Node {
             address: admin_address,
             source,
         })?;
-        Ok(())
+        faces_result
     }
 }

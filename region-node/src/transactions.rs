@@ -246,6 +246,97 @@ pub struct Transactions {
     producers: OnceLock<Arc<Producers>>,
     /// Routers watching check-backs (`WatchTransactionChecks`).
     pub watchers: CheckWatchers,
+    /// Check-backs waiting for producers that poll for them (the Aliyun MQ
+    /// HTTP API's `trans=pop`).
+    pub polled: PolledChecks,
+}
+
+/// How long a producer that polled for a topic's check-backs counts as
+/// there (the HTTP SDKs poll again within seconds).
+const POLLER_PRESENT: Duration = Duration::from_secs(30);
+/// How long an offered check-back waits for a poll before it is dropped
+/// (the transaction is offered again at its next check time).
+const POLLED_CHECK_KEPT: Duration = Duration::from_secs(30);
+/// Check-backs kept waiting per topic at most.
+const POLLED_CHECKS_MAX: usize = 1024;
+
+#[derive(Default)]
+struct PolledState {
+    /// Per topic: when a producer last polled.
+    pollers: BTreeMap<String, std::time::Instant>,
+    /// Per topic: offered check-backs, oldest first, with when offered.
+    waiting: BTreeMap<String, std::collections::VecDeque<(std::time::Instant, TransactionCheck)>>,
+}
+
+/// Check-backs for producers that poll for them instead of holding a
+/// Telemetry stream: an open transaction due for a check is queued for its
+/// topic while such a producer polled recently, and the next poll takes it.
+#[derive(Default)]
+pub struct PolledChecks {
+    state: Mutex<PolledState>,
+    offered: tokio::sync::Notify,
+}
+
+impl PolledChecks {
+    /// Whether a producer polled for `topic`'s check-backs recently.
+    fn present(&self, topic: &str) -> bool {
+        self.state
+            .lock()
+            .pollers
+            .get(topic)
+            .is_some_and(|polled| polled.elapsed() < POLLER_PRESENT)
+    }
+
+    /// Queues `check` for the next poll of its topic, if a poller is there.
+    fn offer(&self, check: &TransactionCheck) -> bool {
+        let mut state = self.state.lock();
+        let present = state
+            .pollers
+            .get(&check.topic)
+            .is_some_and(|polled| polled.elapsed() < POLLER_PRESENT);
+        if !present {
+            return false;
+        }
+        let waiting = state.waiting.entry(check.topic.clone()).or_default();
+        waiting.retain(|(offered, queued)| {
+            offered.elapsed() < POLLED_CHECK_KEPT && queued.transaction_id != check.transaction_id
+        });
+        if waiting.len() >= POLLED_CHECKS_MAX {
+            return false;
+        }
+        waiting.push_back((std::time::Instant::now(), check.clone()));
+        drop(state);
+        self.offered.notify_waiters();
+        true
+    }
+
+    /// Takes up to `max` check-backs of `topic`, waiting up to `wait` for
+    /// one; notes that a producer polls for the topic.
+    pub async fn take(&self, topic: &str, max: usize, wait: Duration) -> Vec<TransactionCheck> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Registered before looking, so an offer in between wakes it.
+            let offered = self.offered.notified();
+            {
+                let mut state = self.state.lock();
+                state
+                    .pollers
+                    .insert(topic.to_owned(), std::time::Instant::now());
+                if let Some(waiting) = state.waiting.get_mut(topic) {
+                    waiting.retain(|(offered, _)| offered.elapsed() < POLLED_CHECK_KEPT);
+                    let count = waiting.len().min(max);
+                    let taken: Vec<TransactionCheck> =
+                        waiting.drain(..count).map(|(_, check)| check).collect();
+                    if !taken.is_empty() {
+                        return taken;
+                    }
+                }
+            }
+            if tokio::time::timeout_at(deadline, offered).await.is_err() {
+                return Vec::new();
+            }
+        }
+    }
 }
 
 impl Transactions {
@@ -260,6 +351,7 @@ impl Transactions {
             .get()
             .is_some_and(|producers| producers.publishes(topic))
             || self.watchers.interested(topic)
+            || self.polled.present(topic)
     }
 
     /// Offers a check-back to the node's own producers of its topic, else
@@ -274,6 +366,11 @@ impl Transactions {
             self.watchers
                 .offer(check)
                 .then(|| "a producer connected to a router".to_owned())
+        })
+        .or_else(|| {
+            self.polled
+                .offer(check)
+                .then(|| "a producer polling for check-backs".to_owned())
         })
     }
 }
@@ -469,6 +566,22 @@ async fn look<S: LogStore>(
     Ok(())
 }
 
+/// The user property by which a half message names its own check time, in
+/// seconds (the Aliyun MQ HTTP API's, set by its SDKs'
+/// `set_trans_check_immunity_time`).
+pub const CHECK_IMMUNITY_PROPERTY: &str = "__TransCheckT";
+
+/// A half message's own check time in ms, from [`CHECK_IMMUNITY_PROPERTY`]
+/// (1 s to 1 day; other values are ignored).
+fn check_immunity_ms(message: &meridian_proto::meridian::v1::Message) -> Option<i64> {
+    message
+        .user_properties
+        .get(CHECK_IMMUNITY_PROPERTY)
+        .and_then(|seconds| seconds.trim().parse::<i64>().ok())
+        .filter(|seconds| (1..=86_400).contains(seconds))
+        .map(|seconds| seconds * 1000)
+}
+
 /// What to do now about one open transaction.
 fn step<S: LogStore>(context: &NodeContext<S>, transaction: &Followed, now: i64) -> Step {
     let message = transaction.half.message();
@@ -491,12 +604,17 @@ fn step<S: LogStore>(context: &NodeContext<S>, transaction: &Followed, now: i64)
         return Step::Wait;
     }
     let checks = &topic.transaction_checks;
+    // A message's own check time (the Aliyun MQ HTTP API's `__TransCheckT`,
+    // seconds) replaces the topic's first check and interval.
+    let own = check_immunity_ms(message);
     let due = if transaction.checks == 0 {
-        stored_at.saturating_add(i64::try_from(checks.first_after_ms).unwrap_or(i64::MAX))
+        stored_at.saturating_add(
+            own.unwrap_or_else(|| i64::try_from(checks.first_after_ms).unwrap_or(i64::MAX)),
+        )
     } else {
-        transaction
-            .last_check_ms
-            .saturating_add(i64::try_from(checks.interval_ms).unwrap_or(i64::MAX))
+        transaction.last_check_ms.saturating_add(
+            own.unwrap_or_else(|| i64::try_from(checks.interval_ms).unwrap_or(i64::MAX)),
+        )
     };
     if now < due {
         return Step::Wait;

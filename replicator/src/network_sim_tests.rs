@@ -145,6 +145,8 @@ fn random_topology(random: &mut StdRng, seed: u64) -> Topology {
                 data_dir: PathBuf::from(format!("/sim/{name}")),
                 flush: FlushMode::Sync,
                 router_mode: RouterMode::Direct,
+                http: None,
+                stomp: None,
             };
             regions.insert(name, region);
         }
@@ -154,6 +156,7 @@ fn random_topology(random: &mut StdRng, seed: u64) -> Topology {
             links: Vec::new(),
             topics: BTreeMap::new(),
             drill: None,
+            access: None,
         };
         let names: Vec<String> = topology.regions.keys().cloned().collect();
         for (position, a) in names.iter().enumerate() {

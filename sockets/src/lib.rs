@@ -101,10 +101,20 @@ pub fn role_sockets(region_name: &str, region: &Region, role: Role) -> Vec<Socke
         protocol,
     };
     match role {
-        Role::Node => vec![
-            spec("node", region.node, Protocol::Tcp),
-            spec("admin", region.admin, Protocol::Tcp),
-        ],
+        // node, admin, then http and stomp when the region serves them.
+        Role::Node => [
+            Some(spec("node", region.node, Protocol::Tcp)),
+            Some(spec("admin", region.admin, Protocol::Tcp)),
+            region
+                .http
+                .map(|address| spec("http", address, Protocol::Tcp)),
+            region
+                .stomp
+                .map(|address| spec("stomp", address, Protocol::Tcp)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
         // A private site's replicator only dials: it listens on nothing.
         Role::Replicator => region
             .replicator

@@ -158,8 +158,17 @@ fn each_role_listens_on_its_topology_addresses() {
     };
     assert_eq!(
         names(Role::Node),
-        [format!("{name}.node"), format!("{name}.admin")]
+        [
+            format!("{name}.node"),
+            format!("{name}.admin"),
+            format!("{name}.http"),
+            format!("{name}.stomp")
+        ]
     );
+    // Without http and stomp addresses a node listens on two sockets.
+    let mut bare = region.clone();
+    (bare.http, bare.stomp) = (None, None);
+    assert_eq!(role_sockets(name, &bare, Role::Node).len(), 2);
     assert_eq!(names(Role::Replicator), [format!("{name}.replicator")]);
     assert_eq!(names(Role::Router), [format!("{name}.router")]);
     let replicator = &role_sockets(name, region, Role::Replicator)[0];

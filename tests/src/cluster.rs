@@ -56,6 +56,9 @@ pub struct TestClusterBuilder {
     consume_from: ConsumeFrom,
     /// A topology file to run instead of the planned regions.
     topology_file: Option<PathBuf>,
+    /// Access keys (id, secret) for the HTTP and STOMP faces; none:
+    /// development mode.
+    access_keys: Vec<(String, String)>,
 }
 
 impl Default for TestClusterBuilder {
@@ -71,11 +74,20 @@ impl Default for TestClusterBuilder {
             router_mode: RouterMode::Direct,
             consume_from: ConsumeFrom::Earliest,
             topology_file: None,
+            access_keys: Vec::new(),
         }
     }
 }
 
 impl TestClusterBuilder {
+    /// Gives the deployment access keys (id, secret): the HTTP and STOMP
+    /// faces then refuse anyone without one (written to a keys file the
+    /// topology's `[access]` names).
+    pub fn access_key(mut self, id: impl Into<String>, secret: impl Into<String>) -> Self {
+        self.access_keys.push((id.into(), secret.into()));
+        self
+    }
+
     /// Number of regions (default 2), named by [`region_name`].
     pub fn regions(mut self, count: usize) -> Self {
         self.regions = count;
@@ -166,6 +178,17 @@ impl TestClusterBuilder {
         topology.topics.extend(self.extra_topics);
         topology.groups.extend(self.groups);
 
+        if !self.access_keys.is_empty() {
+            let keys_file = root.join("access-keys.toml");
+            let text: String = self
+                .access_keys
+                .iter()
+                .map(|(id, secret)| format!("[[keys]]\nid = {id:?}\nsecret = {secret:?}\n\n"))
+                .collect();
+            std::fs::write(&keys_file, text)
+                .with_context(|| format!("write {}", keys_file.display()))?;
+            topology.access = Some(meridian_topology::Access { keys_file });
+        }
         std::fs::create_dir_all(root.join("logs")).context("create the logs dir")?;
         for region in topology.regions.values() {
             std::fs::create_dir_all(&region.data_dir)
@@ -224,6 +247,8 @@ fn plan(
             replicator: Some(held.hold(format!("{name}.replicator"), Protocol::Udp)?),
             hubs: Vec::new(),
             router: held.hold(format!("{name}.router"), Protocol::Tcp)?,
+            http: Some(held.hold(format!("{name}.http"), Protocol::Tcp)?),
+            stomp: Some(held.hold(format!("{name}.stomp"), Protocol::Tcp)?),
             data_dir: root.join(name).join("data"),
             flush,
             router_mode,
@@ -267,6 +292,7 @@ fn plan(
         links,
         topics: BTreeMap::from([(TEST_TOPIC.to_owned(), topic)]),
         drill: None,
+        access: None,
     };
     Ok((topology, held))
 }
@@ -282,6 +308,12 @@ fn plan_from_file(path: &Path, root: &Path) -> anyhow::Result<(Topology, HeldPor
         region.node = held.hold(format!("{name}.node"), Protocol::Tcp)?;
         region.admin = held.hold(format!("{name}.admin"), Protocol::Tcp)?;
         region.router = held.hold(format!("{name}.router"), Protocol::Tcp)?;
+        if region.http.is_some() {
+            region.http = Some(held.hold(format!("{name}.http"), Protocol::Tcp)?);
+        }
+        if region.stomp.is_some() {
+            region.stomp = Some(held.hold(format!("{name}.stomp"), Protocol::Tcp)?);
+        }
         if region.replicator.is_some() {
             region.replicator = Some(held.hold(format!("{name}.replicator"), Protocol::Udp)?);
         }
@@ -387,6 +419,23 @@ impl TestCluster {
     /// `127.0.0.1:port` of the region's node internal API.
     pub fn admin_endpoint(&self, region: &str) -> String {
         self.region(region).admin.to_string()
+    }
+
+    /// `127.0.0.1:port` of the region's node HTTP listener (Aliyun MQ HTTP
+    /// API and JSON API); every test cluster region serves one.
+    pub fn http_endpoint(&self, region: &str) -> String {
+        self.region(region)
+            .http
+            .map(|address| address.to_string())
+            .unwrap_or_default()
+    }
+
+    /// `127.0.0.1:port` of the region's node STOMP listener.
+    pub fn stomp_endpoint(&self, region: &str) -> String {
+        self.region(region)
+            .stomp
+            .map(|address| address.to_string())
+            .unwrap_or_default()
     }
 
     /// UDP address of the region's replicator.

@@ -17,7 +17,9 @@ impl Topology {
     /// Three regions on 127.0.0.1 — `eu-west` (public, ports 8081–8084),
     /// `us-east` (public, 8181–8184) and `on-prem` (private, 8281–8283, no
     /// replicator address: it dials its hubs eu-west and us-east), each port
-    /// block being router, node, admin, replicator — with data in
+    /// block being router, node, admin, replicator; each node serves HTTP on
+    /// the port before its block (8080, 8180, 8280) and STOMP on 61613
+    /// (STOMP's usual port), 61713 and 61813 — with data in
     /// `data_root/<region>`, sync flush, links eu-west—us-east 40 ms,
     /// eu-west—on-prem 8 ms and us-east—on-prem 45 ms, and one topic `demo`
     /// (8 queues, every message type, replicated to all three regions,
@@ -29,7 +31,7 @@ impl Topology {
     /// other processes: relative data directories are resolved against the
     /// file's directory when it is read back.
     pub fn demo(data_root: &Path) -> Topology {
-        let region = |name: &str, site: Site, first_port: u16| {
+        let region = |name: &str, site: Site, first_port: u16, stomp_port: u16| {
             let address =
                 |offset: u16| SocketAddr::from((Ipv4Addr::LOCALHOST, first_port + offset));
             let region = Region {
@@ -37,6 +39,8 @@ impl Topology {
                 router: address(0),
                 node: address(1),
                 admin: address(2),
+                http: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, first_port - 1))),
+                stomp: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, stomp_port))),
                 replicator: (site == Site::Public).then(|| address(3)),
                 hubs: match site {
                     Site::Public => Vec::new(),
@@ -49,9 +53,9 @@ impl Topology {
             (name.to_owned(), region)
         };
         let regions = BTreeMap::from([
-            region("eu-west", Site::Public, 8081),
-            region("us-east", Site::Public, 8181),
-            region("on-prem", Site::Private, 8281),
+            region("eu-west", Site::Public, 8081, 61613),
+            region("us-east", Site::Public, 8181, 61713),
+            region("on-prem", Site::Private, 8281, 61813),
         ]);
         let topic = Topic {
             queues: 8,
@@ -99,6 +103,7 @@ impl Topology {
             ],
             topics: BTreeMap::from([(DEMO_TOPIC.to_owned(), topic)]),
             drill: None,
+            access: None,
         }
     }
 }

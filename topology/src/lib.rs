@@ -115,6 +115,7 @@
 //! max_recovery_ms = 2000       # default: report only
 //! ```
 
+mod access;
 mod catalog;
 mod demo;
 mod drill;
@@ -128,6 +129,7 @@ mod routing;
 mod validate;
 mod validate_drill;
 
+pub use access::load_access_keys;
 pub use catalog::{Catalog, CatalogEntry, CatalogKind};
 pub use demo::DEMO_TOPIC;
 pub use drill::{
@@ -141,6 +143,6 @@ pub use group::{
     dead_letter_group, dead_letter_topic_name,
 };
 pub use model::{
-    ConsumeFrom, DEFAULT_RETENTION_MS, Durability, FlushMode, Link, MessageType, Region,
+    Access, ConsumeFrom, DEFAULT_RETENTION_MS, Durability, FlushMode, Link, MessageType, Region,
     RouterMode, Site, Topic, Topology, TransactionChecks,
 };

@@ -111,13 +111,20 @@ impl Topology {
             .expect("a topology with UTF-8 paths always serializes to TOML")
     }
 
-    /// Makes every relative, non-empty `data_dir` relative to `base` instead.
+    /// Makes every relative, non-empty `data_dir` (and the access keys
+    /// file) relative to `base` instead.
     fn resolve_data_dirs(&mut self, base: &Path) {
         for region in self.regions.values_mut() {
             let dir = &region.data_dir;
             if dir.is_relative() && !dir.as_os_str().is_empty() {
                 region.data_dir = base.join(dir);
             }
+        }
+        if let Some(access) = self.access.as_mut()
+            && access.keys_file.is_relative()
+            && !access.keys_file.as_os_str().is_empty()
+        {
+            access.keys_file = base.join(&access.keys_file);
         }
     }
 }

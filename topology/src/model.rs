@@ -27,6 +27,21 @@ pub struct Topology {
     /// (`meridian drill run`); absent in most files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drill: Option<Drill>,
+    /// Who may use the HTTP and STOMP faces; absent: development mode
+    /// (anonymous clients accepted, logged at start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<Access>,
+}
+
+/// Where a deployment's access keys are (`[access]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Access {
+    /// A TOML file of access keys (`[[keys]]` with `id` and `secret`, or
+    /// `secret_env` naming an environment variable that holds it), never
+    /// the secrets themselves in the topology. A relative path is resolved
+    /// against the directory of the topology file.
+    pub keys_file: PathBuf,
 }
 
 /// One region: a public cloud region or a private site, running one node,
@@ -53,6 +68,14 @@ pub struct Region {
     pub hubs: Vec<String>,
     /// RocketMQ 5 gRPC access point of the region's router.
     pub router: SocketAddr,
+    /// The node's HTTP listener (TCP): the Alibaba Cloud MQ HTTP API
+    /// (2015-06-06) at the root path and the JSON REST API under `/v1/`.
+    /// Absent: the node serves no HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<SocketAddr>,
+    /// The node's STOMP 1.2 listener (TCP). Absent: the node serves no STOMP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stomp: Option<SocketAddr>,
     /// Where the region's processes keep their state. A relative path is
     /// resolved against the directory of the topology file.
     pub data_dir: PathBuf,

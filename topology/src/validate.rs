@@ -623,6 +623,8 @@ fn check_addresses(regions: &BTreeMap<String, Region>) -> Result<(), TopologyErr
             ("node", Some(region.node), Protocol::Tcp),
             ("admin", Some(region.admin), Protocol::Tcp),
             ("router", Some(region.router), Protocol::Tcp),
+            ("http", region.http, Protocol::Tcp),
+            ("stomp", region.stomp, Protocol::Tcp),
             ("replicator", region.replicator, Protocol::Udp),
         ];
         for (field, address, protocol) in addresses {
@@ -637,7 +639,7 @@ fn check_addresses(regions: &BTreeMap<String, Region>) -> Result<(), TopologyErr
                 let rule = if protocol == Protocol::Udp {
                     "every replicator (UDP) address must be distinct"
                 } else {
-                    "every node, admin and router (TCP) address must be distinct"
+                    "every node, admin, router, http and stomp (TCP) address must be distinct"
                 };
                 return Err(TopologyError::invalid(
                     key,

@@ -316,6 +316,8 @@ async fn start_own(
             Flush::Async => FlushMode::Async,
         },
         router_mode: RouterMode::Direct,
+        http: None,
+        stomp: None,
     };
     let topic = Topic {
         queues: BENCH_QUEUES,
@@ -348,6 +350,7 @@ async fn start_own(
         links,
         topics: BTreeMap::from([(BENCH_TOPIC.to_owned(), topic)]),
         drill: None,
+        access: None,
     };
     let (topology, sockets) = crate::deployment::bind_ephemeral(topology)?;
     let path = root.join("bench-topology.toml");

@@ -9,7 +9,7 @@ use super::convert::{self, duration_to_ms, now_ms};
 use crate::consumer::{ConsumerError, DeadLetter, ReceiptHandle};
 use crate::error::NodeError;
 use crate::storage::LogStore;
-use meridian_face::{Backend, Caller, Refusal, SendReceipt};
+use meridian_face::{Backend, Caller, CheckBack, ReceiveOptions, Refusal, SendReceipt};
 use meridian_proto::meridian::v1::TraceEventKind;
 use meridian_proto::rocketmq::v2::{
     AckMessageRequest, ChangeInvisibleDurationRequest, EndTransactionRequest,
@@ -82,13 +82,28 @@ impl<S: LogStore> NodeBackend<S> {
 
     /// The name a request's consumer state is kept under: the group it
     /// names, or for a broadcast group the caller's instance of it
-    /// (`<group>@<client id>`, see [`meridian_topology::broadcast_instance`]).
+    /// (`<group>@<client id>`, see [`meridian_topology::broadcast_instance`]),
+    /// or for a caller's own subscription (`Caller::subscription`)
+    /// `<group>@<subscription>`.
     pub(super) fn consuming_group(
         &self,
         caller: &Caller,
         resource: Option<&Resource>,
     ) -> Result<String, NodeError> {
         let group = Self::group(resource)?;
+        if let Some(subscription) = caller.subscription.as_deref() {
+            // A face's own subscription (STOMP `/topic/`): an instance of
+            // the group named by the face, never by a client.
+            if subscription.is_empty()
+                || subscription.contains(meridian_topology::BROADCAST_INSTANCE_SEPARATOR)
+            {
+                return Err(NodeError::IllegalConsumerGroup {
+                    group: subscription.chars().take(64).collect(),
+                    reason: "a subscription id must be non-empty and contain no `@`",
+                });
+            }
+            return Ok(meridian_topology::broadcast_instance(&group, subscription));
+        }
         if self.context.topology.get().group(&group).broadcast {
             Ok(meridian_topology::broadcast_instance(
                 &group,
@@ -155,8 +170,10 @@ impl<S: LogStore> NodeBackend<S> {
         if handles.is_empty() {
             return Ok(outcomes);
         }
+        // A face's own subscription lives in this region only.
+        let replicate = caller.subscription.is_none();
         let acked = self
-            .acknowledge(group, topic, handles, &caller.client_id)
+            .acknowledge(group, topic, handles, &caller.client_id, replicate)
             .await?;
         for (index, outcome) in handle_entries.into_iter().zip(acked) {
             outcomes[index] = outcome.map_err(|error| NodeError::from(error).refusal());
@@ -168,19 +185,22 @@ impl<S: LogStore> NodeBackend<S> {
     /// write), then appends the acknowledgement records that carry them to
     /// the other regions of the topic. One outcome per handle, in order.
     /// `client_id` is who acknowledged (empty for the node itself), for the
-    /// messages' traces.
+    /// messages' traces. `replicate` false keeps the acknowledgements in this
+    /// region (a face's own subscription).
     pub(super) async fn acknowledge(
         &self,
         group: String,
         topic: String,
         handles: Vec<ReceiptHandle>,
         client_id: &str,
+        replicate: bool,
     ) -> Result<Vec<Result<(), ConsumerError>>, NodeError> {
-        let replicate = crate::acks::replicates_elsewhere(
-            &self.context.topology.get(),
-            &topic,
-            &self.context.region,
-        );
+        let replicate = replicate
+            && crate::acks::replicates_elsewhere(
+                &self.context.topology.get(),
+                &topic,
+                &self.context.region,
+            );
         let region = self.context.region.clone();
         let (traced_group, traced_topic) = (group.clone(), topic.clone());
         let (acked, ack_records) = self
@@ -272,7 +292,7 @@ impl<S: LogStore> NodeBackend<S> {
             return;
         }
         match self
-            .acknowledge(group.to_owned(), topic.to_owned(), handles, "")
+            .acknowledge(group.to_owned(), topic.to_owned(), handles, "", true)
             .await
         {
             Ok(_) => tracing::info!(
@@ -365,7 +385,7 @@ impl<S: LogStore> NodeBackend<S> {
             attempts,
         );
         match self
-            .acknowledge(group, topic, vec![handle], &caller.client_id)
+            .acknowledge(group, topic, vec![handle], &caller.client_id, true)
             .await?
             .pop()
         {
@@ -407,12 +427,82 @@ impl<S: LogStore> Backend for NodeBackend<S> {
         caller: &Caller,
         request: ReceiveMessageRequest,
     ) -> Result<Vec<Message>, Refusal> {
-        self.receive_messages(caller, request)
+        self.receive_messages(caller, request, ReceiveOptions::default())
             .await
             .map_err(|error| {
                 tracing::debug!(error = %error, "receive refused");
                 error.refusal()
             })
+    }
+
+    async fn receive_with(
+        &self,
+        caller: &Caller,
+        request: ReceiveMessageRequest,
+        options: ReceiveOptions,
+    ) -> Result<Vec<Message>, Refusal> {
+        self.receive_messages(caller, request, options)
+            .await
+            .map_err(|error| {
+                tracing::debug!(error = %error, "receive refused");
+                error.refusal()
+            })
+    }
+
+    async fn end_subscription(
+        &self,
+        caller: &Caller,
+        group: &Resource,
+        topic: &Resource,
+    ) -> Result<(), Refusal> {
+        if caller.subscription.is_none() {
+            return Err(NodeError::IllegalConsumerGroup {
+                group: group.name.chars().take(64).collect(),
+                reason: "only a subscription of its own can be ended",
+            }
+            .refusal());
+        }
+        let instance = self
+            .consuming_group(caller, Some(group))
+            .map_err(|error| error.refusal())?;
+        self.topic(Some(topic)).map_err(|error| error.refusal())?;
+        let forgotten = self
+            .context
+            .blocking(move |_, consumers| Ok(consumers.forget_group(&instance)?))
+            .await
+            .map_err(|error| error.refusal())?;
+        tracing::debug!(
+            group = group.name,
+            topic = topic.name,
+            forgotten,
+            "subscription ended"
+        );
+        Ok(())
+    }
+
+    async fn take_check_backs(
+        &self,
+        _caller: &Caller,
+        topic: &Resource,
+        max: usize,
+        wait: std::time::Duration,
+    ) -> Result<Vec<CheckBack>, Refusal> {
+        let (topic, _) = self.topic(Some(topic)).map_err(|error| error.refusal())?;
+        let checks = self
+            .context
+            .transactions
+            .polled
+            .take(&topic, max.max(1), wait)
+            .await;
+        Ok(checks
+            .into_iter()
+            .filter_map(|check| {
+                Some(CheckBack {
+                    message: check.message?,
+                    transaction_id: check.transaction_id,
+                })
+            })
+            .collect())
     }
 
     async fn ack(

@@ -1,4 +1,5 @@
-//! ReceiveMessage on the node: request checks, then a long poll
+//! ReceiveMessage on the node (and the HTTP and STOMP faces' receives,
+//! with [`ReceiveOptions`]): request checks, then a long poll
 //! (`consumer::long_poll`) over the consumer engine for min(requested
 //! long-polling time, 20 s, the caller's `grpc-timeout` − 1 s).
 
@@ -7,7 +8,7 @@ use super::convert::{self, duration_to_ms};
 use crate::consumer::{Filter, ReceiveRequest, SystemClock, Try, Wakers, long_poll};
 use crate::error::NodeError;
 use crate::storage::LogStore;
-use meridian_face::Caller;
+use meridian_face::{Caller, ReceiveOptions};
 use meridian_proto::meridian::v1::TraceEventKind;
 use meridian_proto::rocketmq::v2::{FilterType, Message, ReceiveMessageRequest};
 use std::sync::Arc;
@@ -31,6 +32,7 @@ impl<S: LogStore> NodeBackend<S> {
         &self,
         caller: &Caller,
         request: ReceiveMessageRequest,
+        options: ReceiveOptions,
     ) -> Result<Vec<Message>, NodeError> {
         let remaining = caller.remaining;
         let group = self.consuming_group(caller, request.group.as_ref())?;
@@ -39,7 +41,11 @@ impl<S: LogStore> NodeBackend<S> {
         let (max_attempts, fifo, default_invisible_ms) = {
             let topology = self.context.topology.get();
             let policy = topology.group(&group);
-            (policy.max_attempts, policy.fifo, policy.invisible_ms)
+            (
+                policy.max_attempts,
+                policy.fifo || options.ordered,
+                policy.invisible_ms,
+            )
         };
         let attempt_id = request
             .attempt_id
@@ -102,7 +108,14 @@ impl<S: LogStore> NodeBackend<S> {
             shutdown: self.context.shutdown.clone(),
         };
         let filter = Arc::new(filter);
-        let (queues, consume_from) = (topic.queues, topic.consume_from);
+        // A face's own subscription starts at the topic's end.
+        let own_subscription = caller.subscription.is_some();
+        let consume_from = if own_subscription {
+            meridian_topology::ConsumeFrom::Latest
+        } else {
+            topic.consume_from
+        };
+        let queues = topic.queues;
         let found = long_poll(
             &SystemClock,
             poll_for,
@@ -128,14 +141,19 @@ impl<S: LogStore> NodeBackend<S> {
                         now_ms: now,
                     };
                     let received = consumers.receive(&request)?;
-                    let starts = crate::acks::records_for_group_starts(
-                        consumers,
-                        &context.topology.get(),
-                        &context.region,
-                        &polled_group,
-                        &polled_topic,
-                        &received.created,
-                    )?;
+                    // A face's own subscription lives in this region only.
+                    let starts = if own_subscription {
+                        Vec::new()
+                    } else {
+                        crate::acks::records_for_group_starts(
+                            consumers,
+                            &context.topology.get(),
+                            &context.region,
+                            &polled_group,
+                            &polled_topic,
+                            &received.created,
+                        )?
+                    };
                     let tried = Try {
                         next_deadline_ms: received.next_deadline_ms,
                         found: (!received.deliveries.is_empty()).then_some(received.deliveries),

@@ -91,6 +91,8 @@ impl TestNode {
             data_dir: data_dir.to_path_buf(),
             flush: FlushMode::Async,
             router_mode: meridian_topology::RouterMode::Direct,
+            http: None,
+            stomp: None,
         };
         let topic = Topic {
             queues: u16::try_from(QUEUES).expect("queue count fits"),
@@ -109,11 +111,20 @@ impl TestNode {
             links: Vec::new(),
             topics: BTreeMap::from([(TOPIC.to_owned(), topic)]),
             drill: None,
+            access: None,
         };
         topology.validate().expect("the test topology is valid");
         let node = Node::open(topology, REGION).expect("open the node");
         let shutdown = CancellationToken::new();
-        let serving = tokio::spawn(node.serve(node_listener, admin_listener, shutdown.clone()));
+        let serving = tokio::spawn(node.serve(
+            meridian_region_node::Listeners {
+                node: node_listener,
+                admin: admin_listener,
+                http: None,
+                stomp: None,
+            },
+            shutdown.clone(),
+        ));
         TestNode {
             node_address,
             admin_address,

@@ -353,6 +353,8 @@ impl TestRegion {
             data_dir: self.data_dir(),
             flush: Default::default(),
             router_mode: Default::default(),
+            http: None,
+            stomp: None,
         }
     }
 }
@@ -387,6 +389,7 @@ pub fn topology(regions: &[&TestRegion], topics: &[(&str, &[&str])]) -> Topology
             })
             .collect::<BTreeMap<_, _>>(),
         drill: None,
+        access: None,
     }
 }
 

@@ -22,6 +22,7 @@ mod fifo;
 mod filters;
 mod geo_acks;
 mod geo_durability;
+mod http_stomp;
 mod hybrid;
 mod json;
 mod large_bodies;

@@ -1,0 +1,322 @@
+//! The listener: accepting connections (at most `max_connections`), HTTP/1.1
+//! on each with hyper, and what every request goes through before its face
+//! sees it: a request id, the request-line limit, the body read (limited in
+//! size, time and buffered total), then the Aliyun API or, under `/v1/`,
+//! the JSON API; every answer carries `x-mq-request-id`, `x-mq-version` and
+//! `Date` (hyper writes it).
+//!
+//! Shutdown: the accept loop stops, each connection finishes the request it
+//! serves (long polls end early with the empty answer) and closes, and
+//! [`serve`] returns once all have.
+
+use crate::connection::{Activity, Watched};
+use crate::error::GatewayError;
+use crate::request::{Gateway, RequestContext};
+use crate::{Config, aliyun, rest};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Request, header};
+use axum::response::Response;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Limited};
+use hyper::body::{Body as _, Incoming};
+use hyper_util::rt::TokioIo;
+use meridian_face::Backend;
+use meridian_face::access::Authentication;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The API version every answer names.
+const API_VERSION: &str = "2015-06-06";
+/// Pause after a failed accept (out of file descriptors, say).
+const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Serves the HTTP faces on `listener` until `shutdown` is cancelled, then
+/// lets requests in flight finish and returns.
+pub async fn serve(
+    listener: TcpListener,
+    backend: Arc<dyn Backend>,
+    config: Config,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let address = listener.local_addr()?;
+    match &config.authentication {
+        Authentication::Development => tracing::info!(
+            %address,
+            region = config.region,
+            "HTTP API (Aliyun MQ and JSON) listening; authentication: development mode, \
+             credentials are not checked"
+        ),
+        Authentication::Keys(keys) => tracing::info!(
+            %address,
+            region = config.region,
+            keys = keys.len(),
+            "HTTP API (Aliyun MQ and JSON) listening; authentication: access keys"
+        ),
+    }
+    let connections = Arc::new(Semaphore::new(config.limits.max_connections.max(1)));
+    let gateway = Arc::new(Gateway::new(backend, config, shutdown.clone(), address));
+    let server = Server {
+        rest: rest::router(Arc::clone(&gateway)),
+        gateway,
+    };
+    let tracker = TaskTracker::new();
+    let mut at_capacity = false;
+    loop {
+        let permit = match Arc::clone(&connections).try_acquire_owned() {
+            Ok(permit) => {
+                at_capacity = false;
+                permit
+            }
+            Err(_) => {
+                if !at_capacity {
+                    at_capacity = true;
+                    tracing::warn!(
+                        max_connections = server.gateway.limits().max_connections,
+                        "HTTP connections at their limit; new clients wait"
+                    );
+                }
+                tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => break,
+                    permit = Arc::clone(&connections).acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break,
+                    },
+                }
+            }
+        };
+        let accepted = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                tracker.spawn(server.clone().connection(stream, peer, permit));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accepting an HTTP connection failed; retrying");
+                tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(ACCEPT_RETRY_PAUSE) => {}
+                }
+            }
+        }
+    }
+    drop(listener);
+    tracker.close();
+    tracker.wait().await;
+    tracing::info!(%address, "HTTP API stopped");
+    Ok(())
+}
+
+#[derive(Clone)]
+struct Server {
+    gateway: Arc<Gateway>,
+    rest: axum::Router,
+}
+
+impl Server {
+    /// Serves one connection until it closes, expires or the gateway stops.
+    async fn connection(self, stream: TcpStream, peer: SocketAddr, _permit: OwnedSemaphorePermit) {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, %error, "setting TCP_NODELAY failed");
+        }
+        let activity = Activity::new();
+        let limits = self.gateway.limits().clone();
+        let shutdown = self.gateway.shutdown.clone();
+        let service = {
+            let activity = Arc::clone(&activity);
+            let server = self.clone();
+            hyper::service::service_fn(move |request| {
+                let busy = activity.begin();
+                let server = server.clone();
+                async move {
+                    let response = server.respond(peer, request).await;
+                    drop(busy);
+                    Ok::<_, Infallible>(response)
+                }
+            })
+        };
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.keep_alive(true)
+            .max_headers(limits.max_headers)
+            .max_header_size(limits.max_header_bytes);
+        let connection = http.serve_connection(
+            TokioIo::new(Watched::new(stream, Arc::clone(&activity))),
+            service,
+        );
+        tokio::pin!(connection);
+        let mut draining = false;
+        loop {
+            tokio::select! {
+                biased;
+                ended = connection.as_mut() => {
+                    if let Err(error) = ended {
+                        tracing::debug!(%peer, %error, "HTTP connection ended with an error");
+                    }
+                    return;
+                }
+                () = shutdown.cancelled(), if !draining => {
+                    draining = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+                () = activity.expired(limits.header_read_timeout, limits.idle_timeout) => {
+                    tracing::debug!(%peer, "closing an HTTP connection: idle, or its request headers came too slowly");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The answer to one request.
+    async fn respond(&self, peer: SocketAddr, request: Request<Incoming>) -> Response {
+        let context = RequestContext {
+            request_id: crate::message::new_message_id(),
+            peer,
+            host_id: host_id(&request, self.gateway.local_address),
+        };
+        let json = is_json_api(request.uri().path());
+        let mut response = match self.dispatch(&context, json, request).await {
+            Ok(response) => response,
+            Err(error) => {
+                if error.is_server_side() {
+                    tracing::warn!(
+                        request_id = context.request_id,
+                        %peer,
+                        error = %meridian_report::Report(&error),
+                        "HTTP request failed"
+                    );
+                } else if !matches!(error, GatewayError::NoMessage) {
+                    tracing::debug!(
+                        request_id = context.request_id,
+                        %peer,
+                        error = %meridian_report::Report(&error),
+                        "HTTP request refused"
+                    );
+                }
+                if json {
+                    error.json_response()
+                } else {
+                    error.aliyun_response(&context.request_id, &context.host_id)
+                }
+            }
+        };
+        let headers = response.headers_mut();
+        if let Ok(value) = HeaderValue::from_str(&context.request_id) {
+            headers.insert("x-mq-request-id", value);
+        }
+        headers.insert("x-mq-version", HeaderValue::from_static(API_VERSION));
+        response
+    }
+
+    async fn dispatch(
+        &self,
+        context: &RequestContext,
+        json: bool,
+        request: Request<Incoming>,
+    ) -> Result<Response, GatewayError> {
+        let limits = self.gateway.limits();
+        let line_chars = request_line_chars(&request);
+        if line_chars > limits.max_request_line_chars {
+            return Err(GatewayError::RequestLineTooLong {
+                chars: line_chars,
+                max: limits.max_request_line_chars,
+            });
+        }
+        let (parts, body) = request.into_parts();
+        // Held until the answer is made: the body stays in memory until then.
+        let (body, _buffered) = self.read_body(&parts, body).await?;
+        if json {
+            rest::handle(&self.gateway, &self.rest, context, parts, body).await
+        } else {
+            aliyun::handle(&self.gateway, context, &parts, body).await
+        }
+    }
+
+    /// Reads a request body within the limits; the permit holds its share
+    /// of the buffered-bodies budget.
+    async fn read_body(
+        &self,
+        parts: &Parts,
+        body: Incoming,
+    ) -> Result<(Bytes, Option<OwnedSemaphorePermit>), GatewayError> {
+        let limits = self.gateway.limits();
+        let max_bytes = limits.max_body_bytes;
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse::<u64>().ok());
+        if declared.is_some_and(|length| length > max_bytes as u64) {
+            // Refused before reading: a client waiting on `Expect:
+            // 100-continue` never sends it.
+            return Err(GatewayError::BodyTooLarge { max_bytes });
+        }
+        if body.is_end_stream() {
+            return Ok((Bytes::new(), None));
+        }
+        let reserved = declared
+            .and_then(|length| usize::try_from(length).ok())
+            .unwrap_or(max_bytes)
+            .clamp(1, limits.max_buffered_body_bytes.max(1));
+        let seconds = limits.body_read_timeout.as_secs();
+        let permit = tokio::time::timeout(
+            limits.body_read_timeout,
+            Arc::clone(&self.gateway.body_budget)
+                .acquire_many_owned(u32::try_from(reserved).unwrap_or(u32::MAX)),
+        )
+        .await
+        .map_err(|_| GatewayError::Busy)?
+        .map_err(|_| GatewayError::Busy)?;
+        let collected = tokio::time::timeout(
+            limits.body_read_timeout,
+            Limited::new(body, max_bytes).collect(),
+        )
+        .await
+        .map_err(|_| GatewayError::BodyTimeout { seconds })?
+        .map_err(|error| {
+            if error.is::<http_body_util::LengthLimitError>() {
+                GatewayError::BodyTooLarge { max_bytes }
+            } else {
+                GatewayError::BodyUnreadable {
+                    reason: error.to_string(),
+                }
+            }
+        })?;
+        Ok((collected.to_bytes(), Some(permit)))
+    }
+}
+
+/// Whether `path` belongs to the JSON API.
+fn is_json_api(path: &str) -> bool {
+    path == "/v1" || path.starts_with("/v1/")
+}
+
+/// `METHOD target HTTP/1.1`, in characters.
+fn request_line_chars<B>(request: &Request<B>) -> usize {
+    let target = match request.uri().path_and_query() {
+        Some(path_and_query) if request.uri().scheme().is_none() => path_and_query.as_str().len(),
+        _ => request.uri().to_string().len(),
+    };
+    request.method().as_str().len() + 1 + target + 1 + "HTTP/1.1".len()
+}
+
+/// `http://` and the Host the client addressed (the listener's address
+/// without one).
+fn host_id<B>(request: &Request<B>, local_address: SocketAddr) -> String {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .filter(|host| !host.is_empty() && host.len() <= 255)
+        .map_or_else(|| local_address.to_string(), str::to_owned);
+    format!("http://{host}")
+}
