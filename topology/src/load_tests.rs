@@ -40,10 +40,9 @@ fn unknown_key_is_refused_naming_file_and_key() {
     assert!(message.starts_with(
         "failed to parse topology /x/t.toml: key regions.eu-west.sitee = \"public\": unknown key"
     ));
-    assert!(
-        message
-            .contains("allowed keys: site, node, admin, replicator, hubs, router, data_dir, flush")
-    );
+    assert!(message.contains(
+        "allowed keys: site, node, admin, replicator, hubs, router, http, stomp, data_dir, flush"
+    ));
 }
 
 #[test]
