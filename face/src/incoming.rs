@@ -5,16 +5,18 @@
 //! Once [`Limits::connections`] are open the server stops accepting until one
 //! closes; new clients wait in the kernel's backlog instead of exhausting the
 //! process's file descriptors. [`Limits::streams_per_connection`] is what the
-//! server advertises as HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`.
+//! server advertises as HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`. A
+//! connection from an address that holds [`Limits::connections_per_address`]
+//! already is closed at once (gRPC has no word for "go away" before the
+//! HTTP/2 handshake; the client sees the connection reset).
 
+use crate::accept::{AcceptLimits, Admission, Place};
 use futures::Stream;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 /// Caps of one gRPC server.
@@ -22,17 +24,20 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 pub struct Limits {
     /// Client connections open at once, at most.
     pub connections: usize,
+    /// Client connections open at once from one IP address, at most.
+    pub connections_per_address: usize,
     /// Concurrent requests (HTTP/2 streams) per connection, at most.
     pub streams_per_connection: u32,
 }
 
 impl Default for Limits {
-    /// 4096 connections of 256 streams: far above what the official clients
-    /// open (one connection per endpoint, a few long polls each), far below
-    /// what exhausts a node.
+    /// 4096 connections (512 from one address) of 256 streams: far above
+    /// what the official clients open (one connection per endpoint, a few
+    /// long polls each), far below what exhausts a node.
     fn default() -> Self {
         Limits {
             connections: 4096,
+            connections_per_address: 512,
             streams_per_connection: 256,
         }
     }
@@ -43,20 +48,33 @@ pub fn incoming(
     listener: TcpListener,
     limits: Limits,
 ) -> impl Stream<Item = io::Result<Connection>> {
-    let permits = Arc::new(Semaphore::new(limits.connections.max(1)));
-    futures::stream::unfold((listener, permits), |(listener, permits)| async move {
-        // The semaphore is never closed, so a permit always comes.
-        let permit = permits.clone().acquire_owned().await.ok()?;
-        let accepted = listener.accept().await.map(|(stream, _)| {
+    let admission = Admission::new(AcceptLimits {
+        connections: limits.connections,
+        per_peer_address: limits.connections_per_address,
+    });
+    futures::stream::unfold((listener, admission), |(listener, admission)| async move {
+        loop {
+            let room = admission.wait_for_room().await;
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => return Some((Err(error), (listener, admission))),
+            };
+            let place = match room.take(peer.ip()) {
+                Ok(place) => place,
+                Err(refused) => {
+                    tracing::warn!(%peer, reason = %refused, "gRPC connection closed");
+                    continue;
+                }
+            };
             if let Err(error) = stream.set_nodelay(true) {
                 tracing::warn!(%error, "set TCP_NODELAY on a client connection");
             }
-            Connection {
+            let connection = Connection {
                 stream,
-                _permit: permit,
-            }
-        });
-        Some((accepted, (listener, permits)))
+                _place: place,
+            };
+            return Some((Ok(connection), (listener, admission)));
+        }
     })
 }
 
@@ -64,7 +82,7 @@ pub fn incoming(
 #[derive(Debug)]
 pub struct Connection {
     stream: TcpStream,
-    _permit: OwnedSemaphorePermit,
+    _place: Place,
 }
 
 impl Connected for Connection {
@@ -127,6 +145,7 @@ mod tests {
         let address = listener.local_addr().expect("address");
         let limits = Limits {
             connections: 2,
+            connections_per_address: 2,
             streams_per_connection: 1,
         };
         let mut accepted = Box::pin(incoming(listener, limits));
@@ -158,6 +177,41 @@ mod tests {
         let third = tokio::time::timeout(Duration::from_secs(5), accepted.next())
             .await
             .expect("accepted once a place is free");
+        assert!(third.expect("a connection").is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_address_over_its_share_is_closed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let limits = Limits {
+            connections: 8,
+            connections_per_address: 1,
+            streams_per_connection: 1,
+        };
+        let mut accepted = Box::pin(incoming(listener, limits));
+        let _first_client = TcpStream::connect(address).await.expect("connect");
+        let first = accepted
+            .next()
+            .await
+            .expect("a connection")
+            .expect("accepted");
+        let mut second_client = TcpStream::connect(address).await.expect("connect");
+        // The second is accepted and closed inside the stream, which yields
+        // nothing for it.
+        let mut byte = [0; 1];
+        tokio::select! {
+            item = accepted.next() => panic!("a connection over the share was yielded: {item:?}"),
+            closed = tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio::io::AsyncReadExt::read(&mut second_client, &mut byte),
+            ) => assert!(matches!(closed.expect("closed by the server"), Ok(0) | Err(_))),
+        }
+        drop(first);
+        let _third_client = TcpStream::connect(address).await.expect("connect");
+        let third = tokio::time::timeout(Duration::from_secs(5), accepted.next())
+            .await
+            .expect("accepted once the first closed");
         assert!(third.expect("a connection").is_ok());
     }
 }

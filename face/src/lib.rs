@@ -25,6 +25,7 @@
 //! The crate never depends on a Meridian service crate; both services depend
 //! on it.
 
+pub mod accept;
 pub mod access;
 pub mod client_settings;
 pub mod delivery;

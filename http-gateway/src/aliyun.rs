@@ -34,9 +34,8 @@ use futures::FutureExt as _;
 use meridian_face::{Caller, ReceiveOptions};
 use meridian_proto::prost_types::Duration as ProtoDuration;
 use meridian_proto::rocketmq::v2::{
-    AckMessageEntry, AckMessageRequest, EndTransactionRequest, FilterExpression, FilterType,
-    Message, MessageQueue, ReceiveMessageRequest, Resource, TransactionResolution,
-    TransactionSource,
+    EndTransactionRequest, FilterExpression, FilterType, Message, MessageQueue,
+    ReceiveMessageRequest, Resource, TransactionResolution, TransactionSource,
 };
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -475,38 +474,17 @@ async fn acknowledge(
     group: Resource,
     handles: &[String],
 ) -> Result<Vec<xml::HandleError>, GatewayError> {
-    let request = AckMessageRequest {
-        group: Some(group),
-        topic: Some(topic),
-        entries: handles
-            .iter()
-            .map(|handle| AckMessageEntry {
-                message_id: String::new(),
-                receipt_handle: handle.clone(),
-                lite_topic: None,
-            })
-            .collect(),
-    };
-    let outcomes = gateway
-        .backend
-        .ack(caller, request)
-        .await
-        .map_err(GatewayError::refused("acknowledging"))?;
-    let mut outcomes = outcomes.into_iter();
+    let outcomes =
+        message::acknowledge(gateway.backend.as_ref(), caller, topic, group, handles).await?;
     Ok(handles
         .iter()
-        .filter_map(|handle| match outcomes.next() {
-            Some(Ok(())) => None,
-            Some(Err(refusal)) => Some(xml::HandleError {
+        .zip(outcomes)
+        .filter_map(|(handle, outcome)| {
+            outcome.err().map(|refusal| xml::HandleError {
                 code: handle_error_code(refusal.code),
                 message: refusal.message,
                 receipt_handle: handle.clone(),
-            }),
-            None => Some(xml::HandleError {
-                code: "InternalError",
-                message: "the backend answered no outcome for this handle".to_owned(),
-                receipt_handle: handle.clone(),
-            }),
+            })
         })
         .collect())
 }

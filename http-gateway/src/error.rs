@@ -30,6 +30,10 @@ pub(crate) enum GatewayError {
         "reading the request body failed: other requests' bodies fill the gateway's buffers; try again"
     )]
     Busy,
+    #[error("{reason}; try again later")]
+    ConnectionRefused {
+        reason: meridian_face::accept::Refused,
+    },
     #[error("no resource at `{path}`; this API serves {served}")]
     UnknownPath { path: String, served: &'static str },
     #[error("{path} does not take {method}; it takes {allowed}")]
@@ -86,7 +90,9 @@ impl GatewayError {
             Self::BodyUnreadable { .. } | Self::Argument { .. } | Self::MalformedJson { .. } => {
                 (StatusCode::BAD_REQUEST, "InvalidArgument")
             }
-            Self::Busy => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
+            Self::Busy | Self::ConnectionRefused { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable")
+            }
             Self::UnknownPath { .. } => (StatusCode::BAD_REQUEST, "InvalidRequestURL"),
             Self::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed"),
             Self::QueryString { .. } => (StatusCode::BAD_REQUEST, "InvalidQueryString"),
@@ -130,6 +136,9 @@ impl GatewayError {
             Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
             Self::BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT"),
             Self::Busy => (StatusCode::SERVICE_UNAVAILABLE, "TOO_MANY_REQUESTS"),
+            Self::ConnectionRefused { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "TOO_MANY_CONNECTIONS")
+            }
             Self::UnknownPath { .. } => (StatusCode::NOT_FOUND, "NOT_FOUND"),
             Self::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
             Self::Auth(AuthError::MissingBasic | AuthError::InvalidBasic { .. }) => {

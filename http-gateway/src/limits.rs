@@ -12,9 +12,11 @@ const REQUEST_SLACK_BYTES: usize = 64 * 1024;
 /// and a 4 MiB message body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Connections served at once; further clients wait in the listen
-    /// backlog until one closes.
+    /// Connections served at once; a connection beyond is answered 503
+    /// `ServiceUnavailable` (naming the limit) and closed.
     pub max_connections: usize,
+    /// Connections served at once from one IP address; beyond, the same.
+    pub max_connections_per_address: usize,
     /// Largest request body, in bytes: by default a 4 MiB message body
     /// escaped by any SDK (every byte a `&quot;`) plus 64 KiB. Larger bodies
     /// get 413 before they are read.
@@ -43,6 +45,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 1024,
+            max_connections_per_address: 256,
             max_body_bytes: meridian_proto::MAX_BODY_BYTES * XML_ESCAPE_FACTOR_MAX
                 + REQUEST_SLACK_BYTES,
             max_buffered_body_bytes: 256 * 1024 * 1024,

@@ -4,8 +4,12 @@
 
 use crate::error::GatewayError;
 use md5::{Digest as _, Md5};
+use meridian_face::{Backend, Caller, Refusal};
 use meridian_proto::prost_types::Timestamp;
-use meridian_proto::rocketmq::v2::{Encoding, Message, MessageType, Resource, SystemProperties};
+use meridian_proto::rocketmq::v2::{
+    AckMessageEntry, AckMessageRequest, Code, Encoding, Message, MessageType, Resource,
+    SystemProperties,
+};
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -36,6 +40,47 @@ pub(crate) fn resource(ns: Option<&str>, name: &str) -> Resource {
         resource_namespace: String::new(),
         name,
     }
+}
+
+/// Acknowledges `receipt_handles` of `group` on `topic` in one request:
+/// the backend's outcome for each handle, in order. A handle the backend
+/// answered nothing for fails with an internal error; `Err` when the backend
+/// refused the whole request.
+pub(crate) async fn acknowledge(
+    backend: &dyn Backend,
+    caller: &Caller,
+    topic: Resource,
+    group: Resource,
+    receipt_handles: &[String],
+) -> Result<Vec<Result<(), Refusal>>, GatewayError> {
+    let request = AckMessageRequest {
+        group: Some(group),
+        topic: Some(topic),
+        entries: receipt_handles
+            .iter()
+            .map(|handle| AckMessageEntry {
+                message_id: String::new(),
+                receipt_handle: handle.clone(),
+                lite_topic: None,
+            })
+            .collect(),
+    };
+    let mut outcomes = backend
+        .ack(caller, request)
+        .await
+        .map_err(GatewayError::refused("acknowledging"))?
+        .into_iter();
+    Ok(receipt_handles
+        .iter()
+        .map(|_| {
+            outcomes.next().unwrap_or_else(|| {
+                Err(Refusal::new(
+                    Code::InternalServerError,
+                    "the backend answered no outcome for this handle",
+                ))
+            })
+        })
+        .collect())
 }
 
 /// A fresh message id: a UUID v7 as 32 uppercase hex digits (unique, and

@@ -33,8 +33,7 @@ use futures::FutureExt as _;
 use meridian_face::Caller;
 use meridian_proto::prost_types::Duration as ProtoDuration;
 use meridian_proto::rocketmq::v2::{
-    AckMessageEntry, AckMessageRequest, FilterExpression, FilterType, MessageQueue,
-    ReceiveMessageRequest, Resource,
+    FilterExpression, FilterType, MessageQueue, ReceiveMessageRequest, Resource,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -518,34 +517,20 @@ async fn acknowledge(
         }
         .into());
     }
-    let ack = AckMessageRequest {
-        group: Some(message::resource(None, request.group.trim())),
-        topic: Some(topic),
-        entries: request
-            .receipt_handles
-            .iter()
-            .map(|handle| AckMessageEntry {
-                message_id: String::new(),
-                receipt_handle: handle.clone(),
-                lite_topic: None,
-            })
-            .collect(),
-    };
-    let outcomes = gateway
-        .backend
-        .ack(&called.caller, ack)
-        .await
-        .map_err(GatewayError::refused("acknowledging"))?;
-    let mut outcomes = outcomes.into_iter();
+    let outcomes = message::acknowledge(
+        gateway.backend.as_ref(),
+        &called.caller,
+        topic,
+        message::resource(None, request.group.trim()),
+        &request.receipt_handles,
+    )
+    .await?;
     let results = request
         .receipt_handles
         .into_iter()
-        .map(|receipt_handle| {
-            let error = match outcomes.next() {
-                Some(Ok(())) => None,
-                Some(Err(refusal)) => Some(refusal.message),
-                None => Some("the backend answered no outcome for this handle".to_owned()),
-            };
+        .zip(outcomes)
+        .map(|(receipt_handle, outcome)| {
+            let error = outcome.err().map(|refusal| refusal.message);
             AckResult {
                 receipt_handle,
                 ok: error.is_none(),

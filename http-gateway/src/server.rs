@@ -1,4 +1,6 @@
-//! The listener: accepting connections (at most `max_connections`), HTTP/1.1
+//! The listener: accepting connections ([`meridian_face::accept`]: at most
+//! `max_connections`, `max_connections_per_address` from one address, a 503
+//! beyond), HTTP/1.1
 //! on each with hyper, and what every request goes through before its face
 //! sees it: a request id, the request-line limit, the body read (limited in
 //! size, time and buffered total), then the Aliyun API or, under `/v1/`,
@@ -10,9 +12,9 @@
 //! [`serve`] returns once all have.
 
 use crate::connection::{Activity, Watched};
-use crate::error::GatewayError;
+use crate::error::{GatewayError, XML_CONTENT_TYPE};
 use crate::request::{Gateway, RequestContext};
-use crate::{Config, aliyun, rest};
+use crate::{Config, aliyun, rest, xml};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Request, header};
 use axum::response::Response;
@@ -21,20 +23,18 @@ use http_body_util::{BodyExt as _, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
 use meridian_face::Backend;
+use meridian_face::accept::{self, AcceptLimits, ConnectionHandler, Refused};
 use meridian_face::access::Authentication;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 /// The API version every answer names.
 const API_VERSION: &str = "2015-06-06";
-/// Pause after a failed accept (out of file descriptors, say).
-const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// Serves the HTTP faces on `listener` until `shutdown` is cancelled, then
 /// lets requests in flight finish and returns.
@@ -59,60 +59,16 @@ pub async fn serve(
             "HTTP API (Aliyun MQ and JSON) listening; authentication: access keys"
         ),
     }
-    let connections = Arc::new(Semaphore::new(config.limits.max_connections.max(1)));
+    let limits = AcceptLimits {
+        connections: config.limits.max_connections,
+        per_peer_address: config.limits.max_connections_per_address,
+    };
     let gateway = Arc::new(Gateway::new(backend, config, shutdown.clone(), address));
-    let server = Server {
+    let server = Arc::new(Server {
         rest: rest::router(Arc::clone(&gateway)),
         gateway,
-    };
-    let tracker = TaskTracker::new();
-    let mut at_capacity = false;
-    loop {
-        let permit = match Arc::clone(&connections).try_acquire_owned() {
-            Ok(permit) => {
-                at_capacity = false;
-                permit
-            }
-            Err(_) => {
-                if !at_capacity {
-                    at_capacity = true;
-                    tracing::warn!(
-                        max_connections = server.gateway.limits().max_connections,
-                        "HTTP connections at their limit; new clients wait"
-                    );
-                }
-                tokio::select! {
-                    biased;
-                    () = shutdown.cancelled() => break,
-                    permit = Arc::clone(&connections).acquire_owned() => match permit {
-                        Ok(permit) => permit,
-                        Err(_) => break,
-                    },
-                }
-            }
-        };
-        let accepted = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                tracker.spawn(server.clone().connection(stream, peer, permit));
-            }
-            Err(error) => {
-                tracing::warn!(%error, "accepting an HTTP connection failed; retrying");
-                tokio::select! {
-                    biased;
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(ACCEPT_RETRY_PAUSE) => {}
-                }
-            }
-        }
-    }
-    drop(listener);
-    tracker.close();
-    tracker.wait().await;
+    });
+    accept::serve(listener, "HTTP", limits, server, shutdown).await;
     tracing::info!(%address, "HTTP API stopped");
     Ok(())
 }
@@ -123,15 +79,47 @@ struct Server {
     rest: axum::Router,
 }
 
+impl ConnectionHandler for Server {
+    fn serve(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        Server::clone(&self).connection(stream, peer, shutdown)
+    }
+
+    /// A 503 with the Aliyun API's XML error (the request is not read, so
+    /// which API it was for is unknown), then the connection closes.
+    fn refusal(&self, refused: &Refused) -> Vec<u8> {
+        let request_id = crate::message::new_message_id();
+        let error = GatewayError::ConnectionRefused {
+            reason: refused.clone(),
+        };
+        let body = xml::write_error(
+            "ServiceUnavailable",
+            &error.to_string(),
+            &request_id,
+            &format!("http://{}", self.gateway.local_address),
+        );
+        format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: {XML_CONTENT_TYPE}\r\n\
+             content-length: {}\r\nconnection: close\r\nretry-after: 1\r\n\
+             x-mq-version: {API_VERSION}\r\nx-mq-request-id: {request_id}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+}
+
 impl Server {
     /// Serves one connection until it closes, expires or the gateway stops.
-    async fn connection(self, stream: TcpStream, peer: SocketAddr, _permit: OwnedSemaphorePermit) {
+    async fn connection(self, stream: TcpStream, peer: SocketAddr, shutdown: CancellationToken) {
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%peer, %error, "setting TCP_NODELAY failed");
         }
         let activity = Activity::new();
         let limits = self.gateway.limits().clone();
-        let shutdown = self.gateway.shutdown.clone();
         let service = {
             let activity = Arc::clone(&activity);
             let server = self.clone();

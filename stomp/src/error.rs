@@ -84,8 +84,10 @@ pub(crate) enum SessionError {
     HeartBeatTimeout { silent_ms: u64 },
     #[error("server shutting down")]
     ShuttingDown,
-    #[error("the server serves at most {limit} connections at once; try again later")]
-    TooManyConnections { limit: usize },
+    #[error("{reason}; try again later")]
+    ConnectionRefused {
+        reason: meridian_face::accept::Refused,
+    },
     #[error("write to the client: no progress within {waited_ms} ms")]
     WriteTimeout { waited_ms: u64 },
     #[error("connection: {action}")]

@@ -62,6 +62,8 @@ pub struct Limits {
     /// Connections served at once; a connection beyond gets an ERROR frame
     /// and is closed.
     pub max_connections: usize,
+    /// Connections served at once from one IP address; beyond, the same.
+    pub max_connections_per_address: usize,
     /// Largest frame (command, headers and body) read; never more than this
     /// is buffered for one frame.
     pub max_frame_bytes: usize,
@@ -101,6 +103,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 1024,
+            max_connections_per_address: 256,
             max_frame_bytes: meridian_proto::MAX_BODY_BYTES + 64 * 1024,
             max_headers: 64,
             max_header_line_bytes: 8 * 1024,

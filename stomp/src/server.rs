@@ -1,26 +1,21 @@
-//! The accept loop: one session task per connection, up to
-//! [`crate::Limits::max_connections`]; every task tracked, so [`serve`]
-//! returns only once all of them ended.
+//! The accept loop, [`meridian_face::accept::serve`]: one session task per
+//! connection, up to [`crate::Limits::max_connections`] and
+//! [`crate::Limits::max_connections_per_address`]; a connection beyond gets
+//! an ERROR frame naming the limit.
 
 use crate::Config;
 use crate::error::SessionError;
+use crate::frame;
 use crate::session::{self, Shared};
+use bytes::BytesMut;
 use meridian_face::Backend;
+use meridian_face::accept::{self, AcceptLimits, ConnectionHandler, Refused};
 use meridian_face::access::Authentication;
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-
-/// Sockets over the connection limit being told so at once; beyond, they
-/// are closed without a word.
-const REFUSALS_IN_FLIGHT: usize = 64;
-/// How long a refused socket may take to receive its ERROR frame.
-const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
-/// Pause after a failed accept (out of file descriptors, for instance).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves STOMP on `listener` until `shutdown` fires; then every
 /// connection gets an ERROR frame "server shutting down" and is closed, and
@@ -45,52 +40,32 @@ pub async fn serve(
             "STOMP server listening; clients log in with an access key id and its secret"
         ),
     }
-    let limit = config.limits.max_connections;
-    let connections = Arc::new(Semaphore::new(limit));
-    let refusals = Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT));
+    let limits = AcceptLimits {
+        connections: config.limits.max_connections,
+        per_peer_address: config.limits.max_connections_per_address,
+    };
     let shared = Arc::new(Shared { backend, config });
-    let tasks = TaskTracker::new();
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (socket, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, %address, "STOMP accept failed; trying again shortly");
-                tokio::select! {
-                    biased;
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
-                }
-            }
-        };
-        match Arc::clone(&connections).try_acquire_owned() {
-            Ok(permit) => {
-                let shared = Arc::clone(&shared);
-                let shutdown = shutdown.child_token();
-                tasks.spawn(async move {
-                    session::run(socket, peer, shared, shutdown).await;
-                    drop(permit);
-                });
-            }
-            Err(_) => {
-                tracing::warn!(%peer, limit, "STOMP connection refused: too many connections");
-                if let Ok(permit) = Arc::clone(&refusals).try_acquire_owned() {
-                    tasks.spawn(async move {
-                        let error = SessionError::TooManyConnections { limit };
-                        session::refuse(socket, error, REFUSAL_WRITE_TIMEOUT).await;
-                        drop(permit);
-                    });
-                }
-            }
-        }
-    }
-    drop(listener);
-    tasks.close();
-    tasks.wait().await;
+    accept::serve(listener, "STOMP", limits, shared, shutdown).await;
     tracing::info!(%address, "STOMP server stopped");
     Ok(())
+}
+
+impl ConnectionHandler for Shared {
+    fn serve(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        session::run(stream, peer, self, shutdown)
+    }
+
+    fn refusal(&self, refused: &Refused) -> Vec<u8> {
+        let error = SessionError::ConnectionRefused {
+            reason: refused.clone(),
+        };
+        let mut bytes = BytesMut::new();
+        frame::encode(&error.to_frame(None), &mut bytes);
+        bytes.to_vec()
+    }
 }

@@ -145,34 +145,61 @@ async fn shutdown_ends_long_polls_with_the_empty_answer() {
 }
 
 #[tokio::test]
-async fn the_connection_limit_holds_further_clients_back() {
+async fn connections_over_the_limit_get_503_until_one_closes() {
     let limits = Limits {
         max_connections: 1,
         ..Limits::default()
     };
     let gateway = start(Authentication::Development, limits).await;
-    let mut first = Client::connect(gateway.address).await;
     let request = Request::new("GET", "/topics/T1/messages?consumer=G&numOfMessages=1");
+    let mut first = Client::connect(gateway.address).await;
     assert_eq!(first.send(&request).await.status, 404);
-    let address = gateway.address;
-    let mut second = tokio::spawn(async move {
-        Client::connect(address)
-            .await
-            .send(&Request::new(
-                "GET",
-                "/topics/T1/messages?consumer=G&numOfMessages=1",
-            ))
-            .await
-    });
-    // Not served while the first holds the only connection…
+    let refused = Client::connect(gateway.address).await.send(&request).await;
+    assert_error(&refused, 503, "ServiceUnavailable");
+    assert_eq!(refused.header("connection"), Some("close"));
     assert!(
-        tokio::time::timeout(Duration::from_millis(300), &mut second)
-            .await
-            .is_err()
+        refused
+            .xml("Message")
+            .is_some_and(|message| message.contains("at most 1 connections at once")),
+        "{}",
+        refused.text()
     );
-    // …and served once it closes.
     drop(first);
-    let reply = within(second).await.expect("joins");
-    assert_eq!(reply.status, 404);
+    // The place is free once the first connection's task ended, which the
+    // client cannot observe: a refused attempt is tried again.
+    let mut attempts = 0;
+    loop {
+        let reply = Client::connect(gateway.address).await.send(&request).await;
+        if reply.status == 404 {
+            break;
+        }
+        assert_error(&reply, 503, "ServiceUnavailable");
+        attempts += 1;
+        assert!(attempts < 100, "the connection's place was never freed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn one_address_gets_its_share_of_connections() {
+    let limits = Limits {
+        max_connections: 8,
+        max_connections_per_address: 1,
+        ..Limits::default()
+    };
+    let gateway = start(Authentication::Development, limits).await;
+    let request = Request::new("GET", "/topics/T1/messages?consumer=G&numOfMessages=1");
+    let mut first = Client::connect(gateway.address).await;
+    assert_eq!(first.send(&request).await.status, 404);
+    let refused = Client::connect(gateway.address).await.send(&request).await;
+    assert_error(&refused, 503, "ServiceUnavailable");
+    assert!(
+        refused
+            .xml("Message")
+            .is_some_and(|message| message.contains("from one address (127.0.0.1)")),
+        "{}",
+        refused.text()
+    );
     gateway.stop().await;
 }

@@ -201,10 +201,3 @@ impl Writer {
         self.flush().await
     }
 }
-
-/// Tells a socket over the connection limit why it is closed.
-pub(crate) async fn refuse(socket: TcpStream, error: SessionError, write_timeout: Duration) {
-    Connection::new(socket, write_timeout)
-        .fail(&error, None)
-        .await;
-}

@@ -25,8 +25,6 @@ mod handlers;
 mod subscription;
 mod transaction;
 
-pub(crate) use connection::refuse;
-
 use crate::Config;
 use crate::error::SessionError;
 use crate::frame::{Command, Frame};

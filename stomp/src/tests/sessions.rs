@@ -434,6 +434,22 @@ async fn connections_over_the_limit_are_refused() {
 }
 
 #[tokio::test]
+async fn one_address_gets_its_share_of_connections() {
+    let server = Server::with_limits(Limits {
+        max_connections: 8,
+        max_connections_per_address: 1,
+        ..Limits::default()
+    })
+    .await;
+    let mut first = server.client().await;
+    let mut second = Client::open(server.address).await;
+    second
+        .expect_error("at most 1 connections at once from one address (127.0.0.1)")
+        .await;
+    first.request(send("/queue/demo", b"x"), "r").await;
+}
+
+#[tokio::test]
 async fn shutdown_tells_clients_and_waits_for_sessions() {
     let server = Server::start().await;
     let mut client = server.client().await;
