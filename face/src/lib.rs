@@ -32,12 +32,15 @@ pub mod delivery;
 pub mod incoming;
 pub mod route;
 
+mod guard;
+
 mod producers;
 mod refusal;
 mod renewal;
 mod request;
 mod service;
 
+pub use guard::Guarded;
 pub use producers::Producers;
 pub use refusal::Refusal;
 pub use renewal::{CLIENT_IDLE, MAX_LEASES, MAX_RENEWAL};
@@ -97,6 +100,9 @@ pub struct Caller {
     /// end, and is dropped by [`Backend::end_subscription`] (or after a day
     /// without receives). `None` for every RocketMQ client.
     pub subscription: Option<String>,
+    /// The access key the caller proved it holds (its id), which the grants
+    /// are checked against; `None` in development mode.
+    pub access_key: Option<String>,
 }
 
 impl Caller {
@@ -109,7 +115,15 @@ impl Caller {
             language: String::new(),
             remaining: None,
             subscription: None,
+            access_key: None,
         }
+    }
+
+    /// This caller, proven to hold `access_key`.
+    #[must_use]
+    pub fn with_access_key(mut self, access_key: Option<String>) -> Self {
+        self.access_key = access_key;
+        self
     }
 }
 

@@ -69,6 +69,8 @@ pub(crate) struct Lease {
     until: Instant,
     /// Acknowledged, changed or given up: never renewed again.
     finished: bool,
+    /// The access key of the client that received it (renewals act for it).
+    access_key: Option<String>,
 }
 
 /// A lease and what the scan needs without locking it.
@@ -103,6 +105,8 @@ pub(crate) struct Handed<'a> {
     /// `delivery_attempt` of the message (1 for the first delivery).
     pub attempt: u32,
     pub invisible: Duration,
+    /// The access key of the receiving client.
+    pub access_key: Option<&'a str>,
 }
 
 /// The leases of the handles a request names, locked: each request entry's
@@ -165,6 +169,7 @@ impl Renewals {
                 slice: message.invisible,
                 until: now + MAX_RENEWAL,
                 finished: false,
+                access_key: message.access_key.map(str::to_owned),
             };
             state.leases.insert(
                 message.receipt_handle.to_owned(),
@@ -319,6 +324,7 @@ async fn renew<B: Backend>(
         language: String::new(),
         remaining: None,
         subscription: None,
+        access_key: guard.access_key.clone(),
     };
     let renewed = tokio::time::timeout(
         RENEWAL_TIMEOUT,
@@ -391,6 +397,7 @@ mod tests {
                 receipt_handle: handle,
                 attempt: 1,
                 invisible: Duration::from_secs(10),
+                access_key: None,
             }],
             now,
         );

@@ -2,15 +2,20 @@
 //! backend: who the caller is, how long it waits, how entries' statuses
 //! combine.
 
+use crate::access::Authentication;
 use crate::client_settings::{ok, status};
 use crate::{CLIENT_ID_HEADER, Caller, LANGUAGE_HEADER, Refusal};
 use meridian_proto::rocketmq::v2::{Code, Status};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tonic::Request;
 use tracing::debug;
 
-/// The caller of a request, or CLIENT_ID_REQUIRED.
-pub(crate) fn caller<T>(request: &Request<T>) -> Result<Caller, Refusal> {
+/// The caller of a request, or CLIENT_ID_REQUIRED, or UNAUTHORIZED when
+/// `authentication` wants an access key the request does not prove.
+pub(crate) fn caller<T>(
+    request: &Request<T>,
+    authentication: &Authentication,
+) -> Result<Caller, Refusal> {
     let client_id = request
         .metadata()
         .get(CLIENT_ID_HEADER)
@@ -24,11 +29,13 @@ pub(crate) fn caller<T>(request: &Request<T>) -> Result<Caller, Refusal> {
         .and_then(|value| value.to_str().ok())
         .map(str::trim)
         .unwrap_or_default();
+    let access_key = authentication.verify_grpc(request.metadata(), SystemTime::now())?;
     Ok(Caller {
         client_id: client_id.to_owned(),
         language: language.to_owned(),
         remaining: remaining(request),
         subscription: None,
+        access_key,
     })
 }
 
@@ -95,12 +102,16 @@ mod tests {
     #[test]
     fn blank_client_ids_are_refused() {
         assert_eq!(
-            caller(&Request::new(())).map_err(|refusal| refusal.code),
+            caller(&Request::new(()), &Authentication::Development).map_err(|refusal| refusal.code),
             Err(Code::ClientIdRequired)
         );
-        assert!(caller(&with_client_id((), "   ")).is_err());
+        assert!(caller(&with_client_id((), "   "), &Authentication::Development).is_err());
         assert_eq!(
-            caller(&with_client_id((), " host@1#2 ")).map(|caller| caller.client_id),
+            caller(
+                &with_client_id((), " host@1#2 "),
+                &Authentication::Development
+            )
+            .map(|caller| caller.client_id),
             Ok("host@1#2".to_owned())
         );
     }

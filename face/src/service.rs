@@ -1,11 +1,12 @@
 //! [`Face`]: `MessagingService` over a [`Backend`].
 
+use crate::access::{Authentication, Permission};
 use crate::client_settings::{self, ok, status};
 use crate::delivery::{self, Shaped};
 use crate::producers::{Producers, StreamId};
 use crate::renewal::{self, Handed, Renewals};
 use crate::request::{aggregate, answered, at_least_one, caller};
-use crate::{Backend, Caller, Refusal};
+use crate::{Backend, Caller, Guarded, Refusal};
 use meridian_proto::rocketmq::v2::messaging_service_server::MessagingService;
 use meridian_proto::rocketmq::v2::{
     AckMessageRequest, AckMessageResponse, AckMessageResultEntry, Assignment,
@@ -39,7 +40,9 @@ type Frames<T> = tokio_stream::Iter<std::vec::IntoIter<Result<T, tonic::Status>>
 /// The RocketMQ `MessagingService` of a node or a router: the protocol's
 /// rules here, the business in `B`.
 pub struct Face<B> {
-    backend: Arc<B>,
+    backend: Arc<Guarded<B>>,
+    /// Who may call: the guard's, checked on every RPC.
+    authentication: Authentication,
     /// Messages handed out with `auto_renew`, renewed while their client lives.
     renewals: Arc<Renewals>,
     /// Producers with a live Telemetry stream, for transaction check-backs.
@@ -51,9 +54,11 @@ pub struct Face<B> {
 }
 
 impl<B: Backend> Face<B> {
-    /// A face whose Telemetry and renewal tasks belong to `tasks` and end
-    /// on `stop`. Call within a Tokio runtime.
-    pub fn new(backend: Arc<B>, tasks: TaskTracker, stop: CancellationToken) -> Self {
+    /// A face over `backend`, whose guard's authentication every RPC is
+    /// checked against, and whose Telemetry and renewal tasks belong to
+    /// `tasks` and end on `stop`. Call within a Tokio runtime.
+    pub fn new(backend: Arc<Guarded<B>>, tasks: TaskTracker, stop: CancellationToken) -> Self {
+        let authentication = backend.authentication().clone();
         let renewals = Arc::new(Renewals::default());
         tasks.spawn(renewal::run(
             Arc::clone(&renewals),
@@ -62,6 +67,7 @@ impl<B: Backend> Face<B> {
         ));
         Face {
             backend,
+            authentication,
             renewals,
             producers: Arc::new(Producers::default()),
             tasks,
@@ -157,6 +163,7 @@ impl<B: Backend> Face<B> {
                 receipt_handle: properties.receipt_handle.as_deref().unwrap_or_default(),
                 attempt: u32::try_from(properties.delivery_attempt.unwrap_or(1)).unwrap_or(1),
                 invisible,
+                access_key: caller.access_key.as_deref(),
             })
             .filter(|handed| !handed.receipt_handle.is_empty())
             .collect();
@@ -170,7 +177,10 @@ impl<B: Backend> Face<B> {
 
     /// The status of an RPC that no backend serves yet.
     fn unserved<T>(&self, rpc: &str, request: &Request<T>) -> Status {
-        answered(rpc, caller(request).and(Err(self.not_implemented(rpc))))
+        answered(
+            rpc,
+            caller(request, &self.authentication).and(Err(self.not_implemented(rpc))),
+        )
     }
 }
 
@@ -245,7 +255,7 @@ impl<B: Backend> MessagingService for Face<B> {
         &self,
         request: Request<QueryRouteRequest>,
     ) -> GrpcResult<QueryRouteResponse> {
-        let routed = match caller(&request) {
+        let routed = match caller(&request, &self.authentication) {
             Ok(caller) => {
                 self.backend
                     .route(&caller, "QueryRoute", request.get_ref().topic.as_ref())
@@ -269,7 +279,7 @@ impl<B: Backend> MessagingService for Face<B> {
         &self,
         request: Request<QueryAssignmentRequest>,
     ) -> GrpcResult<QueryAssignmentResponse> {
-        let routed = match caller(&request) {
+        let routed = match caller(&request, &self.authentication) {
             Ok(caller) => {
                 self.backend
                     .route(&caller, "QueryAssignment", request.get_ref().topic.as_ref())
@@ -296,7 +306,19 @@ impl<B: Backend> MessagingService for Face<B> {
     }
 
     async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> GrpcResult<HeartbeatResponse> {
-        let checked = caller(&request);
+        let group = request
+            .get_ref()
+            .group
+            .as_ref()
+            .map(|group| group.name.trim())
+            .filter(|group| !group.is_empty());
+        let checked = caller(&request, &self.authentication).and_then(|caller| {
+            if let Some(group) = group {
+                self.authentication
+                    .authorize(&caller, Permission::Group { group })?;
+            }
+            Ok(caller)
+        });
         if let Ok(caller) = &checked {
             self.renewals
                 .seen(&caller.client_id, tokio::time::Instant::now());
@@ -310,7 +332,7 @@ impl<B: Backend> MessagingService for Face<B> {
         &self,
         request: Request<NotifyClientTerminationRequest>,
     ) -> GrpcResult<NotifyClientTerminationResponse> {
-        let checked = caller(&request);
+        let checked = caller(&request, &self.authentication);
         if let Ok(caller) = &checked {
             self.renewals.forget_client(&caller.client_id);
         }
@@ -326,7 +348,7 @@ impl<B: Backend> MessagingService for Face<B> {
         request: Request<Streaming<TelemetryCommand>>,
     ) -> GrpcResult<Self::TelemetryStream> {
         let (replies, receiver) = mpsc::channel(TELEMETRY_QUEUE);
-        match caller(&request) {
+        match caller(&request, &self.authentication) {
             Ok(caller) => {
                 let commands = request.into_inner();
                 self.tasks.spawn(answer_telemetry(
@@ -358,7 +380,7 @@ impl<B: Backend> MessagingService for Face<B> {
         &self,
         request: Request<SendMessageRequest>,
     ) -> GrpcResult<SendMessageResponse> {
-        let checked = caller(&request);
+        let checked = caller(&request, &self.authentication);
         let messages = request.into_inner().messages;
         let message_ids: Vec<String> = messages
             .iter()
@@ -434,7 +456,7 @@ impl<B: Backend> MessagingService for Face<B> {
         &self,
         request: Request<ReceiveMessageRequest>,
     ) -> GrpcResult<Self::ReceiveMessageStream> {
-        let received = match caller(&request) {
+        let received = match caller(&request, &self.authentication) {
             Ok(caller) => {
                 self.renewals
                     .seen(&caller.client_id, tokio::time::Instant::now());
@@ -491,7 +513,7 @@ impl<B: Backend> MessagingService for Face<B> {
         &self,
         request: Request<AckMessageRequest>,
     ) -> GrpcResult<AckMessageResponse> {
-        let checked = caller(&request);
+        let checked = caller(&request, &self.authentication);
         let mut request = request.into_inner();
         let handles: Vec<(String, String)> = request
             .entries
@@ -565,7 +587,7 @@ impl<B: Backend> MessagingService for Face<B> {
         &self,
         request: Request<ChangeInvisibleDurationRequest>,
     ) -> GrpcResult<ChangeInvisibleDurationResponse> {
-        let checked = caller(&request);
+        let checked = caller(&request, &self.authentication);
         let mut request = request.into_inner();
         let old_handle = request.receipt_handle.clone();
         let changed = match checked {
@@ -630,7 +652,7 @@ impl<B: Backend> MessagingService for Face<B> {
         &self,
         request: Request<EndTransactionRequest>,
     ) -> GrpcResult<EndTransactionResponse> {
-        let ended = match caller(&request) {
+        let ended = match caller(&request, &self.authentication) {
             Ok(caller) => {
                 let request = request.into_inner();
                 if request.transaction_id.trim().is_empty() {
@@ -654,7 +676,7 @@ impl<B: Backend> MessagingService for Face<B> {
         &self,
         request: Request<ForwardMessageToDeadLetterQueueRequest>,
     ) -> GrpcResult<ForwardMessageToDeadLetterQueueResponse> {
-        let forwarded = match caller(&request) {
+        let forwarded = match caller(&request, &self.authentication) {
             Ok(caller) => {
                 let mut request = request.into_inner();
                 let held = self.renewals.hold(&mut [&mut request.receipt_handle]).await;

@@ -47,13 +47,14 @@ pub(crate) struct RequestContext {
 impl RequestContext {
     /// The backend's view of the caller: `http/<access key id>@<peer ip>`
     /// (`anonymous` in development mode), stable across a client's
-    /// connections.
+    /// connections, holding the access key its signature proved.
     pub fn caller(&self, access_key: Option<&str>) -> Caller {
         Caller::other(format!(
             "http/{}@{}",
             access_key.unwrap_or("anonymous"),
             self.peer.ip()
         ))
+        .with_access_key(access_key.map(str::to_owned))
     }
 }
 

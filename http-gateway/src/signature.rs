@@ -256,7 +256,10 @@ mod tests {
     const VECTOR: &str = "GET\n\n\nThu, 01 Jan 2026 00:00:00 GMT\nx-mq-version:2015-06-06\n/topics/T1/messages?consumer=GID_1&numOfMessages=1";
 
     fn keys() -> AccessKeys {
-        AccessKeys::new([("ak".to_owned(), "testSecret".to_owned())])
+        AccessKeys::new([meridian_topology::AccessKey::granted_everything(
+            "ak",
+            "testSecret",
+        )])
     }
 
     fn at(date: &str) -> SystemTime {

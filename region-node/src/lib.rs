@@ -110,14 +110,8 @@ impl Node {
                 });
             }
         }
-        let authentication = match topology.access.as_ref() {
-            None => meridian_face::access::Authentication::Development,
-            Some(access) => meridian_face::access::Authentication::Keys(Arc::new(
-                meridian_face::access::AccessKeys::new(meridian_topology::load_access_keys(
-                    access,
-                )?),
-            )),
-        };
+        let authentication =
+            meridian_face::access::Authentication::of_topology(topology.access.as_ref())?;
         let store = Arc::new(RocksStore::open(&directory.join("db"), config.flush)?);
         tracing::info!(region, data_dir = %config.data_dir.display(), flush = ?config.flush, "node storage open");
         Ok(Self {
@@ -216,7 +210,11 @@ impl Node {
         tasks.spawn(retention::run(context.clone()));
         tasks.spawn(transactions::run(context.clone()));
         tasks.spawn(trace::run(context.clone(), trace_events));
-        let backend = Arc::new(grpc::NodeBackend::new(context.clone()));
+        // Every face's calls pass the access keys' grants first.
+        let backend = Arc::new(meridian_face::Guarded::new(
+            grpc::NodeBackend::new(context.clone()),
+            self.authentication.clone(),
+        ));
         let face = meridian_face::Face::new(backend.clone(), tasks.clone(), shutdown.clone());
         // The HTTP and STOMP faces use the same backend as RocketMQ's.
         let http_server = http_listener.map(|listener| {

@@ -36,6 +36,13 @@ pub enum RouterError {
         source: Box<TopologyError>,
     },
 
+    /// The topology's `[access] keys_file` cannot be loaded.
+    #[error("load the access keys")]
+    AccessKeys {
+        #[source]
+        source: Box<TopologyError>,
+    },
+
     /// A region's admin address does not make a valid gRPC endpoint.
     #[error("build the health probe endpoint of region {region:?} at {address}")]
     ProbeEndpoint {
@@ -60,6 +67,7 @@ impl RouterError {
             RouterError::NoRegionUp { .. } => Code::HaNotAvailable,
             RouterError::UnknownRegion { .. }
             | RouterError::ProbeEndpoint { .. }
+            | RouterError::AccessKeys { .. }
             | RouterError::Serve(_) => Code::InternalError,
         };
         Refusal::new(code, self.to_string())

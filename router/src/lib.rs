@@ -54,6 +54,12 @@ pub async fn run(
             region: region.clone(),
             source: Box::new(source),
         })?;
+    let authentication = meridian_face::access::Authentication::of_topology(
+        topology.access.as_ref(),
+    )
+    .map_err(|source| RouterError::AccessKeys {
+        source: Box::new(source),
+    })?;
     let tasks = TaskTracker::new();
     // Stops the probers and Telemetry streams, also when serving fails.
     let stop = shutdown.child_token();
@@ -76,7 +82,10 @@ pub async fn run(
         tasks.spawn(async move { catalog::poll(&topology, &region, routes, stop).await });
     }
     let face = meridian_face::Face::new(
-        std::sync::Arc::new(service::RouterBackend::new(routes, mode)),
+        std::sync::Arc::new(meridian_face::Guarded::new(
+            service::RouterBackend::new(routes, mode, authentication.clone()),
+            authentication,
+        )),
         tasks.clone(),
         stop.clone(),
     );

@@ -14,6 +14,7 @@
 //! `grpc-timeout` (so a long poll ends before the client gives up).
 
 use crate::route::Routes;
+use meridian_face::access::Authentication;
 use meridian_face::{Caller, Refusal, SendReceipt};
 use meridian_proto::GRPC_MAX_DECODE_BYTES;
 use meridian_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
@@ -36,12 +37,21 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Clients of the nodes, one (lazily connected) channel per node.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Proxy {
     nodes: Mutex<HashMap<SocketAddr, MessagingServiceClient<Channel>>>,
+    /// Signs each carried call for its caller's access key, afresh.
+    authentication: Authentication,
 }
 
 impl Proxy {
+    pub(crate) fn new(authentication: Authentication) -> Self {
+        Proxy {
+            nodes: Mutex::default(),
+            authentication,
+        }
+    }
+
     fn node(&self, address: SocketAddr) -> Result<MessagingServiceClient<Channel>, Refusal> {
         let mut nodes = self.nodes.lock();
         if let Some(client) = nodes.get(&address) {
@@ -56,6 +66,21 @@ impl Proxy {
             .max_encoding_message_size(GRPC_MAX_DECODE_BYTES);
         nodes.insert(address, client.clone());
         Ok(client)
+    }
+
+    /// `message` as a call for `caller`: its client id, its remaining time,
+    /// and a signature of its access key made now.
+    fn request<T>(&self, caller: &Caller, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Ok(client_id) = caller.client_id.parse() {
+            request
+                .metadata_mut()
+                .insert(meridian_face::CLIENT_ID_HEADER, client_id);
+        }
+        self.authentication
+            .sign_grpc(caller.access_key.as_deref(), request.metadata_mut());
+        request.set_timeout(caller.remaining.unwrap_or(CALL_TIMEOUT));
+        request
     }
 
     /// Stores `messages` in the region chosen for their topic.
@@ -78,7 +103,7 @@ impl Proxy {
         let client = self.node(node);
         let answer = match client {
             Ok(mut client) => client
-                .send_message(request(caller, SendMessageRequest { messages }))
+                .send_message(self.request(caller, SendMessageRequest { messages }))
                 .await
                 .map_err(|status| unavailable(node, &status)),
             Err(refusal) => Err(refusal),
@@ -126,7 +151,7 @@ impl Proxy {
             .node;
         let mut frames = self
             .node(node)?
-            .receive_message(request(caller, receive))
+            .receive_message(self.request(caller, receive))
             .await
             .map_err(|status| unavailable(node, &status))?
             .into_inner();
@@ -197,7 +222,7 @@ impl Proxy {
             };
             let answer = match self.node(node) {
                 Ok(mut client) => client
-                    .ack_message(request(caller, part))
+                    .ack_message(self.request(caller, part))
                     .await
                     .map_err(|status| unavailable(node, &status)),
                 Err(refusal) => Err(refusal),
@@ -235,7 +260,7 @@ impl Proxy {
         let node = handle_node(routes, &change.receipt_handle)?;
         let answer = self
             .node(node)?
-            .change_invisible_duration(request(caller, change))
+            .change_invisible_duration(self.request(caller, change))
             .await
             .map_err(|status| unavailable(node, &status))?
             .into_inner();
@@ -256,7 +281,7 @@ impl Proxy {
         let node = handle_node(routes, &forward.receipt_handle)?;
         let answer = self
             .node(node)?
-            .forward_message_to_dead_letter_queue(request(caller, forward))
+            .forward_message_to_dead_letter_queue(self.request(caller, forward))
             .await
             .map_err(|status| unavailable(node, &status))?
             .into_inner();
@@ -292,7 +317,7 @@ impl Proxy {
         };
         let answer = self
             .node(node)?
-            .end_transaction(request(caller, end))
+            .end_transaction(self.request(caller, end))
             .await
             .map_err(|status| unavailable(node, &status))?
             .into_inner();
@@ -313,17 +338,6 @@ fn handle_node(routes: &Routes, receipt_handle: &str) -> Result<SocketAddr, Refu
 }
 
 /// A request to a node on behalf of `caller`.
-fn request<T>(caller: &Caller, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    if let Ok(client_id) = caller.client_id.parse() {
-        request
-            .metadata_mut()
-            .insert(meridian_face::CLIENT_ID_HEADER, client_id);
-    }
-    request.set_timeout(caller.remaining.unwrap_or(CALL_TIMEOUT));
-    request
-}
-
 /// The refusal a node's status means, or `None` for OK.
 fn refusal(status: Option<&Status>) -> Option<Refusal> {
     let Some(status) = status else {

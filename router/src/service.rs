@@ -16,6 +16,7 @@
 
 use crate::proxy::Proxy;
 use crate::route::Routes;
+use meridian_face::access::Authentication;
 use meridian_face::{Backend, Caller, Refusal, SendReceipt};
 use meridian_proto::rocketmq::v2::{
     AckMessageRequest, ChangeInvisibleDurationRequest, EndTransactionRequest,
@@ -33,10 +34,15 @@ pub(crate) struct RouterBackend {
 }
 
 impl RouterBackend {
-    pub(crate) fn new(routes: std::sync::Arc<Routes>, mode: RouterMode) -> Self {
+    /// `authentication` signs the calls carried to nodes for their callers.
+    pub(crate) fn new(
+        routes: std::sync::Arc<Routes>,
+        mode: RouterMode,
+        authentication: Authentication,
+    ) -> Self {
         RouterBackend {
             routes,
-            nodes: Proxy::default(),
+            nodes: Proxy::new(authentication),
             mode,
         }
     }

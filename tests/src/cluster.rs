@@ -56,9 +56,9 @@ pub struct TestClusterBuilder {
     consume_from: ConsumeFrom,
     /// A topology file to run instead of the planned regions.
     topology_file: Option<PathBuf>,
-    /// Access keys (id, secret) for the HTTP and STOMP faces; none:
+    /// Access keys (id, secret, `allow` as a TOML array); none:
     /// development mode.
-    access_keys: Vec<(String, String)>,
+    access_keys: Vec<(String, String, String)>,
 }
 
 impl Default for TestClusterBuilder {
@@ -80,11 +80,29 @@ impl Default for TestClusterBuilder {
 }
 
 impl TestClusterBuilder {
-    /// Gives the deployment access keys (id, secret): the HTTP and STOMP
-    /// faces then refuse anyone without one (written to a keys file the
-    /// topology's `[access]` names).
-    pub fn access_key(mut self, id: impl Into<String>, secret: impl Into<String>) -> Self {
-        self.access_keys.push((id.into(), secret.into()));
+    /// Gives the deployment an access key (id, secret) granted everything
+    /// (`pub`, `sub` and `admin` on every topic and group): every face then
+    /// refuses anyone without a key (written to a keys file the topology's
+    /// `[access]` names).
+    pub fn access_key(self, id: impl Into<String>, secret: impl Into<String>) -> Self {
+        self.access_key_allowing(
+            id,
+            secret,
+            r#"[{ actions = ["pub", "sub", "admin"], topics = ["*"], groups = ["*"] }]"#,
+        )
+    }
+
+    /// Gives the deployment an access key (id, secret) with the grants
+    /// `allow`, a TOML array of the keys file (`[{ actions = ["pub"],
+    /// topics = ["t"] }]`).
+    pub fn access_key_allowing(
+        mut self,
+        id: impl Into<String>,
+        secret: impl Into<String>,
+        allow: &str,
+    ) -> Self {
+        self.access_keys
+            .push((id.into(), secret.into(), allow.to_owned()));
         self
     }
 
@@ -183,7 +201,9 @@ impl TestClusterBuilder {
             let text: String = self
                 .access_keys
                 .iter()
-                .map(|(id, secret)| format!("[[keys]]\nid = {id:?}\nsecret = {secret:?}\n\n"))
+                .map(|(id, secret, allow)| {
+                    format!("[[keys]]\nid = {id:?}\nsecret = {secret:?}\nallow = {allow}\n\n")
+                })
                 .collect();
             std::fs::write(&keys_file, text)
                 .with_context(|| format!("write {}", keys_file.display()))?;

@@ -1,20 +1,36 @@
-//! The access keys file that `[access] keys_file` names.
+//! The access keys file that `[access] keys_file` names: each key's id,
+//! its secret, and what it may do.
 //!
 //! ```toml
 //! [[keys]]
 //! id = "LTAI-orders"             # the AccessKey id clients send
 //! secret_env = "ORDERS_SECRET"   # the environment variable holding its secret
+//! allow = [
+//!   { actions = ["pub"], topics = ["orders", "orders-*"] },
+//!   { actions = ["sub"], topics = ["orders"], groups = ["billing", "audit-*"] },
+//! ]
 //!
 //! [[keys]]
-//! id = "dev"
-//! secret = "dev-secret"          # or the secret itself, in this file
+//! id = "ops"
+//! secret = "…"                   # or the secret itself, in this file
+//! allow = [{ actions = ["admin", "pub", "sub"], topics = ["*"], groups = ["*"] }]
 //! ```
+//!
+//! A key may do only what one of its `allow` grants names: `pub` (send, end
+//! transactions, take transaction check-backs) on topics matching `topics`;
+//! `sub` (receive, acknowledge, change invisible time, dead-letter) on
+//! topics matching `topics` as a consumer group matching `groups`; `admin`,
+//! the node's admin API (`meridian admin`) whole, with no `topics` or
+//! `groups`. Patterns are globs (`*`, `?`, `[a-z]`, `{a,b}`) over the whole
+//! name, a namespaced one (`INSTANCE%topic`) included. A key without `allow`
+//! may do nothing.
 //!
 //! Secrets never live in the topology itself; the file can be kept
 //! readable by the service's user alone. An environment variable must not be
 //! named `MERIDIAN_*`: those override topology keys.
 
 use crate::{Access, TopologyError};
+use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
 use std::collections::BTreeSet;
 
@@ -33,11 +49,126 @@ struct KeyEntry {
     secret: Option<String>,
     #[serde(default)]
     secret_env: Option<String>,
+    #[serde(default)]
+    allow: Vec<GrantEntry>,
 }
 
-/// Reads the access keys `access` names: (AccessKey id, secret) pairs.
-/// Errors name the file, the entry and what is wrong (never a secret).
-pub fn load_access_keys(access: &Access) -> Result<Vec<(String, String)>, TopologyError> {
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantEntry {
+    actions: Vec<String>,
+    #[serde(default)]
+    topics: Vec<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+}
+
+/// What a grant lets a key do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Action {
+    /// Send to a topic, end its transactions, take its check-backs.
+    Pub,
+    /// Consume a topic as a consumer group.
+    Sub,
+    /// The node's admin API.
+    Admin,
+}
+
+impl Action {
+    /// The name the keys file uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Pub => "pub",
+            Action::Sub => "sub",
+            Action::Admin => "admin",
+        }
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.name())
+    }
+}
+
+/// Name patterns (globs over the whole name).
+#[derive(Debug, Clone)]
+pub struct Patterns {
+    sources: Vec<String>,
+    set: GlobSet,
+}
+
+impl Patterns {
+    fn new(sources: Vec<String>) -> Result<Self, String> {
+        let mut builder = GlobSetBuilder::new();
+        for source in &sources {
+            let glob =
+                Glob::new(source).map_err(|error| format!("{source:?}: {}", error.kind()))?;
+            builder.add(glob);
+        }
+        let set = builder.build().map_err(|error| error.to_string())?;
+        Ok(Patterns { sources, set })
+    }
+
+    /// Whether `name` matches one of the patterns.
+    pub fn matches(&self, name: &str) -> bool {
+        self.set.is_match(name)
+    }
+
+    /// The patterns as written.
+    pub fn sources(&self) -> &[String] {
+        &self.sources
+    }
+}
+
+/// One `allow` entry: actions on topics and consumer groups.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub actions: BTreeSet<Action>,
+    pub topics: Patterns,
+    pub groups: Patterns,
+}
+
+/// One access key of the keys file.
+#[derive(Clone)]
+pub struct AccessKey {
+    pub id: String,
+    pub secret: String,
+    pub grants: Vec<Grant>,
+}
+
+impl AccessKey {
+    /// A key granted everything: `pub` and `sub` on every topic and group,
+    /// and `admin` (what a keys file says with
+    /// `allow = [{ actions = ["pub", "sub", "admin"], topics = ["*"], groups = ["*"] }]`).
+    pub fn granted_everything(id: impl Into<String>, secret: impl Into<String>) -> Self {
+        let everything = || Patterns::new(vec!["*".to_owned()]).expect("`*` is a glob");
+        AccessKey {
+            id: id.into(),
+            secret: secret.into(),
+            grants: vec![Grant {
+                actions: [Action::Pub, Action::Sub, Action::Admin].into(),
+                topics: everything(),
+                groups: everything(),
+            }],
+        }
+    }
+}
+
+impl std::fmt::Debug for AccessKey {
+    /// Never shows the secret.
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("AccessKey")
+            .field("id", &self.id)
+            .field("grants", &self.grants)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads the access keys `access` names. Errors name the file, the entry
+/// and what is wrong (never a secret).
+pub fn load_access_keys(access: &Access) -> Result<Vec<AccessKey>, TopologyError> {
     let path = &access.keys_file;
     let invalid = |key: String, value: String, allowed: &str| TopologyError::Invalid {
         path: Some(path.clone()),
@@ -71,12 +202,12 @@ pub fn load_access_keys(access: &Access) -> Result<Vec<(String, String)>, Topolo
         let id = entry.id.trim().to_owned();
         if id.is_empty()
             || id.len() > 128
-            || id.contains(|c: char| c.is_control() || c == ':' || c.is_whitespace())
+            || id.contains(|c: char| c.is_control() || c == ':' || c == ',' || c.is_whitespace())
         {
             return Err(invalid(
                 at("id"),
                 format!("{:?}", entry.id),
-                "1 to 128 characters, no spaces, control characters or `:`",
+                "1 to 128 characters, no spaces, control characters, `:` or `,`",
             ));
         }
         if !seen.insert(id.clone()) {
@@ -115,16 +246,99 @@ pub fn load_access_keys(access: &Access) -> Result<Vec<(String, String)>, Topolo
                 "a non-empty secret",
             ));
         }
-        keys.push((id, secret));
+        let grants = entry
+            .allow
+            .into_iter()
+            .enumerate()
+            .map(|(grant_index, grant)| {
+                grant_of(grant).map_err(|(field, value, allowed)| {
+                    invalid(
+                        at(&format!("allow[{grant_index}].{field}")),
+                        value,
+                        &allowed,
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        keys.push(AccessKey { id, secret, grants });
     }
     Ok(keys)
+}
+
+/// A grant, or (field, value, what is allowed).
+fn grant_of(entry: GrantEntry) -> Result<Grant, (&'static str, String, String)> {
+    let mut actions = BTreeSet::new();
+    for action in &entry.actions {
+        let parsed = match action.as_str() {
+            "pub" => Action::Pub,
+            "sub" => Action::Sub,
+            "admin" => Action::Admin,
+            _ => {
+                return Err((
+                    "actions",
+                    format!("{action:?}"),
+                    "`pub`, `sub` or `admin`".to_owned(),
+                ));
+            }
+        };
+        actions.insert(parsed);
+    }
+    if actions.is_empty() {
+        return Err((
+            "actions",
+            "[]".to_owned(),
+            "at least one of `pub`, `sub` and `admin`".to_owned(),
+        ));
+    }
+    let on_names = actions.contains(&Action::Pub) || actions.contains(&Action::Sub);
+    let names_given = !entry.topics.is_empty() || !entry.groups.is_empty();
+    if !on_names && names_given {
+        return Err((
+            "topics",
+            format!("{:?}", entry.topics),
+            "nothing: `admin` grants the admin API whole; name topics and groups in \
+             a `pub` or `sub` grant"
+                .to_owned(),
+        ));
+    }
+    if on_names && entry.topics.is_empty() {
+        return Err((
+            "topics",
+            "[]".to_owned(),
+            "at least one topic name or pattern (`*` for every topic)".to_owned(),
+        ));
+    }
+    if actions.contains(&Action::Sub) && entry.groups.is_empty() {
+        return Err((
+            "groups",
+            "[]".to_owned(),
+            "at least one consumer group name or pattern for `sub` (`*` for every group)"
+                .to_owned(),
+        ));
+    }
+    if !actions.contains(&Action::Sub) && !entry.groups.is_empty() {
+        return Err((
+            "groups",
+            format!("{:?}", entry.groups),
+            "nothing unless the grant has `sub`: groups are what consumers use".to_owned(),
+        ));
+    }
+    let patterns = |field: &'static str, sources: Vec<String>| {
+        let shown = format!("{sources:?}");
+        Patterns::new(sources).map_err(|reason| (field, shown, format!("glob patterns ({reason})")))
+    };
+    Ok(Grant {
+        actions,
+        topics: patterns("topics", entry.topics)?,
+        groups: patterns("groups", entry.groups)?,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn load(text: &str) -> Result<Vec<(String, String)>, TopologyError> {
+    fn load(text: &str) -> Result<Vec<AccessKey>, TopologyError> {
         let file = tempfile::NamedTempFile::new().expect("temp file");
         std::fs::write(file.path(), text).expect("write");
         load_access_keys(&Access {
@@ -138,9 +352,10 @@ mod tests {
             "[[keys]]\nid = \"ak\"\nsecret = \"s1\"\n\n[[keys]]\nid = \"env\"\nsecret_env = \"PATH\"\n",
         )
         .expect("load");
-        assert_eq!(keys[0], ("ak".to_owned(), "s1".to_owned()));
-        assert_eq!(keys[1].0, "env");
-        assert!(!keys[1].1.is_empty());
+        assert_eq!((keys[0].id.as_str(), keys[0].secret.as_str()), ("ak", "s1"));
+        assert_eq!(keys[1].id, "env");
+        assert!(!keys[1].secret.is_empty());
+        assert!(keys[0].grants.is_empty());
     }
 
     #[test]
@@ -168,10 +383,56 @@ mod tests {
                 "[[keys]]\nid = \"a\"\nsecrt = \"hidden\"\n",
                 "unknown field",
             ),
+            (
+                "[[keys]]\nid = \"a\"\nsecret = \"hidden\"\nallow = [{ actions = [\"publish\"], topics = [\"*\"] }]\n",
+                "keys[0].allow[0].actions",
+            ),
+            (
+                "[[keys]]\nid = \"a\"\nsecret = \"hidden\"\nallow = [{ actions = [\"pub\"] }]\n",
+                "at least one topic name",
+            ),
+            (
+                "[[keys]]\nid = \"a\"\nsecret = \"hidden\"\nallow = [{ actions = [\"sub\"], topics = [\"t\"] }]\n",
+                "keys[0].allow[0].groups",
+            ),
+            (
+                "[[keys]]\nid = \"a\"\nsecret = \"hidden\"\nallow = [{ actions = [\"admin\"], topics = [\"t\"] }]\n",
+                "admin API whole",
+            ),
+            (
+                "[[keys]]\nid = \"a\"\nsecret = \"hidden\"\nallow = [{ actions = [\"pub\"], topics = [\"t\"], groups = [\"g\"] }]\n",
+                "unless the grant has `sub`",
+            ),
+            (
+                "[[keys]]\nid = \"a\"\nsecret = \"hidden\"\nallow = [{ actions = [\"pub\"], topics = [\"or[ders\"] }]\n",
+                "glob patterns",
+            ),
         ] {
             let error = load(text).expect_err(text).to_string();
             assert!(error.contains(expected), "{text:?}: {error}");
             assert!(!error.contains("hidden"), "{text:?}: {error}");
         }
+    }
+
+    #[test]
+    fn grants_match_names_by_glob() {
+        let keys = load(
+            "[[keys]]\nid = \"orders\"\nsecret = \"s\"\nallow = [\n  { actions = [\"pub\", \"sub\"], topics = [\"orders\", \"orders-*\"], groups = [\"{billing,audit}\"] },\n  { actions = [\"admin\"] },\n]\n",
+        )
+        .expect("load");
+        let grants = &keys[0].grants;
+        assert_eq!(grants.len(), 2);
+        let first = &grants[0];
+        assert!(first.actions.contains(&Action::Pub) && first.actions.contains(&Action::Sub));
+        assert!(first.topics.matches("orders"));
+        assert!(first.topics.matches("orders-eu"));
+        assert!(!first.topics.matches("orders2"));
+        assert!(!first.topics.matches("x-orders"));
+        assert!(first.groups.matches("billing") && first.groups.matches("audit"));
+        assert!(!first.groups.matches("billing2"));
+        assert_eq!(
+            grants[1].actions.iter().copied().collect::<Vec<_>>(),
+            [Action::Admin]
+        );
     }
 }

@@ -129,7 +129,7 @@ mod routing;
 mod validate;
 mod validate_drill;
 
-pub use access::load_access_keys;
+pub use access::{AccessKey, Action, Grant, Patterns, load_access_keys};
 pub use catalog::{Catalog, CatalogEntry, CatalogKind};
 pub use demo::DEMO_TOPIC;
 pub use drill::{

@@ -422,10 +422,9 @@ pub async fn development() -> Running {
 }
 
 pub fn keys() -> Authentication {
-    Authentication::Keys(Arc::new(AccessKeys::new([(
-        ACCESS_KEY.to_owned(),
-        SECRET.to_owned(),
-    )])))
+    Authentication::Keys(Arc::new(AccessKeys::new([
+        meridian_topology::AccessKey::granted_everything(ACCESS_KEY, SECRET),
+    ])))
 }
 
 /// An answer as read off the wire.

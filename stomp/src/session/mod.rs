@@ -199,6 +199,7 @@ impl Session {
                     .collect(),
             });
         }
+        let mut access_key = None;
         if let Some(keys) = shared.config.authentication.keys() {
             let login = frame.header("login").unwrap_or_default();
             let passcode = frame.header("passcode").unwrap_or_default();
@@ -210,6 +211,7 @@ impl Session {
                     login: login.chars().take(80).collect(),
                 });
             }
+            access_key = Some(login.to_owned());
         }
         let offered = frame.header("heart-beat");
         let client = heartbeat::parse(offered).ok_or_else(|| SessionError::InvalidHeader {
@@ -226,7 +228,7 @@ impl Session {
         let session = Session {
             shared: Arc::clone(shared),
             namespace: crate::destination::namespace_of_host(frame.header("host")),
-            caller: Caller::other(format!("stomp-{id}")),
+            caller: Caller::other(format!("stomp-{id}")).with_access_key(access_key),
             id,
             peer,
             subscriptions: HashMap::new(),

@@ -76,7 +76,9 @@ async fn a_silent_socket_is_closed_after_the_connect_timeout() {
 
 #[tokio::test]
 async fn access_keys_are_checked() {
-    let keys = AccessKeys::new([("ak".to_owned(), "s3cret".to_owned())]);
+    let keys = AccessKeys::new([meridian_topology::AccessKey::granted_everything(
+        "ak", "s3cret",
+    )]);
     let server = Server::with(Limits::default(), Authentication::Keys(Arc::new(keys))).await;
     for credentials in [
         vec![("login", "ak"), ("passcode", "wrong")],
