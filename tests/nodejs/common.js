@@ -13,11 +13,31 @@
 // report them (a clean run, shutdown included, logs no ERROR), and that keeps
 // the settings the server pushed on the telemetry stream (the client logs
 // each as "Received settings command").
+//
+// A script whose spec includes credentialOptions takes --access-key and
+// --secret-key (both or neither); sessionCredentials(values) turns them into
+// the client's `sessionCredentials` option ({accessKey, accessSecret}), with
+// which it signs every request (the `authorization` header, MQv2-HMAC-SHA1).
+// Without them the client gets no `sessionCredentials` and sends no
+// `authorization` header, as before.
+//
+// A failure's "error" is errorText(error): the exception's name and message
+// (the client's ClientException message is "[request-id=…,
+// response-code=<code>] <status message>"), its code with the code's name,
+// and its cause chain (a failed startup wraps the refusal twice); when
+// --deadline passed, the ERROR lines the client logged.
 
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 const path = require('node:path');
 const util = require('node:util');
+
+// --access-key / --secret-key, for the spec of a script that passes
+// sessionCredentials(values) to its client.
+const credentialOptions = {
+  'access-key': { type: 'string' },
+  'secret-key': { type: 'string' },
+};
 
 // Bodies up to this size are echoed in full (hex) in the JSON output.
 const ECHO_BODY_LIMIT = 64 * 1024;
@@ -89,7 +109,17 @@ function parseArguments(spec) {
   const { values } = util.parseArgs({ options, strict: true, allowPositionals: false });
   values.deadline = Number(values.deadline);
   if (!(values.deadline > 0)) throw new Failure(`--deadline is not a positive number: ${values.deadline}`);
+  if ((values['access-key'] === undefined) !== (values['secret-key'] === undefined)) {
+    throw new Failure('--access-key and --secret-key must be given together');
+  }
   return values;
+}
+
+// The client's `sessionCredentials` option from --access-key/--secret-key,
+// or undefined (no credentials, no `authorization` header) without them.
+function sessionCredentials(values) {
+  if (values['access-key'] === undefined && values['secret-key'] === undefined) return undefined;
+  return { accessKey: values['access-key'], accessSecret: values['secret-key'] };
 }
 
 // The message id a producer on a host whose MAC, pid (1, as in a container)
@@ -175,12 +205,38 @@ function emit(result) {
   process.stdout.write(`${JSON.stringify(result)}\n`);
 }
 
+// The name of a status code of the client's protocol (apache.rocketmq.v2.Code),
+// e.g. 40100 → UNAUTHORIZED; undefined for other codes (gRPC's, Node's).
+function statusCodeName(code) {
+  if (typeof code !== 'number') return undefined;
+  try {
+    const { Code } = require('rocketmq-client-nodejs/proto/apache/rocketmq/v2/definition_pb');
+    return Object.keys(Code).find(name => Code[name] === code);
+  } catch {
+    return undefined;
+  }
+}
+
 function errorText(error) {
   if (!(error instanceof Error)) return String(error);
   let text = `${error.name}: ${error.message}`;
-  if (error.code !== undefined) text += ` (code ${error.code})`;
+  if (error.code !== undefined) {
+    // Status codes of the protocol are 5 digits; gRPC's are below 20.
+    const name = error.code >= 10000 ? statusCodeName(error.code) : undefined;
+    text += name ? ` (code ${error.code} ${name})` : ` (code ${error.code})`;
+  }
   if (error.cause) text += `; cause: ${errorText(error.cause)}`;
   return text;
+}
+
+// `text` followed by the (distinct) ERROR lines the client logged, if any.
+function withClientErrors(text, log) {
+  const lines = [ ...new Set(log.errors.map(line => line.replace(/\s+/g, ' '))) ]
+    .map(line => (line.length > 500 ? `${line.slice(0, 499)}…` : line));
+  if (!lines.length) return text;
+  const quoted = lines.slice(0, 8);
+  if (lines.length > quoted.length) quoted.push(`… ${lines.length - quoted.length} more in client_log`);
+  return `${text}; the client logged: ${quoted.join(' | ')}`;
 }
 
 // Runs `main(values, log)` (async, returning an object) and prints the JSON
@@ -206,7 +262,10 @@ function run(spec, main) {
   };
   const timer = setTimeout(() => {
     process.stderr.write(`deadline of ${values.deadline} s passed\n`);
-    finish({ ...partial, ok: false, error: `gave up after the --deadline of ${values.deadline} s (a client call hung)` }, 2);
+    // A hung call raised nothing; what the client logged (a refused
+    // telemetry stream, say) is the only trace of why.
+    const error = withClientErrors(`gave up after the --deadline of ${values.deadline} s (a client call hung)`, log);
+    finish({ ...partial, ok: false, error }, 2);
   }, values.deadline * 1000);
   Promise.resolve()
     .then(() => main(values, log, partial))
@@ -224,6 +283,7 @@ function run(spec, main) {
 module.exports = {
   ClientLog,
   collidingMessageId,
+  credentialOptions,
   makeMessageIdsCollide,
   Failure,
   describeBody,
@@ -235,4 +295,6 @@ module.exports = {
   properties,
   required,
   run,
+  sessionCredentials,
+  withClientErrors,
 };

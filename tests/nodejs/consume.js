@@ -6,7 +6,7 @@
 //   node consume.js --endpoints 127.0.0.1:8181 --topic T --group G --expect N
 //     [--filter 'a||b'] [--timeout S] [--await-duration S]
 //     [--invisible-duration S] [--max-messages N] [--then-empty]
-//     [--deadline S] [--log-file F]
+//     [--access-key AK --secret-key SK] [--deadline S] [--log-file F]
 //
 // startup() resolves only once the server's settings reply arrived. Every
 // received message is checked by the client against its body digest; the
@@ -17,11 +17,16 @@
 // "corrupted", "has_receipt_handle", "size", "sha256", "body_hex", ...}],
 // "duplicates", "receives": [{"count", "elapsed_ms"}], "acked",
 // "shutdown_ms", "client_log", "settings_commands"}.
+//
+// With --access-key/--secret-key the client signs its requests with them (its
+// `sessionCredentials` option). A refusal fails the run with the client's
+// error in "error" (see produce.js): a refused startup, receive or ack.
 
 const common = require('./common');
 const { SimpleConsumer } = require('rocketmq-client-nodejs');
 
 const spec = {
+  ...common.credentialOptions,
   endpoints: { type: 'string' },
   topic: { type: 'string' },
   group: { type: 'string' },
@@ -51,6 +56,7 @@ async function main(args, log, result) {
     subscriptions: new Map([ [ topic, args.filter ] ]),
     awaitDuration: awaitMs,
     logger: log,
+    sessionCredentials: common.sessionCredentials(args),
   });
   Object.assign(result, {
     client_id: consumer.clientId,
@@ -71,7 +77,7 @@ async function main(args, log, result) {
     try {
       messages = await consumer.receive(maxMessages, invisibleMs);
     } catch (error) {
-      throw new common.Failure(`receive number ${result.receives.length + 1} failed: ${error}`);
+      throw new common.Failure(`receive number ${result.receives.length + 1} failed: ${common.errorText(error)}`);
     }
     result.receives.push({ count: messages.length, elapsed_ms: common.elapsedMs(began) });
     return messages;
@@ -98,7 +104,7 @@ async function main(args, log, result) {
         try {
           await consumer.ack(message);
         } catch (error) {
-          throw new common.Failure(`ack of ${message.messageId} failed: ${error}`);
+          throw new common.Failure(`ack of ${message.messageId} failed: ${common.errorText(error)}`);
         }
         result.acked.push(message.messageId);
       }

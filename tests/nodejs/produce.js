@@ -3,7 +3,8 @@
 // shuts down.
 //
 //   node produce.js --endpoints 127.0.0.1:8081 --topic T [--tag X] [--key K]...
-//     [--property K=V]... [--sizes 1024,300] [--compressible] [--deadline S] [--log-file F]
+//     [--property K=V]... [--sizes 1024,300] [--compressible]
+//     [--access-key AK --secret-key SK] [--deadline S] [--log-file F]
 //
 // The client's startup() resolves only once the server's settings reply
 // arrived on the telemetry stream; the script also reports that reply (as the
@@ -17,12 +18,20 @@
 // "queue_id", "broker" (the route queue the client chose),
 // "size", "sha256", "body_hex" (bodies up to 64 KiB), "tag", "keys",
 // "properties", "send_ms"}], "shutdown_ms", "client_log", "settings_commands"}.
+//
+// With --access-key/--secret-key the client signs its requests with them (its
+// `sessionCredentials` option). A refusal fails the run with the client's
+// error in "error": startup() rejects once the route query was refused three
+// times ("Error: Startup the rocketmq client failed, … ; cause: … ; cause:
+// UnauthorizedException: [request-id=…, response-code=40100] <message> (code
+// 40100 UNAUTHORIZED)"), a send with the refused send's exception.
 
 const crypto = require('node:crypto');
 const common = require('./common');
 const { Producer } = require('rocketmq-client-nodejs');
 
 const spec = {
+  ...common.credentialOptions,
   endpoints: { type: 'string' },
   topic: { type: 'string' },
   tag: { type: 'string' },
@@ -46,7 +55,13 @@ async function main(args, log, result) {
   const userProperties = common.properties(args.property);
   if (args['colliding-message-ids']) common.makeMessageIdsCollide();
 
-  const producer = new Producer({ endpoints, namespace: '', topics: [ topic ], logger: log });
+  const producer = new Producer({
+    endpoints,
+    namespace: '',
+    topics: [ topic ],
+    logger: log,
+    sessionCredentials: common.sessionCredentials(args),
+  });
   result.client_id = producer.clientId;
   result.sent = [];
   const started = common.now();
@@ -78,7 +93,7 @@ async function main(args, log, result) {
       try {
         receipt = await producer.send(message);
       } catch (error) {
-        throw new common.Failure(`send of message ${index} (${size} bytes) failed: ${error}`);
+        throw new common.Failure(`send of message ${index} (${size} bytes) failed: ${common.errorText(error)}`);
       }
       if (!receipt || !receipt.messageId) {
         throw new common.Failure(`send of message ${index} returned no message id`);

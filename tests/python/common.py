@@ -10,6 +10,18 @@ The client logs to ~/logs/rocketmq_python/rocketmq_client.log through the
 logger "rocketmq-python-client". [ClientLog] also records what it logs at
 WARNING and above during a run, so scripts can report the ERROR lines (a clean
 run, shutdown included, has none).
+
+Every parser argument_parser() builds takes --access-key/--secret-key: when
+both are given, client_configuration() gives the client Credentials(ak, sk),
+with which it signs every request (the `authorization` header,
+MQv2-HMAC-SHA1). Without them the client is configured as before, with empty
+Credentials().
+
+A failure's "error" names the exception with the status code and message as
+the client reports them ("UnauthorizedException: 40100, <message> (code
+UNAUTHORIZED)"), followed by the ERROR lines the client logged during the
+run: the client does not raise some refusals (a route query refused at
+startup is only logged), so those lines are where the server's status is.
 """
 
 import argparse
@@ -24,11 +36,21 @@ import traceback
 
 # Importing the client configures its logging (file handler, level INFO).
 import rocketmq  # noqa: F401  pylint: disable=unused-import
-from rocketmq.grpc_protocol import MessageType
+from rocketmq.grpc_protocol import Code, MessageType
 
 CLIENT_LOGGER = "rocketmq-python-client"
 # Bodies up to this size are echoed in full (hex) in the JSON output.
 ECHO_BODY_LIMIT = 64 * 1024
+# How many of the client's ERROR lines (distinct, each cut to
+# CLIENT_ERROR_LINE_LIMIT characters) a failure's "error" text quotes; all of
+# them are in "client_log".
+CLIENT_ERRORS_IN_ERROR = 8
+CLIENT_ERROR_LINE_LIMIT = 500
+
+# (access key, secret key) from the last command line an argument_parser()
+# parser parsed, or None: what client_configuration() signs with when the
+# script does not pass its arguments.
+_parsed_credentials = None
 
 
 class ClientLog(logging.Handler):
@@ -60,15 +82,52 @@ class ClientLog(logging.Handler):
         }
 
 
+class _ArgumentParser(argparse.ArgumentParser):
+    """Checks that --access-key and --secret-key come together and records
+    them for client_configuration()."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        global _parsed_credentials  # pylint: disable=global-statement
+        namespace, extras = super().parse_known_args(args, namespace)
+        try:
+            _parsed_credentials = credentials_of(namespace)
+        except ValueError as error:
+            self.error(str(error))
+        return namespace, extras
+
+
 def argument_parser(description):
-    parser = argparse.ArgumentParser(description=description)
+    parser = _ArgumentParser(description=description)
     parser.add_argument(
         "--deadline",
         type=float,
         default=120.0,
         help="seconds after which the script gives up and exits non-zero",
     )
+    parser.add_argument(
+        "--access-key",
+        metavar="AK",
+        help="access key the gRPC client signs its requests with "
+        "(with --secret-key); without both, it sends empty credentials as before",
+    )
+    parser.add_argument(
+        "--secret-key",
+        metavar="SK",
+        help="secret key of --access-key",
+    )
     return parser
+
+
+def credentials_of(arguments):
+    """(access key, secret key) from parsed --access-key/--secret-key, or None
+    when neither was given; ValueError when only one was."""
+    access_key = getattr(arguments, "access_key", None)
+    secret_key = getattr(arguments, "secret_key", None)
+    if access_key is None and secret_key is None:
+        return None
+    if access_key is None or secret_key is None:
+        raise ValueError("--access-key and --secret-key must be given together")
+    return access_key, secret_key
 
 
 def colliding_message_id(index):
@@ -106,10 +165,49 @@ def property_argument(value):
     return key, property_value
 
 
-def client_configuration(endpoints):
+def client_configuration(endpoints, arguments=None):
+    """The client's configuration for `endpoints`, with Credentials(ak, sk)
+    from --access-key/--secret-key of `arguments` (by default, of the command
+    line an argument_parser() parser parsed) when given, else with empty
+    Credentials() (the client then still sends an `authorization` header, with
+    an empty Credential and a signature keyed with the empty secret)."""
     from rocketmq import ClientConfiguration, Credentials
 
-    return ClientConfiguration(endpoints, Credentials())
+    keys = _parsed_credentials if arguments is None else credentials_of(arguments)
+    if keys is None:
+        return ClientConfiguration(endpoints, Credentials())
+    access_key, secret_key = keys
+    return ClientConfiguration(endpoints, Credentials(access_key, secret_key))
+
+
+def describe_error(error):
+    """An exception as "Type: text", with the status code's name when the
+    client's exception carries one (its str is already "<code>, <message>")."""
+    text = f"{type(error).__name__}: {error}"
+    code = getattr(error, "code", None)
+    if isinstance(code, int) and not isinstance(code, bool) and code:
+        try:
+            text += f" (code {Code.Name(code)})"
+        except ValueError:
+            text += f" (code {code})"
+    return text
+
+
+def with_client_errors(text, log):
+    """`text` followed by the ERROR lines the client logged, if any."""
+    lines = []
+    for line in log.lines(logging.ERROR):
+        line = " ".join(line.split())
+        if len(line) > CLIENT_ERROR_LINE_LIMIT:
+            line = line[: CLIENT_ERROR_LINE_LIMIT - 1] + "…"
+        if line not in lines:
+            lines.append(line)
+    if not lines:
+        return text
+    quoted = lines[:CLIENT_ERRORS_IN_ERROR]
+    if len(lines) > len(quoted):
+        quoted.append(f"… {len(lines) - len(quoted)} more in client_log")
+    return f"{text}; the client logged: " + " | ".join(quoted)
 
 
 def describe_body(body):
@@ -168,7 +266,9 @@ def run(main, args):
         emit(
             {
                 "ok": False,
-                "error": f"no result within the {args.deadline} s deadline",
+                "error": with_client_errors(
+                    f"no result within the {args.deadline} s deadline", log
+                ),
                 "client_log": log.summary(),
             }
         )
@@ -186,7 +286,7 @@ def run(main, args):
         emit(
             {
                 "ok": False,
-                "error": str(failure),
+                "error": with_client_errors(str(failure), log),
                 "client_log": log.summary(),
                 **failure.details,
             }
@@ -199,7 +299,7 @@ def run(main, args):
         emit(
             {
                 "ok": False,
-                "error": f"{type(error).__name__}: {error}",
+                "error": with_client_errors(describe_error(error), log),
                 "client_log": log.summary(),
             }
         )

@@ -12,6 +12,13 @@ Output: {"ok", "client_id", "received": [message…], "duplicates": [message…]
 "shutdown_ms", "client_log": {"errors", "warnings"}}; a message is
 common.describe_message (id, tag, keys, properties, body, delivery attempt,
 corrupted flag, …).
+
+With --access-key/--secret-key (common.argument_parser) the client signs its
+requests with them. A refused receive or ack fails the run with the client's
+exception (status code and message) in "error"; a route query refused at
+startup is only logged by the client (its receive then raises "failed to
+fetch topic:… route."), and "error" quotes the client's ERROR lines, which
+carry the status.
 """
 
 import time
@@ -46,7 +53,7 @@ def parse_arguments():
 
 def main(arguments, log):
     consumer = SimpleConsumer(
-        common.client_configuration(arguments.endpoints),
+        common.client_configuration(arguments.endpoints, arguments),
         arguments.group,
         {
             arguments.topic: FilterExpression(arguments.sql, FilterType.SQL)
@@ -76,7 +83,7 @@ def main(arguments, log):
         except Exception as error:
             raise common.Failure(
                 f"receive number {len(result['receives']) + 1} raised "
-                f"{type(error).__name__}: {error}",
+                f"{common.describe_error(error)}",
                 **result,
             ) from error
         result["receives"].append(
@@ -106,7 +113,7 @@ def main(arguments, log):
                     except Exception as error:
                         raise common.Failure(
                             f"ack of {message.message_id} raised "
-                            f"{type(error).__name__}: {error}",
+                            f"{common.describe_error(error)}",
                             **result,
                         ) from error
                     result["acked"].append(message.message_id)

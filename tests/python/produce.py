@@ -13,8 +13,15 @@ Output: {"ok", "client_id", "settings_received", "max_body_size",
 "startup_ms", "shutdown_ms", "client_log": {"errors", "warnings"}}.
 `message_id` is the id in the server's send result, `client_message_id` the
 one the client generated.
+
+With --access-key/--secret-key (common.argument_parser) the client signs its
+requests with them. The client does not raise when the server refuses the
+route query at startup (it logs the status); the script then fails at once
+(the settings reply cannot come without a route) with the client's ERROR
+lines, which carry the status code and message, in "error".
 """
 
+import logging
 import os
 import time
 
@@ -67,13 +74,27 @@ def main(arguments, log):
     if arguments.colliding_message_ids:
         common.make_message_ids_collide()
     producer = Producer(
-        common.client_configuration(arguments.endpoints), (arguments.topic,)
+        common.client_configuration(arguments.endpoints, arguments), (arguments.topic,)
     )
     started = time.monotonic()
     producer.startup()
     startup_ms = common.elapsed_ms(started)
     result = {"client_id": producer.client_id, "startup_ms": startup_ms, "sent": []}
     try:
+        # A route query that failed during startup is only logged (client.py
+        # __init_routes); without the route the client opens no telemetry
+        # stream, so no settings reply can come: fail now rather than after
+        # --settings-timeout. common.run adds the client's ERROR lines (the
+        # refusal's status code and message) to the error.
+        if any(
+            "route raise exception when client startup" in line
+            for line in log.lines(logging.ERROR)
+        ):
+            result["settings_received"] = False
+            raise common.Failure(
+                f"the client could not fetch the route of {arguments.topic} at startup",
+                **result,
+            )
         # Startup does not wait for the settings reply; the client sets this
         # event when one arrives (with status OK) and applies it.
         settings_event = producer._init_settings_event  # pylint: disable=protected-access
@@ -106,7 +127,7 @@ def main(arguments, log):
             except Exception as error:
                 raise common.Failure(
                     f"send of message {index} ({size} bytes) failed: "
-                    f"{type(error).__name__}: {error}",
+                    f"{common.describe_error(error)}",
                     **result,
                 ) from error
             entry = {

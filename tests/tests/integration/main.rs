@@ -39,6 +39,7 @@ mod round_trip;
 mod routing;
 mod rust_side;
 mod script;
+mod security;
 mod setup_script;
 mod status;
 mod support;
