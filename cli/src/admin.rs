@@ -3,6 +3,7 @@
 //! people, `--json` for scripts (one JSON document on stdout).
 
 use anyhow::Context as _;
+use meridian_face::access::{AccessKeys, Authentication, Signer};
 use meridian_proto::meridian::v1::admin_service_client::AdminServiceClient;
 use meridian_proto::meridian::v1::{
     DeleteGroupRequest, DeleteTopicRequest, DescribeGroupRequest, DescribeTopicRequest,
@@ -225,10 +226,38 @@ impl GroupFields {
     }
 }
 
-/// Runs `command` against the node whose admin address is `admin`; the
-/// text to print.
+/// What signs the calls of this deployment's own processes to admin ports:
+/// the topology's `[access] internal_key` (nothing in development mode).
+/// When the keys file cannot be read, says why on stderr and signs nothing
+/// (the node then refuses the calls, naming what is missing).
+pub fn internal_signer(topology: &meridian_topology::Topology) -> Signer {
+    match Authentication::of_topology(topology.access.as_ref()) {
+        Ok(authentication) => authentication.internal_signer(),
+        Err(error) => {
+            eprintln!(
+                "warning: calls to admin ports go unsigned: {:#}",
+                anyhow::Error::from(error)
+            );
+            Signer::none()
+        }
+    }
+}
+
+/// Signs with `access_key` and its `secret`.
+pub fn signer_of(access_key: String, secret: String) -> Signer {
+    let keys = AccessKeys::new([meridian_topology::AccessKey {
+        id: access_key.clone(),
+        secret,
+        grants: Vec::new(),
+    }]);
+    Authentication::Keys(std::sync::Arc::new(keys)).signer_for(Some(access_key))
+}
+
+/// Runs `command` against the node whose admin address is `admin`, each
+/// call signed by `signer`; the text to print.
 pub async fn run(
     admin: SocketAddr,
+    signer: Signer,
     file: &meridian_topology::Topology,
     command: &AdminCommand,
     as_json: bool,
@@ -239,7 +268,7 @@ pub async fn run(
         .connect()
         .await
         .with_context(|| format!("cannot connect to the node's admin address {admin}"))?;
-    let mut client = AdminServiceClient::new(channel);
+    let mut client = AdminServiceClient::with_interceptor(channel, signer);
     let answer = |status: tonic::Status| anyhow::anyhow!("{}", status.message());
     Ok(match command {
         AdminCommand::Messages(command) => {

@@ -108,6 +108,13 @@ enum Command {
         /// JSON instead of tables.
         #[arg(long, global = true)]
         json: bool,
+        /// Sign the calls with this access key (granted `admin`) instead of
+        /// the topology's `[access] internal_key`.
+        #[arg(long, global = true, env = "MQ_ACCESS_KEY")]
+        access_key: Option<String>,
+        /// The environment variable that holds the secret of --access-key.
+        #[arg(long, global = true, default_value = "MQ_SECRET_KEY")]
+        secret_key_env: String,
         #[command(subcommand)]
         command: admin::AdminCommand,
     },
@@ -415,6 +422,8 @@ async fn run(command: Command, inherited: Inherited) -> ExitCode {
             topology,
             region,
             json,
+            access_key,
+            secret_key_env,
             command,
         } => {
             let topology = match load(&topology, region.as_deref()) {
@@ -430,7 +439,20 @@ async fn run(command: Command, inherited: Inherited) -> ExitCode {
                 eprintln!("error: the topology has no region");
                 return ExitCode::from(EXIT_INVALID_TOPOLOGY);
             };
-            match admin::run(admin, &topology, &command, json).await {
+            let signer = match access_key {
+                None => admin::internal_signer(&topology),
+                Some(access_key) => match std::env::var(&secret_key_env) {
+                    Ok(secret) => admin::signer_of(access_key, secret),
+                    Err(_) => {
+                        eprintln!(
+                            "error: --access-key {access_key} needs its secret in the \
+                             environment variable {secret_key_env}, which is not set"
+                        );
+                        return ExitCode::FAILURE;
+                    }
+                },
+            };
+            match admin::run(admin, signer, &topology, &command, json).await {
                 Ok(text) => {
                     print!("{text}");
                     ExitCode::SUCCESS

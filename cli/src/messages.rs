@@ -9,7 +9,6 @@ use meridian_proto::meridian::v1::{
 };
 use serde_json::{Value, json};
 use std::fmt::Write as _;
-use tonic::transport::Channel;
 
 #[derive(clap::Subcommand)]
 pub enum MessageCommand {
@@ -80,7 +79,7 @@ fn time_text(ms: i64) -> String {
 
 /// Runs `command`; the text to print.
 pub async fn run(
-    client: &mut AdminServiceClient<Channel>,
+    client: &mut AdminServiceClient<meridian_face::access::SignedChannel>,
     command: &MessageCommand,
     as_json: bool,
 ) -> anyhow::Result<String> {

@@ -10,6 +10,7 @@
 //! [`UNCONFIRMED_READ_MAX`]) to show how many of them are messages and
 //! consumer acknowledgements bound for that peer, and how old the oldest is.
 
+use meridian_face::access::{SignedChannel, Signer};
 use meridian_proto::meridian::v1::node_service_client::NodeServiceClient;
 use meridian_proto::meridian::v1::{GetCheckpointRequest, HealthRequest, TailRequest};
 use meridian_replicator::core::{RecordFilter, Verdict};
@@ -18,7 +19,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 /// How long one region may take to answer.
 const REGION_TIMEOUT: Duration = Duration::from_secs(2);
@@ -32,12 +33,15 @@ enum Health {
         /// Sends since the node started whose message id another message
         /// with other content already had (both stored).
         reused_client_ids: u64,
-        client: NodeServiceClient<Channel>,
+        client: NodeServiceClient<SignedChannel>,
     },
     Down(String),
 }
 
-async fn connect(admin: SocketAddr) -> Result<NodeServiceClient<Channel>, String> {
+async fn connect(
+    admin: SocketAddr,
+    signer: &Signer,
+) -> Result<NodeServiceClient<SignedChannel>, String> {
     let endpoint = Endpoint::from_shared(format!("http://{admin}"))
         .map_err(|error| error.to_string())?
         .connect_timeout(REGION_TIMEOUT)
@@ -46,11 +50,11 @@ async fn connect(admin: SocketAddr) -> Result<NodeServiceClient<Channel>, String
         .connect()
         .await
         .map_err(|error| format!("cannot connect to {admin}: {error}"))?;
-    Ok(NodeServiceClient::new(channel))
+    Ok(NodeServiceClient::with_interceptor(channel, signer.clone()))
 }
 
-async fn health(region: &str, admin: SocketAddr) -> Health {
-    let mut client = match connect(admin).await {
+async fn health(region: &str, admin: SocketAddr, signer: &Signer) -> Health {
+    let mut client = match connect(admin, signer).await {
         Ok(client) => client,
         Err(reason) => return Health::Down(reason),
     };
@@ -124,8 +128,9 @@ struct Snapshot {
 /// With `describe`, also reads back each backlog ([`Unconfirmed`]).
 async fn snapshot(topology: &Topology, describe: bool) -> Snapshot {
     let mut regions = BTreeMap::new();
+    let signer = crate::admin::internal_signer(topology);
     for (name, region) in &topology.regions {
-        regions.insert(name.clone(), health(name, region.admin).await);
+        regions.insert(name.clone(), health(name, region.admin, &signer).await);
     }
     let mut links = Vec::new();
     for (from, health) in &regions {
@@ -181,7 +186,7 @@ async fn snapshot(topology: &Topology, describe: bool) -> Snapshot {
 /// filter: records of any origin it forwards); `None` when the node does not
 /// answer in time.
 async fn unconfirmed(
-    mut client: NodeServiceClient<Channel>,
+    mut client: NodeServiceClient<SignedChannel>,
     topology: &Topology,
     from: &str,
     peer: &str,

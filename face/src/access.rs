@@ -45,6 +45,9 @@ pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(15 * 60);
 #[derive(Clone, Default)]
 pub struct AccessKeys {
     keys: HashMap<String, AccessKey>,
+    /// The key the deployment's own processes sign with (`[access]
+    /// internal_key`).
+    internal: Option<String>,
 }
 
 impl std::fmt::Debug for AccessKeys {
@@ -63,7 +66,33 @@ impl AccessKeys {
     pub fn new(keys: impl IntoIterator<Item = AccessKey>) -> Self {
         AccessKeys {
             keys: keys.into_iter().map(|key| (key.id.clone(), key)).collect(),
+            internal: None,
         }
+    }
+
+    /// These keys, with `id` as the one the deployment's own processes
+    /// sign with.
+    #[must_use]
+    pub fn with_internal_key(mut self, id: impl Into<String>) -> Self {
+        self.internal = Some(id.into());
+        self
+    }
+
+    /// Whether `secret` is key `id`'s, compared in constant time.
+    pub fn check_secret(&self, id: &str, secret: &str) -> bool {
+        let Some(expected) = self.secret(id) else {
+            return false;
+        };
+        // MACs of both under one fixed key: equal length, constant-time
+        // comparison whatever the secrets' contents.
+        let tag = |text: &str| {
+            let mut mac = Hmac::<Sha1>::new_from_slice(id.as_bytes())
+                .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+            mac.update(text.as_bytes());
+            mac
+        };
+        let expected = tag(expected).finalize().into_bytes();
+        tag(secret).verify_slice(&expected).is_ok()
     }
 
     /// The secret of access key `id`, if the key exists.
@@ -168,9 +197,10 @@ impl Authentication {
     ) -> Result<Self, meridian_topology::TopologyError> {
         Ok(match access {
             None => Authentication::Development,
-            Some(access) => Authentication::Keys(Arc::new(AccessKeys::new(
-                meridian_topology::load_access_keys(access)?,
-            ))),
+            Some(access) => Authentication::Keys(Arc::new(
+                AccessKeys::new(meridian_topology::load_access_keys(access)?)
+                    .with_internal_key(access.internal_key.clone()),
+            )),
         })
     }
 
@@ -279,6 +309,50 @@ impl Authentication {
         }
     }
 
+    /// Checks a call to a node's admin port: a signature (as
+    /// [`Authentication::verify_grpc`]) of a key granted `admin`; always
+    /// allowed in development mode.
+    pub fn check_admin_grpc(&self, metadata: &MetadataMap) -> Result<(), Refusal> {
+        let access_key = self.verify_grpc(metadata, SystemTime::now())?;
+        self.authorize(
+            &Caller::other("admin").with_access_key(access_key),
+            Permission::Admin,
+        )
+    }
+
+    /// Checks HTTP Basic credentials (`authorization: Basic
+    /// base64(id:secret)`, RFC 7617) of a key granted `admin`; always
+    /// allowed in development mode.
+    pub fn check_admin_basic(&self, authorization: Option<&str>) -> Result<(), Refusal> {
+        let Some(keys) = self.keys() else {
+            return Ok(());
+        };
+        let access_key =
+            verify_basic(keys, authorization).map_err(|error| unauthorized(error.to_string()))?;
+        self.authorize(
+            &Caller::other("admin").with_access_key(Some(access_key)),
+            Permission::Admin,
+        )
+    }
+
+    /// What the deployment's own processes attach to their calls to
+    /// admin ports: signatures of the internal key.
+    pub fn internal_signer(&self) -> Signer {
+        Signer {
+            access_key: self.keys().and_then(|keys| keys.internal.clone()),
+            authentication: self.clone(),
+        }
+    }
+
+    /// What a client attaches to its calls: signatures of `access_key`
+    /// (with its secret from these keys).
+    pub fn signer_for(&self, access_key: Option<String>) -> Signer {
+        Signer {
+            access_key,
+            authentication: self.clone(),
+        }
+    }
+
     /// Signs a request the server makes on behalf of `access_key` (the
     /// router forwarding a client's call to a node): `x-mq-date-time` now,
     /// and the `authorization` the node verifies. Nothing in development
@@ -310,6 +384,111 @@ impl Authentication {
             metadata.insert(AUTHORIZATION_HEADER, authorization);
         }
     }
+}
+
+/// Signs every call of a gRPC client (a tonic interceptor) for one access
+/// key, afresh each time; signs nothing in development mode.
+#[derive(Debug, Clone)]
+pub struct Signer {
+    authentication: Authentication,
+    access_key: Option<String>,
+}
+
+impl Signer {
+    /// A signer that signs nothing (development mode).
+    pub fn none() -> Self {
+        Signer {
+            authentication: Authentication::Development,
+            access_key: None,
+        }
+    }
+}
+
+impl tonic::service::Interceptor for Signer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        self.authentication
+            .sign_grpc(self.access_key.as_deref(), request.metadata_mut());
+        Ok(request)
+    }
+}
+
+/// Lets through the calls to a node's admin port that
+/// [`Authentication::check_admin_grpc`] allows (a tonic interceptor); the
+/// others get gRPC `UNAUTHENTICATED` or `PERMISSION_DENIED` with the reason.
+#[derive(Debug, Clone)]
+pub struct AdminGuard {
+    authentication: Authentication,
+}
+
+impl AdminGuard {
+    pub fn new(authentication: Authentication) -> Self {
+        AdminGuard { authentication }
+    }
+}
+
+impl tonic::service::Interceptor for AdminGuard {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        match self.authentication.check_admin_grpc(request.metadata()) {
+            Ok(()) => Ok(request),
+            Err(refusal) if refusal.code == Code::Forbidden => {
+                Err(tonic::Status::permission_denied(refusal.message))
+            }
+            Err(refusal) => Err(tonic::Status::unauthenticated(refusal.message)),
+        }
+    }
+}
+
+/// A gRPC channel whose calls are signed.
+pub type SignedChannel =
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Signer>;
+
+/// Why HTTP Basic credentials were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BasicError {
+    #[error("send HTTP Basic credentials (access key id and secret), e.g. `curl -u ID:SECRET`")]
+    Missing,
+    #[error("the Authorization header is not HTTP Basic: {reason}")]
+    Invalid { reason: &'static str },
+    #[error("no access key has the id `{id}`")]
+    UnknownAccessKey { id: String },
+    #[error("wrong secret for access key `{id}`")]
+    WrongSecret { id: String },
+}
+
+/// The access key id that HTTP Basic credentials (`Basic base64(id:secret)`)
+/// prove.
+pub fn verify_basic(keys: &AccessKeys, authorization: Option<&str>) -> Result<String, BasicError> {
+    use base64::Engine as _;
+    let value = authorization.ok_or(BasicError::Missing)?;
+    let (scheme, encoded) = value.trim().split_once(' ').ok_or(BasicError::Invalid {
+        reason: "no scheme",
+    })?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(BasicError::Invalid {
+            reason: "the scheme is not Basic",
+        });
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| BasicError::Invalid {
+            reason: "the credentials are not base64",
+        })?;
+    let decoded = String::from_utf8(decoded).map_err(|_| BasicError::Invalid {
+        reason: "the credentials are not UTF-8",
+    })?;
+    let (id, secret) = decoded.split_once(':').ok_or(BasicError::Invalid {
+        reason: "no `:` between the access key id and the secret",
+    })?;
+    if keys.secret(id).is_none() {
+        return Err(BasicError::UnknownAccessKey { id: shorten(id) });
+    }
+    if !keys.check_secret(id, secret) {
+        return Err(BasicError::WrongSecret { id: id.to_owned() });
+    }
+    Ok(id.to_owned())
 }
 
 /// `yyyyMMddTHHmmssZ`, as the Python and Node.js clients write it.
@@ -405,6 +584,7 @@ mod tests {
         .expect("write");
         let loaded = load_access_keys(&Access {
             keys_file: file.path().to_owned(),
+            internal_key: "ops".to_owned(),
         })
         .expect("load");
         Authentication::Keys(Arc::new(AccessKeys::new(loaded)))

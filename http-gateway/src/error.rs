@@ -8,6 +8,7 @@ use crate::xml::{self, XmlError};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse as _, Response};
 use meridian_face::Refusal;
+use meridian_face::access::BasicError;
 use meridian_proto::rocketmq::v2::Code;
 
 /// The content type of every XML answer (Node reads only `text/xml` or
@@ -112,9 +113,7 @@ impl GatewayError {
                 AuthError::SignatureMismatch { .. } => {
                     (StatusCode::FORBIDDEN, "SignatureDoesNotMatch")
                 }
-                AuthError::MissingBasic
-                | AuthError::InvalidBasic { .. }
-                | AuthError::WrongSecret { .. } => (StatusCode::FORBIDDEN, "AccessDenied"),
+                AuthError::Basic(_) => (StatusCode::FORBIDDEN, "AccessDenied"),
             },
             Self::Refused { refusal, .. } => aliyun_refusal(refusal.code),
             Self::NoMessage => (StatusCode::NOT_FOUND, "MessageNotExist"),
@@ -141,7 +140,7 @@ impl GatewayError {
             }
             Self::UnknownPath { .. } => (StatusCode::NOT_FOUND, "NOT_FOUND"),
             Self::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
-            Self::Auth(AuthError::MissingBasic | AuthError::InvalidBasic { .. }) => {
+            Self::Auth(AuthError::Basic(BasicError::Missing | BasicError::Invalid { .. })) => {
                 (StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
             }
             Self::Auth(_) => (StatusCode::FORBIDDEN, "FORBIDDEN"),

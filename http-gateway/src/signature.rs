@@ -18,7 +18,7 @@
 use axum::http::{HeaderMap, Method, Uri, header};
 use base64::Engine as _;
 use hmac::{Hmac, Mac as _};
-use meridian_face::access::AccessKeys;
+use meridian_face::access::{AccessKeys, BasicError};
 use sha1::Sha1;
 use std::time::{Duration, SystemTime};
 
@@ -53,16 +53,8 @@ pub enum AuthError {
         "authenticating the request failed: the signature does not match; the server signed {string_to_sign:?} (check the secret, the Date and that the signed path and query are the ones sent)"
     )]
     SignatureMismatch { string_to_sign: String },
-    #[error(
-        "authenticating the request failed: send HTTP Basic credentials (access key id and secret), e.g. `curl -u ID:SECRET`"
-    )]
-    MissingBasic,
-    #[error(
-        "authenticating the request failed: the Authorization header is not HTTP Basic: {reason}"
-    )]
-    InvalidBasic { reason: &'static str },
-    #[error("authenticating the request failed: wrong secret for access key `{id}`")]
-    WrongSecret { id: String },
+    #[error("authenticating the request failed: {0}")]
+    Basic(BasicError),
 }
 
 /// The canonicalized MQ headers: every `x-mq-*` header (name lowercased),
@@ -205,47 +197,21 @@ fn parse_authorization(value: &str) -> Result<(&str, &str), AuthError> {
     Ok((id, signature))
 }
 
-/// Checks HTTP Basic credentials (access key id and secret) against `keys`;
-/// returns the access key id.
+/// Checks HTTP Basic credentials (access key id and secret) against `keys`
+/// ([`meridian_face::access::verify_basic`]); returns the access key id.
 pub fn verify_basic(keys: &AccessKeys, headers: &HeaderMap) -> Result<String, AuthError> {
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .ok_or(AuthError::MissingBasic)?;
-    let value = value.to_str().map_err(|_| AuthError::InvalidBasic {
-        reason: "it is not ASCII",
-    })?;
-    let (scheme, encoded) = value
-        .trim()
-        .split_once(' ')
-        .ok_or(AuthError::InvalidBasic {
-            reason: "no scheme",
-        })?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return Err(AuthError::InvalidBasic {
-            reason: "the scheme is not Basic",
-        });
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .map_err(|_| AuthError::InvalidBasic {
-            reason: "the credentials are not base64",
-        })?;
-    let decoded = String::from_utf8(decoded).map_err(|_| AuthError::InvalidBasic {
-        reason: "the credentials are not UTF-8",
-    })?;
-    let (id, secret) = decoded.split_once(':').ok_or(AuthError::InvalidBasic {
-        reason: "no `:` between the access key id and the secret",
-    })?;
-    let expected = keys
-        .secret(id)
-        .ok_or_else(|| AuthError::UnknownAccessKey { id: id.to_owned() })?;
-    // Compares MACs of both under a fixed key: constant time whatever the
-    // secrets' contents.
-    let tag = mac(id, expected).finalize().into_bytes();
-    if mac(id, secret).verify_slice(&tag).is_err() {
-        return Err(AuthError::WrongSecret { id: id.to_owned() });
-    }
-    Ok(id.to_owned())
+    let value = match headers.get(header::AUTHORIZATION) {
+        None => None,
+        Some(value) => Some(value.to_str().map_err(|_| {
+            AuthError::Basic(BasicError::Invalid {
+                reason: "it is not ASCII",
+            })
+        })?),
+    };
+    meridian_face::access::verify_basic(keys, value).map_err(|error| match error {
+        BasicError::UnknownAccessKey { id } => AuthError::UnknownAccessKey { id },
+        other => AuthError::Basic(other),
+    })
 }
 
 #[cfg(test)]
@@ -403,21 +369,21 @@ mod tests {
         // "ak:wrong"
         assert_eq!(
             basic("Basic YWs6d3Jvbmc="),
-            Err(AuthError::WrongSecret {
+            Err(AuthError::Basic(BasicError::WrongSecret {
                 id: "ak".to_owned()
-            })
+            }))
         );
         assert!(matches!(
             basic("Bearer x"),
-            Err(AuthError::InvalidBasic { .. })
+            Err(AuthError::Basic(BasicError::Invalid { .. }))
         ));
         assert!(matches!(
             basic("Basic !!"),
-            Err(AuthError::InvalidBasic { .. })
+            Err(AuthError::Basic(BasicError::Invalid { .. }))
         ));
         assert_eq!(
             verify_basic(&keys(), &HeaderMap::new()),
-            Err(AuthError::MissingBasic)
+            Err(AuthError::Basic(BasicError::Missing))
         );
     }
 }

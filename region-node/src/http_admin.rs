@@ -20,6 +20,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use meridian_face::access::Authentication;
 use meridian_proto::meridian::v1::admin_service_server::AdminService;
 use meridian_proto::meridian::v1::{
     DeleteGroupRequest, DeleteGroupResponse, DeleteTopicRequest, DeleteTopicResponse,
@@ -34,10 +35,12 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-/// The routes of the JSON admin API, over `admin`.
-pub fn router<S: LogStore>(admin: Arc<Admin<S>>) -> axum::Router {
-    axum::Router::new()
-        .route("/openapi.json", get(openapi))
+/// The routes of the JSON admin API, over `admin`. With access keys, every
+/// route but the OpenAPI document takes HTTP Basic credentials of a key
+/// granted `admin` (401 without or with wrong ones, 403 for a key without
+/// the grant).
+pub fn router<S: LogStore>(admin: Arc<Admin<S>>, authentication: Authentication) -> axum::Router {
+    let guarded = axum::Router::new()
         .route("/v1/topics", get(list_topics::<S>).post(create_topic::<S>))
         .route(
             "/v1/topics/{topic}",
@@ -56,9 +59,47 @@ pub fn router<S: LogStore>(admin: Arc<Admin<S>>) -> axum::Router {
         .route("/v1/export", get(export::<S>))
         .route("/v1/groups/{group}/reset", post(reset_group::<S>))
         .route("/v1/messages/{id}", get(get_message::<S>))
+        .route_layer(axum::middleware::from_fn(move |request, next| {
+            let authentication = authentication.clone();
+            async move { admin_only(&authentication, request, next).await }
+        }));
+    axum::Router::new()
+        .route("/openapi.json", get(openapi))
+        .merge(guarded)
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(admin)
+}
+
+/// Passes requests with credentials of a key granted `admin`.
+async fn admin_only(
+    authentication: &Authentication,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let credentials = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    match authentication.check_admin_basic(credentials) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => {
+            let forbidden = refusal.code == meridian_proto::rocketmq::v2::Code::Forbidden;
+            let status = if forbidden {
+                tonic::Status::permission_denied(refusal.message)
+            } else {
+                tonic::Status::unauthenticated(refusal.message)
+            };
+            let mut response = ApiError(status).into_response();
+            if !forbidden {
+                response.headers_mut().insert(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static("Basic realm=\"meridian admin\""),
+                );
+            }
+            response
+        }
+    }
 }
 
 #[derive(OpenApi)]
@@ -140,6 +181,8 @@ impl IntoResponse for ApiError {
             tonic::Code::NotFound => StatusCode::NOT_FOUND,
             tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             tonic::Code::FailedPrecondition | tonic::Code::AlreadyExists => StatusCode::CONFLICT,
+            tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+            tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let code = format!("{:?}", self.0.code());

@@ -37,6 +37,7 @@ mod trace;
 mod transactions;
 
 pub use error::StartError;
+use tonic::service::interceptor::InterceptedService;
 
 use commit::CommitLog;
 use consumer::ConsumerEngine;
@@ -237,9 +238,15 @@ impl Node {
         let messaging = MessagingServiceServer::new(face)
             .max_decoding_message_size(GRPC_MAX_DECODE_BYTES)
             .max_encoding_message_size(GRPC_MAX_DECODE_BYTES);
-        let internal = NodeServiceServer::new(grpc::internal::Internal::new(context.clone()))
-            .max_decoding_message_size(64 * 1024 * 1024)
-            .max_encoding_message_size(64 * 1024 * 1024);
+        // The admin port answers only keys granted `admin` (the
+        // deployment's own processes sign with its internal key).
+        let admin_guard = meridian_face::access::AdminGuard::new(self.authentication.clone());
+        let internal = InterceptedService::new(
+            NodeServiceServer::new(grpc::internal::Internal::new(context.clone()))
+                .max_decoding_message_size(64 * 1024 * 1024)
+                .max_encoding_message_size(64 * 1024 * 1024),
+            admin_guard.clone(),
+        );
         let limits = Limits::default();
         let client_server = tonic::transport::Server::builder()
             .max_concurrent_streams(Some(limits.streams_per_connection))
@@ -255,9 +262,13 @@ impl Node {
             .accept_http1(true)
             .add_routes(tonic::service::Routes::from(http_admin::router(
                 admin.clone(),
+                self.authentication.clone(),
             )))
             .add_service(internal)
-            .add_service(AdminServiceServer::from_arc(admin))
+            .add_service(InterceptedService::new(
+                AdminServiceServer::from_arc(admin),
+                admin_guard,
+            ))
             .serve_with_incoming_shutdown(
                 incoming(admin_listener, limits),
                 shutdown.clone().cancelled_owned(),

@@ -18,6 +18,12 @@ pub enum ReplicatorError {
         source: Box<meridian_topology::TopologyError>,
     },
 
+    #[error("start replicator: load the access keys")]
+    AccessKeys {
+        #[source]
+        source: Box<meridian_topology::TopologyError>,
+    },
+
     #[error(
         "lock data directory: {path} is locked by another process (is another replicator of this region running?)"
     )]

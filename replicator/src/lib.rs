@@ -119,7 +119,13 @@ pub async fn serve(
         .map(str::to_owned)
         .collect();
     let (endpoint, local_address) = open_endpoint(&topology, &region, local, socket)?;
-    let node = NodeClient::connect_lazy(local.admin)?;
+    // Calls to the node's admin port are signed with the internal key.
+    let signer = meridian_face::access::Authentication::of_topology(topology.access.as_ref())
+        .map_err(|source| ReplicatorError::AccessKeys {
+            source: Box::new(source),
+        })?
+        .internal_signer();
+    let node = NodeClient::connect_lazy(local.admin, signer)?;
 
     let tasks_shutdown = shutdown.child_token();
     let mut tasks = JoinSet::new();

@@ -8,6 +8,7 @@
 
 use crate::error::ReplicatorError;
 use crate::frame::MAX_FRAME_BYTES;
+use meridian_face::access::{SignedChannel, Signer};
 use meridian_proto::meridian::v1::node_service_client::NodeServiceClient;
 use meridian_proto::meridian::v1::{
     ApplyRequest, ApplyResponse, Checkpoint, GetCheckpointRequest, HealthRequest, HealthResponse,
@@ -16,7 +17,7 @@ use meridian_proto::meridian::v1::{
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Deadline of the small unary calls (health, checkpoints) and of opening a tail.
@@ -34,17 +35,21 @@ pub(crate) struct TailLimits {
 #[derive(Debug, Clone)]
 pub(crate) struct NodeClient {
     address: SocketAddr,
-    client: NodeServiceClient<Channel>,
+    client: NodeServiceClient<SignedChannel>,
 }
 
 impl NodeClient {
-    /// A client of the node at `address`; connects on first use.
-    pub(crate) fn connect_lazy(address: SocketAddr) -> Result<Self, ReplicatorError> {
+    /// A client of the node at `address`, whose calls `signer` signs;
+    /// connects on first use.
+    pub(crate) fn connect_lazy(
+        address: SocketAddr,
+        signer: Signer,
+    ) -> Result<Self, ReplicatorError> {
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|source| ReplicatorError::NodeConnect { address, source })?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true);
-        let client = NodeServiceClient::new(endpoint.connect_lazy())
+        let client = NodeServiceClient::with_interceptor(endpoint.connect_lazy(), signer)
             .max_decoding_message_size(MAX_FRAME_BYTES)
             .max_encoding_message_size(MAX_FRAME_BYTES);
         Ok(Self { address, client })

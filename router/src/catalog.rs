@@ -9,6 +9,7 @@
 //! creation reaching a node.
 
 use crate::route::Routes;
+use meridian_face::access::Signer;
 use meridian_proto::meridian::v1::GetCatalogRequest;
 use meridian_proto::meridian::v1::node_service_client::NodeServiceClient;
 use meridian_topology::{CatalogEntry, CatalogKind, Topology};
@@ -28,6 +29,7 @@ pub(crate) async fn poll(
     topology: &Topology,
     own: &str,
     routes: Arc<Routes>,
+    signer: Signer,
     stop: CancellationToken,
 ) {
     // Own region first, then the others by distance.
@@ -45,7 +47,7 @@ pub(crate) async fn poll(
         }
         let asked = async {
             for admin in &nodes {
-                match ask(*admin).await {
+                match ask(*admin, &signer).await {
                     Ok(entries) => {
                         routes.apply_catalog(entries);
                         break;
@@ -62,7 +64,7 @@ pub(crate) async fn poll(
 }
 
 /// The catalog the node at `admin` keeps.
-async fn ask(admin: SocketAddr) -> Result<Vec<CatalogEntry>, tonic::Status> {
+async fn ask(admin: SocketAddr, signer: &Signer) -> Result<Vec<CatalogEntry>, tonic::Status> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{admin}"))
         .map_err(|error| tonic::Status::invalid_argument(error.to_string()))?
         .connect_timeout(ASK_TIMEOUT)
@@ -70,7 +72,7 @@ async fn ask(admin: SocketAddr) -> Result<Vec<CatalogEntry>, tonic::Status> {
         .connect()
         .await
         .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
-    let changes = NodeServiceClient::new(channel)
+    let changes = NodeServiceClient::with_interceptor(channel, signer.clone())
         .get_catalog(GetCatalogRequest {})
         .await?
         .into_inner()

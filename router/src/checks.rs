@@ -11,6 +11,7 @@
 //! with back-off (100 ms doubling to 2 s).
 
 use meridian_face::Producers;
+use meridian_face::access::Signer;
 use meridian_proto::meridian::v1::TransactionCheckInterest;
 use meridian_proto::meridian::v1::node_service_client::NodeServiceClient;
 use meridian_report::Report;
@@ -33,6 +34,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 pub(crate) fn spawn_watchers(
     topology: &Topology,
     producers: &Arc<Producers>,
+    signer: &Signer,
     tasks: &TaskTracker,
     stop: &CancellationToken,
 ) {
@@ -41,6 +43,7 @@ pub(crate) fn spawn_watchers(
             region.clone(),
             config.admin,
             Arc::clone(producers),
+            signer.clone(),
             stop.clone(),
         ));
     }
@@ -51,13 +54,14 @@ async fn watch(
     region: String,
     admin: SocketAddr,
     producers: Arc<Producers>,
+    signer: Signer,
     stop: CancellationToken,
 ) {
     let mut backoff = new_backoff();
     loop {
         let watched = tokio::select! {
             () = stop.cancelled() => return,
-            watched = watch_once(admin, &producers) => watched,
+            watched = watch_once(admin, &producers, &signer) => watched,
         };
         match watched {
             // The node ended the stream (it is stopping): look again soon.
@@ -75,7 +79,11 @@ async fn watch(
 }
 
 /// One watch of a node: until the stream ends or fails.
-async fn watch_once(admin: SocketAddr, producers: &Producers) -> Result<(), tonic::Status> {
+async fn watch_once(
+    admin: SocketAddr,
+    producers: &Producers,
+    signer: &Signer,
+) -> Result<(), tonic::Status> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{admin}"))
         .map_err(|error| tonic::Status::invalid_argument(error.to_string()))?
         .connect_timeout(Duration::from_secs(1))
@@ -86,7 +94,7 @@ async fn watch_once(admin: SocketAddr, producers: &Producers) -> Result<(), toni
     let interests = WatchStream::new(producers.topics()).map(|topics| TransactionCheckInterest {
         topics: topics.into_iter().collect(),
     });
-    let mut checks = NodeServiceClient::new(channel)
+    let mut checks = NodeServiceClient::with_interceptor(channel, signer.clone())
         .watch_transaction_checks(interests)
         .await?
         .into_inner();

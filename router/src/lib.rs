@@ -64,7 +64,8 @@ pub async fn run(
     // Stops the probers and Telemetry streams, also when serving fails.
     let stop = shutdown.child_token();
     let view = health::HealthView::of_topology(&topology);
-    probe::spawn_probers(&view, &topology, &tasks, &stop)?;
+    let signer = authentication.internal_signer();
+    probe::spawn_probers(&view, &topology, &signer, &tasks, &stop)?;
     info!(
         region = %region,
         address = ?listener.local_addr().ok(),
@@ -79,7 +80,8 @@ pub async fn run(
     let routes = std::sync::Arc::new(route::Routes::new(topology.clone(), region.clone(), view));
     {
         let (topology, routes, stop) = (topology.clone(), routes.clone(), stop.clone());
-        tasks.spawn(async move { catalog::poll(&topology, &region, routes, stop).await });
+        let signer = signer.clone();
+        tasks.spawn(async move { catalog::poll(&topology, &region, routes, signer, stop).await });
     }
     let face = meridian_face::Face::new(
         std::sync::Arc::new(meridian_face::Guarded::new(
@@ -89,7 +91,7 @@ pub async fn run(
         tasks.clone(),
         stop.clone(),
     );
-    checks::spawn_watchers(&topology, &face.producers(), &tasks, &stop);
+    checks::spawn_watchers(&topology, &face.producers(), &signer, &tasks, &stop);
     let service =
         MessagingServiceServer::new(face).max_decoding_message_size(GRPC_MAX_DECODE_BYTES);
     let limits = Limits::default();

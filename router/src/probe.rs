@@ -9,6 +9,7 @@
 
 use crate::error::RouterError;
 use crate::health::{HealthView, Outcome, Progress, State};
+use meridian_face::access::{SignedChannel, Signer};
 use meridian_proto::meridian::v1::node_service_client::NodeServiceClient;
 use meridian_proto::meridian::v1::{HealthRequest, HealthResponse};
 use meridian_report::Report;
@@ -18,7 +19,7 @@ use std::time::Duration;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tracing::{debug, info, trace, warn};
 
 /// Time between the starts of two probes of one region.
@@ -33,13 +34,14 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 pub(crate) fn spawn_probers(
     view: &HealthView,
     topology: &Topology,
+    signer: &Signer,
     tasks: &TaskTracker,
     stop: &CancellationToken,
 ) -> Result<(), RouterError> {
     let probers = topology
         .regions
         .iter()
-        .map(|(name, region)| Prober::new(view.clone(), name, region.admin))
+        .map(|(name, region)| Prober::new(view.clone(), name, region.admin, signer.clone()))
         .collect::<Result<Vec<_>, _>>()?;
     for prober in probers {
         tasks.spawn(prober.run(stop.clone()));
@@ -79,11 +81,18 @@ struct Prober {
     address: SocketAddr,
     endpoint: Endpoint,
     /// The reused channel; `None` after a failure, rebuilt on the next probe.
-    client: Option<NodeServiceClient<Channel>>,
+    client: Option<NodeServiceClient<SignedChannel>>,
+    /// Signs the probes with the deployment's internal key.
+    signer: Signer,
 }
 
 impl Prober {
-    fn new(view: HealthView, region: &str, address: SocketAddr) -> Result<Self, RouterError> {
+    fn new(
+        view: HealthView,
+        region: &str,
+        address: SocketAddr,
+        signer: Signer,
+    ) -> Result<Self, RouterError> {
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|source| RouterError::ProbeEndpoint {
                 region: region.to_owned(),
@@ -98,6 +107,7 @@ impl Prober {
             address,
             endpoint,
             client: None,
+            signer,
         })
     }
 
@@ -145,7 +155,7 @@ impl Prober {
                             address: self.address,
                             source,
                         })?;
-                let client = NodeServiceClient::new(channel);
+                let client = NodeServiceClient::with_interceptor(channel, self.signer.clone());
                 self.client = Some(client.clone());
                 client
             }

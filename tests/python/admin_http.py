@@ -20,7 +20,7 @@ from openapi_spec_validator import validate
 
 
 def parse_arguments():
-    parser = common.argument_parser(__doc__.splitlines()[0])
+    parser = common.argument_parser(__doc__.splitlines()[0], credentials=False)
     parser.add_argument("--base-url", required=True, help="http://host:port of the admin address")
     parser.add_argument("--topic", required=True, help="a topic with messages")
     parser.add_argument("--group", required=True, help="a group that consumed the topic")

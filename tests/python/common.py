@@ -19,9 +19,11 @@ Credentials().
 
 A failure's "error" names the exception with the status code and message as
 the client reports them ("UnauthorizedException: 40100, <message> (code
-UNAUTHORIZED)"), followed by the ERROR lines the client logged during the
-run: the client does not raise some refusals (a route query refused at
-startup is only logged), so those lines are where the server's status is.
+UNAUTHORIZED)"), followed by the WARNING and ERROR lines the client logged
+during the run: the client does not raise some refusals (a route query
+refused at startup is only logged, at ERROR; a telemetry stream the server
+ends with a gRPC error, at WARNING), so those lines are where the server's
+status is.
 """
 
 import argparse
@@ -41,11 +43,11 @@ from rocketmq.grpc_protocol import Code, MessageType
 CLIENT_LOGGER = "rocketmq-python-client"
 # Bodies up to this size are echoed in full (hex) in the JSON output.
 ECHO_BODY_LIMIT = 64 * 1024
-# How many of the client's ERROR lines (distinct, each cut to
-# CLIENT_ERROR_LINE_LIMIT characters) a failure's "error" text quotes; all of
+# How many of the client's WARNING and ERROR lines (distinct, each cut to
+# CLIENT_LOG_LINE_LIMIT characters) a failure's "error" text quotes; all of
 # them are in "client_log".
-CLIENT_ERRORS_IN_ERROR = 8
-CLIENT_ERROR_LINE_LIMIT = 500
+CLIENT_LOG_LINES_IN_ERROR = 10
+CLIENT_LOG_LINE_LIMIT = 500
 
 # (access key, secret key) from the last command line an argument_parser()
 # parser parsed, or None: what client_configuration() signs with when the
@@ -96,7 +98,9 @@ class _ArgumentParser(argparse.ArgumentParser):
         return namespace, extras
 
 
-def argument_parser(description):
+def argument_parser(description, credentials=True):
+    """The scripts' parser: --deadline, and (unless `credentials` is False,
+    for scripts with credentials of their own) --access-key/--secret-key."""
     parser = _ArgumentParser(description=description)
     parser.add_argument(
         "--deadline",
@@ -104,6 +108,8 @@ def argument_parser(description):
         default=120.0,
         help="seconds after which the script gives up and exits non-zero",
     )
+    if not credentials:
+        return parser
     parser.add_argument(
         "--access-key",
         metavar="AK",
@@ -194,17 +200,20 @@ def describe_error(error):
 
 
 def with_client_errors(text, log):
-    """`text` followed by the ERROR lines the client logged, if any."""
+    """`text` followed by the WARNING and ERROR lines the client logged, in
+    order, if any: the client only logs some refusals (a route query refused
+    at startup at ERROR, a telemetry stream the server ends with a gRPC error
+    at WARNING)."""
     lines = []
-    for line in log.lines(logging.ERROR):
+    for line in log.lines(logging.WARNING):
         line = " ".join(line.split())
-        if len(line) > CLIENT_ERROR_LINE_LIMIT:
-            line = line[: CLIENT_ERROR_LINE_LIMIT - 1] + "…"
+        if len(line) > CLIENT_LOG_LINE_LIMIT:
+            line = line[: CLIENT_LOG_LINE_LIMIT - 1] + "…"
         if line not in lines:
             lines.append(line)
     if not lines:
         return text
-    quoted = lines[:CLIENT_ERRORS_IN_ERROR]
+    quoted = lines[:CLIENT_LOG_LINES_IN_ERROR]
     if len(lines) > len(quoted):
         quoted.append(f"… {len(lines) - len(quoted)} more in client_log")
     return f"{text}; the client logged: " + " | ".join(quoted)

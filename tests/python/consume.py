@@ -17,8 +17,8 @@ With --access-key/--secret-key (common.argument_parser) the client signs its
 requests with them. A refused receive or ack fails the run with the client's
 exception (status code and message) in "error"; a route query refused at
 startup is only logged by the client (its receive then raises "failed to
-fetch topic:… route."), and "error" quotes the client's ERROR lines, which
-carry the status.
+fetch topic:… route."), and "error" quotes the client's WARNING and ERROR
+lines, which carry the status.
 """
 
 import time

@@ -50,7 +50,7 @@ from mq_http_sdk.mq_producer import TopicMessage
 
 
 def parse_arguments():
-    parser = common.argument_parser(__doc__.splitlines()[0])
+    parser = common.argument_parser(__doc__.splitlines()[0], credentials=False)
     parser.add_argument(
         "--endpoint", required=True, help="the node's HTTP address, http://host:port"
     )

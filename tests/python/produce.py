@@ -18,7 +18,11 @@ With --access-key/--secret-key (common.argument_parser) the client signs its
 requests with them. The client does not raise when the server refuses the
 route query at startup (it logs the status); the script then fails at once
 (the settings reply cannot come without a route) with the client's ERROR
-lines, which carry the status code and message, in "error".
+lines, which carry the status code and message, in "error". A telemetry
+stream the server ends with a gRPC error is logged at WARNING (also quoted
+in "error"); a telemetry reply that carries only a refusal status, without
+settings, the client ignores without a trace: the run then fails with "no
+settings reply within --settings-timeout s".
 """
 
 import logging
@@ -84,7 +88,7 @@ def main(arguments, log):
         # A route query that failed during startup is only logged (client.py
         # __init_routes); without the route the client opens no telemetry
         # stream, so no settings reply can come: fail now rather than after
-        # --settings-timeout. common.run adds the client's ERROR lines (the
+        # --settings-timeout. common.run adds the client's log lines (the
         # refusal's status code and message) to the error.
         if any(
             "route raise exception when client startup" in line

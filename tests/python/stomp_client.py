@@ -68,7 +68,7 @@ CHECKS = (
 
 
 def parse_arguments():
-    parser = common.argument_parser(__doc__.splitlines()[0])
+    parser = common.argument_parser(__doc__.splitlines()[0], credentials=False)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True, help="the node's STOMP port")
     parser.add_argument("--topic", default="demo", help="an existing topic (default demo)")

@@ -2,6 +2,7 @@
 //! region and role, in a temp dir of its own.
 
 use anyhow::Context as _;
+use meridian_face::access::{Authentication, SignedChannel, Signer};
 use meridian_proto::meridian::v1::node_service_client::NodeServiceClient;
 use meridian_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 use meridian_topology::{
@@ -23,6 +24,23 @@ use meridian_sockets::{Protocol, Role};
 /// The topic every test cluster has: 8 queues, every message type, replicated
 /// to every region, new groups start from the earliest message.
 pub const TEST_TOPIC: &str = "demo";
+/// The key the deployment's own processes sign admin-port calls with
+/// (`[access] internal_key`), added to every keys file the builder writes.
+pub const INTERNAL_KEY: &str = "meridian-internal";
+
+/// A secret no test knows: the process id and the time, hashed.
+fn uuid_like_secret() -> String {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    format!(
+        "{:016x}{:016x}",
+        hasher.finish(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos())
+    )
+}
 
 /// Default time a process gets to print its readiness line.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -204,10 +222,17 @@ impl TestClusterBuilder {
                 .map(|(id, secret, allow)| {
                     format!("[[keys]]\nid = {id:?}\nsecret = {secret:?}\nallow = {allow}\n\n")
                 })
+                .chain(std::iter::once(format!(
+                    "[[keys]]\nid = {INTERNAL_KEY:?}\nsecret = \"{}\"\nallow = [{{ actions = [\"admin\"] }}]\n",
+                    uuid_like_secret()
+                )))
                 .collect();
             std::fs::write(&keys_file, text)
                 .with_context(|| format!("write {}", keys_file.display()))?;
-            topology.access = Some(meridian_topology::Access { keys_file });
+            topology.access = Some(meridian_topology::Access {
+                keys_file,
+                internal_key: INTERNAL_KEY.to_owned(),
+            });
         }
         std::fs::create_dir_all(root.join("logs")).context("create the logs dir")?;
         for region in topology.regions.values() {
@@ -465,12 +490,26 @@ impl TestCluster {
             .expect("test cluster regions are public and have a replicator address")
     }
 
-    /// A connected client of the region node's internal API.
-    pub async fn admin_client(&self, region: &str) -> anyhow::Result<NodeServiceClient<Channel>> {
+    /// A connected client of the region node's internal API, signing its
+    /// calls with the deployment's internal key when it has access keys.
+    pub async fn admin_client(
+        &self,
+        region: &str,
+    ) -> anyhow::Result<NodeServiceClient<SignedChannel>> {
         let channel = connect(&self.admin_endpoint(region))
             .await
             .with_context(|| format!("connect to the admin API of region {region}"))?;
-        Ok(NodeServiceClient::new(channel).max_decoding_message_size(ADMIN_MAX_DECODING_BYTES))
+        Ok(
+            NodeServiceClient::with_interceptor(channel, self.internal_signer()?)
+                .max_decoding_message_size(ADMIN_MAX_DECODING_BYTES),
+        )
+    }
+
+    /// What signs calls as the deployment's own processes do.
+    pub fn internal_signer(&self) -> anyhow::Result<Signer> {
+        Ok(Authentication::of_topology(self.topology.access.as_ref())
+            .context("load the cluster's access keys")?
+            .internal_signer())
     }
 
     /// A connected raw RocketMQ client of `endpoint` (`host:port` of a router or node).
@@ -553,6 +592,20 @@ impl TestCluster {
         S: AsRef<OsStr>,
     {
         crate::command::run_binary(&self.binary, args, timeout).await
+    }
+
+    /// [`TestCluster::run_meridian`] with `env` (name, value) set for it.
+    pub async fn run_meridian_with_env<I, S>(
+        &self,
+        args: I,
+        env: &[(&str, &str)],
+        timeout: Duration,
+    ) -> anyhow::Result<CommandOutput>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        crate::command::run_binary_with_env(&self.binary, args, env, timeout).await
     }
 
     /// Ends a test that passed: kills every process without printing logs and

@@ -97,6 +97,20 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    run_binary_with_env(binary, args, &[], timeout).await
+}
+
+/// [`run_binary`] with `env` (name, value) set for the child.
+pub(crate) async fn run_binary_with_env<I, S>(
+    binary: &Path,
+    args: I,
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> anyhow::Result<CommandOutput>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     let args: Vec<_> = args
         .into_iter()
         .map(|arg| arg.as_ref().to_os_string())
@@ -116,6 +130,7 @@ where
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     prepare_child_environment(&mut command);
+    command.envs(env.iter().copied());
     let mut command = tokio::process::Command::from(command);
     command.kill_on_drop(true);
     let child = command

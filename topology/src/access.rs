@@ -16,6 +16,9 @@
 //! allow = [{ actions = ["admin", "pub", "sub"], topics = ["*"], groups = ["*"] }]
 //! ```
 //!
+//! The topology's `[access] internal_key` names the key (granted `admin`)
+//! that the deployment's own processes sign admin-port calls with.
+//!
 //! A key may do only what one of its `allow` grants names: `pub` (send, end
 //! transactions, take transaction check-backs) on topics matching `topics`;
 //! `sub` (receive, acknowledge, change invisible time, dead-letter) on
@@ -262,6 +265,29 @@ pub fn load_access_keys(access: &Access) -> Result<Vec<AccessKey>, TopologyError
             .collect::<Result<Vec<_>, _>>()?;
         keys.push(AccessKey { id, secret, grants });
     }
+    let internal = keys.iter().find(|key| key.id == access.internal_key);
+    let granted_admin = internal.is_some_and(|key| {
+        key.grants
+            .iter()
+            .any(|grant| grant.actions.contains(&Action::Admin))
+    });
+    if !granted_admin {
+        return Err(TopologyError::Invalid {
+            path: None,
+            key: "access.internal_key".to_owned(),
+            value: format!("{:?}", access.internal_key),
+            allowed: format!(
+                "the id of a key in {} granted `admin` (allow = [{{ actions = [\"admin\"] }}]): \
+                 {}",
+                path.display(),
+                if internal.is_some() {
+                    "that key has no `admin` grant"
+                } else {
+                    "no key has that id"
+                }
+            ),
+        });
+    }
     Ok(keys)
 }
 
@@ -338,12 +364,40 @@ fn grant_of(entry: GrantEntry) -> Result<Grant, (&'static str, String, String)> 
 mod tests {
     use super::*;
 
+    const OPS: &str =
+        "\n[[keys]]\nid = \"ops\"\nsecret = \"o\"\nallow = [{ actions = [\"admin\"] }]\n";
+
+    /// Loads `text` with `internal_key = "ops"`, and the key `ops` after
+    /// `text`'s unless it is empty.
     fn load(text: &str) -> Result<Vec<AccessKey>, TopologyError> {
+        let text = if text.is_empty() {
+            String::new()
+        } else {
+            format!("{text}{OPS}")
+        };
+        load_as(&text, "ops")
+    }
+
+    fn load_as(text: &str, internal_key: &str) -> Result<Vec<AccessKey>, TopologyError> {
         let file = tempfile::NamedTempFile::new().expect("temp file");
         std::fs::write(file.path(), text).expect("write");
         load_access_keys(&Access {
             keys_file: file.path().to_owned(),
+            internal_key: internal_key.to_owned(),
         })
+    }
+
+    #[test]
+    fn the_internal_key_must_exist_and_be_granted_admin() {
+        let text = format!("[[keys]]\nid = \"app\"\nsecret = \"s\"\n{OPS}");
+        assert!(load_as(&text, "ops").is_ok());
+        let error = load_as(&text, "nobody").expect_err("unknown").to_string();
+        assert!(
+            error.contains("access.internal_key") && error.contains("no key has that id"),
+            "{error}"
+        );
+        let error = load_as(&text, "app").expect_err("not admin").to_string();
+        assert!(error.contains("no `admin` grant"), "{error}");
     }
 
     #[test]

@@ -27,8 +27,9 @@ pub struct Topology {
     /// (`meridian drill run`); absent in most files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drill: Option<Drill>,
-    /// Who may use the HTTP and STOMP faces; absent: development mode
-    /// (anonymous clients accepted, logged at start).
+    /// Who may use the client protocols (RocketMQ gRPC, HTTP, STOMP) and
+    /// the admin API; absent: development mode (anonymous clients accepted,
+    /// logged at start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<Access>,
 }
@@ -42,6 +43,11 @@ pub struct Access {
     /// the secrets themselves in the topology. A relative path is resolved
     /// against the directory of the topology file.
     pub keys_file: PathBuf,
+    /// The key (of the keys file, granted `admin`) the deployment's own
+    /// processes sign their calls to nodes' admin ports with: routers,
+    /// replicators, `meridian status`, drills, and `meridian admin` when
+    /// given no key of its own.
+    pub internal_key: String,
 }
 
 /// One region: a public cloud region or a private site, running one node,

@@ -34,7 +34,9 @@ async fn read(topology: &Topology, region: &str) -> anyhow::Result<Vec<Reconcile
         .connect()
         .await
         .with_context(|| format!("failed to connect to {region}'s admin API at {admin}"))?;
-    let mut client = NodeServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+    let mut client =
+        NodeServiceClient::with_interceptor(channel, crate::admin::internal_signer(topology))
+            .max_decoding_message_size(64 * 1024 * 1024);
     let health = client.health(HealthRequest {}).await?.into_inner();
     let mut reconciled = Vec::new();
     for entry in health.unconfirmed_at_start {

@@ -4,8 +4,13 @@
 //! proxy mode); a wrong secret, an unknown key, no key, an expired
 //! `x-mq-date-time` and a topic the key has no grant for each get the
 //! documented status (UNAUTHORIZED 40100 / FORBIDDEN 40300) with a message
-//! naming what was wrong, and nothing is stored.
+//! naming what was wrong, and nothing is stored. The official Python and
+//! Node.js clients with keys; the admin port with admin keys only.
 
+use crate::json::Access as _;
+use crate::nodejs_client::NodeJs;
+use crate::python_client::Python;
+use crate::script::{self, ScriptRun};
 use crate::support::{CLIENT_CALL_TIMEOUT, LONG_POLLING, TAG, topic_count, within};
 use anyhow::Context as _;
 use hmac::{Hmac, Mac as _};
@@ -344,5 +349,221 @@ async fn a_proxying_router_carries_the_caller_s_key() -> anyhow::Result<()> {
         reader_producer.shutdown(),
     )
     .await;
+    Ok(())
+}
+
+/// The admin port answers keys granted `admin` only: `meridian admin` with
+/// the topology's internal key works, with a key without the grant (or
+/// none) it is refused naming the key; the JSON admin API likewise over
+/// HTTP Basic; the deployment's own processes (routers, replicators) keep
+/// working, which the cluster's readiness already shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_port_takes_admin_keys_only() -> anyhow::Result<()> {
+    let cluster = TestCluster::builder()
+        .regions(1)
+        .access_key_allowing(WRITER.0, WRITER.1, WRITER_ALLOW)
+        .build()
+        .await?;
+    let topology = cluster.topology_path().display().to_string();
+    let list = ["admin", "--topology", &topology, "topics", "list"];
+    let output = cluster.run_meridian(list, Duration::from_secs(30)).await?;
+    anyhow::ensure!(
+        output.code() == Some(0) && output.stdout.contains(TEST_TOPIC),
+        "meridian admin with the internal key: {output:?}"
+    );
+    let mut as_writer = list.to_vec();
+    as_writer.extend([
+        "--access-key",
+        WRITER.0,
+        "--secret-key-env",
+        "SECURITY_TEST_SECRET",
+    ]);
+    let output = cluster
+        .run_meridian_with_env(
+            &as_writer,
+            &[("SECURITY_TEST_SECRET", WRITER.1)],
+            Duration::from_secs(30),
+        )
+        .await?;
+    anyhow::ensure!(
+        output.code() != Some(0)
+            && output
+                .stderr
+                .contains("access key `orders-app` is not granted `admin`"),
+        "meridian admin with a key without `admin`: {output:?}"
+    );
+    let output = cluster
+        .run_meridian_with_env(
+            &as_writer,
+            &[("SECURITY_TEST_SECRET", "wrong")],
+            Duration::from_secs(30),
+        )
+        .await?;
+    anyhow::ensure!(
+        output.code() != Some(0) && output.stderr.contains("does not match access key"),
+        "meridian admin with a wrong secret: {output:?}"
+    );
+
+    // The JSON admin API on the same port, over HTTP/1.1 with Basic.
+    let admin = cluster.admin_endpoint("a");
+    let anonymous = http_get(&admin, "/v1/topics", None).await?;
+    anyhow::ensure!(
+        anonymous.starts_with("HTTP/1.1 401") && anonymous.contains("www-authenticate: Basic"),
+        "JSON admin API without credentials: {anonymous}"
+    );
+    let writer = http_get(&admin, "/v1/topics", Some(WRITER)).await?;
+    anyhow::ensure!(
+        writer.starts_with("HTTP/1.1 403") && writer.contains("is not granted `admin`"),
+        "JSON admin API as a key without `admin`: {writer}"
+    );
+    let document = http_get(&admin, "/openapi.json", None).await?;
+    anyhow::ensure!(
+        document.starts_with("HTTP/1.1 200"),
+        "the OpenAPI document is public: {document}"
+    );
+    Ok(())
+}
+
+/// One HTTP/1.1 GET of `path` on `address`, with Basic credentials: the
+/// whole answer as text (lower-case header names as hyper writes them).
+async fn http_get(address: &str, path: &str, key: Option<(&str, &str)>) -> anyhow::Result<String> {
+    use base64::Engine as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(address).await?;
+    let mut request = format!("GET {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n");
+    if let Some((id, secret)) = key {
+        let credentials =
+            base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+        request.push_str(&format!("authorization: Basic {credentials}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut answer = Vec::new();
+    within(
+        CLIENT_CALL_TIMEOUT,
+        "the HTTP answer",
+        stream.read_to_end(&mut answer),
+    )
+    .await??;
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// `args` with the key's `--access-key` / `--secret-key`.
+fn keyed(mut args: Vec<String>, key: (&str, &str)) -> Vec<String> {
+    args.extend(script::args(["--access-key", key.0, "--secret-key", key.1]));
+    args
+}
+
+/// Asserts that a script run failed (`"ok": false`) with an error naming
+/// each of `expected`.
+fn assert_script_refused(run: &ScriptRun, expected: &[&str], what: &str) -> anyhow::Result<()> {
+    run.check(|output| {
+        anyhow::ensure!(!output.field("ok")?.bool()?, "{what}: the script succeeded");
+        let error = output.field("error")?.str()?;
+        for part in expected {
+            anyhow::ensure!(error.contains(part), "{what}: `{part}` not in: {error}");
+        }
+        Ok(())
+    })
+}
+
+/// The official Python (5.1.2) and Node.js (1.0.8) clients with access
+/// keys: the writer's messages reach the reader, in both directions; a
+/// send without `pub` is FORBIDDEN and a wrong secret UNAUTHORIZED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_python_and_nodejs_clients_with_keys() -> anyhow::Result<()> {
+    let python = Python::from_env()?;
+    let modules = NodeJs::from_env()?;
+    let cluster = TestCluster::builder()
+        .regions(1)
+        .access_key_allowing(WRITER.0, WRITER.1, WRITER_ALLOW)
+        .access_key_allowing(READER.0, READER.1, READER_ALLOW)
+        .build()
+        .await?;
+    let python = Python::for_cluster(python, &cluster)?;
+    let node = NodeJs::for_cluster(modules, &cluster)?;
+    let router = cluster.router_endpoint("a");
+    let produce = |tag: &str| {
+        script::args([
+            "--endpoints",
+            &router,
+            "--topic",
+            TEST_TOPIC,
+            "--tag",
+            tag,
+            "--sizes",
+            "64",
+        ])
+    };
+    let consume = |group: &str, tag: &str| {
+        script::args([
+            "--endpoints",
+            &router,
+            "--topic",
+            TEST_TOPIC,
+            "--group",
+            group,
+            "--filter",
+            tag,
+            "--expect",
+            "1",
+        ])
+    };
+
+    // Python sends, Node.js receives; then the other way round.
+    python
+        .run("produce.py", &keyed(produce("py"), WRITER))
+        .await?
+        .succeeded(|_| Ok(()))?;
+    node.run("consume.js", &keyed(consume("sec-node", "py"), READER))
+        .await?
+        .succeeded(|_| Ok(()))?;
+    node.run("produce.js", &keyed(produce("js"), WRITER))
+        .await?
+        .succeeded(|_| Ok(()))?;
+    python
+        .run("consume.py", &keyed(consume("sec-python", "js"), READER))
+        .await?
+        .succeeded(|_| Ok(()))?;
+    let stored = topic_count(&cluster, "a").await?;
+    anyhow::ensure!(stored == 2, "{stored} messages stored, expected 2");
+
+    let run = python
+        .run("produce.py", &keyed(produce("py"), READER))
+        .await?;
+    assert_script_refused(
+        &run,
+        &["40300", "access key `reader` is not granted `pub`"],
+        "Python, no `pub`",
+    )?;
+    let run = node
+        .run("produce.js", &keyed(produce("js"), READER))
+        .await?;
+    assert_script_refused(
+        &run,
+        &["40300", "access key `reader` is not granted `pub`"],
+        "Node.js, no `pub`",
+    )?;
+    let run = python
+        .run("produce.py", &keyed(produce("py"), (WRITER.0, "wrong")))
+        .await?;
+    assert_script_refused(
+        &run,
+        &["40100", "does not match access key `orders-app`"],
+        "Python, wrong secret",
+    )?;
+    let run = node
+        .run("produce.js", &keyed(produce("js"), (WRITER.0, "wrong")))
+        .await?;
+    assert_script_refused(
+        &run,
+        &["40100", "does not match access key `orders-app`"],
+        "Node.js, wrong secret",
+    )?;
+    let stored = topic_count(&cluster, "a").await?;
+    anyhow::ensure!(
+        stored == 2,
+        "{stored} messages stored after the refused sends, expected 2"
+    );
     Ok(())
 }
