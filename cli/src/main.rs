@@ -589,6 +589,13 @@ fn load(path: &Path, region: Option<&str>) -> Result<Topology, ExitCode> {
             ExitCode::from(EXIT_INVALID_TOPOLOGY)
         })?;
     }
+    // A broken keys file is refused here, before any process starts.
+    meridian_face::access::Authentication::of_topology(topology.access.as_ref()).map_err(
+        |error| {
+            eprintln!("error: {}: {error}", path.display());
+            ExitCode::from(EXIT_INVALID_TOPOLOGY)
+        },
+    )?;
     Ok(topology)
 }
 

@@ -144,10 +144,14 @@ pub fn endpoint_table(topology: &Topology) -> String {
         table,
         "access: {}",
         match &topology.access {
-            None => "development mode: HTTP and STOMP accept anonymous clients".to_owned(),
+            None => "development mode: every client protocol and the admin API accept \
+                     anonymous clients"
+                .to_owned(),
             Some(access) => format!(
-                "HTTP and STOMP clients need an access key from {}",
-                access.keys_file.display()
+                "clients (RocketMQ, HTTP, STOMP) and the admin API need an access key from {}; \
+                 this deployment's own processes sign as `{}`",
+                access.keys_file.display(),
+                access.internal_key
             ),
         }
     );

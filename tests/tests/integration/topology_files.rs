@@ -30,6 +30,19 @@ fn broken_files(directory: &Path) -> Vec<BrokenFile> {
         .expect("the base topology has region a")
         .insert("colour".to_owned(), toml::Value::String("blue".to_owned()));
 
+    // Access keys whose internal key has no `admin` grant.
+    let keys_file = directory.join("keys-without-admin.toml");
+    std::fs::write(
+        &keys_file,
+        "[[keys]]\nid = \"internal\"\nsecret = \"s\"\nallow = [{ actions = [\"pub\"], topics = [\"*\"] }]\n",
+    )
+    .expect("write the keys file");
+    let mut with_weak_internal_key = topology.clone();
+    with_weak_internal_key.access = Some(meridian_tests::meridian_topology::Access {
+        keys_file,
+        internal_key: "internal".to_owned(),
+    });
+
     let mut with_zero_queues = topology.clone();
     for topic in with_zero_queues.topics.values_mut() {
         topic.queues = 0;
@@ -50,6 +63,11 @@ fn broken_files(directory: &Path) -> Vec<BrokenFile> {
             name: "zero-queues.toml",
             contents: toml::to_string(&with_zero_queues).expect("serialize"),
             key: Some("queues"),
+        },
+        BrokenFile {
+            name: "internal-key-without-admin.toml",
+            contents: toml::to_string(&with_weak_internal_key).expect("serialize"),
+            key: Some("access.internal_key"),
         },
     ]
 }
@@ -101,4 +119,33 @@ async fn malformed_topology_is_refused_with_exit_code_2() {
         "broken topologies were not refused properly:\n{}",
         failures.join("\n\n")
     );
+}
+
+/// Every example topology (and the keys file it names) passes `meridian
+/// check`.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_example_topology_passes_meridian_check() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../topology/examples");
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for entry in std::fs::read_dir(&examples).expect("list the examples") {
+        let path = entry.expect("an entry").path();
+        let name = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or_default();
+        if !name.ends_with(".toml") || name.ends_with("-keys.toml") {
+            continue;
+        }
+        let args = ["check".as_ref(), "--topology".as_ref(), path.as_os_str()];
+        let output = run_meridian(args, COMMAND_TIMEOUT)
+            .await
+            .expect("run meridian check");
+        if output.code() != Some(0) {
+            failures.push(format!("{name}: {output}"));
+        }
+        checked += 1;
+    }
+    assert!(checked >= 8, "only {checked} example topologies found");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
