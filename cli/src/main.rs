@@ -7,6 +7,7 @@
 
 mod admin;
 mod bench;
+mod certs;
 mod control;
 mod deployment;
 mod drill;
@@ -89,6 +90,19 @@ enum Command {
     Status {
         #[arg(long)]
         topology: PathBuf,
+    },
+    /// Make a development CA and a certificate per region for mutual TLS
+    /// between replicators, and print the `[replication_tls]` table that
+    /// uses them.
+    Certs {
+        #[arg(long)]
+        topology: PathBuf,
+        /// Where to write the PEM files (default: `certs/` next to the topology).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Replace existing region certificates (the CA is always kept).
+        #[arg(long)]
+        force: bool,
     },
     /// Validate a topology file and print what it describes.
     Check {
@@ -455,6 +469,28 @@ async fn run(command: Command, inherited: Inherited) -> ExitCode {
             match admin::run(admin, signer, &topology, &command, json).await {
                 Ok(text) => {
                     print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => report(Err(error)),
+            }
+        }
+        Command::Certs {
+            topology: path,
+            out,
+            force,
+        } => {
+            // The files may not exist yet: read the topology without them.
+            let topology = match Topology::load(&path) {
+                Ok(topology) => topology,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return ExitCode::from(EXIT_INVALID_TOPOLOGY);
+                }
+            };
+            let directory = out.unwrap_or_else(|| certs::default_directory(&path));
+            match certs::make(&topology, &path, &directory, force) {
+                Ok(text) => {
+                    println!("{text}");
                     ExitCode::SUCCESS
                 }
                 Err(error) => report(Err(error)),

@@ -53,7 +53,8 @@ const INVISIBLE_ORDERED: Duration = Duration::from_secs(60);
 /// About when a check-back's half message is offered again.
 const CHECK_BACK_INTERVAL: Duration = Duration::from_secs(10);
 /// What this face serves (for errors naming an unknown path).
-const SERVED: &str = "/topics/{topic}/messages (and the JSON API under /v1/)";
+const SERVED: &str =
+    "/topics/{topic}/messages (and the JSON API under /v1/, described at /v1/openapi.json)";
 
 /// The query parameters of the API; each at most once.
 #[derive(Debug, Default)]

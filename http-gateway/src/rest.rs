@@ -88,8 +88,10 @@ pub struct ReceiveParameters {
     /// The consumer group.
     pub group: String,
     /// Most messages to return, 1 to 32 (default 16).
+    #[param(minimum = 1, maximum = 32)]
     pub max: Option<u32>,
     /// How long to wait for a message, 0 to 30000 ms (default 0).
+    #[param(maximum = 30000)]
     pub wait_ms: Option<u64>,
     /// Tag filter: `*` (default) or `A||B`.
     pub tag: Option<String>,

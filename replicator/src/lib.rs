@@ -118,7 +118,8 @@ pub async fn serve(
         .into_iter()
         .map(str::to_owned)
         .collect();
-    let (endpoint, local_address) = open_endpoint(&topology, &region, local, socket)?;
+    let trust = tls::Trust::load(&topology, &region, local)?;
+    let (endpoint, local_address) = open_endpoint(&topology, &region, local, &trust, socket)?;
     // Calls to the node's admin port are signed with the internal key.
     let signer = meridian_face::access::Authentication::of_topology(topology.access.as_ref())
         .map_err(|source| ReplicatorError::AccessKeys {
@@ -147,6 +148,7 @@ pub async fn serve(
         known_peers: neighbours.iter().cloned().collect::<BTreeSet<_>>(),
         node: node.clone(),
         inbound_links,
+        checks_peer_names: trust.checks_peer_names(),
     });
     if local.site == Site::Public {
         let handle = tasks.spawn(
@@ -183,6 +185,7 @@ pub async fn serve(
         let link = Link {
             local_region: region.clone(),
             peer: peer.clone(),
+            trust: trust.clone(),
             transport,
             endpoint: endpoint.clone(),
             node: node.clone(),
@@ -246,13 +249,11 @@ fn open_endpoint(
     topology: &Topology,
     region: &str,
     local: &meridian_topology::Region,
+    trust: &tls::Trust,
     socket: Option<std::net::UdpSocket>,
 ) -> Result<(quinn::Endpoint, String), ReplicatorError> {
     let (socket, server_config) = match (local.site, socket) {
-        (Site::Public, Some(socket)) => {
-            let identity = tls::load_or_generate(region, &local.data_dir)?;
-            (socket, Some(tls::server_config(region, &identity)?))
-        }
+        (Site::Public, Some(socket)) => (socket, trust.server_config(region)?),
         (Site::Public, None) => {
             return Err(ReplicatorError::NoSocket {
                 region: region.to_owned(),

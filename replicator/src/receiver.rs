@@ -54,6 +54,9 @@ pub(crate) struct Receiver {
     /// the site's connection once its Hello is accepted, for the link that
     /// sends to it.
     pub(crate) inbound_links: HashMap<String, watch::Sender<Option<quinn::Connection>>>,
+    /// Mutual TLS with the deployment CA: the peer's certificate must name
+    /// the region its Hello claims.
+    pub(crate) checks_peer_names: bool,
 }
 
 /// Accepts connections until `shutdown` or until the endpoint closes.
@@ -101,7 +104,8 @@ async fn serve_connection(
     let connection = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
         Ok(Ok(connection)) => connection,
         Ok(Err(error)) => {
-            debug!(%remote, error = %error_chain(&error), "replication handshake failed");
+            // A peer without a certificate of the deployment CA ends here.
+            warn!(%remote, error = %error_chain(&error), "replication handshake failed");
             return;
         }
         Err(_elapsed) => {
@@ -211,6 +215,24 @@ async fn serve_stream(
     if let Err(violation) = core.on_hello(&hello) {
         warn!(%remote, from_region = %hello.from_region, %violation, "refusing replication peer");
         return session.violation(&violation).await;
+    }
+    if receiver.checks_peer_names
+        && !crate::tls::certificate_names_region(connection, &hello.from_region)
+    {
+        warn!(
+            %remote,
+            from_region = %hello.from_region,
+            "refusing replication peer: its certificate does not name {}",
+            crate::tls::server_name(&hello.from_region)
+        );
+        return close(
+            connection,
+            CLOSE_HANDSHAKE_REFUSED,
+            &format!(
+                "your certificate does not name {}",
+                crate::tls::server_name(&hello.from_region)
+            ),
+        );
     }
     let peer = hello.from_region;
     tracing::Span::current().record("peer", peer.as_str());

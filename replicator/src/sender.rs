@@ -91,6 +91,8 @@ impl Transport {
 pub(crate) struct Link {
     pub(crate) local_region: String,
     pub(crate) peer: String,
+    /// How this replicator proves itself and checks the peer.
+    pub(crate) trust: tls::Trust,
     pub(crate) transport: Transport,
     pub(crate) endpoint: quinn::Endpoint,
     pub(crate) node: NodeClient,
@@ -248,7 +250,8 @@ async fn run_session(
             peer_data_dir,
             serve_returning,
         } => {
-            let connection = dial(&link.endpoint, &peer, *address, peer_data_dir).await?;
+            let connection =
+                dial(&link.endpoint, &link.trust, &peer, *address, peer_data_dir).await?;
             (connection, serve_returning.clone())
         }
         Transport::Accept { connections } => (wait_for_dial_in(connections).await, None),
@@ -315,11 +318,12 @@ async fn run_session(
 /// Dials `peer`'s replicator at `address`, trusting exactly its certificate.
 async fn dial(
     endpoint: &quinn::Endpoint,
+    trust: &tls::Trust,
     peer: &str,
     address: SocketAddr,
     peer_data_dir: &std::path::Path,
 ) -> Result<quinn::Connection, ReplicatorError> {
-    let client_config = tls::client_config(peer, peer_data_dir)?;
+    let client_config = trust.client_config(peer, peer_data_dir)?;
     let connecting = endpoint
         .connect_with(client_config, address, &tls::server_name(peer))
         .map_err(|source| ReplicatorError::Connect {

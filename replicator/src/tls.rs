@@ -8,10 +8,15 @@
 //! deployment share one machine; a peer whose certificate is not there yet has
 //! not started, which the dialer treats as retryable.
 //!
-//! Only the accepting side is authenticated. Production links need mutual TLS
-//! with certificates issued by a deployment CA (as DESIGN.md says); that comes
-//! later and will replace the "read the peer's file" trust rule, not the
-//! protocol.
+//! In that mode only the accepting side is authenticated. With
+//! `[replication_tls]` in the topology ([`Trust::DeploymentCa`]) links use
+//! mutual TLS instead, across machines: every replicator presents a
+//! certificate chain (PEM) that the deployment CA signed for
+//! [`server_name`]`(region)`; the acceptor requires one from every dialer,
+//! and after the Hello checks that it names the region the Hello claims
+//! ([`certificate_names_region`]). A certificate of another CA fails the
+//! handshake; a certificate of another region is refused at the Hello; both
+//! are logged.
 //!
 //! The rustls ring provider is passed explicitly to every config instead of
 //! relying on a process-wide default, so that the process may link other
@@ -19,6 +24,7 @@
 //! [`ALPN`].
 
 use crate::error::ReplicatorError;
+use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -55,9 +61,12 @@ pub fn certificate_path(data_dir: &Path) -> PathBuf {
     tls_directory(data_dir).join(CERTIFICATE_FILE)
 }
 
-/// A replicator's own certificate and private key.
+/// A replicator's own certificate (with the chain up to its CA, if any)
+/// and private key.
 pub struct Identity {
     pub certificate: CertificateDer<'static>,
+    /// Intermediate certificates after `certificate`, if any.
+    chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 }
 
@@ -66,8 +75,216 @@ impl std::fmt::Debug for Identity {
         formatter
             .debug_struct("Identity")
             .field("certificate_bytes", &self.certificate.len())
+            .field("chain", &self.chain.len())
             .finish_non_exhaustive()
     }
+}
+
+impl Identity {
+    fn certificate_chain(&self) -> Vec<CertificateDer<'static>> {
+        std::iter::once(self.certificate.clone())
+            .chain(self.chain.iter().cloned())
+            .collect()
+    }
+
+    /// The certificate chain and key in PEM files.
+    pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, ReplicatorError> {
+        let pem_error =
+            |path: &Path, error: rustls::pki_types::pem::Error| ReplicatorError::TlsFile {
+                path: path.to_owned(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, error.to_string()),
+            };
+        let mut chain = CertificateDer::pem_file_iter(cert)
+            .map_err(|error| pem_error(cert, error))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| pem_error(cert, error))?
+            .into_iter();
+        let certificate = chain.next().ok_or_else(|| ReplicatorError::TlsFile {
+            path: cert.to_owned(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "no CERTIFICATE block in the file",
+            ),
+        })?;
+        let key = PrivateKeyDer::from_pem_file(key).map_err(|error| pem_error(key, error))?;
+        Ok(Identity {
+            certificate,
+            chain: chain.collect(),
+            key,
+        })
+    }
+}
+
+/// How a replicator proves who it is and checks its peers.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// One machine: self-signed certificates, a dialer trusts exactly the
+    /// one in the peer's data directory; dialers present none. `identity`
+    /// is `None` for a private site (it never accepts).
+    Pinned { identity: Option<Arc<Identity>> },
+    /// Mutual TLS with certificates of the deployment CA.
+    DeploymentCa {
+        roots: Arc<rustls::RootCertStore>,
+        identity: Arc<Identity>,
+    },
+}
+
+impl Trust {
+    /// The trust rule the topology sets for `region`: its
+    /// `[replication_tls]` files, else self-signed certificates (made on
+    /// first start in the region's data directory; public regions only).
+    pub fn load(
+        topology: &meridian_topology::Topology,
+        region: &str,
+        local: &meridian_topology::Region,
+    ) -> Result<Self, ReplicatorError> {
+        let Some(tls) = topology.replication_tls.as_ref() else {
+            let identity = match local.site {
+                meridian_topology::Site::Public => {
+                    Some(Arc::new(load_or_generate(region, &local.data_dir)?))
+                }
+                meridian_topology::Site::Private => None,
+            };
+            return Ok(Trust::Pinned { identity });
+        };
+        let identity = Identity::from_pem_files(&tls.cert_path(region), &tls.key_path(region))?;
+        let mut roots = rustls::RootCertStore::empty();
+        let authorities = CertificateDer::pem_file_iter(&tls.ca)
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(|error| ReplicatorError::TlsFile {
+                path: tls.ca.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, error.to_string()),
+            })?;
+        for authority in authorities {
+            roots
+                .add(authority)
+                .map_err(|source| ReplicatorError::Tls {
+                    region: region.to_owned(),
+                    source,
+                })?;
+        }
+        Ok(Trust::DeploymentCa {
+            roots: Arc::new(roots),
+            identity: Arc::new(identity),
+        })
+    }
+
+    /// Whether an acceptor must check that a dialer's certificate names
+    /// the region its Hello claims.
+    pub fn checks_peer_names(&self) -> bool {
+        matches!(self, Trust::DeploymentCa { .. })
+    }
+
+    /// The acceptor's QUIC config; `None` when this replicator has no
+    /// identity to present (a private site in pinned mode).
+    pub fn server_config(
+        &self,
+        region: &str,
+    ) -> Result<Option<quinn::ServerConfig>, ReplicatorError> {
+        match self {
+            Trust::Pinned { identity: None } => Ok(None),
+            Trust::Pinned {
+                identity: Some(identity),
+            } => server_config(region, identity).map(Some),
+            Trust::DeploymentCa { roots, identity } => {
+                let tls_error = |source| ReplicatorError::Tls {
+                    region: region.to_owned(),
+                    source,
+                };
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::clone(roots),
+                    provider(),
+                )
+                .build()
+                .map_err(|error| tls_error(rustls::Error::General(error.to_string())))?;
+                let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+                    .with_protocol_versions(&[&rustls::version::TLS13])
+                    .map_err(tls_error)?
+                    .with_client_cert_verifier(verifier)
+                    .with_single_cert(identity.certificate_chain(), identity.key.clone_key())
+                    .map_err(tls_error)?;
+                tls.alpn_protocols = vec![ALPN.to_vec()];
+                quic_server(region, tls).map(Some)
+            }
+        }
+    }
+
+    /// The dialer's QUIC config for `peer` (whose data directory pinned
+    /// mode reads the certificate from).
+    pub fn client_config(
+        &self,
+        peer: &str,
+        peer_data_dir: &Path,
+    ) -> Result<quinn::ClientConfig, ReplicatorError> {
+        match self {
+            Trust::Pinned { .. } => client_config(peer, peer_data_dir),
+            Trust::DeploymentCa { roots, identity } => {
+                let tls_error = |source| ReplicatorError::Tls {
+                    region: peer.to_owned(),
+                    source,
+                };
+                let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+                    .with_protocol_versions(&[&rustls::version::TLS13])
+                    .map_err(tls_error)?
+                    .with_root_certificates(Arc::clone(roots))
+                    .with_client_auth_cert(identity.certificate_chain(), identity.key.clone_key())
+                    .map_err(tls_error)?;
+                tls.alpn_protocols = vec![ALPN.to_vec()];
+                quic_client(peer, tls)
+            }
+        }
+    }
+}
+
+/// Whether the certificate `connection`'s peer presented names `region`
+/// ([`server_name`]); false without one.
+pub fn certificate_names_region(connection: &quinn::Connection, region: &str) -> bool {
+    let Some(identity) = connection.peer_identity() else {
+        return false;
+    };
+    let Ok(chain) = identity.downcast::<Vec<CertificateDer<'static>>>() else {
+        return false;
+    };
+    let Some(leaf) = chain.first() else {
+        return false;
+    };
+    let Ok(certificate) = webpki::EndEntityCert::try_from(leaf) else {
+        return false;
+    };
+    let Ok(name) = rustls::pki_types::ServerName::try_from(server_name(region)) else {
+        return false;
+    };
+    certificate.verify_is_valid_for_subject_name(&name).is_ok()
+}
+
+fn quic_server(
+    region: &str,
+    tls: rustls::ServerConfig,
+) -> Result<quinn::ServerConfig, ReplicatorError> {
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|source| {
+        ReplicatorError::QuicCrypto {
+            region: region.to_owned(),
+            source,
+        }
+    })?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(transport(1));
+    Ok(config)
+}
+
+fn quic_client(
+    peer: &str,
+    tls: rustls::ClientConfig,
+) -> Result<quinn::ClientConfig, ReplicatorError> {
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|source| {
+        ReplicatorError::QuicCrypto {
+            region: peer.to_owned(),
+            source,
+        }
+    })?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(transport(2));
+    Ok(config)
 }
 
 /// Loads the region's certificate and key, generating and storing them on first start.
@@ -80,6 +297,7 @@ pub fn load_or_generate(region: &str, data_dir: &Path) -> Result<Identity, Repli
         let key = read_file(&key_path)?;
         return Ok(Identity {
             certificate: CertificateDer::from(certificate),
+            chain: Vec::new(),
             key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
         });
     }
@@ -102,6 +320,7 @@ pub fn load_or_generate(region: &str, data_dir: &Path) -> Result<Identity, Repli
     write_atomically(&certificate_path, &certificate, 0o644)?;
     Ok(Identity {
         certificate,
+        chain: Vec::new(),
         key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
     })
 }

@@ -20,8 +20,9 @@
 //!   namespace: names become `NS%NAME`.
 //!
 //! Left out: STOMP 1.0/1.1 (CONNECT must accept 1.2), `/temp-queue/` and
-//! other broker-specific destinations, SQL selectors (a `selector` is a tag
-//! expression), and TLS (put a TLS terminator in front).
+//! other broker-specific destinations, and TLS (put a TLS terminator in
+//! front). A `selector` is a tag expression (`TagA||TagB`) when it is one,
+//! else an SQL92 expression over properties (RocketMQ's SQL filter).
 //!
 //! [`serve`] accepts connections until its shutdown token fires; each one
 //! runs in a session task (the `session` module) that owns its subscriptions' receive tasks.

@@ -77,6 +77,8 @@ pub struct TestClusterBuilder {
     /// Access keys (id, secret, `allow` as a TOML array); none:
     /// development mode.
     access_keys: Vec<(String, String, String)>,
+    /// Mutual TLS between replicators with a CA `meridian certs` makes.
+    replication_tls: bool,
 }
 
 impl Default for TestClusterBuilder {
@@ -93,6 +95,7 @@ impl Default for TestClusterBuilder {
             consume_from: ConsumeFrom::Earliest,
             topology_file: None,
             access_keys: Vec::new(),
+            replication_tls: false,
         }
     }
 }
@@ -121,6 +124,14 @@ impl TestClusterBuilder {
     ) -> Self {
         self.access_keys
             .push((id.into(), secret.into(), allow.to_owned()));
+        self
+    }
+
+    /// Mutual TLS between the replicators: `meridian certs` makes a CA and a
+    /// certificate per region in `<root>/certs`, which `[replication_tls]`
+    /// names.
+    pub fn replication_tls(mut self) -> Self {
+        self.replication_tls = true;
         self
     }
 
@@ -243,6 +254,30 @@ impl TestClusterBuilder {
         let text = toml::to_string(&topology).context("serialize the test topology to TOML")?;
         std::fs::write(&topology_path, text)
             .with_context(|| format!("write {}", topology_path.display()))?;
+        if self.replication_tls {
+            let certs = root.join("certs");
+            let output = std::process::Command::new(&binary)
+                .arg("certs")
+                .arg("--topology")
+                .arg(&topology_path)
+                .arg("--out")
+                .arg(&certs)
+                .output()
+                .context("run meridian certs")?;
+            anyhow::ensure!(
+                output.status.success(),
+                "meridian certs failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            topology.replication_tls = Some(meridian_topology::ReplicationTls {
+                ca: certs.join("ca.pem"),
+                cert: certs.join("{region}.pem"),
+                key: certs.join("{region}-key.pem"),
+            });
+            let text = toml::to_string(&topology).context("serialize the test topology to TOML")?;
+            std::fs::write(&topology_path, text)
+                .with_context(|| format!("write {}", topology_path.display()))?;
+        }
 
         let mut cluster = TestCluster {
             directory: Some(directory),
@@ -338,6 +373,7 @@ fn plan(
         topics: BTreeMap::from([(TEST_TOPIC.to_owned(), topic)]),
         drill: None,
         access: None,
+        replication_tls: None,
     };
     Ok((topology, held))
 }
@@ -572,7 +608,8 @@ impl TestCluster {
         Ok(())
     }
 
-    fn log_path(&self, region: &str, role: Role) -> PathBuf {
+    /// The log file of `region`'s `role` process.
+    pub fn log_path(&self, region: &str, role: Role) -> PathBuf {
         self.root.join("logs").join(format!("{region}-{role}.log"))
     }
 

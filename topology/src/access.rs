@@ -173,22 +173,17 @@ impl std::fmt::Debug for AccessKey {
 /// and what is wrong (never a secret).
 pub fn load_access_keys(access: &Access) -> Result<Vec<AccessKey>, TopologyError> {
     let path = &access.keys_file;
-    let invalid = |key: String, value: String, allowed: &str| TopologyError::Invalid {
-        path: Some(path.clone()),
-        key,
-        value,
-        allowed: allowed.to_owned(),
+    let invalid = |key: String, value: String, allowed: &str| TopologyError::AccessKeys {
+        path: path.clone(),
+        detail: format!("key {key} = {value}: {allowed}"),
     };
-    let text = std::fs::read_to_string(path).map_err(|cause| TopologyError::Read {
+    let text = std::fs::read_to_string(path).map_err(|cause| TopologyError::AccessKeys {
         path: path.clone(),
-        cause,
+        detail: format!("cannot read it: {cause}"),
     })?;
-    let file: KeysFile = toml::from_str(&text).map_err(|error| TopologyError::Parse {
+    let file: KeysFile = toml::from_str(&text).map_err(|error| TopologyError::AccessKeys {
         path: path.clone(),
-        key: None,
-        value: None,
-        variable: None,
-        message: error.message().to_owned(),
+        detail: error.message().to_owned(),
     })?;
     if file.keys.is_empty() {
         return Err(invalid(

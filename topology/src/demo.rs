@@ -104,6 +104,7 @@ impl Topology {
             topics: BTreeMap::from([(DEMO_TOPIC.to_owned(), topic)]),
             drill: None,
             access: None,
+            replication_tls: None,
         }
     }
 }

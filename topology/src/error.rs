@@ -20,6 +20,11 @@ pub enum TopologyError {
     // The message carries the cause itself (callers print errors with
     // `Display` alone), so it is not also a `source`: chain printers such as
     // anyhow's `{:#}` would repeat it.
+    /// The access keys file (`[access] keys_file`) cannot be read or is
+    /// invalid; `detail` names the entry and what is wrong, never a secret.
+    #[error("invalid access keys file {path}: {detail}")]
+    AccessKeys { path: PathBuf, detail: String },
+
     #[error("failed to read topology file {path}: {cause}")]
     Read {
         path: PathBuf,
@@ -81,7 +86,9 @@ impl TopologyError {
                     *path = Some(file.to_path_buf());
                 }
             }
-            TopologyError::Read { .. } | TopologyError::Parse { .. } => {}
+            TopologyError::Read { .. }
+            | TopologyError::Parse { .. }
+            | TopologyError::AccessKeys { .. } => {}
         }
         self
     }
@@ -89,7 +96,7 @@ impl TopologyError {
     /// The key path the error is about, if it is about one.
     pub fn key(&self) -> Option<&str> {
         match self {
-            TopologyError::Read { .. } => None,
+            TopologyError::Read { .. } | TopologyError::AccessKeys { .. } => None,
             TopologyError::Parse { key, .. } | TopologyError::UnknownRegion { key, .. } => {
                 key.as_deref()
             }

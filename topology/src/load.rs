@@ -126,6 +126,13 @@ impl Topology {
         {
             access.keys_file = base.join(&access.keys_file);
         }
+        if let Some(tls) = self.replication_tls.as_mut() {
+            for path in [&mut tls.ca, &mut tls.cert, &mut tls.key] {
+                if path.is_relative() && !path.as_os_str().is_empty() {
+                    *path = base.join(&*path);
+                }
+            }
+        }
     }
 }
 

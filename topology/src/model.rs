@@ -32,6 +32,44 @@ pub struct Topology {
     /// logged at start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<Access>,
+    /// Mutual TLS between replicators with certificates of a deployment
+    /// CA; absent: each replicator makes a self-signed certificate and a
+    /// dialer trusts the one in the peer's data directory (one machine only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_tls: Option<ReplicationTls>,
+}
+
+/// `[replication_tls]`: PEM files of the deployment CA and of each
+/// region's replicator certificate (`meridian certs` makes them for
+/// development). `{region}` in `cert` and `key` is replaced by the region's
+/// name; relative paths are resolved against the topology file's directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationTls {
+    /// The CA certificate (PEM) that signed every region's certificate.
+    pub ca: PathBuf,
+    /// A region's certificate chain (PEM), e.g. `certs/{region}.pem`: it
+    /// must name `<region>.replicator.meridian` and be signed by `ca`.
+    pub cert: PathBuf,
+    /// The certificate's private key (PEM, PKCS#8), e.g. `certs/{region}-key.pem`.
+    pub key: PathBuf,
+}
+
+impl ReplicationTls {
+    /// `template` with `{region}` replaced by `region`.
+    fn for_region(template: &std::path::Path, region: &str) -> PathBuf {
+        PathBuf::from(template.to_string_lossy().replace("{region}", region))
+    }
+
+    /// Where `region`'s certificate chain is.
+    pub fn cert_path(&self, region: &str) -> PathBuf {
+        Self::for_region(&self.cert, region)
+    }
+
+    /// Where `region`'s private key is.
+    pub fn key_path(&self, region: &str) -> PathBuf {
+        Self::for_region(&self.key, region)
+    }
 }
 
 /// Where a deployment's access keys are (`[access]`).

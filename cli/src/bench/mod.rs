@@ -351,6 +351,7 @@ async fn start_own(
         topics: BTreeMap::from([(BENCH_TOPIC.to_owned(), topic)]),
         drill: None,
         access: None,
+        replication_tls: None,
     };
     let (topology, sockets) = crate::deployment::bind_ephemeral(topology)?;
     let path = root.join("bench-topology.toml");

@@ -112,6 +112,7 @@ impl TestNode {
             topics: BTreeMap::from([(TOPIC.to_owned(), topic)]),
             drill: None,
             access: None,
+            replication_tls: None,
         };
         topology.validate().expect("the test topology is valid");
         let node = Node::open(topology, REGION).expect("open the node");

@@ -390,6 +390,7 @@ pub fn topology(regions: &[&TestRegion], topics: &[(&str, &[&str])]) -> Topology
             .collect::<BTreeMap<_, _>>(),
         drill: None,
         access: None,
+        replication_tls: None,
     }
 }
 

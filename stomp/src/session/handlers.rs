@@ -250,20 +250,25 @@ impl Session {
         };
         let filter = match (frame.header("selector"), frame.header("tag")) {
             (Some(expression), _) | (None, Some(expression)) => {
+                let from_selector = frame.header("selector").is_some();
                 if expression.trim().is_empty() {
-                    let header = if frame.header("selector").is_some() {
-                        "selector"
-                    } else {
-                        "tag"
-                    };
+                    let header = if from_selector { "selector" } else { "tag" };
                     return Err(invalid(
                         frame,
                         header,
-                        "a tag expression such as TagA||TagB or *",
+                        "a tag expression such as TagA||TagB or *, or (as a selector) an \
+                         SQL92 expression over properties such as amount > 10",
                     ));
                 }
+                // A selector that is not a tag expression is SQL92 (JMS
+                // selectors are); the node parses it and refuses a bad one.
+                let sql = from_selector && !is_tag_expression(expression);
                 Some(FilterExpression {
-                    r#type: FilterType::Tag as i32,
+                    r#type: if sql {
+                        FilterType::Sql
+                    } else {
+                        FilterType::Tag
+                    } as i32,
                     expression: expression.trim().to_owned(),
                 })
             }
@@ -643,4 +648,18 @@ fn writable_queues(queues: &[MessageQueue]) -> Vec<i32> {
     }
     let all: Vec<i32> = queues.iter().map(|queue| queue.id).collect();
     if all.is_empty() { vec![0] } else { all }
+}
+
+/// Whether `expression` is a tag expression: `*`, or tags separated by
+/// `||`, none empty, none with spaces or SQL operators.
+fn is_tag_expression(expression: &str) -> bool {
+    let expression = expression.trim();
+    expression == "*"
+        || expression.split("||").all(|tag| {
+            let tag = tag.trim();
+            !tag.is_empty()
+                && !tag.contains(|c: char| {
+                    c.is_whitespace() || matches!(c, '=' | '<' | '>' | '(' | ')' | '\'' | '!')
+                })
+        })
 }

@@ -344,6 +344,38 @@ async fn a_host_that_is_no_host_name_is_a_namespace() {
 }
 
 #[tokio::test]
+async fn a_selector_is_a_tag_expression_or_else_sql92() {
+    use meridian_proto::rocketmq::v2::FilterType;
+    for (selector, expected) in [
+        ("TagA || TagB", FilterType::Tag),
+        ("*", FilterType::Tag),
+        ("amount > 10", FilterType::Sql),
+        ("TAGS = 'Amt'", FilterType::Sql),
+    ] {
+        let server = Server::start().await;
+        let mut client = server.client().await;
+        client
+            .request(
+                subscribe("/queue/demo", "s", "auto").with_header("selector", selector),
+                "sub",
+            )
+            .await;
+        let filter = server
+            .backend
+            .wait_for("a receive", WAIT, |state| {
+                state
+                    .receives
+                    .first()
+                    .map(|(request, _)| request.filter_expression.clone())
+            })
+            .await
+            .expect("a filter");
+        assert_eq!(filter.r#type, expected as i32, "{selector}");
+        assert_eq!(filter.expression, selector, "{selector}");
+    }
+}
+
+#[tokio::test]
 async fn the_server_sends_heart_beats_and_closes_silent_clients() {
     let server = Server::with_limits(Limits {
         heart_beat_send: Duration::from_millis(100),

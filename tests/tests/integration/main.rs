@@ -34,6 +34,7 @@ mod push_nodejs;
 mod python_client;
 mod replication;
 mod replication_frames;
+mod replication_tls;
 mod retention;
 mod round_trip;
 mod routing;
