@@ -8,13 +8,17 @@
 //! server advertises as HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`. A
 //! connection from an address that holds [`Limits::connections_per_address`]
 //! already is closed at once (gRPC has no word for "go away" before the
-//! HTTP/2 handshake; the client sees the connection reset).
+//! HTTP/2 handshake; the client sees the connection reset). A connection
+//! that sends nothing within [`Limits::first_bytes_timeout`] is closed too,
+//! so silent sockets cannot hold places: connections wait for their first
+//! bytes each in a task of its own, and the server sees them only then.
 
 use crate::accept::{AcceptLimits, Admission, Place};
 use futures::Stream;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tonic::transport::server::{Connected, TcpConnectInfo};
@@ -28,54 +32,104 @@ pub struct Limits {
     pub connections_per_address: usize,
     /// Concurrent requests (HTTP/2 streams) per connection, at most.
     pub streams_per_connection: u32,
+    /// How long a new connection may take to send its first bytes.
+    pub first_bytes_timeout: Duration,
 }
 
 impl Default for Limits {
     /// 4096 connections (512 from one address) of 256 streams: far above
     /// what the official clients open (one connection per endpoint, a few
-    /// long polls each), far below what exhausts a node.
+    /// long polls each), far below what exhausts a node. 10 s for the first
+    /// bytes (a client sends its HTTP/2 preface at once).
     fn default() -> Self {
         Limits {
             connections: 4096,
             connections_per_address: 512,
             streams_per_connection: 256,
+            first_bytes_timeout: Duration::from_secs(10),
         }
     }
 }
 
-/// The connections `listener` accepts, at most `limits.connections` open at once.
+/// Connections that sent their first bytes, each waiting for them.
+const READY_QUEUE: usize = 64;
+
+/// The connections `listener` accepts, at most `limits.connections` open at
+/// once, each once it sent its first bytes. The accept task ends when the
+/// stream is dropped (the server stopped), closing the listener.
 pub fn incoming(
     listener: TcpListener,
     limits: Limits,
 ) -> impl Stream<Item = io::Result<Connection>> {
+    let (ready, receiver) = tokio::sync::mpsc::channel(READY_QUEUE);
+    tokio::spawn(accept(listener, limits, ready));
+    tokio_stream::wrappers::ReceiverStream::new(receiver)
+}
+
+async fn accept(
+    listener: TcpListener,
+    limits: Limits,
+    ready: tokio::sync::mpsc::Sender<io::Result<Connection>>,
+) {
     let admission = Admission::new(AcceptLimits {
         connections: limits.connections,
         per_peer_address: limits.connections_per_address,
     });
-    futures::stream::unfold((listener, admission), |(listener, admission)| async move {
-        loop {
-            let room = admission.wait_for_room().await;
-            let (stream, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(error) => return Some((Err(error), (listener, admission))),
-            };
-            let place = match room.take(peer.ip()) {
-                Ok(place) => place,
-                Err(refused) => {
-                    tracing::warn!(%peer, reason = %refused, "gRPC connection closed");
-                    continue;
+    loop {
+        let room = tokio::select! {
+            () = ready.closed() => return,
+            room = admission.wait_for_room() => room,
+        };
+        let accepted = tokio::select! {
+            () = ready.closed() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                if ready.send(Err(error)).await.is_err() {
+                    return;
                 }
-            };
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::warn!(%error, "set TCP_NODELAY on a client connection");
+                continue;
             }
-            let connection = Connection {
-                stream,
-                _place: place,
-            };
-            return Some((Ok(connection), (listener, admission)));
+        };
+        let place = match room.take(peer.ip()) {
+            Ok(place) => place,
+            Err(refused) => {
+                tracing::warn!(%peer, reason = %refused, "gRPC connection closed");
+                continue;
+            }
+        };
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::warn!(%error, "set TCP_NODELAY on a client connection");
         }
-    })
+        let ready = ready.clone();
+        let timeout = limits.first_bytes_timeout;
+        tokio::spawn(async move {
+            // `peek` waits for data (readiness alone may be a false positive).
+            let mut first = [0_u8; 1];
+            match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
+                Ok(Ok(read)) if read > 0 => {
+                    let connection = Connection {
+                        stream,
+                        _place: place,
+                    };
+                    let _ = ready.send(Ok(connection)).await;
+                }
+                Ok(Ok(_)) => {
+                    tracing::debug!(%peer, "gRPC connection closed by the client before its first bytes");
+                }
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "gRPC connection failed before its first bytes");
+                }
+                Err(_) => tracing::warn!(
+                    %peer,
+                    waited_ms = timeout.as_millis(),
+                    "gRPC connection closed: it sent nothing"
+                ),
+            }
+        });
+    }
 }
 
 /// An accepted connection; it frees its place when dropped.
@@ -137,24 +191,32 @@ impl AsyncWrite for Connection {
 mod tests {
     use super::*;
     use futures::StreamExt as _;
-    use std::time::Duration;
+    use tokio::io::AsyncWriteExt as _;
+
+    /// A client that connected and sent a byte (as an HTTP/2 client sends
+    /// its preface at once).
+    async fn speaking(address: std::net::SocketAddr) -> TcpStream {
+        let mut client = TcpStream::connect(address).await.expect("connect");
+        client.write_all(b"P").await.expect("write");
+        client
+    }
+
+    fn limits(connections: usize, connections_per_address: usize) -> Limits {
+        Limits {
+            connections,
+            connections_per_address,
+            streams_per_connection: 1,
+            first_bytes_timeout: Duration::from_secs(10),
+        }
+    }
 
     #[tokio::test]
     async fn at_most_the_limit_is_accepted_until_one_closes() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
-        let limits = Limits {
-            connections: 2,
-            connections_per_address: 2,
-            streams_per_connection: 1,
-        };
-        let mut accepted = Box::pin(incoming(listener, limits));
+        let mut accepted = Box::pin(incoming(listener, limits(2, 2)));
         let _clients: Vec<TcpStream> =
-            futures::future::join_all((0..3).map(|_| TcpStream::connect(address)))
-                .await
-                .into_iter()
-                .map(|client| client.expect("the kernel completes the handshake"))
-                .collect();
+            futures::future::join_all((0..3).map(|_| speaking(address))).await;
         let first = accepted
             .next()
             .await
@@ -184,19 +246,14 @@ mod tests {
     async fn an_address_over_its_share_is_closed() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
-        let limits = Limits {
-            connections: 8,
-            connections_per_address: 1,
-            streams_per_connection: 1,
-        };
-        let mut accepted = Box::pin(incoming(listener, limits));
-        let _first_client = TcpStream::connect(address).await.expect("connect");
+        let mut accepted = Box::pin(incoming(listener, limits(8, 1)));
+        let _first_client = speaking(address).await;
         let first = accepted
             .next()
             .await
             .expect("a connection")
             .expect("accepted");
-        let mut second_client = TcpStream::connect(address).await.expect("connect");
+        let mut second_client = speaking(address).await;
         // The second is accepted and closed inside the stream, which yields
         // nothing for it.
         let mut byte = [0; 1];
@@ -208,10 +265,35 @@ mod tests {
             ) => assert!(matches!(closed.expect("closed by the server"), Ok(0) | Err(_))),
         }
         drop(first);
-        let _third_client = TcpStream::connect(address).await.expect("connect");
+        let _third_client = speaking(address).await;
         let third = tokio::time::timeout(Duration::from_secs(5), accepted.next())
             .await
             .expect("accepted once the first closed");
         assert!(third.expect("a connection").is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_silent_connection_is_closed_and_frees_its_place() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let limits = Limits {
+            first_bytes_timeout: Duration::from_millis(200),
+            ..limits(1, 1)
+        };
+        let mut accepted = Box::pin(incoming(listener, limits));
+        let mut silent = TcpStream::connect(address).await.expect("connect");
+        let mut byte = [0; 1];
+        tokio::select! {
+            item = accepted.next() => panic!("a silent connection was yielded: {item:?}"),
+            closed = tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio::io::AsyncReadExt::read(&mut silent, &mut byte),
+            ) => assert!(matches!(closed.expect("closed by the server"), Ok(0) | Err(_))),
+        }
+        let _speaking = speaking(address).await;
+        let next = tokio::time::timeout(Duration::from_secs(5), accepted.next())
+            .await
+            .expect("the silent connection's place is free");
+        assert!(next.expect("a connection").is_ok());
     }
 }
