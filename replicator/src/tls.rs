@@ -399,15 +399,7 @@ pub fn server_config(
         .with_single_cert(vec![identity.certificate.clone()], identity.key.clone_key())
         .map_err(tls_error)?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|source| {
-        ReplicatorError::QuicCrypto {
-            region: region.to_owned(),
-            source,
-        }
-    })?;
-    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(transport(1));
-    Ok(config)
+    quic_server(region, tls)
 }
 
 /// The dialing side's QUIC config for `peer`: trusts exactly the certificate
@@ -450,15 +442,7 @@ pub fn client_config_trusting(
         .with_root_certificates(roots)
         .with_no_client_auth();
     tls.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|source| {
-        ReplicatorError::QuicCrypto {
-            region: peer.to_owned(),
-            source,
-        }
-    })?;
-    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(transport(2));
-    Ok(config)
+    quic_client(peer, tls)
 }
 
 #[cfg(test)]

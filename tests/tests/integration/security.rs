@@ -132,6 +132,20 @@ async fn consume_once(
     received.map(drop)
 }
 
+/// Shuts the clients down, each within 10 s (a failed shutdown is not what
+/// these tests are about).
+async fn shut_down<const P: usize, const C: usize>(
+    producers: [Producer; P],
+    consumers: [SimpleConsumer; C],
+) {
+    for producer in producers {
+        let _ = within(Duration::from_secs(10), "shutdown", producer.shutdown()).await;
+    }
+    for consumer in consumers {
+        let _ = within(Duration::from_secs(10), "shutdown", consumer.shutdown()).await;
+    }
+}
+
 /// Asserts that `outcome` failed with `code` (its name, as the Rust client
 /// reports it) and a message containing each of `expected`.
 fn assert_refused<T>(
@@ -307,14 +321,7 @@ async fn official_rust_client_with_keys_and_grants() -> anyhow::Result<()> {
         stored == 1,
         "{stored} messages stored after the refused sends, expected still 1"
     );
-    let _ = within(Duration::from_secs(10), "shutdown", writer.shutdown()).await;
-    let _ = within(Duration::from_secs(10), "shutdown", reader.shutdown()).await;
-    let _ = within(
-        Duration::from_secs(10),
-        "shutdown",
-        reader_producer.shutdown(),
-    )
-    .await;
+    shut_down([writer, reader_producer], [reader]).await;
     Ok(())
 }
 
@@ -341,14 +348,7 @@ async fn a_proxying_router_carries_the_caller_s_key() -> anyhow::Result<()> {
         &["access key `reader` is not granted `pub` on topic `demo`"],
         "a send without `pub` through the proxy",
     )?;
-    let _ = within(Duration::from_secs(10), "shutdown", writer.shutdown()).await;
-    let _ = within(Duration::from_secs(10), "shutdown", reader.shutdown()).await;
-    let _ = within(
-        Duration::from_secs(10),
-        "shutdown",
-        reader_producer.shutdown(),
-    )
-    .await;
+    shut_down([writer, reader_producer], [reader]).await;
     Ok(())
 }
 
