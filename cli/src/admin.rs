@@ -4,6 +4,7 @@
 
 use anyhow::Context as _;
 use meridian_face::access::{AccessKeys, Authentication, Signer};
+use meridian_face::tls::Dialer;
 use meridian_proto::meridian::v1::admin_service_client::AdminServiceClient;
 use meridian_proto::meridian::v1::{
     DeleteGroupRequest, DeleteTopicRequest, DescribeGroupRequest, DescribeTopicRequest,
@@ -243,6 +244,13 @@ pub fn internal_signer(topology: &meridian_topology::Topology) -> Signer {
     }
 }
 
+/// How this process dials the deployment's endpoints: with TLS trusting the
+/// CA of `[client_tls]`, or plain. The CA was read once already when the
+/// topology was loaded; an error now says what went wrong since.
+pub fn dialer(topology: &meridian_topology::Topology) -> anyhow::Result<Dialer> {
+    Dialer::of_topology(topology).context("[client_tls]")
+}
+
 /// Signs with `access_key` and its `secret`.
 pub fn signer_of(access_key: String, secret: String) -> Signer {
     let keys = AccessKeys::new([meridian_topology::AccessKey {
@@ -262,7 +270,8 @@ pub async fn run(
     command: &AdminCommand,
     as_json: bool,
 ) -> anyhow::Result<String> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{admin}"))?
+    let channel = dialer(file)?
+        .endpoint(admin)?
         .connect_timeout(TIMEOUT)
         .timeout(TIMEOUT)
         .connect()

@@ -1,11 +1,13 @@
 //! `meridian certs`: a development CA and a certificate per region for
-//! mutual TLS between replicators (`[replication_tls]` in the topology).
+//! mutual TLS between replicators (`[replication_tls]` in the topology) and
+//! for TLS on the region's client endpoints (`[client_tls]`).
 //!
 //! Writes, into the output directory (default `certs/` next to the
 //! topology file): `ca.pem` and `ca-key.pem`, and for every region
-//! `<region>.pem` (its certificate, naming `<region>.replicator.meridian`,
-//! for both server and client authentication) and `<region>-key.pem`
-//! (PKCS#8). Keys are written with mode 0600. An existing CA is reused, so
+//! `<region>.pem` (its certificate, for both server and client
+//! authentication, naming `<region>.replicator.meridian`, `localhost`,
+//! 127.0.0.1, ::1 and every IP address the region's endpoints listen on
+//! but the unspecified ones) and `<region>-key.pem` (PKCS#8). Keys are written with mode 0600. An existing CA is reused, so
 //! running it again after adding a region signs only the new region's
 //! certificate; existing region files are kept unless `--force`.
 //!
@@ -19,6 +21,7 @@ use rcgen::{
 };
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 const CA_CERT: &str = "ca.pem";
@@ -77,7 +80,7 @@ pub fn make(
             continue;
         }
         let name = meridian_replicator::server_name(region);
-        let mut params = CertificateParams::new(vec![name.clone()])
+        let mut params = CertificateParams::new(subject_names(&name, &topology.regions[region]))
             .with_context(|| format!("a certificate for {name}"))?;
         let mut distinguished = DistinguishedName::new();
         distinguished.push(DnType::CommonName, name);
@@ -94,15 +97,51 @@ pub fn make(
         write(&cert_path, &certificate.pem(), 0o644)?;
         let _ = writeln!(report, "created  {}", cert_path.display());
     }
-    let _ = writeln!(
-        report,
-        "\nMutual TLS between replicators: put this in the topology (paths relative to it):\n\n\
-         [replication_tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"",
+    let files = format!(
+        "ca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"",
         shown(&ca_path),
         shown(&directory.join("{region}.pem")),
         shown(&directory.join("{region}-key.pem")),
     );
+    let _ = writeln!(
+        report,
+        "\nPut these in the topology (paths relative to it): mutual TLS between \
+         replicators,\n\n[replication_tls]\n{files}\n\nand TLS on every client endpoint \
+         (clients then need ca.pem in their trust store):\n\n[client_tls]\n{files}"
+    );
     Ok(report)
+}
+
+/// The names a region's certificate holds: `replicator` (what replicators
+/// check), then what clients may dial: `localhost`, the loopback addresses
+/// and the IP addresses of the region's endpoints (unspecified ones, which
+/// no client dials, left out).
+fn subject_names(replicator: &str, region: &meridian_topology::Region) -> Vec<String> {
+    let loopback = [
+        IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+    ];
+    let endpoints = [
+        Some(region.node),
+        Some(region.admin),
+        Some(region.router),
+        region.http,
+        region.stomp,
+    ];
+    let mut addresses: Vec<IpAddr> = loopback.to_vec();
+    for address in endpoints
+        .into_iter()
+        .flatten()
+        .map(|endpoint| endpoint.ip())
+    {
+        if !address.is_unspecified() && !addresses.contains(&address) {
+            addresses.push(address);
+        }
+    }
+    [replicator.to_owned(), "localhost".to_owned()]
+        .into_iter()
+        .chain(addresses.iter().map(IpAddr::to_string))
+        .collect()
 }
 
 /// The default output directory: `certs/` next to the topology file.

@@ -632,6 +632,16 @@ fn load(path: &Path, region: Option<&str>) -> Result<Topology, ExitCode> {
             ExitCode::from(EXIT_INVALID_TOPOLOGY)
         },
     )?;
+    // So are unreadable `[client_tls]` files (every region's certificate
+    // and key, and the CA).
+    let tls_error = |error: meridian_face::tls::TlsError| {
+        eprintln!("error: {}: [client_tls]: {error}", path.display());
+        ExitCode::from(EXIT_INVALID_TOPOLOGY)
+    };
+    meridian_face::tls::Dialer::of_topology(&topology).map_err(tls_error)?;
+    for name in topology.regions.keys() {
+        meridian_face::tls::ServerTls::of_topology(&topology, name).map_err(tls_error)?;
+    }
     Ok(topology)
 }
 

@@ -11,6 +11,7 @@
 //! consumer acknowledgements bound for that peer, and how old the oldest is.
 
 use meridian_face::access::{SignedChannel, Signer};
+use meridian_face::tls::Dialer;
 use meridian_proto::meridian::v1::node_service_client::NodeServiceClient;
 use meridian_proto::meridian::v1::{GetCheckpointRequest, HealthRequest, TailRequest};
 use meridian_replicator::core::{RecordFilter, Verdict};
@@ -19,7 +20,6 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tonic::transport::Endpoint;
 
 /// How long one region may take to answer.
 const REGION_TIMEOUT: Duration = Duration::from_secs(2);
@@ -41,8 +41,12 @@ enum Health {
 async fn connect(
     admin: SocketAddr,
     signer: &Signer,
+    dialer: &Result<Dialer, String>,
 ) -> Result<NodeServiceClient<SignedChannel>, String> {
-    let endpoint = Endpoint::from_shared(format!("http://{admin}"))
+    let endpoint = dialer
+        .as_ref()
+        .map_err(Clone::clone)?
+        .endpoint(admin)
         .map_err(|error| error.to_string())?
         .connect_timeout(REGION_TIMEOUT)
         .timeout(REGION_TIMEOUT);
@@ -53,8 +57,13 @@ async fn connect(
     Ok(NodeServiceClient::with_interceptor(channel, signer.clone()))
 }
 
-async fn health(region: &str, admin: SocketAddr, signer: &Signer) -> Health {
-    let mut client = match connect(admin, signer).await {
+async fn health(
+    region: &str,
+    admin: SocketAddr,
+    signer: &Signer,
+    dialer: &Result<Dialer, String>,
+) -> Health {
+    let mut client = match connect(admin, signer, dialer).await {
         Ok(client) => client,
         Err(reason) => return Health::Down(reason),
     };
@@ -129,8 +138,12 @@ struct Snapshot {
 async fn snapshot(topology: &Topology, describe: bool) -> Snapshot {
     let mut regions = BTreeMap::new();
     let signer = crate::admin::internal_signer(topology);
+    let dialer = crate::admin::dialer(topology).map_err(|error| format!("{error:#}"));
     for (name, region) in &topology.regions {
-        regions.insert(name.clone(), health(name, region.admin, &signer).await);
+        regions.insert(
+            name.clone(),
+            health(name, region.admin, &signer, &dialer).await,
+        );
     }
     let mut links = Vec::new();
     for (from, health) in &regions {

@@ -155,6 +155,19 @@ pub fn endpoint_table(topology: &Topology) -> String {
             ),
         }
     );
+    let _ = writeln!(
+        table,
+        "TLS: {}",
+        match &topology.client_tls {
+            None => "off: every client endpoint speaks plain TCP".to_owned(),
+            Some(tls) => format!(
+                "every client endpoint (router, node, admin, HTTP, STOMP) takes TLS only; \
+                 clients trust {} (Rust client: SSL_CERT_FILE, Python: \
+                 GRPC_DEFAULT_SSL_ROOTS_FILE_PATH, Node.js: GRPC_DEFAULT_SSL_ROOTS_FILE_PATH)",
+                tls.ca.display()
+            ),
+        }
+    );
     for (name, topic) in &topology.topics {
         let durability = match topic.durability {
             meridian_topology::Durability::Local => String::new(),

@@ -10,6 +10,7 @@
 //! closed and all of them ended: the handler's tasks see the shutdown token
 //! and wind down.
 
+use crate::tls::{ClientStream, ServerTls, starts_with_handshake};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::future::Future;
@@ -27,6 +28,9 @@ pub const REFUSALS_IN_FLIGHT: usize = 64;
 /// How long a refused socket may take to take its answer, and then to close
 /// its side.
 pub const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a client of a TLS listener may take to send its first bytes and
+/// finish the TLS handshake.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed accept (out of file descriptors, for instance).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Most bytes of a refused client's request read and dropped while its
@@ -58,7 +62,7 @@ pub trait ConnectionHandler: Send + Sync + 'static {
     /// listener stops.
     fn serve(
         self: Arc<Self>,
-        stream: TcpStream,
+        stream: ClientStream,
         peer: SocketAddr,
         shutdown: CancellationToken,
     ) -> impl Future<Output = ()> + Send + 'static;
@@ -66,15 +70,22 @@ pub trait ConnectionHandler: Send + Sync + 'static {
     /// What a refused client is sent before its connection closes, in the
     /// face's protocol (an HTTP 503, a STOMP ERROR frame).
     fn refusal(&self, refused: &Refused) -> Vec<u8>;
+
+    /// What a client that sent plain text to a TLS listener is sent (in
+    /// plain text) before its connection closes.
+    fn plain_text_refusal(&self) -> Vec<u8>;
 }
 
 /// Serves `listener` with `handler` until `shutdown` fires; then stops
 /// accepting and returns once every connection's task ended. `name` names
-/// the listener in logs ("STOMP", "HTTP").
+/// the listener in logs ("STOMP", "HTTP"). With `tls`, every connection
+/// first completes a TLS handshake within [`TLS_HANDSHAKE_TIMEOUT`]; one
+/// that starts with plain text gets [`ConnectionHandler::plain_text_refusal`].
 pub async fn serve<H: ConnectionHandler>(
     listener: TcpListener,
     name: &'static str,
     limits: AcceptLimits,
+    tls: Option<ServerTls>,
     handler: Arc<H>,
     shutdown: CancellationToken,
 ) {
@@ -103,8 +114,11 @@ pub async fn serve<H: ConnectionHandler>(
             Ok(place) => {
                 let handler = Arc::clone(&handler);
                 let shutdown = shutdown.child_token();
+                let tls = tls.clone();
                 tasks.spawn(async move {
-                    handler.serve(stream, peer, shutdown).await;
+                    if let Some(stream) = open(stream, peer, name, tls.as_ref(), &*handler).await {
+                        handler.serve(stream, peer, shutdown).await;
+                    }
                     drop(place);
                 });
             }
@@ -112,8 +126,19 @@ pub async fn serve<H: ConnectionHandler>(
                 tracing::warn!(%peer, listener = name, reason = %refused, "connection refused");
                 if let Ok(permit) = Arc::clone(&refusals).try_acquire_owned() {
                     let answer = handler.refusal(&refused);
+                    let tls = tls.clone();
                     tasks.spawn(async move {
-                        refuse(stream, &answer).await;
+                        // A TLS client can read the answer only over TLS.
+                        let stream = match tls {
+                            None => Some(ClientStream::Plain(stream)),
+                            Some(tls) => tokio::time::timeout(REFUSAL_TIMEOUT, tls.accept(stream))
+                                .await
+                                .ok()
+                                .and_then(Result::ok),
+                        };
+                        if let Some(stream) = stream {
+                            refuse(stream, &answer).await;
+                        }
                         drop(permit);
                     });
                 }
@@ -125,10 +150,54 @@ pub async fn serve<H: ConnectionHandler>(
     tasks.wait().await;
 }
 
+/// The connection `handler` serves: `stream` itself without `tls`, else
+/// once its handshake finished. `None` (logged) if the handshake failed or
+/// took too long, or the client sent plain text (it is told so).
+async fn open<H: ConnectionHandler>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    name: &'static str,
+    tls: Option<&ServerTls>,
+    handler: &H,
+) -> Option<ClientStream> {
+    let Some(tls) = tls else {
+        return Some(ClientStream::Plain(stream));
+    };
+    let opened = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, async {
+        match starts_with_handshake(&stream).await {
+            Ok(Some(true)) => tls.accept(stream).await.map(Some),
+            Ok(Some(false)) => {
+                tracing::warn!(%peer, listener = name, "plain text sent to a TLS port; connection refused");
+                refuse(ClientStream::Plain(stream), &handler.plain_text_refusal()).await;
+                Ok(None)
+            }
+            Ok(None) => Ok(None),
+            Err(error) => Err(error),
+        }
+    })
+    .await;
+    match opened {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            tracing::warn!(%peer, listener = name, %error, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(
+                %peer,
+                listener = name,
+                waited_ms = TLS_HANDSHAKE_TIMEOUT.as_millis(),
+                "connection closed: no TLS handshake in time"
+            );
+            None
+        }
+    }
+}
+
 /// Writes `answer`, closes the write side, and reads (and drops) what the
 /// client still sends until it closes too, each step within
 /// [`REFUSAL_TIMEOUT`].
-async fn refuse(mut stream: TcpStream, answer: &[u8]) {
+async fn refuse(mut stream: ClientStream, answer: &[u8]) {
     let written = tokio::time::timeout(REFUSAL_TIMEOUT, async {
         stream.write_all(answer).await?;
         stream.shutdown().await

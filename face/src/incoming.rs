@@ -14,6 +14,7 @@
 //! bytes each in a task of its own, and the server sees them only then.
 
 use crate::accept::{AcceptLimits, Admission, Place};
+use crate::tls::{ClientStream, ServerTls, starts_with_handshake};
 use futures::Stream;
 use std::io;
 use std::pin::Pin;
@@ -55,20 +56,23 @@ impl Default for Limits {
 const READY_QUEUE: usize = 64;
 
 /// The connections `listener` accepts, at most `limits.connections` open at
-/// once, each once it sent its first bytes. The accept task ends when the
+/// once, each once it sent its first bytes (with `tls`: once its TLS
+/// handshake finished, within the same [`Limits::first_bytes_timeout`]). The accept task ends when the
 /// stream is dropped (the server stopped), closing the listener.
 pub fn incoming(
     listener: TcpListener,
     limits: Limits,
+    tls: Option<ServerTls>,
 ) -> impl Stream<Item = io::Result<Connection>> {
     let (ready, receiver) = tokio::sync::mpsc::channel(READY_QUEUE);
-    tokio::spawn(accept(listener, limits, ready));
+    tokio::spawn(accept(listener, limits, tls, ready));
     tokio_stream::wrappers::ReceiverStream::new(receiver)
 }
 
 async fn accept(
     listener: TcpListener,
     limits: Limits,
+    tls: Option<ServerTls>,
     ready: tokio::sync::mpsc::Sender<io::Result<Connection>>,
 ) {
     let admission = Admission::new(AcceptLimits {
@@ -105,19 +109,21 @@ async fn accept(
         }
         let ready = ready.clone();
         let timeout = limits.first_bytes_timeout;
+        let tls = tls.clone();
         tokio::spawn(async move {
-            // `peek` waits for data (readiness alone may be a false positive).
-            let mut first = [0_u8; 1];
-            match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
-                Ok(Ok(read)) if read > 0 => {
+            match tokio::time::timeout(timeout, opening(stream, tls.as_ref())).await {
+                Ok(Ok(Some(stream))) => {
                     let connection = Connection {
                         stream,
                         _place: place,
                     };
                     let _ = ready.send(Ok(connection)).await;
                 }
-                Ok(Ok(_)) => {
+                Ok(Ok(None)) => {
                     tracing::debug!(%peer, "gRPC connection closed by the client before its first bytes");
+                }
+                Ok(Err(error)) if error.kind() == io::ErrorKind::InvalidData => {
+                    tracing::warn!(%peer, %error, "gRPC connection closed");
                 }
                 Ok(Err(error)) => {
                     tracing::debug!(%peer, %error, "gRPC connection failed before its first bytes");
@@ -125,17 +131,37 @@ async fn accept(
                 Err(_) => tracing::warn!(
                     %peer,
                     waited_ms = timeout.as_millis(),
-                    "gRPC connection closed: it sent nothing"
+                    "gRPC connection closed: it sent nothing{}",
+                    if tls.is_some() { " or did not finish its TLS handshake" } else { "" }
                 ),
             }
         });
     }
 }
 
+/// Waits for the client's first bytes (`peek`: readiness alone may be a
+/// false positive) and, on a TLS listener, runs the handshake. `Ok(None)`:
+/// the client closed first. A client speaking plain HTTP/2 to a TLS
+/// listener gets an `InvalidData` error (gRPC has no way to tell it before
+/// the HTTP/2 handshake).
+async fn opening(stream: TcpStream, tls: Option<&ServerTls>) -> io::Result<Option<ClientStream>> {
+    let Some(handshake) = starts_with_handshake(&stream).await? else {
+        return Ok(None);
+    };
+    match tls {
+        None => Ok(Some(ClientStream::Plain(stream))),
+        Some(tls) if handshake => tls.accept(stream).await.map(Some),
+        Some(_) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the client sent plain text to a TLS port (enable TLS in the client)",
+        )),
+    }
+}
+
 /// An accepted connection; it frees its place when dropped.
 #[derive(Debug)]
 pub struct Connection {
-    stream: TcpStream,
+    stream: ClientStream,
     _place: Place,
 }
 
@@ -143,7 +169,7 @@ impl Connected for Connection {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
+        self.stream.tcp().connect_info()
     }
 }
 
@@ -214,7 +240,7 @@ mod tests {
     async fn at_most_the_limit_is_accepted_until_one_closes() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
-        let mut accepted = Box::pin(incoming(listener, limits(2, 2)));
+        let mut accepted = Box::pin(incoming(listener, limits(2, 2), None));
         let _clients: Vec<TcpStream> =
             futures::future::join_all((0..3).map(|_| speaking(address))).await;
         let first = accepted
@@ -222,7 +248,7 @@ mod tests {
             .await
             .expect("a connection")
             .expect("accepted");
-        assert!(first.stream.nodelay().expect("read TCP_NODELAY"));
+        assert!(first.stream.tcp().nodelay().expect("read TCP_NODELAY"));
         let _second = accepted
             .next()
             .await
@@ -246,7 +272,7 @@ mod tests {
     async fn an_address_over_its_share_is_closed() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
-        let mut accepted = Box::pin(incoming(listener, limits(8, 1)));
+        let mut accepted = Box::pin(incoming(listener, limits(8, 1), None));
         let _first_client = speaking(address).await;
         let first = accepted
             .next()
@@ -280,7 +306,7 @@ mod tests {
             first_bytes_timeout: Duration::from_millis(200),
             ..limits(1, 1)
         };
-        let mut accepted = Box::pin(incoming(listener, limits));
+        let mut accepted = Box::pin(incoming(listener, limits, None));
         let mut silent = TcpStream::connect(address).await.expect("connect");
         let mut byte = [0; 1];
         tokio::select! {

@@ -31,6 +31,7 @@ pub mod client_settings;
 pub mod delivery;
 pub mod incoming;
 pub mod route;
+pub mod tls;
 
 mod guard;
 

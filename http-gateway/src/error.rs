@@ -35,6 +35,8 @@ pub(crate) enum GatewayError {
     ConnectionRefused {
         reason: meridian_face::accept::Refused,
     },
+    #[error("this port takes HTTPS only; send the request with TLS (an https:// endpoint)")]
+    PlainTextToTlsPort,
     #[error("no resource at `{path}`; this API serves {served}")]
     UnknownPath { path: String, served: &'static str },
     #[error("{path} does not take {method}; it takes {allowed}")]
@@ -88,9 +90,10 @@ impl GatewayError {
             Self::RequestLineTooLong { .. } => (StatusCode::BAD_REQUEST, "InvalidRequestURL"),
             Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "InvalidArgument"),
             Self::BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "RequestTimeout"),
-            Self::BodyUnreadable { .. } | Self::Argument { .. } | Self::MalformedJson { .. } => {
-                (StatusCode::BAD_REQUEST, "InvalidArgument")
-            }
+            Self::BodyUnreadable { .. }
+            | Self::Argument { .. }
+            | Self::MalformedJson { .. }
+            | Self::PlainTextToTlsPort => (StatusCode::BAD_REQUEST, "InvalidArgument"),
             Self::Busy | Self::ConnectionRefused { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable")
             }
@@ -131,7 +134,8 @@ impl GatewayError {
             | Self::QueryString { .. }
             | Self::MalformedXml(_)
             | Self::MalformedJson { .. }
-            | Self::MissingReceiptHandle => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
+            | Self::MissingReceiptHandle
+            | Self::PlainTextToTlsPort => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
             Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
             Self::BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT"),
             Self::Busy => (StatusCode::SERVICE_UNAVAILABLE, "TOO_MANY_REQUESTS"),

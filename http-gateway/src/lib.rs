@@ -51,4 +51,6 @@ pub struct Config {
     /// JSON API) or development mode (no checks).
     pub authentication: Authentication,
     pub limits: Limits,
+    /// TLS (the topology's `[client_tls]`), or plain TCP.
+    pub tls: Option<meridian_face::tls::ServerTls>,
 }

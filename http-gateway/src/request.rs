@@ -79,6 +79,15 @@ impl Gateway {
         }
     }
 
+    /// `https` with TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     pub fn limits(&self) -> &Limits {
         &self.config.limits
     }

@@ -25,11 +25,12 @@ use hyper_util::rt::TokioIo;
 use meridian_face::Backend;
 use meridian_face::accept::{self, AcceptLimits, ConnectionHandler, Refused};
 use meridian_face::access::Authentication;
+use meridian_face::tls::ClientStream;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
@@ -63,12 +64,13 @@ pub async fn serve(
         connections: config.limits.max_connections,
         per_peer_address: config.limits.max_connections_per_address,
     };
+    let tls = config.tls.clone();
     let gateway = Arc::new(Gateway::new(backend, config, shutdown.clone(), address));
     let server = Arc::new(Server {
         rest: rest::router(Arc::clone(&gateway)),
         gateway,
     });
-    accept::serve(listener, "HTTP", limits, server, shutdown).await;
+    accept::serve(listener, "HTTP", limits, tls, server, shutdown).await;
     tracing::info!(%address, "HTTP API stopped");
     Ok(())
 }
@@ -82,7 +84,7 @@ struct Server {
 impl ConnectionHandler for Server {
     fn serve(
         self: Arc<Self>,
-        stream: TcpStream,
+        stream: ClientStream,
         peer: SocketAddr,
         shutdown: CancellationToken,
     ) -> impl Future<Output = ()> + Send + 'static {
@@ -100,7 +102,7 @@ impl ConnectionHandler for Server {
             "ServiceUnavailable",
             &error.to_string(),
             &request_id,
-            &format!("http://{}", self.gateway.local_address),
+            &format!("{}://{}", self.gateway.scheme(), self.gateway.local_address),
         );
         format!(
             "HTTP/1.1 503 Service Unavailable\r\ncontent-type: {XML_CONTENT_TYPE}\r\n\
@@ -110,12 +112,30 @@ impl ConnectionHandler for Server {
         )
         .into_bytes()
     }
+
+    /// A 400 in plain text, as the client spoke: this port takes HTTPS.
+    fn plain_text_refusal(&self) -> Vec<u8> {
+        let request_id = crate::message::new_message_id();
+        let body = xml::write_error(
+            "InvalidArgument",
+            &GatewayError::PlainTextToTlsPort.to_string(),
+            &request_id,
+            &format!("https://{}", self.gateway.local_address),
+        );
+        format!(
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: {XML_CONTENT_TYPE}\r\n\
+             content-length: {}\r\nconnection: close\r\n\
+             x-mq-version: {API_VERSION}\r\nx-mq-request-id: {request_id}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
 }
 
 impl Server {
     /// Serves one connection until it closes, expires or the gateway stops.
-    async fn connection(self, stream: TcpStream, peer: SocketAddr, shutdown: CancellationToken) {
-        if let Err(error) = stream.set_nodelay(true) {
+    async fn connection(self, stream: ClientStream, peer: SocketAddr, shutdown: CancellationToken) {
+        if let Err(error) = stream.tcp().set_nodelay(true) {
             tracing::debug!(%peer, %error, "setting TCP_NODELAY failed");
         }
         let activity = Activity::new();
@@ -169,7 +189,7 @@ impl Server {
         let context = RequestContext {
             request_id: crate::message::new_message_id(),
             peer,
-            host_id: host_id(&request, self.gateway.local_address),
+            host_id: host_id(&request, &self.gateway),
         };
         let json = is_json_api(request.uri().path());
         let mut response = match self.dispatch(&context, json, request).await {
@@ -297,14 +317,14 @@ fn request_line_chars<B>(request: &Request<B>) -> usize {
     request.method().as_str().len() + 1 + target + 1 + "HTTP/1.1".len()
 }
 
-/// `http://` and the Host the client addressed (the listener's address
-/// without one).
-fn host_id<B>(request: &Request<B>, local_address: SocketAddr) -> String {
+/// `http://` (`https://` with TLS) and the Host the client addressed (the
+/// listener's address without one).
+fn host_id<B>(request: &Request<B>, gateway: &Gateway) -> String {
     let host = request
         .headers()
         .get(header::HOST)
         .and_then(|host| host.to_str().ok())
         .filter(|host| !host.is_empty() && host.len() <= 255)
-        .map_or_else(|| local_address.to_string(), str::to_owned);
-    format!("http://{host}")
+        .map_or_else(|| gateway.local_address.to_string(), str::to_owned);
+    format!("{}://{host}", gateway.scheme())
 }

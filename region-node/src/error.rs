@@ -185,6 +185,8 @@ pub enum StartError {
     },
     #[error("open storage")]
     Storage(#[from] StorageError),
+    #[error("client endpoint TLS (`[client_tls]`)")]
+    Tls(#[from] meridian_face::tls::TlsError),
     #[error("gRPC server on {address} failed")]
     Serve {
         address: String,

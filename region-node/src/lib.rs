@@ -43,6 +43,7 @@ use commit::CommitLog;
 use consumer::ConsumerEngine;
 use grpc::NodeContext;
 use meridian_face::incoming::{Limits, incoming};
+use meridian_face::tls::{Alpn, ServerTls};
 use meridian_proto::GRPC_MAX_DECODE_BYTES;
 use meridian_proto::meridian::v1::admin_service_server::AdminServiceServer;
 use meridian_proto::meridian::v1::node_service_server::NodeServiceServer;
@@ -62,6 +63,8 @@ pub struct Node {
     store: Arc<RocksStore>,
     /// Who may use the HTTP and STOMP faces (the topology's `[access]`).
     authentication: meridian_face::access::Authentication,
+    /// TLS on every listener (the topology's `[client_tls]`), if any.
+    tls: Option<ServerTls>,
     _lock: File,
 }
 
@@ -113,6 +116,7 @@ impl Node {
         }
         let authentication =
             meridian_face::access::Authentication::of_topology(topology.access.as_ref())?;
+        let tls = ServerTls::of_topology(&topology, region)?;
         let store = Arc::new(RocksStore::open(&directory.join("db"), config.flush)?);
         tracing::info!(region, data_dir = %config.data_dir.display(), flush = ?config.flush, "node storage open");
         Ok(Self {
@@ -120,6 +124,7 @@ impl Node {
             region: region.to_owned(),
             store,
             authentication,
+            tls,
             _lock: lock,
         })
     }
@@ -218,11 +223,13 @@ impl Node {
         ));
         let face = meridian_face::Face::new(backend.clone(), tasks.clone(), shutdown.clone());
         // The HTTP and STOMP faces use the same backend as RocketMQ's.
+        let tls_with = |alpn| self.tls.as_ref().map(|tls| tls.with_alpn(alpn));
         let http_server = http_listener.map(|listener| {
             let config = meridian_http::Config {
                 region: self.region.clone(),
                 authentication: self.authentication.clone(),
                 limits: meridian_http::Limits::default(),
+                tls: tls_with(Alpn::Http1),
             };
             meridian_http::serve(listener, backend.clone(), config, shutdown.clone())
         });
@@ -231,6 +238,7 @@ impl Node {
                 region: self.region.clone(),
                 authentication: self.authentication.clone(),
                 limits: meridian_stomp::Limits::default(),
+                tls: tls_with(Alpn::None),
             };
             meridian_stomp::serve(listener, backend.clone(), config, shutdown.clone())
         });
@@ -252,7 +260,7 @@ impl Node {
             .max_concurrent_streams(Some(limits.streams_per_connection))
             .add_service(messaging)
             .serve_with_incoming_shutdown(
-                incoming(node_listener, limits),
+                incoming(node_listener, limits, tls_with(Alpn::Grpc)),
                 shutdown.clone().cancelled_owned(),
             );
         // gRPC (HTTP/2) and the JSON admin API (HTTP/1.1 or 2) on one port.
@@ -270,10 +278,16 @@ impl Node {
                 admin_guard,
             ))
             .serve_with_incoming_shutdown(
-                incoming(admin_listener, limits),
+                incoming(admin_listener, limits, tls_with(Alpn::GrpcAndHttp1)),
                 shutdown.clone().cancelled_owned(),
             );
-        tracing::info!(region = %self.region, node = %node_address, admin = %admin_address, "node serving");
+        tracing::info!(
+            region = %self.region,
+            node = %node_address,
+            admin = %admin_address,
+            tls = self.tls.is_some(),
+            "node serving"
+        );
         let other_faces = async {
             let (http, stomp) = tokio::join!(
                 async {

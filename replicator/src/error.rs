@@ -18,6 +18,12 @@ pub enum ReplicatorError {
         source: Box<meridian_topology::TopologyError>,
     },
 
+    #[error("start replicator: the CA of `[client_tls]` to dial the node with")]
+    ClientTls {
+        #[source]
+        source: Box<meridian_face::tls::TlsError>,
+    },
+
     #[error("start replicator: load the access keys")]
     AccessKeys {
         #[source]

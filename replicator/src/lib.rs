@@ -126,7 +126,12 @@ pub async fn serve(
             source: Box::new(source),
         })?
         .internal_signer();
-    let node = NodeClient::connect_lazy(local.admin, signer)?;
+    let dialer = meridian_face::tls::Dialer::of_topology(&topology).map_err(|source| {
+        ReplicatorError::ClientTls {
+            source: Box::new(source),
+        }
+    })?;
+    let node = NodeClient::connect_lazy(local.admin, signer, &dialer)?;
 
     let tasks_shutdown = shutdown.child_token();
     let mut tasks = JoinSet::new();

@@ -158,6 +158,7 @@ fn random_topology(random: &mut StdRng, seed: u64) -> Topology {
             drill: None,
             access: None,
             replication_tls: None,
+            client_tls: None,
         };
         let names: Vec<String> = topology.regions.keys().cloned().collect();
         for (position, a) in names.iter().enumerate() {

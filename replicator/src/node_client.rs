@@ -9,6 +9,7 @@
 use crate::error::ReplicatorError;
 use crate::frame::MAX_FRAME_BYTES;
 use meridian_face::access::{SignedChannel, Signer};
+use meridian_face::tls::Dialer;
 use meridian_proto::meridian::v1::node_service_client::NodeServiceClient;
 use meridian_proto::meridian::v1::{
     ApplyRequest, ApplyResponse, Checkpoint, GetCheckpointRequest, HealthRequest, HealthResponse,
@@ -17,7 +18,6 @@ use meridian_proto::meridian::v1::{
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tonic::transport::Endpoint;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Deadline of the small unary calls (health, checkpoints) and of opening a tail.
@@ -39,13 +39,15 @@ pub(crate) struct NodeClient {
 }
 
 impl NodeClient {
-    /// A client of the node at `address`, whose calls `signer` signs;
-    /// connects on first use.
+    /// A client of the node at `address`, whose calls `signer` signs, dialed
+    /// plain or with TLS as `dialer` says; connects on first use.
     pub(crate) fn connect_lazy(
         address: SocketAddr,
         signer: Signer,
+        dialer: &Dialer,
     ) -> Result<Self, ReplicatorError> {
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        let endpoint = dialer
+            .endpoint(address)
             .map_err(|source| ReplicatorError::NodeConnect { address, source })?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true);

@@ -10,6 +10,7 @@
 
 use crate::route::Routes;
 use meridian_face::access::Signer;
+use meridian_face::tls::Dialer;
 use meridian_proto::meridian::v1::GetCatalogRequest;
 use meridian_proto::meridian::v1::node_service_client::NodeServiceClient;
 use meridian_topology::{CatalogEntry, CatalogKind, Topology};
@@ -30,6 +31,7 @@ pub(crate) async fn poll(
     own: &str,
     routes: Arc<Routes>,
     signer: Signer,
+    dialer: Dialer,
     stop: CancellationToken,
 ) {
     // Own region first, then the others by distance.
@@ -47,7 +49,7 @@ pub(crate) async fn poll(
         }
         let asked = async {
             for admin in &nodes {
-                match ask(*admin, &signer).await {
+                match ask(*admin, &signer, &dialer).await {
                     Ok(entries) => {
                         routes.apply_catalog(entries);
                         break;
@@ -64,8 +66,13 @@ pub(crate) async fn poll(
 }
 
 /// The catalog the node at `admin` keeps.
-async fn ask(admin: SocketAddr, signer: &Signer) -> Result<Vec<CatalogEntry>, tonic::Status> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{admin}"))
+async fn ask(
+    admin: SocketAddr,
+    signer: &Signer,
+    dialer: &Dialer,
+) -> Result<Vec<CatalogEntry>, tonic::Status> {
+    let channel = dialer
+        .endpoint(admin)
         .map_err(|error| tonic::Status::invalid_argument(error.to_string()))?
         .connect_timeout(ASK_TIMEOUT)
         .timeout(ASK_TIMEOUT)

@@ -12,6 +12,7 @@
 
 use meridian_face::Producers;
 use meridian_face::access::Signer;
+use meridian_face::tls::Dialer;
 use meridian_proto::meridian::v1::TransactionCheckInterest;
 use meridian_proto::meridian::v1::node_service_client::NodeServiceClient;
 use meridian_report::Report;
@@ -35,6 +36,7 @@ pub(crate) fn spawn_watchers(
     topology: &Topology,
     producers: &Arc<Producers>,
     signer: &Signer,
+    dialer: &Dialer,
     tasks: &TaskTracker,
     stop: &CancellationToken,
 ) {
@@ -44,6 +46,7 @@ pub(crate) fn spawn_watchers(
             config.admin,
             Arc::clone(producers),
             signer.clone(),
+            dialer.clone(),
             stop.clone(),
         ));
     }
@@ -55,13 +58,14 @@ async fn watch(
     admin: SocketAddr,
     producers: Arc<Producers>,
     signer: Signer,
+    dialer: Dialer,
     stop: CancellationToken,
 ) {
     let mut backoff = new_backoff();
     loop {
         let watched = tokio::select! {
             () = stop.cancelled() => return,
-            watched = watch_once(admin, &producers, &signer) => watched,
+            watched = watch_once(admin, &producers, &signer, &dialer) => watched,
         };
         match watched {
             // The node ended the stream (it is stopping): look again soon.
@@ -83,8 +87,10 @@ async fn watch_once(
     admin: SocketAddr,
     producers: &Producers,
     signer: &Signer,
+    dialer: &Dialer,
 ) -> Result<(), tonic::Status> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{admin}"))
+    let channel = dialer
+        .endpoint(admin)
         .map_err(|error| tonic::Status::invalid_argument(error.to_string()))?
         .connect_timeout(Duration::from_secs(1))
         .tcp_nodelay(true)

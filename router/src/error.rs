@@ -37,6 +37,11 @@ pub enum RouterError {
     },
 
     /// The topology's `[access] keys_file` cannot be loaded.
+    #[error("client endpoint TLS (`[client_tls]`)")]
+    Tls {
+        #[source]
+        source: Box<meridian_face::tls::TlsError>,
+    },
     #[error("load the access keys")]
     AccessKeys {
         #[source]
@@ -68,6 +73,7 @@ impl RouterError {
             RouterError::UnknownRegion { .. }
             | RouterError::ProbeEndpoint { .. }
             | RouterError::AccessKeys { .. }
+            | RouterError::Tls { .. }
             | RouterError::Serve(_) => Code::InternalError,
         };
         Refusal::new(code, self.to_string())

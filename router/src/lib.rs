@@ -29,6 +29,7 @@ mod service;
 pub use error::RouterError;
 
 use meridian_face::incoming::{Limits, incoming};
+use meridian_face::tls::{Alpn, Dialer, ServerTls};
 use meridian_proto::GRPC_MAX_DECODE_BYTES;
 use meridian_proto::rocketmq::v2::messaging_service_server::MessagingServiceServer;
 use meridian_topology::Topology;
@@ -60,16 +61,25 @@ pub async fn run(
     .map_err(|source| RouterError::AccessKeys {
         source: Box::new(source),
     })?;
+    let tls = ServerTls::of_topology(&topology, &region)
+        .map_err(|source| RouterError::Tls {
+            source: Box::new(source),
+        })?
+        .map(|tls| tls.with_alpn(Alpn::Grpc));
+    let dialer = Dialer::of_topology(&topology).map_err(|source| RouterError::Tls {
+        source: Box::new(source),
+    })?;
     let tasks = TaskTracker::new();
     // Stops the probers and Telemetry streams, also when serving fails.
     let stop = shutdown.child_token();
     let view = health::HealthView::of_topology(&topology);
     let signer = authentication.internal_signer();
-    probe::spawn_probers(&view, &topology, &signer, &tasks, &stop)?;
+    probe::spawn_probers(&view, &topology, &signer, &dialer, &tasks, &stop)?;
     info!(
         region = %region,
         address = ?listener.local_addr().ok(),
         regions = topology.regions.len(),
+        tls = tls.is_some(),
         "router serving"
     );
     let mode = topology
@@ -80,25 +90,34 @@ pub async fn run(
     let routes = std::sync::Arc::new(route::Routes::new(topology.clone(), region.clone(), view));
     {
         let (topology, routes, stop) = (topology.clone(), routes.clone(), stop.clone());
-        let signer = signer.clone();
-        tasks.spawn(async move { catalog::poll(&topology, &region, routes, signer, stop).await });
+        let (signer, dialer) = (signer.clone(), dialer.clone());
+        tasks.spawn(async move {
+            catalog::poll(&topology, &region, routes, signer, dialer, stop).await
+        });
     }
     let face = meridian_face::Face::new(
         std::sync::Arc::new(meridian_face::Guarded::new(
-            service::RouterBackend::new(routes, mode, authentication.clone()),
+            service::RouterBackend::new(routes, mode, authentication.clone(), dialer.clone()),
             authentication,
         )),
         tasks.clone(),
         stop.clone(),
     );
-    checks::spawn_watchers(&topology, &face.producers(), &signer, &tasks, &stop);
+    checks::spawn_watchers(
+        &topology,
+        &face.producers(),
+        &signer,
+        &dialer,
+        &tasks,
+        &stop,
+    );
     let service =
         MessagingServiceServer::new(face).max_decoding_message_size(GRPC_MAX_DECODE_BYTES);
     let limits = Limits::default();
     let served = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(limits.streams_per_connection))
         .add_service(service)
-        .serve_with_incoming_shutdown(incoming(listener, limits), shutdown.cancelled())
+        .serve_with_incoming_shutdown(incoming(listener, limits, tls), shutdown.cancelled())
         .await;
     stop.cancel();
     tasks.close();

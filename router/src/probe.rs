@@ -10,6 +10,7 @@
 use crate::error::RouterError;
 use crate::health::{HealthView, Outcome, Progress, State};
 use meridian_face::access::{SignedChannel, Signer};
+use meridian_face::tls::Dialer;
 use meridian_proto::meridian::v1::node_service_client::NodeServiceClient;
 use meridian_proto::meridian::v1::{HealthRequest, HealthResponse};
 use meridian_report::Report;
@@ -35,13 +36,14 @@ pub(crate) fn spawn_probers(
     view: &HealthView,
     topology: &Topology,
     signer: &Signer,
+    dialer: &Dialer,
     tasks: &TaskTracker,
     stop: &CancellationToken,
 ) -> Result<(), RouterError> {
     let probers = topology
         .regions
         .iter()
-        .map(|(name, region)| Prober::new(view.clone(), name, region.admin, signer.clone()))
+        .map(|(name, region)| Prober::new(view.clone(), name, region.admin, signer.clone(), dialer))
         .collect::<Result<Vec<_>, _>>()?;
     for prober in probers {
         tasks.spawn(prober.run(stop.clone()));
@@ -92,8 +94,10 @@ impl Prober {
         region: &str,
         address: SocketAddr,
         signer: Signer,
+        dialer: &Dialer,
     ) -> Result<Self, RouterError> {
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        let endpoint = dialer
+            .endpoint(address)
             .map_err(|source| RouterError::ProbeEndpoint {
                 region: region.to_owned(),
                 address,

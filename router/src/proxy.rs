@@ -15,6 +15,7 @@
 
 use crate::route::Routes;
 use meridian_face::access::Authentication;
+use meridian_face::tls::Dialer;
 use meridian_face::{Caller, Refusal, SendReceipt};
 use meridian_proto::GRPC_MAX_DECODE_BYTES;
 use meridian_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
@@ -28,7 +29,7 @@ use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// How long connecting to a node may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -42,13 +43,16 @@ pub(crate) struct Proxy {
     nodes: Mutex<HashMap<SocketAddr, MessagingServiceClient<Channel>>>,
     /// Signs each carried call for its caller's access key, afresh.
     authentication: Authentication,
+    /// Plain or TLS (`[client_tls]`) to the nodes.
+    dialer: Dialer,
 }
 
 impl Proxy {
-    pub(crate) fn new(authentication: Authentication) -> Self {
+    pub(crate) fn new(authentication: Authentication, dialer: Dialer) -> Self {
         Proxy {
             nodes: Mutex::default(),
             authentication,
+            dialer,
         }
     }
 
@@ -57,7 +61,9 @@ impl Proxy {
         if let Some(client) = nodes.get(&address) {
             return Ok(client.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        let endpoint = self
+            .dialer
+            .endpoint(address)
             .map_err(|error| unavailable(address, &error))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true);

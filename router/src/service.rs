@@ -39,10 +39,11 @@ impl RouterBackend {
         routes: std::sync::Arc<Routes>,
         mode: RouterMode,
         authentication: Authentication,
+        dialer: meridian_face::tls::Dialer,
     ) -> Self {
         RouterBackend {
             routes,
-            nodes: Proxy::new(authentication),
+            nodes: Proxy::new(authentication, dialer),
             mode,
         }
     }

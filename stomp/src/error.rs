@@ -88,6 +88,8 @@ pub(crate) enum SessionError {
     ConnectionRefused {
         reason: meridian_face::accept::Refused,
     },
+    #[error("this port takes STOMP over TLS only; connect with TLS")]
+    PlainTextToTlsPort,
     #[error("write to the client: no progress within {waited_ms} ms")]
     WriteTimeout { waited_ms: u64 },
     #[error("connection: {action}")]

@@ -55,6 +55,8 @@ pub struct Config {
     /// Who may connect: key id as `login`, secret as `passcode`, or anyone.
     pub authentication: Authentication,
     pub limits: Limits,
+    /// TLS (the topology's `[client_tls]`), or plain TCP.
+    pub tls: Option<meridian_face::tls::ServerTls>,
 }
 
 /// Bounds on what one client may make the server hold or wait for.

@@ -11,10 +11,11 @@ use bytes::BytesMut;
 use meridian_face::Backend;
 use meridian_face::accept::{self, AcceptLimits, ConnectionHandler, Refused};
 use meridian_face::access::Authentication;
+use meridian_face::tls::ClientStream;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// Serves STOMP on `listener` until `shutdown` fires; then every
@@ -45,7 +46,8 @@ pub async fn serve(
         per_peer_address: config.limits.max_connections_per_address,
     };
     let shared = Arc::new(Shared { backend, config });
-    accept::serve(listener, "STOMP", limits, shared, shutdown).await;
+    let tls = shared.config.tls.clone();
+    accept::serve(listener, "STOMP", limits, tls, shared, shutdown).await;
     tracing::info!(%address, "STOMP server stopped");
     Ok(())
 }
@@ -53,7 +55,7 @@ pub async fn serve(
 impl ConnectionHandler for Shared {
     fn serve(
         self: Arc<Self>,
-        stream: TcpStream,
+        stream: ClientStream,
         peer: SocketAddr,
         shutdown: CancellationToken,
     ) -> impl Future<Output = ()> + Send + 'static {
@@ -66,6 +68,12 @@ impl ConnectionHandler for Shared {
         };
         let mut bytes = BytesMut::new();
         frame::encode(&error.to_frame(None), &mut bytes);
+        bytes.to_vec()
+    }
+
+    fn plain_text_refusal(&self) -> Vec<u8> {
+        let mut bytes = BytesMut::new();
+        frame::encode(&SessionError::PlainTextToTlsPort.to_frame(None), &mut bytes);
         bytes.to_vec()
     }
 }

@@ -10,7 +10,10 @@
 //! ```
 //!
 //! Arguments: send-via (default 127.0.0.1:8081, eu-west), receive-via (default
-//! 127.0.0.1:8181, us-east), count (default 10). Topic `demo`. Each run tags its
+//! 127.0.0.1:8181, us-east), count (default 10); `--topic NAME` (default
+//! `demo`); `--tls` to connect with TLS (the client trusts the OS roots, or
+//! the PEM file `SSL_CERT_FILE` names: `SSL_CERT_FILE=certs/ca.pem` for a
+//! deployment with `[client_tls]` and `meridian certs`). Each run tags its
 //! messages uniquely and consumes with that tag in its own group, so earlier
 //! runs' messages are left alone. Exits non-zero unless every message sent
 //! arrives exactly once within 60 s.
@@ -22,12 +25,12 @@ use rocketmq::{Producer, SimpleConsumer};
 use std::collections::HashSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-const TOPIC: &str = "demo";
+const DEFAULT_TOPIC: &str = "demo";
 
-fn client_option(access_url: &str) -> ClientOption {
+fn client_option(access_url: &str, tls: bool) -> ClientOption {
     let mut option = ClientOption::default();
     option.set_access_url(access_url);
-    option.set_enable_tls(false);
+    option.set_enable_tls(tls);
     option.set_long_polling_timeout(Duration::from_secs(5));
     option
 }
@@ -36,14 +39,30 @@ fn client_option(access_url: &str) -> ClientOption {
 async fn main() -> anyhow::Result<()> {
     if std::env::args().any(|arg| arg == "--help" || arg == "-h") {
         println!(
-            "usage: demo_round_trip [SEND_VIA [RECEIVE_VIA [COUNT]]]\n  \
+            "usage: demo_round_trip [--tls] [--topic NAME] [SEND_VIA [RECEIVE_VIA [COUNT]]]\n  \
              SEND_VIA: router to send through (default 127.0.0.1:8081, eu-west)\n  \
              RECEIVE_VIA: router to receive through (default 127.0.0.1:8181, us-east)\n  \
-             COUNT: messages (default 10); topic `demo`; exits 1 unless every one arrives once"
+             COUNT: messages (default 10); exits 1 unless every one arrives once\n  \
+             --topic NAME: topic (default demo); --tls: connect with TLS (roots: OS, or SSL_CERT_FILE)"
         );
         return Ok(());
     }
-    let mut args = std::env::args().skip(1);
+    let mut tls = false;
+    let mut topic = DEFAULT_TOPIC.to_owned();
+    let mut positional = Vec::new();
+    let mut all = std::env::args().skip(1);
+    while let Some(arg) = all.next() {
+        match arg.as_str() {
+            "--tls" => tls = true,
+            "--topic" => {
+                topic = all
+                    .next()
+                    .ok_or_else(|| anyhow::anyhow!("--topic takes a topic name"))?;
+            }
+            _ => positional.push(arg),
+        }
+    }
+    let mut args = positional.into_iter();
     let send_via = args.next().unwrap_or_else(|| "127.0.0.1:8081".to_owned());
     let receive_via = args.next().unwrap_or_else(|| "127.0.0.1:8181".to_owned());
     let count: usize = args.next().map_or(Ok(10), |text| text.parse())?;
@@ -51,8 +70,8 @@ async fn main() -> anyhow::Result<()> {
     let tag = format!("run-{run}");
 
     let mut producer_option = ProducerOption::default();
-    producer_option.set_topics(vec![TOPIC]);
-    let mut producer = Producer::new(producer_option, client_option(&send_via))
+    producer_option.set_topics(vec![topic.clone()]);
+    let mut producer = Producer::new(producer_option, client_option(&send_via, tls))
         .map_err(|error| anyhow::anyhow!("create producer: {error:?}"))?;
     producer
         .start()
@@ -62,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
     let mut sent = HashSet::new();
     for index in 0..count {
         let message = MessageBuilder::builder()
-            .set_topic(TOPIC)
+            .set_topic(topic.clone())
             .set_tag(tag.clone())
             .set_body(format!("demo message {index} of {tag}").into_bytes())
             .build()
@@ -76,9 +95,9 @@ async fn main() -> anyhow::Result<()> {
     println!("sent {count} messages via {send_via} (tag {tag})");
 
     let mut consumer_option = SimpleConsumerOption::default();
-    consumer_option.set_topics(vec![TOPIC]);
+    consumer_option.set_topics(vec![topic.clone()]);
     consumer_option.set_consumer_group(format!("demo-round-trip-{run}"));
-    let mut consumer = SimpleConsumer::new(consumer_option, client_option(&receive_via))
+    let mut consumer = SimpleConsumer::new(consumer_option, client_option(&receive_via, tls))
         .map_err(|error| anyhow::anyhow!("create consumer: {error:?}"))?;
     consumer
         .start()
@@ -90,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     while received.len() < sent.len() && started.elapsed() < Duration::from_secs(60) {
         let messages = consumer
-            .receive(TOPIC, &filter)
+            .receive(topic.clone(), &filter)
             .await
             .map_err(|error| anyhow::anyhow!("receive: {error:?}"))?;
         for message in messages {

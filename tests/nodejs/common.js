@@ -19,7 +19,10 @@
 // the client's `sessionCredentials` option ({accessKey, accessSecret}), with
 // which it signs every request (the `authorization` header, MQv2-HMAC-SHA1).
 // Without them the client gets no `sessionCredentials` and sends no
-// `authorization` header, as before.
+// `authorization` header, as before. Such a script also takes --tls: the
+// client then connects with TLS (its `sslEnabled` option), trusting Node's
+// CAs, or those of the file GRPC_DEFAULT_SSL_ROOTS_FILE_PATH names (grpc-js
+// reads it; NODE_EXTRA_CA_CERTS did not reach grpc-js 1.14.7 here).
 //
 // A failure's "error" is errorText(error): the exception's name and message
 // (the client's ClientException message is "[request-id=…,
@@ -37,6 +40,7 @@ const util = require('node:util');
 const credentialOptions = {
   'access-key': { type: 'string' },
   'secret-key': { type: 'string' },
+  tls: { type: 'boolean', default: false },
 };
 
 // Bodies up to this size are echoed in full (hex) in the JSON output.

@@ -57,6 +57,7 @@ async function main(args, log, result) {
     awaitDuration: awaitMs,
     logger: log,
     sessionCredentials: common.sessionCredentials(args),
+    sslEnabled: args.tls,
   });
   Object.assign(result, {
     client_id: consumer.clientId,

@@ -61,6 +61,7 @@ async function main(args, log, result) {
     topics: [ topic ],
     logger: log,
     sessionCredentials: common.sessionCredentials(args),
+    sslEnabled: args.tls,
   });
   result.client_id = producer.clientId;
   result.sent = [];

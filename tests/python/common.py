@@ -100,7 +100,8 @@ class _ArgumentParser(argparse.ArgumentParser):
 
 def argument_parser(description, credentials=True):
     """The scripts' parser: --deadline, and (unless `credentials` is False,
-    for scripts with credentials of their own) --access-key/--secret-key."""
+    for scripts with credentials of their own) --access-key/--secret-key and
+    --tls."""
     parser = _ArgumentParser(description=description)
     parser.add_argument(
         "--deadline",
@@ -120,6 +121,12 @@ def argument_parser(description, credentials=True):
         "--secret-key",
         metavar="SK",
         help="secret key of --access-key",
+    )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="connect with TLS (tls_enable=True), trusting gRPC's default roots "
+        "or the file GRPC_DEFAULT_SSL_ROOTS_FILE_PATH names",
     )
     return parser
 

@@ -61,6 +61,7 @@ def main(arguments, log):
             else FilterExpression(arguments.filter)
         },
         arguments.await_duration,
+        tls_enable=arguments.tls,
     )
     started = time.monotonic()
     consumer.startup()

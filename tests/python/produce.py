@@ -78,7 +78,9 @@ def main(arguments, log):
     if arguments.colliding_message_ids:
         common.make_message_ids_collide()
     producer = Producer(
-        common.client_configuration(arguments.endpoints, arguments), (arguments.topic,)
+        common.client_configuration(arguments.endpoints, arguments),
+        (arguments.topic,),
+        tls_enable=arguments.tls,
     )
     started = time.monotonic()
     producer.startup()

@@ -89,6 +89,11 @@ def parse_arguments():
         "--timeout", type=float, default=20.0, help="seconds to wait for any one frame"
     )
     parser.add_argument(
+        "--tls-ca",
+        metavar="PEM",
+        help="connect with TLS, trusting this CA file (a node with [client_tls])",
+    )
+    parser.add_argument(
         "--quiet",
         type=float,
         default=1.5,
@@ -213,6 +218,11 @@ class Client:
             auto_decode=False,
             reconnect_attempts_max=1,
         )
+        if arguments.tls_ca:
+            # stomp.py checks the server's certificate against this CA.
+            self.connection.set_ssl(
+                for_hosts=[(arguments.host, arguments.port)], ca_certs=arguments.tls_ca
+            )
         self.connection.set_listener("recorder", self.recorder)
         self.connect_command = connect_command
         self.passcode = passcode if passcode is not None else arguments.passcode

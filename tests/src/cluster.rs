@@ -3,6 +3,7 @@
 
 use anyhow::Context as _;
 use meridian_face::access::{Authentication, SignedChannel, Signer};
+use meridian_face::tls::Dialer;
 use meridian_proto::meridian::v1::node_service_client::NodeServiceClient;
 use meridian_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 use meridian_topology::{
@@ -14,7 +15,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tempfile::TempDir;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::command::{CommandOutput, meridian_binary};
 use crate::ports::HeldPorts;
@@ -79,6 +80,8 @@ pub struct TestClusterBuilder {
     access_keys: Vec<(String, String, String)>,
     /// Mutual TLS between replicators with a CA `meridian certs` makes.
     replication_tls: bool,
+    /// TLS on every client endpoint, with the same CA and certificates.
+    client_tls: bool,
 }
 
 impl Default for TestClusterBuilder {
@@ -96,6 +99,7 @@ impl Default for TestClusterBuilder {
             topology_file: None,
             access_keys: Vec::new(),
             replication_tls: false,
+            client_tls: false,
         }
     }
 }
@@ -132,6 +136,14 @@ impl TestClusterBuilder {
     /// names.
     pub fn replication_tls(mut self) -> Self {
         self.replication_tls = true;
+        self
+    }
+
+    /// TLS on every client endpoint (node, admin, router, HTTP, STOMP):
+    /// `[client_tls]` names the CA and certificates `meridian certs` makes
+    /// in `<root>/certs` ([`TestCluster::client_ca`]).
+    pub fn client_tls(mut self) -> Self {
+        self.client_tls = true;
         self
     }
 
@@ -254,7 +266,7 @@ impl TestClusterBuilder {
         let text = toml::to_string(&topology).context("serialize the test topology to TOML")?;
         std::fs::write(&topology_path, text)
             .with_context(|| format!("write {}", topology_path.display()))?;
-        if self.replication_tls {
+        if self.replication_tls || self.client_tls {
             let certs = root.join("certs");
             let output = std::process::Command::new(&binary)
                 .arg("certs")
@@ -269,11 +281,17 @@ impl TestClusterBuilder {
                 "meridian certs failed: {}",
                 String::from_utf8_lossy(&output.stderr)
             );
-            topology.replication_tls = Some(meridian_topology::ReplicationTls {
+            let files = meridian_topology::TlsFiles {
                 ca: certs.join("ca.pem"),
                 cert: certs.join("{region}.pem"),
                 key: certs.join("{region}-key.pem"),
-            });
+            };
+            if self.replication_tls {
+                topology.replication_tls = Some(files.clone());
+            }
+            if self.client_tls {
+                topology.client_tls = Some(files);
+            }
             let text = toml::to_string(&topology).context("serialize the test topology to TOML")?;
             std::fs::write(&topology_path, text)
                 .with_context(|| format!("write {}", topology_path.display()))?;
@@ -374,6 +392,7 @@ fn plan(
         drill: None,
         access: None,
         replication_tls: None,
+        client_tls: None,
     };
     Ok((topology, held))
 }
@@ -532,13 +551,27 @@ impl TestCluster {
         &self,
         region: &str,
     ) -> anyhow::Result<NodeServiceClient<SignedChannel>> {
-        let channel = connect(&self.admin_endpoint(region))
+        let channel = connect(&self.dialer()?, &self.admin_endpoint(region))
             .await
             .with_context(|| format!("connect to the admin API of region {region}"))?;
         Ok(
             NodeServiceClient::with_interceptor(channel, self.internal_signer()?)
                 .max_decoding_message_size(ADMIN_MAX_DECODING_BYTES),
         )
+    }
+
+    /// How the deployment's own processes dial its endpoints (TLS with
+    /// [`TestClusterBuilder::client_tls`]).
+    pub fn dialer(&self) -> anyhow::Result<Dialer> {
+        Dialer::of_topology(&self.topology).context("the cluster's [client_tls] CA")
+    }
+
+    /// The CA file clients must trust with [`TestClusterBuilder::client_tls`].
+    pub fn client_ca(&self) -> Option<&Path> {
+        self.topology
+            .client_tls
+            .as_ref()
+            .map(|tls| tls.ca.as_path())
     }
 
     /// What signs calls as the deployment's own processes do.
@@ -552,7 +585,7 @@ impl TestCluster {
     pub async fn messaging_client(
         endpoint: &str,
     ) -> anyhow::Result<MessagingServiceClient<Channel>> {
-        let channel = connect(endpoint)
+        let channel = connect(&Dialer::plain(), endpoint)
             .await
             .with_context(|| format!("connect to the RocketMQ API at {endpoint}"))?;
         Ok(MessagingServiceClient::new(channel))
@@ -726,8 +759,9 @@ impl Drop for TestCluster {
     }
 }
 
-async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
-    let channel = Endpoint::from_shared(format!("http://{endpoint}"))
+async fn connect(dialer: &Dialer, endpoint: &str) -> anyhow::Result<Channel> {
+    let channel = dialer
+        .endpoint(endpoint)
         .context("build the gRPC endpoint")?
         .connect_timeout(Duration::from_secs(5))
         .connect()

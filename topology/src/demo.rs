@@ -105,6 +105,7 @@ impl Topology {
             drill: None,
             access: None,
             replication_tls: None,
+            client_tls: None,
         }
     }
 }

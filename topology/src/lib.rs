@@ -144,5 +144,5 @@ pub use group::{
 };
 pub use model::{
     Access, ConsumeFrom, DEFAULT_RETENTION_MS, Durability, FlushMode, Link, MessageType, Region,
-    ReplicationTls, RouterMode, Site, Topic, Topology, TransactionChecks,
+    RouterMode, Site, TlsFiles, Topic, Topology, TransactionChecks,
 };

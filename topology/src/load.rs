@@ -126,7 +126,10 @@ impl Topology {
         {
             access.keys_file = base.join(&access.keys_file);
         }
-        if let Some(tls) = self.replication_tls.as_mut() {
+        for tls in [self.replication_tls.as_mut(), self.client_tls.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             for path in [&mut tls.ca, &mut tls.cert, &mut tls.key] {
                 if path.is_relative() && !path.as_os_str().is_empty() {
                     *path = base.join(&*path);

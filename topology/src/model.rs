@@ -36,26 +36,36 @@ pub struct Topology {
     /// CA; absent: each replicator makes a self-signed certificate and a
     /// dialer trusts the one in the peer's data directory (one machine only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replication_tls: Option<ReplicationTls>,
+    pub replication_tls: Option<TlsFiles>,
+    /// TLS on every region's client endpoints: the node's RocketMQ gRPC,
+    /// admin, HTTP and STOMP listeners and the router. `cert` must name the
+    /// addresses clients dial (IP addresses or DNS names); `ca` is what the
+    /// deployment's own processes (routers, replicators, `meridian status`,
+    /// `admin`, `bench`, drills) trust when they dial those endpoints.
+    /// Absent: plain TCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_tls: Option<TlsFiles>,
 }
 
-/// `[replication_tls]`: PEM files of the deployment CA and of each
-/// region's replicator certificate (`meridian certs` makes them for
-/// development). `{region}` in `cert` and `key` is replaced by the region's
-/// name; relative paths are resolved against the topology file's directory.
+/// `[replication_tls]` and `[client_tls]`: PEM files of a CA and of each
+/// region's certificate (`meridian certs` makes them for development).
+/// `{region}` in `cert` and `key` is replaced by the region's name;
+/// relative paths are resolved against the topology file's directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReplicationTls {
+pub struct TlsFiles {
     /// The CA certificate (PEM) that signed every region's certificate.
     pub ca: PathBuf,
-    /// A region's certificate chain (PEM), e.g. `certs/{region}.pem`: it
-    /// must name `<region>.replicator.meridian` and be signed by `ca`.
+    /// A region's certificate chain (PEM), e.g. `certs/{region}.pem`,
+    /// signed by `ca`. For replication it must name
+    /// `<region>.replicator.meridian`; for client endpoints, the addresses
+    /// clients dial.
     pub cert: PathBuf,
     /// The certificate's private key (PEM, PKCS#8), e.g. `certs/{region}-key.pem`.
     pub key: PathBuf,
 }
 
-impl ReplicationTls {
+impl TlsFiles {
     /// `template` with `{region}` replaced by `region`.
     fn for_region(template: &std::path::Path, region: &str) -> PathBuf {
         PathBuf::from(template.to_string_lossy().replace("{region}", region))

@@ -352,6 +352,7 @@ async fn start_own(
         drill: None,
         access: None,
         replication_tls: None,
+        client_tls: None,
     };
     let (topology, sockets) = crate::deployment::bind_ephemeral(topology)?;
     let path = root.join("bench-topology.toml");

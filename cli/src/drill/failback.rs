@@ -11,7 +11,6 @@ use meridian_proto::meridian::v1::node_service_client::NodeServiceClient;
 use meridian_proto::meridian::v1::{HealthRequest, TailRequest};
 use meridian_topology::Topology;
 use std::time::Duration;
-use tonic::transport::Endpoint;
 
 /// Longest the whole read may take.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,7 +29,8 @@ pub async fn unconfirmed(topology: &Topology, region: &str) -> anyhow::Result<Ve
 
 async fn read(topology: &Topology, region: &str) -> anyhow::Result<Vec<Reconciled>> {
     let admin = topology.region(region)?.admin;
-    let channel = Endpoint::from_shared(format!("http://{admin}"))?
+    let channel = crate::admin::dialer(topology)?
+        .endpoint(admin)?
         .connect()
         .await
         .with_context(|| format!("failed to connect to {region}'s admin API at {admin}"))?;

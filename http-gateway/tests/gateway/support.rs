@@ -401,6 +401,7 @@ pub async fn start(authentication: Authentication, limits: Limits) -> Running {
         region: "test".to_owned(),
         authentication,
         limits,
+        tls: None,
     };
     let task = tokio::spawn(meridian_http::serve(
         listener,

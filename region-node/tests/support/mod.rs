@@ -113,6 +113,7 @@ impl TestNode {
             drill: None,
             access: None,
             replication_tls: None,
+            client_tls: None,
         };
         topology.validate().expect("the test topology is valid");
         let node = Node::open(topology, REGION).expect("open the node");

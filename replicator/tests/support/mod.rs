@@ -391,6 +391,7 @@ pub fn topology(regions: &[&TestRegion], topics: &[(&str, &[&str])]) -> Topology
         drill: None,
         access: None,
         replication_tls: None,
+        client_tls: None,
     }
 }
 

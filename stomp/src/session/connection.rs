@@ -7,10 +7,10 @@ use crate::Limits;
 use crate::error::SessionError;
 use crate::frame::{self, Decoder, Frame};
 use bytes::{BufMut, BytesMut};
+use meridian_face::tls::ClientStream;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::time::Instant;
 
 /// Bytes read from the socket at a time.
@@ -28,7 +28,7 @@ const ERROR_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 const LINGER_MAX_BYTES: usize = 1024 * 1024;
 
 pub(super) struct Connection {
-    reader: OwnedReadHalf,
+    reader: ReadHalf<ClientStream>,
     input: BytesMut,
     decoder: Decoder,
     pub(super) writer: Writer,
@@ -37,10 +37,10 @@ pub(super) struct Connection {
 }
 
 impl Connection {
-    pub(super) fn new(socket: TcpStream, write_timeout: Duration) -> Self {
+    pub(super) fn new(socket: ClientStream, write_timeout: Duration) -> Self {
         // Frames are written whole; no need to wait for more.
-        let _ = socket.set_nodelay(true);
-        let (reader, writer) = socket.into_split();
+        let _ = socket.tcp().set_nodelay(true);
+        let (reader, writer) = tokio::io::split(socket);
         Connection {
             reader,
             input: BytesMut::new(),
@@ -83,14 +83,17 @@ impl Connection {
     /// while the session was busy: bytes it did not read yet count.
     pub(super) fn read_ready(&mut self) -> Result<Option<bool>, SessionError> {
         self.input.reserve(READ_CHUNK_BYTES);
-        match self.reader.try_read_buf(&mut self.input) {
-            Ok(0) => Ok(Some(false)),
-            Ok(_) => {
+        // One poll (`read_buf` is cancel safe): TLS may have bytes buffered
+        // that the socket no longer shows.
+        match futures::FutureExt::now_or_never(self.reader.read_buf(&mut self.input)) {
+            None => Ok(None),
+            Some(Ok(0)) => Ok(Some(false)),
+            Some(Ok(_)) => {
                 self.last_read = Instant::now();
                 Ok(Some(true))
             }
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
-            Err(source) => Err(SessionError::Io {
+            Some(Err(error)) if error.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+            Some(Err(source)) => Err(SessionError::Io {
                 action: "read from the client",
                 source,
             }),
@@ -146,7 +149,7 @@ impl Connection {
 
 /// The write side: frames are queued into one buffer and written together.
 pub(super) struct Writer {
-    half: OwnedWriteHalf,
+    half: WriteHalf<ClientStream>,
     output: BytesMut,
     /// When bytes last went to the client (heart-beats are due after it).
     pub(super) last_write: Instant,
@@ -167,7 +170,12 @@ impl Writer {
         if self.output.is_empty() {
             return Ok(());
         }
-        match tokio::time::timeout(self.timeout, self.half.write_all(&self.output)).await {
+        // `flush`: TLS may hold back the records of what was written.
+        let written = async {
+            self.half.write_all(&self.output).await?;
+            self.half.flush().await
+        };
+        match tokio::time::timeout(self.timeout, written).await {
             Ok(Ok(())) => {}
             Ok(Err(source)) => {
                 return Err(SessionError::Io {

@@ -30,6 +30,7 @@ use crate::error::SessionError;
 use crate::frame::{Command, Frame};
 use crate::heartbeat::{self, HeartBeats};
 use connection::Connection;
+use meridian_face::tls::ClientStream;
 use meridian_face::{Backend, Caller, Refusal};
 use meridian_proto::rocketmq::v2::Message;
 use std::collections::HashMap;
@@ -37,7 +38,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use subscription::{Received, Spec, Subscription};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -130,7 +130,7 @@ pub(crate) struct Session {
 
 /// Serves one accepted connection until it ends.
 pub(crate) async fn run(
-    socket: TcpStream,
+    socket: ClientStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
     shutdown: CancellationToken,

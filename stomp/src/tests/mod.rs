@@ -57,6 +57,7 @@ impl Server {
             region: "test".to_owned(),
             authentication,
             limits,
+            tls: None,
         };
         let task = tokio::spawn(crate::serve(
             listener,

@@ -12,6 +12,7 @@ mod admin;
 mod bench;
 mod broadcast;
 mod catalog;
+mod client_tls;
 mod colliding_ids;
 mod conformance;
 mod dead_letters;

@@ -42,6 +42,10 @@ pub(crate) struct NodeJs {
     modules: PathBuf,
     home: PathBuf,
     runs: AtomicUsize,
+    /// The cluster's client TLS CA, which grpc-js trusts through
+    /// `GRPC_DEFAULT_SSL_ROOTS_FILE_PATH` (it does not see Node's
+    /// `NODE_EXTRA_CA_CERTS`).
+    ca: Option<PathBuf>,
 }
 
 impl NodeJs {
@@ -73,6 +77,7 @@ impl NodeJs {
             modules,
             home,
             runs: AtomicUsize::new(0),
+            ca: cluster.client_ca().map(Path::to_path_buf),
         })
     }
 
@@ -93,6 +98,9 @@ impl NodeJs {
             .env("HOME", &self.home)
             .env("NODE_PATH", &self.modules)
             .env_remove("NODE_OPTIONS");
+        if let Some(ca) = &self.ca {
+            command.env("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", ca);
+        }
         let described = format!("node {} {}", script, args.join(" "));
         script::run("nodejs", command, described, log_file.display().to_string()).await
     }

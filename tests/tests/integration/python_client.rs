@@ -45,6 +45,9 @@ const PYTHON_REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 pub(crate) struct Python {
     interpreter: PathBuf,
     home: PathBuf,
+    /// The cluster's client TLS CA, which gRPC trusts through
+    /// `GRPC_DEFAULT_SSL_ROOTS_FILE_PATH`.
+    ca: Option<PathBuf>,
 }
 
 impl Python {
@@ -74,7 +77,11 @@ impl Python {
     ) -> anyhow::Result<Python> {
         let home = cluster.temp_dir().join("python-home");
         std::fs::create_dir_all(&home).with_context(|| format!("create {}", home.display()))?;
-        Ok(Python { interpreter, home })
+        Ok(Python {
+            interpreter,
+            home,
+            ca: cluster.client_ca().map(Path::to_path_buf),
+        })
     }
 
     /// Runs `tests/python/<script>` with `args` (plus `--deadline`).
@@ -89,6 +96,9 @@ impl Python {
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .env("PYTHONUNBUFFERED", "1")
             .env("PYTHONNOUSERSITE", "1");
+        if let Some(ca) = &self.ca {
+            command.env("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", ca);
+        }
         let described = format!(
             "{} {} {}",
             self.interpreter.display(),
