@@ -12,10 +12,19 @@
 //! that sends nothing within [`Limits::first_bytes_timeout`] is closed too,
 //! so silent sockets cannot hold places: connections wait for their first
 //! bytes each in a task of its own, and the server sees them only then.
+//!
+//! Once served, a connection must keep sending: [`server`] has the server
+//! ping an idle client every [`Limits::keepalive_interval`] (HTTP/2 PING,
+//! RFC 9113 §6.7), which any live client answers, and a connection that sent
+//! nothing at all for [`Limits::idle_timeout`] is closed. A client holds a
+//! place only while it talks; a slowloris-style client that trickles bytes
+//! holds at most its address's share. Request headers are capped at
+//! [`Limits::max_header_list_bytes`].
 
 use crate::accept::{AcceptLimits, Admission, Place};
 use crate::tls::{ClientStream, ServerTls, starts_with_handshake};
 use futures::Stream;
+use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -35,21 +44,49 @@ pub struct Limits {
     pub streams_per_connection: u32,
     /// How long a new connection may take to send its first bytes.
     pub first_bytes_timeout: Duration,
+    /// How long a connection may send nothing at all before it is closed.
+    pub idle_timeout: Duration,
+    /// How long the server waits, with nothing received, before it pings.
+    pub keepalive_interval: Duration,
+    /// How long the server waits for the answer to its ping before it
+    /// closes the connection.
+    pub keepalive_timeout: Duration,
+    /// Bytes of one request's header list (HTTP/2
+    /// `SETTINGS_MAX_HEADER_LIST_SIZE`), at most.
+    pub max_header_list_bytes: u32,
 }
 
 impl Default for Limits {
     /// 4096 connections (512 from one address) of 256 streams: far above
     /// what the official clients open (one connection per endpoint, a few
     /// long polls each), far below what exhausts a node. 10 s for the first
-    /// bytes (a client sends its HTTP/2 preface at once).
+    /// bytes (a client sends its HTTP/2 preface at once). Pings after 30 s
+    /// of silence, answered within 20 s; closed after 120 s without a byte
+    /// (a live client answers two pings in that time). 64 KiB of headers
+    /// (the clients send well under 1 KiB).
     fn default() -> Self {
         Limits {
             connections: 4096,
             connections_per_address: 512,
             streams_per_connection: 256,
             first_bytes_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(20),
+            max_header_list_bytes: 64 * 1024,
         }
     }
+}
+
+/// A gRPC server builder with `limits`' HTTP/2 settings: concurrent
+/// streams, header list size, and keepalive pings. Serve it with
+/// [`incoming`] and the same `limits`.
+pub fn server(limits: &Limits) -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(limits.streams_per_connection))
+        .http2_max_header_list_size(Some(limits.max_header_list_bytes))
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
 }
 
 /// Connections that sent their first bytes, each waiting for them.
@@ -109,12 +146,14 @@ async fn accept(
         }
         let ready = ready.clone();
         let timeout = limits.first_bytes_timeout;
+        let timeout_idle = limits.idle_timeout;
         let tls = tls.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(timeout, opening(stream, tls.as_ref())).await {
                 Ok(Ok(Some(stream))) => {
                     let connection = Connection {
                         stream,
+                        idle: Idle::new(timeout_idle),
                         _place: place,
                     };
                     let _ = ready.send(Ok(connection)).await;
@@ -162,7 +201,45 @@ async fn opening(stream: TcpStream, tls: Option<&ServerTls>) -> io::Result<Optio
 #[derive(Debug)]
 pub struct Connection {
     stream: ClientStream,
+    idle: Idle,
     _place: Place,
+}
+
+/// When a connection last sent bytes, and the timer that closes it when it
+/// sends nothing for `timeout`.
+#[derive(Debug)]
+struct Idle {
+    timeout: Duration,
+    last_read: tokio::time::Instant,
+    /// Fires at `last_read + timeout` or earlier (it is moved on lazily,
+    /// when it fires, not on every read).
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Idle {
+    fn new(timeout: Duration) -> Self {
+        let now = tokio::time::Instant::now();
+        Idle {
+            timeout,
+            last_read: now,
+            timer: Box::pin(tokio::time::sleep_until(now + timeout)),
+        }
+    }
+
+    /// `true` once the connection sent nothing for the timeout; registers
+    /// the waker otherwise.
+    fn expired(&mut self, context: &mut Context<'_>) -> bool {
+        loop {
+            if self.timer.as_mut().poll(context).is_pending() {
+                return false;
+            }
+            let deadline = self.last_read + self.timeout;
+            if deadline <= tokio::time::Instant::now() {
+                return true;
+            }
+            self.timer.as_mut().reset(deadline);
+        }
+    }
 }
 
 impl Connected for Connection {
@@ -179,7 +256,27 @@ impl AsyncRead for Connection {
         context: &mut Context<'_>,
         buffer: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(context, buffer)
+        let this = self.get_mut();
+        let before = buffer.filled().len();
+        match Pin::new(&mut this.stream).poll_read(context, buffer) {
+            Poll::Ready(Ok(())) if buffer.filled().len() > before => {
+                this.idle.last_read = tokio::time::Instant::now();
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if this.idle.expired(context) => {
+                let peer = this.stream.tcp().peer_addr().ok();
+                tracing::info!(
+                    ?peer,
+                    idle_ms = this.idle.timeout.as_millis(),
+                    "gRPC connection closed: it sent nothing"
+                );
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client sent nothing for the idle timeout",
+                )))
+            }
+            other => other,
+        }
     }
 }
 
@@ -232,7 +329,7 @@ mod tests {
             connections,
             connections_per_address,
             streams_per_connection: 1,
-            first_bytes_timeout: Duration::from_secs(10),
+            ..Limits::default()
         }
     }
 
@@ -321,5 +418,43 @@ mod tests {
             .await
             .expect("the silent connection's place is free");
         assert!(next.expect("a connection").is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_goes_silent_is_closed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let limits = Limits {
+            idle_timeout: Duration::from_millis(300),
+            ..limits(1, 1)
+        };
+        let mut accepted = Box::pin(incoming(listener, limits, None));
+        let mut client = speaking(address).await;
+        let mut connection = accepted
+            .next()
+            .await
+            .expect("a connection")
+            .expect("accepted");
+        let mut byte = [0; 1];
+        tokio::io::AsyncReadExt::read_exact(&mut connection, &mut byte)
+            .await
+            .expect("the first byte");
+        // Bytes keep it open…
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            client.write_all(b"x").await.expect("write");
+            tokio::io::AsyncReadExt::read_exact(&mut connection, &mut byte)
+                .await
+                .expect("the server reads");
+        }
+        // …silence does not.
+        let read = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read(&mut connection, &mut byte),
+        )
+        .await
+        .expect("the idle timeout ends the read");
+        let error = read.expect_err("an idle connection errs");
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
     }
 }

@@ -42,7 +42,7 @@ use tonic::service::interceptor::InterceptedService;
 use commit::CommitLog;
 use consumer::ConsumerEngine;
 use grpc::NodeContext;
-use meridian_face::incoming::{Limits, incoming};
+use meridian_face::incoming::{Limits, incoming, server};
 use meridian_face::tls::{Alpn, ServerTls};
 use meridian_proto::GRPC_MAX_DECODE_BYTES;
 use meridian_proto::meridian::v1::admin_service_server::AdminServiceServer;
@@ -256,8 +256,7 @@ impl Node {
             admin_guard.clone(),
         );
         let limits = Limits::default();
-        let client_server = tonic::transport::Server::builder()
-            .max_concurrent_streams(Some(limits.streams_per_connection))
+        let client_server = server(&limits)
             .add_service(messaging)
             .serve_with_incoming_shutdown(
                 incoming(node_listener, limits, tls_with(Alpn::Grpc)),
@@ -265,8 +264,7 @@ impl Node {
             );
         // gRPC (HTTP/2) and the JSON admin API (HTTP/1.1 or 2) on one port.
         let admin = Arc::new(grpc::admin::Admin::new(context.clone()));
-        let admin_server = tonic::transport::Server::builder()
-            .max_concurrent_streams(Some(limits.streams_per_connection))
+        let admin_server = server(&limits)
             .accept_http1(true)
             .add_routes(tonic::service::Routes::from(http_admin::router(
                 admin.clone(),

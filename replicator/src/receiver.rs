@@ -13,7 +13,12 @@
 //! a Goodbye and a close with [`CLOSE_MALFORMED`] and a reason starting with
 //! "malformed replication frame"; other connections are not affected.
 //!
-//! At most [`CONNECTIONS_MAX`] connections are served at once; more are refused.
+//! At most [`CONNECTIONS_MAX`] connections are served at once, at most
+//! [`CONNECTIONS_PER_ADDRESS_MAX`] of them from one IP address; more are
+//! refused. An address counts only once the dialer proved it receives there:
+//! a first attempt from an unproven address gets a QUIC Retry (RFC 9000
+//! §8.1.2), so a flood with forged source addresses cannot take a real
+//! peer's share.
 
 use crate::error::ReplicatorError;
 use crate::frame::{self, FrameError, FrameReader, ReceiverInbound};
@@ -22,6 +27,7 @@ use crate::protocol::{
     CLOSE_HANDSHAKE_REFUSED, CLOSE_MALFORMED, CLOSE_NODE_UNAVAILABLE, CLOSE_NORMAL,
 };
 use crate::receiver_core::{ReceiverCore, Violation};
+use meridian_face::accept::{AcceptLimits, Admission};
 use meridian_proto::meridian::v1::replication_frame::Frame;
 use meridian_proto::meridian::v1::{Ack, ApplyResponse, Batch, Goodbye};
 use meridian_report::chain as error_chain;
@@ -29,13 +35,16 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 /// Connections served at once, at most.
 pub const CONNECTIONS_MAX: usize = 64;
+/// Connections served at once from one IP address, at most: a peer keeps
+/// one per link, and regions sharing a host (or a NAT) need a few each.
+pub const CONNECTIONS_PER_ADDRESS_MAX: usize = 16;
 
 /// Deadline for the QUIC handshake, the stream and the Hello.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,7 +74,10 @@ pub(crate) async fn run_receiver(
     receiver: Arc<Receiver>,
     shutdown: CancellationToken,
 ) {
-    let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    let admission = Admission::new(AcceptLimits {
+        connections: CONNECTIONS_MAX,
+        per_peer_address: CONNECTIONS_PER_ADDRESS_MAX,
+    });
     let connections = TaskTracker::new();
     loop {
         let incoming = tokio::select! {
@@ -75,10 +87,19 @@ pub(crate) async fn run_receiver(
         };
         let Some(incoming) = incoming else { break };
         let remote = incoming.remote_address();
-        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            warn!(%remote, limit = CONNECTIONS_MAX, "refusing replication connection: too many open");
-            incoming.refuse();
+        if !incoming.remote_address_validated() && incoming.may_retry() {
+            if let Err(error) = incoming.retry() {
+                debug!(%remote, %error, "QUIC Retry not sent");
+            }
             continue;
+        }
+        let place = match admission.admit(remote.ip()) {
+            Ok(place) => place,
+            Err(refused) => {
+                warn!(%remote, reason = %refused, "refusing replication connection");
+                incoming.refuse();
+                continue;
+            }
         };
         let receiver = Arc::clone(&receiver);
         let shutdown = shutdown.clone();
@@ -86,7 +107,7 @@ pub(crate) async fn run_receiver(
         connections.spawn(
             async move {
                 serve_connection(incoming, &receiver, &shutdown).await;
-                drop(permit);
+                drop(place);
             }
             .instrument(span),
         );

@@ -28,7 +28,7 @@ mod service;
 
 pub use error::RouterError;
 
-use meridian_face::incoming::{Limits, incoming};
+use meridian_face::incoming::{Limits, incoming, server};
 use meridian_face::tls::{Alpn, Dialer, ServerTls};
 use meridian_proto::GRPC_MAX_DECODE_BYTES;
 use meridian_proto::rocketmq::v2::messaging_service_server::MessagingServiceServer;
@@ -114,8 +114,7 @@ pub async fn run(
     let service =
         MessagingServiceServer::new(face).max_decoding_message_size(GRPC_MAX_DECODE_BYTES);
     let limits = Limits::default();
-    let served = tonic::transport::Server::builder()
-        .max_concurrent_streams(Some(limits.streams_per_connection))
+    let served = server(&limits)
         .add_service(service)
         .serve_with_incoming_shutdown(incoming(listener, limits, tls), shutdown.cancelled())
         .await;

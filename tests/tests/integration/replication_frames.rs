@@ -1,5 +1,6 @@
 //! The replicator treats frames from the network as hostile: a malformed frame
-//! closes that connection with a clear reason and nothing else.
+//! closes that connection with a clear reason and nothing else; one address
+//! cannot take more than its share of the replicator's connections.
 
 use crate::support::{client_message_ids, message_records, send, start_producer};
 use meridian_tests::meridian_proto::meridian::v1::{ReplicationFrame, replication_frame};
@@ -16,6 +17,9 @@ const ALPN: &[u8] = b"meridian-repl/1";
 /// The application error code of a connection closed for a malformed frame.
 const MALFORMED_ERROR_CODE: u32 = 2;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Replication connections one IP address may hold at once (the
+/// replicator's `CONNECTIONS_PER_ADDRESS_MAX`).
+const CONNECTIONS_PER_ADDRESS_MAX: usize = 16;
 
 /// A QUIC client endpoint that trusts `server_region`'s replicator certificate
 /// and, when `client_region`'s key is on disk too, can present that region's
@@ -158,9 +162,38 @@ async fn malformed_replication_frame_is_refused_without_panic() {
             "b's replicator died on {what}"
         );
     }
+
+    // One address gets its share of the replicator's connections and no
+    // more (a's real link from 127.0.0.1 holds one place of the share).
+    let attempts = futures::future::join_all((0..=CONNECTIONS_PER_ADDRESS_MAX).map(|_| async {
+        endpoint
+            .connect(server, server_name)
+            .map_err(anyhow::Error::from)?
+            .await
+            .map_err(anyhow::Error::from)
+    }))
+    .await;
+    let refused = attempts.iter().filter(|attempt| attempt.is_err()).count();
+    assert!(
+        refused >= 1 && refused < attempts.len(),
+        "of {} connections from one address, {refused} were refused; expected some but not all \
+         (at most {CONNECTIONS_PER_ADDRESS_MAX} at once): {:?}",
+        attempts.len(),
+        attempts
+            .iter()
+            .filter_map(|attempt| attempt.as_ref().err())
+            .next()
+    );
+    for connection in attempts.into_iter().flatten() {
+        connection.close(quinn::VarInt::from_u32(0), b"test done");
+    }
     endpoint.close(quinn::VarInt::from_u32(0), b"test done");
 
     let log = cluster.log("b", Role::Replicator);
+    assert!(
+        log.contains("refusing replication connection"),
+        "b's replicator did not log the refused connections"
+    );
     assert!(!log.contains("panicked"), "b's replicator panicked");
     assert!(
         log.lines()
