@@ -331,7 +331,9 @@ mod tests {
     async fn a_tls_client_talks_and_a_plain_one_is_refused() {
         let directory = tempfile::tempdir().expect("a temp dir");
         let (cert, key) = certificate(directory.path());
-        let tls = ServerTls::load(&cert, &key).expect("load").with_alpn(Alpn::Grpc);
+        let tls = ServerTls::load(&cert, &key)
+            .expect("load")
+            .with_alpn(Alpn::Grpc);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
         let server = tokio::spawn(async move {
@@ -351,15 +353,26 @@ mod tests {
             }
         });
         let connector = tokio_rustls::TlsConnector::from(client_config(&cert));
-        let tcp = tokio::net::TcpStream::connect(address).await.expect("connect");
+        let tcp = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
         let name = ServerName::try_from("127.0.0.1").expect("a name");
-        let mut client = connector.connect(name, tcp).await.expect("client handshake");
-        assert_eq!(client.get_ref().1.alpn_protocol(), None, "the client offered none");
+        let mut client = connector
+            .connect(name, tcp)
+            .await
+            .expect("client handshake");
+        assert_eq!(
+            client.get_ref().1.alpn_protocol(),
+            None,
+            "the client offered none"
+        );
         client.write_all(b"ping").await.expect("write");
         let mut echoed = Vec::new();
         client.read_to_end(&mut echoed).await.expect("read");
         assert_eq!(echoed, b"ping");
-        let mut plain = tokio::net::TcpStream::connect(address).await.expect("connect");
+        let mut plain = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
         plain.write_all(b"PRI * HTTP/2.0\r\n").await.expect("write");
         server.await.expect("the server task");
     }
@@ -373,7 +386,10 @@ mod tests {
         let empty = directory.path().join("empty.pem");
         std::fs::write(&empty, "").expect("write");
         let error = ServerTls::load(&empty, &missing).expect_err("no certificate");
-        assert!(error.to_string().contains("holds no certificate"), "{error}");
+        assert!(
+            error.to_string().contains("holds no certificate"),
+            "{error}"
+        );
         let error = Dialer::trusting(&missing).expect_err("no CA file");
         assert!(error.to_string().contains("missing.pem"), "{error}");
         let (cert, _) = certificate(directory.path());
@@ -383,7 +399,9 @@ mod tests {
 
     #[test]
     fn the_dialer_picks_the_scheme() {
-        let plain = Dialer::plain().endpoint("127.0.0.1:1").expect("an endpoint");
+        let plain = Dialer::plain()
+            .endpoint("127.0.0.1:1")
+            .expect("an endpoint");
         assert_eq!(plain.uri().scheme_str(), Some("http"));
         let directory = tempfile::tempdir().expect("a temp dir");
         let (cert, _) = certificate(directory.path());
