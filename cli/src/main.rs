@@ -9,6 +9,7 @@ mod admin;
 mod bench;
 mod certs;
 mod control;
+mod credentials;
 mod deployment;
 mod drill;
 mod emulation;
@@ -122,13 +123,9 @@ enum Command {
         /// JSON instead of tables.
         #[arg(long, global = true)]
         json: bool,
-        /// Sign the calls with this access key (granted `admin`) instead of
-        /// the topology's `[access] internal_key`.
-        #[arg(long, global = true, env = "MQ_ACCESS_KEY")]
-        access_key: Option<String>,
-        /// The environment variable that holds the secret of --access-key.
-        #[arg(long, global = true, default_value = "MQ_SECRET_KEY")]
-        secret_key_env: String,
+        // A key granted `admin`; without one, the topology's internal key.
+        #[command(flatten)]
+        key: credentials::AccessKeyArgs,
         #[command(subcommand)]
         command: admin::AdminCommand,
     },
@@ -253,6 +250,12 @@ enum DrillCommand {
         /// `max_recovery_ms` (for busy machines such as CI runners).
         #[arg(long)]
         no_timing_invariants: bool,
+        /// With `[access]` in the file: the key of its keys file that the
+        /// load's clients sign with (default: the `internal_key`, if it is
+        /// granted what the load does). The runner reads the secret from
+        /// the keys file, as the deployment does.
+        #[arg(long)]
+        access_key: Option<String>,
     },
 }
 
@@ -395,6 +398,7 @@ async fn run(command: Command, inherited: Inherited) -> ExitCode {
                     keep_data,
                     fixed_ports,
                     no_timing_invariants,
+                    access_key,
                 },
         } => {
             let args = drill::RunArgs {
@@ -405,6 +409,7 @@ async fn run(command: Command, inherited: Inherited) -> ExitCode {
                 keep_data,
                 fixed_ports,
                 timing_invariants: !no_timing_invariants,
+                access_key,
             };
             match drill::run(args, inherited).await {
                 Ok(true) => ExitCode::SUCCESS,
@@ -436,8 +441,7 @@ async fn run(command: Command, inherited: Inherited) -> ExitCode {
             topology,
             region,
             json,
-            access_key,
-            secret_key_env,
+            key,
             command,
         } => {
             let topology = match load(&topology, region.as_deref()) {
@@ -453,18 +457,10 @@ async fn run(command: Command, inherited: Inherited) -> ExitCode {
                 eprintln!("error: the topology has no region");
                 return ExitCode::from(EXIT_INVALID_TOPOLOGY);
             };
-            let signer = match access_key {
-                None => admin::internal_signer(&topology),
-                Some(access_key) => match std::env::var(&secret_key_env) {
-                    Ok(secret) => admin::signer_of(access_key, secret),
-                    Err(_) => {
-                        eprintln!(
-                            "error: --access-key {access_key} needs its secret in the \
-                             environment variable {secret_key_env}, which is not set"
-                        );
-                        return ExitCode::FAILURE;
-                    }
-                },
+            let signer = match key.signer() {
+                Ok(Some(signer)) => signer,
+                Ok(None) => admin::internal_signer(&topology),
+                Err(error) => return report(Err(error)),
             };
             match admin::run(admin, signer, &topology, &command, json).await {
                 Ok(text) => {

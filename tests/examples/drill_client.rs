@@ -24,6 +24,12 @@
 //! - `{"event":"failed","error"}` when the client cannot start (exit 1) or
 //!   the arguments are wrong (exit 2).
 //!
+//! From the environment (what `meridian drill run` sets for a deployment
+//! with `[access]` or `[client_tls]`): `DRILL_ACCESS_KEY` and
+//! `DRILL_SECRET_KEY`, the access key every call is signed with;
+//! `DRILL_TLS=1`, dial with TLS, trusting the CA certificates this client
+//! reads from `SSL_CERT_FILE` (the runner sets it to the deployment's CA).
+//!
 //! It stops at end of file on stdin (the drill runner closes it), SIGTERM or
 //! SIGINT. A call in flight then is abandoned (dropped; its outcome is not
 //! reported), so stopping never waits for a long poll. The producer sends
@@ -59,6 +65,10 @@ enum Role {
 
 struct Arguments {
     role: Role,
+    /// Access key and secret, from the environment.
+    key: Option<(String, String)>,
+    /// Dial with TLS, from the environment.
+    tls: bool,
     endpoints: String,
     topic: String,
     group: String,
@@ -108,8 +118,11 @@ fn parse_arguments() -> Result<Arguments, String> {
             _ => return Err(format!("unknown flag {flag:?}; {USAGE}")),
         }
     }
+    let (key, tls) = from_environment()?;
     Ok(Arguments {
         role: role.ok_or_else(|| format!("--role is required; {USAGE}"))?,
+        key,
+        tls,
         endpoints: endpoints.ok_or_else(|| format!("--endpoints is required; {USAGE}"))?,
         topic: topic.ok_or_else(|| format!("--topic is required; {USAGE}"))?,
         group,
@@ -119,6 +132,33 @@ fn parse_arguments() -> Result<Arguments, String> {
         batch: i32::try_from(batch).map_err(|_| format!("--batch is too large: {batch}"))?,
         await_duration: Duration::from_millis(await_ms),
     })
+}
+
+/// The access key (`DRILL_ACCESS_KEY`, `DRILL_SECRET_KEY`) and whether to
+/// dial with TLS (`DRILL_TLS`: `1` or `0`, unset is `0`).
+fn from_environment() -> Result<(Option<(String, String)>, bool), String> {
+    let variable = |name: &str| match std::env::var(name) {
+        Ok(value) => Ok(Some(value)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(format!("{name} is not UTF-8 text")),
+    };
+    let key = match (variable("DRILL_ACCESS_KEY")?, variable("DRILL_SECRET_KEY")?) {
+        (Some(access_key), Some(secret)) => Some((access_key, secret)),
+        (None, None) => None,
+        (Some(_), None) => return Err("DRILL_ACCESS_KEY is set without DRILL_SECRET_KEY".into()),
+        (None, Some(_)) => return Err("DRILL_SECRET_KEY is set without DRILL_ACCESS_KEY".into()),
+    };
+    let tls = match variable("DRILL_TLS")?.as_deref() {
+        None | Some("0") => false,
+        Some("1") => true,
+        Some(other) => return Err(format!("DRILL_TLS must be 1 or 0, not {other:?}")),
+    };
+    if tls && std::env::var_os("SSL_CERT_FILE").is_none() {
+        // Without it the client trusts the system's roots only, which do not
+        // hold a deployment's own CA: say so rather than fail every call.
+        eprintln!("drill_client: DRILL_TLS=1 without SSL_CERT_FILE: trusting the system's roots");
+    }
+    Ok((key, tls))
 }
 
 /// Writes the events: one JSON object a line, flushed, with `at_ms`.
@@ -204,7 +244,11 @@ impl Stop {
 fn client_option(arguments: &Arguments) -> ClientOption {
     let mut option = ClientOption::default();
     option.set_access_url(arguments.endpoints.as_str());
-    option.set_enable_tls(false);
+    option.set_enable_tls(arguments.tls);
+    if let Some((access_key, secret)) = &arguments.key {
+        option.set_access_key(access_key.as_str());
+        option.set_secret_key(secret.as_str());
+    }
     // This client uses the long-polling time both as the poll it asks for and
     // as the receive call's deadline; the server polls until one second
     // before that deadline. Asking for --await-ms plus that second makes the

@@ -19,6 +19,13 @@
 //                                              (bad arguments: exit 2)
 // Every event carries "at_ms", milliseconds since the script started.
 //
+// From the environment (what `meridian drill run` sets for a deployment with
+// [access] or [client_tls]): DRILL_ACCESS_KEY and DRILL_SECRET_KEY, the access
+// key every request is signed with (`sessionCredentials`); DRILL_TLS=1,
+// connect with TLS (`sslEnabled`), trusting the CA certificates grpc-js reads
+// from GRPC_DEFAULT_SSL_ROOTS_FILE_PATH (it does not see Node's
+// NODE_EXTRA_CA_CERTS); the runner sets both to the deployment's CA.
+//
 // It stops at end of file on stdin (the drill runner closes it), SIGTERM or
 // SIGINT. A call in flight then is abandoned (its outcome is not reported),
 // so stopping never waits for a long poll. The producer sends `drill <n>` once
@@ -111,6 +118,24 @@ function parseArguments() {
   return values;
 }
 
+// The access key and TLS switch from DRILL_ACCESS_KEY, DRILL_SECRET_KEY and
+// DRILL_TLS.
+function fromEnvironment() {
+  const { DRILL_ACCESS_KEY: accessKey, DRILL_SECRET_KEY: accessSecret } = process.env;
+  const tls = process.env.DRILL_TLS ?? '0';
+  if ((accessKey === undefined) !== (accessSecret === undefined)) {
+    throw new Error('DRILL_ACCESS_KEY and DRILL_SECRET_KEY must be set together');
+  }
+  if (tls !== '0' && tls !== '1') throw new Error(`DRILL_TLS must be 1 or 0, not ${tls}`);
+  if (tls === '1' && !process.env.GRPC_DEFAULT_SSL_ROOTS_FILE_PATH) {
+    process.stderr.write('DRILL_TLS=1 without GRPC_DEFAULT_SSL_ROOTS_FILE_PATH: trusting the default roots\n');
+  }
+  return {
+    sessionCredentials: accessKey === undefined ? undefined : { accessKey, accessSecret },
+    sslEnabled: tls === '1',
+  };
+}
+
 // Resolves once stdin reaches end of file, or on SIGTERM / SIGINT.
 function watchForStop() {
   let stop;
@@ -193,8 +218,10 @@ function exit(code) {
 
 async function main() {
   let args;
+  let access;
   try {
     args = parseArguments();
+    access = fromEnvironment();
   } catch (error) {
     emit('failed', { error: `bad arguments: ${error.message}` });
     return exit(2);
@@ -210,7 +237,14 @@ async function main() {
   const stop = watchForStop();
   const home = process.env.HOME || process.cwd();
   const logger = new FileLogger(args['log-file'] || path.join(home, 'logs', 'rocketmq-nodejs', 'drill-client.log'));
-  const common = { endpoints: args.endpoints, namespace: '', requestTimeout: REQUEST_TIMEOUT_MS, logger };
+  const common = {
+    endpoints: args.endpoints,
+    namespace: '',
+    requestTimeout: REQUEST_TIMEOUT_MS,
+    logger,
+    sslEnabled: access.sslEnabled,
+    ...(access.sessionCredentials ? { sessionCredentials: access.sessionCredentials } : {}),
+  };
   const client = args.role === 'producer'
     ? new Producer({ ...common, topics: [ args.topic ] })
     : new SimpleConsumer({

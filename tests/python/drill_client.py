@@ -23,6 +23,12 @@ SIGINT. A call in flight then is abandoned (its outcome is not reported), so
 stopping never waits for a long poll. The producer sends `drill <n>` once per
 --interval-ms (without catching up after a slow send).
 
+From the environment (what `meridian drill run` sets for a deployment with
+[access] or [client_tls]): DRILL_ACCESS_KEY and DRILL_SECRET_KEY, the access
+key every request is signed with; DRILL_TLS=1, connect with TLS (the client's
+`tls_enable`), trusting the CA certificates grpc reads from
+GRPC_DEFAULT_SSL_ROOTS_FILE_PATH (the runner sets it to the deployment's CA).
+
 The client takes whole seconds for the invisible and long-polling durations,
 so --invisible-ms and --await-ms are rounded up to seconds. Its startup()
 does not fail when the route query does (it only logs that): with a wrong
@@ -197,22 +203,46 @@ def consume(arguments, consumer, stop):
                 emit("acked", message_id=message.message_id)
 
 
+def from_environment():
+    """(Credentials, tls) from DRILL_ACCESS_KEY, DRILL_SECRET_KEY and DRILL_TLS;
+    exits 2 with a `failed` event when they make no sense."""
+    access_key = os.environ.get("DRILL_ACCESS_KEY")
+    secret_key = os.environ.get("DRILL_SECRET_KEY")
+    tls = os.environ.get("DRILL_TLS", "0")
+    problem = None
+    if (access_key is None) != (secret_key is None):
+        problem = "DRILL_ACCESS_KEY and DRILL_SECRET_KEY must be set together"
+    elif tls not in ("0", "1"):
+        problem = f"DRILL_TLS must be 1 or 0, not {tls!r}"
+    if problem:
+        emit("failed", error=f"bad arguments: {problem}")
+        sys.exit(2)
+    if tls == "1" and "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH" not in os.environ:
+        sys.stderr.write(
+            "DRILL_TLS=1 without GRPC_DEFAULT_SSL_ROOTS_FILE_PATH: trusting grpc's bundled roots\n"
+        )
+    credentials = Credentials() if access_key is None else Credentials(access_key, secret_key)
+    return credentials, tls == "1"
+
+
 def main():
     arguments = parse_arguments()
+    credentials, tls = from_environment()
     stop = Stop()
     stop.watch()
     configuration = ClientConfiguration(
-        arguments.endpoints, Credentials(), request_timeout=REQUEST_TIMEOUT_S
+        arguments.endpoints, credentials, request_timeout=REQUEST_TIMEOUT_S
     )
     try:
         if arguments.role == "producer":
-            client = Producer(configuration, (arguments.topic,))
+            client = Producer(configuration, (arguments.topic,), tls_enable=tls)
         else:
             client = SimpleConsumer(
                 configuration,
                 arguments.group,
                 {arguments.topic: FilterExpression(arguments.tag)},
                 math.ceil(arguments.await_ms / 1000),
+                tls_enable=tls,
             )
         client.startup()
     except Exception as error:  # pylint: disable=broad-except

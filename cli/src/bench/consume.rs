@@ -21,7 +21,7 @@
 
 use super::scheduled::{self, Scheduled};
 use super::{Flush, Latency, Target, histogram, latency_of, micros};
-use crate::drill::client::Client;
+use crate::drill::client::{Client, Transport};
 use anyhow::Context as _;
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -151,11 +151,14 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
     let node_pid = deployment.pid("bench", "node");
     let db = directory.path().join("bench").join("node").join("db");
     let measured = async {
-        let preloaded = preload(args.scheduled, router, node_pid, &db).await?;
-        let (mut report, scheduled_seen) = run_consume(&args, router, node_pid).await?;
+        let transport = super::own_transport(&deployment)?;
+        let preloaded = preload(&transport, args.scheduled, router, node_pid, &db).await?;
+        let (mut report, scheduled_seen) = run_consume(&args, &transport, router, node_pid).await?;
         if let Some(mut preloaded) = preloaded {
             preloaded.delivered = Some(scheduled_seen);
-            let queued = scheduled::queued(router, super::BENCH_TOPIC, super::BENCH_QUEUES).await?;
+            let queued =
+                scheduled::queued(&transport, router, super::BENCH_TOPIC, super::BENCH_QUEUES)
+                    .await?;
             preloaded.set_queued(queued, args.messages);
             report.scheduled_messages = preloaded.messages;
             report.scheduled = Some(preloaded);
@@ -202,6 +205,7 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
 
 /// `--scheduled count` into bench's topic through `router`, if any.
 async fn preload(
+    transport: &Transport,
     count: u64,
     router: SocketAddr,
     pid: Option<u32>,
@@ -211,6 +215,7 @@ async fn preload(
         return Ok(None);
     }
     let preloaded = scheduled::preload(
+        transport,
         router,
         super::BENCH_TOPIC,
         count,
@@ -224,6 +229,7 @@ async fn preload(
 /// The report and the scheduled messages the consumers received.
 async fn run_consume(
     args: &ConsumeArgs,
+    transport: &Transport,
     router: SocketAddr,
     node_pid: Option<u32>,
 ) -> anyhow::Result<(ConsumeReport, u64)> {
@@ -231,6 +237,7 @@ async fn run_consume(
     let target = Target::Meridian {
         access_point: router,
         topic: super::BENCH_TOPIC.to_owned(),
+        transport: transport.clone(),
     };
     let remaining = Arc::new(AtomicU64::new(args.messages));
     let mut fillers = tokio::task::JoinSet::new();
@@ -274,16 +281,18 @@ async fn run_consume(
     let deadline = started + Duration::from_secs(120);
     let mut consumers = tokio::task::JoinSet::new();
     for index in 0..args.concurrency {
-        let (consumed, scheduled_seen, total) = (
+        let (consumed, scheduled_seen, total, transport) = (
             Arc::clone(&consumed),
             Arc::clone(&scheduled_seen),
             args.messages,
+            transport.clone(),
         );
         consumers.spawn(async move {
             let mut client = Client::new(
                 router,
                 format!("bench-consumer-{index}"),
                 super::BENCH_TOPIC,
+                transport,
             );
             let mut rounds = histogram();
             while consumed.load(Ordering::Relaxed) < total && Instant::now() < deadline {
@@ -368,12 +377,15 @@ pub async fn latency(args: LatencyArgs) -> anyhow::Result<()> {
     let db = directory.path().join("near").join("node").join("db");
     let node_pid = deployment.pid("near", "node");
     let measured = async {
-        let preloaded = preload(args.scheduled, send_to, node_pid, &db).await?;
-        let (mut report, stored, scheduled_seen) = run_latency(&args, send_to, consume_at).await?;
+        let transport = super::own_transport(&deployment)?;
+        let preloaded = preload(&transport, args.scheduled, send_to, node_pid, &db).await?;
+        let (mut report, stored, scheduled_seen) =
+            run_latency(&args, &transport, send_to, consume_at).await?;
         if let Some(mut preloaded) = preloaded {
             preloaded.delivered = Some(scheduled_seen);
             let queued =
-                scheduled::queued(send_to, super::BENCH_TOPIC, super::BENCH_QUEUES).await?;
+                scheduled::queued(&transport, send_to, super::BENCH_TOPIC, super::BENCH_QUEUES)
+                    .await?;
             preloaded.set_queued(queued, stored);
             report.scheduled_messages = preloaded.messages;
             report.scheduled = Some(preloaded);
@@ -407,6 +419,7 @@ pub async fn latency(args: LatencyArgs) -> anyhow::Result<()> {
 /// the scheduled messages the consumers received.
 async fn run_latency(
     args: &LatencyArgs,
+    transport: &Transport,
     send_to: SocketAddr,
     consume_at: SocketAddr,
 ) -> anyhow::Result<(LatencyReport, u64, u64)> {
@@ -421,16 +434,18 @@ async fn run_latency(
 
     let mut consumers = tokio::task::JoinSet::new();
     for index in 0..args.consumers {
-        let (stop, delivered, scheduled_seen) = (
+        let (stop, delivered, scheduled_seen, transport) = (
             Arc::clone(&stop),
             Arc::clone(&delivered),
             Arc::clone(&scheduled_seen),
+            transport.clone(),
         );
         consumers.spawn(async move {
             let mut client = Client::new(
                 consume_at,
                 format!("bench-consumer-{index}"),
                 super::BENCH_TOPIC,
+                transport,
             );
             let mut latencies = histogram();
             while !stop.load(Ordering::Relaxed) {
@@ -462,7 +477,12 @@ async fn run_latency(
         });
     }
 
-    let mut producer = Client::new(send_to, "bench-producer".to_owned(), super::BENCH_TOPIC);
+    let mut producer = Client::new(
+        send_to,
+        "bench-producer".to_owned(),
+        super::BENCH_TOPIC,
+        transport.clone(),
+    );
     let body = vec![b'l'; args.size];
     let mut ticker = tokio::time::interval(
         Duration::from_secs(1) / u32::try_from(args.rate).unwrap_or(u32::MAX),

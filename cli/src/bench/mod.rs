@@ -19,6 +19,15 @@
 //! one JSON object on stdout; a progress bar (indicatif) shows on stderr
 //! when it is a terminal.
 //!
+//! With `--access-point`, `--access-key ID` (secret in the variable
+//! `--secret-key-env` names, default `MQ_SECRET_KEY`) signs every call, as
+//! `meridian admin` does, and `--ca FILE` dials with TLS trusting that CA
+//! (a deployment with `[client_tls]`); bench first sends one message and
+//! stops with the server's answer if it is refused. Bench's own deployment
+//! runs without keys and TLS. Bench's clients are its own gRPC clients (the
+//! official Rust client is not used in-process), so TLS needs no
+//! `SSL_CERT_FILE`.
+//!
 //! With `--scheduled N` (produce, consume, one-region latency) bench first
 //! sends N scheduled messages due in 30 days to the same topic (see
 //! [`scheduled`]), then runs exactly as without it, and checks afterwards
@@ -32,16 +41,18 @@ mod scheduled;
 pub use consume::{ConsumeArgs, LatencyArgs, consume, latency};
 
 use crate::deployment::{Deployment, Options};
-use crate::drill::client::Client;
+use crate::drill::client::{Client, Transport};
 use anyhow::Context as _;
 use hdrhistogram::Histogram;
+use meridian_face::access::Signer;
+use meridian_face::tls::Dialer;
 use meridian_topology::{
     ConsumeFrom, FlushMode, MessageType, Region, RouterMode, Site, Topic, Topology,
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -68,6 +79,14 @@ pub struct ProduceArgs {
     /// has the topic `bench`).
     #[arg(long, default_value = "demo")]
     pub topic: String,
+    // The key to sign with, granted `pub` on the topic (with
+    // --access-point; bench's own deployment takes no keys).
+    #[command(flatten)]
+    pub key: crate::credentials::AccessKeyArgs,
+    /// Dial --access-point with TLS, trusting the CA certificate (PEM) in
+    /// this file: the `ca` of the deployment's `[client_tls]`.
+    #[arg(long, requires = "access_point")]
+    pub ca: Option<PathBuf>,
     /// Body size of each message, bytes.
     #[arg(long, default_value_t = 1024)]
     pub size: usize,
@@ -184,16 +203,26 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     );
     let mut report = match args.access_point {
         Some(access_point) => {
-            let description = format!("{access_point}, topic {}", args.topic);
+            let transport = transport_of(&args)?;
+            let description = format!(
+                "{access_point}{}, topic {}",
+                if transport.is_tls() { " (TLS)" } else { "" },
+                args.topic
+            );
+            check_sends(&args, access_point, &transport).await?;
             let target = Target::Meridian {
                 access_point,
                 topic: args.topic.clone(),
+                transport: transport.clone(),
             };
             // The deployment's topic and queue count are unknown: queue 0,
             // and no check of the queues afterwards.
             let preloaded = match args.scheduled {
                 0 => None,
-                count => Some(scheduled::preload(access_point, &args.topic, count, 1, None).await?),
+                count => Some(
+                    scheduled::preload(&transport, access_point, &args.topic, count, 1, None)
+                        .await?,
+                ),
             };
             let mut measured = run_producers(&args, target, description, None).await?;
             measured.scheduled_messages = preloaded.as_ref().map_or(0, |load| load.messages);
@@ -201,11 +230,18 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
             measured
         }
         None => {
+            if let Some(access_key) = &args.key.access_key {
+                eprintln!(
+                    "note: bench's own deployment takes no access keys; --access-key \
+                     {access_key} (or MQ_ACCESS_KEY) is used with --access-point only"
+                );
+            }
             let directory = tempfile::Builder::new()
                 .prefix("meridian-bench-")
                 .tempdir()
                 .context("create the bench's data directory")?;
             let mut deployment = start_own(directory.path(), args.flush, &["bench"], 0).await?;
+            let transport = own_transport(&deployment)?;
             let router = deployment
                 .topology()
                 .region("bench")
@@ -219,6 +255,7 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
             let target = Target::Meridian {
                 access_point: router,
                 topic: BENCH_TOPIC.to_owned(),
+                transport: transport.clone(),
             };
             // The node's RocksDB (not the processes' logs).
             let db = directory.path().join("bench").join("node").join("db");
@@ -227,6 +264,7 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
                     0 => None,
                     count => Some(
                         scheduled::preload(
+                            &transport,
                             router,
                             BENCH_TOPIC,
                             count,
@@ -241,7 +279,8 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
                 };
                 let mut measured = run_producers(&args, target, description, node_pid).await?;
                 if let Some(mut preloaded) = preloaded {
-                    let queued = scheduled::queued(router, BENCH_TOPIC, BENCH_QUEUES).await?;
+                    let queued =
+                        scheduled::queued(&transport, router, BENCH_TOPIC, BENCH_QUEUES).await?;
                     preloaded.set_queued(queued, measured.stored_total);
                     measured.scheduled_messages = preloaded.messages;
                     measured.scheduled = Some(preloaded);
@@ -290,6 +329,75 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         print_report(&report);
     }
     Ok(())
+}
+
+/// How bench's clients reach `--access-point`: with TLS when `--ca` is
+/// given, signing with `--access-key` when it is.
+fn transport_of(args: &ProduceArgs) -> anyhow::Result<Transport> {
+    let dialer = match &args.ca {
+        Some(ca) => Dialer::trusting(ca).context("--ca")?,
+        None => Dialer::plain(),
+    };
+    let signer = args.key.signer()?.unwrap_or_else(Signer::none);
+    Ok(Transport::new(dialer, signer))
+}
+
+/// How bench's clients reach the deployment bench started: as its
+/// topology says (it has neither `[client_tls]` nor `[access]`).
+pub(super) fn own_transport(deployment: &Deployment) -> anyhow::Result<Transport> {
+    let dialer = crate::admin::dialer(deployment.topology())?;
+    Ok(Transport::new(dialer, Signer::none()))
+}
+
+/// Sends one message to `--topic` through `--access-point` before the
+/// run, so a refusal (no key, a wrong secret, no grant, TLS or not) stops
+/// bench at once with the server's answer instead of failing every send.
+async fn check_sends(
+    args: &ProduceArgs,
+    access_point: SocketAddr,
+    transport: &Transport,
+) -> anyhow::Result<()> {
+    let mut client = Client::new(
+        access_point,
+        "bench-check".to_owned(),
+        &args.topic,
+        transport.clone(),
+    );
+    let Err(error) = client
+        .send(
+            format!("bench-check-{}", uuid::Uuid::now_v7().simple()),
+            "bench",
+            vec![b'm'; args.size],
+        )
+        .await
+    else {
+        return Ok(());
+    };
+    let hint = if crate::drill::client::is_refusal(&error) {
+        match &args.key.access_key {
+            None => format!(
+                "; the deployment requires an access key: give bench one granted `pub` on \
+                 topic {} with --access-key ID and its secret in the environment variable {}",
+                args.topic, args.key.secret_key_env
+            ),
+            Some(access_key) => format!(
+                "; check that access key {access_key} is granted `pub` on topic {} and that \
+                 {} holds its secret",
+                args.topic, args.key.secret_key_env
+            ),
+        }
+    } else if !crate::drill::client::is_connection_failure(&error) {
+        String::new()
+    } else if transport.is_tls() {
+        "; with --ca bench dials with TLS: leave it out if the deployment has no [client_tls]"
+            .to_owned()
+    } else {
+        "; if the deployment has [client_tls], give bench its CA with --ca FILE".to_owned()
+    };
+    anyhow::bail!(
+        "bench's first send to topic {} through {access_point} failed: {error}{hint}",
+        args.topic
+    )
 }
 
 /// A one-region deployment under `root`: topic `bench`, the given flush.
@@ -372,10 +480,11 @@ async fn start_own(
 /// What the producers load.
 #[derive(Debug, Clone)]
 pub(super) enum Target {
-    /// A Meridian router or node, and the topic.
+    /// A Meridian router or node, the topic, and how to reach it.
     Meridian {
         access_point: SocketAddr,
         topic: String,
+        transport: Transport,
     },
     /// A NATS server's URL (JetStream stream on [`nats::SUBJECT`]).
     Nats { url: String },
@@ -393,10 +502,12 @@ impl Producer {
             Target::Meridian {
                 access_point,
                 topic,
+                transport,
             } => Ok(Producer::Meridian(Client::new(
                 *access_point,
                 format!("bench-producer-{index}"),
                 topic,
+                transport.clone(),
             ))),
             Target::Nats { url } => nats::Publisher::connect(url).await.map(Producer::Nats),
         }

@@ -16,7 +16,9 @@
 //! compared with the other messages bench stored. Equal means none of the N
 //! joined a queue.
 
+use crate::drill::client::Transport;
 use anyhow::Context as _;
+use meridian_face::access::SignedChannel;
 use meridian_proto::prost_types;
 use meridian_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 use meridian_proto::rocketmq::v2::{
@@ -30,7 +32,6 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tonic::transport::{Channel, Endpoint};
 
 /// The message id of every scheduled message starts with this.
 pub(super) const ID_PREFIX: &str = "sched-";
@@ -210,19 +211,22 @@ fn request<T>(message: T) -> tonic::Request<T> {
     request
 }
 
-fn connect(endpoint: &str) -> anyhow::Result<MessagingServiceClient<Channel>> {
-    let channel = Endpoint::from_shared(format!("http://{endpoint}"))
-        .with_context(|| format!("bad endpoint {endpoint}"))?
-        .connect_timeout(Duration::from_secs(1))
-        .tcp_nodelay(true)
-        .connect_lazy();
-    Ok(MessagingServiceClient::new(channel)
-        .max_decoding_message_size(meridian_proto::GRPC_MAX_DECODE_BYTES))
+fn connect(
+    transport: &Transport,
+    endpoint: &str,
+) -> anyhow::Result<MessagingServiceClient<SignedChannel>> {
+    transport
+        .messaging(endpoint, Duration::from_secs(1))
+        .map_err(anyhow::Error::msg)
 }
 
 /// The endpoint the topic's route names (what the official clients send to).
-async fn route(access_point: SocketAddr, topic: &str) -> anyhow::Result<String> {
-    let response = connect(&access_point.to_string())?
+async fn route(
+    transport: &Transport,
+    access_point: SocketAddr,
+    topic: &str,
+) -> anyhow::Result<String> {
+    let response = connect(transport, &access_point.to_string())?
         .query_route(request(QueryRouteRequest {
             topic: Some(resource(topic)),
             endpoints: None,
@@ -259,13 +263,14 @@ pub(super) struct OwnNode<'a> {
 /// (spread over `queues` queues), with a progress bar; when bench runs the
 /// node, measures its data afterwards and waits for it to go idle.
 pub(super) async fn preload(
+    transport: &Transport,
     access_point: SocketAddr,
     topic: &str,
     count: u64,
     queues: u16,
     own: Option<OwnNode<'_>>,
 ) -> anyhow::Result<Scheduled> {
-    let endpoint = route(access_point, topic).await?;
+    let endpoint = route(transport, access_point, topic).await?;
     let first_due_ms = now_ms().saturating_add(
         i64::try_from(DUE_IN_DAYS)
             .unwrap_or(i64::MAX)
@@ -284,7 +289,7 @@ pub(super) async fn preload(
     for _ in 0..SENDERS {
         let (claimed, stored, progress) =
             (Arc::clone(&claimed), Arc::clone(&stored), progress.clone());
-        let (topic, mut client) = (topic.to_owned(), connect(&endpoint)?);
+        let (topic, mut client) = (topic.to_owned(), connect(transport, &endpoint)?);
         senders.spawn(async move {
             let body = vec![b's'; BODY_BYTES];
             loop {
@@ -397,11 +402,12 @@ fn idle(windows: &[u64]) -> bool {
 /// each queue, whose answer carries the offset it took (the queue's length
 /// before it).
 pub(super) async fn queued(
+    transport: &Transport,
     access_point: SocketAddr,
     topic: &str,
     queues: u16,
 ) -> anyhow::Result<u64> {
-    let mut client = connect(&route(access_point, topic).await?)?;
+    let mut client = connect(transport, &route(transport, access_point, topic).await?)?;
     let mut total = 0;
     for queue_id in 0..queues {
         let mut probe = message(topic, 0, 1, 0, b"probe");

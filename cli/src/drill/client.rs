@@ -8,7 +8,13 @@
 //! Python and Node.js clients only do so every 30 s; with a router in proxy
 //! mode the route is the router itself either way). Every call has a
 //! deadline, so a dead region costs a call at most [`CALL_TIMEOUT`].
+//!
+//! How it reaches the deployment is its [`Transport`]: plain or TLS (the
+//! topology's `[client_tls]`), every call signed with an access key when the
+//! deployment has `[access]`.
 
+use meridian_face::access::{SignedChannel, Signer};
+use meridian_face::tls::Dialer;
 use meridian_proto::prost_types;
 use meridian_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 use meridian_proto::rocketmq::v2::{
@@ -19,7 +25,6 @@ use meridian_proto::rocketmq::v2::{
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
 
 /// Deadline of a unary call (QueryRoute, SendMessage, AckMessage).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -28,12 +33,54 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
 /// `x-mq-client-id`: the official clients send it on every call.
 const CLIENT_ID_HEADER: &str = "x-mq-client-id";
 
+/// How clients reach a deployment's RocketMQ endpoints: dialed plain or
+/// with TLS, each call signed with an access key or not at all. Cheap to
+/// clone (shared).
+#[derive(Debug, Clone)]
+pub struct Transport {
+    shared: std::sync::Arc<(Dialer, Signer)>,
+}
+
+impl Transport {
+    pub fn new(dialer: Dialer, signer: Signer) -> Transport {
+        Transport {
+            shared: std::sync::Arc::new((dialer, signer)),
+        }
+    }
+
+    /// Whether endpoints are dialed with TLS.
+    pub fn is_tls(&self) -> bool {
+        self.shared.0.is_tls()
+    }
+
+    /// A RocketMQ client of `endpoint` (`host:port`) that connects on its
+    /// first call (within `connect_timeout`) and signs every call.
+    pub fn messaging(
+        &self,
+        endpoint: &str,
+        connect_timeout: Duration,
+    ) -> Result<MessagingServiceClient<SignedChannel>, String> {
+        let (dialer, signer) = &*self.shared;
+        let channel = dialer
+            .endpoint(endpoint)
+            .map_err(|error| format!("bad endpoint {endpoint}: {error}"))?
+            .connect_timeout(connect_timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        Ok(
+            MessagingServiceClient::with_interceptor(channel, signer.clone())
+                .max_decoding_message_size(meridian_proto::GRPC_MAX_DECODE_BYTES),
+        )
+    }
+}
+
 /// One client instance.
 pub struct Client {
     access_point: SocketAddr,
     client_id: String,
     topic: String,
-    channels: HashMap<String, MessagingServiceClient<Channel>>,
+    transport: Transport,
+    channels: HashMap<String, MessagingServiceClient<SignedChannel>>,
     /// The endpoint the topic's route names, once known.
     route: Option<String>,
 }
@@ -45,27 +92,27 @@ pub struct Delivery {
 }
 
 impl Client {
-    pub fn new(access_point: SocketAddr, client_id: String, topic: &str) -> Client {
+    pub fn new(
+        access_point: SocketAddr,
+        client_id: String,
+        topic: &str,
+        transport: Transport,
+    ) -> Client {
         Client {
             access_point,
             client_id,
             topic: topic.to_owned(),
+            transport,
             channels: HashMap::new(),
             route: None,
         }
     }
 
-    fn channel(&mut self, endpoint: &str) -> Result<MessagingServiceClient<Channel>, String> {
+    fn channel(&mut self, endpoint: &str) -> Result<MessagingServiceClient<SignedChannel>, String> {
         if let Some(channel) = self.channels.get(endpoint) {
             return Ok(channel.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{endpoint}"))
-            .map_err(|error| format!("bad endpoint {endpoint}: {error}"))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .connect_lazy();
-        let client = MessagingServiceClient::new(channel)
-            .max_decoding_message_size(meridian_proto::GRPC_MAX_DECODE_BYTES);
+        let client = self.transport.messaging(endpoint, CONNECT_TIMEOUT)?;
         self.channels.insert(endpoint.to_owned(), client.clone());
         Ok(client)
     }
@@ -340,6 +387,26 @@ fn proto_duration(duration: Duration) -> prost_types::Duration {
         seconds: i64::try_from(duration.as_secs()).unwrap_or(i64::MAX),
         nanos: i32::try_from(duration.subsec_nanos()).unwrap_or(0),
     }
+}
+
+/// Whether a call's error is the server refusing the caller's key
+/// (`UNAUTHORIZED` or `FORBIDDEN`, as [`check`] writes them).
+pub fn is_refusal(error: &str) -> bool {
+    [Code::Unauthorized, Code::Forbidden]
+        .iter()
+        .any(|code| error.contains(&format!(": {code:?} ")))
+}
+
+/// Whether a call's error is gRPC's rather than the server's answer: the
+/// connection failed or broke (as [`grpc_error`] writes it).
+pub fn is_connection_failure(error: &str) -> bool {
+    [
+        tonic::Code::Unavailable,
+        tonic::Code::Unknown,
+        tonic::Code::Cancelled,
+    ]
+    .iter()
+    .any(|code| error.contains(&format!(": {code:?} ")))
 }
 
 fn check(status: Option<&Status>, rpc: &str) -> Result<(), String> {

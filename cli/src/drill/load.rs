@@ -7,7 +7,8 @@
 //! Every event goes to the [`Ledger`] with the time it was seen, relative to
 //! the start of the drill; the report is computed from the ledger alone.
 
-use super::client::{Client, new_message_id};
+use super::access::{ClientEnvironment, observer_group};
+use super::client::{Client, Transport, new_message_id};
 use anyhow::Context as _;
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -134,6 +135,10 @@ pub struct Target {
     pub group: String,
     /// Per region holding the topic: its node, for the observers.
     pub observed: Vec<(String, SocketAddr)>,
+    /// How the built-in clients reach the deployment.
+    pub transport: Transport,
+    /// The key and TLS the official clients are given.
+    pub environment: ClientEnvironment,
 }
 
 /// The running load.
@@ -209,8 +214,8 @@ impl Load {
     ) -> anyhow::Result<()> {
         for (region, node) in &target.observed {
             let name = format!("observer-{region}");
-            let client = Client::new(*node, name.clone(), &target.topic);
-            let group = format!("drill-observer-{region}");
+            let client = Client::new(*node, name.clone(), &target.topic, target.transport.clone());
+            let group = observer_group(region);
             self.consumers.tasks.spawn(consume(
                 client,
                 group,
@@ -231,6 +236,7 @@ impl Load {
                 target.router,
                 format!("meridian-drill-{name}"),
                 &target.topic,
+                target.transport.clone(),
             );
             ledger.record(&name, EventKind::Ready);
             self.consumers.tasks.spawn(consume(
@@ -251,7 +257,8 @@ impl Load {
         for client in plan.external {
             let command =
                 client.command_for(&target.router.to_string(), &target.topic, &target.group);
-            let external = External::start(&client.name, &command, ledger, logs).await?;
+            let external =
+                External::start(&client.name, &command, &target.environment, ledger, logs).await?;
             ready.push((external.ready.clone(), external.closed.clone()));
             let kind = match client.kind {
                 meridian_topology::ClientKind::Producer => Kind::Producer,
@@ -298,6 +305,7 @@ impl Load {
                 target.router,
                 format!("meridian-drill-{name}"),
                 &target.topic,
+                target.transport.clone(),
             );
             ledger.record(&name, EventKind::Ready);
             self.producers.tasks.spawn(produce(
@@ -438,6 +446,7 @@ impl External {
     async fn start(
         name: &str,
         command: &[String],
+        environment: &ClientEnvironment,
         ledger: &Arc<Ledger>,
         logs: &Path,
     ) -> anyhow::Result<External> {
@@ -449,7 +458,9 @@ impl External {
         let log_path = logs.join(format!("{name}.log"));
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("failed to create {}", log_path.display()))?;
-        let mut child = tokio::process::Command::new(program)
+        let mut child = tokio::process::Command::new(program);
+        environment.apply(&mut child);
+        let mut child = child
             .args(arguments)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -11,7 +11,11 @@
 //! stops everything and reports (see [`report`]). Progress goes to stderr;
 //! the report to stdout, as text or with `--json` as one JSON document. The
 //! exit code is 0 when every declared invariant held, 1 when one failed.
+//!
+//! With `[access]` in the topology the load's clients sign with an access
+//! key, and with `[client_tls]` they dial with TLS (see [`access`]).
 
+mod access;
 pub(crate) mod client;
 mod failback;
 mod load;
@@ -44,6 +48,9 @@ pub struct RunArgs {
     pub fixed_ports: bool,
     /// Whether `max_recovery_ms` counts.
     pub timing_invariants: bool,
+    /// The key of the topology's keys file the load's clients sign with
+    /// (default: its `internal_key`, if granted what the load does).
+    pub access_key: Option<String>,
 }
 
 /// Runs the drill; `Ok(true)` when every invariant held.
@@ -63,6 +70,13 @@ pub async fn run(args: RunArgs, inherited: Inherited) -> anyhow::Result<bool> {
     if !args.timing_invariants {
         drill.expect.max_recovery_ms = None;
     }
+    let load_access = access::choose(
+        &args.file,
+        &topology,
+        &drill.load,
+        &observed_regions(&topology, &drill.load)?,
+        args.access_key.as_deref(),
+    )?;
 
     let (root, temporary) = match &args.data_dir {
         Some(directory) => {
@@ -78,7 +92,13 @@ pub async fn run(args: RunArgs, inherited: Inherited) -> anyhow::Result<bool> {
             (directory.path().to_owned(), Some(directory))
         }
     };
-    let outcome = deploy_and_play(&args, inherited, topology, &drill, seed, &name, &root).await;
+    let scenario = Scenario {
+        drill: &drill,
+        load_access: &load_access,
+        seed,
+        name: &name,
+    };
+    let outcome = deploy_and_play(&args, inherited, topology, &scenario, &root).await;
     let report = match outcome {
         Ok(Some(report)) => report,
         Ok(None) => anyhow::bail!(
@@ -108,17 +128,25 @@ pub async fn run(args: RunArgs, inherited: Inherited) -> anyhow::Result<bool> {
     Ok(report.passed)
 }
 
+/// What a run plays: the drill, how its load reaches the deployment, the
+/// seed and the drill's name.
+struct Scenario<'a> {
+    drill: &'a Drill,
+    load_access: &'a access::LoadAccess,
+    seed: u64,
+    name: &'a str,
+}
+
 /// Starts the deployment under `root`, plays the drill, stops the
 /// deployment; `None` when interrupted.
 async fn deploy_and_play(
     args: &RunArgs,
     inherited: Inherited,
     mut topology: Topology,
-    drill: &Drill,
-    seed: u64,
-    name: &str,
+    scenario: &Scenario<'_>,
     root: &Path,
 ) -> anyhow::Result<Option<Report>> {
+    let (seed, name) = (scenario.seed, scenario.name);
     for (region_name, region) in &mut topology.regions {
         region.data_dir = root.join(region_name);
     }
@@ -165,7 +193,7 @@ async fn deploy_and_play(
 
     let interrupted = crate::shutdown_on_signals(false)?;
     let played = tokio::select! {
-        played = play(drill, &topology, &deployment, root, seed, name, &progress) => Some(played),
+        played = play(scenario, &topology, &deployment, root, &progress) => Some(played),
         () = interrupted.cancelled() => None,
     };
 
@@ -213,34 +241,50 @@ impl Progress {
     }
 }
 
+/// The regions the load's observers watch: every region the topic
+/// replicates to, and the load's own, in name order.
+fn observed_regions(
+    topology: &Topology,
+    load: &meridian_topology::DrillLoad,
+) -> anyhow::Result<Vec<String>> {
+    let topic = topology
+        .topic(&load.topic)
+        .with_context(|| format!("no topic {}", load.topic))?;
+    let mut regions: Vec<String> = topic.replicate_to.clone();
+    if !regions.contains(&load.region) {
+        regions.push(load.region.clone());
+    }
+    regions.sort();
+    Ok(regions)
+}
+
 async fn play(
-    drill: &Drill,
+    scenario: &Scenario<'_>,
     topology: &Topology,
     deployment: &Deployment,
     root: &Path,
-    seed: u64,
-    name: &str,
     progress: &Progress,
 ) -> anyhow::Result<Report> {
+    let Scenario {
+        drill,
+        load_access,
+        seed,
+        name,
+    } = *scenario;
     let load_plan = &drill.load;
     let router = topology.region(&load_plan.region)?.router;
-    let topic = topology
-        .topic(&load_plan.topic)
-        .with_context(|| format!("no topic {}", load_plan.topic))?;
-    let mut observed_regions: Vec<&String> = topic.replicate_to.iter().collect();
-    if !observed_regions.contains(&&load_plan.region) {
-        observed_regions.push(&load_plan.region);
-    }
-    observed_regions.sort();
     let mut observed = Vec::new();
-    for region in observed_regions {
-        observed.push((region.clone(), topology.region(region)?.node));
+    for region in observed_regions(topology, load_plan)? {
+        let node = topology.region(&region)?.node;
+        observed.push((region, node));
     }
     let target = Target {
         router,
         topic: load_plan.topic.clone(),
         group: load_plan.group.clone(),
         observed,
+        transport: load_access.transport.clone(),
+        environment: load_access.environment.clone(),
     };
     let ledger = Arc::new(Ledger::new(Instant::now()));
     let plan = Plan {
@@ -253,8 +297,9 @@ async fn play(
     };
     let mut load = Load::start(&plan, &target, &ledger, &root.join("clients")).await?;
     progress.say(format!(
-        "load running through {}'s router {router}: {} every {} ms, {} of group {}, {}",
+        "load running through {}'s router {router}{}: {} every {} ms, {} of group {}, {}",
         load_plan.region,
+        load_access.describe(),
         count(
             usize::try_from(load_plan.producers).unwrap_or(usize::MAX),
             "built-in producer"

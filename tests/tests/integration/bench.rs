@@ -169,3 +169,110 @@ async fn bench_consume_and_latency_account_for_every_message() {
         }
     }
 }
+
+/// `meridian bench produce --access-point` against a deployment with access
+/// keys (and, with `tls`, TLS on its client endpoints): with `--access-key`
+/// (the secret in `MQ_SECRET_KEY`) and the CA it measures; without the key
+/// it stops at once with the server's refusal and says what to pass.
+async fn bench_produce_against_a_secured_deployment(tls: bool) {
+    const KEY: (&str, &str) = ("bench-app", "bench-app-secret");
+    let mut builder = meridian_tests::TestCluster::builder()
+        .regions(1)
+        .access_key(KEY.0, KEY.1);
+    if tls {
+        builder = builder.client_tls();
+    }
+    let cluster = builder.build().await.expect("start a secured cluster");
+    let router = cluster.router_endpoint("a");
+    let ca = cluster
+        .client_ca()
+        .map(|ca| ca.display().to_string())
+        .unwrap_or_default();
+    let run = |key: Option<&'static str>, with_ca: bool| {
+        let mut args = vec![
+            "bench".to_owned(),
+            "produce".to_owned(),
+            "--access-point".to_owned(),
+            router.clone(),
+            "--topic".to_owned(),
+            meridian_tests::TEST_TOPIC.to_owned(),
+            "--duration-s".to_owned(),
+            "1".to_owned(),
+            "--warmup-s".to_owned(),
+            "0".to_owned(),
+            "--json".to_owned(),
+        ];
+        if let Some(key) = key {
+            args.extend(["--access-key".to_owned(), key.to_owned()]);
+        }
+        if with_ca {
+            args.extend(["--ca".to_owned(), ca.clone()]);
+        }
+        let cluster = &cluster;
+        async move {
+            cluster
+                .run_meridian_with_env(args, &[("MQ_SECRET_KEY", KEY.1)], Duration::from_secs(60))
+                .await
+                .expect("run meridian bench produce")
+        }
+    };
+
+    let output = run(Some(KEY.0), tls).await;
+    assert!(
+        output.status.success(),
+        "bench with the key failed: {output:?}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(output.stdout.trim()).expect("one JSON object on stdout");
+    assert_eq!(report["failed"], 0, "{report}");
+    assert!(
+        report["messages"].as_u64().expect("messages") > 0,
+        "{report}"
+    );
+    if tls {
+        let target = report["target"].as_str().expect("target");
+        assert!(target.contains("(TLS)"), "{target}");
+    }
+
+    let output = run(None, tls).await;
+    assert!(
+        !output.status.success(),
+        "bench without a key ran: {output:?}"
+    );
+    println!("without a key: {}", output.stderr.trim());
+    for expected in [
+        "bench's first send to topic demo through",
+        "requires an access key",
+        "--access-key ID",
+        "MQ_SECRET_KEY",
+    ] {
+        assert!(
+            output.stderr.contains(expected),
+            "{expected:?} in {output:?}"
+        );
+    }
+
+    if tls {
+        let output = run(Some(KEY.0), false).await;
+        assert!(
+            !output.status.success(),
+            "bench dialed TLS plain: {output:?}"
+        );
+        println!("without --ca: {}", output.stderr.trim());
+        assert!(
+            output.stderr.contains("give bench its CA with --ca FILE"),
+            "{output:?}"
+        );
+    }
+    cluster.finish();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_produce_signs_with_an_access_key_and_without_one_is_refused() {
+    bench_produce_against_a_secured_deployment(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_produce_dials_a_tls_deployment_with_its_ca() {
+    bench_produce_against_a_secured_deployment(true).await;
+}

@@ -315,55 +315,284 @@ async fn official_clients_survive_node_loss(family: &str, command: Vec<String>) 
     everyone_recovered(&report).expect("every official client recovered");
 }
 
+/// The program and first arguments that run `family`'s drill client
+/// (`python`, `nodejs` or `rust`), with a `HOME` of its own for the
+/// client's logs (the returned directory; keep it while the client runs).
+fn drill_client_command(family: &str) -> (Vec<String>, tempfile::TempDir) {
+    let home = tempfile::tempdir().expect("home");
+    let home_variable = format!("HOME={}", home.path().display());
+    let sources = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let command = match family {
+        "python" => {
+            let python = crate::python_client::Python::from_env().expect("Python client");
+            vec![
+                "env".to_owned(),
+                home_variable,
+                python.display().to_string(),
+                sources.join("python/drill_client.py").display().to_string(),
+            ]
+        }
+        "nodejs" => {
+            let modules = crate::nodejs_client::NodeJs::from_env().expect("Node.js client");
+            vec![
+                "env".to_owned(),
+                home_variable,
+                format!("NODE_PATH={}", modules.display()),
+                "node".to_owned(),
+                sources.join("nodejs/drill_client.js").display().to_string(),
+            ]
+        }
+        "rust" => {
+            // `cargo test` builds the tests crate's examples next to its test binaries.
+            let examples = std::env::current_exe()
+                .expect("test binary")
+                .parent()
+                .and_then(std::path::Path::parent)
+                .expect("target directory")
+                .join("examples");
+            let client = examples.join("drill_client");
+            assert!(
+                client.is_file(),
+                "{} is not built: run `cargo build -p meridian-tests --examples` (scripts/test.sh does)",
+                client.display()
+            );
+            vec![
+                "env".to_owned(),
+                home_variable,
+                client.display().to_string(),
+            ]
+        }
+        other => panic!("no drill client family {other}"),
+    };
+    (command, home)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn python_clients_survive_node_loss_in_a_drill() {
-    let python = crate::python_client::Python::from_env().expect("Python client");
-    let home = tempfile::tempdir().expect("home");
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/drill_client.py");
-    official_clients_survive_node_loss(
-        "python",
-        vec![
-            "env".to_owned(),
-            format!("HOME={}", home.path().display()),
-            python.display().to_string(),
-            script.display().to_string(),
-        ],
-    )
-    .await;
+    let (command, _home) = drill_client_command("python");
+    official_clients_survive_node_loss("python", command).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nodejs_clients_survive_node_loss_in_a_drill() {
-    let modules = crate::nodejs_client::NodeJs::from_env().expect("Node.js client");
-    let home = tempfile::tempdir().expect("home");
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("nodejs/drill_client.js");
-    official_clients_survive_node_loss(
-        "nodejs",
-        vec![
-            "env".to_owned(),
-            format!("HOME={}", home.path().display()),
-            format!("NODE_PATH={}", modules.display()),
-            "node".to_owned(),
-            script.display().to_string(),
-        ],
-    )
-    .await;
+    let (command, _home) = drill_client_command("nodejs");
+    official_clients_survive_node_loss("nodejs", command).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rust_clients_survive_node_loss_in_a_drill() {
-    // `cargo test` builds the tests crate's examples next to its test binaries.
-    let examples = std::env::current_exe()
-        .expect("test binary")
-        .parent()
-        .and_then(std::path::Path::parent)
-        .expect("target directory")
-        .join("examples");
-    let client = examples.join("drill_client");
-    assert!(
-        client.is_file(),
-        "{} is not built: run `cargo build -p meridian-tests --examples` (scripts/test.sh does)",
-        client.display()
+    let (command, _home) = drill_client_command("rust");
+    official_clients_survive_node_loss("rust", command).await;
+}
+
+/// The keys of the secured drills: `drill-load` is granted what the load
+/// does; the internal key only `admin`, so it cannot be the load's key.
+const SECURED_KEYS: &str = r#"
+[[keys]]
+id = "drill-load"
+secret = "drill-load-secret"
+allow = [{ actions = ["pub", "sub"], topics = ["demo"], groups = ["drill", "drill-observer-*"] }]
+
+[[keys]]
+id = "meridian-internal"
+secret = "internal-secret"
+allow = [{ actions = ["admin"] }]
+"#;
+
+/// A one-region drill with `[access]` (keys in `root`, [`SECURED_KEYS`])
+/// and, with `tls`, `[client_tls]` (certificates `meridian certs` makes in
+/// `root/certs`): a built-in producer and consumer plus a producer and a
+/// consumer of each official client family in `families`, while a's
+/// replicator restarts. Returns the file.
+async fn secured_drill(
+    root: &std::path::Path,
+    tls: bool,
+    families: &[(&str, &[String])],
+) -> std::path::PathBuf {
+    std::fs::write(root.join("keys.toml"), SECURED_KEYS).expect("write the keys");
+    let mut clients = String::new();
+    for (family, command) in families {
+        for role in ["producer", "consumer"] {
+            let mut words: Vec<String> = command.to_vec();
+            words.extend(
+                [
+                    "--role",
+                    role,
+                    "--endpoints",
+                    "{endpoint}",
+                    "--topic",
+                    "{topic}",
+                    "--group",
+                    "{group}",
+                ]
+                .map(str::to_owned),
+            );
+            let quoted: Vec<String> = words.iter().map(|word| format!("{word:?}")).collect();
+            clients.push_str(&format!(
+                "[[drill.load.clients]]\nname = \"{family}-{role}\"\nkind = \"{role}\"\ncommand = [{}]\n\n",
+                quoted.join(", ")
+            ));
+        }
+    }
+    let certs = root.join("certs");
+    let client_tls = if tls {
+        format!(
+            "[client_tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+            certs.join("ca.pem"),
+            certs.join("{region}.pem"),
+            certs.join("{region}-key.pem")
+        )
+    } else {
+        String::new()
+    };
+    // Addresses are placeholders: the runner binds ports the OS chooses.
+    let text = format!(
+        r#"
+[access]
+keys_file = "keys.toml"
+internal_key = "meridian-internal"
+
+{client_tls}
+[regions.a]
+site = "public"
+node = "127.0.0.1:1001"
+admin = "127.0.0.1:1002"
+replicator = "127.0.0.1:1003"
+router = "127.0.0.1:1004"
+data_dir = "{root}/a"
+
+[topics.{TEST_TOPIC}]
+queues = 4
+message_types = ["normal"]
+replicate_to = ["a"]
+
+[drill]
+description = "a secured deployment's load, while a's replicator restarts"
+seed = 5
+tail_ms = 1000
+
+[drill.load]
+region = "a"
+topic = "{TEST_TOPIC}"
+warmup_ms = 1000
+
+{clients}
+[[drill.steps]]
+action = "restart"
+region = "a"
+role = "replicator"
+
+[drill.expect]
+max_lost = 0
+"#,
+        root = root.display(),
     );
-    official_clients_survive_node_loss("rust", vec![client.display().to_string()]).await;
+    let file = root.join(if tls {
+        "tls-drill.toml"
+    } else {
+        "secured-drill.toml"
+    });
+    std::fs::write(&file, text).expect("write the drill");
+    if tls {
+        let output = meridian_tests::run_meridian(
+            [
+                "certs".to_owned(),
+                "--topology".to_owned(),
+                file.display().to_string(),
+                "--out".to_owned(),
+                certs.display().to_string(),
+            ],
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("run meridian certs");
+        assert_eq!(output.code(), Some(0), "meridian certs: {output}");
+    }
+    file
+}
+
+/// The drill passed, nothing acknowledged was lost, and every client (each
+/// official one named) sent or received after the step.
+fn secured_drill_passed(report: &serde_json::Value, families: &[(&str, &[String])]) {
+    everyone_recovered(report).expect("every client succeeded after the step");
+    assert_eq!(report["passed"], true, "{}", summary(report));
+    assert_eq!(report["lost"], 0, "{}", summary(report));
+    assert!(
+        report["sends_acknowledged"].as_u64().unwrap_or(0) > 0,
+        "{}",
+        summary(report)
+    );
+    let names: Vec<&str> = report["clients"]
+        .as_array()
+        .expect("clients")
+        .iter()
+        .filter_map(|client| client["name"].as_str())
+        .collect();
+    for (family, _) in families {
+        for role in ["producer", "consumer"] {
+            let name = format!("{family}-{role}");
+            assert!(names.contains(&name.as_str()), "{name} in {names:?}");
+        }
+    }
+}
+
+/// A drill of a deployment with `[access]`: without `--access-key` the
+/// runner refuses before starting anything, naming the grants the internal
+/// key lacks and the key that has them; with `--access-key drill-load` the
+/// built-in clients and the official Rust client (given the key in its
+/// environment) sign and the drill passes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drill_of_a_secured_deployment_signs_with_the_chosen_key() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let (rust, _home) = drill_client_command("rust");
+    let families: [(&str, &[String]); 1] = [("rust", &rust)];
+    let file = secured_drill(directory.path(), false, &families).await;
+
+    let output = meridian_tests::run_meridian(
+        [
+            "drill".to_owned(),
+            "run".to_owned(),
+            file.display().to_string(),
+        ],
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("run the drill without a key");
+    assert_eq!(output.code(), Some(3), "{output}");
+    for expected in [
+        "the internal key meridian-internal",
+        "is not granted any of it",
+        "`pub` on topic `demo`",
+        "pass --access-key with a key of",
+        ": drill-load",
+    ] {
+        assert!(output.stderr.contains(expected), "{expected:?} in {output}");
+    }
+    assert!(
+        !output.stderr.contains("starting"),
+        "nothing started: {output}"
+    );
+
+    let report = run_drill(&file, &["--access-key", "drill-load"])
+        .await
+        .expect("the drill runs with the key");
+    secured_drill_passed(&report, &families);
+}
+
+/// A drill of a deployment with `[access]` and `[client_tls]`: the built-in
+/// clients dial with TLS, and the official Rust, Python and Node.js clients
+/// turn TLS on and trust the deployment's CA from their environment.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drill_of_a_tls_deployment_runs_every_client_over_tls() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let (rust, _rust_home) = drill_client_command("rust");
+    let (python, _python_home) = drill_client_command("python");
+    let (nodejs, _nodejs_home) = drill_client_command("nodejs");
+    let families: [(&str, &[String]); 3] =
+        [("rust", &rust), ("python", &python), ("nodejs", &nodejs)];
+    let file = secured_drill(directory.path(), true, &families).await;
+    let report = run_drill(&file, &["--access-key", "drill-load"])
+        .await
+        .expect("the drill runs over TLS");
+    secured_drill_passed(&report, &families);
 }
