@@ -7,8 +7,8 @@
 //! format the node writes.
 //!
 //! The node's own parsers of the same text (`ReceiptHandle::from_str` and
-//! `parse_transaction_id` in meridian-region-node) are not fuzzed here:
-//! region-node depends on RocksDB (see docs/fuzzing.md).
+//! `parse_transaction_id` in meridian-region-node), and their agreement with
+//! these readers, are the target `node_receipt_handle`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -19,7 +19,9 @@ fuzz_target!(|data: &[u8]| {
         frames.push(frame);
     }
     // In two pieces through one decoder, split where the first byte says.
-    let split = data.first().map_or(0, |byte| usize::from(*byte) % (data.len() + 1));
+    let split = data
+        .first()
+        .map_or(0, |byte| usize::from(*byte) % (data.len() + 1));
     let mut decoder = Decoder::new();
     let mut pieces = BytesMut::from(&data[..split]);
     let mut piecewise = Vec::new();
@@ -45,7 +47,10 @@ fuzz_target!(|data: &[u8]| {
     // CONNECT and STOMP headers are not escaped (STOMP 1.2), so a value
     // ending in CR cannot survive a round trip; the server never encodes
     // those commands.
-    for frame in frames.into_iter().filter(|frame| frame.command.escapes_headers()) {
+    for frame in frames
+        .into_iter()
+        .filter(|frame| frame.command.escapes_headers())
+    {
         let mut encoded = BytesMut::new();
         encode(&frame, &mut encoded);
         let again = decode(&mut encoded, &limits)

@@ -5,7 +5,9 @@
 //! docs, and only benchmarks use it.
 
 use crate::consumer::Filter;
-use crate::storage::{LogStore, RocksStore, StorageError};
+#[cfg(feature = "rocksdb")]
+use crate::storage::RocksStore;
+use crate::storage::{LogStore, StorageError};
 use meridian_proto::meridian::v1::{Message, Record, RecordKind};
 use meridian_topology::FlushMode;
 use std::collections::HashMap;
@@ -60,8 +62,10 @@ pub fn decode_record(value: &[u8]) -> Option<Record> {
 }
 
 /// A RocksDB store in a directory, as the node opens it.
+#[cfg(feature = "rocksdb")]
 pub struct BenchStore(RocksStore);
 
+#[cfg(feature = "rocksdb")]
 impl BenchStore {
     /// Opens (or creates) the store in `dir`; `sync`: fsync every write.
     pub fn open(dir: &Path, sync: bool) -> Result<BenchStore, StorageError> {

@@ -16,6 +16,12 @@
 //!
 //! This crate must not depend on the replicator or router crates; they talk
 //! to the node only through the `meridian.v1.NodeService` API.
+//!
+//! Without the default feature `rocksdb` there is no storage to open, so no
+//! `Node`: the crate then builds only for the cargo-fuzz targets of its
+//! decoders (`fuzzing`), and the server code nothing reaches is not linted
+//! as dead.
+#![cfg_attr(not(feature = "rocksdb"), allow(dead_code, unused_imports))]
 
 mod acks;
 #[doc(hidden)]
@@ -25,6 +31,8 @@ mod commit;
 mod consumer;
 mod dead_letter;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod grpc;
 mod http_admin;
 mod retention;
@@ -51,12 +59,14 @@ use meridian_proto::rocketmq::v2::messaging_service_server::MessagingServiceServ
 use meridian_topology::Topology;
 use std::fs::File;
 use std::sync::Arc;
+#[cfg(feature = "rocksdb")]
 use storage::RocksStore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// An opened node: its data directory is locked and its storage is open.
+#[cfg(feature = "rocksdb")]
 pub struct Node {
     topology: Arc<Topology>,
     region: String,
@@ -80,6 +90,7 @@ pub struct Listeners {
     pub stomp: Option<TcpListener>,
 }
 
+#[cfg(feature = "rocksdb")]
 impl Node {
     /// Locks `<data_dir>/node/LOCK` and opens storage in `<data_dir>/node/db`.
     /// Fails with [`StartError::Locked`] if another process holds the lock.

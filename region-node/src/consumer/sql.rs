@@ -13,16 +13,36 @@
 //! property, or a numeric comparison with a property that is not a number,
 //! is unknown, and a message matches only when the whole expression is
 //! true (so `NOT (a > 1)` does not match a message without `a`).
+//!
+//! Expressions come from clients, so their size is bounded before anything
+//! recurses over them: at most [`MAX_EXPRESSION_BYTES`], [`MAX_OPERATORS`]
+//! operators and keywords (which bounds chains such as `1 + 1 + …`, which
+//! sqlparser builds in a loop but formats and drops recursively), and
+//! sqlparser's own recursion stops at [`PARSER_RECURSION_LIMIT`]. Within
+//! these, parsing an expression fits a 2 MiB thread stack (tokio's worker
+//! default) even in an unoptimized build, where sqlparser's functions take
+//! tens of KiB of stack per level.
 
 use sqlparser::ast::{BinaryOperator, Expr, Ident, InTarget, UnaryOperator, Value, ValueWithSpan};
 use sqlparser::dialect::GenericDialect;
-use sqlparser::parser::Parser;
-use sqlparser::tokenizer::Token;
+use sqlparser::keywords::Keyword;
+use sqlparser::parser::{Parser, ParserError};
+use sqlparser::tokenizer::{Token, Tokenizer};
 use std::collections::HashMap;
 
 /// Longest expression accepted, in bytes.
 const MAX_EXPRESSION_BYTES: usize = 4096;
-/// Deepest nesting accepted (parentheses, NOT, AND/OR chains).
+/// Most operators and keywords accepted (see [`counts_as_operator`]).
+const MAX_OPERATORS: usize = 128;
+/// sqlparser's recursion limit: each parenthesis, bracket, `NOT` or
+/// operand nested in another takes one or two levels.
+const PARSER_RECURSION_LIMIT: usize = 24;
+/// Most `NOT`s in a row: sqlparser reads a keyword whose expression fails
+/// to parse (here: past its recursion limit) as a name, which would refuse
+/// a long run of `NOT`s with a misleading message.
+const MAX_NOTS_IN_A_ROW: usize = PARSER_RECURSION_LIMIT / 2;
+/// Deepest nesting of the parsed condition accepted (AND/OR chains, NOT,
+/// parentheses).
 const MAX_DEPTH: usize = 64;
 /// The pseudo-property that stands for the message's tag.
 const TAG_PROPERTY: &str = "TAGS";
@@ -90,11 +110,41 @@ impl SqlFilter {
             ));
         }
         let dialect = GenericDialect {};
-        let mut parser = Parser::new(&dialect)
-            .with_recursion_limit(MAX_DEPTH)
-            .try_with_sql(expression)
+        let tokens = Tokenizer::new(&dialect, expression)
+            .tokenize_with_location()
             .map_err(|error| error.to_string())?;
-        let tree = parser.parse_expr().map_err(|error| error.to_string())?;
+        let mut operators = 0;
+        let mut nots_in_a_row = 0;
+        for token in &tokens {
+            operators += usize::from(counts_as_operator(&token.token));
+            match &token.token {
+                Token::Word(word) if word.keyword == Keyword::NOT && word.quote_style.is_none() => {
+                    nots_in_a_row += 1;
+                }
+                Token::Whitespace(_) => {}
+                _ => nots_in_a_row = 0,
+            }
+            if nots_in_a_row > MAX_NOTS_IN_A_ROW {
+                return Err(format!(
+                    "nested too deep: more than {MAX_NOTS_IN_A_ROW} NOTs in a row"
+                ));
+            }
+        }
+        if operators > MAX_OPERATORS {
+            return Err(format!(
+                "the expression has {operators} operators and keywords, more than {MAX_OPERATORS}"
+            ));
+        }
+        let mut parser = Parser::new(&dialect)
+            .with_recursion_limit(PARSER_RECURSION_LIMIT)
+            .with_tokens_with_locations(tokens);
+        let tree = parser.parse_expr().map_err(|error| match error {
+            ParserError::RecursionLimitExceeded => format!(
+                "nested too deep for the SQL parser (its limit is {PARSER_RECURSION_LIMIT} \
+                 levels; each parenthesis, bracket or NOT takes one or two)"
+            ),
+            other => other.to_string(),
+        })?;
         let rest = parser.peek_token();
         if rest.token != Token::EOF {
             return Err(format!("unexpected `{}` after the expression", rest.token));
@@ -113,6 +163,28 @@ impl SqlFilter {
                 .or_else(|| (name == TAG_PROPERTY).then_some(tag).flatten())
         };
         evaluate(&self.condition, &lookup) == Some(true)
+    }
+}
+
+/// Whether a token counts towards [`MAX_OPERATORS`]: everything but
+/// whitespace, commas, brackets (sqlparser's recursion limit bounds those),
+/// names that are not keywords, numbers and plain string literals.
+fn counts_as_operator(token: &Token) -> bool {
+    match token {
+        Token::Word(word) => word.keyword != Keyword::NoKeyword && word.quote_style.is_none(),
+        Token::EOF
+        | Token::Whitespace(_)
+        | Token::Comma
+        | Token::LParen
+        | Token::RParen
+        | Token::LBracket
+        | Token::RBracket
+        | Token::LBrace
+        | Token::RBrace
+        | Token::Number(..)
+        | Token::SingleQuotedString(_)
+        | Token::DoubleQuotedString(_) => false,
+        _ => true,
     }
 }
 
@@ -399,6 +471,66 @@ mod tests {
         }
         let deep = format!("{}a = 1{}", "(".repeat(200), ")".repeat(200));
         assert!(SqlFilter::parse(&deep).is_err());
+    }
+
+    /// Nesting and chains up to the length limit, of every kind sqlparser
+    /// recurses into (or formats recursively in an error), on a thread with
+    /// tokio's default worker stack. Before the operator limit and the lower
+    /// recursion limit, an unoptimized build overflowed this stack from 30
+    /// `NOT`s, 20 `NOT (`, 25 nested `[`, or a 300-term `1 + 1 + …` (whose
+    /// error message formats it).
+    #[test]
+    fn deep_expressions_are_refused_without_overflowing_a_worker_stack() {
+        // Nesting of what filters may use is refused for its size; other
+        // SQL may be refused for what it is (sqlparser reads a keyword it
+        // cannot parse on as a name, and then stumbles on what follows).
+        let supported = [
+            ("(", "a = 1", ")"),
+            ("NOT ", "a = 1", ""),
+            ("NOT (", "a = 1", ")"),
+            ("- ", "1 = a", ""),
+            ("", "a = 1", " OR a = 1"),
+            ("", "a IS NULL", " AND a IS NULL"),
+            ("", "a = 1", " + 1"),
+        ];
+        let other_sql = [
+            ("a IN ([", "1", "])"),
+            ("a = f(", "1", ")"),
+            ("a = CASE WHEN ", "1", " THEN 1 END"),
+            ("a = (SELECT ", "1", ")"),
+            ("a = {'k': ", "1", "}"),
+        ];
+        let cases = supported
+            .map(|case| (case, true))
+            .into_iter()
+            .chain(other_sql.map(|case| (case, false)));
+        let limits = ["longer than", "operators and keywords", "nested too deep"];
+        std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(move || {
+                for ((open, inner, close), size_only) in cases {
+                    // As deep as 4096 bytes allow, and just past the limits.
+                    let most = (MAX_EXPRESSION_BYTES - inner.len()) / (open.len() + close.len());
+                    for levels in [most, MAX_OPERATORS + 1] {
+                        let text =
+                            format!("{}{inner}{}", open.repeat(levels), close.repeat(levels));
+                        let error = SqlFilter::parse(&text).expect_err(&text);
+                        let size = limits.iter().any(|limit| error.contains(limit));
+                        let depth = error.contains("nested more than");
+                        assert!(size || depth || !size_only, "{open}…: {error}");
+                    }
+                }
+                // What real filters nest stays accepted.
+                let nested = format!("{}a = 1{}", "NOT (".repeat(10), ")".repeat(10));
+                let parenthesized = format!("{}a = 1{}", "(".repeat(20), ")".repeat(20));
+                let chain = vec!["a = 1"; 60].join(" OR ");
+                for text in [nested, parenthesized, chain] {
+                    SqlFilter::parse(&text).unwrap_or_else(|error| panic!("{text}: {error}"));
+                }
+            })
+            .expect("spawn a thread")
+            .join()
+            .expect("no stack overflow, no failed check");
     }
 
     proptest! {

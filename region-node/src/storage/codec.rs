@@ -1,5 +1,5 @@
 //! Byte formats of the stored keys and values, shared by every backend that
-//! persists bytes (today [`RocksStore`](super::RocksStore)).
+//! persists bytes (today `RocksStore`).
 //!
 //! Why these shapes:
 //! * Integers in keys are big-endian so that byte order equals numeric order:
@@ -19,7 +19,7 @@
 //!
 //! Decoders never panic on bad bytes: they return [`StorageError::Corrupt`]
 //! naming what was being read, the key and the reason. The full key layout per
-//! column family is documented in [`super::rocks`].
+//! column family is documented in `storage/rocks.rs`.
 
 use super::{GroupCursor, GroupQueueKey, OffsetState, OpenTransaction, StorageError};
 use meridian_proto::meridian::v1::{Message, Record};
@@ -145,8 +145,9 @@ pub fn queue_key(topic: &str, queue_id: i32, offset: u64) -> Vec<u8> {
     key
 }
 
-/// Reads a `queue` key back into (topic, queue id, offset).
-#[cfg(test)]
+/// Reads a `queue` key back into (topic, queue id, offset). The store
+/// reads only the offset ([`queue_key_offset`]); tests and the fuzz target
+/// read whole keys.
 pub fn decode_queue_key(key: &[u8]) -> Result<(String, i32, u64), StorageError> {
     let mut reader = KeyReader::new(key);
     let decoded = (|| {
@@ -850,6 +851,10 @@ impl<'a> KeyReader<'a> {
         Some(i32::from_be_bytes((ordered ^ 0x8000_0000).to_be_bytes()))
     }
 
+    /// A varint as `put_name` writes it: the shortest encoding only (a
+    /// last group of zero bits after the first is refused), so that a key
+    /// decodes only from the bytes the encoder writes for it and one name
+    /// has one stored form.
     fn varint(&mut self) -> Option<usize> {
         let mut value: usize = 0;
         // A usize needs at most 10 groups of 7 bits.
@@ -858,7 +863,7 @@ impl<'a> KeyReader<'a> {
             let bits = usize::from(byte & 0x7f);
             value |= bits.checked_shl(shift).filter(|v| v >> shift == bits)?;
             if byte & 0x80 == 0 {
-                return Some(value);
+                return (byte != 0 || shift == 0).then_some(value);
             }
         }
         None

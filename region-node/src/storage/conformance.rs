@@ -6,9 +6,11 @@
 //!
 //! RocksDB-only behaviour (reopening, corrupt bytes on disk) is in `rocks_only`.
 
+#[cfg(feature = "rocksdb")]
+use super::RocksStore;
 use super::{
     Appended, GroupCursor, GroupQueueKey, GroupQueueState, GroupWrite, LogStore, MemoryStore,
-    OffsetState, QueueBounds, Retention, RocksStore, StorageError, codec,
+    OffsetState, QueueBounds, Retention, StorageError, codec,
 };
 use meridian_proto::meridian::v1::{Message, Record, RecordKind};
 use meridian_topology::FlushMode;
@@ -21,6 +23,7 @@ fn open_memory() -> ((), MemoryStore) {
     ((), MemoryStore::new())
 }
 
+#[cfg(feature = "rocksdb")]
 fn open_rocks() -> (tempfile::TempDir, RocksStore) {
     let dir = tempfile::tempdir().expect("create a temporary directory");
     let store = RocksStore::open(dir.path(), FlushMode::Sync).expect("open the store");
@@ -1417,6 +1420,7 @@ macro_rules! conformance_suite {
         mod memory_store {
             cases_for!(super::open_memory; $($case),+);
         }
+        #[cfg(feature = "rocksdb")]
         mod rocks_store {
             cases_for!(super::open_rocks; $($case),+);
         }
@@ -1459,5 +1463,6 @@ conformance_suite!(
 );
 
 mod dedup_property;
+#[cfg(feature = "rocksdb")]
 mod rocks_only;
 mod timer_property;

@@ -35,19 +35,21 @@
 //! (`sync` fsyncs the write-ahead log before returning, `async` does not).
 //! All calls are blocking; async callers use `spawn_blocking` or a writer thread.
 
-mod codec;
+pub mod codec;
 #[cfg(test)]
 mod conformance;
 #[cfg(test)]
 mod failing;
 #[cfg(test)]
 mod memory;
+#[cfg(feature = "rocksdb")]
 mod rocks;
 
 #[cfg(test)]
 pub use failing::FailingStore;
 #[cfg(test)]
 pub use memory::MemoryStore;
+#[cfg(feature = "rocksdb")]
 pub use rocks::RocksStore;
 
 use meridian_proto::meridian::v1::{CatalogChange, Record, RecordKind};

@@ -113,6 +113,32 @@ fn queue_keys_round_trip_and_order_by_offset_then_queue() {
     assert!(decode_queue_key(&[5, b'a']).is_err());
 }
 
+/// Found by the fuzz target `storage_codec`: a name length written in two
+/// bytes (`0x95 0x00`, 21) where one (`0x15`) is the encoding decoded as
+/// the same key, so one queue had two stored forms.
+#[test]
+fn names_lengths_only_in_their_shortest_form() {
+    let key = [
+        0x95, 0x00, // the topic's length
+        0, 1, 0, 0, 0, 0, 0, 0, 0, 126, 1, 0, 0, 0, 0, 0, 0, 59, 0, 35, 0, // topic
+        0, 0, 0, 0, // queue id
+        0, 0, 34, 34, 255, 255, 255, 255, // offset
+    ];
+    assert!(decode_queue_key(&key).is_err());
+    let shortest = [&[0x15][..], &key[2..]].concat();
+    let (topic, queue_id, offset) = decode_queue_key(&shortest).unwrap();
+    assert_eq!(queue_key(&topic, queue_id, offset), shortest);
+    // A length of 0 is one zero byte; 128 takes two bytes, the last not zero.
+    assert!(decode_queue_key(&[[0x80, 0x00].as_slice(), &[0; 12]].concat()).is_err());
+    let long = queue_key(&"t".repeat(128), 1, 2);
+    assert_eq!(&long[..2], [0x80, 0x01]);
+    assert_eq!(decode_queue_key(&long).unwrap(), ("t".repeat(128), 1, 2));
+    let group = GroupQueueKey::new("g", "t", 0);
+    let mut overlong = vec![0x81, 0x00];
+    overlong.extend_from_slice(&group_cursor_key(&group)[1..]);
+    assert!(decode_group_key(&overlong).is_err());
+}
+
 #[test]
 fn names_are_length_prefixed_so_prefixes_never_collide() {
     assert_ne!(queue_prefix("ab", 1), queue_prefix("a", 1));

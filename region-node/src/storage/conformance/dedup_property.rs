@@ -96,6 +96,7 @@ proptest! {
         check(&MemoryStore::new(), batches)?;
     }
 
+    #[cfg(feature = "rocksdb")]
     #[test]
     fn rocks_store_stores_each_distinct_message_once(batches in sends()) {
         let (_dir, store) = open_rocks();

@@ -82,6 +82,7 @@ proptest! {
         check(&MemoryStore::new(), messages, steps, max)?;
     }
 
+    #[cfg(feature = "rocksdb")]
     #[test]
     fn rocks_store_timer_messages_join_once_in_time_order((messages, steps, max) in scenario()) {
         let (_dir, store) = open_rocks();
