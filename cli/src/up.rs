@@ -168,6 +168,26 @@ pub fn endpoint_table(topology: &Topology) -> String {
             ),
         }
     );
+    if topology.regions.len() > 1 {
+        let _ = writeln!(
+            table,
+            "replication: {}",
+            match &topology.replication_tls {
+                None => "TLS with each replicator's self-signed certificate, which dialers \
+                         read from the peer's data directory (this machine only; only the \
+                         accepting side is authenticated)"
+                    .to_owned(),
+                Some(tls) => format!(
+                    "mutual TLS: every replicator presents its certificate ({}) and accepts \
+                     only peers whose certificate {} signed for their region \
+                     (`<region>.replicator.meridian`); refused peers are logged in \
+                     replicator.log",
+                    tls.cert.display(),
+                    tls.ca.display()
+                ),
+            }
+        );
+    }
     for (name, topic) in &topology.topics {
         let durability = match topic.durability {
             meridian_topology::Durability::Local => String::new(),

@@ -197,7 +197,7 @@ async fn open<H: ConnectionHandler>(
 /// Writes `answer`, closes the write side, and reads (and drops) what the
 /// client still sends until it closes too, each step within
 /// [`REFUSAL_TIMEOUT`].
-async fn refuse(mut stream: ClientStream, answer: &[u8]) {
+pub(crate) async fn refuse(mut stream: ClientStream, answer: &[u8]) {
     let written = tokio::time::timeout(REFUSAL_TIMEOUT, async {
         stream.write_all(answer).await?;
         stream.shutdown().await

@@ -180,9 +180,11 @@ async fn accept(
 
 /// Waits for the client's first bytes (`peek`: readiness alone may be a
 /// false positive) and, on a TLS listener, runs the handshake. `Ok(None)`:
-/// the client closed first. A client speaking plain HTTP/2 to a TLS
-/// listener gets an `InvalidData` error (gRPC has no way to tell it before
-/// the HTTP/2 handshake).
+/// the client closed first. A client speaking plain text to a TLS listener
+/// gets an `InvalidData` error; before that, a plain HTTP/1.1 request (the
+/// JSON admin API shares the admin port with gRPC) is answered
+/// [`PLAIN_TEXT_REFUSAL`], while a plain HTTP/2 client is only closed
+/// (gRPC has no way to tell it before the HTTP/2 handshake).
 async fn opening(stream: TcpStream, tls: Option<&ServerTls>) -> io::Result<Option<ClientStream>> {
     let Some(handshake) = starts_with_handshake(&stream).await? else {
         return Ok(None);
@@ -190,11 +192,44 @@ async fn opening(stream: TcpStream, tls: Option<&ServerTls>) -> io::Result<Optio
     match tls {
         None => Ok(Some(ClientStream::Plain(stream))),
         Some(tls) if handshake => tls.accept(stream).await.map(Some),
-        Some(_) => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "the client sent plain text to a TLS port (enable TLS in the client)",
-        )),
+        Some(_) => {
+            if starts_like_http1(&stream).await {
+                crate::accept::refuse(ClientStream::Plain(stream), PLAIN_TEXT_REFUSAL).await;
+            }
+            Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the client sent plain text to a TLS port (enable TLS in the client)",
+            ))
+        }
     }
+}
+
+/// What a plain HTTP/1.1 request to a TLS gRPC port (the admin port's JSON
+/// API, or curl on a router) is answered.
+const PLAIN_TEXT_REFUSAL: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
+    content-type: text/plain; charset=utf-8\r\ncontent-length: 64\r\nconnection: close\r\n\r\n\
+    this port takes HTTPS only; send the request with TLS (https://)";
+
+/// Whether the client's first bytes are an HTTP/1.1 request line's method
+/// (RFC 9110 §9.3) and a space.
+async fn starts_like_http1(stream: &TcpStream) -> bool {
+    const METHODS: [&[u8]; 8] = [
+        b"GET ",
+        b"HEAD ",
+        b"POST ",
+        b"PUT ",
+        b"DELETE ",
+        b"OPTIONS ",
+        b"PATCH ",
+        b"TRACE ",
+    ];
+    let mut first = [0_u8; 8];
+    let Ok(read) = stream.peek(&mut first).await else {
+        return false;
+    };
+    METHODS
+        .iter()
+        .any(|method| first[..read].starts_with(method))
 }
 
 /// An accepted connection; it frees its place when dropped.

@@ -30,21 +30,23 @@ pub const HANDSHAKE_RECORD: u8 = 22;
 /// Why TLS files could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("TLS file {}: {source}", path.display())]
+    // The cause is part of each message (callers print one line) and not a
+    // `source`, so that error chains (`anyhow`'s `{:#}`) do not repeat it.
+    #[error("TLS file {}: {cause}", path.display())]
     Pem {
         path: PathBuf,
-        source: rustls::pki_types::pem::Error,
+        cause: rustls::pki_types::pem::Error,
     },
     #[error("TLS certificate file {} holds no certificate", path.display())]
     NoCertificate { path: PathBuf },
-    #[error("TLS certificate {} with key {}: {source}", cert.display(), key.display())]
+    #[error("TLS certificate {} with key {}: {cause}", cert.display(), key.display())]
     Config {
         cert: PathBuf,
         key: PathBuf,
-        source: rustls::Error,
+        cause: rustls::Error,
     },
-    #[error("TLS CA file {}: {source}", path.display())]
-    Ca { path: PathBuf, source: io::Error },
+    #[error("TLS CA file {}: {cause}", path.display())]
+    Ca { path: PathBuf, cause: io::Error },
 }
 
 /// Which application protocols a TLS listener offers in ALPN.
@@ -92,9 +94,9 @@ impl ServerTls {
     /// SEC1 key); offers no ALPN protocol until [`ServerTls::with_alpn`].
     pub fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
         fn pem(path: &Path) -> impl Fn(rustls::pki_types::pem::Error) -> TlsError + '_ {
-            move |source| TlsError::Pem {
+            move |cause| TlsError::Pem {
                 path: path.to_owned(),
-                source,
+                cause,
             }
         }
         let chain = CertificateDer::pem_file_iter(cert)
@@ -107,10 +109,10 @@ impl ServerTls {
             });
         }
         let private_key = PrivateKeyDer::from_pem_file(key).map_err(pem(key))?;
-        let config_error = |source| TlsError::Config {
+        let config_error = |cause| TlsError::Config {
             cert: cert.to_owned(),
             key: key.to_owned(),
-            source,
+            cause,
         };
         let config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
@@ -253,9 +255,9 @@ impl Dialer {
 
     /// TLS trusting the CA certificates (PEM) in `ca`.
     pub fn trusting(ca: &Path) -> Result<Self, TlsError> {
-        let pem = std::fs::read(ca).map_err(|source| TlsError::Ca {
+        let pem = std::fs::read(ca).map_err(|cause| TlsError::Ca {
             path: ca.to_owned(),
-            source,
+            cause,
         })?;
         let certificate = tonic::transport::Certificate::from_pem(pem);
         Ok(Dialer {

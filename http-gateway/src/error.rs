@@ -8,7 +8,6 @@ use crate::xml::{self, XmlError};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse as _, Response};
 use meridian_face::Refusal;
-use meridian_face::access::BasicError;
 use meridian_proto::rocketmq::v2::Code;
 
 /// The content type of every XML answer (Node reads only `text/xml` or
@@ -144,10 +143,10 @@ impl GatewayError {
             }
             Self::UnknownPath { .. } => (StatusCode::NOT_FOUND, "NOT_FOUND"),
             Self::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
-            Self::Auth(AuthError::Basic(BasicError::Missing | BasicError::Invalid { .. })) => {
-                (StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
-            }
-            Self::Auth(_) => (StatusCode::FORBIDDEN, "FORBIDDEN"),
+            // Credentials missing or not proving a key: 401, as the admin
+            // API answers (RFC 9110 §15.5.2); a key's missing grant is a
+            // backend refusal, 403.
+            Self::Auth(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
             Self::Refused { refusal, .. } => {
                 (json_refusal(refusal.code), refusal.code.as_str_name())
             }

@@ -5,7 +5,9 @@
 //!
 //! With access keys, every request but the document's carries HTTP Basic
 //! credentials, the access key id and its secret (`curl -u ID:SECRET`):
-//! 401 without them, 403 with wrong ones. In development mode nothing is
+//! 401 (with `WWW-Authenticate: Basic`) without them or with a wrong secret
+//! or an unknown key, 403 for a key not granted what the request does
+//! (`pub` on the topic, `sub` on it and the group). In development mode nothing is
 //! checked. Errors are `{"error": "...", "code": "..."}`: 400 for a bad
 //! request (unknown JSON fields and query parameters included), 401/403,
 //! 404 for an unknown topic or path, 405, 413, 429, 500.

@@ -221,12 +221,19 @@ pub fn load_access_keys(access: &Access) -> Result<Vec<AccessKey>, TopologyError
                         "a variable not named MERIDIAN_* (those override topology keys)",
                     ));
                 }
-                std::env::var(&variable).map_err(|_| {
-                    invalid(
-                        at("secret_env"),
-                        format!("{variable:?}"),
-                        "an environment variable that is set (to the secret, UTF-8)",
-                    )
+                std::env::var(&variable).map_err(|error| {
+                    let problem = match error {
+                        std::env::VarError::NotPresent => "is not set",
+                        std::env::VarError::NotUnicode(_) => "is not UTF-8",
+                    };
+                    TopologyError::AccessKeys {
+                        path: path.clone(),
+                        detail: format!(
+                            "key {} = {variable:?}: the environment variable {variable} {problem}; \
+                             set it to the secret of access key {id:?}",
+                            at("secret_env")
+                        ),
+                    }
                 })?
             }
             _ => {
@@ -426,7 +433,7 @@ mod tests {
             ),
             (
                 "[[keys]]\nid = \"a\"\nsecret_env = \"NO_SUCH_VARIABLE_FOR_MERIDIAN\"\n",
-                "is set",
+                "the environment variable NO_SUCH_VARIABLE_FOR_MERIDIAN is not set",
             ),
             (
                 "[[keys]]\nid = \"a\"\nsecrt = \"hidden\"\n",

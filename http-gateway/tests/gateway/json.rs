@@ -253,7 +253,10 @@ async fn access_keys_require_basic_credentials() {
             base64::engine::general_purpose::STANDARD.encode("ak:wrong")
         ),
     );
-    assert_json_error(&client.send(&wrong).await, 403, "FORBIDDEN");
+    // A wrong secret proves no key either: 401, as the admin API answers.
+    let refused = client.send(&wrong).await;
+    assert_json_error(&refused, 401, "UNAUTHORIZED");
+    assert!(refused.text().contains("wrong secret for access key `ak`"));
     let good = publish.header(
         "Authorization",
         &format!(

@@ -221,6 +221,17 @@ async fn official_clients_over_tls() -> anyhow::Result<()> {
         answer.starts_with("HTTP/1.1 400") && answer.contains("takes HTTPS only"),
         "plain HTTP to the HTTPS port: {answer}"
     );
+    // The admin port serves gRPC and the JSON admin API (HTTP/1.1) on TLS.
+    let admin = cluster.admin_endpoint("a");
+    let answer = exchange(
+        TcpStream::connect(&admin).await?,
+        format!("GET /v1/topics HTTP/1.1\r\nhost: {admin}\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    anyhow::ensure!(
+        answer.starts_with("HTTP/1.1 400") && answer.contains("takes HTTPS only"),
+        "plain HTTP to the admin port: {answer}"
+    );
     let answer = exchange(
         TcpStream::connect(&stomp).await?,
         b"CONNECT\naccept-version:1.2\nhost:a\n\n\0",
