@@ -2,13 +2,15 @@
 # Checks, and installs when missing, what the README's two commands need beyond
 # the Rust toolchain. Idempotent: when everything is there it only looks.
 #
-#   scripts/setup.sh [build|test]        check, install what is missing, re-check
-#   scripts/setup.sh --check [build|test] [--root DIR]
+#   scripts/setup.sh [build|up|test]     check, install what is missing, re-check
+#   scripts/setup.sh --check [build|up|test] [--root DIR]
 #                                        only report; exit 1 if anything is missing
 #
-# `build` (the default) is what `cargo build` needs; `test` adds what the
-# integration tests need (Python venv for the official Python client, Node.js
-# and npm for the official Node.js client).
+# `build` (the default) is what `cargo build` needs; `up` (what
+# `scripts/up.sh` needs) is the same as `build`; `test` (what
+# `scripts/test.sh` needs) adds what the integration tests need (Python venv
+# for the official Python client, Node.js and npm for the official Node.js
+# client).
 #
 # Each requirement is reported on one line, `NAME: present (WHERE)` or
 # `NAME: missing (WHY) - FIX`. The checks look for exactly what the build
@@ -33,8 +35,9 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --check) check_only=true ;;
     --root) root="${2:?--root needs a directory}"; shift ;;
-    build | test) purpose="$1" ;;
-    *) echo "setup: unknown argument '$1' (expected --check, --root DIR, build or test)" >&2; exit 2 ;;
+    build | up) purpose="build" ;;
+    test) purpose="test" ;;
+    *) echo "setup: unknown argument '$1' (expected --check, --root DIR, and one of build, up or test)" >&2; exit 2 ;;
   esac
   shift
 done

@@ -7,9 +7,11 @@
 //! `<region>.pem` (its certificate, for both server and client
 //! authentication, naming `<region>.replicator.meridian`, `localhost`,
 //! 127.0.0.1, ::1 and every IP address the region's endpoints listen on
-//! but the unspecified ones) and `<region>-key.pem` (PKCS#8). Keys are written with mode 0600. An existing CA is reused, so
-//! running it again after adding a region signs only the new region's
-//! certificate; existing region files are kept unless `--force`.
+//! but the unspecified ones) and `<region>-key.pem` (PKCS#8). Keys are
+//! written with mode 0600; every file, key files included, is listed as
+//! created or kept. An existing CA is reused, so running it again after
+//! adding a region signs only the new region's certificate; existing region
+//! files are kept unless `--force`.
 //!
 //! Production deployments bring their own CA and PEM files and name them in
 //! `[replication_tls]`; this command is for development and tests.
@@ -28,8 +30,9 @@ const CA_CERT: &str = "ca.pem";
 const CA_KEY: &str = "ca-key.pem";
 
 /// Makes (or completes) the certificates of `topology`'s regions in
-/// `directory`; returns what to tell the user (the files, and the
-/// `[replication_tls]` table to put in the topology).
+/// `directory`; returns what to tell the user (every file, certificates and
+/// keys, created or kept, and the `[replication_tls]` and `[client_tls]`
+/// tables to put in the topology).
 pub fn make(
     topology: &meridian_topology::Topology,
     topology_path: &Path,
@@ -53,6 +56,7 @@ pub fn make(
         let issuer = Issuer::from_ca_cert_pem(&read(&ca_path)?, key)
             .with_context(|| format!("read the CA certificate {}", ca_path.display()))?;
         let _ = writeln!(report, "kept     {} (the existing CA)", ca_path.display());
+        let _ = writeln!(report, "kept     {} (its key)", ca_key_path.display());
         issuer
     } else {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
@@ -70,6 +74,7 @@ pub fn make(
         write(&ca_key_path, &key.serialize_pem(), 0o600)?;
         write(&ca_path, &certificate.pem(), 0o644)?;
         let _ = writeln!(report, "created  {}", ca_path.display());
+        let _ = writeln!(report, "created  {} (the CA's key)", ca_key_path.display());
         Issuer::new(params, key)
     };
     for region in topology.regions.keys() {
@@ -77,6 +82,7 @@ pub fn make(
         let key_path = directory.join(format!("{region}-key.pem"));
         if cert_path.exists() && key_path.exists() && !force {
             let _ = writeln!(report, "kept     {}", cert_path.display());
+            let _ = writeln!(report, "kept     {}", key_path.display());
             continue;
         }
         let name = meridian_replicator::server_name(region);
@@ -96,6 +102,7 @@ pub fn make(
         write(&key_path, &key.serialize_pem(), 0o600)?;
         write(&cert_path, &certificate.pem(), 0o644)?;
         let _ = writeln!(report, "created  {}", cert_path.display());
+        let _ = writeln!(report, "created  {}", key_path.display());
     }
     let files = format!(
         "ca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"",

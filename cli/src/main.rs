@@ -486,7 +486,8 @@ async fn run(command: Command, inherited: Inherited) -> ExitCode {
             let directory = out.unwrap_or_else(|| certs::default_directory(&path));
             match certs::make(&topology, &path, &directory, force) {
                 Ok(text) => {
-                    println!("{text}");
+                    // A closed pipe (`| head`) is not an error worth a panic.
+                    let _ = writeln!(std::io::stdout().lock(), "{text}");
                     ExitCode::SUCCESS
                 }
                 Err(error) => report(Err(error)),

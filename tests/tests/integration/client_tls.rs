@@ -259,3 +259,85 @@ async fn official_clients_over_tls() -> anyhow::Result<()> {
     cluster.finish();
     Ok(())
 }
+
+/// The round-trip example (`demo_round_trip`) against a deployment with
+/// access keys and `[client_tls]`, as the README runs it against
+/// `secured.toml`: `--access-key ID` with the secret in `MQ_SECRET_KEY`,
+/// `--group PREFIX` for a key whose `sub` grant names its groups, `--tls`
+/// with `SSL_CERT_FILE`. `--access-key` without `MQ_SECRET_KEY` is refused
+/// before anything is sent, naming the variable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_round_trip_example_signs_with_an_access_key_over_tls() -> anyhow::Result<()> {
+    let cluster = TestCluster::builder()
+        .regions(2)
+        .client_tls()
+        .access_key_allowing(
+            "round-trip-app",
+            "round-trip-secret",
+            &format!(
+                r#"[{{ actions = ["pub"], topics = ["{TEST_TOPIC}"] }},
+                    {{ actions = ["sub"], topics = ["{TEST_TOPIC}"], groups = ["billing-*"] }}]"#
+            ),
+        )
+        .build()
+        .await?;
+    let ca = cluster
+        .client_ca()
+        .ok_or_else(|| anyhow::anyhow!("the cluster has no client CA"))?
+        .to_path_buf();
+    let (router_a, router_b) = (cluster.router_endpoint("a"), cluster.router_endpoint("b"));
+    let round_trip = std::env::current_exe()?
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow::anyhow!("no target directory"))?
+        .join("examples")
+        .join("demo_round_trip");
+    anyhow::ensure!(
+        round_trip.is_file(),
+        "{} is not built: run `cargo build -p meridian-tests --examples` (scripts/test.sh does)",
+        round_trip.display()
+    );
+    let run = |secret: Option<&str>| {
+        let mut command = tokio::process::Command::new(&round_trip);
+        command
+            .args([
+                "--tls",
+                "--access-key",
+                "round-trip-app",
+                "--topic",
+                TEST_TOPIC,
+            ])
+            .args(["--group", "billing", &router_a, &router_b, "3"])
+            .env("SSL_CERT_FILE", &ca)
+            .env("RUST_BACKTRACE", "0")
+            .env_remove("MQ_ACCESS_KEY")
+            .kill_on_drop(true);
+        match secret {
+            Some(secret) => command.env("MQ_SECRET_KEY", secret),
+            None => command.env_remove("MQ_SECRET_KEY"),
+        };
+        tokio::time::timeout(Duration::from_secs(120), command.output())
+    };
+
+    let output = run(None).await??;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    anyhow::ensure!(
+        !output.status.success() && stderr.contains("MQ_SECRET_KEY"),
+        "--access-key without MQ_SECRET_KEY names the variable: {stderr}"
+    );
+
+    let output = run(Some("round-trip-secret")).await??;
+    anyhow::ensure!(
+        output.status.success(),
+        "the Rust client's signed round trip over TLS failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(
+        stdout.contains("received 3 of 3"),
+        "every message arrived: {stdout}"
+    );
+    cluster.finish();
+    Ok(())
+}

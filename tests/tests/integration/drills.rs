@@ -203,6 +203,43 @@ async fn example_drills_hold_their_invariants() {
     }
 }
 
+/// The shipped secured drill (`topology/examples/secured-drill.toml`, keys
+/// in `secured-keys.toml`) runs as the README says: refused before anything
+/// starts without `--access-key` (naming `drill-load`), and passing with
+/// `--access-key drill-load`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_secured_example_drill_passes_with_its_key() {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("topology")
+        .join("examples")
+        .join("secured-drill.toml");
+    let output = meridian_tests::run_meridian(
+        [
+            "drill".to_owned(),
+            "run".to_owned(),
+            file.display().to_string(),
+        ],
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("run the drill without a key");
+    assert_eq!(output.code(), Some(3), "{output}");
+    assert!(
+        output.stderr.contains("pass --access-key with a key of")
+            && output.stderr.contains(": drill-load"),
+        "the refusal names drill-load: {output}"
+    );
+
+    let report = run_drill(&file, &["--access-key", "drill-load"])
+        .await
+        .expect("the drill runs with drill-load");
+    assert_eq!(report["passed"], true, "{}", summary(&report));
+    assert_eq!(report["lost"], 0, "{}", summary(&report));
+    assert!(report["sends_acknowledged"].as_u64().unwrap_or(0) > 0);
+    everyone_recovered(&report).expect("recovered");
+}
+
 /// A two-region drill whose load is one official client family's producer
 /// and consumer (`command` gives the program and its first arguments), on
 /// a's router in proxy mode, while a's node is killed and started again.
