@@ -108,6 +108,17 @@ impl Deployment {
         &self.topology
     }
 
+    /// What the link emulator counted for everything `from` sent `to`;
+    /// `None` without emulation or without such a link.
+    pub fn link_stats(&self, from: &str, to: &str) -> Option<meridian_linkemu::DirectionStats> {
+        self.emulator
+            .as_ref()?
+            .states()
+            .into_iter()
+            .find(|state| state.from == from && state.to == to)
+            .map(|state| state.stats)
+    }
+
     /// The pid of `region`'s `role` process (`node`, `replicator`,
     /// `router`) while it runs.
     pub fn pid(&self, region: &str, role: &str) -> Option<u32> {

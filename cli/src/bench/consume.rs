@@ -21,6 +21,7 @@
 
 use super::scheduled::{self, Scheduled};
 use super::{Flush, Latency, Target, histogram, latency_of, micros};
+use crate::deployment::Deployment;
 use crate::drill::client::{Client, Transport};
 use anyhow::Context as _;
 use serde::Serialize;
@@ -86,6 +87,10 @@ pub struct LatencyArgs {
     /// One-way delay of that link, ms.
     #[arg(long, default_value_t = 40)]
     pub link_latency_ms: u32,
+    /// Bandwidth of that link each way, kbit/s (default: unlimited); the
+    /// report says what share of it the measured part used.
+    #[arg(long)]
+    pub link_bandwidth_kbps: Option<u64>,
     /// The flush mode of bench's deployment.
     #[arg(long, value_enum, default_value = "sync")]
     pub flush: Flush,
@@ -96,6 +101,24 @@ pub struct LatencyArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// What the emulated link near → far carried during the measured part of
+/// `meridian bench latency --cross-region`.
+#[derive(Debug, Serialize)]
+pub struct LinkUse {
+    /// The link's bandwidth each way, kbit/s; `None` for unlimited.
+    pub bandwidth_kbps: Option<u64>,
+    /// Bytes delivered near → far (replication frames and their QUIC
+    /// packets' payload) while measured.
+    pub bytes: u64,
+    /// Those bytes per second, as kbit/s.
+    pub kbps: f64,
+    /// `kbps` as a share of `bandwidth_kbps`, percent.
+    pub utilisation_percent: Option<f64>,
+    /// Bytes waiting in the emulator near → far at the end (a link at its
+    /// limit queues).
+    pub queued_bytes_at_end: u64,
 }
 
 /// What `meridian bench consume` measured.
@@ -131,6 +154,9 @@ pub struct LatencyReport {
     pub delivered: u64,
     /// From the start of the send to the delivery, ms.
     pub latency_ms: Latency,
+    /// The link near → far while measured (`--cross-region`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<LinkUse>,
     /// Scheduled messages loaded before the warm-up (`--scheduled`).
     pub scheduled_messages: u64,
     /// Their preload, and where they were after the run.
@@ -146,7 +172,8 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
         .prefix("meridian-bench-")
         .tempdir()
         .context("create the bench's data directory")?;
-    let mut deployment = super::start_own(directory.path(), args.flush, &["bench"], 0).await?;
+    let mut deployment =
+        super::start_own(directory.path(), args.flush, &["bench"], 0, None).await?;
     let router = deployment.topology().region("bench")?.router;
     let node_pid = deployment.pid("bench", "node");
     let db = directory.path().join("bench").join("node").join("db");
@@ -358,6 +385,14 @@ pub async fn latency(args: LatencyArgs) -> anyhow::Result<()> {
         "--scheduled is for one region: with --cross-region the backlog's replication \
          would overlap the measured part"
     );
+    anyhow::ensure!(
+        args.link_bandwidth_kbps.is_none() || args.cross_region,
+        "--link-bandwidth-kbps shapes the link of --cross-region; one region has no link"
+    );
+    anyhow::ensure!(
+        args.link_bandwidth_kbps != Some(0),
+        "--link-bandwidth-kbps must be at least 1"
+    );
     let directory = tempfile::Builder::new()
         .prefix("meridian-bench-")
         .tempdir()
@@ -367,8 +402,14 @@ pub async fn latency(args: LatencyArgs) -> anyhow::Result<()> {
     } else {
         &["near"]
     };
-    let mut deployment =
-        super::start_own(directory.path(), args.flush, regions, args.link_latency_ms).await?;
+    let mut deployment = super::start_own(
+        directory.path(),
+        args.flush,
+        regions,
+        args.link_latency_ms,
+        args.link_bandwidth_kbps,
+    )
+    .await?;
     let send_to = deployment.topology().region("near")?.router;
     let consume_at = deployment
         .topology()
@@ -380,7 +421,7 @@ pub async fn latency(args: LatencyArgs) -> anyhow::Result<()> {
         let transport = super::own_transport(&deployment)?;
         let preloaded = preload(&transport, args.scheduled, send_to, node_pid, &db).await?;
         let (mut report, stored, scheduled_seen) =
-            run_latency(&args, &transport, send_to, consume_at).await?;
+            run_latency(&args, &transport, send_to, consume_at, &deployment).await?;
         if let Some(mut preloaded) = preloaded {
             preloaded.delivered = Some(scheduled_seen);
             let queued =
@@ -408,6 +449,18 @@ pub async fn latency(args: LatencyArgs) -> anyhow::Result<()> {
             "  send to delivery ms: p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
             latency.p50, latency.p99, latency.p999, latency.max
         );
+        if let Some(link) = &report.link {
+            println!(
+                "  link near -> far: {:.0} kbit/s{}, {} B queued at the end",
+                link.kbps,
+                match (link.bandwidth_kbps, link.utilisation_percent) {
+                    (Some(bandwidth), Some(share)) =>
+                        format!(" of {bandwidth} kbit/s ({share:.1} %)"),
+                    _ => " (unlimited link)".to_owned(),
+                },
+                link.queued_bytes_at_end
+            );
+        }
         if let Some(scheduled) = &report.scheduled {
             println!("{}", scheduled.describe());
         }
@@ -422,7 +475,10 @@ async fn run_latency(
     transport: &Transport,
     send_to: SocketAddr,
     consume_at: SocketAddr,
+    deployment: &Deployment,
 ) -> anyhow::Result<(LatencyReport, u64, u64)> {
+    let link_stats = || deployment.link_stats("near", "far");
+    let mut link_at_start = None;
     let base = Instant::now();
     let measure_from = base + Duration::from_secs(args.warmup_s);
     let end = measure_from + Duration::from_secs(args.duration_s);
@@ -493,6 +549,9 @@ async fn run_latency(
         ticker.tick().await;
         sequence += 1;
         let began = Instant::now();
+        if began >= measure_from && link_at_start.is_none() {
+            link_at_start = Some((began, link_stats()));
+        }
         // Warm-up sends carry no time, so they are not counted.
         let message_id = if began >= measure_from {
             format!("lat-{}-{sequence}", micros(began.duration_since(base)))
@@ -510,6 +569,23 @@ async fn run_latency(
             sent.fetch_add(1, Ordering::Relaxed);
         }
     }
+    let link = match link_at_start {
+        Some((started, Some(first))) => link_stats().map(|last| {
+            let seconds = started.elapsed().as_secs_f64().max(f64::EPSILON);
+            let bytes = last.bytes.saturating_sub(first.bytes);
+            let kbps = bytes as f64 * 8.0 / 1000.0 / seconds;
+            LinkUse {
+                bandwidth_kbps: args.link_bandwidth_kbps,
+                bytes,
+                kbps,
+                utilisation_percent: args
+                    .link_bandwidth_kbps
+                    .map(|bandwidth| kbps * 100.0 / bandwidth as f64),
+                queued_bytes_at_end: last.queued_bytes,
+            }
+        }),
+        _ => None,
+    };
     let drain_until = Instant::now() + DRAIN;
     while delivered.load(Ordering::Relaxed) < sent.load(Ordering::Relaxed)
         && Instant::now() < drain_until
@@ -538,6 +614,7 @@ async fn run_latency(
         sent: sent.load(Ordering::Relaxed),
         delivered: delivered.load(Ordering::Relaxed),
         latency_ms: latency_of(&latencies),
+        link,
         scheduled_messages: 0,
         scheduled: None,
     };

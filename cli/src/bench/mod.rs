@@ -146,6 +146,10 @@ pub struct ProduceReport {
     /// CPU time of the node (or the NATS server) per message, µs (servers
     /// bench started only).
     pub node_cpu_us_per_message: Option<f64>,
+    /// The server's resident memory over the measured part (servers bench
+    /// started only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_memory: Option<ServerMemory>,
     /// The same load against NATS JetStream (`--nats-server`), with the
     /// ratio of Meridian's msgs/s to each.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -166,10 +170,64 @@ pub struct ProduceReport {
     /// node stopped (own deployment only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disk_bytes_per_message: Option<f64>,
+    /// Bytes of the RocksDB files that grow with the messages (tables,
+    /// blob files, write-ahead log, manifest: [`data_file_bytes`]) per
+    /// stored message: the directory's bytes less RocksDB's fixed-size
+    /// files (its text info log, options files), what a long run tends to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_bytes_per_message: Option<f64>,
     /// The disk's synced 4 KiB write latency, measured in the same run
     /// (with `--nats-server`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disk_fsync: Option<disk::FsyncLatency>,
+}
+
+/// The server's resident set size (`VmRSS` of `/proc/<pid>/status`),
+/// sampled every 200 ms of the measured part.
+#[derive(Debug, Serialize)]
+pub struct ServerMemory {
+    /// At the start of the measured part, MB.
+    pub start_mb: f64,
+    /// At its end, MB.
+    pub end_mb: f64,
+    /// The largest sample, MB.
+    pub max_mb: f64,
+    /// The largest sample in each tenth of the measured part, MB, in
+    /// order (`None`: no sample in that tenth, in a run of under 2 s): a
+    /// flat series means memory does not grow with the messages.
+    pub max_mb_by_tenth: Vec<Option<f64>>,
+}
+
+impl ServerMemory {
+    /// Summarizes `(seconds into the measured part, bytes)` samples of a
+    /// part `duration_s` long; `None` without samples.
+    fn of(samples: &[(f64, u64)], duration_s: f64) -> Option<ServerMemory> {
+        let megabytes = |bytes: u64| bytes as f64 / 1e6;
+        let (first, last) = (samples.first()?, samples.last()?);
+        let mut by_tenth: Vec<Option<u64>> = vec![None; 10];
+        for &(at, bytes) in samples {
+            let tenth = ((at / duration_s.max(f64::EPSILON)) * 10.0) as usize;
+            let slot = &mut by_tenth[tenth.min(9)];
+            *slot = Some(slot.map_or(bytes, |largest| largest.max(bytes)));
+        }
+        Some(ServerMemory {
+            start_mb: megabytes(first.1),
+            end_mb: megabytes(last.1),
+            max_mb: megabytes(samples.iter().map(|sample| sample.1).max().unwrap_or(0)),
+            max_mb_by_tenth: by_tenth
+                .into_iter()
+                .map(|largest| largest.map(megabytes))
+                .collect(),
+        })
+    }
+}
+
+/// The resident set size of process `pid`, bytes (`VmRSS`, proc(5)).
+fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kilobytes: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kilobytes * 1024)
 }
 
 /// One NATS run beside Meridian's.
@@ -240,7 +298,8 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
                 .prefix("meridian-bench-")
                 .tempdir()
                 .context("create the bench's data directory")?;
-            let mut deployment = start_own(directory.path(), args.flush, &["bench"], 0).await?;
+            let mut deployment =
+                start_own(directory.path(), args.flush, &["bench"], 0, None).await?;
             let transport = own_transport(&deployment)?;
             let router = deployment
                 .topology()
@@ -294,6 +353,8 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
             let stored = measured.stored_total + measured.scheduled_messages;
             measured.disk_bytes = Some(bytes);
             measured.disk_bytes_per_message = (stored > 0).then(|| bytes as f64 / stored as f64);
+            measured.data_bytes_per_message =
+                (stored > 0).then(|| data_file_bytes(&db) as f64 / stored as f64);
             measured
         }
     };
@@ -400,15 +461,16 @@ async fn check_sends(
     )
 }
 
-/// A one-region deployment under `root`: topic `bench`, the given flush.
 /// A deployment under `root` of the regions `names` (one topic `bench`
 /// replicated to all), each pair joined by an emulated link of
-/// `link_latency_ms` one way when there are several.
+/// `link_latency_ms` one way and `link_bandwidth_kbps` each way (`None`:
+/// unlimited) when there are several.
 async fn start_own(
     root: &Path,
     flush: Flush,
     names: &[&str],
     link_latency_ms: u32,
+    link_bandwidth_kbps: Option<u64>,
 ) -> anyhow::Result<Deployment> {
     let unbound = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let region = |name: &str| Region {
@@ -442,11 +504,9 @@ async fn start_own(
     let mut links = Vec::new();
     for (index, first) in names.iter().enumerate() {
         for second in &names[index + 1..] {
-            links.push(meridian_topology::Link::new(
-                *first,
-                *second,
-                link_latency_ms,
-            ));
+            let mut link = meridian_topology::Link::new(*first, *second, link_latency_ms);
+            link.bandwidth_kbps = link_bandwidth_kbps;
+            links.push(link);
         }
     }
     let topology = Topology {
@@ -522,6 +582,29 @@ impl Producer {
     }
 }
 
+/// Bytes of random bodies the producers take turns with, at most.
+const BODY_POOL_BYTES: usize = 16 * 1024 * 1024;
+/// Distinct bodies in the pool, at most.
+const BODY_POOL_MAX: usize = 1024;
+
+/// Bodies of `size` random bytes (at least one, at most [`BODY_POOL_MAX`]
+/// and [`BODY_POOL_BYTES`] in all): incompressible, and different from
+/// their neighbours in a 4 KiB table block or LZ4's 64 KiB window, so that
+/// RocksDB's compression (and NATS's, were it on) cannot shrink what a real
+/// payload would not let it, and disk bytes per message are honest.
+fn random_bodies(size: usize) -> Vec<Vec<u8>> {
+    use rand::RngCore as _;
+    let count = (BODY_POOL_BYTES / size.max(1)).clamp(1, BODY_POOL_MAX);
+    let mut random = rand::rng();
+    (0..count)
+        .map(|_| {
+            let mut body = vec![0; size];
+            random.fill_bytes(&mut body);
+            body
+        })
+        .collect()
+}
+
 /// Runs the producers against `target` and measures them; `server_pid` is
 /// the process whose CPU time counts as the server's.
 async fn run_producers(
@@ -531,7 +614,7 @@ async fn run_producers(
     server_pid: Option<u32>,
 ) -> anyhow::Result<ProduceReport> {
     let node_pid = server_pid;
-    let body = vec![b'm'; args.size];
+    let bodies = Arc::new(random_bodies(args.size));
     let start = Instant::now();
     let measure_from = start + Duration::from_secs(args.warmup_s);
     let end = measure_from + Duration::from_secs(args.duration_s);
@@ -542,8 +625,8 @@ async fn run_producers(
 
     let mut producers = tokio::task::JoinSet::new();
     for index in 0..args.concurrency {
-        let (body, target, sent, stored) = (
-            body.clone(),
+        let (bodies, target, sent, stored) = (
+            Arc::clone(&bodies),
             target.clone(),
             Arc::clone(&sent),
             Arc::clone(&stored),
@@ -561,7 +644,10 @@ async fn run_producers(
                 sequence += 1;
                 let message_id = format!("bench-{index}-{sequence}");
                 let outcome = match producer.as_mut() {
-                    Ok(producer) => producer.send(message_id, body.clone()).await,
+                    Ok(producer) => {
+                        let body = &bodies[(sequence as usize + index) % bodies.len()];
+                        producer.send(message_id, body.clone()).await
+                    }
                     Err(error) => Err(error.clone()),
                 };
                 let measured = began >= measure_from;
@@ -591,14 +677,21 @@ async fn run_producers(
         node_pid.and_then(|pid| cpu_ticks(Some(pid))),
     );
     let mut cpu_at_start = None;
+    let mut memory_samples = Vec::new();
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
     while Instant::now() < end {
         ticker.tick().await;
-        if cpu_at_start.is_none() && Instant::now() >= measure_from {
+        let now = Instant::now();
+        if cpu_at_start.is_none() && now >= measure_from {
             cpu_at_start = Some((
                 cpu_ticks(None),
                 node_pid.and_then(|pid| cpu_ticks(Some(pid))),
             ));
+        }
+        if now >= measure_from
+            && let Some(bytes) = node_pid.and_then(resident_bytes)
+        {
+            memory_samples.push((now.duration_since(measure_from).as_secs_f64(), bytes));
         }
         progress.set_position(
             start
@@ -642,6 +735,7 @@ async fn run_producers(
         latency_ms: latency_of(&latencies),
         client_cpu_us_per_message: per_message(client_before, cpu_after.0).unwrap_or(0.0),
         node_cpu_us_per_message: per_message(node_before, cpu_after.1),
+        server_memory: ServerMemory::of(&memory_samples, seconds),
         compared: Vec::new(),
         disk_fsync: None,
         stored_total: stored.load(Ordering::Relaxed),
@@ -649,6 +743,7 @@ async fn run_producers(
         scheduled: None,
         disk_bytes: None,
         disk_bytes_per_message: None,
+        data_bytes_per_message: None,
     })
 }
 
@@ -663,6 +758,35 @@ pub(super) fn directory_bytes(path: &Path) -> u64 {
             Ok(kind) if kind.is_dir() => directory_bytes(&entry.path()),
             Ok(_) => entry.metadata().map_or(0, |metadata| metadata.len()),
             Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Bytes of the files under `path` that RocksDB writes stored data to:
+/// tables (`*.sst`), blob files (`*.blob`), the write-ahead log (`*.log`)
+/// and the manifest (`MANIFEST-*`); not its text info log (`LOG`,
+/// `LOG.old.*`), options files or `CURRENT` / `IDENTITY` / `LOCK`.
+pub(super) fn data_file_bytes(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() => data_file_bytes(&entry.path()),
+                Ok(_)
+                    if [".sst", ".blob", ".log"]
+                        .iter()
+                        .any(|suffix| name.ends_with(suffix))
+                        || name.starts_with("MANIFEST-") =>
+                {
+                    entry.metadata().map_or(0, |metadata| metadata.len())
+                }
+                _ => 0,
+            }
         })
         .sum()
 }
@@ -736,11 +860,17 @@ fn print_report(report: &ProduceReport) {
         println!("{}", scheduled.describe());
     }
     match (report.disk_bytes_per_message, report.scheduled_messages) {
-        (Some(bytes), 0) => println!(
-            "disk: {bytes:.0} bytes per stored message ({:.2}x the body), {} stored",
-            bytes / report.size_bytes as f64,
-            report.stored_total
-        ),
+        (Some(bytes), 0) => {
+            let data = report.data_bytes_per_message.unwrap_or(bytes);
+            println!(
+                "disk: {data:.0} bytes per stored message in tables, blob files and log \
+                 ({:.2}x the body); {bytes:.0} ({:.2}x) with RocksDB's info log and options \
+                 files; {} stored",
+                data / report.size_bytes as f64,
+                bytes / report.size_bytes as f64,
+                report.stored_total
+            )
+        }
         (Some(bytes), scheduled) => println!(
             "disk: {:.1} MB, {bytes:.0} bytes per stored message ({} sent, {scheduled} scheduled)",
             report.disk_bytes.unwrap_or(0) as f64 / 1e6,
@@ -785,5 +915,19 @@ fn print_run(report: &ProduceReport) {
             "  CPU per message: client {:.0} µs",
             report.client_cpu_us_per_message
         ),
+    }
+    if let Some(memory) = &report.server_memory {
+        let tenths: Vec<String> = memory
+            .max_mb_by_tenth
+            .iter()
+            .map(|megabytes| megabytes.map_or_else(|| "-".to_owned(), |mb| format!("{mb:.0}")))
+            .collect();
+        println!(
+            "  server RSS MB: {:.0} at the start, {:.0} at the end, max {:.0}; by tenth of the run: {}",
+            memory.start_mb,
+            memory.end_mb,
+            memory.max_mb,
+            tenths.join(" ")
+        );
     }
 }

@@ -43,6 +43,22 @@ async fn bench_produce_reports_throughput_latency_and_cpu_as_json() {
         report["node_cpu_us_per_message"].as_f64().is_some(),
         "{report}"
     );
+    // The node's memory, sampled while measured; its data after it stopped.
+    let memory = &report["server_memory"];
+    let max = memory["max_mb"].as_f64().expect("server memory");
+    assert!(
+        max > 1.0 && max >= memory["end_mb"].as_f64().unwrap_or(f64::MAX),
+        "{report}"
+    );
+    assert_eq!(memory["max_mb_by_tenth"].as_array().map(Vec::len), Some(10));
+    let data = report["data_bytes_per_message"]
+        .as_f64()
+        .expect("data bytes");
+    let disk = report["disk_bytes_per_message"]
+        .as_f64()
+        .expect("disk bytes");
+    // Random bodies do not compress: at least the body per message.
+    assert!(data >= 512.0 && data <= disk, "{report}");
 }
 
 /// With `--nats-server`, the same load runs against NATS JetStream twice
@@ -151,7 +167,13 @@ async fn bench_consume_and_latency_account_for_every_message() {
             "--json",
         ];
         if cross_region {
-            args.extend(["--cross-region", "--link-latency-ms", "20"]);
+            args.extend([
+                "--cross-region",
+                "--link-latency-ms",
+                "20",
+                "--link-bandwidth-kbps",
+                "8000",
+            ]);
         }
         let report = run(args).await;
         let sent = report["sent"].as_u64().expect("sent");
@@ -164,6 +186,15 @@ async fn bench_consume_and_latency_account_for_every_message() {
         if cross_region {
             // At least the emulated one-way delay: the message crossed the link.
             assert!(p50 >= 20.0, "{report}");
+            // The link carried the bodies (50/s of 1 KiB is 400 kbit/s;
+            // the last ones may still be on their way when sending ends)
+            // within its bandwidth.
+            let link = &report["link"];
+            assert_eq!(link["bandwidth_kbps"], 8000, "{report}");
+            let bytes = link["bytes"].as_u64().expect("link bytes");
+            assert!(bytes >= sent * 1024 / 2, "{report}");
+            let share = link["utilisation_percent"].as_f64().expect("share");
+            assert!(share > 0.0 && share <= 100.0, "{report}");
         } else {
             assert!(p50 > 0.0, "{report}");
         }
