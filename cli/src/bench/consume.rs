@@ -75,6 +75,11 @@ pub struct LatencyArgs {
     /// Consumers receiving at once (one consumer group).
     #[arg(long, default_value_t = 2)]
     pub consumers: usize,
+    /// Producers sharing `--rate`, each sending at `rate / producers` and
+    /// waiting for each answer, so a slow answer delays only its own
+    /// producer's next send.
+    #[arg(long, default_value_t = 4)]
+    pub producers: usize,
     /// How long the measured part lasts, seconds.
     #[arg(long, default_value_t = 10)]
     pub duration_s: u64,
@@ -478,7 +483,6 @@ async fn run_latency(
     deployment: &Deployment,
 ) -> anyhow::Result<(LatencyReport, u64, u64)> {
     let link_stats = || deployment.link_stats("near", "far");
-    let mut link_at_start = None;
     let base = Instant::now();
     let measure_from = base + Duration::from_secs(args.warmup_s);
     let end = measure_from + Duration::from_secs(args.duration_s);
@@ -533,44 +537,58 @@ async fn run_latency(
         });
     }
 
-    let mut producer = Client::new(
-        send_to,
-        "bench-producer".to_owned(),
-        super::BENCH_TOPIC,
-        transport.clone(),
-    );
-    let body = vec![b'l'; args.size];
-    let mut ticker = tokio::time::interval(
-        Duration::from_secs(1) / u32::try_from(args.rate).unwrap_or(u32::MAX),
-    );
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut sequence = 0_u64;
-    while Instant::now() < end {
-        ticker.tick().await;
-        sequence += 1;
-        let began = Instant::now();
-        if began >= measure_from && link_at_start.is_none() {
-            link_at_start = Some((began, link_stats()));
-        }
-        // Warm-up sends carry no time, so they are not counted.
-        let message_id = if began >= measure_from {
-            format!("lat-{}-{sequence}", micros(began.duration_since(base)))
-        } else {
-            format!("warm-{sequence}")
-        };
-        let stored_one = producer
-            .send(message_id, "bench", body.clone())
-            .await
-            .is_ok();
-        if stored_one {
-            stored += 1;
-        }
-        if stored_one && began >= measure_from {
-            sent.fetch_add(1, Ordering::Relaxed);
-        }
+    // Producer `index` sends at ticks `index`, `index + producers`, … of
+    // the whole rate's schedule.
+    let producers = args.producers.max(1);
+    let interval = Duration::from_secs(1) / u32::try_from(args.rate).unwrap_or(u32::MAX);
+    let bodies = Arc::new(super::random_bodies(args.size));
+    let mut sending = tokio::task::JoinSet::new();
+    for index in 0..producers {
+        let (sent, transport, bodies) = (Arc::clone(&sent), transport.clone(), Arc::clone(&bodies));
+        sending.spawn(async move {
+            let mut producer = Client::new(
+                send_to,
+                format!("bench-producer-{index}"),
+                super::BENCH_TOPIC,
+                transport,
+            );
+            let first = tokio::time::Instant::from_std(base) + interval * index as u32;
+            let mut ticker = tokio::time::interval_at(first, interval * producers as u32);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut stored = 0_u64;
+            let mut sequence = 0_u64;
+            while Instant::now() < end {
+                ticker.tick().await;
+                sequence += 1;
+                let began = Instant::now();
+                // Warm-up sends carry no time, so they are not counted.
+                let message_id = if began >= measure_from {
+                    format!(
+                        "lat-{}-{index}.{sequence}",
+                        micros(began.duration_since(base))
+                    )
+                } else {
+                    format!("warm-{index}.{sequence}")
+                };
+                let body = bodies[sequence as usize % bodies.len()].clone();
+                let stored_one = producer.send(message_id, "bench", body).await.is_ok();
+                if stored_one {
+                    stored += 1;
+                }
+                if stored_one && began >= measure_from {
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            stored
+        });
+    }
+    tokio::time::sleep_until(tokio::time::Instant::from_std(measure_from)).await;
+    let link_at_start = (Instant::now(), link_stats());
+    while let Some(joined) = sending.join_next().await {
+        stored += joined.context("a producer failed")?;
     }
     let link = match link_at_start {
-        Some((started, Some(first))) => link_stats().map(|last| {
+        (started, Some(first)) => link_stats().map(|last| {
             let seconds = started.elapsed().as_secs_f64().max(f64::EPSILON);
             let bytes = last.bytes.saturating_sub(first.bytes);
             let kbps = bytes as f64 * 8.0 / 1000.0 / seconds;

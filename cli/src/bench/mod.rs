@@ -592,7 +592,7 @@ const BODY_POOL_MAX: usize = 1024;
 /// their neighbours in a 4 KiB table block or LZ4's 64 KiB window, so that
 /// RocksDB's compression (and NATS's, were it on) cannot shrink what a real
 /// payload would not let it, and disk bytes per message are honest.
-fn random_bodies(size: usize) -> Vec<Vec<u8>> {
+pub(super) fn random_bodies(size: usize) -> Vec<Vec<u8>> {
     use rand::RngCore as _;
     let count = (BODY_POOL_BYTES / size.max(1)).clamp(1, BODY_POOL_MAX);
     let mut random = rand::rng();
