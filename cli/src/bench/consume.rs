@@ -570,7 +570,7 @@ async fn run_latency(
                 } else {
                     format!("warm-{index}.{sequence}")
                 };
-                let body = bodies[sequence as usize % bodies.len()].clone();
+                let body = super::pick_body(&bodies);
                 let stored_one = producer.send(message_id, "bench", body).await.is_ok();
                 if stored_one {
                     stored += 1;

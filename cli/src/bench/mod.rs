@@ -585,13 +585,15 @@ impl Producer {
 /// Bytes of random bodies the producers take turns with, at most.
 const BODY_POOL_BYTES: usize = 16 * 1024 * 1024;
 /// Distinct bodies in the pool, at most.
-const BODY_POOL_MAX: usize = 1024;
+const BODY_POOL_MAX: usize = 16 * 1024;
 
 /// Bodies of `size` random bytes (at least one, at most [`BODY_POOL_MAX`]
-/// and [`BODY_POOL_BYTES`] in all): incompressible, and different from
-/// their neighbours in a 4 KiB table block or LZ4's 64 KiB window, so that
-/// RocksDB's compression (and NATS's, were it on) cannot shrink what a real
-/// payload would not let it, and disk bytes per message are honest.
+/// and [`BODY_POOL_BYTES`] in all), each send taking one at random
+/// ([`pick_body`]): incompressible, and (but for rare draws of the same
+/// body) different from their neighbours in a table block or LZ4's 64 KiB
+/// window, so that RocksDB's compression (and NATS's, were it on) cannot
+/// shrink what a real payload would not let it, and disk bytes per message
+/// are honest.
 pub(super) fn random_bodies(size: usize) -> Vec<Vec<u8>> {
     use rand::RngCore as _;
     let count = (BODY_POOL_BYTES / size.max(1)).clamp(1, BODY_POOL_MAX);
@@ -603,6 +605,12 @@ pub(super) fn random_bodies(size: usize) -> Vec<Vec<u8>> {
             body
         })
         .collect()
+}
+
+/// A body of `bodies` drawn at random: producers running in step must not
+/// send the same body at once (it would compress against itself).
+pub(super) fn pick_body(bodies: &[Vec<u8>]) -> Vec<u8> {
+    bodies[rand::random_range(0..bodies.len())].clone()
 }
 
 /// Runs the producers against `target` and measures them; `server_pid` is
@@ -644,10 +652,7 @@ async fn run_producers(
                 sequence += 1;
                 let message_id = format!("bench-{index}-{sequence}");
                 let outcome = match producer.as_mut() {
-                    Ok(producer) => {
-                        let body = &bodies[(sequence as usize + index) % bodies.len()];
-                        producer.send(message_id, body.clone()).await
-                    }
+                    Ok(producer) => producer.send(message_id, pick_body(&bodies)).await,
                     Err(error) => Err(error.clone()),
                 };
                 let measured = began >= measure_from;

@@ -211,27 +211,23 @@ async fn official_clients_over_tls() -> anyhow::Result<()> {
         status.stderr
     );
 
-    // Plain text to TLS ports.
-    let answer = exchange(
-        TcpStream::connect(&http).await?,
-        format!("GET /v1/openapi.json HTTP/1.1\r\nhost: {http}\r\n\r\n").as_bytes(),
-    )
-    .await?;
-    anyhow::ensure!(
-        answer.starts_with("HTTP/1.1 400") && answer.contains("takes HTTPS only"),
-        "plain HTTP to the HTTPS port: {answer}"
-    );
-    // The admin port serves gRPC and the JSON admin API (HTTP/1.1) on TLS.
+    // Plain text to TLS ports: the HTTP port, and the admin port, which
+    // serves gRPC and the JSON admin API (HTTP/1.1).
     let admin = cluster.admin_endpoint("a");
-    let answer = exchange(
-        TcpStream::connect(&admin).await?,
-        format!("GET /v1/topics HTTP/1.1\r\nhost: {admin}\r\n\r\n").as_bytes(),
-    )
-    .await?;
-    anyhow::ensure!(
-        answer.starts_with("HTTP/1.1 400") && answer.contains("takes HTTPS only"),
-        "plain HTTP to the admin port: {answer}"
-    );
+    for (port, address, path) in [
+        ("the HTTPS port", &http, "/v1/openapi.json"),
+        ("the admin port", &admin, "/v1/topics"),
+    ] {
+        let answer = exchange(
+            TcpStream::connect(address).await?,
+            format!("GET {path} HTTP/1.1\r\nhost: {address}\r\n\r\n").as_bytes(),
+        )
+        .await?;
+        anyhow::ensure!(
+            answer.starts_with("HTTP/1.1 400") && answer.contains("takes HTTPS only"),
+            "plain HTTP to {port}: {answer}"
+        );
+    }
     let answer = exchange(
         TcpStream::connect(&stomp).await?,
         b"CONNECT\naccept-version:1.2\nhost:a\n\n\0",

@@ -203,17 +203,9 @@ async fn example_drills_hold_their_invariants() {
     }
 }
 
-/// The shipped secured drill (`topology/examples/secured-drill.toml`, keys
-/// in `secured-keys.toml`) runs as the README says: refused before anything
-/// starts without `--access-key` (naming `drill-load`), and passing with
-/// `--access-key drill-load`.
-#[tokio::test(flavor = "multi_thread")]
-async fn the_secured_example_drill_passes_with_its_key() {
-    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("topology")
-        .join("examples")
-        .join("secured-drill.toml");
+/// `meridian drill run FILE` without `--access-key`: the runner's refusal
+/// (exit 3) before anything starts.
+async fn refused_without_a_key(file: &std::path::Path) -> meridian_tests::CommandOutput {
     let output = meridian_tests::run_meridian(
         [
             "drill".to_owned(),
@@ -225,6 +217,21 @@ async fn the_secured_example_drill_passes_with_its_key() {
     .await
     .expect("run the drill without a key");
     assert_eq!(output.code(), Some(3), "{output}");
+    output
+}
+
+/// The shipped secured drill (`topology/examples/secured-drill.toml`, keys
+/// in `secured-keys.toml`) runs as the README says: refused before anything
+/// starts without `--access-key` (naming `drill-load`), and passing with
+/// `--access-key drill-load`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_secured_example_drill_passes_with_its_key() {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("topology")
+        .join("examples")
+        .join("secured-drill.toml");
+    let output = refused_without_a_key(&file).await;
     assert!(
         output.stderr.contains("pass --access-key with a key of")
             && output.stderr.contains(": drill-load"),
@@ -585,17 +592,7 @@ async fn a_drill_of_a_secured_deployment_signs_with_the_chosen_key() {
     let families: [(&str, &[String]); 1] = [("rust", &rust)];
     let file = secured_drill(directory.path(), false, &families).await;
 
-    let output = meridian_tests::run_meridian(
-        [
-            "drill".to_owned(),
-            "run".to_owned(),
-            file.display().to_string(),
-        ],
-        Duration::from_secs(60),
-    )
-    .await
-    .expect("run the drill without a key");
-    assert_eq!(output.code(), Some(3), "{output}");
+    let output = refused_without_a_key(&file).await;
     for expected in [
         "the internal key meridian-internal",
         "is not granted any of it",
