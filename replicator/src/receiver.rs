@@ -9,7 +9,10 @@
 //! and a known other region as `from_region`; anything else gets a Goodbye and
 //! the connection is closed with [`CLOSE_HANDSHAKE_REFUSED`]. Then each Batch
 //! (with a `through_sequence` above the previous one) is handed to the node's
-//! Apply and acknowledged once Apply returned (durable). A malformed frame gets
+//! Apply and acknowledged once Apply returned (durable); batches that arrived
+//! while the previous Apply ran go to the node together, in one Apply, and
+//! are acknowledged with one ack through the last of them (acks are
+//! cumulative). A malformed frame gets
 //! a Goodbye and a close with [`CLOSE_MALFORMED`] and a reason starting with
 //! "malformed replication frame"; other connections are not affected.
 //!
@@ -27,10 +30,12 @@ use crate::protocol::{
     CLOSE_HANDSHAKE_REFUSED, CLOSE_MALFORMED, CLOSE_NODE_UNAVAILABLE, CLOSE_NORMAL,
 };
 use crate::receiver_core::{ReceiverCore, Violation};
+use futures::FutureExt as _;
 use meridian_face::accept::{AcceptLimits, Admission};
 use meridian_proto::meridian::v1::replication_frame::Frame;
 use meridian_proto::meridian::v1::{Ack, ApplyResponse, Batch, Goodbye};
 use meridian_report::chain as error_chain;
+use prost::Message as _;
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -264,13 +269,18 @@ async fn serve_stream(
         link.send_replace(Some(connection.clone()));
     }
 
+    // A frame read while coalescing that was not a batch: handled next.
+    let mut pending = None;
     loop {
-        let next = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return session.goodbye(CLOSE_NORMAL, "shutdown").await,
-            next = reader.next_frame() => next,
+        let next = match pending.take() {
+            Some(next) => next,
+            None => tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return session.goodbye(CLOSE_NORMAL, "shutdown").await,
+                next = reader.next_frame() => next.map(|next| next.map(frame::expect_receiver_inbound)),
+            },
         };
-        let batch = match next.map(|next| next.map(frame::expect_receiver_inbound)) {
+        let mut batch = match next {
             Ok(Some(Ok(ReceiverInbound::Batch(batch)))) => batch,
             Ok(Some(Ok(ReceiverInbound::Goodbye(goodbye)))) => {
                 info!(peer = %peer, reason = %goodbye.reason, "replication peer said goodbye");
@@ -301,6 +311,30 @@ async fn serve_stream(
         if let Err(violation) = core.on_batch(batch.through_sequence) {
             warn!(%remote, peer = %peer, %violation, "closing replication connection");
             return session.violation(&violation).await;
+        }
+        // Batches that arrived meanwhile join this one: one Apply (one
+        // commit on the node) and one cumulative ack for all of them, so a
+        // sender of many small batches is not held to one commit each.
+        let mut coalesced_bytes = batch.encoded_len();
+        while coalesced_bytes < COALESCE_BYTES_MAX {
+            let Some(next) = reader.next_frame().now_or_never() else {
+                break;
+            };
+            match next.map(|next| next.map(frame::expect_receiver_inbound)) {
+                Ok(Some(Ok(ReceiverInbound::Batch(more)))) => {
+                    if let Err(violation) = core.on_batch(more.through_sequence) {
+                        warn!(%remote, peer = %peer, %violation, "closing replication connection");
+                        return session.violation(&violation).await;
+                    }
+                    coalesced_bytes += more.encoded_len();
+                    batch.through_sequence = more.through_sequence;
+                    batch.records.extend(more.records);
+                }
+                other => {
+                    pending = Some(other);
+                    break;
+                }
+            }
         }
 
         let through_sequence = batch.through_sequence;
@@ -337,6 +371,11 @@ async fn serve_stream(
         );
     }
 }
+
+/// Encoded bytes of batches joined into one Apply, at most before another
+/// joins: a batch is at most 4 MiB (`SenderLimits::batch_bytes_max`), so
+/// the Apply request stays below the node's 8 MiB gRPC decode limit.
+const COALESCE_BYTES_MAX: usize = 2 * 1024 * 1024;
 
 /// Applies a batch; an empty one (everything filtered by the sender) needs no call.
 async fn apply(
