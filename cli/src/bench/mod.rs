@@ -90,6 +90,11 @@ pub struct ProduceArgs {
     /// Body size of each message, bytes.
     #[arg(long, default_value_t = 1024)]
     pub size: usize,
+    /// What the bodies hold: `random` bytes (incompressible, as encrypted
+    /// or compressed payloads are) or one `constant` byte repeated (which
+    /// compresses to almost nothing, so the storage writes far less).
+    #[arg(long, value_enum, default_value = "random")]
+    pub body: Body,
     /// Producers sending at once, each waiting for every answer.
     #[arg(long, default_value_t = 1)]
     pub concurrency: usize,
@@ -120,6 +125,14 @@ pub struct ProduceArgs {
     pub json: bool,
 }
 
+/// What bench's message bodies hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Body {
+    Random,
+    Constant,
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Flush {
@@ -134,6 +147,8 @@ pub struct ProduceReport {
     /// `own deployment (flush sync)` or the access point loaded.
     pub target: String,
     pub size_bytes: usize,
+    /// What the bodies held (`--body`).
+    pub body: Body,
     pub concurrency: usize,
     pub duration_s: f64,
     pub messages: u64,
@@ -622,7 +637,10 @@ async fn run_producers(
     server_pid: Option<u32>,
 ) -> anyhow::Result<ProduceReport> {
     let node_pid = server_pid;
-    let bodies = Arc::new(random_bodies(args.size));
+    let bodies = Arc::new(match args.body {
+        Body::Random => random_bodies(args.size),
+        Body::Constant => vec![vec![b'm'; args.size]],
+    });
     let start = Instant::now();
     let measure_from = start + Duration::from_secs(args.warmup_s);
     let end = measure_from + Duration::from_secs(args.duration_s);
@@ -731,6 +749,7 @@ async fn run_producers(
         scenario: "produce",
         target: description,
         size_bytes: args.size,
+        body: args.body,
         concurrency: args.concurrency,
         duration_s: seconds,
         messages,
@@ -893,8 +912,12 @@ fn print_report(report: &ProduceReport) {
 
 fn print_run(report: &ProduceReport) {
     println!(
-        "produce: {} B messages, {} producer(s), {:.0} s against {}{}",
+        "produce: {} B messages ({} bodies), {} producer(s), {:.0} s against {}{}",
         report.size_bytes,
+        match report.body {
+            Body::Random => "random",
+            Body::Constant => "constant",
+        },
         report.concurrency,
         report.duration_s,
         report.target,
