@@ -64,6 +64,14 @@ async fn tls_connect(
     Ok(connector.connect(name, tcp).await?)
 }
 
+/// The CA certificate the cluster's client endpoints are signed by.
+fn client_ca(cluster: &TestCluster) -> anyhow::Result<std::path::PathBuf> {
+    Ok(cluster
+        .client_ca()
+        .ok_or_else(|| anyhow::anyhow!("the cluster has no client CA"))?
+        .to_path_buf())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_clients_over_tls() -> anyhow::Result<()> {
     let python = Python::from_env()?;
@@ -73,10 +81,7 @@ async fn official_clients_over_tls() -> anyhow::Result<()> {
         .client_tls()
         .build()
         .await?;
-    let ca = cluster
-        .client_ca()
-        .ok_or_else(|| anyhow::anyhow!("the cluster has no client CA"))?
-        .to_path_buf();
+    let ca = client_ca(&cluster)?;
     let python = Python::for_cluster(python, &cluster)?;
     let node = NodeJs::for_cluster(modules, &cluster)?;
     let (router_a, router_b) = (cluster.router_endpoint("a"), cluster.router_endpoint("b"));
@@ -277,10 +282,7 @@ async fn the_round_trip_example_signs_with_an_access_key_over_tls() -> anyhow::R
         )
         .build()
         .await?;
-    let ca = cluster
-        .client_ca()
-        .ok_or_else(|| anyhow::anyhow!("the cluster has no client CA"))?
-        .to_path_buf();
+    let ca = client_ca(&cluster)?;
     let (router_a, router_b) = (cluster.router_endpoint("a"), cluster.router_endpoint("b"));
     let round_trip = std::env::current_exe()?
         .parent()
