@@ -557,7 +557,9 @@ async fn run_latency(
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             let mut stored = 0_u64;
             let mut sequence = 0_u64;
-            while Instant::now() < end {
+            // At least one send, even when a loaded machine starts this task
+            // late in a short run.
+            loop {
                 ticker.tick().await;
                 sequence += 1;
                 let began = Instant::now();
@@ -571,12 +573,21 @@ async fn run_latency(
                     format!("warm-{index}.{sequence}")
                 };
                 let body = super::pick_body(&bodies);
-                let stored_one = producer.send(message_id, "bench", body).await.is_ok();
+                let stored_one = match producer.send(message_id, "bench", body).await {
+                    Ok(_) => true,
+                    Err(error) => {
+                        tracing::warn!(producer = index, %error, "bench latency: a send failed");
+                        false
+                    }
+                };
                 if stored_one {
                     stored += 1;
                 }
                 if stored_one && began >= measure_from {
                     sent.fetch_add(1, Ordering::Relaxed);
+                }
+                if Instant::now() >= end {
+                    break;
                 }
             }
             stored
@@ -587,6 +598,13 @@ async fn run_latency(
     while let Some(joined) = sending.join_next().await {
         stored += joined.context("a producer failed")?;
     }
+    let drain_until = Instant::now() + DRAIN;
+    while delivered.load(Ordering::Relaxed) < sent.load(Ordering::Relaxed)
+        && Instant::now() < drain_until
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // After the drain: what the link carried for the measured messages.
     let link = match link_at_start {
         (started, Some(first)) => link_stats().map(|last| {
             let seconds = started.elapsed().as_secs_f64().max(f64::EPSILON);
@@ -604,12 +622,6 @@ async fn run_latency(
         }),
         _ => None,
     };
-    let drain_until = Instant::now() + DRAIN;
-    while delivered.load(Ordering::Relaxed) < sent.load(Ordering::Relaxed)
-        && Instant::now() < drain_until
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     stop.store(true, Ordering::Relaxed);
     let mut latencies = histogram();
     while let Some(joined) = consumers.join_next().await {
