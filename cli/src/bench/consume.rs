@@ -121,8 +121,8 @@ pub struct LinkUse {
     pub kbps: f64,
     /// `kbps` as a share of `bandwidth_kbps`, percent.
     pub utilisation_percent: Option<f64>,
-    /// Bytes waiting in the emulator near → far at the end (a link at its
-    /// limit queues).
+    /// Bytes waiting in the emulator near → far when sending ended (a
+    /// link at its limit queues).
     pub queued_bytes_at_end: u64,
 }
 
@@ -598,16 +598,22 @@ async fn run_latency(
     while let Some(joined) = sending.join_next().await {
         stored += joined.context("a producer failed")?;
     }
+    let link_at_end = (Instant::now(), link_stats());
     let drain_until = Instant::now() + DRAIN;
     while delivered.load(Ordering::Relaxed) < sent.load(Ordering::Relaxed)
         && Instant::now() < drain_until
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // After the drain: what the link carried for the measured messages.
-    let link = match link_at_start {
-        (started, Some(first)) => link_stats().map(|last| {
-            let seconds = started.elapsed().as_secs_f64().max(f64::EPSILON);
+    // The bytes the measured messages took over the link (read after the
+    // drain, so the last of them have arrived), per second of sending;
+    // the queue as sending ended.
+    let link = match (link_at_start, link_at_end) {
+        ((started, Some(first)), (ended, Some(at_end))) => link_stats().map(|last| {
+            let seconds = ended
+                .duration_since(started)
+                .as_secs_f64()
+                .max(f64::EPSILON);
             let bytes = last.bytes.saturating_sub(first.bytes);
             let kbps = bytes as f64 * 8.0 / 1000.0 / seconds;
             LinkUse {
@@ -617,7 +623,7 @@ async fn run_latency(
                 utilisation_percent: args
                     .link_bandwidth_kbps
                     .map(|bandwidth| kbps * 100.0 / bandwidth as f64),
-                queued_bytes_at_end: last.queued_bytes,
+                queued_bytes_at_end: at_end.queued_bytes,
             }
         }),
         _ => None,
