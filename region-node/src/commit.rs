@@ -1,7 +1,7 @@
 //! Group commit: many concurrent appends, one storage batch.
 //!
-//! Every send (and every replicated batch) goes through one writer task. The
-//! writer takes whatever requests are queued when it wakes up, appends all of
+//! Every send (and every replicated batch) goes through one writer thread.
+//! The writer takes whatever requests are queued when it wakes up, appends all of
 //! their records in a single [`LogStore::append`] call (one RocksDB write batch,
 //! one fsync in `sync` mode), then answers each caller with its own slice of
 //! the results. Under load, fsyncs are shared by many clients; alone, a send
@@ -40,7 +40,7 @@ pub enum CommitError {
 /// Handle to the group-commit writer; cheap to clone.
 #[derive(Clone)]
 pub struct CommitLog {
-    requests: mpsc::Sender<AppendRequest>,
+    requests: mpsc::Sender<Job>,
     last_sequence: watch::Receiver<u64>,
     topics: TopicSignals,
     /// Counts the batches that stored messages with a delivery time.
@@ -72,8 +72,9 @@ impl TopicSignals {
 }
 
 impl CommitLog {
-    /// Starts the writer task on `tracker`. It stops when `shutdown` fires and
-    /// the queue is drained, or when every handle is dropped.
+    /// Starts the writer thread, tracked by a task on `tracker`. It stops
+    /// when `shutdown` fires and the queue is drained, or when every handle
+    /// is dropped.
     pub fn start<S: LogStore>(
         store: Arc<S>,
         local_region: String,
@@ -84,17 +85,38 @@ impl CommitLog {
         let (sequence_sender, last_sequence) = watch::channel(store.last_sequence()?);
         let topics = TopicSignals::default();
         let (timer_sender, timers) = watch::channel(0);
-        tracker.spawn(writer(
-            store,
-            local_region,
-            receiver,
-            Published {
-                last_sequence: sequence_sender,
-                topics: topics.clone(),
-                timers: timer_sender,
-            },
-            shutdown,
-        ));
+        let published = Published {
+            last_sequence: sequence_sender,
+            topics: topics.clone(),
+            timers: timer_sender,
+        };
+        let (finished, writer_done) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("commit-writer".to_owned())
+            .spawn(move || {
+                write_batches(store, local_region, receiver, published);
+                drop(finished);
+            })
+            .map_err(|error| StorageError::Backend {
+                operation: "start the commit writer thread",
+                source: Box::new(error),
+            })?;
+        // Holds no strong handle: dropping every `CommitLog` still ends
+        // the writer.
+        let stopper = requests.downgrade();
+        tracker.spawn(async move {
+            let mut writer_done = writer_done;
+            tokio::select! {
+                _ = &mut writer_done => return,
+                () = shutdown.cancelled() => {}
+            }
+            if let Some(requests) = stopper.upgrade() {
+                // Queued behind the requests already sent, which are
+                // written first.
+                let _ = requests.send(Job::Stop).await;
+            }
+            let _ = writer_done.await;
+        });
         Ok(Self {
             requests,
             last_sequence,
@@ -108,7 +130,7 @@ impl CommitLog {
     pub async fn append(&self, records: Vec<Record>) -> Result<Vec<Appended>, CommitError> {
         let (reply, answer) = oneshot::channel();
         self.requests
-            .send(AppendRequest { records, reply })
+            .send(Job::Append(AppendRequest { records, reply }))
             .await
             .map_err(|_| CommitError::Stopped)?;
         answer
@@ -152,117 +174,138 @@ struct Published {
     timers: watch::Sender<u64>,
 }
 
-async fn writer<S: LogStore>(
+/// What the writer thread is asked to do.
+enum Job {
+    Append(AppendRequest),
+    /// Take no new requests; finish the queued ones, then end.
+    Stop,
+}
+
+/// The writer thread: waits for requests, writes each batch of them with
+/// one [`LogStore::append`], answers, repeats until the queue is closed
+/// and empty. It is an OS thread of its own rather than a task that hands
+/// each batch to the blocking pool, so that a send costs two thread
+/// wake-ups (to the writer, back to the caller) instead of four.
+fn write_batches<S: LogStore>(
     store: Arc<S>,
     local_region: String,
-    mut receiver: mpsc::Receiver<AppendRequest>,
+    mut receiver: mpsc::Receiver<Job>,
     published: Published,
-    shutdown: CancellationToken,
 ) {
-    loop {
-        let first = tokio::select! {
-            biased;
-            request = receiver.recv() => match request {
-                Some(request) => request,
-                None => break,
-            },
-            () = shutdown.cancelled() => {
-                // Stop taking new work, then drain what was already queued.
+    while let Some(job) = receiver.blocking_recv() {
+        let first = match job {
+            Job::Append(request) => request,
+            Job::Stop => {
                 receiver.close();
-                match receiver.recv().await {
-                    Some(request) => request,
-                    None => break,
-                }
+                continue;
             }
         };
+        let mut record_count = first.records.len();
         let mut batch = vec![first];
-        let mut record_count = batch[0].records.len();
         while record_count < MAX_RECORDS_PER_BATCH {
             match receiver.try_recv() {
-                Ok(request) => {
+                Ok(Job::Append(request)) => {
                     record_count += request.records.len();
                     batch.push(request);
                 }
+                Ok(Job::Stop) => receiver.close(),
                 Err(_) => break,
             }
         }
-        let sizes: Vec<usize> = batch.iter().map(|request| request.records.len()).collect();
-        let mut replies = Vec::with_capacity(batch.len());
-        let mut records = Vec::with_capacity(record_count);
-        for request in batch {
-            records.extend(request.records);
-            replies.push(request.reply);
-        }
-        let topics = record_topics(&records);
-        let timed: Vec<bool> = records
-            .iter()
-            .map(|record| {
-                record
-                    .message
-                    .as_ref()
-                    .is_some_and(|message| message.delivery_timestamp_ms.is_some())
-            })
-            .collect();
-        let writer_store = store.clone();
-        let region = local_region.clone();
-        let result = tokio::task::spawn_blocking(move || writer_store.append(records, &region))
-            .await
-            .unwrap_or_else(|join_error| {
-                Err(StorageError::Backend {
-                    operation: "append",
-                    source: Box::new(join_error),
+        write_batch(&*store, &local_region, batch, record_count, &published);
+    }
+}
+
+/// Appends one batch of requests' records and answers each request.
+fn write_batch<S: LogStore>(
+    store: &S,
+    local_region: &str,
+    batch: Vec<AppendRequest>,
+    record_count: usize,
+    published: &Published,
+) {
+    let sizes: Vec<usize> = batch.iter().map(|request| request.records.len()).collect();
+    let mut replies = Vec::with_capacity(batch.len());
+    let mut records = Vec::with_capacity(record_count);
+    for request in batch {
+        records.extend(request.records);
+        replies.push(request.reply);
+    }
+    let topics = record_topics(&records);
+    let timed: Vec<bool> = records
+        .iter()
+        .map(|record| {
+            record
+                .message
+                .as_ref()
+                .is_some_and(|message| message.delivery_timestamp_ms.is_some())
+        })
+        .collect();
+    // A panic in the store answers this batch with an error instead of
+    // ending the writer (and with it every later send).
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        store.append(records, local_region)
+    }))
+    .unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned());
+        Err(StorageError::Backend {
+            operation: "append",
+            source: what.into(),
+        })
+    });
+    match result {
+        Ok(appended) => {
+            if let Some(highest) = appended
+                .iter()
+                .filter_map(|outcome| match outcome {
+                    Appended::Stored { sequence, .. } => Some(*sequence),
+                    Appended::Duplicate { .. } => None,
                 })
-            });
-        match result {
-            Ok(appended) => {
-                if let Some(highest) = appended
-                    .iter()
-                    .filter_map(|outcome| match outcome {
-                        Appended::Stored { sequence, .. } => Some(*sequence),
-                        Appended::Duplicate { .. } => None,
-                    })
-                    .max()
-                {
-                    published.last_sequence.send_if_modified(|current| {
-                        let advanced = highest > *current;
-                        if advanced {
-                            *current = highest;
-                        }
-                        advanced
-                    });
-                }
-                // Messages with a delivery time wait in the timer index:
-                // they wake the timer, not the topic's receivers.
-                let mut stored_topics = BTreeSet::new();
-                let mut stored_timers = false;
-                for ((outcome, topic), timed) in appended.iter().zip(topics).zip(timed) {
-                    if matches!(outcome, Appended::Stored { .. }) {
-                        if timed {
-                            stored_timers = true;
-                        } else {
-                            stored_topics.insert(topic);
-                        }
+                .max()
+            {
+                published.last_sequence.send_if_modified(|current| {
+                    let advanced = highest > *current;
+                    if advanced {
+                        *current = highest;
+                    }
+                    advanced
+                });
+            }
+            // Messages with a delivery time wait in the timer index:
+            // they wake the timer, not the topic's receivers.
+            let mut stored_topics = BTreeSet::new();
+            let mut stored_timers = false;
+            for ((outcome, topic), timed) in appended.iter().zip(topics).zip(timed) {
+                if matches!(outcome, Appended::Stored { .. }) {
+                    if timed {
+                        stored_timers = true;
+                    } else {
+                        stored_topics.insert(topic);
                     }
                 }
-                published.topics.signal(&stored_topics);
-                if stored_timers {
-                    published
-                        .timers
-                        .send_modify(|batches| *batches = batches.wrapping_add(1));
-                }
-                let mut outcomes = appended.into_iter();
-                for (reply, size) in replies.into_iter().zip(sizes) {
-                    let part: Vec<Appended> = outcomes.by_ref().take(size).collect();
-                    // A caller that went away no longer needs its answer.
-                    let _ = reply.send(Ok(part));
-                }
             }
-            Err(error) => {
-                tracing::error!(error = %error, "commit log append failed");
-                let error = Arc::new(error);
-                for reply in replies {
-                    let _ = reply.send(Err(error.clone()));
-                }
+            published.topics.signal(&stored_topics);
+            if stored_timers {
+                published
+                    .timers
+                    .send_modify(|batches| *batches = batches.wrapping_add(1));
+            }
+            let mut outcomes = appended.into_iter();
+            for (reply, size) in replies.into_iter().zip(sizes) {
+                let part: Vec<Appended> = outcomes.by_ref().take(size).collect();
+                // A caller that went away no longer needs its answer.
+                let _ = reply.send(Ok(part));
+            }
+        }
+        Err(error) => {
+            tracing::error!(error = %error, "commit log append failed");
+            let error = Arc::new(error);
+            for reply in replies {
+                let _ = reply.send(Err(error.clone()));
             }
         }
     }

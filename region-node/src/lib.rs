@@ -128,7 +128,14 @@ impl Node {
         let authentication =
             meridian_face::access::Authentication::of_topology(topology.access.as_ref())?;
         let tls = ServerTls::of_topology(&topology, region)?;
-        let store = Arc::new(RocksStore::open(&directory.join("db"), config.flush)?);
+        let memory_bytes = usize::try_from(config.storage_memory_mb)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(1024 * 1024);
+        let store = Arc::new(RocksStore::open_with_memory(
+            &directory.join("db"),
+            config.flush,
+            memory_bytes,
+        )?);
         tracing::info!(region, data_dir = %config.data_dir.display(), flush = ?config.flush, "node storage open");
         Ok(Self {
             topology: Arc::new(topology),

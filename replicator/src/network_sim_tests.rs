@@ -145,6 +145,7 @@ fn random_topology(random: &mut StdRng, seed: u64) -> Topology {
                 data_dir: PathBuf::from(format!("/sim/{name}")),
                 flush: FlushMode::Sync,
                 router_mode: RouterMode::Direct,
+                storage_memory_mb: meridian_topology::Region::DEFAULT_STORAGE_MEMORY_MB,
                 http: None,
                 stomp: None,
             };

@@ -350,6 +350,7 @@ fn plan(
             data_dir: root.join(name).join("data"),
             flush,
             router_mode,
+            storage_memory_mb: meridian_topology::Region::DEFAULT_STORAGE_MEMORY_MB,
         };
         region_map.insert(name.clone(), region);
     }

@@ -49,6 +49,7 @@ impl Topology {
                 data_dir: data_root.join(name),
                 flush: FlushMode::Sync,
                 router_mode: RouterMode::Proxy,
+                storage_memory_mb: Region::DEFAULT_STORAGE_MEMORY_MB,
             };
             (name.to_owned(), region)
         };

@@ -38,6 +38,7 @@
 //! data_dir = "data/eu-west"    # relative to the file
 //! flush = "sync"               # default sync | async
 //! router_mode = "direct"       # default direct | proxy
+//! storage_memory_mb = 256      # default 256, 16..=1048576: RocksDB memtables + block cache
 //!
 //! [[links]]
 //! between = ["eu-west", "us-east"]

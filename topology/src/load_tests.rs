@@ -41,7 +41,7 @@ fn unknown_key_is_refused_naming_file_and_key() {
         "failed to parse topology /x/t.toml: key regions.eu-west.sitee = \"public\": unknown key"
     ));
     assert!(message.contains(
-        "allowed keys: site, node, admin, replicator, hubs, router, http, stomp, data_dir, flush"
+        "allowed keys: site, node, admin, replicator, hubs, router, http, stomp, data_dir, flush, router_mode, storage_memory_mb"
     ));
 }
 
@@ -306,10 +306,12 @@ fn environment_overrides_the_file() {
         jail.set_env("MERIDIAN_REGIONS__EU_WEST__NODE", "127.0.0.1:9902");
         jail.set_env("MERIDIAN_REGIONS__EU_WEST__DATA_DIR", "elsewhere");
         jail.set_env("MERIDIAN_TOPICS__ORDER_EVENTS__QUEUES", "16");
+        jail.set_env("MERIDIAN_REGIONS__EU_WEST__STORAGE_MEMORY_MB", "64");
         jail.set_env("MERIDIAN_LOG", "debug");
         let topology = Topology::load(Path::new("t.toml")).expect("valid");
         let region = &topology.regions["eu-west"];
         assert_eq!(region.flush, FlushMode::Async);
+        assert_eq!(region.storage_memory_mb, 64);
         assert_eq!(region.node.port(), 9902);
         assert_eq!(
             region.data_dir,

@@ -142,6 +142,33 @@ pub struct Region {
     /// router, which carries every call to the chosen region's node).
     #[serde(default)]
     pub router_mode: RouterMode,
+    /// The memory the node's storage may use, MiB: RocksDB's memtables
+    /// (at most half of it) and one block cache shared by every column
+    /// family, which also holds the tables' index blocks, so the node's
+    /// memory stays flat however much it stores. Default
+    /// [`Region::DEFAULT_STORAGE_MEMORY_MB`]; 16..=1048576.
+    #[serde(
+        default = "Region::default_storage_memory_mb",
+        skip_serializing_if = "Region::is_default_storage_memory_mb"
+    )]
+    pub storage_memory_mb: u32,
+}
+
+impl Region {
+    /// [`Region::storage_memory_mb`] when the file leaves it out, MiB.
+    pub const DEFAULT_STORAGE_MEMORY_MB: u32 = 256;
+    /// The smallest [`Region::storage_memory_mb`] allowed, MiB.
+    pub const MIN_STORAGE_MEMORY_MB: u32 = 16;
+    /// The largest [`Region::storage_memory_mb`] allowed, MiB (1 TiB).
+    pub const MAX_STORAGE_MEMORY_MB: u32 = 1024 * 1024;
+
+    fn default_storage_memory_mb() -> u32 {
+        Self::DEFAULT_STORAGE_MEMORY_MB
+    }
+
+    fn is_default_storage_memory_mb(value: &u32) -> bool {
+        *value == Self::DEFAULT_STORAGE_MEMORY_MB
+    }
 }
 
 /// How a router serves clients (see [`Region::router_mode`]).

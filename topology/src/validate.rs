@@ -67,8 +67,9 @@ impl Topology {
                 "at least one region is required",
             ));
         }
-        for name in self.regions.keys() {
+        for (name, region) in &self.regions {
             check_region_name(name)?;
+            check_storage_memory_mb(name, region.storage_memory_mb)?;
         }
         check_addresses(&self.regions)?;
         self.check_hubs()?;
@@ -416,6 +417,21 @@ impl Topology {
         }
         Ok(())
     }
+}
+
+fn check_storage_memory_mb(region: &str, megabytes: u32) -> Result<(), TopologyError> {
+    if !(Region::MIN_STORAGE_MEMORY_MB..=Region::MAX_STORAGE_MEMORY_MB).contains(&megabytes) {
+        return Err(TopologyError::invalid(
+            format!("regions.{region}.storage_memory_mb"),
+            megabytes.to_string(),
+            format!(
+                "must be between {} and {} (MiB)",
+                Region::MIN_STORAGE_MEMORY_MB,
+                Region::MAX_STORAGE_MEMORY_MB
+            ),
+        ));
+    }
+    Ok(())
 }
 
 pub(crate) fn check_latency_ms(key: &str, latency_ms: u32) -> Result<(), TopologyError> {

@@ -163,6 +163,28 @@ fn data_dirs_are_non_empty_and_distinct() {
 }
 
 #[test]
+fn storage_memory_is_between_16_mib_and_1_tib() {
+    for refused in [0, 15, 1024 * 1024 + 1] {
+        let mut topology = demo();
+        region_mut(&mut topology, "us-east").storage_memory_mb = refused;
+        let message = assert_refused(
+            &topology,
+            "regions.us-east.storage_memory_mb",
+            &refused.to_string(),
+        );
+        assert!(
+            message.contains("must be between 16 and 1048576 (MiB)"),
+            "{message}"
+        );
+    }
+    for allowed in [16, 1024 * 1024] {
+        let mut topology = demo();
+        region_mut(&mut topology, "us-east").storage_memory_mb = allowed;
+        topology.validate().expect("in range");
+    }
+}
+
+#[test]
 fn links_join_defined_regions() {
     let mut topology = demo();
     topology.links[1].between[1] = "on-perm".to_owned();

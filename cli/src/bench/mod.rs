@@ -501,6 +501,7 @@ async fn start_own(
             Flush::Async => FlushMode::Async,
         },
         router_mode: RouterMode::Direct,
+        storage_memory_mb: meridian_topology::Region::DEFAULT_STORAGE_MEMORY_MB,
         http: None,
         stomp: None,
     };

@@ -64,8 +64,8 @@ use meridian_topology::FlushMode;
 use parking_lot::Mutex;
 use prost::Message as _;
 use rocksdb::{
-    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Direction,
-    FlushOptions, IteratorMode, Options, WriteBatch, WriteOptions,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType,
+    Direction, FlushOptions, IteratorMode, Options, WriteBatch, WriteBufferManager, WriteOptions,
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -164,13 +164,35 @@ const LOG_BLOCK_BYTES: usize = 16 * 1024;
 /// default would store the block raw; any saving is kept instead.
 const LOG_MAX_COMPRESSED_BYTES_PER_KB: &str = "1023";
 
-fn column_family_options(name: &str) -> Options {
+/// The memory a store uses when its region does not say, bytes (the
+/// topology's default `storage_memory_mb`).
+pub const DEFAULT_MEMORY_BYTES: usize = 256 * 1024 * 1024;
+
+/// The part of the memory budget memtables may take, as a divisor: half.
+/// The rest (and whatever memtables do not use) caches table blocks.
+const MEMTABLE_SHARE_DIVISOR: usize = 2;
+
+/// Table options of one column family: its blocks, index and filter blocks
+/// in the store's one `cache`, so that no table keeps memory outside it.
+/// By default RocksDB gives each column family its own 32 MiB cache and
+/// keeps every table's index in memory outside any cache, which grows
+/// with the data stored (docs/benchmarks.md, node memory).
+fn column_family_options(name: &str, cache: &Cache) -> Options {
     let mut options = Options::default();
     options.set_compression_type(DBCompressionType::Lz4);
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    table.set_cache_index_and_filter_blocks(true);
+    // The newest tables' (and every table's top-level) index blocks stay
+    // in the cache, counted in its capacity, so reads of recent messages
+    // do not wait for an index block evicted by a scan of old ones.
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    table.set_pin_top_level_index_and_filter(true);
     if name == LOG {
-        let mut table = BlockBasedOptions::default();
         table.set_block_size(LOG_BLOCK_BYTES);
-        options.set_block_based_table_factory(&table);
+    }
+    options.set_block_based_table_factory(&table);
+    if name == LOG {
         options.set_enable_blob_files(true);
         options.set_min_blob_size(MIN_BLOB_BYTES);
         options.set_blob_compression_type(DBCompressionType::Lz4);
@@ -213,10 +235,25 @@ impl RocksStore {
             .map_err(backend("write group state"))
     }
 
+    /// Opens (creating it and its parents if needed) the store in `dir`
+    /// with the default memory budget, [`DEFAULT_MEMORY_BYTES`]; see
+    /// [`RocksStore::open_with_memory`].
+    pub fn open(dir: &Path, flush: FlushMode) -> Result<RocksStore, StorageError> {
+        Self::open_with_memory(dir, flush, DEFAULT_MEMORY_BYTES)
+    }
+
     /// Opens (creating it and its parents if needed) the store in `dir`.
     /// `flush` decides whether writes fsync the write-ahead log before
-    /// returning (see the module docs).
-    pub fn open(dir: &Path, flush: FlushMode) -> Result<RocksStore, StorageError> {
+    /// returning (see the module docs). `memory_bytes` bounds RocksDB's
+    /// memtables (at most half of it, all column families together) and
+    /// its one block cache, which holds data, index and filter blocks and
+    /// is charged for the memtables too: the store's memory stays near
+    /// `memory_bytes` however much it holds.
+    pub fn open_with_memory(
+        dir: &Path,
+        flush: FlushMode,
+        memory_bytes: usize,
+    ) -> Result<RocksStore, StorageError> {
         let open_error = |source: Box<dyn std::error::Error + Send + Sync>| StorageError::Open {
             path: dir.to_owned(),
             source,
@@ -227,9 +264,19 @@ impl RocksStore {
         options.create_missing_column_families(true);
         // The rocksdb crate is built without snappy, RocksDB's default.
         options.set_compression_type(DBCompressionType::Lz4);
+        let cache = Cache::new_lru_cache(memory_bytes);
+        // Memtables are charged to the cache (as reserved blocks), so the
+        // cache's capacity covers both; past the memtables' share RocksDB
+        // flushes the largest memtable.
+        let memtables = WriteBufferManager::new_write_buffer_manager_with_cache(
+            memory_bytes / MEMTABLE_SHARE_DIVISOR,
+            false,
+            cache.clone(),
+        );
+        options.set_write_buffer_manager(&memtables);
         let descriptors = COLUMN_FAMILIES
             .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, column_family_options(name)));
+            .map(|name| ColumnFamilyDescriptor::new(*name, column_family_options(name, &cache)));
         let db = DB::open_cf_descriptors(&options, dir, descriptors)
             .map_err(|error| open_error(Box::new(error)))?;
         // Not settable through `Options` in the rocksdb crate; RocksDB's
@@ -263,7 +310,13 @@ impl RocksStore {
         store.last_sequence.store(last_sequence, Ordering::Release);
         let held = store.count_held_acks()?;
         store.held_acks.store(held, Ordering::Release);
-        tracing::info!(path = %dir.display(), ?flush, last_sequence, "opened the RocksDB store");
+        tracing::info!(
+            path = %dir.display(),
+            ?flush,
+            last_sequence,
+            memory_mb = memory_bytes / (1024 * 1024),
+            "opened the RocksDB store"
+        );
         Ok(store)
     }
 

@@ -91,6 +91,7 @@ impl TestNode {
             data_dir: data_dir.to_path_buf(),
             flush: FlushMode::Async,
             router_mode: meridian_topology::RouterMode::Direct,
+            storage_memory_mb: meridian_topology::Region::DEFAULT_STORAGE_MEMORY_MB,
             http: None,
             stomp: None,
         };

@@ -353,6 +353,7 @@ impl TestRegion {
             data_dir: self.data_dir(),
             flush: Default::default(),
             router_mode: Default::default(),
+            storage_memory_mb: meridian_topology::Region::DEFAULT_STORAGE_MEMORY_MB,
             http: None,
             stomp: None,
         }
