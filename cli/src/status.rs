@@ -13,7 +13,9 @@
 use meridian_face::access::{SignedChannel, Signer};
 use meridian_face::tls::Dialer;
 use meridian_proto::meridian::v1::node_service_client::NodeServiceClient;
-use meridian_proto::meridian::v1::{GetCheckpointRequest, HealthRequest, TailRequest};
+use meridian_proto::meridian::v1::{
+    GetCheckpointRequest, HealthRequest, StorageMemory, TailRequest,
+};
 use meridian_replicator::core::{RecordFilter, Verdict};
 use meridian_topology::Topology;
 use std::collections::BTreeMap;
@@ -33,6 +35,8 @@ enum Health {
         /// Sends since the node started whose message id another message
         /// with other content already had (both stored).
         reused_client_ids: u64,
+        /// The node's storage memory, if it reports it.
+        storage_memory: Option<StorageMemory>,
         client: NodeServiceClient<SignedChannel>,
     },
     Down(String),
@@ -71,6 +75,7 @@ async fn health(
         Ok(answer) if answer.get_ref().region == region => Health::Up {
             last_sequence: answer.get_ref().last_sequence,
             reused_client_ids: answer.get_ref().reused_client_ids,
+            storage_memory: answer.get_ref().storage_memory,
             client,
         },
         Ok(answer) => Health::Down(format!(
@@ -259,6 +264,26 @@ async fn unconfirmed(
     Some(found)
 }
 
+/// The storage memory `region`'s node reports now (`meridian bench`
+/// reads its own node's at the end of a run); `Err` says why there is none.
+pub async fn storage_memory(topology: &Topology, region: &str) -> Result<StorageMemory, String> {
+    let admin = topology
+        .regions
+        .get(region)
+        .ok_or_else(|| format!("no region `{region}` in the topology"))?
+        .admin;
+    let signer = crate::admin::internal_signer(topology);
+    let dialer = crate::admin::dialer(topology).map_err(|error| format!("{error:#}"));
+    match health(region, admin, &signer, &dialer).await {
+        Health::Up {
+            storage_memory: Some(memory),
+            ..
+        } => Ok(memory),
+        Health::Up { .. } => Err(format!("{region}'s node reports no storage memory")),
+        Health::Down(reason) => Err(reason),
+    }
+}
+
 /// Every replication link's progress (drills wait for links to catch up).
 pub async fn link_backlogs(topology: &Topology) -> Vec<LinkBacklog> {
     snapshot(topology, false).await.links
@@ -270,16 +295,27 @@ pub async fn report(topology: &Topology) -> Report {
     let mut text = String::new();
     let _ = writeln!(
         text,
-        "{:<14} {:<6} {:>14} {:>11}  detail",
-        "region", "node", "last sequence", "reused ids"
+        "{:<14} {:<6} {:>14} {:>11} {:>15}  detail",
+        "region", "node", "last sequence", "reused ids", "storage MB"
     );
     for (name, health) in &regions {
         match health {
             Health::Up {
                 last_sequence,
                 reused_client_ids,
+                storage_memory,
                 ..
             } => {
+                // In use (memtables and cached blocks, and index blocks
+                // outside the cache) of the budget.
+                let memory = storage_memory.map_or_else(
+                    || "-".to_owned(),
+                    |memory| {
+                        let used = memory.cache_bytes.max(memory.memtable_bytes)
+                            + memory.table_reader_bytes;
+                        format!("{}/{}", megabytes(used), megabytes(memory.budget_bytes))
+                    },
+                );
                 let detail = if *reused_client_ids > 0 {
                     "  producers sent different messages with the same message id (all stored)"
                 } else {
@@ -287,15 +323,15 @@ pub async fn report(topology: &Topology) -> Report {
                 };
                 let _ = writeln!(
                     text,
-                    "{name:<14} {:<6} {last_sequence:>14} {reused_client_ids:>11}{detail}",
+                    "{name:<14} {:<6} {last_sequence:>14} {reused_client_ids:>11} {memory:>15}{detail}",
                     "up"
                 );
             }
             Health::Down(reason) => {
                 let _ = writeln!(
                     text,
-                    "{name:<14} {:<6} {:>14} {:>11}  {reason}",
-                    "down", "-", "-"
+                    "{name:<14} {:<6} {:>14} {:>11} {:>15}  {reason}",
+                    "down", "-", "-", "-"
                 );
             }
         }
@@ -352,4 +388,9 @@ pub async fn report(topology: &Topology) -> Report {
         .map(|(name, _)| name.clone())
         .collect();
     Report { text, regions_down }
+}
+
+/// Bytes as whole MiB, rounded to nearest.
+fn megabytes(bytes: u64) -> u64 {
+    (bytes + 512 * 1024) / (1024 * 1024)
 }

@@ -165,6 +165,10 @@ pub struct ProduceReport {
     /// started only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_memory: Option<ServerMemory>,
+    /// What the node's storage held in memory as the measured part ended
+    /// (own deployment only): how much of the RSS is RocksDB's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_memory: Option<StorageMemoryReport>,
     /// The same load against NATS JetStream (`--nats-server`), with the
     /// ratio of Meridian's msgs/s to each.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -234,6 +238,83 @@ impl ServerMemory {
                 .map(|largest| largest.map(megabytes))
                 .collect(),
         })
+    }
+}
+
+/// A node's storage memory (its `Health` answer), MB.
+#[derive(Debug, Serialize)]
+pub struct StorageMemoryReport {
+    /// The region's `storage_memory_mb`, in MB.
+    pub budget_mb: f64,
+    /// Memtables of every column family.
+    pub memtable_mb: f64,
+    /// The block cache's use, including its reservation for memtables.
+    pub cache_mb: f64,
+    /// Index and filter blocks outside the cache.
+    pub table_reader_mb: f64,
+    /// The largest storage memory in use (block cache, memtables'
+    /// reservation included, and index blocks outside it) in each tenth
+    /// of the measured part, MB, sampled every [`STORAGE_SAMPLE_INTERVAL`]:
+    /// beside `server_memory`'s series, how much of the RSS is RocksDB's.
+    pub in_use_mb_by_tenth: Vec<Option<f64>>,
+}
+
+/// How often bench asks its own node for its storage memory.
+const STORAGE_SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Asks bench's own node for its storage memory every
+/// [`STORAGE_SAMPLE_INTERVAL`] while the producers run.
+struct StorageSampler {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Vec<(f64, u64)>>,
+}
+
+impl StorageSampler {
+    /// Starts sampling; times count from `warmup` after now (the measured
+    /// part's start), samples of the warm-up are dropped.
+    fn start(topology: meridian_topology::Topology, warmup: Duration) -> StorageSampler {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let measure_from = Instant::now() + warmup;
+        let task = tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let mut ticker = tokio::time::interval(STORAGE_SAMPLE_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    _ = ticker.tick() => {}
+                }
+                let now = Instant::now();
+                if now < measure_from {
+                    continue;
+                }
+                if let Ok(memory) = crate::status::storage_memory(&topology, "bench").await {
+                    let in_use =
+                        memory.cache_bytes.max(memory.memtable_bytes) + memory.table_reader_bytes;
+                    samples.push((now.duration_since(measure_from).as_secs_f64(), in_use));
+                }
+            }
+            samples
+        });
+        StorageSampler { stop, task }
+    }
+
+    /// Stops sampling; `(seconds into the measured part, bytes)` samples.
+    async fn stop(self) -> Vec<(f64, u64)> {
+        let _ = self.stop.send(());
+        self.task.await.unwrap_or_default()
+    }
+}
+
+impl StorageMemoryReport {
+    fn of(memory: &meridian_proto::meridian::v1::StorageMemory) -> StorageMemoryReport {
+        let megabytes = |bytes: u64| bytes as f64 / 1e6;
+        StorageMemoryReport {
+            budget_mb: megabytes(memory.budget_bytes),
+            memtable_mb: megabytes(memory.memtable_bytes),
+            cache_mb: megabytes(memory.cache_bytes),
+            table_reader_mb: megabytes(memory.table_reader_bytes),
+            in_use_mb_by_tenth: Vec::new(),
+        }
     }
 }
 
@@ -351,7 +432,24 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
                         .await?,
                     ),
                 };
+                let sampler = StorageSampler::start(
+                    deployment.topology().clone(),
+                    Duration::from_secs(args.warmup_s),
+                );
                 let mut measured = run_producers(&args, target, description, node_pid).await?;
+                let samples = sampler.stop().await;
+                match crate::status::storage_memory(deployment.topology(), "bench").await {
+                    Ok(memory) => {
+                        let mut report = StorageMemoryReport::of(&memory);
+                        report.in_use_mb_by_tenth = ServerMemory::of(&samples, measured.duration_s)
+                            .map(|series| series.max_mb_by_tenth)
+                            .unwrap_or_default();
+                        measured.storage_memory = Some(report);
+                    }
+                    Err(reason) => {
+                        tracing::warn!(%reason, "bench: no storage memory from the node");
+                    }
+                }
                 if let Some(mut preloaded) = preloaded {
                     let queued =
                         scheduled::queued(&transport, router, BENCH_TOPIC, BENCH_QUEUES).await?;
@@ -761,6 +859,7 @@ async fn run_producers(
         client_cpu_us_per_message: per_message(client_before, cpu_after.0).unwrap_or(0.0),
         node_cpu_us_per_message: per_message(node_before, cpu_after.1),
         server_memory: ServerMemory::of(&memory_samples, seconds),
+        storage_memory: None,
         compared: Vec::new(),
         disk_fsync: None,
         stored_total: stored.load(Ordering::Relaxed),
@@ -946,17 +1045,33 @@ fn print_run(report: &ProduceReport) {
         ),
     }
     if let Some(memory) = &report.server_memory {
-        let tenths: Vec<String> = memory
-            .max_mb_by_tenth
-            .iter()
-            .map(|megabytes| megabytes.map_or_else(|| "-".to_owned(), |mb| format!("{mb:.0}")))
-            .collect();
         println!(
             "  server RSS MB: {:.0} at the start, {:.0} at the end, max {:.0}; by tenth of the run: {}",
             memory.start_mb,
             memory.end_mb,
             memory.max_mb,
-            tenths.join(" ")
+            tenths_text(&memory.max_mb_by_tenth)
         );
     }
+    if let Some(memory) = &report.storage_memory {
+        println!(
+            "  node storage MB at the end: memtables {:.0}, block cache {:.0} (memtables' reservation included) of {:.0}, index blocks outside it {:.0}",
+            memory.memtable_mb, memory.cache_mb, memory.budget_mb, memory.table_reader_mb
+        );
+        if !memory.in_use_mb_by_tenth.is_empty() {
+            println!(
+                "  node storage MB in use by tenth of the run: {}",
+                tenths_text(&memory.in_use_mb_by_tenth)
+            );
+        }
+    }
+}
+
+/// A series by tenth of the run as text: whole MB, `-` for no sample.
+fn tenths_text(tenths: &[Option<f64>]) -> String {
+    tenths
+        .iter()
+        .map(|megabytes| megabytes.map_or_else(|| "-".to_owned(), |mb| format!("{mb:.0}")))
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -12,8 +12,8 @@ use meridian_proto::meridian::v1::node_service_server::NodeService;
 use meridian_proto::meridian::v1::{
     ApplyRequest, ApplyResponse, Checkpoint, GetCatalogRequest, GetCatalogResponse,
     GetCheckpointRequest, HealthRequest, HealthResponse, PeerCheckpoint, PutCheckpointResponse,
-    QueueStats, Record, TailBatch, TailRequest, TopicStatsRequest, TopicStatsResponse,
-    TransactionCheck, TransactionCheckInterest,
+    QueueStats, Record, StorageMemory, TailBatch, TailRequest, TopicStatsRequest,
+    TopicStatsResponse, TransactionCheck, TransactionCheckInterest,
 };
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -81,7 +81,7 @@ impl<S: LogStore> NodeService for Internal<S> {
             .into_iter()
             .map(str::to_owned)
             .collect();
-        let checkpoints = self
+        let (checkpoints, memory) = self
             .context
             .blocking(move |store, _| {
                 let mut checkpoints = Vec::with_capacity(peers.len());
@@ -92,12 +92,18 @@ impl<S: LogStore> NodeService for Internal<S> {
                         acked_through_sequence,
                     });
                 }
-                Ok(checkpoints)
+                Ok((checkpoints, store.memory()?))
             })
             .await
             .map_err(|error| error.to_grpc())?;
         Ok(Response::new(HealthResponse {
             checkpoints,
+            storage_memory: memory.map(|memory| StorageMemory {
+                budget_bytes: memory.budget_bytes,
+                memtable_bytes: memory.memtable_bytes,
+                cache_bytes: memory.cache_bytes,
+                table_reader_bytes: memory.table_reader_bytes,
+            }),
             region: self.context.region.clone(),
             last_sequence: self.context.commit.last_sequence(),
             started_at_ms: u64::try_from(self.context.started_at_ms).unwrap_or(0),

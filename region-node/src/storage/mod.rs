@@ -166,6 +166,20 @@ pub enum TransactionEnded {
     NotStored,
 }
 
+/// A store's memory now, bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StorageMemory {
+    /// What the store may use (the region's `storage_memory_mb`).
+    pub budget_bytes: u64,
+    /// Memtables of every column family: writes not yet in tables.
+    pub memtable_bytes: u64,
+    /// The block cache's use, including what it reserves for memtables.
+    pub cache_bytes: u64,
+    /// Tables' index and filter blocks kept outside the cache (near 0:
+    /// the store puts them in the cache).
+    pub table_reader_bytes: u64,
+}
+
 /// Result of appending one record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Appended {
@@ -326,6 +340,12 @@ pub trait LogStore: Send + Sync + 'static {
 
     /// The highest sequence stored, 0 when the log is empty.
     fn last_sequence(&self) -> Result<u64, StorageError>;
+
+    /// What the store's memory holds now; `None` for a store without a
+    /// memory budget (the in-memory store of tests).
+    fn memory(&self) -> Result<Option<StorageMemory>, StorageError> {
+        Ok(None)
+    }
 
     /// The earliest delivery time (ms since the Unix epoch) of a message
     /// waiting in the timer index, if any waits.

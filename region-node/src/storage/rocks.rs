@@ -55,7 +55,7 @@
 use super::{
     Appended, Enqueued, GroupQueueState, GroupWrite, IndexLookup, LocalMessage, LogStore,
     MessageIndex, MessageLocation, OpenTransaction, QueryPosition, QueueBounds, Retention,
-    StorageError, TransactionEnded, Trimmed,
+    StorageError, StorageMemory, TransactionEnded, Trimmed,
     codec::{self, GroupKey},
     validate_for_append,
 };
@@ -88,6 +88,10 @@ const MIN_BLOB_BYTES: u64 = 64 * 1024;
 /// The RocksDB [`LogStore`]; see the module docs for layout and durability.
 pub struct RocksStore {
     db: DB,
+    /// Shared by every column family's tables; charged for the memtables.
+    cache: Cache,
+    /// The memory budget the store was opened with, bytes.
+    memory_bytes: usize,
     path: PathBuf,
     flush: FlushMode,
     write_options: WriteOptions,
@@ -292,6 +296,8 @@ impl RocksStore {
         write_options.set_sync(flush == FlushMode::Sync);
         let mut store = RocksStore {
             db,
+            cache,
+            memory_bytes,
             path: dir.to_owned(),
             flush,
             write_options,
@@ -733,6 +739,27 @@ impl LogStore for RocksStore {
 
     fn last_sequence(&self) -> Result<u64, StorageError> {
         Ok(self.last_sequence.load(Ordering::Acquire))
+    }
+
+    fn memory(&self) -> Result<Option<StorageMemory>, StorageError> {
+        // Property names: RocksDB's include/rocksdb/db.h (DB::Properties).
+        let sum = |property: &str| -> Result<u64, StorageError> {
+            let mut total = 0_u64;
+            for name in COLUMN_FAMILIES {
+                let value = self
+                    .db
+                    .property_int_value_cf(self.cf(name), property)
+                    .map_err(backend("read a memory property"))?;
+                total = total.saturating_add(value.unwrap_or(0));
+            }
+            Ok(total)
+        };
+        Ok(Some(StorageMemory {
+            budget_bytes: u64::try_from(self.memory_bytes).unwrap_or(u64::MAX),
+            memtable_bytes: sum("rocksdb.cur-size-all-mem-tables")?,
+            cache_bytes: u64::try_from(self.cache.get_usage()).unwrap_or(u64::MAX),
+            table_reader_bytes: sum("rocksdb.estimate-table-readers-mem")?,
+        }))
     }
 
     fn next_timer_due(&self) -> Result<Option<i64>, StorageError> {

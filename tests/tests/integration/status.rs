@@ -66,6 +66,21 @@ async fn status_shows_replication_backlog_draining_and_a_dead_node() {
             .any(|line| line.starts_with("a ") && line.contains(" up ")),
         "region a is shown up:\n{healthy}"
     );
+    // Each node's storage memory: in use / its budget (the default 256 MiB).
+    let region_a = healthy
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("a "))
+        .expect("a line for region a");
+    let memory = region_a
+        .split_whitespace()
+        .nth(4)
+        .and_then(|cell| cell.split_once('/'))
+        .and_then(|(used, budget)| Some((used.parse::<u64>().ok()?, budget.parse::<u64>().ok()?)));
+    assert!(
+        memory.is_some_and(|(used, budget)| budget == 256 && used <= budget),
+        "region a's storage memory is shown as used/256:\n{healthy}"
+    );
 
     // With b's replicator down, what a holds for b is listed: messages and
     // how old the oldest is.
