@@ -56,9 +56,15 @@ pub struct SenderLimits {
 impl Default for SenderLimits {
     fn default() -> Self {
         Self {
-            // A commit per batch at a few hundred commits per second over a
-            // 100 ms round trip needs tens of batches in flight.
-            window_batches: 64,
+            // The node's tail yields one batch per commit, so a link carries
+            // as many batches per second as the sending region commits:
+            // 700 commits/s over an 80 ms round trip (plus the peer's
+            // Apply) keep about 60 in flight. A window of 64 made such a
+            // link wait for acks and queue, which showed as the tail of
+            // cross-region latency (docs/benchmarks.md); 1024 allow
+            // 10,000 commits/s over a 100 ms round trip, while
+            // `window_bytes` bounds the memory.
+            window_batches: 1024,
             window_bytes: 16 * 1024 * 1024,
             batch_records_max: 256,
             batch_bytes_max: 4 * 1024 * 1024,

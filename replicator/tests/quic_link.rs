@@ -337,6 +337,74 @@ async fn malformed_frames_close_the_connection_and_the_endpoint_keeps_serving() 
     shutdown.cancel();
 }
 
+/// Batches that arrive while the node applies an earlier one are applied
+/// together: one Apply and one cumulative ack for all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_arriving_during_an_apply_are_applied_and_acked_together() {
+    init_tracing();
+    let shutdown = CancellationToken::new();
+    let a = TestRegion::start("a", &shutdown).await;
+    let b = TestRegion::start("b", &shutdown).await;
+    let topology = topology(&[&a, &b], &[("orders", &["b"])]);
+    let replicator_b = RunningReplicator::start(&topology, &b);
+    let certificate = tls::certificate_path(b.data_dir.path());
+    wait_until("b's certificate exists", PATIENCE, || certificate.exists()).await;
+
+    b.node.hold_applies(true);
+    let mut peer = RawPeer::connect(&b).await;
+    peer.send_frame(hello("a", "b")).await;
+    peer.send_frame(Frame::Batch(Batch {
+        records: vec![record(1)],
+        through_sequence: 1,
+    }))
+    .await;
+    wait_until("b's node is applying the first batch", PATIENCE, || {
+        b.node.state().apply_calls == 1
+    })
+    .await;
+    // Four more batches in one write: small enough for one QUIC packet, so
+    // when the receiver reads the first of them the others are there too.
+    let mut four = Vec::new();
+    for sequence in 2..=5 {
+        four.extend_from_slice(&frame::encode(&frame::frame(Frame::Batch(Batch {
+            records: vec![record(sequence)],
+            through_sequence: sequence,
+        }))));
+    }
+    peer.write(&four).await;
+    b.node.hold_applies(false);
+
+    let first = peer.next_frame().await.expect("the first batch's ack");
+    assert_eq!(
+        first.frame,
+        Some(Frame::Ack(Ack {
+            through_sequence: 1,
+            stored: 1,
+            duplicates: 0
+        }))
+    );
+    let second = peer.next_frame().await.expect("one ack for the other four");
+    assert_eq!(
+        second.frame,
+        Some(Frame::Ack(Ack {
+            through_sequence: 5,
+            stored: 4,
+            duplicates: 0
+        }))
+    );
+    assert_eq!(
+        b.node.state().apply_calls,
+        2,
+        "one Apply for the four batches"
+    );
+    assert_eq!(b.node.log_len(), 5);
+    assert_no_duplicates(&b);
+
+    peer.endpoint.close(0u32.into(), b"done");
+    replicator_b.stop().await;
+    shutdown.cancel();
+}
+
 /// Two private sites behind one hub, and a second public region: the sites
 /// dial the hub (they listen for nothing), the hub sends to them over their
 /// own connections and forwards between them, and every region stores each

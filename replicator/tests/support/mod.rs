@@ -52,6 +52,8 @@ pub struct NodeState {
     pub checkpoint_reads: u64,
     /// Apply calls still to refuse (as if the node were unavailable).
     pub apply_failures_left: u64,
+    /// Apply calls received, refused and held ones included.
+    pub apply_calls: u64,
 }
 
 /// An in-memory node: a commit log, deduplication, checkpoints.
@@ -60,6 +62,8 @@ pub struct FakeNode {
     pub region: String,
     state: Arc<Mutex<NodeState>>,
     last_sequence: Arc<watch::Sender<u64>>,
+    /// While true, Apply calls wait (counted in `apply_calls` first).
+    hold_applies: Arc<watch::Sender<bool>>,
 }
 
 impl FakeNode {
@@ -68,7 +72,13 @@ impl FakeNode {
             region: region.to_owned(),
             state: Arc::default(),
             last_sequence: Arc::new(watch::channel(0).0),
+            hold_applies: Arc::new(watch::channel(false).0),
         }
+    }
+
+    /// Makes Apply calls wait (`true`) until released (`false`).
+    pub fn hold_applies(&self, hold: bool) {
+        self.hold_applies.send_replace(hold);
     }
 
     pub fn state(&self) -> MutexGuard<'_, NodeState> {
@@ -201,6 +211,9 @@ impl NodeService for FakeNode {
         request: Request<ApplyRequest>,
     ) -> Result<Response<ApplyResponse>, Status> {
         let request = request.into_inner();
+        self.state().apply_calls += 1;
+        let mut held = self.hold_applies.subscribe();
+        let _ = held.wait_for(|hold| !*hold).await;
         let mut response = ApplyResponse::default();
         let mut state = self.state();
         if state.apply_failures_left > 0 {
