@@ -37,7 +37,7 @@ enum Health {
         reused_client_ids: u64,
         /// The node's storage memory, if it reports it.
         storage_memory: Option<StorageMemory>,
-        client: NodeServiceClient<SignedChannel>,
+        client: Box<NodeServiceClient<SignedChannel>>,
     },
     Down(String),
 }
@@ -76,7 +76,7 @@ async fn health(
             last_sequence: answer.get_ref().last_sequence,
             reused_client_ids: answer.get_ref().reused_client_ids,
             storage_memory: answer.get_ref().storage_memory,
-            client,
+            client: Box::new(client),
         },
         Ok(answer) => Health::Down(format!(
             "{admin} answers as region `{}`",
@@ -167,7 +167,7 @@ async fn snapshot(topology: &Topology, describe: bool) -> Snapshot {
                             let acknowledged = checkpoint.get_ref().acked_through_sequence;
                             let unconfirmed = if describe {
                                 unconfirmed(
-                                    client.clone(),
+                                    (**client).clone(),
                                     topology,
                                     from,
                                     to,
