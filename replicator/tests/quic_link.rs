@@ -232,6 +232,20 @@ impl RawPeer {
     }
 }
 
+/// Regions a and b (topic `orders` replicated to b) with only b's
+/// replicator running, ready for a [`RawPeer`]: b's certificate exists.
+async fn raw_peer_target() -> (CancellationToken, TestRegion, TestRegion, RunningReplicator) {
+    init_tracing();
+    let shutdown = CancellationToken::new();
+    let a = TestRegion::start("a", &shutdown).await;
+    let b = TestRegion::start("b", &shutdown).await;
+    let topology = topology(&[&a, &b], &[("orders", &["b"])]);
+    let replicator_b = RunningReplicator::start(&topology, &b);
+    let certificate = tls::certificate_path(b.data_dir.path());
+    wait_until("b's certificate exists", PATIENCE, || certificate.exists()).await;
+    (shutdown, a, b, replicator_b)
+}
+
 fn hello(from: &str, to: &str) -> Frame {
     Frame::Hello(Hello {
         protocol_version: 1,
@@ -262,14 +276,7 @@ fn record(sequence: u64) -> Record {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn malformed_frames_close_the_connection_and_the_endpoint_keeps_serving() {
-    init_tracing();
-    let shutdown = CancellationToken::new();
-    let a = TestRegion::start("a", &shutdown).await;
-    let b = TestRegion::start("b", &shutdown).await;
-    let topology = topology(&[&a, &b], &[("orders", &["b"])]);
-    let replicator_b = RunningReplicator::start(&topology, &b);
-    let certificate = tls::certificate_path(b.data_dir.path());
-    wait_until("b's certificate exists", PATIENCE, || certificate.exists()).await;
+    let (shutdown, _a, b, replicator_b) = raw_peer_target().await;
 
     // A length far over the limit, right at the start.
     let mut peer = RawPeer::connect(&b).await;
@@ -341,14 +348,7 @@ async fn malformed_frames_close_the_connection_and_the_endpoint_keeps_serving() 
 /// together: one Apply and one cumulative ack for all of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn batches_arriving_during_an_apply_are_applied_and_acked_together() {
-    init_tracing();
-    let shutdown = CancellationToken::new();
-    let a = TestRegion::start("a", &shutdown).await;
-    let b = TestRegion::start("b", &shutdown).await;
-    let topology = topology(&[&a, &b], &[("orders", &["b"])]);
-    let replicator_b = RunningReplicator::start(&topology, &b);
-    let certificate = tls::certificate_path(b.data_dir.path());
-    wait_until("b's certificate exists", PATIENCE, || certificate.exists()).await;
+    let (shutdown, _a, b, replicator_b) = raw_peer_target().await;
 
     b.node.hold_applies(true);
     let mut peer = RawPeer::connect(&b).await;
