@@ -335,6 +335,38 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panic_in_the_store_fails_its_batch_and_the_writer_goes_on() {
+        let store = Arc::new(crate::storage::FailingStore::new());
+        let tracker = tokio_util::task::TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        let log = CommitLog::start(store.clone(), "here".into(), &tracker, shutdown.clone())
+            .expect("start");
+        store.panic_next_append();
+        let error = log
+            .append(vec![record("first")])
+            .await
+            .expect_err("the store panicked");
+        let mut chain = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            chain.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        assert!(chain.contains("injected panic in append"), "{chain}");
+        let outcomes = log
+            .append(vec![record("second")])
+            .await
+            .expect("the writer still writes");
+        assert!(matches!(
+            outcomes[..],
+            [Appended::Stored { sequence: 1, .. }]
+        ));
+        shutdown.cancel();
+        tracker.close();
+        tracker.wait().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_appends_each_get_their_own_outcomes() {
         let store = Arc::new(MemoryStore::new());
         let tracker = tokio_util::task::TaskTracker::new();

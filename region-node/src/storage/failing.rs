@@ -15,6 +15,8 @@ pub struct FailingStore {
     inner: MemoryStore,
     failing: AtomicBool,
     failed: AtomicU64,
+    /// The next `append` panics (once).
+    panic_next_append: AtomicBool,
 }
 
 impl FailingStore {
@@ -25,6 +27,11 @@ impl FailingStore {
     /// Turns write failures on or off.
     pub fn fail_writes(&self, fail: bool) {
         self.failing.store(fail, Ordering::SeqCst);
+    }
+
+    /// Makes the next `append` panic, as a bug in a store would.
+    pub fn panic_next_append(&self) {
+        self.panic_next_append.store(true, Ordering::SeqCst);
     }
 
     /// How many writes failed so far.
@@ -50,6 +57,9 @@ impl LogStore for FailingStore {
         records: Vec<Record>,
         local_region: &str,
     ) -> Result<Vec<Appended>, StorageError> {
+        if self.panic_next_append.swap(false, Ordering::SeqCst) {
+            panic!("injected panic in append");
+        }
         self.check("append records")?;
         self.inner.append(records, local_region)
     }
