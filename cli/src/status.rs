@@ -296,7 +296,7 @@ pub async fn report(topology: &Topology) -> Report {
     let _ = writeln!(
         text,
         "{:<14} {:<6} {:>14} {:>11} {:>15}  detail",
-        "region", "node", "last sequence", "reused ids", "storage MB"
+        "region", "node", "last sequence", "reused ids", "storage MiB"
     );
     for (name, health) in &regions {
         match health {
@@ -311,9 +311,11 @@ pub async fn report(topology: &Topology) -> Report {
                 let memory = storage_memory.map_or_else(
                     || "-".to_owned(),
                     |memory| {
-                        let used = memory.cache_bytes.max(memory.memtable_bytes)
-                            + memory.table_reader_bytes;
-                        format!("{}/{}", megabytes(used), megabytes(memory.budget_bytes))
+                        format!(
+                            "{}/{}",
+                            mebibytes(storage_in_use(&memory)),
+                            mebibytes(memory.budget_bytes)
+                        )
                     },
                 );
                 let detail = if *reused_client_ids > 0 {
@@ -390,7 +392,14 @@ pub async fn report(topology: &Topology) -> Report {
     Report { text, regions_down }
 }
 
+/// What a node's storage holds in memory, bytes: the block cache (which
+/// includes its reservation for the memtables, or the memtables if they
+/// outgrew it) and index blocks outside the cache.
+pub fn storage_in_use(memory: &StorageMemory) -> u64 {
+    memory.cache_bytes.max(memory.memtable_bytes) + memory.table_reader_bytes
+}
+
 /// Bytes as whole MiB, rounded to nearest.
-fn megabytes(bytes: u64) -> u64 {
+fn mebibytes(bytes: u64) -> u64 {
     (bytes + 512 * 1024) / (1024 * 1024)
 }

@@ -144,8 +144,8 @@ pub struct Region {
     pub router_mode: RouterMode,
     /// The memory the node's storage may use, MiB: RocksDB's memtables
     /// (at most half of it) and one block cache shared by every column
-    /// family, which also holds the tables' index blocks, so the node's
-    /// memory stays flat however much it stores. Default
+    /// family, which also holds the tables' index blocks, so RocksDB's
+    /// memory stays within it however much the node stores. Default
     /// [`Region::DEFAULT_STORAGE_MEMORY_MB`]; 16..=1048576.
     #[serde(
         default = "Region::default_storage_memory_mb",

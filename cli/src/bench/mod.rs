@@ -288,8 +288,7 @@ impl StorageSampler {
                     continue;
                 }
                 if let Ok(memory) = crate::status::storage_memory(&topology, "bench").await {
-                    let in_use =
-                        memory.cache_bytes.max(memory.memtable_bytes) + memory.table_reader_bytes;
+                    let in_use = crate::status::storage_in_use(&memory);
                     samples.push((now.duration_since(measure_from).as_secs_f64(), in_use));
                 }
             }

@@ -170,7 +170,8 @@ const LOG_MAX_COMPRESSED_BYTES_PER_KB: &str = "1023";
 
 /// The memory a store uses when its region does not say, bytes (the
 /// topology's default `storage_memory_mb`).
-pub const DEFAULT_MEMORY_BYTES: usize = 256 * 1024 * 1024;
+pub const DEFAULT_MEMORY_BYTES: usize =
+    meridian_topology::Region::DEFAULT_STORAGE_MEMORY_MB as usize * 1024 * 1024;
 
 /// The part of the memory budget memtables may take, as a divisor: half.
 /// The rest (and whatever memtables do not use) caches table blocks.
