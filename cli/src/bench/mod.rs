@@ -195,8 +195,8 @@ pub struct ProduceReport {
     /// files (its text info log, options files), what a long run tends to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_bytes_per_message: Option<f64>,
-    /// The disk's synced 4 KiB write latency, measured in the same run
-    /// (with `--nats-server`).
+    /// The disk's synced 4 KiB append and overwrite latency, measured in
+    /// the same run (with `--nats-server`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disk_fsync: Option<disk::FsyncLatency>,
 }
@@ -1003,8 +1003,14 @@ fn print_report(report: &ProduceReport) {
     }
     if let Some(fsync) = &report.disk_fsync {
         println!(
-            "disk: synced 4 KiB writes p50 {:.2} ms, p99 {:.2} ms ({} writes)",
-            fsync.p50_ms, fsync.p99_ms, fsync.writes
+            "disk: synced 4 KiB appends p50 {:.2} ms, p99 {:.2} ms ({} writes); \
+             overwrites of written blocks p50 {:.2} ms, p99 {:.2} ms ({} writes)",
+            fsync.p50_ms,
+            fsync.p99_ms,
+            fsync.writes,
+            fsync.overwrite_p50_ms,
+            fsync.overwrite_p99_ms,
+            fsync.overwrite_writes
         );
     }
 }

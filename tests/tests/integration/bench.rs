@@ -115,13 +115,12 @@ async fn bench_produce_compares_with_nats_jetstream_in_the_same_run() {
             "{run}"
         );
     }
-    assert!(
-        report["disk_fsync"]["writes"]
-            .as_u64()
-            .expect("fsync writes")
-            > 0,
-        "{report}"
-    );
+    for probe in ["writes", "overwrite_writes"] {
+        assert!(
+            report["disk_fsync"][probe].as_u64().expect("fsync writes") > 0,
+            "{report}"
+        );
+    }
 }
 
 /// `meridian bench consume` and `meridian bench latency` (one region and
