@@ -346,12 +346,7 @@ mod tests {
             .append(vec![record("first")])
             .await
             .expect_err("the store panicked");
-        let mut chain = error.to_string();
-        let mut source = std::error::Error::source(&error);
-        while let Some(cause) = source {
-            chain.push_str(&format!(": {cause}"));
-            source = cause.source();
-        }
+        let chain = meridian_report::chain(&error);
         assert!(chain.contains("injected panic in append"), "{chain}");
         let outcomes = log
             .append(vec![record("second")])

@@ -254,6 +254,16 @@ fn hello(from: &str, to: &str) -> Frame {
     })
 }
 
+/// The ack frame a raw peer expects: through `through_sequence`, with
+/// `stored` records stored and `duplicates` skipped.
+fn ack_frame(through_sequence: u64, stored: u32, duplicates: u32) -> Option<Frame> {
+    Some(Frame::Ack(Ack {
+        through_sequence,
+        stored,
+        duplicates,
+    }))
+}
+
 fn record(sequence: u64) -> Record {
     Record {
         sequence,
@@ -323,14 +333,7 @@ async fn malformed_frames_close_the_connection_and_the_endpoint_keeps_serving() 
     }))
     .await;
     let ack = peer.next_frame().await.expect("an ack");
-    assert_eq!(
-        ack.frame,
-        Some(Frame::Ack(Ack {
-            through_sequence: 3,
-            stored: 2,
-            duplicates: 0
-        }))
-    );
+    assert_eq!(ack.frame, ack_frame(3, 2, 0));
     assert_eq!(b.node.log_len(), 2);
     peer.send_frame(Frame::Batch(Batch {
         records: vec![record(2)],
@@ -375,23 +378,9 @@ async fn batches_arriving_during_an_apply_are_applied_and_acked_together() {
     b.node.hold_applies(false);
 
     let first = peer.next_frame().await.expect("the first batch's ack");
-    assert_eq!(
-        first.frame,
-        Some(Frame::Ack(Ack {
-            through_sequence: 1,
-            stored: 1,
-            duplicates: 0
-        }))
-    );
+    assert_eq!(first.frame, ack_frame(1, 1, 0));
     let second = peer.next_frame().await.expect("one ack for the other four");
-    assert_eq!(
-        second.frame,
-        Some(Frame::Ack(Ack {
-            through_sequence: 5,
-            stored: 4,
-            duplicates: 0
-        }))
-    );
+    assert_eq!(second.frame, ack_frame(5, 4, 0));
     assert_eq!(
         b.node.state().apply_calls,
         2,

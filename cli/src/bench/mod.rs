@@ -5,7 +5,8 @@
 //! next (a durable publish when the node flushes with `sync`), for
 //! `--duration-s` seconds after `--warmup-s` seconds whose sends are not
 //! counted; with `--rate`, the producers share that many sends per second
-//! between them instead of sending as fast as answers come. Without `--access-point` it starts a one-region deployment of its
+//! between them instead of sending as fast as answers come. Without
+//! `--access-point` it starts a one-region deployment of its
 //! own (a node, a replicator and a router on OS-chosen loopback ports, data
 //! in a temporary directory, `--flush` as given) and sends through its
 //! router; with one, it loads that router or node, topic `--topic`.
@@ -1013,16 +1014,14 @@ fn print_report(report: &ProduceReport) {
     print_run(report);
     for comparison in &report.compared {
         print_run(&comparison.report);
-        match comparison.meridian_p99_ratio {
-            Some(p99_ratio) => println!(
-                "  Meridian / this: {:.2}x msgs/s, {p99_ratio:.2}x p99 latency",
-                comparison.meridian_ratio
-            ),
-            None => println!(
-                "  Meridian / this: {:.2}x msgs/s",
-                comparison.meridian_ratio
-            ),
-        }
+        let p99 = comparison
+            .meridian_p99_ratio
+            .map(|ratio| format!(", {ratio:.2}x p99 latency"))
+            .unwrap_or_default();
+        println!(
+            "  Meridian / this: {:.2}x msgs/s{p99}",
+            comparison.meridian_ratio
+        );
     }
     if let Some(scheduled) = &report.scheduled {
         println!("{}", scheduled.describe());
